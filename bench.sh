@@ -1,0 +1,631 @@
+#!/usr/bin/env bash
+# bench.sh - side-by-side benchmark of Fulcrum against nginx and HAProxy.
+#
+# Layout (2 CPUs): the balancer under test runs alone on CPU 0 with one worker;
+# the load generator (wrk) and the cheap backends (one nginx process serving
+# two ports) share CPU 1. Every target runs in the same invocation, interleaved
+# round by round, so machine noise spreads evenly over them.
+#
+# Headline figure: CPU time the balancer process spends per request
+# (utime+stime from /proc/PID/stat over a run, divided by completed requests),
+# next to req/s and p50/p99 latency, each as min/median/max over --runs runs.
+#
+# Adding a suite: write a function `suite_<name>` (see suite_http) that
+# declares workloads with `workload`, starts targets with the start_* helpers
+# and calls `bench_matrix`. It is then runnable as `./bench.sh <name>`.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: ./bench.sh [SUITE] [OPTIONS]
+
+Suites:
+  http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default)
+
+Options:
+  --runs N        measured runs per target and workload (default 3)
+  --duration S    seconds per measured run (default 5)
+  --connections C wrk connections (default 32)
+  --quick         smoke test: 1 run of 2 s
+  --no-build      do not run `cargo build --release` (use target/release/fulcrum as is)
+  -h, --help      this text
+
+Environment:
+  BENCH_PORT_BASE first of the fixed loopback ports used (default 39100;
+                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+13 for balancers)
+  FULCRUM_BIN     binary to measure (default target/release/fulcrum; use with --no-build)
+
+Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
+(raw wrk output in target/bench/raw-<timestamp>.log).
+EOF
+}
+
+# ---------------------------------------------------------------- settings --
+
+RUNS=3
+DURATION=5
+CONNECTIONS=32
+WARMUP=1
+BUILD=1
+SUITE=http
+LB_CPU=0
+GEN_CPU=1
+PORT_BASE=${BENCH_PORT_BASE:-39100}
+BE1_PORT=$((PORT_BASE + 1))
+BE2_PORT=$((PORT_BASE + 2))
+FULCRUM_URING_PORT=$((PORT_BASE + 10))
+FULCRUM_EPOLL_PORT=$((PORT_BASE + 11))
+NGINX_PORT=$((PORT_BASE + 12))
+HAPROXY_PORT=$((PORT_BASE + 13))
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+while (($#)); do
+    case $1 in
+        --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
+        --duration) DURATION=${2:?--duration needs a value}; DURATION=${DURATION%s}; shift 2 ;;
+        --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
+        --quick) RUNS=1; DURATION=2; shift ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        -*) usage >&2; die "unknown option: $1" ;;
+        *) SUITE=$1; shift ;;
+    esac
+done
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
+[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive integer"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+
+# ------------------------------------------------------------------ tools --
+
+check_tools() {
+    # tool -> Debian package
+    local -A pkg=([wrk]=wrk [nginx]=nginx [haproxy]=haproxy [curl]=curl
+        [taskset]=util-linux [getconf]=libc-bin [awk]=gawk [ss]=iproute2)
+    local missing=() pkgs=() t
+    for t in "${!pkg[@]}"; do
+        if ! command -v "$t" >/dev/null 2>&1; then
+            missing+=("$t")
+            pkgs+=("${pkg[$t]}")
+        fi
+    done
+    if ((${#missing[@]})); then
+        printf '[bench] missing tools: %s\n' "${missing[*]}" >&2
+        printf '[bench] install them with:\n  apt-get install -y %s\n' "${pkgs[*]}" >&2
+        exit 1
+    fi
+    if ((BUILD)) && ! command -v cargo >/dev/null 2>&1; then
+        die "cargo not found (install Rust via rustup, or pass --no-build)"
+    fi
+    (($(nproc) >= 2)) || die "needs at least 2 CPUs (balancer on CPU $LB_CPU, load on CPU $GEN_CPU)"
+}
+
+# ---------------------------------------------------------- process state --
+
+TMP=""
+PIDS=()
+WRK_PID=""
+declare -A T_URL=()    # target -> base URL
+declare -A T_PID=()    # target -> PID whose CPU time is measured ("" = none)
+declare -A T_DRIVER=() # target -> io driver text, or file:<stderr log> to grep
+declare -A T_DEAD=()   # target -> reason it stopped being measured
+declare -A T_NOTE=()   # target,workload -> problem seen by the keep-alive probe
+TARGETS=()
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    [[ -z $WRK_PID ]] || kill -TERM "$WRK_PID" 2>/dev/null || true
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [[ -n $TMP && -d $TMP ]] && rm -rf -- "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_in_use() {
+    # Listening sockets on the port, any local address.
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+check_ports_free() {
+    local p
+    for p in "$@"; do
+        port_in_use "$p" && die "port $p is already in use (set BENCH_PORT_BASE to move the port range)"
+    done
+    return 0
+}
+
+# wait_ready NAME PID URL: poll URL (bounded, 5 s) while PID is alive.
+wait_ready() {
+    local name=$1 pid=$2 url=$3 i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -fs -o /dev/null --max-time 1 "$url"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name: not ready after 5 s ($url)"
+    return 1
+}
+
+# check_pinning NAME PID CPU: warn if any thread may run outside CPU.
+check_pinning() {
+    local name=$1 pid=$2 cpu=$3 f list
+    for f in /proc/"$pid"/task/*/status; do
+        list=$(awk '/^Cpus_allowed_list:/ {print $2}' "$f" 2>/dev/null) || continue
+        [[ -z $list || $list == "$cpu" ]] || log "warning: $name thread ${f%/status} allowed on CPUs $list, not $cpu"
+    done
+}
+
+# utime+stime of a process (all threads, incl. exited ones), in clock ticks.
+cpu_ticks() {
+    local s f
+    s=$(<"/proc/$1/stat")
+    s=${s##*) } # the comm field may contain spaces and ')'
+    read -ra f <<<"$s"
+    # f[0] is field 3 (state), so fields 14 and 15 are f[11] and f[12].
+    echo $((f[11] + f[12]))
+}
+
+# -------------------------------------------------------------- backends --
+
+start_backends() {
+    local dir=$TMP/backend
+    mkdir -p "$dir/www" "$dir/tmp"
+    head -c 16384 /dev/zero | tr '\0' 'x' >"$dir/www/16k"
+    local srv port name
+    {
+        cat <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    default_type application/octet-stream;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    sendfile on;
+    open_file_cache max=16 inactive=60s;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+EOF
+        for srv in "b1 $BE1_PORT" "b2 $BE2_PORT"; do
+            read -r name port <<<"$srv"
+            # `return` answers without reading the request body; nginx then
+            # discards the body (ngx_http_discard_request_body) so the
+            # connection stays usable for keep-alive.
+            cat <<EOF
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        root $dir/www;
+        add_header X-Backend $name;
+        location = /small { return 200 "ok\n"; }
+        location = /16k { }
+        location = /post { return 200 "ok\n"; }
+        location / { return 404; }
+    }
+EOF
+        done
+        echo "}"
+    } >"$dir/nginx.conf"
+    taskset -c "$GEN_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
+        >"$dir/stdout.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! wait_ready backend "$pid" "http://127.0.0.1:$BE1_PORT/small" ||
+        ! wait_ready backend "$pid" "http://127.0.0.1:$BE2_PORT/small"; then
+        die "backend nginx failed to start: $(tail -n 5 "$dir/error.log" "$dir/stdout.log" 2>/dev/null)"
+    fi
+    T_URL[direct]="http://127.0.0.1:$BE1_PORT"
+    T_PID[direct]=""
+    T_DRIVER[direct]="-"
+}
+
+# -------------------------------------------------------------- balancers --
+
+# register_target NAME PID PORT DRIVER
+register_target() {
+    T_URL[$1]="http://127.0.0.1:$3"
+    T_PID[$1]=$2
+    T_DRIVER[$1]=$4
+    check_pinning "$1" "$2" "$LB_CPU"
+}
+
+start_nginx_proxy() {
+    local dir=$TMP/nginx-proxy
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    upstream backends {
+        server 127.0.0.1:$BE1_PORT;
+        server 127.0.0.1:$BE2_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
+        >"$dir/stdout.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_ready nginx "$pid" "http://127.0.0.1:$NGINX_PORT/small" ||
+        die "nginx proxy failed to start: $(tail -n 5 "$dir/error.log" "$dir/stdout.log" 2>/dev/null)"
+    register_target nginx "$pid" "$NGINX_PORT" epoll
+    TARGETS+=(nginx)
+}
+
+start_haproxy() {
+    local dir=$TMP/haproxy
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1_PORT
+    server b2 127.0.0.1:$BE2_PORT
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
+    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_ready haproxy "$pid" "http://127.0.0.1:$HAPROXY_PORT/small" ||
+        die "haproxy failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    register_target haproxy "$pid" "$HAPROXY_PORT" epoll
+    TARGETS+=(haproxy)
+}
+
+FULCRUM_BIN=${FULCRUM_BIN:-$ROOT/target/release/fulcrum}
+FULCRUM_OK=""
+
+# Builds (unless --no-build) and checks the binary has the flags bench.sh uses.
+# Sets FULCRUM_OK=1, or explains why Fulcrum is skipped.
+prepare_fulcrum() {
+    if ((BUILD)); then
+        log "cargo build --release ..."
+        if ! cargo build --release --bin fulcrum >"$TMP/cargo-build.log" 2>&1; then
+            tail -n 20 "$TMP/cargo-build.log" >&2
+            log "SKIPPING Fulcrum: cargo build --release failed (output above)"
+            return 0
+        fi
+    fi
+    if [[ ! -x $FULCRUM_BIN ]]; then
+        log "SKIPPING Fulcrum: $FULCRUM_BIN does not exist"
+        return 0
+    fi
+    local help flag
+    help=$(timeout 5 "$FULCRUM_BIN" --help 2>&1 || true)
+    for flag in --listen --backend --workers --io-driver; do
+        if ! grep -q -- "$flag" <<<"$help"; then
+            log "SKIPPING Fulcrum: '$FULCRUM_BIN --help' does not mention $flag"
+            return 0
+        fi
+    done
+    FULCRUM_OK=1
+}
+
+# start_fulcrum DRIVER PORT
+start_fulcrum() {
+    local driver=$1 port=$2 name=fulcrum-$1
+    [[ -n $FULCRUM_OK ]] || return 0
+    local err=$TMP/$name.stderr
+    taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
+        --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
+        --workers 1 --io-driver "$driver" >"$TMP/$name.stdout" 2>"$err" &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/small"; then
+        log "SKIPPING $name: it did not become ready; last stderr lines:"
+        tail -n 10 "$err" >&2 || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 0
+    fi
+    register_target "$name" "$pid" "$port" "file:$err"
+    TARGETS+=("$name")
+}
+
+# The io driver Fulcrum reported (`driver=...` on stderr, one per worker).
+driver_of() {
+    local d=${T_DRIVER[$1]}
+    if [[ $d == file:* ]]; then
+        d=$(grep -o 'driver=[A-Za-z0-9_-]*' "${d#file:}" 2>/dev/null | cut -d= -f2 | sort -u | paste -sd, -)
+        d=${d:-"? (no driver= on stderr)"}
+    fi
+    printf '%s' "$d"
+}
+
+# -------------------------------------------------------------- workloads --
+
+declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=()
+WORKLOADS=()
+
+# wrk script: optional request setup plus a done() that prints one parseable line.
+write_lua() {
+    local file=$1 setup=$2
+    cat >"$file" <<EOF
+$setup
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d duration_us=%d p50_us=%.1f p99_us=%.1f connect=%d read=%d write=%d status=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+}
+
+# workload NAME PATH TITLE [LUA-SETUP [CURL-ARGS]]
+# LUA-SETUP sets up wrk's request; CURL-ARGS makes the same request with curl
+# (for the keep-alive probe; split on whitespace).
+workload() {
+    W_PATH[$1]=$2
+    W_TITLE[$1]=$3
+    W_LUA[$1]=$TMP/wrk-$1.lua
+    write_lua "${W_LUA[$1]}" "${4:-}"
+    W_CURL[$1]=${5:-}
+    WORKLOADS+=("$1")
+}
+
+# ------------------------------------------------------------- measuring --
+
+RESULTS=$TMP/results # set again after TMP exists
+RAW_LOG=""
+
+# measure TARGET WORKLOAD SECONDS [record]: one wrk run; with "record",
+# appends "rps p50_ms p99_ms cpu_us_per_req connect read write status timeout requests".
+measure() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/wrk.out
+    local t0=0 t1=0
+    if [[ -n $pid ]]; then
+        kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 0; }
+        t0=$(cpu_ticks "$pid")
+    fi
+    # In the background so that a signal interrupts `wait` and cleanup runs at once.
+    taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency \
+        -s "${W_LUA[$wl]}" "$url" >"$out" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then
+        WRK_PID=""
+        cat "$out" >&2
+        die "wrk failed against $target ($url)"
+    fi
+    WRK_PID=""
+    if [[ -n $pid ]]; then
+        if ! kill -0 "$pid" 2>/dev/null; then
+            T_DEAD[$target]="process exited during a run"
+            return 0
+        fi
+        t1=$(cpu_ticks "$pid")
+    fi
+    { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
+    [[ -n $record ]] || return 0
+    local line
+    line=$(grep '^BENCH ' "$out") || die "no summary line in wrk output for $target/$wl"
+    awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
+        {
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
+            cpu = (haspid && v["requests"] > 0) ? ticks / hz * 1e6 / v["requests"] : "-"
+            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", rps, v["p50_us"] / 1000, v["p99_us"] / 1000,
+                (cpu == "-" ? "-" : sprintf("%.2f", cpu)),
+                v["connect"], v["read"], v["write"], v["status"], v["timeout"], v["requests"]
+        }' <<<"$line" >>"$RESULTS/$wl.$target"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+# probe TARGET WORKLOAD: the workload's request twice on one connection; both
+# must answer 2xx and the second must reuse the connection. Warns otherwise.
+probe() {
+    local target=$1 wl=$2 url out args=()
+    url=${T_URL[$target]}${W_PATH[$wl]}
+    read -ra args <<<"${W_CURL[$wl]}"
+    out=$(curl -s --max-time 3 "${args[@]}" -o /dev/null -o /dev/null \
+        -w '%{http_code}:%{num_connects} ' "$url" "$url" 2>/dev/null) || true
+    if [[ ! $out =~ ^2[0-9][0-9]:1\ 2[0-9][0-9]:0\ $ ]]; then
+        T_NOTE[$target,$wl]="keep-alive probe failed"
+        log "warning: $target/$wl: 2 requests on one connection gave '${out:-nothing}' (want 2xx:1 2xx:0)"
+    fi
+}
+
+# bench_matrix: warm up each target per workload, then RUNS rounds, each
+# round visiting every target once (interleaved), then print the tables.
+bench_matrix() {
+    local wl t r
+    for wl in "${WORKLOADS[@]}"; do
+        log "workload $wl: keep-alive probe, then warm-up ${WARMUP}s per target"
+        for t in direct "${TARGETS[@]}"; do
+            probe "$t" "$wl"
+            measure "$t" "$wl" "$WARMUP"
+        done
+        for ((r = 1; r <= RUNS; r++)); do
+            log "workload $wl: round $r/$RUNS"
+            for t in direct "${TARGETS[@]}"; do
+                [[ -z ${T_DEAD[$t]:-} ]] || continue
+                measure "$t" "$wl" "$DURATION" "run$r"
+            done
+        done
+    done
+}
+
+# min/median/max of column COL of FILE, printf FMT per value.
+stat3() {
+    local file=$1 col=$2 fmt=$3
+    awk -v c="$col" '{ print $c }' "$file" | sort -g | awk -v fmt="$fmt" '
+        $1 == "-" { dash = 1; next }
+        { a[n++] = $1 }
+        END {
+            if (dash || n == 0) { print "-"; exit }
+            med = (n % 2) ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2
+            printf fmt " / " fmt " / " fmt "\n", a[0], med, a[n - 1]
+        }'
+}
+
+# errors_of FILE [NOTE]: wrk error counts summed over the runs, plus problems.
+errors_of() {
+    awk -v note="${2:-}" '{ for (i = 5; i <= 9; i++) s[i] += $i; if ($10 == 0) zero++ }
+        END {
+            split("connect read write non-2xx/3xx timeout", name, " ")
+            out = ""
+            for (i = 5; i <= 9; i++) if (s[i]) out = out (out ? ", " : "") name[i - 4] " " s[i]
+            if (zero) out = out (out ? ", " : "") "NO RESPONSES in " zero " run(s)"
+            if (note != "") out = out (out ? ", " : "") note
+            print (out ? out : "0")
+        }' "$1"
+}
+
+print_tables() {
+    local wl t f
+    for wl in "${WORKLOADS[@]}"; do
+        printf '\n### %s\n\n' "${W_TITLE[$wl]}"
+        printf '| target | io driver | req/s min / med / max | p50 ms min / med / max | p99 ms min / med / max | CPU us/req min / med / max | errors |\n'
+        printf '|---|---|---|---|---|---|---|\n'
+        for t in direct "${TARGETS[@]}"; do
+            f=$RESULTS/$wl.$t
+            if [[ ! -s $f ]]; then
+                printf '| %s | %s | - | - | - | - | %s |\n' "$t" "$(driver_of "$t")" "${T_DEAD[$t]:-no data}"
+                continue
+            fi
+            printf '| %s | %s | %s | %s | %s | %s | %s%s |\n' "$t" "$(driver_of "$t")" \
+                "$(stat3 "$f" 1 %.0f)" "$(stat3 "$f" 2 %.3f)" "$(stat3 "$f" 3 %.3f)" \
+                "$(stat3 "$f" 4 %.2f)" "$(errors_of "$f" "${T_NOTE[$t,$wl]:-}")" \
+                "${T_DEAD[$t]:+ (${T_DEAD[$t]} after $(wc -l <"$f") runs)}"
+        done
+    done
+}
+
+print_header() {
+    local commit
+    if commit=$(git rev-parse --short HEAD 2>/dev/null); then
+        [[ -z $(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] || commit="$commit+dirty"
+    else
+        commit=uncommitted
+    fi
+    printf '## Fulcrum benchmark: %s suite\n\n' "$SUITE"
+    printf -- '- date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf -- '- machine: %s vCPUs, %s\n' "$(nproc)" \
+        "$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    printf -- '- kernel: %s\n' "$(uname -r)"
+    printf -- '- git commit: %s\n' "$commit"
+    printf -- '- peers: %s, %s, wrk %s\n' "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
+        "$(haproxy -v 2>/dev/null | awk 'NR == 1 { print "haproxy " $3 }')" \
+        "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
+    printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
+        "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    printf -- '- runs: %s x %ss per target and workload (after %ss warm-up), targets interleaved per round; min / median / max\n' \
+        "$RUNS" "$DURATION" "$WARMUP"
+    printf -- '- CPU us/req: balancer process utime+stime (/proc/PID/stat, %s ticks/s) over the run / completed requests\n' "$CLK_TCK"
+}
+
+# ----------------------------------------------------------------- suites --
+
+suite_http() {
+    local body
+    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    printf '%s' "$body" >"$TMP/body-1k"
+    workload small /small "GET small body (3 B), keep-alive"
+    workload 16k /16k "GET 16 KiB body, keep-alive"
+    workload post1k /post "POST 1 KiB body, keep-alive" \
+        "wrk.method = \"POST\"
+wrk.body = \"$body\"
+wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
+        "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT"
+    prepare_fulcrum
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT"
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT"
+    start_nginx_proxy
+    start_haproxy
+    log "targets: direct ${TARGETS[*]}"
+    bench_matrix
+}
+
+# ------------------------------------------------------------------- main --
+
+declare -F "suite_$SUITE" >/dev/null ||
+    die "unknown suite '$SUITE' (available: $(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); printf "%s%s", sep, $3; sep = " " }'))"
+check_tools
+CLK_TCK=$(getconf CLK_TCK)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-bench.XXXXXX")
+RESULTS=$TMP/results
+mkdir -p "$RESULTS" target/bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RAW_LOG=$ROOT/target/bench/raw-$STAMP.log
+OUT=$ROOT/target/bench/results-$STAMP.md
+: >"$RAW_LOG"
+
+"suite_$SUITE"
+
+{
+    print_header
+    print_tables
+} >"$OUT"
+printf '\n'
+cat "$OUT"
+log "written to ${OUT#"$ROOT"/} (raw wrk output: ${RAW_LOG#"$ROOT"/})"

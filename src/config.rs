@@ -1,0 +1,433 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! Parsed once on the main thread; the control thread owns the canonical copy afterwards and
+//! hands immutable slices of it to the workers inside each epoch.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::balance::Algorithm;
+
+/// Errors found while loading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// The whole configuration of one Fulcrum process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data-plane listen address (every worker binds it with `SO_REUSEPORT`).
+    pub listen: SocketAddr,
+    /// Admin API listen address.
+    pub admin_listen: SocketAddr,
+    /// Number of worker threads; 0 means one per CPU the process may run on.
+    pub workers: usize,
+    /// Balancing algorithm at start.
+    pub algorithm: Algorithm,
+    /// Which io driver the workers use.
+    pub io_driver: IoDriverChoice,
+    /// Backends at start.
+    pub backends: Vec<BackendConfig>,
+    /// Phase timeouts.
+    pub timeouts: Timeouts,
+    /// Passive health checking (ejection after consecutive connect failures).
+    pub health: PassiveHealth,
+    /// Upstream connection pools.
+    pub pool: PoolConfig,
+    /// Buffer and size limits.
+    pub limits: Limits,
+    /// Balancer tuning.
+    pub balance: BalanceConfig,
+    /// Response cache settings (the cache itself lands with its own issue).
+    pub cache: CacheSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: 0,
+            algorithm: Algorithm::RoundRobin,
+            io_driver: IoDriverChoice::Auto,
+            backends: Vec::new(),
+            timeouts: Timeouts::default(),
+            health: PassiveHealth::default(),
+            pool: PoolConfig::default(),
+            limits: Limits::default(),
+            balance: BalanceConfig::default(),
+            cache: CacheSettings::default(),
+        }
+    }
+}
+
+/// One backend as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `http://host:port`.
+    pub url: String,
+}
+
+/// Which io driver to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriverChoice {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// io_uring, falling back to epoll (with a warning) when it is denied.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+impl FromStr for IoDriverChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "io_uring" => Ok(Self::IoUring),
+            "epoll" => Ok(Self::Epoll),
+            other => Err(format!("unknown io driver `{other}` (expected auto, io_uring or epoll)")),
+        }
+    }
+}
+
+/// Timeouts for every phase of a proxied exchange, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Time allowed for a whole request head once its first byte arrived.
+    pub client_header_ms: u64,
+    /// How long a keep-alive client connection may sit idle between requests.
+    pub client_idle_ms: u64,
+    /// Longest gap between two reads of a request body.
+    pub client_body_ms: u64,
+    /// Longest a write to the client may stall.
+    pub client_send_ms: u64,
+    /// Upstream TCP connect.
+    pub upstream_connect_ms: u64,
+    /// From request sent to response head received, and the longest gap between two reads of
+    /// a response body.
+    pub upstream_response_ms: u64,
+    /// Graceful shutdown: how long in-flight requests may take to finish.
+    pub drain_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client_header_ms: 10_000,
+            client_idle_ms: 60_000,
+            client_body_ms: 60_000,
+            client_send_ms: 60_000,
+            upstream_connect_ms: 3_000,
+            upstream_response_ms: 60_000,
+            drain_ms: 10_000,
+        }
+    }
+}
+
+impl Timeouts {
+    /// `client_header_ms` as a duration.
+    pub fn client_header(&self) -> Duration {
+        Duration::from_millis(self.client_header_ms)
+    }
+    /// `client_idle_ms` as a duration.
+    pub fn client_idle(&self) -> Duration {
+        Duration::from_millis(self.client_idle_ms)
+    }
+    /// `client_body_ms` as a duration.
+    pub fn client_body(&self) -> Duration {
+        Duration::from_millis(self.client_body_ms)
+    }
+    /// `client_send_ms` as a duration.
+    pub fn client_send(&self) -> Duration {
+        Duration::from_millis(self.client_send_ms)
+    }
+    /// `upstream_connect_ms` as a duration.
+    pub fn upstream_connect(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_ms)
+    }
+    /// `upstream_response_ms` as a duration.
+    pub fn upstream_response(&self) -> Duration {
+        Duration::from_millis(self.upstream_response_ms)
+    }
+    /// `drain_ms` as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+}
+
+/// Passive health: eject a backend after `max_fails` consecutive connect failures for `eject_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// Consecutive connect failures that eject a backend (K).
+    pub max_fails: u32,
+    /// How long an ejected backend is skipped before it is tried again (T).
+    pub eject_ms: u64,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self { max_fails: 3, eject_ms: 10_000 }
+    }
+}
+
+/// Per-worker upstream connection pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Idle keep-alive connections kept per backend and per worker.
+    pub max_idle_per_backend: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self { max_idle_per_backend: 64, idle_timeout_ms: 30_000 }
+    }
+}
+
+/// Buffer sizes and protocol limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Size of each connection's read buffer; also the largest request or response head.
+    pub buffer_bytes: usize,
+    /// Most header fields in one request or response head.
+    pub max_headers: usize,
+    /// Largest request body accepted (413 beyond); 0 means no limit.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { buffer_bytes: 16 * 1024, max_headers: 100, max_body_bytes: 0 }
+    }
+}
+
+/// Load-balancing tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceConfig {
+    /// Window of the `response_time` average (default five minutes).
+    pub response_time_window_ms: u64,
+    /// How often each worker publishes its per-backend counters for the others.
+    pub stats_publish_ms: u64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        Self { response_time_window_ms: 300_000, stats_publish_ms: 5 }
+    }
+}
+
+/// Response cache settings carried in every epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Whether cacheable responses are stored and served.
+    pub enabled: bool,
+}
+
+/// A parsed and resolved backend address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendUrl {
+    /// The URL as the operator wrote it, normalised to `http://host:port`.
+    pub url: String,
+    /// `host:port` as sent in `Host` when the client sent none.
+    pub authority: String,
+    /// The resolved socket address.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Why a backend URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendUrlError {
+    /// Only `http://` is spoken today.
+    #[error("unsupported scheme in `{0}` (expected http://host:port)")]
+    Scheme(String),
+    /// Host or port missing or malformed, or a path was given.
+    #[error("malformed backend URL `{0}` (expected http://host:port)")]
+    Malformed(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve `{0}`")]
+    Resolve(String),
+}
+
+impl BackendUrl {
+    /// Parses `http://host[:port][/]` and resolves the host once.
+    pub fn parse(raw: &str) -> Result<Self, BackendUrlError> {
+        let rest = match raw.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(_) => return Err(BackendUrlError::Scheme(raw.to_owned())),
+            None => return Err(BackendUrlError::Malformed(raw.to_owned())),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        let malformed = || BackendUrlError::Malformed(raw.to_owned());
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+            return Err(malformed());
+        }
+        let with_port =
+            if has_port(authority) { authority.to_owned() } else { format!("{authority}:80") };
+        let port_ok = with_port
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0));
+        if !port_ok {
+            return Err(malformed());
+        }
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|_| BackendUrlError::Resolve(with_port.clone()))?
+            .next()
+            .ok_or_else(|| BackendUrlError::Resolve(with_port.clone()))?;
+        Ok(Self { url: format!("http://{with_port}"), authority: with_port, addr })
+    }
+}
+
+fn has_port(authority: &str) -> bool {
+    match authority.rsplit_once(':') {
+        // `[::1]` has colons but no port; `[::1]:80` has one.
+        Some((host, _)) => !host.starts_with('[') || host.ends_with(']'),
+        None => false,
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values the type system cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, backend) in self.backends.iter().enumerate() {
+            BackendUrl::parse(&backend.url)
+                .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
+        }
+        let mut urls: Vec<&str> = self.backends.iter().map(|b| b.url.as_str()).collect();
+        urls.sort_unstable();
+        if let Some(dup) = urls.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::invalid("backends", format!("`{}` listed twice", dup[0])));
+        }
+        let t = &self.timeouts;
+        for (key, value) in [
+            ("timeouts.client_header_ms", t.client_header_ms),
+            ("timeouts.client_idle_ms", t.client_idle_ms),
+            ("timeouts.client_body_ms", t.client_body_ms),
+            ("timeouts.client_send_ms", t.client_send_ms),
+            ("timeouts.upstream_connect_ms", t.upstream_connect_ms),
+            ("timeouts.upstream_response_ms", t.upstream_response_ms),
+            ("balance.response_time_window_ms", self.balance.response_time_window_ms),
+            ("balance.stats_publish_ms", self.balance.stats_publish_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.limits.buffer_bytes < 1024 || self.limits.buffer_bytes > 1 << 20 {
+            return Err(ConfigError::invalid("limits.buffer_bytes", "must be 1024..=1048576"));
+        }
+        if self.limits.max_headers == 0 || self.limits.max_headers > 1024 {
+            return Err(ConfigError::invalid("limits.max_headers", "must be 1..=1024"));
+        }
+        if self.health.max_fails == 0 {
+            return Err(ConfigError::invalid("health.max_fails", "must be greater than 0"));
+        }
+        if self.workers > 1024 {
+            return Err(ConfigError::invalid("workers", "must be at most 1024"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_url_forms() {
+        let u = BackendUrl::parse("http://127.0.0.1:9001").unwrap();
+        assert_eq!(u.url, "http://127.0.0.1:9001");
+        assert_eq!(u.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(BackendUrl::parse("http://127.0.0.1/").unwrap().authority, "127.0.0.1:80");
+        assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().authority, "[::1]:81");
+        assert!(matches!(BackendUrl::parse("https://a:1"), Err(BackendUrlError::Scheme(_))));
+        assert!(matches!(BackendUrl::parse("127.0.0.1:1"), Err(BackendUrlError::Malformed(_))));
+        for bad in ["http://", "http://h:0", "http://h:x", "http://h:1/path", "http://u@h:1"] {
+            assert!(BackendUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+        assert!(toml::from_str::<Config>("[timeouts]\nfoo = 1").is_err());
+        let c: Config = toml::from_str("[[backends]]\nurl = \"ftp://x:1\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("backends[0].url"), "{err}");
+    }
+
+    #[test]
+    fn defaults_round_trip() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(c, back);
+    }
+}

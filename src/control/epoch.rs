@@ -1,0 +1,42 @@
+//! The immutable configuration snapshot a worker runs requests on.
+
+use std::sync::Arc;
+
+use crate::balance::Algorithm;
+use crate::balance::stats::SharedStats;
+use crate::config::{BackendUrl, CacheSettings, PassiveHealth, Timeouts};
+
+/// Server-assigned backend identifier, stable for the backend's lifetime.
+pub type BackendId = u64;
+
+/// One backend: where it is, plus the counters every worker publishes for it.
+///
+/// Shared by every epoch that contains it, so its counters survive algorithm switches and other
+/// changes.
+#[derive(Debug)]
+pub struct Backend {
+    /// Server-assigned identifier.
+    pub id: BackendId,
+    /// Normalised URL and resolved address.
+    pub url: BackendUrl,
+    /// Per-worker published counters.
+    pub stats: SharedStats,
+}
+
+/// A numbered, immutable configuration. Workers swap epochs between requests; a request in
+/// flight keeps the epoch it started with.
+#[derive(Debug)]
+pub struct Epoch {
+    /// Monotonic number, starting at 1.
+    pub id: u64,
+    /// Balancing algorithm.
+    pub algorithm: Algorithm,
+    /// Backends in operator order.
+    pub backends: Vec<Arc<Backend>>,
+    /// Response cache settings.
+    pub cache: CacheSettings,
+    /// Phase timeouts.
+    pub timeouts: Timeouts,
+    /// Passive health settings.
+    pub health: PassiveHealth,
+}

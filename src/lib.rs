@@ -1,0 +1,24 @@
+//! Fulcrum: a thread-per-core L7 load balancer on io_uring (monoio).
+//!
+//! ```text
+//! lb-worker-0 .. lb-worker-N-1   one monoio runtime each, pinned, own SO_REUSEPORT listener,
+//!                                own upstream pools, picker and counters (no shared lock)
+//! lb-control                     owns the canonical config; builds epochs, broadcasts them over
+//!                                crossbeam channels, waits for every worker's ack
+//! main                           CLI, signals, graceful shutdown
+//! ```
+//!
+//! A request runs on the epoch that was current when its head was read; a new epoch is
+//! installed between requests. Per-backend counters (in flight, latency window, health) live
+//! outside the pickers, so algorithm switches and other changes keep them.
+
+pub mod balance;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod worker;
+
+pub use server::{Running, StartError, start};

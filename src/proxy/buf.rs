@@ -1,0 +1,90 @@
+//! A read buffer over monoio's owned-buffer IO: bytes `start..len` are unread.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+/// A fixed-capacity read buffer. Reads append after the unread bytes; consumed bytes are
+/// reclaimed when the buffer empties or when space runs out.
+#[derive(Debug)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl ReadBuf {
+    /// An empty buffer that never grows beyond `capacity`.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { buf: Vec::with_capacity(capacity), start: 0 }
+    }
+
+    /// The unread bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The unread bytes, mutably (for in-place decoding).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    /// Number of unread bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Whether no unread bytes remain.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the unread bytes fill the whole capacity (a head that does not fit).
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.buf.capacity()
+    }
+
+    /// Marks `n` unread bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Drops every unread byte.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
+    /// Reads once from `src`, appending to the unread bytes. `Ok(0)` means end of stream.
+    /// The buffer must not be full (check [`is_full`](Self::is_full) first).
+    pub async fn fill<R: AsyncReadRent>(&mut self, src: &mut R) -> std::io::Result<usize> {
+        if self.buf.len() == self.buf.capacity() && self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let (result, slice) = src.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        result
+    }
+
+    /// Writes unread bytes `start..start + n` (relative to [`data`](Self::data)) to `dst` and
+    /// consumes them.
+    pub async fn write_to<W: AsyncWriteRent>(
+        &mut self,
+        dst: &mut W,
+        n: usize,
+    ) -> std::io::Result<()> {
+        let from = self.start;
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = dst.write_all(buf.slice(from..from + n)).await;
+        self.buf = slice.into_inner();
+        result?;
+        self.consume(n);
+        Ok(())
+    }
+}

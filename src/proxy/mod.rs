@@ -1,0 +1,416 @@
+//! The HTTP/1.1 data path, run by each worker for each client connection: read a request head,
+//! pick a backend, forward the request over a pooled upstream connection, stream the response
+//! back, repeat while keep-alive allows.
+
+pub mod body;
+pub mod buf;
+pub mod error;
+pub mod h1;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use monoio::time::timeout;
+
+use self::body::{BodyError, CopySpec, copy_body};
+use self::buf::ReadBuf;
+use self::error::{ErrorAction, ProxyError};
+use self::h1::{ClientSide, Framing, RequestInfo, ResponseHead};
+use self::pool::{Upstream, UpstreamConn};
+use crate::balance::stats::now_ms;
+use crate::config::Timeouts;
+use crate::warn;
+use crate::worker::{WorkerCtx, WorkerEpoch};
+
+/// A pooled connection idle longer than this is probed for a close before reuse.
+const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Serves one client connection until it closes, errs, or the worker drains.
+pub async fn serve_connection(ctx: Rc<WorkerCtx>, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let client_ip = peer.ip().to_string();
+    let mut cbuf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let timeouts = ctx.current_epoch().epoch.timeouts;
+        let req =
+            match read_request_head(&ctx, &mut client, &mut cbuf, &mut out, &client_ip, &timeouts)
+                .await
+            {
+                Ok(Some(req)) => req,
+                Ok(None) => return,
+                Err(e) => return respond_error(&mut client, &e).await,
+            };
+        // The epoch is pinned once the head is complete: this request runs on it to the end.
+        let epoch = ctx.current_epoch();
+        let _busy = ctx.busy();
+        let result = Exchange { ctx: &ctx, epoch: &epoch, req, timeouts: epoch.epoch.timeouts }
+            .run(&mut client, &mut cbuf, &mut out)
+            .await;
+        match result {
+            Ok(true) if !ctx.is_draining() => {}
+            Ok(_) => return,
+            Err(Failure { error, responded }) => {
+                if !responded {
+                    respond_error(&mut client, &error).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Reads and parses the next request head; `Ok(None)` is a quiet close (EOF or idle timeout).
+async fn read_request_head(
+    ctx: &WorkerCtx,
+    client: &mut TcpStream,
+    cbuf: &mut ReadBuf,
+    out: &mut Vec<u8>,
+    client_ip: &str,
+    timeouts: &Timeouts,
+) -> Result<Option<RequestInfo>, ProxyError> {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !cbuf.is_empty() {
+            if let Some(req) =
+                h1::parse_request(cbuf.data(), ctx.limits.max_headers, client_ip, out)?
+            {
+                cbuf.consume(req.head_len);
+                return Ok(Some(req));
+            }
+            if cbuf.is_full() {
+                let line_complete = cbuf.data().contains(&b'\n');
+                return Err(if line_complete {
+                    ProxyError::HeadTooLarge
+                } else {
+                    ProxyError::UriTooLong
+                });
+            }
+        }
+        let wait = if cbuf.is_empty() {
+            timeouts.client_idle()
+        } else {
+            let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
+            at.saturating_duration_since(Instant::now())
+        };
+        match timeout(wait, cbuf.fill(client)).await {
+            Err(_) if cbuf.is_empty() => return Ok(None),
+            Err(_) => return Err(ProxyError::ClientHeaderTimeout),
+            Ok(Ok(0) | Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Writes the canned response for `error`, if it has one, and lets the connection close.
+async fn respond_error(client: &mut TcpStream, error: &ProxyError) {
+    if let ErrorAction::Respond(bytes) = error.action() {
+        let _ = timeout(Duration::from_secs(5), client.write_all(bytes)).await;
+    }
+}
+
+/// An exchange that failed; `responded` is true once any response byte reached the client.
+#[derive(Debug)]
+struct Failure {
+    error: ProxyError,
+    responded: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self { error, responded: false }
+    }
+}
+
+/// Which backends a request has tried (each at most once).
+#[derive(Debug, Default)]
+struct Tried {
+    low: u128,
+    high: Vec<usize>,
+}
+
+impl Tried {
+    fn contains(&self, i: usize) -> bool {
+        if i < 128 { self.low & (1 << i) != 0 } else { self.high.contains(&i) }
+    }
+    fn insert(&mut self, i: usize) {
+        if i < 128 {
+            self.low |= 1 << i;
+        } else {
+            self.high.push(i);
+        }
+    }
+}
+
+/// One request/response exchange on a pinned epoch.
+struct Exchange<'a> {
+    ctx: &'a WorkerCtx,
+    epoch: &'a WorkerEpoch,
+    req: RequestInfo,
+    timeouts: Timeouts,
+}
+
+/// How a send attempt on one upstream connection ended.
+enum Attempt {
+    /// The response was relayed; the value says whether the client connection stays open.
+    Done(bool),
+    /// A reused connection turned out closed before anything came back: resend on a new one.
+    Stale,
+}
+
+impl Exchange<'_> {
+    /// Runs the exchange; `Ok(keep_alive)` once the whole response reached the client.
+    async fn run(
+        self,
+        client: &mut TcpStream,
+        cbuf: &mut ReadBuf,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Failure> {
+        let max_body = self.ctx.limits.max_body_bytes;
+        if let Framing::Length(n) = self.req.framing
+            && max_body > 0
+            && n > max_body
+        {
+            return Err(ProxyError::BodyTooLarge.into());
+        }
+        if self.req.expect_continue && cbuf.is_empty() {
+            let continue_head: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+            let (res, _) = client.write_all(continue_head).await;
+            res.map_err(|e| ProxyError::Client(BodyError::Write(e)))?;
+        }
+        // The request can be sent again on a new connection only if all of it is in hand.
+        let replayable = match self.req.framing {
+            Framing::None => true,
+            Framing::Length(n) => n <= cbuf.len() as u64,
+            Framing::Chunked | Framing::UntilClose => false,
+        };
+        let head_len = out.len();
+        let mut tried = Tried::default();
+        loop {
+            let upstream = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            tried.insert(upstream.0);
+            let up = upstream.1;
+            let conn = match self.pooled(up) {
+                Some(conn) => conn,
+                None => match self.connect(up).await {
+                    Some(conn) => conn,
+                    None => continue,
+                },
+            };
+            out.truncate(head_len);
+            h1::finish_request_head(out, &self.req, &up.backend.url.authority);
+            let mut body_sent = 0;
+            if let Framing::Length(n) = self.req.framing {
+                body_sent = (n.min(cbuf.len() as u64)) as usize;
+                out.extend_from_slice(&cbuf.data()[..body_sent]);
+            }
+            let mut conn = Some(conn);
+            while let Some(c) = conn.take() {
+                match self.attempt(up, c, client, cbuf, out, body_sent).await? {
+                    Attempt::Done(keep_alive) => return Ok(keep_alive),
+                    Attempt::Stale if replayable => conn = self.connect(up).await,
+                    Attempt::Stale => {
+                        return Err(ProxyError::BadGateway("upstream closed the connection").into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a backend not yet tried and not ejected.
+    fn pick(&self, tried: &Tried) -> Option<(usize, &Upstream)> {
+        let ups = &self.epoch.upstreams;
+        let now = now_ms();
+        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+            tried.contains(i) || ups[i].stats.is_ejected(now)
+        })?;
+        Some((i, &*ups[i]))
+    }
+
+    /// A pooled connection that still looks open.
+    fn pooled(&self, up: &Upstream) -> Option<UpstreamConn> {
+        let max_age = Duration::from_millis(self.ctx.pool.idle_timeout_ms);
+        while let Some(conn) = up.checkout(max_age) {
+            if conn.idle_for() < PROBE_IDLE_AFTER || !peer_closed(&conn.stream) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Opens a new upstream connection, recording the outcome for passive health.
+    async fn connect(&self, up: &Upstream) -> Option<UpstreamConn> {
+        let addr = up.backend.url.addr;
+        let result = timeout(self.timeouts.upstream_connect(), TcpStream::connect_addr(addr)).await;
+        match result {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                up.stats.record_connect_success();
+                Some(UpstreamConn::new(stream, self.ctx.limits.buffer_bytes))
+            }
+            failed => {
+                let health = self.epoch.epoch.health;
+                let eject = Duration::from_millis(health.eject_ms);
+                if up.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
+                    let reason = match failed {
+                        Err(_) => "timeout".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    warn!(
+                        "backend ejected after consecutive connect failures",
+                        worker = self.ctx.index,
+                        backend = up.backend.url,
+                        eject_ms = health.eject_ms,
+                        error = reason
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends the request on `conn` and relays the response.
+    async fn attempt(
+        &self,
+        up: &Upstream,
+        mut conn: UpstreamConn,
+        client: &mut TcpStream,
+        cbuf: &mut ReadBuf,
+        out: &mut Vec<u8>,
+        body_in_head: usize,
+    ) -> Result<Attempt, Failure> {
+        let _in_flight = up.stats.begin();
+        let t = &self.timeouts;
+        let request = std::mem::take(out);
+        let (res, request) = conn.stream.write_all(request).await;
+        *out = request;
+        if res.is_err() {
+            return if conn.reused { Ok(Attempt::Stale) } else { Err(upstream_gone().into()) };
+        }
+        cbuf.consume(body_in_head);
+        let rest = match self.req.framing {
+            Framing::Length(n) => Framing::Length(n - body_in_head as u64),
+            other => other,
+        };
+        let spec = CopySpec {
+            framing: rest,
+            dechunk: false,
+            read_timeout: t.client_body(),
+            write_timeout: t.upstream_response(),
+            max_bytes: self.ctx.limits.max_body_bytes,
+        };
+        copy_body(client, cbuf, &mut conn.stream, spec).await.map_err(|e| match e {
+            BodyError::Write(_) => ProxyError::Upstream(e),
+            other => ProxyError::Client(other),
+        })?;
+
+        let sent_at = Instant::now();
+        let client_side = ClientSide {
+            is_head: self.req.is_head,
+            http10: self.req.http10,
+            keep_alive: self.req.keep_alive && !self.ctx.is_draining(),
+        };
+        let res = loop {
+            let parsed = if conn.buf.is_empty() {
+                None
+            } else {
+                h1::parse_response(conn.buf.data(), self.ctx.limits.max_headers, client_side, out)
+                    .map_err(|_| ProxyError::BadGateway("malformed response head"))?
+            };
+            match parsed {
+                Some(ResponseHead::Final(res)) => break res,
+                Some(ResponseHead::Interim(len)) => {
+                    conn.buf.consume(len);
+                    continue;
+                }
+                None if conn.buf.is_full() => {
+                    return Err(ProxyError::BadGateway("response head too large").into());
+                }
+                None => {}
+            }
+            let remaining = t.upstream_response().saturating_sub(sent_at.elapsed());
+            match timeout(remaining, conn.buf.fill(&mut conn.stream)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
+                Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && conn.reused => {
+                    return Ok(Attempt::Stale);
+                }
+                Ok(Ok(0) | Err(_)) => {
+                    return Err(
+                        ProxyError::BadGateway("upstream closed before the response").into()
+                    );
+                }
+                Ok(Ok(_)) => {}
+            }
+        };
+        up.stats.record_response_time(now_ms(), sent_at.elapsed());
+        conn.buf.consume(res.head_len);
+
+        // Send the head, with as much of a sized body as already arrived.
+        let mut body_in_head = 0;
+        if let Framing::Length(n) = res.framing {
+            body_in_head = n.min(conn.buf.len() as u64) as usize;
+            out.extend_from_slice(&conn.buf.data()[..body_in_head]);
+            conn.buf.consume(body_in_head);
+        }
+        let head = std::mem::take(out);
+        let (written, head) = match timeout(t.client_send(), client.write_all(head)).await {
+            Ok(r) => r,
+            Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
+        };
+        *out = head;
+        written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
+
+        let rest = match res.framing {
+            Framing::Length(n) => Framing::Length(n - body_in_head as u64),
+            other => other,
+        };
+        let spec = CopySpec {
+            framing: rest,
+            dechunk: res.dechunk,
+            read_timeout: t.upstream_response(),
+            write_timeout: t.client_send(),
+            max_bytes: 0,
+        };
+        copy_body(&mut conn.stream, &mut conn.buf, client, spec).await.map_err(|e| {
+            responded(match e {
+                BodyError::Write(_) => ProxyError::Client(e),
+                other => ProxyError::Upstream(other),
+            })
+        })?;
+        if res.upstream_keep_alive {
+            up.checkin(conn);
+        }
+        Ok(Attempt::Done(res.client_keep_alive))
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::ErrorKind::TimedOut.into()
+}
+
+fn upstream_gone() -> ProxyError {
+    ProxyError::BadGateway("upstream connection failed")
+}
+
+fn responded(error: ProxyError) -> Failure {
+    Failure { error, responded: true }
+}
+
+/// Whether the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF.
+fn peer_closed(stream: &TcpStream) -> bool {
+    let fd = stream.as_raw_fd();
+    let mut byte = [0u8; 1];
+    // SAFETY: `fd` is a valid, open socket owned by `stream` for the duration of the call, and
+    // `byte` is a valid one-byte buffer. MSG_PEEK leaves the socket's data untouched.
+    #[allow(unsafe_code)]
+    let n =
+        unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    // 0 = orderly close; >0 = unsolicited bytes (unusable); EAGAIN = open and quiet.
+    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+}

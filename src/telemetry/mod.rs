@@ -1,0 +1,183 @@
+//! Operational events (start, epochs, errors) behind Fulcrum's own small interface.
+//!
+//! The rest of the code emits events through [`event!`](crate::event) and its level shortcuts;
+//! only this module and `main.rs` know what writes them. The default sink writes one logfmt line
+//! per event to stderr: `ts=… level=info msg="…" key=value …`.
+
+use std::fmt::{self, Display, Write as _};
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Severity of an operational event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail for debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something an operator should look at.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        })
+    }
+}
+
+/// Where operational events go. Implementations must be cheap and never block for long.
+pub trait EventSink: Send + Sync + 'static {
+    /// Records one event with its structured fields.
+    fn event(&self, level: Level, message: &str, fields: &[(&str, &dyn Display)]);
+}
+
+/// Writes logfmt lines to stderr, one `write` per event so lines from threads never interleave.
+#[derive(Debug, Default)]
+pub struct StderrSink {
+    min_level: Option<Level>,
+}
+
+impl StderrSink {
+    /// A sink that drops events below `min_level`.
+    pub fn new(min_level: Level) -> Self {
+        Self { min_level: Some(min_level) }
+    }
+}
+
+impl EventSink for StderrSink {
+    fn event(&self, level: Level, message: &str, fields: &[(&str, &dyn Display)]) {
+        if level < self.min_level.unwrap_or(Level::Info) {
+            return;
+        }
+        let mut line = String::with_capacity(128);
+        let _ = write!(line, "ts={} level={level} msg=", Rfc3339Now);
+        push_value(&mut line, message);
+        for (key, value) in fields {
+            let _ = write!(line, " {key}=");
+            push_value(&mut line, &value.to_string());
+        }
+        line.push('\n');
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// Quotes a logfmt value when it contains spaces, quotes or `=`.
+fn push_value(line: &mut String, value: &str) {
+    if !value.is_empty() && !value.contains([' ', '"', '=', '\n', '\\']) {
+        line.push_str(value);
+        return;
+    }
+    line.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            c => line.push(c),
+        }
+    }
+    line.push('"');
+}
+
+/// The current UTC time as RFC 3339 with microseconds.
+pub struct Rfc3339Now;
+
+impl Display for Rfc3339Now {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = now.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            now.subsec_micros()
+        )
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+static SINK: OnceLock<Box<dyn EventSink>> = OnceLock::new();
+
+/// Installs the process-wide event sink. Only the first call wins; later calls return `false`.
+pub fn install(sink: Box<dyn EventSink>) -> bool {
+    SINK.set(sink).is_ok()
+}
+
+/// Sends one event to the installed sink (stderr at info level when none was installed).
+pub fn emit(level: Level, message: &str, fields: &[(&str, &dyn Display)]) {
+    SINK.get_or_init(|| Box::new(StderrSink::default())).event(level, message, fields);
+}
+
+/// Emits an operational event: `event!(Level::Info, "message", key = value, ...)`.
+#[macro_export]
+macro_rules! event {
+    ($level:expr, $msg:expr $(, $key:ident = $value:expr)* $(,)?) => {
+        $crate::telemetry::emit(
+            $level,
+            $msg,
+            &[$((stringify!($key), &$value as &dyn ::std::fmt::Display)),*],
+        )
+    };
+}
+
+/// `event!` at info level.
+#[macro_export]
+macro_rules! info {
+    ($($t:tt)*) => { $crate::event!($crate::telemetry::Level::Info, $($t)*) };
+}
+
+/// `event!` at warn level.
+#[macro_export]
+macro_rules! warn {
+    ($($t:tt)*) => { $crate::event!($crate::telemetry::Level::Warn, $($t)*) };
+}
+
+/// `event!` at error level.
+#[macro_export]
+macro_rules! error {
+    ($($t:tt)*) => { $crate::event!($crate::telemetry::Level::Error, $($t)*) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn logfmt_quoting() {
+        let mut s = String::new();
+        push_value(&mut s, "plain");
+        push_value(&mut s, " a \"b\"");
+        assert_eq!(s, "plain\" a \\\"b\\\"\"");
+    }
+}
