@@ -618,7 +618,6 @@ mkdir -p "$RESULTS" target/bench
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW_LOG=$ROOT/target/bench/raw-$STAMP.log
 OUT=$ROOT/target/bench/results-$STAMP.md
-: >"$RAW_LOG"
 
 "suite_$SUITE"
 

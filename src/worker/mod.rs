@@ -375,3 +375,20 @@ async fn ticker_task(ctx: Rc<WorkerCtx>) {
         ctx.tick(ticks.is_multiple_of(evict_every));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_connection_task_does_not_take_the_worker_down() {
+        let (mut rt, _) = runtime::build(crate::config::IoDriverChoice::Auto).unwrap();
+        let survived = rt.block_on(async {
+            let panicked = monoio::spawn(contain_panics(0, async { panic!("boom") }));
+            panicked.await;
+            // The runtime (and its other tasks) keep running after the contained panic.
+            monoio::spawn(async { 42 }).await
+        });
+        assert_eq!(survived, 42);
+    }
+}

@@ -1,0 +1,65 @@
+//! Question: what do the pure per-request steps of the data plane cost on one core — parsing
+//! and rewriting a request head, parsing a response head, decoding a chunked body, and each
+//! picker over 8 backends? (End-to-end figures come from `bench.sh`.)
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fulcrum::balance::stats::LocalStats;
+use fulcrum::balance::{Algorithm, Picker};
+use fulcrum::proxy::body::ChunkedDecoder;
+use fulcrum::proxy::h1::{self, ClientSide};
+
+const REQUEST: &[u8] = b"GET /api/items?id=42 HTTP/1.1\r\nHost: example.test\r\n\
+User-Agent: bench/1.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\
+X-Request-Id: 0123456789abcdef\r\n\r\n";
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 27 Nov 2026 18:00:00 GMT\r\n\
+Content-Type: application/json\r\nContent-Length: 512\r\nConnection: keep-alive\r\n\r\n";
+
+fn heads(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("parse+rewrite request head", |b| {
+        b.iter(|| h1::parse_request(black_box(REQUEST), 100, "127.0.0.1", &mut out).unwrap())
+    });
+    let client = ClientSide { is_head: false, http10: false, keep_alive: true };
+    c.bench_function("parse+rewrite response head", |b| {
+        b.iter(|| h1::parse_response(black_box(RESPONSE), 100, client, &mut out).unwrap())
+    });
+    let mut chunked = Vec::new();
+    for _ in 0..64 {
+        chunked.extend_from_slice(b"100\r\n");
+        chunked.extend_from_slice(&[b'x'; 256]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    c.bench_function("decode 16 KiB chunked (64 chunks)", |b| {
+        b.iter(|| ChunkedDecoder::default().decode(black_box(&chunked), |_| {}).unwrap())
+    });
+}
+
+struct B(LocalStats);
+impl AsRef<LocalStats> for B {
+    fn as_ref(&self) -> &LocalStats {
+        &self.0
+    }
+}
+
+fn pickers(c: &mut Criterion) {
+    let backends: Vec<B> = (0..8).map(|_| B(LocalStats::new(Duration::from_secs(300)))).collect();
+    for (i, b) in backends.iter().enumerate() {
+        b.0.record_response_time(1, Duration::from_micros(100 + i as u64 * 10));
+    }
+    let picker = Picker::new(1);
+    for algorithm in Algorithm::ALL {
+        c.bench_function(&format!("pick {algorithm} of 8"), |b| {
+            b.iter(|| picker.pick(algorithm, black_box(&backends), |_| false))
+        });
+    }
+}
+
+criterion_group!(benches, heads, pickers);
+criterion_main!(benches);
