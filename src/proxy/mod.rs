@@ -49,9 +49,15 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, mut client: TcpStream, peer: S
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
-        let result = Exchange { ctx: &ctx, epoch: &epoch, req, timeouts: epoch.epoch.timeouts }
-            .run(&mut client, &mut cbuf, &mut out)
-            .await;
+        let result = Exchange {
+            ctx: &ctx,
+            epoch: &epoch,
+            req,
+            timeouts: epoch.epoch.timeouts,
+            replayable: false,
+        }
+        .run(&mut client, &mut cbuf, &mut out)
+        .await;
         match result {
             Ok(true) if !ctx.is_draining() => {}
             Ok(_) => return,
@@ -153,6 +159,8 @@ struct Exchange<'a> {
     epoch: &'a WorkerEpoch,
     req: RequestInfo,
     timeouts: Timeouts,
+    /// The whole request is in hand, so it can be sent again on a new connection.
+    replayable: bool,
 }
 
 /// How a send attempt on one upstream connection ended.
@@ -166,7 +174,7 @@ enum Attempt {
 impl Exchange<'_> {
     /// Runs the exchange; `Ok(keep_alive)` once the whole response reached the client.
     async fn run(
-        self,
+        mut self,
         client: &mut TcpStream,
         cbuf: &mut ReadBuf,
         out: &mut Vec<u8>,
@@ -184,7 +192,7 @@ impl Exchange<'_> {
             res.map_err(|e| ProxyError::Client(BodyError::Write(e)))?;
         }
         // The request can be sent again on a new connection only if all of it is in hand.
-        let replayable = match self.req.framing {
+        self.replayable = match self.req.framing {
             Framing::None => true,
             Framing::Length(n) => n <= cbuf.len() as u64,
             Framing::Chunked | Framing::UntilClose => false,
@@ -212,8 +220,14 @@ impl Exchange<'_> {
             let mut conn = Some(conn);
             while let Some(c) = conn.take() {
                 match self.attempt(up, c, client, cbuf, out, body_sent).await? {
-                    Attempt::Done(keep_alive) => return Ok(keep_alive),
-                    Attempt::Stale if replayable => conn = self.connect(up).await,
+                    Attempt::Done(keep_alive) => {
+                        if self.replayable {
+                            // Held back until now in case the request had to be sent again.
+                            cbuf.consume(body_sent);
+                        }
+                        return Ok(keep_alive);
+                    }
+                    Attempt::Stale if self.replayable => conn = self.connect(up).await,
                     Attempt::Stale => {
                         return Err(ProxyError::BadGateway("upstream closed the connection").into());
                     }
@@ -293,7 +307,9 @@ impl Exchange<'_> {
         if res.is_err() {
             return if conn.reused { Ok(Attempt::Stale) } else { Err(upstream_gone().into()) };
         }
-        cbuf.consume(body_in_head);
+        if !self.replayable {
+            cbuf.consume(body_in_head);
+        }
         let rest = match self.req.framing {
             Framing::Length(n) => Framing::Length(n - body_in_head as u64),
             other => other,
