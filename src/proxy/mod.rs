@@ -8,13 +8,16 @@ pub mod error;
 pub mod h1;
 pub mod pool;
 
+use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::AsyncWriteRentExt;
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::time::timeout;
 
 use self::body::{BodyError, CopySpec, copy_body};
@@ -31,21 +34,20 @@ use crate::worker::{WorkerCtx, WorkerEpoch};
 const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it closes, errs, or the worker drains.
-pub async fn serve_connection(ctx: Rc<WorkerCtx>, mut client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
+pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
     let client_ip = peer.ip().to_string();
-    let mut cbuf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+    let (r, w) = stream.into_split();
+    let mut client = ClientConn { r, w, buf: ReadBuf::with_capacity(ctx.limits.buffer_bytes) };
     let mut out = Vec::with_capacity(1024);
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
-        let req =
-            match read_request_head(&ctx, &mut client, &mut cbuf, &mut out, &client_ip, &timeouts)
-                .await
-            {
-                Ok(Some(req)) => req,
-                Ok(None) => return,
-                Err(e) => return respond_error(&mut client, &e).await,
-            };
+        let req = match read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts).await
+        {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(e) => return respond_error(&mut client.w, &e).await,
+        };
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
@@ -56,14 +58,14 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, mut client: TcpStream, peer: S
             timeouts: epoch.epoch.timeouts,
             replayable: false,
         }
-        .run(&mut client, &mut cbuf, &mut out)
+        .run(&mut client, &mut out)
         .await;
         match result {
             Ok(true) if !ctx.is_draining() => {}
             Ok(_) => return,
             Err(Failure { error, responded }) => {
                 if !responded {
-                    respond_error(&mut client, &error).await;
+                    respond_error(&mut client.w, &error).await;
                 }
                 return;
             }
@@ -74,12 +76,12 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, mut client: TcpStream, peer: S
 /// Reads and parses the next request head; `Ok(None)` is a quiet close (EOF or idle timeout).
 async fn read_request_head(
     ctx: &WorkerCtx,
-    client: &mut TcpStream,
-    cbuf: &mut ReadBuf,
+    client: &mut ClientConn,
     out: &mut Vec<u8>,
     client_ip: &str,
     timeouts: &Timeouts,
 ) -> Result<Option<RequestInfo>, ProxyError> {
+    let cbuf = &mut client.buf;
     let mut deadline: Option<Instant> = None;
     loop {
         if !cbuf.is_empty() {
@@ -104,7 +106,7 @@ async fn read_request_head(
             let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
             at.saturating_duration_since(Instant::now())
         };
-        match timeout(wait, cbuf.fill(client)).await {
+        match timeout(wait, cbuf.fill(&mut client.r)).await {
             Err(_) if cbuf.is_empty() => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
@@ -114,7 +116,7 @@ async fn read_request_head(
 }
 
 /// Writes the canned response for `error`, if it has one, and lets the connection close.
-async fn respond_error(client: &mut TcpStream, error: &ProxyError) {
+async fn respond_error(client: &mut TcpOwnedWriteHalf, error: &ProxyError) {
     if let ErrorAction::Respond(bytes) = error.action() {
         let _ = timeout(Duration::from_secs(5), client.write_all(bytes)).await;
     }
@@ -173,12 +175,7 @@ enum Attempt {
 
 impl Exchange<'_> {
     /// Runs the exchange; `Ok(keep_alive)` once the whole response reached the client.
-    async fn run(
-        mut self,
-        client: &mut TcpStream,
-        cbuf: &mut ReadBuf,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Failure> {
+    async fn run(mut self, client: &mut ClientConn, out: &mut Vec<u8>) -> Result<bool, Failure> {
         let max_body = self.ctx.limits.max_body_bytes;
         if let Framing::Length(n) = self.req.framing
             && max_body > 0
@@ -186,15 +183,15 @@ impl Exchange<'_> {
         {
             return Err(ProxyError::BodyTooLarge.into());
         }
-        if self.req.expect_continue && cbuf.is_empty() {
+        if self.req.expect_continue && client.buf.is_empty() {
             let continue_head: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-            let (res, _) = client.write_all(continue_head).await;
+            let (res, _) = client.w.write_all(continue_head).await;
             res.map_err(|e| ProxyError::Client(BodyError::Write(e)))?;
         }
         // The request can be sent again on a new connection only if all of it is in hand.
         self.replayable = match self.req.framing {
             Framing::None => true,
-            Framing::Length(n) => n <= cbuf.len() as u64,
+            Framing::Length(n) => n <= client.buf.len() as u64,
             Framing::Chunked | Framing::UntilClose => false,
         };
         let head_len = out.len();
@@ -214,16 +211,16 @@ impl Exchange<'_> {
             h1::finish_request_head(out, &self.req, &up.backend.url.authority);
             let mut body_sent = 0;
             if let Framing::Length(n) = self.req.framing {
-                body_sent = (n.min(cbuf.len() as u64)) as usize;
-                out.extend_from_slice(&cbuf.data()[..body_sent]);
+                body_sent = (n.min(client.buf.len() as u64)) as usize;
+                out.extend_from_slice(&client.buf.data()[..body_sent]);
             }
             let mut conn = Some(conn);
             while let Some(c) = conn.take() {
-                match self.attempt(up, c, client, cbuf, out, body_sent).await? {
+                match self.attempt(up, c, client, out, body_sent).await? {
                     Attempt::Done(keep_alive) => {
                         if self.replayable {
                             // Held back until now in case the request had to be sent again.
-                            cbuf.consume(body_sent);
+                            client.buf.consume(body_sent);
                         }
                         return Ok(keep_alive);
                     }
@@ -250,7 +247,7 @@ impl Exchange<'_> {
     fn pooled(&self, up: &Upstream) -> Option<UpstreamConn> {
         let max_age = Duration::from_millis(self.ctx.pool.idle_timeout_ms);
         while let Some(conn) = up.checkout(max_age) {
-            if conn.idle_for() < PROBE_IDLE_AFTER || !peer_closed(&conn.stream) {
+            if conn.idle_for() < PROBE_IDLE_AFTER || !peer_closed(conn.fd) {
                 return Some(conn);
             }
         }
@@ -263,7 +260,6 @@ impl Exchange<'_> {
         let result = timeout(self.timeouts.upstream_connect(), TcpStream::connect_addr(addr)).await;
         match result {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 up.stats.record_connect_success();
                 Some(UpstreamConn::new(stream, self.ctx.limits.buffer_bytes))
             }
@@ -289,44 +285,94 @@ impl Exchange<'_> {
         }
     }
 
-    /// Sends the request on `conn` and relays the response.
+    /// Sends the request on `conn` and relays the response. A request body streams upstream
+    /// while the response streams back (full duplex), so a backend that answers early, or
+    /// echoes as it reads, is relayed at once instead of deadlocking on full socket buffers.
     async fn attempt(
         &self,
         up: &Upstream,
         mut conn: UpstreamConn,
-        client: &mut TcpStream,
-        cbuf: &mut ReadBuf,
+        client: &mut ClientConn,
         out: &mut Vec<u8>,
         body_in_head: usize,
     ) -> Result<Attempt, Failure> {
         let _in_flight = up.stats.begin();
-        let t = &self.timeouts;
         let request = std::mem::take(out);
-        let (res, request) = conn.stream.write_all(request).await;
+        let (res, request) = conn.w.write_all(request).await;
         *out = request;
         if res.is_err() {
             return if conn.reused { Ok(Attempt::Stale) } else { Err(upstream_gone().into()) };
         }
         if !self.replayable {
-            cbuf.consume(body_in_head);
+            client.buf.consume(body_in_head);
         }
         let rest = match self.req.framing {
             Framing::Length(n) => Framing::Length(n - body_in_head as u64),
             other => other,
         };
-        let spec = CopySpec {
-            framing: rest,
-            dechunk: false,
-            read_timeout: t.client_body(),
-            write_timeout: t.upstream_response(),
-            max_bytes: self.ctx.limits.max_body_bytes,
-        };
-        copy_body(client, cbuf, &mut conn.stream, spec).await.map_err(|e| match e {
-            BodyError::Write(_) => ProxyError::Upstream(e),
-            other => ProxyError::Client(other),
-        })?;
+        let head_sent = Instant::now();
+        let streaming = !matches!(rest, Framing::None | Framing::Length(0));
+        // When the last request byte went upstream; the response-time clock starts there.
+        let body_sent: Cell<Option<Instant>> = Cell::new((!streaming).then_some(head_sent));
+        let head_written = Cell::new(false);
 
-        let sent_at = Instant::now();
+        let (sent, relayed) = {
+            let mut half = UpstreamHalf { r: &mut conn.r, buf: &mut conn.buf, reused: conn.reused };
+            let conn_w = &mut conn.w;
+            let relay =
+                self.relay_response(up, &mut half, &mut client.w, out, &body_sent, &head_written);
+            if streaming {
+                let spec = CopySpec {
+                    framing: rest,
+                    dechunk: false,
+                    read_timeout: self.timeouts.client_body(),
+                    write_timeout: self.timeouts.upstream_response(),
+                    max_bytes: self.ctx.limits.max_body_bytes,
+                };
+                let send = async {
+                    let result = copy_body(&mut client.r, &mut client.buf, conn_w, spec).await;
+                    body_sent.set(Some(Instant::now()));
+                    result
+                };
+                duplex(send, relay, &head_written).await
+            } else {
+                (Some(Ok(0)), Some(relay.await))
+            }
+        };
+        match (sent, relayed) {
+            (_, Some(Err(failure))) => Err(failure),
+            (_, Some(Ok(Relayed::Stale))) => Ok(Attempt::Stale),
+            (Some(Ok(_)), Some(Ok(Relayed::Done(res)))) => {
+                if res.upstream_keep_alive {
+                    up.checkin(conn);
+                }
+                Ok(Attempt::Done(res.client_keep_alive))
+            }
+            // The response finished first: the rest of the request body is unread, so neither
+            // connection can carry another exchange.
+            (_, Some(Ok(Relayed::Done(_)))) => Ok(Attempt::Done(false)),
+            (Some(Err(e)), None) => Err(Failure {
+                error: match e {
+                    BodyError::Write(_) => ProxyError::Upstream(e),
+                    other => ProxyError::Client(other),
+                },
+                responded: head_written.get(),
+            }),
+            (Some(Ok(_)) | None, None) => Err(upstream_gone().into()),
+        }
+    }
+
+    /// Reads the response head, then streams the response to the client.
+    async fn relay_response(
+        &self,
+        up: &Upstream,
+        conn: &mut UpstreamHalf<'_>,
+        client_w: &mut TcpOwnedWriteHalf,
+        out: &mut Vec<u8>,
+        body_sent: &Cell<Option<Instant>>,
+        head_written: &Cell<bool>,
+    ) -> Result<Relayed, Failure> {
+        let t = &self.timeouts;
         let client_side = ClientSide {
             is_head: self.req.is_head,
             http10: self.req.http10,
@@ -350,11 +396,17 @@ impl Exchange<'_> {
                 }
                 None => {}
             }
-            let remaining = t.upstream_response().saturating_sub(sent_at.elapsed());
-            match timeout(remaining, conn.buf.fill(&mut conn.stream)).await {
+            // The response timeout runs from the end of the request; while the body is still
+            // uploading, the client-body timeout on the other side bounds the wait.
+            let remaining = match body_sent.get() {
+                Some(at) => t.upstream_response().saturating_sub(at.elapsed()),
+                None => t.upstream_response(),
+            };
+            match timeout(remaining, conn.buf.fill(&mut *conn.r)).await {
+                Err(_) if body_sent.get().is_none() => {}
                 Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
                 Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && conn.reused => {
-                    return Ok(Attempt::Stale);
+                    return Ok(Relayed::Stale);
                 }
                 Ok(Ok(0) | Err(_)) => {
                     return Err(
@@ -364,7 +416,8 @@ impl Exchange<'_> {
                 Ok(Ok(_)) => {}
             }
         };
-        up.stats.record_response_time(now_ms(), sent_at.elapsed());
+        let started = body_sent.get().unwrap_or_else(Instant::now);
+        up.stats.record_response_time(now_ms(), started.elapsed());
         conn.buf.consume(res.head_len);
 
         // Send the head, with as much of a sized body as already arrived.
@@ -374,8 +427,9 @@ impl Exchange<'_> {
             out.extend_from_slice(&conn.buf.data()[..body_in_head]);
             conn.buf.consume(body_in_head);
         }
+        head_written.set(true);
         let head = std::mem::take(out);
-        let (written, head) = match timeout(t.client_send(), client.write_all(head)).await {
+        let (written, head) = match timeout(t.client_send(), client_w.write_all(head)).await {
             Ok(r) => r,
             Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
         };
@@ -393,16 +447,65 @@ impl Exchange<'_> {
             write_timeout: t.client_send(),
             max_bytes: 0,
         };
-        copy_body(&mut conn.stream, &mut conn.buf, client, spec).await.map_err(|e| {
+        copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec).await.map_err(|e| {
             responded(match e {
                 BodyError::Write(_) => ProxyError::Client(e),
                 other => ProxyError::Upstream(other),
             })
         })?;
-        if res.upstream_keep_alive {
-            up.checkin(conn);
+        Ok(Relayed::Done(res))
+    }
+}
+
+/// The reading side of an upstream connection, lent to the response relay while the request
+/// body still streams through the writing side.
+struct UpstreamHalf<'a> {
+    r: &'a mut TcpOwnedReadHalf,
+    buf: &'a mut ReadBuf,
+    reused: bool,
+}
+
+/// A client connection, split so a request body and a response can flow at the same time.
+pub struct ClientConn {
+    r: TcpOwnedReadHalf,
+    w: TcpOwnedWriteHalf,
+    buf: ReadBuf,
+}
+
+/// How relaying a response ended.
+enum Relayed {
+    /// The whole response reached the client.
+    Done(h1::ResponseInfo),
+    /// A reused connection was closed before any response byte.
+    Stale,
+}
+
+/// Runs the request-body upload and the response relay together. Stops when the response is
+/// done (an early answer ends the upload), or when the upload fails before any response byte
+/// reached the client (the error is then the client's answer).
+async fn duplex<S, R>(
+    send: S,
+    relay: R,
+    head_written: &Cell<bool>,
+) -> (Option<Result<u64, BodyError>>, Option<Result<Relayed, Failure>>)
+where
+    S: Future<Output = Result<u64, BodyError>>,
+    R: Future<Output = Result<Relayed, Failure>>,
+{
+    let mut send = std::pin::pin!(send);
+    let mut relay = std::pin::pin!(relay);
+    let mut sent = None;
+    loop {
+        monoio::select! {
+            result = &mut send, if sent.is_none() => {
+                let failed = result.is_err();
+                sent = Some(result);
+                if failed && !head_written.get() {
+                    return (sent, None);
+                }
+            }
+            result = &mut relay => return (sent, Some(result)),
         }
-        Ok(Attempt::Done(res.client_keep_alive))
     }
 }
 
@@ -419,8 +522,7 @@ fn responded(error: ProxyError) -> Failure {
 }
 
 /// Whether the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF.
-fn peer_closed(stream: &TcpStream) -> bool {
-    let fd = stream.as_raw_fd();
+fn peer_closed(fd: std::os::fd::RawFd) -> bool {
     let mut byte = [0u8; 1];
     // SAFETY: `fd` is a valid, open socket owned by `stream` for the duration of the call, and
     // `byte` is a valid one-byte buffer. MSG_PEEK leaves the socket's data untouched.

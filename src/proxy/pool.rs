@@ -8,17 +8,25 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsRawFd, RawFd};
+
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::buf::ReadBuf;
 use crate::balance::stats::LocalStats;
 use crate::control::Backend;
 
-/// An upstream connection with its read buffer.
-#[derive(Debug)]
+/// An upstream connection, split so the request body and the response can flow at once, with
+/// its read buffer.
 pub struct UpstreamConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// Reading side.
+    pub r: TcpOwnedReadHalf,
+    /// Writing side.
+    pub w: TcpOwnedWriteHalf,
+    /// The socket's descriptor, for the liveness probe before reuse.
+    pub fd: RawFd,
     /// Bytes read from the backend and not yet forwarded.
     pub buf: ReadBuf,
     /// Whether it has served a request before (a reused connection may have been closed by the
@@ -27,11 +35,22 @@ pub struct UpstreamConn {
     idle_since: Instant,
 }
 
+impl std::fmt::Debug for UpstreamConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConn").field("fd", &self.fd).field("reused", &self.reused).finish()
+    }
+}
+
 impl UpstreamConn {
     /// Wraps a freshly connected socket.
     pub fn new(stream: TcpStream, buffer_bytes: usize) -> Self {
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        let (r, w) = stream.into_split();
         Self {
-            stream,
+            r,
+            w,
+            fd,
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
             idle_since: Instant::now(),
