@@ -21,6 +21,7 @@ Usage: ./bench.sh [SUITE] [OPTIONS]
 
 Suites:
   http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default)
+  logging         POST 1 KiB with the access log off, on without bodies, on with bodies
 
 Options:
   --runs N        measured runs per target and workload (default 3)
@@ -432,6 +433,7 @@ workload() {
 # ------------------------------------------------------------- measuring --
 
 RESULTS=$TMP/results # set again after TMP exists
+SUITE_NOTES="" # extra markdown a suite appends to the results
 RAW_LOG=""
 
 # measure TARGET WORKLOAD SECONDS [record]: one wrk run; with "record",
@@ -606,6 +608,87 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     bench_matrix
 }
 
+# start_fulcrum_variant NAME PORT [FLAGS...]: Fulcrum (io_uring, 1 worker) under NAME, with
+# extra flags; its admin API on PORT+100 (for /metrics) when the flags give it a JWT secret.
+start_fulcrum_variant() {
+    local name=$1 port=$2
+    shift 2
+    [[ -n $FULCRUM_OK ]] || return 0
+    local err=$TMP/$name.stderr
+    taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
+        --admin-listen "127.0.0.1:$((port + 100))" \
+        --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
+        --workers 1 --io-driver io_uring "$@" >"$TMP/$name.stdout" 2>"$err" &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/small"; then
+        log "SKIPPING $name: it did not become ready; last stderr lines:"
+        tail -n 10 "$err" >&2 || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 0
+    fi
+    register_target "$name" "$pid" "$port" "file:$err"
+    TARGETS+=("$name")
+}
+
+# median of column COL of FILE.
+median_of() {
+    awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ a[n++] = $1 }
+        END { if (n == 0) { print 0; exit } print (n % 2) ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2 }'
+}
+
+suite_logging() {
+    local body
+    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    printf '%s' "$body" >"$TMP/body-1k"
+    workload post1k /post "POST 1 KiB body, keep-alive" \
+        "wrk.method = \"POST\"
+wrk.body = \"$body\"
+wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
+        "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+
+    local off=$((PORT_BASE + 20)) nobody=$((PORT_BASE + 21)) full=$((PORT_BASE + 22)) p
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$off" "$nobody" "$full" \
+        $((off + 100)) $((nobody + 100)) $((full + 100))
+    prepare_fulcrum
+    start_backends
+    local secret=bench-logging-secret-0123456789abcdef
+    printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 0\n' "$secret" >"$TMP/log-nobody.toml"
+    printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 4096\n' "$secret" >"$TMP/log-body.toml"
+    printf '[admin]\njwt_secret = "%s"\n' "$secret" >"$TMP/log-off.toml"
+    start_fulcrum_variant log-off "$off" --config "$TMP/log-off.toml"
+    start_fulcrum_variant log-nobody "$nobody" --config "$TMP/log-nobody.toml" \
+        --access-log "$TMP/access-nobody.log"
+    start_fulcrum_variant log-body "$full" --config "$TMP/log-body.toml" \
+        --access-log "$TMP/access-body.log"
+    log "targets: direct ${TARGETS[*]}"
+    bench_matrix
+
+    # Records dropped (the writer fell behind) and the cost relative to logging off.
+    local t d dropped base med
+    SUITE_NOTES=$'\n### Access logging cost\n\n| target | access log | req/s median vs log-off | CPU us/req median vs log-off | records dropped |\n|---|---|---|---|---|\n'
+    base=$(median_of "$RESULTS/post1k.log-off" 1 2>/dev/null || echo 0)
+    local base_cpu
+    base_cpu=$(median_of "$RESULTS/post1k.log-off" 4 2>/dev/null || echo 0)
+    for t in log-off log-nobody log-body; do
+        [[ -s $RESULTS/post1k.$t ]] || continue
+        case $t in
+            log-off) p=$((off + 100)); d="off" ;;
+            log-nobody) p=$((nobody + 100)); d="file, no body" ;;
+            log-body) p=$((full + 100)); d="file, 1 KiB body captured" ;;
+        esac
+        dropped=$(curl -fs --max-time 2 "http://127.0.0.1:$p/metrics" |
+            awk '$1 == "fulcrum_access_log_dropped_total" { print $2 }')
+        med=$(median_of "$RESULTS/post1k.$t" 1)
+        local cpu
+        cpu=$(median_of "$RESULTS/post1k.$t" 4)
+        SUITE_NOTES+=$(awk -v t="$t" -v d="$d" -v m="$med" -v b="$base" -v c="$cpu" -v bc="$base_cpu" -v dr="${dropped:-?}" \
+            'BEGIN { printf "| %s | %s | %+.1f%% | %+.1f%% | %s |\n", t, d, (b > 0 ? (m / b - 1) * 100 : 0), (bc > 0 ? (c / bc - 1) * 100 : 0), dr }')
+        SUITE_NOTES+=$'\n'
+    done
+    SUITE_NOTES+=$'\nTarget: full body logging costs at most 10% of throughput (log-body vs log-off).\n'
+}
+
 # ------------------------------------------------------------------- main --
 
 declare -F "suite_$SUITE" >/dev/null ||
@@ -624,6 +707,7 @@ OUT=$ROOT/target/bench/results-$STAMP.md
 {
     print_header
     print_tables
+    printf '%s' "${SUITE_NOTES:-}"
 } >"$OUT"
 printf '\n'
 cat "$OUT"

@@ -76,6 +76,14 @@ pub struct Config {
     pub balance: BalanceConfig,
     /// Response cache settings (the cache itself lands with its own issue).
     pub cache: CacheSettings,
+    /// Admin API: JWT keys and request limits.
+    pub admin: AdminConfig,
+    /// Where run-time changes are persisted (JSON, replaced atomically). When the file exists at
+    /// start it supersedes `backends`, `algorithm`, `cache` and `timeouts`. Unset: not persisted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// Access log, metrics and tracing (`[telemetry]`).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl Default for Config {
@@ -93,7 +101,59 @@ impl Default for Config {
             limits: Limits::default(),
             balance: BalanceConfig::default(),
             cache: CacheSettings::default(),
+            admin: AdminConfig::default(),
+            state_file: None,
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
+    }
+}
+
+/// The admin API's settings. Without a key the admin listener stays off.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// HMAC secret for HS256/HS384/HS512 tokens; `FULCRUM_JWT_SECRET` overrides it. Never
+    /// printed back (skipped by `check-config`).
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA, EC P-256 or Ed25519) for RS*/ES256/EdDSA tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// Largest admin request body (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_secs: 30,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway_secs", &self.jwt_leeway_secs)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
     }
 }
 
@@ -388,6 +448,13 @@ impl Config {
         if self.workers > 1024 {
             return Err(ConfigError::invalid("workers", "must be at most 1024"));
         }
+        if self.admin.jwt_secret.as_deref() == Some("") {
+            return Err(ConfigError::invalid("admin.jwt_secret", "must not be empty"));
+        }
+        if self.admin.max_body_bytes == 0 || self.admin.max_body_bytes > 16 << 20 {
+            return Err(ConfigError::invalid("admin.max_body_bytes", "must be 1..=16777216"));
+        }
+        self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         Ok(())
     }
 

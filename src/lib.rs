@@ -5,6 +5,7 @@
 //!                                own upstream pools, picker and counters (no shared lock)
 //! lb-control                     owns the canonical config; builds epochs, broadcasts them over
 //!                                crossbeam channels, waits for every worker's ack
+//! lb-admin                       admin REST API (hyper on a current-thread tokio runtime, JWT)
 //! main                           CLI, signals, graceful shutdown
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! installed between requests. Per-backend counters (in flight, latency window, health) live
 //! outside the pickers, so algorithm switches and other changes keep them.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod control;
@@ -21,4 +23,4 @@ pub mod server;
 pub mod telemetry;
 pub mod worker;
 
-pub use server::{Running, StartError, start};
+pub use server::{Running, StartError, StartOptions, start, start_with};

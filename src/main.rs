@@ -29,6 +29,28 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Mint an admin API token (HS256) from the configured secret (FULCRUM_JWT_SECRET or
+    /// `admin.jwt_secret`) and print it.
+    Token {
+        /// Space-separated scopes: fulcrum:read, fulcrum:write (write implies read).
+        #[arg(long, default_value = "fulcrum:read")]
+        scope: String,
+        /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = fulcrum::admin::auth::parse_ttl)]
+        ttl: std::time::Duration,
+        /// TOML configuration file holding `admin.jwt_secret`, `jwt_issuer`, `jwt_audience`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The environment variable holding the admin API's HMAC secret; overrides the file.
+const JWT_SECRET_ENV: &str = "FULCRUM_JWT_SECRET";
+
+fn apply_env_secret(config: &mut Config) {
+    if let Some(secret) = std::env::var(JWT_SECRET_ENV).ok().filter(|s| !s.is_empty()) {
+        config.admin.jwt_secret = Some(secret);
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +79,10 @@ struct RunArgs {
     /// Also start three demo backends on loopback and balance over them.
     #[arg(long)]
     demo: bool,
+    /// Access log destination: a file path, or `-` for stdout (overrides
+    /// `telemetry.access_log`).
+    #[arg(long, value_name = "PATH")]
+    access_log: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Token { scope, ttl, config }) => token(&scope, ttl, config.as_deref()),
         None => match run(cli.run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -79,6 +106,34 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::from_file(file) {
         Ok(config) => {
             print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn token(scope: &str, ttl: std::time::Duration, file: Option<&std::path::Path>) -> ExitCode {
+    let result = (|| -> anyhow::Result<String> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        apply_env_secret(&mut config);
+        for s in scope.split_whitespace() {
+            anyhow::ensure!(
+                s == fulcrum::admin::auth::SCOPE_READ || s == fulcrum::admin::auth::SCOPE_WRITE,
+                "unknown scope `{s}` (valid: fulcrum:read, fulcrum:write)"
+            );
+        }
+        Ok(fulcrum::admin::auth::mint(&config.admin, scope, ttl)?)
+    })();
+    match result {
+        Ok(token) => {
+            println!("{token}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -111,6 +166,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(driver) = args.io_driver {
         config.io_driver = driver;
     }
+    if let Some(path) = args.access_log {
+        config.telemetry.access_log = Some(path);
+    }
+    apply_env_secret(&mut config);
+    let demo_secret = args.demo
+        && config.admin.jwt_secret.is_none()
+        && config.admin.jwt_public_key_file.is_none();
+    if demo_secret {
+        config.admin.jwt_secret = Some(fulcrum::admin::auth::random_secret()?);
+    }
     if args.demo {
         for url in fulcrum::demo::start_backends(3)? {
             info!("demo backend started", url = url);
@@ -121,7 +186,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         info!("no backends configured: every request gets 503 until one is added");
     }
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let admin = config.admin.clone();
     let running = fulcrum::start(config)?;
+    if args.demo && running.admin_listen.is_some() && admin.jwt_secret.is_some() {
+        let token = fulcrum::admin::auth::mint(
+            &admin,
+            "fulcrum:read fulcrum:write",
+            std::time::Duration::from_secs(3600),
+        )?;
+        let addr = running.admin_listen.map(|a| a.to_string()).unwrap_or_default();
+        info!(
+            "demo admin token (one hour, fulcrum:read fulcrum:write)",
+            token = token,
+            secret = if demo_secret { "random, this run only" } else { "configured" },
+            example =
+                format!("curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/config"),
+        );
+    }
     if let Some(signal) = signals.forever().next() {
         info!("signal received, draining", signal = signal);
     }

@@ -2,14 +2,18 @@
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 
+use crate::admin::{self, AdminError, AdminServer};
 use crate::config::{Config, ConfigError};
-use crate::control::{self, ControlError, ControlHandle, WorkerLink};
+use crate::control::{self, ControlError, ControlHandle, RestoreError, WorkerLink};
 use crate::info;
+use crate::telemetry::{AccessSink, Metrics, Telemetry, TelemetryError};
 use crate::worker::{self, IoDriver, WorkerSpec, listener};
 
 /// How long workers get to bind and report ready.
@@ -43,6 +47,31 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("spawning threads: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The state file is corrupt, unreadable or unwritable, or names an unusable backend.
+    #[error(transparent)]
+    State(#[from] RestoreError),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    /// The access log could not be opened or its writer started.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// How long shutdown waits for the access-log writer to drain its queues.
+const LOG_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Extra start options for embedding Fulcrum in-process.
+#[derive(Default)]
+pub struct StartOptions {
+    /// Receives every access record instead of the configured access log (`lb-log` calls it).
+    pub access_sink: Option<Box<dyn AccessSink>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions").field("access_sink", &self.access_sink.is_some()).finish()
+    }
 }
 
 /// A running balancer.
@@ -52,9 +81,14 @@ pub struct Running {
     pub listen: SocketAddr,
     /// The io driver each worker runs, by worker index.
     pub drivers: Vec<IoDriver>,
+    /// The admin API address (port resolved), or `None` when the admin API is off.
+    pub admin_listen: Option<SocketAddr>,
     control: ControlHandle,
     control_thread: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
+    admin: Option<AdminServer>,
+    workers_up: Arc<AtomicBool>,
+    telemetry: Telemetry,
 }
 
 impl Running {
@@ -63,14 +97,25 @@ impl Running {
         &self.control
     }
 
+    /// The metrics registry (what `GET /metrics` renders).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.telemetry.metrics
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
-    /// once every worker has exited.
-    pub fn shutdown(self) {
+    /// once every worker has exited; then flushes the access log.
+    pub fn shutdown(mut self) {
+        self.workers_up.store(false, Ordering::Release);
+        if let Some(admin) = self.admin {
+            admin.shutdown();
+        }
         self.control.shutdown();
         let _ = self.control_thread.join();
         for worker in self.workers {
             let _ = worker.join();
         }
+        // Every worker is gone: nothing more is queued, so the flush loses nothing.
+        self.telemetry.shutdown(LOG_FLUSH_DEADLINE);
         info!("stopped");
     }
 }
@@ -95,6 +140,11 @@ fn allowed_cpus() -> Vec<usize> {
 
 /// Starts workers and the control thread; returns once every worker listens.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, StartOptions::default())
+}
+
+/// [`start`] with extra options (an in-process access sink).
+pub fn start_with(config: Config, options: StartOptions) -> Result<Running, StartError> {
     config.validate()?;
     let cpus = allowed_cpus();
     let workers = match config.workers {
@@ -103,13 +153,16 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     let listen = listener::reserve(config.listen)
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let first = control::initial_epoch(&config, workers)?;
+    let restored = control::restore(&config, workers)?;
+    let first = restored.first.clone();
+    let (telemetry, telemetry_specs) =
+        Telemetry::start(&config.telemetry, workers, options.access_sink)?;
 
     let (ack_tx, ack_rx) = unbounded();
     let (started_tx, started_rx) = bounded(workers);
     let mut links = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    for index in 0..workers {
+    for (index, telemetry) in telemetry_specs.into_iter().enumerate() {
         let (inbox_tx, inbox_rx) = unbounded();
         let (control_end, worker_end) = UnixStream::pair()?;
         control_end.set_nonblocking(true)?;
@@ -122,6 +175,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             inbox: inbox_rx,
             wake: worker_end,
             acks: ack_tx.clone(),
+            telemetry,
         };
         handles.push(worker::spawn(spec, started_tx.clone())?);
         links.push(WorkerLink { inbox: inbox_tx, wake: control_end });
@@ -144,11 +198,40 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             }
         }
     }
-    let (control, control_thread) = control::spawn(config, first, links, ack_rx)?;
-    let running = Running { listen, drivers, control, control_thread, workers: handles };
+    let admin_config = config.clone();
+    let (control, control_thread) = control::spawn_restored(config, restored, links, ack_rx)?;
+    let workers_up = Arc::new(AtomicBool::new(failure.is_none()));
+    let mut running = Running {
+        listen,
+        drivers,
+        admin_listen: None,
+        control,
+        control_thread,
+        workers: handles,
+        admin: None,
+        workers_up,
+        telemetry,
+    };
+    running.telemetry.metrics.set_drivers(running.drivers.clone());
     if let Some(err) = failure {
         running.shutdown();
         return Err(err);
+    }
+    let runtime = admin::RuntimeInfo {
+        listen,
+        drivers: running.drivers.clone(),
+        workers_up: running.workers_up.clone(),
+        metrics: running.telemetry.metrics.clone(),
+    };
+    match admin::spawn(&admin_config, running.control.clone(), runtime) {
+        Ok(admin) => {
+            running.admin_listen = admin.as_ref().map(|a| a.addr);
+            running.admin = admin;
+        }
+        Err(e) => {
+            running.shutdown();
+            return Err(e.into());
+        }
     }
     info!("listening", addr = listen, workers = workers);
     Ok(running)

@@ -5,7 +5,9 @@
 //! [`ControlHandle`]; changes are serialised by the thread, so none is lost.
 
 pub mod epoch;
+pub mod store;
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -14,6 +16,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 pub use self::epoch::{Backend, BackendId, Epoch};
+use self::store::{
+    FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
+};
 use crate::balance::Algorithm;
 use crate::balance::stats::{SharedStats, StatsSnapshot, now_ms};
 use crate::config::{BackendUrl, BackendUrlError, CacheSettings, Config, Timeouts};
@@ -38,7 +43,19 @@ pub enum Change {
     SetCache(CacheSettings),
     /// Replace the phase timeouts.
     SetTimeouts(Timeouts),
+    /// Add a backend by URL with a relative weight (`AddBackend` means weight 1).
+    AddWeightedBackend {
+        /// `http://host:port`.
+        url: String,
+        /// Relative weight, 1..=[`MAX_WEIGHT`].
+        weight: u32,
+    },
 }
+
+/// Default weight of a backend.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
 
 /// What a change produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +84,12 @@ pub enum ControlError {
     /// The control thread has stopped (shutdown in progress).
     #[error("the control plane has stopped")]
     Stopped,
+    /// A weight outside 1..=[`MAX_WEIGHT`].
+    #[error("weight {0} out of range (1..={MAX_WEIGHT})")]
+    InvalidWeight(u32),
+    /// The state store refused the change; nothing was applied.
+    #[error("the change was not applied: {0}")]
+    Persist(String),
 }
 
 /// A backend as reported to operators.
@@ -76,6 +99,8 @@ pub struct BackendView {
     pub id: BackendId,
     /// Normalised URL.
     pub url: String,
+    /// Relative weight (reported and persisted; pickers do not weigh yet).
+    pub weight: u32,
     /// Merged counters.
     pub stats: StatsSnapshot,
 }
@@ -95,6 +120,8 @@ pub struct StateView {
     pub timeouts: Timeouts,
     /// The configuration the process started with (listeners, limits, ...).
     pub config: Config,
+    /// Where applied changes are persisted, if anywhere.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A message from the control thread to one worker.
@@ -190,6 +217,8 @@ struct ControlState {
     next_backend_id: BackendId,
     workers: Vec<WorkerLink>,
     acks: Receiver<Ack>,
+    weights: HashMap<BackendId, u32>,
+    store: Option<Box<dyn StateStore>>,
 }
 
 /// Builds the first epoch from the configuration (backend URLs resolved here).
@@ -216,16 +245,142 @@ pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, Cont
     }))
 }
 
+/// Why the saved state could not be restored at start.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The state file is unreadable, corrupt or cannot be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A backend in the configuration or the state file is unusable.
+    #[error("{origin}: {source}")]
+    Backend {
+        /// The configuration or the state file.
+        origin: String,
+        /// Why.
+        source: ControlError,
+    },
+}
+
+/// The state the control plane starts from: the first epoch and what it needs to continue.
+#[derive(Debug)]
+pub struct Restored {
+    /// The epoch the workers start with.
+    pub first: Arc<Epoch>,
+    next_backend_id: BackendId,
+    weights: HashMap<BackendId, u32>,
+    store: Option<Box<dyn StateStore>>,
+}
+
+/// Builds the first epoch from the state file when `config.state_file` names one that exists
+/// (it supersedes the configuration's backends, algorithm, cache and timeouts), from the
+/// configuration otherwise; then saves it, so an unwritable state file stops the start too.
+pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError> {
+    let store: Option<Box<dyn StateStore>> =
+        config.state_file.as_ref().map(|p| Box::new(FileStore::new(p)) as _);
+    let saved = match &store {
+        Some(store) => store.load()?,
+        None => None,
+    };
+    let restored = match saved {
+        None => {
+            let first = initial_epoch(config, workers)
+                .map_err(|source| RestoreError::Backend { origin: "backends".into(), source })?;
+            let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
+            let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+            Restored { first, next_backend_id, weights, store }
+        }
+        Some(saved) => {
+            let origin = || config.state_file.as_ref().map(|p| p.display().to_string());
+            let backends = saved
+                .backends
+                .iter()
+                .map(|b| {
+                    Ok(Arc::new(Backend {
+                        id: b.id,
+                        url: BackendUrl::parse(&b.url)?,
+                        stats: SharedStats::new(workers),
+                    }))
+                })
+                .collect::<Result<Vec<_>, ControlError>>()
+                .map_err(|source| RestoreError::Backend {
+                    origin: origin().unwrap_or_default(),
+                    source,
+                })?;
+            info!(
+                "state restored",
+                file = origin().unwrap_or_default(),
+                epoch = saved.epoch,
+                backends = backends.len(),
+                algorithm = saved.algorithm
+            );
+            let first = Arc::new(Epoch {
+                id: saved.epoch + 1,
+                algorithm: saved.algorithm,
+                backends,
+                cache: saved.cache,
+                timeouts: saved.timeouts,
+                health: config.health,
+            });
+            let weights = saved.backends.iter().map(|b| (b.id, b.weight)).collect();
+            Restored { first, next_backend_id: saved.next_backend_id, weights, store }
+        }
+    };
+    if let Some(store) = &restored.store {
+        store.save(&persisted(&restored.first, restored.next_backend_id, &restored.weights))?;
+    }
+    Ok(restored)
+}
+
+/// The persisted form of an epoch.
+fn persisted(
+    epoch: &Epoch,
+    next_backend_id: BackendId,
+    weights: &HashMap<BackendId, u32>,
+) -> PersistedState {
+    PersistedState {
+        version: STATE_VERSION,
+        epoch: epoch.id,
+        next_backend_id,
+        algorithm: epoch.algorithm,
+        backends: epoch
+            .backends
+            .iter()
+            .map(|b| PersistedBackend {
+                id: b.id,
+                url: b.url.url.clone(),
+                weight: weights.get(&b.id).copied().unwrap_or(DEFAULT_WEIGHT),
+            })
+            .collect(),
+        cache: epoch.cache,
+        timeouts: epoch.timeouts,
+    }
+}
+
 /// Starts the `lb-control` thread. `first` must be the epoch the workers were started with.
+/// Nothing is persisted; see [`spawn_restored`].
 pub fn spawn(
     config: Config,
     first: Arc<Epoch>,
     workers: Vec<WorkerLink>,
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
-    let (tx, rx) = unbounded();
     let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-    let state = ControlState { config, current: first, next_backend_id, workers, acks };
+    let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
+    spawn_restored(config, Restored { first, next_backend_id, weights, store: None }, workers, acks)
+}
+
+/// Starts the `lb-control` thread from [`restore`]'s result; every accepted change is saved to
+/// the store before it is broadcast, so a change that answers `Ok` survives a restart.
+pub fn spawn_restored(
+    config: Config,
+    restored: Restored,
+    workers: Vec<WorkerLink>,
+    acks: Receiver<Ack>,
+) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = unbounded();
+    let Restored { first, next_backend_id, weights, store } = restored;
+    let state =
+        ControlState { config, current: first, next_backend_id, workers, acks, weights, store };
     let thread =
         std::thread::Builder::new().name("lb-control".into()).spawn(move || run(state, rx))?;
     Ok((ControlHandle { tx }, thread))
@@ -261,21 +416,22 @@ impl ControlState {
             health: cur.health,
         };
         let mut created = None;
+        let mut next_backend_id = self.next_backend_id;
+        let mut weights = self.weights.clone();
         match change {
             Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
             Change::SetCache(cache) => next.cache = cache,
             Change::SetTimeouts(timeouts) => next.timeouts = timeouts,
             Change::AddBackend { url } => {
-                let url = BackendUrl::parse(&url)?;
-                if next.backends.iter().any(|b| b.url.url == url.url) {
-                    return Err(ControlError::DuplicateBackend(url.url));
-                }
-                let backend = Arc::new(Backend {
-                    id: self.next_backend_id,
-                    url,
-                    stats: SharedStats::new(self.workers.len()),
-                });
-                self.next_backend_id += 1;
+                let backend =
+                    self.new_backend(&next, &url, DEFAULT_WEIGHT, &mut next_backend_id)?;
+                weights.insert(backend.id, DEFAULT_WEIGHT);
+                created = Some(backend.clone());
+                next.backends.push(backend);
+            }
+            Change::AddWeightedBackend { url, weight } => {
+                let backend = self.new_backend(&next, &url, weight, &mut next_backend_id)?;
+                weights.insert(backend.id, weight);
                 created = Some(backend.clone());
                 next.backends.push(backend);
             }
@@ -285,8 +441,17 @@ impl ControlState {
                 if next.backends.len() == before {
                     return Err(ControlError::UnknownBackend(id));
                 }
+                weights.remove(&id);
             }
         }
+        // Persist first: a change the store refuses is not applied at all.
+        if let Some(store) = &self.store {
+            store
+                .save(&persisted(&next, next_backend_id, &weights))
+                .map_err(|e| ControlError::Persist(e.to_string()))?;
+        }
+        self.next_backend_id = next_backend_id;
+        self.weights = weights;
         let epoch = Arc::new(next);
         self.broadcast(&epoch)?;
         info!(
@@ -297,7 +462,32 @@ impl ControlState {
         );
         self.current = epoch;
         let now = now_ms();
-        Ok(Applied { epoch: self.current.id, backend: created.map(|b| view_of(&b, now)) })
+        let backend = created.map(|b| view_of(&b, &self.weights, now));
+        Ok(Applied { epoch: self.current.id, backend })
+    }
+
+    /// Validates and builds a backend for `next`, taking the next id.
+    fn new_backend(
+        &self,
+        next: &Epoch,
+        url: &str,
+        weight: u32,
+        next_backend_id: &mut BackendId,
+    ) -> Result<Arc<Backend>, ControlError> {
+        if !(1..=MAX_WEIGHT).contains(&weight) {
+            return Err(ControlError::InvalidWeight(weight));
+        }
+        let url = BackendUrl::parse(url)?;
+        if next.backends.iter().any(|b| b.url.url == url.url) {
+            return Err(ControlError::DuplicateBackend(url.url));
+        }
+        let backend = Arc::new(Backend {
+            id: *next_backend_id,
+            url,
+            stats: SharedStats::new(self.workers.len()),
+        });
+        *next_backend_id += 1;
+        Ok(backend)
     }
 
     /// Sends the epoch to every worker and waits until all of them acknowledged it.
@@ -335,14 +525,20 @@ impl ControlState {
         StateView {
             epoch: e.id,
             algorithm: e.algorithm,
-            backends: e.backends.iter().map(|b| view_of(b, now)).collect(),
+            backends: e.backends.iter().map(|b| view_of(b, &self.weights, now)).collect(),
             cache: e.cache,
             timeouts: e.timeouts,
             config: self.config.clone(),
+            state_file: self.config.state_file.clone(),
         }
     }
 }
 
-fn view_of(backend: &Backend, now: u64) -> BackendView {
-    BackendView { id: backend.id, url: backend.url.url.clone(), stats: backend.stats.snapshot(now) }
+fn view_of(backend: &Backend, weights: &HashMap<BackendId, u32>, now: u64) -> BackendView {
+    BackendView {
+        id: backend.id,
+        url: backend.url.url.clone(),
+        weight: weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
+        stats: backend.stats.snapshot(now),
+    }
 }

@@ -9,6 +9,7 @@ use monoio::time::timeout;
 
 use super::buf::ReadBuf;
 use super::h1::Framing;
+use crate::telemetry::BodyTap;
 
 /// Longest chunk-size line (digits plus extensions) accepted.
 const MAX_CHUNK_LINE: usize = 1024;
@@ -243,16 +244,19 @@ pub struct CopySpec {
 /// Copies one body from `src` (whose unread bytes are in `buf`) to `dst`.
 ///
 /// Bytes after the body (a pipelined request) stay unread in `buf`. Returns the number of body
-/// bytes read from the source.
-pub async fn copy_body<R, W>(
+/// bytes read from the source. `tap` sees the body's payload (chunk framing removed) as it
+/// passes, for the access log; pass `&mut ()` for none.
+pub async fn copy_body<R, W, T>(
     src: &mut R,
     buf: &mut ReadBuf,
     dst: &mut W,
     spec: CopySpec,
+    tap: &mut T,
 ) -> Result<u64, BodyError>
 where
     R: AsyncReadRent,
     W: AsyncWriteRent,
+    T: BodyTap + ?Sized,
 {
     let mut total: u64 = 0;
     let mut remaining = match spec.framing {
@@ -293,11 +297,13 @@ where
                     }
                     pos
                 } else {
-                    decoder.decode(buf.data(), |_| {})?
+                    let data = buf.data();
+                    decoder.decode(data, |r| tap.tap(&data[r]))?
                 };
                 total += take as u64;
                 if spec.dechunk {
                     if payload_end > 0 {
+                        tap.tap(&buf.data()[..payload_end]);
                         write_front(buf, dst, payload_end, spec.write_timeout).await?;
                     }
                     buf.consume(take - payload_end);
@@ -310,6 +316,7 @@ where
             }
             _ => {
                 let take = usize::try_from(remaining).map_or(available, |r| r.min(available));
+                tap.tap(&buf.data()[..take]);
                 remaining -= take as u64;
                 total += take as u64;
                 (take, remaining == 0)

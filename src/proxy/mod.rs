@@ -27,6 +27,8 @@ use self::h1::{ClientSide, Framing, RequestInfo, ResponseHead};
 use self::pool::{Upstream, UpstreamConn};
 use crate::balance::stats::now_ms;
 use crate::config::Timeouts;
+use crate::telemetry::BodyTap as _;
+use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
@@ -40,6 +42,7 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
     let (r, w) = stream.into_split();
     let mut client = ClientConn { r, w, buf: ReadBuf::with_capacity(ctx.limits.buffer_bytes) };
     let mut out = Vec::with_capacity(1024);
+    let _open = ctx.telemetry.metrics.connection();
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
         let req = match read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts).await
@@ -51,15 +54,32 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
+        // Telemetry hook: one log per exchange (access record, metrics, spans).
+        let mut log = ctx.telemetry.begin(&mut out, req.head_len, epoch.epoch.id);
         let result = Exchange {
             ctx: &ctx,
             epoch: &epoch,
             req,
             timeouts: epoch.epoch.timeouts,
             replayable: false,
+            note: &log.note,
         }
-        .run(&mut client, &mut out)
+        .run(&mut client, &mut out, &mut log.capture)
         .await;
+        let status = match &result {
+            Err(Failure { error, responded: false }) => {
+                let (status, bytes) = error_status(error);
+                log.note.sent(bytes);
+                status
+            }
+            _ => log.note.status(),
+        };
+        let backend = log
+            .note
+            .backend()
+            .and_then(|i| epoch.upstreams.get(i))
+            .map(|up| (&up.metrics, up.backend.url.url.as_str()));
+        ctx.telemetry.finish(log, backend, status);
         match result {
             Ok(true) if !ctx.is_draining() => {}
             Ok(_) => return,
@@ -115,6 +135,17 @@ async fn read_request_head(
     }
 }
 
+/// The status and size of the answer `error` gets (499, nothing: the connection just closes).
+fn error_status(error: &ProxyError) -> (u16, u64) {
+    match error.action() {
+        ErrorAction::Respond(bytes) => {
+            let status = bytes.get(9..12).and_then(|d| std::str::from_utf8(d).ok());
+            (status.and_then(|d| d.parse().ok()).unwrap_or(0), bytes.len() as u64)
+        }
+        ErrorAction::Close => (499, 0),
+    }
+}
+
 /// Writes the canned response for `error`, if it has one, and lets the connection close.
 async fn respond_error(client: &mut TcpOwnedWriteHalf, error: &ProxyError) {
     if let ErrorAction::Respond(bytes) = error.action() {
@@ -163,6 +194,8 @@ struct Exchange<'a> {
     timeouts: Timeouts,
     /// The whole request is in hand, so it can be sent again on a new connection.
     replayable: bool,
+    /// Telemetry: backend, status, timings and spans of this exchange.
+    note: &'a ExchangeNote,
 }
 
 /// How a send attempt on one upstream connection ended.
@@ -175,7 +208,12 @@ enum Attempt {
 
 impl Exchange<'_> {
     /// Runs the exchange; `Ok(keep_alive)` once the whole response reached the client.
-    async fn run(mut self, client: &mut ClientConn, out: &mut Vec<u8>) -> Result<bool, Failure> {
+    async fn run(
+        mut self,
+        client: &mut ClientConn,
+        out: &mut Vec<u8>,
+        capture: &mut BodyCapture,
+    ) -> Result<bool, Failure> {
         let max_body = self.ctx.limits.max_body_bytes;
         if let Framing::Length(n) = self.req.framing
             && max_body > 0
@@ -197,7 +235,9 @@ impl Exchange<'_> {
         let head_len = out.len();
         let mut tried = Tried::default();
         loop {
+            let pick = self.note.phase("pick");
             let upstream = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            drop(pick);
             tried.insert(upstream.0);
             let up = upstream.1;
             let conn = match self.pooled(up) {
@@ -214,9 +254,12 @@ impl Exchange<'_> {
                 body_sent = (n.min(client.buf.len() as u64)) as usize;
                 out.extend_from_slice(&client.buf.data()[..body_sent]);
             }
+            self.note.set_backend(upstream.0);
+            capture.reset();
+            capture.tap(&client.buf.data()[..body_sent]);
             let mut conn = Some(conn);
             while let Some(c) = conn.take() {
-                match self.attempt(up, c, client, out, body_sent).await? {
+                match self.attempt(up, c, client, out, body_sent, capture).await? {
                     Attempt::Done(keep_alive) => {
                         if self.replayable {
                             // Held back until now in case the request had to be sent again.
@@ -256,6 +299,7 @@ impl Exchange<'_> {
 
     /// Opens a new upstream connection, recording the outcome for passive health.
     async fn connect(&self, up: &Upstream) -> Option<UpstreamConn> {
+        let _span = self.note.phase("upstream_connect");
         let addr = up.backend.url.addr;
         let result = timeout(self.timeouts.upstream_connect(), TcpStream::connect_addr(addr)).await;
         match result {
@@ -264,6 +308,7 @@ impl Exchange<'_> {
                 Some(UpstreamConn::new(stream, self.ctx.limits.buffer_bytes))
             }
             failed => {
+                up.metrics.connect_error();
                 let health = self.epoch.epoch.health;
                 let eject = Duration::from_millis(health.eject_ms);
                 if up.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
@@ -295,8 +340,10 @@ impl Exchange<'_> {
         client: &mut ClientConn,
         out: &mut Vec<u8>,
         body_in_head: usize,
+        capture: &mut BodyCapture,
     ) -> Result<Attempt, Failure> {
         let _in_flight = up.stats.begin();
+        let _span = self.note.phase("upstream_exchange");
         let request = std::mem::take(out);
         let (res, request) = conn.w.write_all(request).await;
         *out = request;
@@ -330,7 +377,8 @@ impl Exchange<'_> {
                     max_bytes: self.ctx.limits.max_body_bytes,
                 };
                 let send = async {
-                    let result = copy_body(&mut client.r, &mut client.buf, conn_w, spec).await;
+                    let result =
+                        copy_body(&mut client.r, &mut client.buf, conn_w, spec, capture).await;
                     body_sent.set(Some(Instant::now()));
                     result
                 };
@@ -418,6 +466,8 @@ impl Exchange<'_> {
         };
         let started = body_sent.get().unwrap_or_else(Instant::now);
         up.stats.record_response_time(now_ms(), started.elapsed());
+        self.note.response(res.status, started.elapsed());
+        let _span = self.note.phase("respond");
         conn.buf.consume(res.head_len);
 
         // Send the head, with as much of a sized body as already arrived.
@@ -435,6 +485,7 @@ impl Exchange<'_> {
         };
         *out = head;
         written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
+        self.note.sent(out.len() as u64);
 
         let rest = match res.framing {
             Framing::Length(n) => Framing::Length(n - body_in_head as u64),
@@ -447,12 +498,15 @@ impl Exchange<'_> {
             write_timeout: t.client_send(),
             max_bytes: 0,
         };
-        copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec).await.map_err(|e| {
-            responded(match e {
-                BodyError::Write(_) => ProxyError::Client(e),
-                other => ProxyError::Upstream(other),
-            })
-        })?;
+        let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut ())
+            .await
+            .map_err(|e| {
+                responded(match e {
+                    BodyError::Write(_) => ProxyError::Client(e),
+                    other => ProxyError::Upstream(other),
+                })
+            })?;
+        self.note.sent(body_out);
         Ok(Relayed::Done(res))
     }
 }

@@ -70,6 +70,8 @@ pub struct Upstream {
     pub backend: Arc<Backend>,
     /// This worker's counters for it.
     pub stats: LocalStats,
+    /// This worker's Prometheus counters for it (telemetry hook).
+    pub metrics: crate::telemetry::metrics::BackendMetrics,
     idle: RefCell<Vec<UpstreamConn>>,
     max_idle: usize,
     retired: std::cell::Cell<bool>,
@@ -93,6 +95,7 @@ impl Upstream {
         Self {
             backend,
             stats: LocalStats::new(window),
+            metrics: Default::default(),
             idle: RefCell::new(Vec::new()),
             max_idle,
             retired: std::cell::Cell::new(false),

@@ -1,8 +1,23 @@
-//! Operational events (start, epochs, errors) behind Fulcrum's own small interface.
+//! Telemetry behind Fulcrum's own small interfaces: operational events ([`EventSink`]), access
+//! records ([`access::AccessSink`], written by the `lb-log` thread), Prometheus metrics
+//! ([`metrics`]) and request spans ([`trace`]).
 //!
-//! The rest of the code emits events through [`event!`](crate::event) and its level shortcuts;
-//! only this module and `main.rs` know what writes them. The default sink writes one logfmt line
-//! per event to stderr: `ts=… level=info msg="…" key=value …`.
+//! The rest of the code emits events through [`event!`](crate::event) and its level shortcuts,
+//! and fills an [`exchange::ExchangeLog`] per request; only this module and `main.rs` know which
+//! library or writer is behind them. The default event sink writes one logfmt line per event to
+//! stderr: `ts=… level=info msg="…" key=value …`.
+
+pub mod access;
+pub mod config;
+pub mod exchange;
+pub mod json;
+pub mod metrics;
+pub mod trace;
+pub mod tracing_sink;
+
+pub use self::access::{AccessRecord, AccessSink, BodyTap};
+pub use self::config::{AccessLogFormat, AccessLogTarget, TelemetryConfig};
+pub use self::metrics::Metrics;
 
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;
@@ -93,7 +108,16 @@ pub struct Rfc3339Now;
 impl Display for Rfc3339Now {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = now.as_secs();
+        Rfc3339Micros(now.as_micros() as u64).fmt(f)
+    }
+}
+
+/// A time given in microseconds since the Unix epoch, as RFC 3339 UTC with microseconds.
+pub struct Rfc3339Micros(pub u64);
+
+impl Display for Rfc3339Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1_000_000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
         write!(
@@ -102,13 +126,13 @@ impl Display for Rfc3339Now {
             rem / 3600,
             rem / 60 % 60,
             rem % 60,
-            now.subsec_micros()
+            self.0 % 1_000_000
         )
     }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -118,6 +142,105 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Opens the configured access-log implementation on `target`. The one place that chooses.
+pub fn open_sink(
+    target: &AccessLogTarget,
+    format: AccessLogFormat,
+) -> std::io::Result<Box<dyn AccessSink>> {
+    let out: Box<dyn std::io::Write + Send> = match target {
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::File(path) => {
+            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+        }
+    };
+    Ok(match format {
+        AccessLogFormat::JsonLines => Box::new(json::JsonLinesSink::new(out)),
+        AccessLogFormat::Tracing => Box::new(tracing_sink::TracingSink::new(out)),
+    })
+}
+
+/// The process's telemetry: the metrics registry, the access-log writer and the tracer.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// The metrics registry (rendered by `GET /metrics`).
+    pub metrics: std::sync::Arc<Metrics>,
+    access_log: Option<access::AccessLog>,
+    tracing: bool,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The access log file could not be opened.
+    #[error("access log {path}: {source}")]
+    Open {
+        /// The configured destination.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The writer thread could not be spawned.
+    #[error("starting lb-log: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl Telemetry {
+    /// Starts telemetry for `workers` workers: the access log (to `sink` when given, else to the
+    /// configured destination, else off) and tracing. Returns each worker's share, by index.
+    pub fn start(
+        config: &TelemetryConfig,
+        workers: usize,
+        sink: Option<Box<dyn AccessSink>>,
+    ) -> Result<(Self, Vec<exchange::WorkerTelemetrySpec>), TelemetryError> {
+        let metrics = std::sync::Arc::new(Metrics::new(workers));
+        let sink = match (sink, config.target()) {
+            (Some(sink), _) => Some(sink),
+            (None, Some(target)) => {
+                Some(open_sink(&target, config.access_log_format).map_err(|source| {
+                    TelemetryError::Open {
+                        path: config.access_log.clone().unwrap_or_default(),
+                        source,
+                    }
+                })?)
+            }
+            (None, None) => None,
+        };
+        let (access_log, producers) = match sink {
+            Some(sink) => {
+                let (log, producers) = access::AccessLog::start(
+                    sink,
+                    workers,
+                    config.log_queue_capacity,
+                    metrics.clone(),
+                )
+                .map_err(TelemetryError::Spawn)?;
+                (Some(log), producers.into_iter().map(Some).collect())
+            }
+            None => (None, (0..workers).map(|_| None).collect::<Vec<_>>()),
+        };
+        let tracing = trace::init(config.trace_sample_rate);
+        let specs = producers
+            .into_iter()
+            .map(|producer| exchange::WorkerTelemetrySpec {
+                registry: metrics.clone(),
+                producer,
+                body_max: config.log_body_max_bytes,
+                trace_rate: config.trace_sample_rate,
+            })
+            .collect();
+        Ok((Self { metrics, access_log, tracing }, specs))
+    }
+
+    /// Flushes what is queued (call after the workers exited): every record accepted into a
+    /// queue is written unless the sink stays stuck for longer than `deadline`.
+    pub fn shutdown(&mut self, deadline: std::time::Duration) {
+        if let Some(log) = self.access_log.take() {
+            log.shutdown(deadline);
+        }
+        trace::flush(std::mem::take(&mut self.tracing));
+    }
 }
 
 static SINK: OnceLock<Box<dyn EventSink>> = OnceLock::new();

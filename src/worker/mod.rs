@@ -54,6 +54,8 @@ pub struct WorkerCtx {
     pub balance: BalanceConfig,
     /// Per-worker selection state.
     pub picker: Picker,
+    /// Access log producer, metrics and tracing for this worker (telemetry hook).
+    pub telemetry: crate::telemetry::exchange::WorkerTelemetry,
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
     upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
@@ -79,7 +81,12 @@ impl std::fmt::Debug for WorkerCtx {
 }
 
 impl WorkerCtx {
-    fn new(index: usize, config: &Config, first: Arc<Epoch>) -> Self {
+    fn new(
+        index: usize,
+        config: &Config,
+        first: Arc<Epoch>,
+        telemetry: crate::telemetry::exchange::WorkerTelemetrySpec,
+    ) -> Self {
         let limits = Limits {
             max_headers: config.limits.max_headers.min(crate::proxy::h1::MAX_HEADERS),
             ..config.limits
@@ -98,6 +105,7 @@ impl WorkerCtx {
             draining: Cell::new(false),
             busy: Cell::new(0),
             shutdown_waker: Cell::new(None),
+            telemetry: crate::telemetry::exchange::WorkerTelemetry::new(index, telemetry),
         };
         ctx.install(first);
         ctx
@@ -170,6 +178,17 @@ impl WorkerCtx {
                 up.evict_idle(max_age);
             }
         }
+        // Telemetry hook: publish this worker's metrics to its own slot.
+        self.telemetry.publish(
+            current.epoch.id,
+            current.upstreams.iter().map(|up| crate::telemetry::metrics::BackendSample {
+                id: up.backend.id,
+                url: &up.backend.url.url,
+                metrics: &up.metrics,
+                in_flight: up.stats.local_in_flight(),
+                ejected: up.stats.is_ejected(now),
+            }),
+        );
     }
 }
 
@@ -207,6 +226,8 @@ pub struct WorkerSpec {
     pub wake: StdUnixStream,
     /// Acknowledgements to the control thread.
     pub acks: Sender<Ack>,
+    /// This worker's share of telemetry (access-log queue, metrics registry, tracing).
+    pub telemetry: crate::telemetry::exchange::WorkerTelemetrySpec,
 }
 
 /// Reported by a worker once it listens (or failed to start).
@@ -253,7 +274,7 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
                     return;
                 }
             };
-        let ctx = Rc::new(WorkerCtx::new(index, &spec.config, spec.first));
+        let ctx = Rc::new(WorkerCtx::new(index, &spec.config, spec.first, spec.telemetry));
         info!(
             "worker started",
             worker = index,

@@ -1,0 +1,80 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa), with the bearer
+//! security scheme. Built once when the admin thread starts.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use super::api;
+use super::error::{ErrorBody, ErrorDetail};
+
+/// The admin API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Fulcrum admin API",
+        description = "Change a running Fulcrum load balancer: backends, algorithm, cache. \
+            Every mutation answers after every worker runs the new epoch, and carries that epoch. \
+            Authenticate with `Authorization: Bearer <JWT>`; the `scope` claim grants \
+            `fulcrum:read` (GET) or `fulcrum:write` (mutations; implies read). Mint one with \
+            `fulcrum token --scope \"fulcrum:read fulcrum:write\" --ttl 1h`. Errors are \
+            `{\"error\": {\"code\": \"snake_case\", \"message\": \"...\"}}`."
+    ),
+    paths(
+        api::healthz,
+        api::metrics,
+        api::readyz,
+        api::openapi_json,
+        api::docs_page,
+        api::docs_file,
+        api::get_config,
+        api::list_backends,
+        api::create_backend,
+        api::get_backend,
+        api::delete_backend,
+        api::get_algorithm,
+        api::put_algorithm,
+        api::get_cache,
+        api::put_cache,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "config", description = "The whole effective configuration and state."),
+        (name = "backends", description = "Add, list and remove backends."),
+        (name = "algorithm", description = "The balancing algorithm."),
+        (name = "cache", description = "Response cache settings."),
+        (name = "health", description = "Liveness and readiness (no authentication)."),
+        (name = "metrics", description = "Prometheus metrics (no authentication unless configured)."),
+        (name = "docs", description = "This document and its interactive page (no authentication)."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer_auth` scheme the operations refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer_auth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "JWT (HS256/384/512 with the configured secret, or RS*/PS*/ES256/ES384/\
+                         EdDSA with the configured public key); `exp` required; scopes in the \
+                         space-separated `scope` claim.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON.
+pub fn json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,435 @@
+//! Prometheus metrics: per-worker counters on the hot path, per-worker published slots, summed
+//! on scrape.
+//!
+//! Same pattern as the balancer's stats: a worker counts in plain `Cell`s ([`BackendMetrics`],
+//! one per backend it knows, plus its [`WorkerMetrics`]); its ticker copies them every
+//! `stats_publish_ms` into the worker's own cache-padded slot of [`Metrics`] (a mutex only that
+//! worker's ticker and the scraper ever take, so it is never contended on the data path). A
+//! scrape ([`Metrics::render_prometheus`], on `lb-admin`) sums the slots. Nothing shared is
+//! written per request.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+
+use crossbeam_utils::CachePadded;
+
+use crate::control::BackendId;
+use crate::worker::IoDriver;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (then `+Inf`).
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+const NB: usize = LATENCY_BUCKETS_US.len() + 1;
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// One worker's counters for one backend (or for requests that reached none).
+#[derive(Debug, Default)]
+pub struct BackendMetrics {
+    classes: [Cell<u64>; 6],
+    buckets: [Cell<u64>; NB],
+    sum_us: Cell<u64>,
+    connect_errors: Cell<u64>,
+}
+
+impl BackendMetrics {
+    /// Counts one finished request.
+    #[inline]
+    pub fn record(&self, status: u16, duration_us: u64) {
+        let class = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        bump(&self.classes[class]);
+        let bucket = LATENCY_BUCKETS_US.iter().position(|&b| duration_us <= b).unwrap_or(NB - 1);
+        bump(&self.buckets[bucket]);
+        self.sum_us.set(self.sum_us.get() + duration_us);
+    }
+
+    /// Counts a failed upstream connect.
+    pub fn connect_error(&self) {
+        bump(&self.connect_errors);
+    }
+
+    fn copy_to(&self, c: &mut Counters) {
+        for (d, s) in c.classes.iter_mut().zip(&self.classes) {
+            *d = s.get();
+        }
+        for (d, s) in c.buckets.iter_mut().zip(&self.buckets) {
+            *d = s.get();
+        }
+        c.sum_us = self.sum_us.get();
+        c.connect_errors = self.connect_errors.get();
+    }
+}
+
+#[inline]
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// Plain copies of [`BackendMetrics`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    classes: [u64; 6],
+    buckets: [u64; NB],
+    sum_us: u64,
+    connect_errors: u64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        for (a, b) in self.classes.iter_mut().zip(&o.classes) {
+            *a += b;
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum_us += o.sum_us;
+        self.connect_errors += o.connect_errors;
+    }
+}
+
+/// What one worker last published about one backend.
+#[derive(Debug, Clone, Default)]
+struct BackendSlot {
+    id: BackendId,
+    url: String,
+    counters: Counters,
+    in_flight: u64,
+    ejected: bool,
+}
+
+#[derive(Debug, Default)]
+struct Published {
+    epoch: u64,
+    active_connections: u64,
+    no_backend: Counters,
+    backends: Vec<BackendSlot>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerSlot {
+    published: Mutex<Published>,
+    /// Access records this worker dropped (written only by that worker, only when dropping).
+    log_dropped: AtomicU64,
+}
+
+/// The process-wide registry: one published slot per worker.
+#[derive(Debug)]
+pub struct Metrics {
+    workers: Box<[CachePadded<WorkerSlot>]>,
+    drivers: OnceLock<Vec<IoDriver>>,
+}
+
+/// What a worker's ticker publishes about one backend.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSample<'a> {
+    /// Backend id.
+    pub id: BackendId,
+    /// Backend URL (label value).
+    pub url: &'a str,
+    /// This worker's counters for it.
+    pub metrics: &'a BackendMetrics,
+    /// Requests in flight on this worker.
+    pub in_flight: u32,
+    /// Whether this worker currently ejects it.
+    pub ejected: bool,
+}
+
+impl Metrics {
+    /// A registry for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            workers: (0..workers.max(1)).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
+            drivers: OnceLock::new(),
+        }
+    }
+
+    /// Records the io driver each worker runs (once, after start).
+    pub fn set_drivers(&self, drivers: Vec<IoDriver>) {
+        let _ = self.drivers.set(drivers);
+    }
+
+    pub(crate) fn set_log_dropped(&self, worker: usize, total: u64) {
+        if let Some(w) = self.workers.get(worker) {
+            w.log_dropped.store(total, Relaxed);
+        }
+    }
+
+    /// Access records dropped so far, over every worker.
+    pub fn log_dropped_total(&self) -> u64 {
+        self.workers.iter().map(|w| w.log_dropped.load(Relaxed)).sum()
+    }
+
+    /// Copies one worker's counters into its slot (that worker's ticker only).
+    pub fn publish<'a>(
+        &self,
+        worker: usize,
+        epoch: u64,
+        local: &WorkerMetrics,
+        backends: impl Iterator<Item = BackendSample<'a>>,
+    ) {
+        let Some(slot) = self.workers.get(worker) else { return };
+        let Ok(mut p) = slot.published.lock() else { return };
+        p.epoch = epoch;
+        p.active_connections = local.active_connections.get();
+        local.no_backend.copy_to(&mut p.no_backend);
+        let mut n = 0;
+        for b in backends {
+            if p.backends.len() <= n {
+                p.backends.push(BackendSlot::default());
+            }
+            let s = &mut p.backends[n];
+            if s.id != b.id || s.url != b.url {
+                s.id = b.id;
+                s.url.clear();
+                s.url.push_str(b.url);
+            }
+            b.metrics.copy_to(&mut s.counters);
+            s.in_flight = u64::from(b.in_flight);
+            s.ejected = b.ejected;
+            n += 1;
+        }
+        p.backends.truncate(n);
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        // Merge the workers' slots per backend, in first-seen order.
+        let mut backends: Vec<BackendSlot> = Vec::new();
+        let mut no_backend = Counters::default();
+        let (mut epoch, mut connections) = (0, 0);
+        for w in self.workers.iter() {
+            let Ok(p) = w.published.lock() else { continue };
+            epoch = epoch.max(p.epoch);
+            connections += p.active_connections;
+            no_backend.add(&p.no_backend);
+            for b in &p.backends {
+                match backends.iter_mut().find(|m| m.id == b.id) {
+                    Some(m) => {
+                        m.counters.add(&b.counters);
+                        m.in_flight += b.in_flight;
+                        m.ejected |= b.ejected;
+                    }
+                    None => backends.push(b.clone()),
+                }
+            }
+        }
+        let mut rows: Vec<(&str, &Counters)> =
+            backends.iter().map(|b| (b.url.as_str(), &b.counters)).collect();
+        rows.push(("none", &no_backend));
+
+        let mut out = String::with_capacity(4096);
+        header(
+            &mut out,
+            "fulcrum_requests_total",
+            "counter",
+            "Proxied requests by backend (\"none\": no backend reached) and status class.",
+        );
+        for (url, c) in &rows {
+            for (class, n) in CLASSES.iter().zip(c.classes) {
+                if n > 0 || *class != "other" {
+                    let _ = writeln!(
+                        out,
+                        "fulcrum_requests_total{{backend=\"{}\",class=\"{class}\"}} {n}",
+                        esc(url)
+                    );
+                }
+            }
+        }
+        header(
+            &mut out,
+            "fulcrum_request_duration_seconds",
+            "histogram",
+            "Time from request head to response sent, by backend.",
+        );
+        for (url, c) in &rows {
+            let url = esc(url);
+            let mut cumulative = 0;
+            for (i, n) in c.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = LATENCY_BUCKETS_US
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+                let _ = writeln!(
+                    out,
+                    "fulcrum_request_duration_seconds_bucket{{backend=\"{url}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "fulcrum_request_duration_seconds_sum{{backend=\"{url}\"}} {}",
+                c.sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "fulcrum_request_duration_seconds_count{{backend=\"{url}\"}} {cumulative}"
+            );
+        }
+        header(&mut out, "fulcrum_backend_in_flight", "gauge", "Requests in flight per backend.");
+        for b in &backends {
+            let _ = writeln!(
+                out,
+                "fulcrum_backend_in_flight{{backend=\"{}\"}} {}",
+                esc(&b.url),
+                b.in_flight
+            );
+        }
+        header(
+            &mut out,
+            "fulcrum_backend_healthy",
+            "gauge",
+            "1 unless passive health checking ejected the backend on some worker.",
+        );
+        for b in &backends {
+            let _ = writeln!(
+                out,
+                "fulcrum_backend_healthy{{backend=\"{}\"}} {}",
+                esc(&b.url),
+                u8::from(!b.ejected)
+            );
+        }
+        header(
+            &mut out,
+            "fulcrum_upstream_connect_errors_total",
+            "counter",
+            "Failed or timed-out upstream connects per backend.",
+        );
+        for b in &backends {
+            let _ = writeln!(
+                out,
+                "fulcrum_upstream_connect_errors_total{{backend=\"{}\"}} {}",
+                esc(&b.url),
+                b.counters.connect_errors
+            );
+        }
+        header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
+        out.push_str("fulcrum_cache_hits_total 0\n");
+        header(
+            &mut out,
+            "fulcrum_cache_misses_total",
+            "counter",
+            "Cacheable requests not found in the cache.",
+        );
+        out.push_str("fulcrum_cache_misses_total 0\n");
+        header(&mut out, "fulcrum_cache_bytes", "gauge", "Bytes held by the response cache.");
+        out.push_str("fulcrum_cache_bytes 0\n");
+        header(
+            &mut out,
+            "fulcrum_epoch",
+            "gauge",
+            "Newest configuration epoch installed on the workers.",
+        );
+        let _ = writeln!(out, "fulcrum_epoch {epoch}");
+        header(&mut out, "fulcrum_client_connections", "gauge", "Open client connections.");
+        let _ = writeln!(out, "fulcrum_client_connections {connections}");
+        header(
+            &mut out,
+            "fulcrum_access_log_dropped_total",
+            "counter",
+            "Access records dropped because the writer fell behind.",
+        );
+        let _ = writeln!(out, "fulcrum_access_log_dropped_total {}", self.log_dropped_total());
+        header(
+            &mut out,
+            "fulcrum_io_driver",
+            "gauge",
+            "The io driver each worker runs (always 1).",
+        );
+        for (i, d) in self.drivers.get().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            let _ = writeln!(out, "fulcrum_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+    } else {
+        v.into()
+    }
+}
+
+/// A worker's own counters that belong to no backend.
+#[derive(Debug, Default)]
+pub struct WorkerMetrics {
+    active_connections: Cell<u64>,
+    /// Requests that reached no backend.
+    pub no_backend: BackendMetrics,
+}
+
+impl WorkerMetrics {
+    /// Counts an open client connection until the guard drops.
+    pub fn connection(&self) -> ConnectionGuard<'_> {
+        bump(&self.active_connections);
+        ConnectionGuard(self)
+    }
+}
+
+/// Uncounts a client connection when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard<'a>(&'a WorkerMetrics);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        let c = &self.0.active_connections;
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_render_sum_workers() {
+        let m = Metrics::new(2);
+        m.set_drivers(vec![IoDriver::Epoll, IoDriver::IoUring]);
+        let (w0, w1) = (WorkerMetrics::default(), WorkerMetrics::default());
+        let (b0, b1) = (BackendMetrics::default(), BackendMetrics::default());
+        b0.record(200, 300);
+        b1.record(503, 2_000_000);
+        b1.record(204, 700);
+        b1.connect_error();
+        w0.no_backend.record(503, 10);
+        let _c = w1.connection();
+        let sample = |b| BackendSample {
+            id: 1,
+            url: "http://a:1",
+            metrics: b,
+            in_flight: 1,
+            ejected: false,
+        };
+        m.publish(0, 3, &w0, [sample(&b0)].into_iter());
+        m.publish(1, 4, &w1, [sample(&b1)].into_iter());
+        m.set_log_dropped(1, 5);
+        let text = m.render_prometheus();
+        for line in [
+            "fulcrum_requests_total{backend=\"http://a:1\",class=\"2xx\"} 2",
+            "fulcrum_requests_total{backend=\"http://a:1\",class=\"5xx\"} 1",
+            "fulcrum_requests_total{backend=\"none\",class=\"5xx\"} 1",
+            "fulcrum_request_duration_seconds_bucket{backend=\"http://a:1\",le=\"0.0005\"} 1",
+            "fulcrum_request_duration_seconds_bucket{backend=\"http://a:1\",le=\"0.001\"} 2",
+            "fulcrum_request_duration_seconds_bucket{backend=\"http://a:1\",le=\"+Inf\"} 3",
+            "fulcrum_request_duration_seconds_count{backend=\"http://a:1\"} 3",
+            "fulcrum_backend_in_flight{backend=\"http://a:1\"} 2",
+            "fulcrum_upstream_connect_errors_total{backend=\"http://a:1\"} 1",
+            "fulcrum_epoch 4",
+            "fulcrum_client_connections 1",
+            "fulcrum_access_log_dropped_total 5",
+            "fulcrum_io_driver{worker=\"1\",driver=\"io_uring\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+}
