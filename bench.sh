@@ -375,7 +375,7 @@ start_fulcrum() {
     local err=$TMP/$name.stderr
     taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
         --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver "$driver" >"$TMP/$name.stdout" 2>"$err" &
+        --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
     PIDS+=("$pid")
     if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/small"; then
@@ -656,7 +656,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 0\n' "$secret" >"$TMP/log-nobody.toml"
     printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 4096\n' "$secret" >"$TMP/log-body.toml"
     printf '[admin]\njwt_secret = "%s"\n' "$secret" >"$TMP/log-off.toml"
-    start_fulcrum_variant log-off "$off" --config "$TMP/log-off.toml"
+    start_fulcrum_variant log-off "$off" --config "$TMP/log-off.toml" --access-log off
     start_fulcrum_variant log-nobody "$nobody" --config "$TMP/log-nobody.toml" \
         --access-log "$TMP/access-nobody.log"
     start_fulcrum_variant log-body "$full" --config "$TMP/log-body.toml" \

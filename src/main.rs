@@ -79,7 +79,7 @@ struct RunArgs {
     /// Also start three demo backends on loopback and balance over them.
     #[arg(long)]
     demo: bool,
-    /// Access log destination: a file path, or `-` for stdout (overrides
+    /// Access log destination: a file path, `-` for stdout (the default), or `off` (overrides
     /// `telemetry.access_log`).
     #[arg(long, value_name = "PATH")]
     access_log: Option<String>,

@@ -26,6 +26,11 @@ fn start(backends: &[&TestBackend]) -> fulcrum::Running {
         workers: WORKERS,
         algorithm: Algorithm::RoundRobin,
         backends: backends.iter().map(|b| BackendConfig { url: b.url() }).collect(),
+        // The access log would write to the test runner's stdout.
+        telemetry: fulcrum::telemetry::TelemetryConfig {
+            access_log: Some("off".to_owned()),
+            ..Default::default()
+        },
         ..Config::default()
     };
     let running = fulcrum::start(config).expect("fulcrum starts");

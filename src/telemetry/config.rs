@@ -35,7 +35,7 @@ impl AccessLogTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Access log destination: a file path, or `-` for stdout. Unset: no access log.
+    /// Access log destination: a file path, `-` for stdout (the default), or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<String>,
     /// Which implementation writes the access log.
@@ -55,7 +55,7 @@ pub struct TelemetryConfig {
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
-            access_log: None,
+            access_log: Some("-".to_owned()),
             access_log_format: AccessLogFormat::JsonLines,
             log_body_max_bytes: 4096,
             log_queue_capacity: 4096,
@@ -68,7 +68,10 @@ impl Default for TelemetryConfig {
 impl TelemetryConfig {
     /// The access log destination, if any.
     pub fn target(&self) -> Option<AccessLogTarget> {
-        self.access_log.as_deref().filter(|s| !s.is_empty()).map(AccessLogTarget::parse)
+        self.access_log
+            .as_deref()
+            .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("off"))
+            .map(AccessLogTarget::parse)
     }
 
     /// Checks values serde cannot: `(key, reason)` of the first bad one.
