@@ -84,6 +84,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Access log, metrics and tracing (`[telemetry]`).
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// HTTP/2 and gRPC: limits on client connections, windows on upstream connections.
+    pub http2: Http2Config,
 }
 
 impl Default for Config {
@@ -104,7 +106,101 @@ impl Default for Config {
             admin: AdminConfig::default(),
             state_file: None,
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            http2: Http2Config::default(),
         }
+    }
+}
+
+/// HTTP/2 settings (`[http2]`): protections on client connections and flow-control windows.
+///
+/// The same windows are advertised to clients and to h2c backends. The data-frame budget bounds
+/// the memory a peer can make h2 spend on small DATA frames; it is raised well above h2's
+/// default so multiplexed upstream connections survive heavy small-message traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Most concurrent streams one client connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list accepted, in bytes (also bounds CONTINUATION frames and
+    /// HPACK expansion).
+    pub max_header_list_size: u32,
+    /// HPACK dynamic table size advertised to peers.
+    pub header_table_size: u32,
+    /// Initial per-stream receive window, in bytes.
+    pub initial_stream_window: u32,
+    /// Initial connection receive window, in bytes.
+    pub initial_connection_window: u32,
+    /// Largest DATA frame payload we accept (SETTINGS_MAX_FRAME_SIZE).
+    pub max_frame_size: u32,
+    /// Per-connection budget for small-DATA-frame overhead, in bytes.
+    pub data_frame_budget: usize,
+    /// Most bytes buffered per stream for sending before back-pressure.
+    pub max_send_buffer: usize,
+    /// Streams a client may reset per second before its connection is closed with
+    /// GOAWAY(ENHANCE_YOUR_CALM) (rapid-reset protection).
+    pub max_resets_per_sec: u32,
+    /// Remotely reset streams tolerated in h2's pending-accept queue.
+    pub max_pending_accept_reset_streams: usize,
+    /// Interval between keep-alive PINGs on idle upstream and client connections; 0 disables.
+    pub keepalive_interval_ms: u64,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub keepalive_timeout_ms: u64,
+    /// A connection (client or upstream) with no open stream for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Most upstream h2 connections per backend and per worker.
+    pub max_connections_per_backend: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 256,
+            max_header_list_size: 64 * 1024,
+            header_table_size: 4096,
+            initial_stream_window: 1 << 20,
+            initial_connection_window: 8 << 20,
+            max_frame_size: 16 * 1024,
+            data_frame_budget: 4 << 20,
+            max_send_buffer: 1 << 20,
+            max_resets_per_sec: 200,
+            max_pending_accept_reset_streams: 50,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            max_connections_per_backend: 16,
+        }
+    }
+}
+
+impl Http2Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let windows = [
+            ("http2.initial_stream_window", self.initial_stream_window),
+            ("http2.initial_connection_window", self.initial_connection_window),
+        ];
+        for (key, value) in windows {
+            if !(65_535..=(1 << 31) - 1).contains(&value) {
+                return Err(ConfigError::invalid(key, "must be 65535..=2147483647"));
+            }
+        }
+        if !(16_384..=16_777_215).contains(&self.max_frame_size) {
+            return Err(ConfigError::invalid("http2.max_frame_size", "must be 16384..=16777215"));
+        }
+        for (key, value) in [
+            ("http2.max_concurrent_streams", u64::from(self.max_concurrent_streams)),
+            ("http2.max_header_list_size", u64::from(self.max_header_list_size)),
+            ("http2.data_frame_budget", self.data_frame_budget as u64),
+            ("http2.max_send_buffer", self.max_send_buffer as u64),
+            ("http2.max_resets_per_sec", u64::from(self.max_resets_per_sec)),
+            ("http2.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("http2.idle_timeout_ms", self.idle_timeout_ms),
+            ("http2.max_connections_per_backend", self.max_connections_per_backend as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -161,7 +257,7 @@ impl fmt::Debug for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// `http://host:port`.
+    /// `http://host:port` (HTTP/1.1) or `h2c://host:port` (HTTP/2 cleartext, needed for gRPC).
     pub url: String,
 }
 
@@ -330,11 +426,23 @@ pub struct CacheSettings {
     pub enabled: bool,
 }
 
+/// The protocol Fulcrum speaks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// `http://`: HTTP/1.1 over pooled keep-alive connections.
+    Http1,
+    /// `h2c://`: HTTP/2 cleartext with prior knowledge, multiplexed; the only kind that serves
+    /// gRPC.
+    H2c,
+}
+
 /// A parsed and resolved backend address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
-    /// The URL as the operator wrote it, normalised to `http://host:port`.
+    /// The URL as the operator wrote it, normalised to `http://host:port` or `h2c://host:port`.
     pub url: String,
+    /// HTTP/1.1 or HTTP/2 cleartext.
+    pub protocol: BackendProtocol,
     /// `host:port` as sent in `Host` when the client sent none.
     pub authority: String,
     /// The resolved socket address.
@@ -350,8 +458,8 @@ impl fmt::Display for BackendUrl {
 /// Why a backend URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
-    /// Only `http://` is spoken today.
-    #[error("unsupported scheme in `{0}` (expected http://host:port)")]
+    /// Only `http://` and `h2c://` are spoken.
+    #[error("unsupported scheme in `{0}` (expected http://host:port or h2c://host:port)")]
     Scheme(String),
     /// Host or port missing or malformed, or a path was given.
     #[error("malformed backend URL `{0}` (expected http://host:port)")]
@@ -362,10 +470,11 @@ pub enum BackendUrlError {
 }
 
 impl BackendUrl {
-    /// Parses `http://host[:port][/]` and resolves the host once.
+    /// Parses `http://host[:port][/]` or `h2c://host[:port][/]` and resolves the host once.
     pub fn parse(raw: &str) -> Result<Self, BackendUrlError> {
-        let rest = match raw.split_once("://") {
-            Some(("http", rest)) => rest,
+        let (protocol, rest) = match raw.split_once("://") {
+            Some(("http", rest)) => (BackendProtocol::Http1, rest),
+            Some(("h2c", rest)) => (BackendProtocol::H2c, rest),
             Some(_) => return Err(BackendUrlError::Scheme(raw.to_owned())),
             None => return Err(BackendUrlError::Malformed(raw.to_owned())),
         };
@@ -387,7 +496,11 @@ impl BackendUrl {
             .map_err(|_| BackendUrlError::Resolve(with_port.clone()))?
             .next()
             .ok_or_else(|| BackendUrlError::Resolve(with_port.clone()))?;
-        Ok(Self { url: format!("http://{with_port}"), authority: with_port, addr })
+        let scheme = match protocol {
+            BackendProtocol::Http1 => "http",
+            BackendProtocol::H2c => "h2c",
+        };
+        Ok(Self { url: format!("{scheme}://{with_port}"), protocol, authority: with_port, addr })
     }
 }
 
@@ -455,6 +568,7 @@ impl Config {
             return Err(ConfigError::invalid("admin.max_body_bytes", "must be 1..=16777216"));
         }
         self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        self.http2.validate()?;
         Ok(())
     }
 
@@ -476,6 +590,12 @@ mod tests {
         assert_eq!(BackendUrl::parse("http://127.0.0.1/").unwrap().authority, "127.0.0.1:80");
         assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().authority, "[::1]:81");
         assert!(matches!(BackendUrl::parse("https://a:1"), Err(BackendUrlError::Scheme(_))));
+        let h2 = BackendUrl::parse("h2c://127.0.0.1:50051/").unwrap();
+        assert_eq!((h2.url.as_str(), h2.protocol), ("h2c://127.0.0.1:50051", BackendProtocol::H2c));
+        assert_eq!(
+            BackendUrl::parse("http://127.0.0.1:1").unwrap().protocol,
+            BackendProtocol::Http1
+        );
         assert!(matches!(BackendUrl::parse("127.0.0.1:1"), Err(BackendUrlError::Malformed(_))));
         for bad in ["http://", "http://h:0", "http://h:x", "http://h:1/path", "http://u@h:1"] {
             assert!(BackendUrl::parse(bad).is_err(), "{bad}");

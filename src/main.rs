@@ -64,7 +64,8 @@ struct RunArgs {
     /// Admin API listen address.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
-    /// Backend URL (http://host:port); repeatable; replaces the file's backends.
+    /// Backend URL (http://host:port or h2c://host:port); repeatable; replaces the file's
+    /// backends.
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
     /// Balancing algorithm: round_robin, random, least_connections, response_time.

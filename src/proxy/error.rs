@@ -1,4 +1,6 @@
-//! The proxy's error type and the one place that turns an error into bytes for the client.
+//! The proxy's error type and the one place that turns an error into an answer for the client:
+//! an HTTP status page ([`ProxyError::action`]) or, for a gRPC call, a trailers-only answer with
+//! a `grpc-status` ([`ProxyError::reply`], which derives both from the same mapping).
 
 use super::body::BodyError;
 use super::h1::HeadError;
@@ -37,6 +39,49 @@ pub enum ProxyError {
     /// was being relayed.
     #[error("upstream side: {0}")]
     Upstream(BodyError),
+    /// The call's own deadline (gRPC `grpc-timeout`) passed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+}
+
+/// The gRPC status codes Fulcrum answers with when it fails a call itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum GrpcCode {
+    /// The call was cancelled.
+    Cancelled = 1,
+    /// The deadline passed, or the backend did not answer in time.
+    DeadlineExceeded = 4,
+    /// A size limit was exceeded.
+    ResourceExhausted = 8,
+    /// The request could not be forwarded as sent.
+    Internal = 13,
+    /// No backend could take the call, or the backend connection failed.
+    Unavailable = 14,
+}
+
+/// The answer to a failed exchange in the client's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReply {
+    /// Plain HTTP: the canned response (HTTP/1.1 bytes; HTTP/2 uses its status and body).
+    Http(ErrorAction),
+    /// gRPC: HTTP 200 with only headers, `grpc-status: code` and `grpc-message: message`.
+    Grpc {
+        /// The `grpc-status` value.
+        code: GrpcCode,
+        /// The `grpc-message` value (plain ASCII, needs no percent-encoding).
+        message: &'static str,
+    },
+}
+
+impl ErrorAction {
+    /// The status code and body of a canned response (for HTTP/2, which sends them as frames).
+    pub fn status_and_body(&self) -> Option<(u16, &'static [u8])> {
+        let ErrorAction::Respond(bytes) = *self else { return None };
+        let status = std::str::from_utf8(bytes.get(9..12)?).ok()?.parse().ok()?;
+        let body_at = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        Some((status, &bytes[body_at..]))
+    }
 }
 
 /// What to do with the client connection after an error.
@@ -100,10 +145,44 @@ impl ProxyError {
             ProxyError::UpstreamTimeout | ProxyError::Upstream(BodyError::ReadTimeout) => {
                 Respond(canned!("504 Gateway Timeout", "19", "upstream timed out\n"))
             }
+            ProxyError::DeadlineExceeded => {
+                Respond(canned!("504 Gateway Timeout", "18", "deadline exceeded\n"))
+            }
             ProxyError::BadGateway(_) | ProxyError::Upstream(_) => {
                 Respond(canned!("502 Bad Gateway", "12", "bad gateway\n"))
             }
         }
+    }
+
+    /// The answer for this error when nothing has been sent to the client yet: [`action`]
+    /// for plain HTTP, a trailers-only `grpc-status` answer for a gRPC call (whose client
+    /// cannot read an HTTP error page). An error that closes the connection closes (or resets
+    /// the stream) for gRPC too.
+    ///
+    /// [`action`]: Self::action
+    pub fn reply(&self, grpc: bool) -> ErrorReply {
+        let action = self.action();
+        if !grpc || action == ErrorAction::Close {
+            return ErrorReply::Http(action);
+        }
+        let (code, message) = match self {
+            ProxyError::NoBackend => (GrpcCode::Unavailable, "no backend available"),
+            ProxyError::BadGateway(msg) => (GrpcCode::Unavailable, *msg),
+            ProxyError::Upstream(BodyError::ReadTimeout) | ProxyError::UpstreamTimeout => {
+                (GrpcCode::DeadlineExceeded, "upstream timed out")
+            }
+            ProxyError::Upstream(_) => (GrpcCode::Unavailable, "upstream connection failed"),
+            ProxyError::DeadlineExceeded => (GrpcCode::DeadlineExceeded, "deadline exceeded"),
+            ProxyError::ClientHeaderTimeout => (GrpcCode::DeadlineExceeded, "request timeout"),
+            ProxyError::BodyTooLarge | ProxyError::Client(BodyError::TooLarge) => {
+                (GrpcCode::ResourceExhausted, "request too large")
+            }
+            ProxyError::Client(_) => (GrpcCode::Cancelled, "client gone"),
+            ProxyError::BadRequest(_) | ProxyError::HeadTooLarge | ProxyError::UriTooLong => {
+                (GrpcCode::Internal, "bad request")
+            }
+        };
+        ErrorReply::Grpc { code, message }
     }
 }
 
@@ -133,5 +212,29 @@ mod tests {
                 .unwrap();
             assert_eq!(bytes.len() - n, len, "{e}");
         }
+    }
+
+    #[test]
+    fn one_mapping_serves_http_and_grpc() {
+        let e = ProxyError::NoBackend;
+        assert_eq!(e.reply(false), ErrorReply::Http(e.action()));
+        assert_eq!(
+            e.reply(true),
+            ErrorReply::Grpc { code: GrpcCode::Unavailable, message: "no backend available" }
+        );
+        let ErrorReply::Grpc { code, .. } = ProxyError::DeadlineExceeded.reply(true) else {
+            panic!()
+        };
+        assert_eq!(code as u16, 4);
+        let ErrorReply::Grpc { code, .. } = ProxyError::BadGateway("x").reply(true) else {
+            panic!()
+        };
+        assert_eq!(code as u16, 14);
+        let closed = ProxyError::Client(BodyError::Truncated);
+        assert_eq!(closed.reply(true), ErrorReply::Http(ErrorAction::Close));
+        assert_eq!(
+            ProxyError::NoBackend.action().status_and_body(),
+            Some((503, &b"no backend available\n"[..]))
+        );
     }
 }

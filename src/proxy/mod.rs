@@ -6,6 +6,7 @@ pub mod body;
 pub mod buf;
 pub mod error;
 pub mod h1;
+pub mod h2;
 pub mod pool;
 
 use std::cell::Cell;
@@ -38,9 +39,11 @@ const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// Serves one client connection until it closes, errs, or the worker drains.
 pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // An HTTP/2 preface on the first read hands the connection to the h2 server.
+    let Some((stream, buf)) = h2::route_preface(&ctx, stream, peer).await else { return };
     let client_ip = peer.ip().to_string();
     let (r, w) = stream.into_split();
-    let mut client = ClientConn { r, w, buf: ReadBuf::with_capacity(ctx.limits.buffer_bytes) };
+    let mut client = ClientConn { r, w, buf };
     let mut out = Vec::with_capacity(1024);
     let _open = ctx.telemetry.metrics.connection();
     loop {
@@ -281,7 +284,9 @@ impl Exchange<'_> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
         let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
-            tried.contains(i) || ups[i].stats.is_ejected(now)
+            tried.contains(i)
+                || ups[i].stats.is_ejected(now)
+                || ups[i].backend.url.protocol == crate::config::BackendProtocol::H2c
         })?;
         Some((i, &*ups[i]))
     }

@@ -72,6 +72,8 @@ pub struct Upstream {
     pub stats: LocalStats,
     /// This worker's Prometheus counters for it (telemetry hook).
     pub metrics: crate::telemetry::metrics::BackendMetrics,
+    /// This worker's multiplexed HTTP/2 connections to it (h2c backends only).
+    pub h2: super::h2::client::SessionPool,
     idle: RefCell<Vec<UpstreamConn>>,
     max_idle: usize,
     retired: std::cell::Cell<bool>,
@@ -96,6 +98,7 @@ impl Upstream {
             backend,
             stats: LocalStats::new(window),
             metrics: Default::default(),
+            h2: Default::default(),
             idle: RefCell::new(Vec::new()),
             max_idle,
             retired: std::cell::Cell::new(false),
@@ -136,6 +139,7 @@ impl Upstream {
     pub fn retire(&self) {
         self.retired.set(true);
         self.idle.borrow_mut().clear();
+        self.h2.retire();
     }
 
     /// Idle connections currently pooled.

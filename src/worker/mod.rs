@@ -52,6 +52,8 @@ pub struct WorkerCtx {
     pub pool: PoolConfig,
     /// Balancer tuning.
     pub balance: BalanceConfig,
+    /// HTTP/2 limits and windows (`[http2]`).
+    pub http2: crate::config::Http2Config,
     /// Per-worker selection state.
     pub picker: Picker,
     /// Access log producer, metrics and tracing for this worker (telemetry hook).
@@ -96,6 +98,7 @@ impl WorkerCtx {
             limits,
             pool: config.pool,
             balance: config.balance,
+            http2: config.http2,
             picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
@@ -326,7 +329,7 @@ async fn wait_for_drain(ctx: &WorkerCtx, drain: Duration) {
 
 /// Runs one connection; a panic inside it is logged and only that connection is lost
 /// (monoio does not catch panics in tasks: one would unwind the whole worker).
-async fn contain_panics(worker: usize, fut: impl Future<Output = ()>) {
+pub(crate) async fn contain_panics(worker: usize, fut: impl Future<Output = ()>) {
     if let Err(panic) = CatchUnwind(Box::pin(fut)).await {
         let message = panic
             .downcast_ref::<&str>()

@@ -1,0 +1,580 @@
+//! One HTTP/2 stream from a client, forwarded to the backend its own pick chose.
+//!
+//! Request and response flow at once (bidirectional streaming), each DATA chunk moved only
+//! when the receiving side granted capacity and released on the sending side afterwards, so a
+//! slow reader back-pressures the writer through both hops' windows. END_STREAM rides on the
+//! last DATA frame when the client's did. Resets cross in both directions: a client RST_STREAM
+//! cancels the upstream stream, a backend RST_STREAM is passed on with its reason. A stream the
+//! backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is sent again elsewhere
+//! while the request bytes seen so far are still held (at most [`REPLAY_LIMIT`]).
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use monoio::time::timeout;
+
+use super::client::{Lease, LeaseError};
+use super::server::ConnState;
+use super::{is_grpc, parse_grpc_timeout};
+use crate::balance::stats::now_ms;
+use crate::config::BackendProtocol;
+use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
+use crate::proxy::pool::Upstream;
+use crate::warn;
+use crate::worker::{WorkerCtx, WorkerEpoch};
+
+/// Request bytes kept for a resend on another connection until the response head arrives.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// How a call ended early.
+#[derive(Debug)]
+pub enum Fail {
+    /// Fulcrum failed the call: answer through the one error mapping.
+    Error(ProxyError),
+    /// The client reset the stream or its connection is gone: nothing to answer.
+    ClientGone,
+    /// The backend reset its stream: pass the reset on with the same reason.
+    UpstreamReset(Reason),
+}
+
+impl From<ProxyError> for Fail {
+    fn from(e: ProxyError) -> Self {
+        Fail::Error(e)
+    }
+}
+
+/// Which side of a [`pump`] failed.
+#[derive(Debug)]
+enum PumpError {
+    /// Reading from the source stream.
+    Src(h2::Error),
+    /// Writing to the destination stream (or it was reset).
+    Dst(#[allow(dead_code)] h2::Error),
+}
+
+/// Serves one client stream to its end.
+pub async fn serve_stream(
+    ctx: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let epoch = ctx.current_epoch();
+    let _busy = ctx.busy();
+    let grpc = is_grpc(req.headers());
+    let deadline = req
+        .headers()
+        .get("grpc-timeout")
+        .filter(|_| grpc)
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    let mut down: Option<SendStream<Bytes>> = None;
+    let call = Call { ctx, epoch: &epoch, conn, grpc };
+    let result = match deadline {
+        Some(limit) => match timeout(limit, call.run(req, &mut respond, &mut down)).await {
+            Ok(r) => r,
+            Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
+        },
+        None => call.run(req, &mut respond, &mut down).await,
+    };
+    if let Err(fail) = result {
+        finish_failed(fail, grpc, &mut respond, down.as_mut());
+    }
+}
+
+/// Answers a failed call: before the response head, through the error mapping; after it, with
+/// gRPC trailers or a reset.
+fn finish_failed(
+    fail: Fail,
+    grpc: bool,
+    respond: &mut SendResponse<Bytes>,
+    down: Option<&mut SendStream<Bytes>>,
+) {
+    let error = match fail {
+        Fail::ClientGone => {
+            match down {
+                Some(d) => d.send_reset(Reason::CANCEL),
+                None => respond.send_reset(Reason::CANCEL),
+            }
+            return;
+        }
+        Fail::UpstreamReset(reason) => {
+            match down {
+                Some(d) => d.send_reset(reason),
+                None => respond.send_reset(reason),
+            }
+            return;
+        }
+        Fail::Error(e) => e,
+    };
+    match (error.reply(grpc), down) {
+        (ErrorReply::Grpc { code, message }, None) => {
+            let mut res = Response::new(());
+            let h = res.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(code as u16));
+            h.insert("grpc-message", HeaderValue::from_static(message));
+            let _ = respond.send_response(res, true);
+        }
+        (ErrorReply::Grpc { code, message }, Some(d)) => {
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", HeaderValue::from(code as u16));
+            t.insert("grpc-message", HeaderValue::from_static(message));
+            let _ = d.send_trailers(t);
+        }
+        (ErrorReply::Http(action), None) => match action.status_and_body() {
+            Some((status, body)) => {
+                let mut res = Response::new(());
+                *res.status_mut() = http::StatusCode::from_u16(status)
+                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                let h = res.headers_mut();
+                h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                if let Ok(mut s) = respond.send_response(res, false) {
+                    let _ = s.send_data(Bytes::from_static(body), true);
+                }
+            }
+            None => respond.send_reset(Reason::CANCEL),
+        },
+        (ErrorReply::Http(ErrorAction::Close), Some(d)) => d.send_reset(Reason::CANCEL),
+        (ErrorReply::Http(_), Some(d)) => d.send_reset(Reason::INTERNAL_ERROR),
+    }
+}
+
+/// The request bytes seen so far, kept until the response head so a refused stream can be
+/// sent again.
+#[derive(Debug, Default)]
+struct Replay {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// Still recording (no response head yet, under the limit).
+    recording: bool,
+    /// The request body and trailers are all in `chunks` / `trailers`.
+    ended: bool,
+    trailers: Option<HeaderMap>,
+}
+
+impl Replay {
+    fn record(&mut self, chunk: &Bytes) {
+        if !self.recording {
+            return;
+        }
+        if self.bytes + chunk.len() > REPLAY_LIMIT {
+            self.stop();
+        } else {
+            self.bytes += chunk.len();
+            self.chunks.push(chunk.clone());
+        }
+    }
+    fn stop(&mut self) {
+        self.recording = false;
+        self.chunks = Vec::new();
+        self.trailers = None;
+    }
+}
+
+/// How one attempt on one backend ended, when it did not answer the client.
+pub(super) enum Retry {
+    /// Nothing was processed upstream: try again (another session or backend).
+    Again,
+    /// Give up with this.
+    Fail(Fail),
+}
+
+impl From<Fail> for Retry {
+    fn from(f: Fail) -> Self {
+        Retry::Fail(f)
+    }
+}
+
+/// One call on a pinned epoch.
+struct Call<'a> {
+    ctx: &'a WorkerCtx,
+    epoch: &'a WorkerEpoch,
+    conn: &'a ConnState,
+    grpc: bool,
+}
+
+impl Call<'_> {
+    async fn run(
+        &self,
+        req: Request<RecvStream>,
+        respond: &mut SendResponse<Bytes>,
+        down: &mut Option<SendStream<Bytes>>,
+    ) -> Result<(), Fail> {
+        let (parts, mut body) = req.into_parts();
+        let headers_only = body.is_end_stream();
+        let replay =
+            RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() });
+        let ups = &self.epoch.upstreams;
+        let mut tried = vec![false; ups.len()];
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            if attempts > ups.len() + 4 {
+                return Err(ProxyError::BadGateway("upstream refused the stream").into());
+            }
+            let (i, up) = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            let outcome = match up.backend.url.protocol {
+                BackendProtocol::H2c => {
+                    let lease = match up
+                        .h2
+                        .lease(
+                            up.backend.url.addr,
+                            &self.ctx.http2,
+                            self.epoch.epoch.timeouts.upstream_connect(),
+                        )
+                        .await
+                    {
+                        Ok(lease) => {
+                            up.stats.record_connect_success();
+                            lease
+                        }
+                        Err(LeaseError::Connect(e)) => {
+                            self.connect_failed(up, &e.to_string());
+                            tried[i] = true;
+                            continue;
+                        }
+                        Err(LeaseError::Retired) => {
+                            tried[i] = true;
+                            continue;
+                        }
+                    };
+                    self.attempt_h2(
+                        up,
+                        lease,
+                        &parts,
+                        &mut body,
+                        &replay,
+                        headers_only,
+                        respond,
+                        down,
+                    )
+                    .await
+                }
+                BackendProtocol::Http1 => {
+                    tried[i] = true;
+                    super::to_h1::forward(
+                        self.ctx, self.epoch, up, self.conn, &parts, &mut body, respond, down,
+                    )
+                    .await
+                }
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Retry::Fail(f)) => return Err(f),
+                Err(Retry::Again) => {
+                    let r = replay.borrow();
+                    if !r.recording {
+                        return Err(ProxyError::BadGateway("upstream refused the stream").into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a backend not yet tried, not ejected, and able to serve this request (gRPC needs
+    /// an h2c backend).
+    fn pick(&self, tried: &[bool]) -> Option<(usize, &Upstream)> {
+        let ups = &self.epoch.upstreams;
+        let now = now_ms();
+        let grpc = self.grpc;
+        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+            tried[i]
+                || (grpc && ups[i].backend.url.protocol != BackendProtocol::H2c)
+                || ups[i].stats.is_ejected(now)
+        })?;
+        Some((i, &*ups[i]))
+    }
+
+    /// Records a failed connect for passive health.
+    pub(super) fn connect_failed(&self, up: &Upstream, reason: &str) {
+        connect_failed(self.ctx, self.epoch, up, reason);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_h2(
+        &self,
+        up: &Upstream,
+        lease: Lease,
+        parts: &http::request::Parts,
+        body: &mut RecvStream,
+        replay: &RefCell<Replay>,
+        headers_only: bool,
+        respond: &mut SendResponse<Bytes>,
+        down: &mut Option<SendStream<Bytes>>,
+    ) -> Result<(), Retry> {
+        let request = upstream_request(parts, &up.backend.url.authority, &self.conn.client_ip)?;
+        let mut sender = match lease.sender().ready().await {
+            Ok(s) => s,
+            Err(_) => {
+                lease.session().mark_closed();
+                return Err(Retry::Again);
+            }
+        };
+        let (response, mut up_send) = match sender.send_request(request, headers_only) {
+            Ok(pair) => pair,
+            Err(_) => {
+                lease.session().mark_closed();
+                return Err(Retry::Again);
+            }
+        };
+        let _in_flight = up.stats.begin();
+        let started = Instant::now();
+
+        // The request side: what was already seen (after a refused attempt), then the rest.
+        let send = async {
+            if headers_only {
+                return Ok(());
+            }
+            let (chunks, ended, trailers) = {
+                let r = replay.borrow();
+                (r.chunks.clone(), r.ended, r.trailers.clone())
+            };
+            let n = chunks.len();
+            for (k, chunk) in chunks.into_iter().enumerate() {
+                let last = ended && trailers.is_none() && k + 1 == n;
+                send_data(&mut up_send, chunk, last).await.map_err(PumpError::Dst)?;
+            }
+            if ended {
+                return match trailers {
+                    Some(t) => up_send.send_trailers(t).map_err(PumpError::Dst),
+                    None if n == 0 => up_send.send_data(Bytes::new(), true).map_err(PumpError::Dst),
+                    None => Ok(()),
+                };
+            }
+            pump(body, &mut up_send, Some(replay)).await
+        };
+
+        // The response side: the head, then the body and trailers.
+        let relay = async {
+            // Plain HTTP waits `upstream_response_ms` for the head; gRPC calls (often long-lived
+            // streams) are bounded by their own `grpc-timeout` instead.
+            let limit = (!self.grpc).then(|| self.epoch.epoch.timeouts.upstream_response());
+            let head_wait = async {
+                match limit {
+                    Some(limit) => timeout(limit, response).await.ok(),
+                    None => Some(response.await),
+                }
+            };
+            let head = monoio::select! {
+                r = head_wait => match r {
+                    Some(r) => r,
+                    None => return Err(Retry::Fail(Fail::Error(ProxyError::UpstreamTimeout))),
+                },
+                _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(Retry::Fail(Fail::ClientGone)),
+            };
+            let res = match head {
+                Ok(res) => res,
+                Err(e) => return Err(self.upstream_failed(&lease, &e)),
+            };
+            replay.borrow_mut().stop();
+            let elapsed = started.elapsed();
+            up.stats.record_response_time(now_ms(), elapsed);
+            up.metrics.record(res.status().as_u16(), elapsed.as_micros() as u64);
+            let (head, mut res_body) = res.into_parts();
+            let eos = res_body.is_end_stream();
+            let d = respond
+                .send_response(Response::from_parts(head, ()), eos)
+                .map_err(|_| Retry::Fail(Fail::ClientGone))?;
+            if eos {
+                return Ok(());
+            }
+            let d = down.insert(d);
+            match pump(&mut res_body, d, None).await {
+                Ok(()) => Ok(()),
+                Err(PumpError::Dst(_)) => Err(Retry::Fail(Fail::ClientGone)),
+                Err(PumpError::Src(e)) => match self.upstream_failed(&lease, &e) {
+                    Retry::Again => Err(Retry::Fail(Fail::Error(ProxyError::BadGateway(
+                        "upstream connection lost",
+                    )))),
+                    fail => Err(fail),
+                },
+            }
+        };
+
+        let mut send = std::pin::pin!(send);
+        let mut relay = std::pin::pin!(relay);
+        let mut sent = headers_only;
+        loop {
+            monoio::select! {
+                r = &mut send, if !sent => {
+                    sent = true;
+                    match r {
+                        Ok(()) => {}
+                        // The backend stopped reading (an early answer, or a reset the
+                        // response side reports).
+                        Err(PumpError::Dst(_)) => {}
+                        Err(PumpError::Src(e)) => {
+                            if e.is_reset() && e.is_remote() {
+                                self.conn.client_reset();
+                            }
+                            return Err(Retry::Fail(Fail::ClientGone));
+                        }
+                    }
+                }
+                r = &mut relay => return r,
+            }
+        }
+    }
+
+    /// Classifies an upstream stream error: refused (retry), reset (pass on) or lost.
+    fn upstream_failed(&self, lease: &Lease, e: &h2::Error) -> Retry {
+        if e.is_go_away() && e.is_remote() {
+            lease.session().mark_closed();
+            return Retry::Again;
+        }
+        if e.is_reset() && e.is_remote() {
+            return match e.reason() {
+                Some(Reason::REFUSED_STREAM) => Retry::Again,
+                Some(reason) => Retry::Fail(Fail::UpstreamReset(reason)),
+                None => Retry::Fail(Fail::UpstreamReset(Reason::INTERNAL_ERROR)),
+            };
+        }
+        lease.session().mark_closed();
+        Retry::Fail(Fail::Error(ProxyError::BadGateway("upstream connection lost")))
+    }
+}
+
+/// Records a failed connect for passive health, logging an ejection.
+pub(super) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream, reason: &str) {
+    up.metrics.connect_error();
+    let health = epoch.epoch.health;
+    let eject = std::time::Duration::from_millis(health.eject_ms);
+    if up.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
+        warn!(
+            "backend ejected after consecutive connect failures",
+            worker = ctx.index,
+            backend = up.backend.url,
+            eject_ms = health.eject_ms,
+            error = reason
+        );
+    }
+}
+
+/// The request for an h2c backend: the client's method, URI and headers, plus
+/// `x-forwarded-for`.
+fn upstream_request(
+    parts: &http::request::Parts,
+    backend_authority: &str,
+    client_ip: &str,
+) -> Result<Request<()>, Fail> {
+    let uri = if parts.uri.scheme().is_some() && parts.uri.authority().is_some() {
+        parts.uri.clone()
+    } else {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        http::Uri::builder()
+            .scheme("http")
+            .authority(backend_authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Fail::Error(ProxyError::BadGateway("invalid request URI")))?
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    let mut headers = parts.headers.clone();
+    append_forwarded_for(&mut headers, client_ip);
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Folds existing `x-forwarded-for` values and the client into one header.
+pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
+    let mut value = Vec::with_capacity(client_ip.len());
+    for v in headers.get_all("x-forwarded-for") {
+        value.extend_from_slice(v.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(client_ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// Moves a stream's DATA and trailers from `src` to `dst`, chunk by chunk, under flow control.
+async fn pump(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    replay: Option<&RefCell<Replay>>,
+) -> Result<(), PumpError> {
+    loop {
+        let next = monoio::select! {
+            d = src.data() => d,
+            r = poll_fn(|cx| dst.poll_reset(cx)) => {
+                return Err(PumpError::Dst(match r {
+                    Ok(reason) => h2::Error::from(reason),
+                    Err(e) => e,
+                }));
+            }
+        };
+        let chunk = match next {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(PumpError::Src(e)),
+            None => break,
+        };
+        let len = chunk.len();
+        let end = src.is_end_stream();
+        if let Some(r) = replay {
+            let mut r = r.borrow_mut();
+            r.record(&chunk);
+            r.ended = end;
+        }
+        send_data(dst, chunk, end).await.map_err(PumpError::Dst)?;
+        let _ = src.flow_control().release_capacity(len);
+        if end {
+            return Ok(());
+        }
+    }
+    let trailers = monoio::select! {
+        t = src.trailers() => t.map_err(PumpError::Src)?,
+        r = poll_fn(|cx| dst.poll_reset(cx)) => {
+            return Err(PumpError::Dst(match r {
+                Ok(reason) => h2::Error::from(reason),
+                Err(e) => e,
+            }));
+        }
+    };
+    if let Some(r) = replay {
+        let mut r = r.borrow_mut();
+        r.ended = true;
+        if r.recording {
+            r.trailers = trailers.clone();
+        }
+    }
+    match trailers {
+        Some(t) => dst.send_trailers(t).map_err(PumpError::Dst),
+        None => dst.send_data(Bytes::new(), true).map_err(PumpError::Dst),
+    }
+}
+
+/// Sends `data` as the peer's window allows: reserve, wait for capacity, send what fits.
+pub(super) async fn send_data(
+    dst: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return dst.send_data(data, end);
+    }
+    while !data.is_empty() {
+        dst.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| dst.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        dst.send_data(chunk, end && data.is_empty())?;
+    }
+    Ok(())
+}
