@@ -19,6 +19,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod healthcheck;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;

@@ -42,6 +42,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Probe a URL once and exit 0 when it is healthy: `http://` wants a 2xx answer to GET,
+    /// `tcp://` only a connect. The container image's HEALTHCHECK (it ships no curl).
+    Healthcheck {
+        /// `http://host:port/path` or `tcp://host:port`.
+        #[arg(long, default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+        /// Deadline for the whole probe, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = fulcrum::admin::auth::parse_ttl)]
+        timeout: std::time::Duration,
+    },
+    /// Serve one HTTP/1.1 demo backend that answers `hello from NAME` (the compose stack's
+    /// demo services; `--demo` starts three of these in-process instead).
+    DemoBackend {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Name in every answer's body and `x-demo-backend` header.
+        #[arg(long, default_value = "demo")]
+        name: String,
+    },
 }
 
 /// The environment variable holding the admin API's HMAC secret; overrides the file.
@@ -92,6 +112,20 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Token { scope, ttl, config }) => token(&scope, ttl, config.as_deref()),
+        Some(Command::Healthcheck { url, timeout }) => healthcheck(&url, timeout),
+        Some(Command::DemoBackend { listen, name }) => {
+            let listener = match std::net::TcpListener::bind(listen) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("fatal", error = format!("demo backend: listen {listen}: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            };
+            let addr = listener.local_addr().map_or(listen, |a| a);
+            info!("demo backend listening", addr = addr.to_string(), name = name.clone());
+            fulcrum::demo::serve_backend(listener, &name);
+            ExitCode::SUCCESS
+        }
         None => match run(cli.run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -139,6 +173,20 @@ fn token(scope: &str, ttl: std::time::Duration, file: Option<&std::path::Path>) 
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn healthcheck(url: &str, timeout: std::time::Duration) -> ExitCode {
+    match fulcrum::healthcheck::probe(url, timeout) {
+        Ok(line) => {
+            println!("healthy: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
             ExitCode::FAILURE
         }
     }

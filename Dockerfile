@@ -1,0 +1,117 @@
+# syntax=docker/dockerfile:1.7
+#
+# Fulcrum container image (BuildKit required: cache mounts).
+#
+#   docker build -t fulcrum .                        # the runtime image (last stage, the default)
+#   docker build --target demo -t fulcrum-demo .     # + the gRPC echo example (compose demo)
+#
+# Stages:
+#   deps          dependencies only: a manifest-only build over stub sources. Its inputs are
+#                 Cargo.toml, Cargo.lock, rust-toolchain.toml and the stub script, so editing a
+#                 source file never recompiles the dependencies.
+#   builder       the real sources on top of deps: compiles only the fulcrum crate.
+#   demo-deps     + the dev-dependencies of examples/grpc_echo.rs (tonic), demo image only.
+#   demo-builder  the grpc_echo example.
+#   base          debian bookworm-slim with the non-root user (uid 10001).
+#   demo          base + fulcrum + grpc_echo: the compose stack's demo backends.
+#   runtime       base + fulcrum, HEALTHCHECK, EXPOSE 8080 9090 (the default target).
+#
+# Cache mounts: the cargo registry and git checkouts are mounted in every cargo step (a changed
+# Cargo.lock downloads only the new crates). In `deps` the target directory is a cache mount too
+# and is then copied into the layer: locally a changed Cargo.lock recompiles only the changed
+# crates (the mount keeps the rest), and the layer itself still holds the compiled dependencies,
+# which is what a CI runner with a fresh Docker daemon gets back from the registry cache
+# (`--cache-from`, see .gitlab-ci.yml); cache mounts never leave the builder that made them.
+
+ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+# ------------------------------------------------------------------------------------- deps --
+FROM ${RUST_IMAGE} AS deps
+ENV CARGO_TERM_COLOR=never \
+    CARGO_INCREMENTAL=0
+WORKDIR /build
+COPY --chmod=0755 deploy/stub-sources.sh /usr/local/bin/stub-sources
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+# Stub sources, compile the dependencies, then forget the stub crate itself (its fingerprints
+# and artifacts) so the real build below cannot mistake the stub for up to date.
+RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=fulcrum-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,id=fulcrum-target-deps,target=/cache/target,sharing=locked \
+    stub-sources Cargo.toml \
+    && cargo build --release --locked --bin fulcrum --target-dir /cache/target \
+    && rm -rf /cache/target/release/.fingerprint/fulcrum-* /cache/target/release/deps/fulcrum-* \
+        /cache/target/release/deps/libfulcrum-* /cache/target/release/fulcrum* \
+    && cp -a /cache/target /build/target
+
+# ---------------------------------------------------------------------------------- builder --
+FROM deps AS builder
+COPY src ./src
+# `touch`: COPY keeps the files' own mtimes, which may be older than the stub's.
+RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=fulcrum-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    touch src/lib.rs src/main.rs \
+    && cargo build --release --locked --bin fulcrum \
+    && install -D -m 0755 target/release/fulcrum /out/fulcrum
+
+# -------------------------------------------------------------------------------- demo-deps --
+FROM deps AS demo-deps
+RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=fulcrum-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    mkdir -p examples \
+    && printf 'fn main() {}\n' >examples/grpc_echo.rs \
+    && cargo build --release --locked --example grpc_echo \
+    && rm -rf target/release/.fingerprint/fulcrum-* target/release/deps/fulcrum-* \
+        target/release/deps/libfulcrum-* target/release/examples/grpc_echo*
+
+# ----------------------------------------------------------------------------- demo-builder --
+FROM demo-deps AS demo-builder
+COPY src ./src
+COPY examples ./examples
+COPY tests/grpc_common ./tests/grpc_common
+RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=fulcrum-cargo-git,target=/usr/local/cargo/git,sharing=locked \
+    touch src/lib.rs src/main.rs examples/grpc_echo.rs \
+    && cargo build --release --locked --example grpc_echo \
+    && install -D -m 0755 target/release/examples/grpc_echo /out/grpc_echo
+
+# ------------------------------------------------------------------------------------- base --
+FROM ${RUNTIME_IMAGE} AS base
+# No package is installed: the HEALTHCHECK uses `fulcrum healthcheck`, not curl.
+RUN groupadd --system --gid 10001 fulcrum \
+    && useradd --system --uid 10001 --gid fulcrum --home-dir /var/lib/fulcrum --no-create-home \
+        --shell /usr/sbin/nologin fulcrum \
+    && install -d -o fulcrum -g fulcrum -m 0750 /var/lib/fulcrum \
+    && install -d -m 0755 /etc/fulcrum
+WORKDIR /var/lib/fulcrum
+
+# ------------------------------------------------------------------------------------- demo --
+FROM base AS demo
+COPY --from=builder /out/fulcrum /usr/local/bin/fulcrum
+COPY --from=demo-builder /out/grpc_echo /usr/local/bin/grpc_echo
+USER 10001:10001
+EXPOSE 8080 50051
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["fulcrum", "healthcheck", "--url", "http://127.0.0.1:8080/"]
+CMD ["fulcrum", "demo-backend", "--listen", "0.0.0.0:8080"]
+
+# ---------------------------------------------------------------------------------- runtime --
+FROM base AS runtime
+LABEL org.opencontainers.image.title="fulcrum" \
+      org.opencontainers.image.description="Thread-per-core L7 (HTTP/1.1, gRPC) load balancer on io_uring" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /out/fulcrum /usr/local/bin/fulcrum
+# Non-root. The configuration is mounted read-only at /etc/fulcrum/fulcrum.toml (it must set
+# `listen = "0.0.0.0:8080"` and `admin_listen = "0.0.0.0:9090"` to be reachable from outside the
+# container; deploy/fulcrum.toml does). The JWT secret comes from FULCRUM_JWT_SECRET at run
+# time and is never part of the image. /var/lib/fulcrum is writable for `state_file`.
+USER 10001:10001
+# 8080: data plane (HTTP/1.1 and h2c); 9090: admin API (/healthz, /readyz, /api/v1/*).
+EXPOSE 8080 9090
+# /healthz is served by the admin listener, which is on only when a JWT key is configured
+# (FULCRUM_JWT_SECRET); with another admin port, override the HEALTHCHECK or its --url.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["fulcrum", "healthcheck", "--url", "http://127.0.0.1:9090/healthz"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["fulcrum"]
+CMD ["--config", "/etc/fulcrum/fulcrum.toml"]
