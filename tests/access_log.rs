@@ -276,9 +276,10 @@ fn a_stalled_sink_drops_and_counts_and_shutdown_flushes_the_rest() {
     // Now read everything, shut down, and account for every request.
     let drain = std::thread::spawn(move || {
         use std::os::unix::fs::OpenOptionsExt;
-        drop(reader);
-        // A blocking reader from here on (the writer still holds the write end).
+        // A blocking reader from here on (the writer still holds the write end). Open it before
+        // closing the first reader: a FIFO with no reader left discards what it buffered.
         let r = std::fs::OpenOptions::new().read(true).custom_flags(0).open(&dir);
+        drop(reader);
         let mut text = String::new();
         if let Ok(mut r) = r {
             let _ = r.read_to_string(&mut text);
