@@ -74,8 +74,8 @@ pub struct Config {
     pub limits: Limits,
     /// Balancer tuning.
     pub balance: BalanceConfig,
-    /// Response cache settings (the cache itself lands with its own issue).
-    pub cache: CacheSettings,
+    /// Response cache settings (`[cache]`; see `docs/cache.md`).
+    pub cache: CachePolicy,
     /// Admin API: JWT keys and request limits.
     pub admin: AdminConfig,
     /// Where run-time changes are persisted (JSON, replaced atomically). When the file exists at
@@ -102,7 +102,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             limits: Limits::default(),
             balance: BalanceConfig::default(),
-            cache: CacheSettings::default(),
+            cache: CachePolicy::default(),
             admin: AdminConfig::default(),
             state_file: None,
             telemetry: crate::telemetry::TelemetryConfig::default(),
@@ -418,13 +418,9 @@ impl Default for BalanceConfig {
     }
 }
 
-/// Response cache settings carried in every epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheSettings {
-    /// Whether cacheable responses are stored and served.
-    pub enabled: bool,
-}
+/// Response cache settings carried in every epoch: the `[cache]` table (see
+/// [`crate::cache::CachePolicy`] for the keys and their defaults).
+pub use crate::cache::CachePolicy;
 
 /// The protocol Fulcrum speaks to a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -569,6 +565,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.http2.validate()?;
+        self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
         Ok(())
     }
 

@@ -168,6 +168,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         control_end.set_nonblocking(true)?;
         let spec = WorkerSpec {
             index,
+            workers,
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
             listen,
             config: config.clone(),

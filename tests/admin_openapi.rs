@@ -90,6 +90,7 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/api/v1/backends/{id}",
         "/api/v1/algorithm",
         "/api/v1/cache",
+        "/api/v1/cache/entries",
     ]
     .into();
     assert_eq!(paths, expected);

@@ -19,7 +19,7 @@ use super::App;
 use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use crate::balance::Algorithm;
-use crate::config::CacheSettings;
+use crate::cache::CachePolicy;
 use crate::control::{BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
@@ -151,25 +151,113 @@ pub struct AlgorithmApplied {
 
 /// Response cache settings.
 #[derive(Debug, Serialize, ToSchema)]
+pub struct CacheSettingsOut {
+    /// Whether cacheable responses are stored and served.
+    pub enabled: bool,
+    /// Longest freshness lifetime in milliseconds; also the lifetime of responses without
+    /// `max-age`/`s-maxage`.
+    #[schema(example = 60000)]
+    pub ttl_ms: u64,
+    /// Memory budget over all workers, in bytes; each worker's shard gets `max_bytes / workers`.
+    #[schema(example = 268435456)]
+    pub max_bytes: u64,
+    /// Largest body stored, in bytes; larger ones pass through uncached.
+    #[schema(example = 1048576)]
+    pub max_object_bytes: u64,
+    /// Request methods looked up and stored (case-sensitive).
+    #[schema(example = json!(["GET", "HEAD", "POST"]))]
+    pub methods: Vec<String>,
+    /// Response statuses stored.
+    #[schema(example = json!([200, 203, 204, 301, 404, 410]))]
+    pub statuses: Vec<u16>,
+    /// Request headers left out of the key (case-insensitive).
+    #[schema(example = json!(["x-request-id"]))]
+    pub ignore_headers: Vec<String>,
+}
+
+impl From<&CachePolicy> for CacheSettingsOut {
+    fn from(p: &CachePolicy) -> Self {
+        Self {
+            enabled: p.enabled,
+            ttl_ms: p.ttl_ms,
+            max_bytes: p.max_bytes,
+            max_object_bytes: p.max_object_bytes,
+            methods: p.methods.clone(),
+            statuses: p.statuses.clone(),
+            ignore_headers: p.ignore_headers.clone(),
+        }
+    }
+}
+
+/// Response cache settings and counters summed over every worker's shard (counters are
+/// published by each worker every `balance.stats_publish_ms`, and at once after a change).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CacheOut {
     /// Whether cacheable responses are stored and served.
     pub enabled: bool,
+    /// Longest freshness lifetime in milliseconds.
+    pub ttl_ms: u64,
+    /// Memory budget over all workers, in bytes.
+    pub max_bytes: u64,
+    /// Largest body stored, in bytes.
+    pub max_object_bytes: u64,
+    /// Request methods looked up and stored.
+    pub methods: Vec<String>,
+    /// Response statuses stored.
+    pub statuses: Vec<u16>,
+    /// Request headers left out of the key.
+    pub ignore_headers: Vec<String>,
+    /// Responses held now (one key may be held once per worker).
+    pub entries: u64,
+    /// Bytes charged now: keys, heads, bodies and per-entry bookkeeping.
+    pub bytes: u64,
+    /// Requests answered from the cache since start.
+    pub hits: u64,
+    /// Cacheable lookups that found nothing fresh since start.
+    pub misses: u64,
 }
 
-/// `PUT /api/v1/cache` body: fields left out keep their value.
+/// `PUT /api/v1/cache` body: fields left out keep their value. Turning the cache off frees
+/// its memory at once; turning it on starts it empty.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheUpdate {
     /// Turn the cache on or off.
     pub enabled: Option<bool>,
+    /// Longest freshness lifetime in milliseconds (> 0).
+    #[schema(minimum = 1, example = 60000)]
+    pub ttl_ms: Option<u64>,
+    /// Memory budget over all workers, in bytes; shrinking it evicts at once.
+    #[schema(example = 268435456)]
+    pub max_bytes: Option<u64>,
+    /// Largest body stored, in bytes.
+    #[schema(example = 1048576)]
+    pub max_object_bytes: Option<u64>,
+    /// Request methods looked up and stored (HTTP method tokens, case-sensitive).
+    #[schema(example = json!(["GET", "HEAD", "POST"]))]
+    pub methods: Option<Vec<String>>,
+    /// Response statuses stored (100..=599).
+    #[schema(example = json!([200, 404]))]
+    pub statuses: Option<Vec<u16>>,
+    /// Request headers left out of the key.
+    #[schema(example = json!(["x-request-id"]))]
+    pub ignore_headers: Option<Vec<String>>,
 }
 
 /// Cache settings now in force, with the epoch that carries them.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CacheApplied {
-    /// Whether the cache is on.
-    pub enabled: bool,
+    /// The settings every worker runs now.
+    #[serde(flatten)]
+    pub settings: CacheSettingsOut,
     /// The epoch every worker runs now.
+    pub epoch: u64,
+}
+
+/// The result of a purge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CachePurged {
+    /// The epoch every worker runs now; each cleared its shard before acknowledging it.
     pub epoch: u64,
 }
 
@@ -266,7 +354,7 @@ pub struct ConfigOut {
     /// Backends in operator order, with merged counters.
     pub backends: Vec<BackendOut>,
     /// Response cache settings.
-    pub cache: CacheOut,
+    pub cache: CacheSettingsOut,
     /// Listen addresses.
     pub listeners: ListenersOut,
     /// Number of data-plane worker threads.
@@ -365,6 +453,7 @@ enum Route {
     Backend(String),
     Algorithm,
     Cache,
+    CacheEntries,
 }
 
 impl Route {
@@ -379,6 +468,7 @@ impl Route {
             "/api/v1/backends" => Route::Backends,
             "/api/v1/algorithm" => Route::Algorithm,
             "/api/v1/cache" => Route::Cache,
+            "/api/v1/cache/entries" => Route::CacheEntries,
             _ => {
                 if let Some(file) = path.strip_prefix("/docs/") {
                     if file.is_empty() || file.contains('/') {
@@ -403,6 +493,7 @@ impl Route {
             Route::Backends => "GET, POST",
             Route::Backend(_) => "GET, DELETE",
             Route::Algorithm | Route::Cache => "GET, PUT",
+            Route::CacheEntries => "DELETE",
             _ => "GET",
         }
     }
@@ -414,7 +505,12 @@ impl Route {
     fn protected(&self) -> bool {
         matches!(
             self,
-            Route::Config | Route::Backends | Route::Backend(_) | Route::Algorithm | Route::Cache
+            Route::Config
+                | Route::Backends
+                | Route::Backend(_)
+                | Route::Algorithm
+                | Route::Cache
+                | Route::CacheEntries
         )
     }
 }
@@ -466,6 +562,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
             let body: CacheUpdate = read_json(app, req).await?;
             put_cache(app, body).await
         }
+        (Route::CacheEntries, _) => purge_cache(app).await,
     }
 }
 
@@ -625,7 +722,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         epoch: v.epoch,
         algorithm: v.algorithm.into(),
         backends: v.backends.iter().map(BackendOut::from).collect(),
-        cache: CacheOut { enabled: v.cache.enabled },
+        cache: CacheSettingsOut::from(&v.cache),
         listeners: ListenersOut {
             listen: app.listen.to_string(),
             admin_listen: app.admin_listen.to_string(),
@@ -803,18 +900,33 @@ async fn put_algorithm(app: &App, body: SetAlgorithm) -> Result<Resp, ApiError> 
     Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
 }
 
-/// Response cache settings.
+/// Response cache settings, with entries, bytes, hits and misses summed over the workers.
 #[utoipa::path(
     get, path = "/api/v1/cache", tag = "cache", operation_id = "get_cache",
-    responses((status = 200, description = "The cache settings.", body = CacheOut), ReadErrors),
+    responses((status = 200, description = "The cache settings and counters.", body = CacheOut), ReadErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 async fn get_cache(app: &App) -> Result<Resp, ApiError> {
-    let v = snapshot(app).await?;
-    Ok(json(StatusCode::OK, &CacheOut { enabled: v.cache.enabled }))
+    let p = snapshot(app).await?.cache;
+    let totals = app.metrics.cache_totals();
+    let out = CacheOut {
+        enabled: p.enabled,
+        ttl_ms: p.ttl_ms,
+        max_bytes: p.max_bytes,
+        max_object_bytes: p.max_object_bytes,
+        methods: p.methods,
+        statuses: p.statuses,
+        ignore_headers: p.ignore_headers,
+        entries: totals.entries,
+        bytes: totals.bytes,
+        hits: totals.hits,
+        misses: totals.misses,
+    };
+    Ok(json(StatusCode::OK, &out))
 }
 
-/// Changes cache settings live (fields left out keep their value).
+/// Changes cache settings live (fields left out keep their value). `enabled: false` stops
+/// serving and storing at once and frees the memory; `enabled: true` starts empty.
 #[utoipa::path(
     put, path = "/api/v1/cache", tag = "cache", operation_id = "put_cache",
     request_body(content = CacheUpdate, content_type = "application/json"),
@@ -827,10 +939,35 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
 )]
 async fn put_cache(app: &App, body: CacheUpdate) -> Result<Resp, ApiError> {
     let current = snapshot(app).await?.cache;
-    let next = CacheSettings { enabled: body.enabled.unwrap_or(current.enabled) };
+    let next = CachePolicy {
+        enabled: body.enabled.unwrap_or(current.enabled),
+        ttl_ms: body.ttl_ms.unwrap_or(current.ttl_ms),
+        max_bytes: body.max_bytes.unwrap_or(current.max_bytes),
+        max_object_bytes: body.max_object_bytes.unwrap_or(current.max_object_bytes),
+        methods: body.methods.unwrap_or(current.methods),
+        statuses: body.statuses.unwrap_or(current.statuses),
+        ignore_headers: body.ignore_headers.unwrap_or(current.ignore_headers),
+    };
+    let settings = CacheSettingsOut::from(&next);
     let applied = apply(app, Change::SetCache(next)).await?;
-    let out = CacheApplied { enabled: next.enabled, epoch: applied.epoch };
+    let out = CacheApplied { settings, epoch: applied.epoch };
     Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
+}
+
+/// Purges the cache: every worker drops every stored response before this answers.
+#[utoipa::path(
+    delete, path = "/api/v1/cache/entries", tag = "cache", operation_id = "purge_cache",
+    responses(
+        (status = 200, description = "Purged; every worker runs the returned epoch and has cleared its shard.",
+            body = CachePurged,
+            headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
+        WriteErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn purge_cache(app: &App) -> Result<Resp, ApiError> {
+    let applied = apply(app, Change::PurgeCache).await?;
+    Ok(with_epoch(json(StatusCode::OK, &CachePurged { epoch: applied.epoch }), applied.epoch))
 }
 
 #[cfg(test)]
@@ -848,5 +985,9 @@ mod tests {
         assert!(Route::Backends.allows(&Method::POST));
         assert!(!Route::Backends.allows(&Method::DELETE));
         assert!(!Route::OpenApi.protected());
+        assert_eq!(Route::parse("/api/v1/cache/entries"), Some(Route::CacheEntries));
+        assert!(Route::CacheEntries.allows(&Method::DELETE));
+        assert!(!Route::CacheEntries.allows(&Method::GET));
+        assert!(Route::CacheEntries.protected());
     }
 }

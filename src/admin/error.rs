@@ -38,6 +38,9 @@ pub enum ApiError {
     /// An unknown algorithm name.
     #[error("{0}")]
     InvalidAlgorithm(String),
+    /// Cache settings that cannot work (zero TTL, a bad method token, ...).
+    #[error("{0}")]
+    InvalidCache(String),
     /// The backend URL is already present.
     #[error("{0}")]
     DuplicateBackend(String),
@@ -70,6 +73,7 @@ impl From<ControlError> for ApiError {
                 ApiError::Unavailable(message)
             }
             ControlError::Persist(_) => ApiError::StateNotSaved(message),
+            ControlError::InvalidCache(_) => ApiError::InvalidCache(message),
         }
     }
 }
@@ -106,6 +110,7 @@ impl ApiError {
             ApiError::InvalidUrl(_) => (StatusCode::BAD_REQUEST, "invalid_url"),
             ApiError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, "invalid_weight"),
             ApiError::InvalidAlgorithm(_) => (StatusCode::BAD_REQUEST, "invalid_algorithm"),
+            ApiError::InvalidCache(_) => (StatusCode::BAD_REQUEST, "invalid_cache"),
             ApiError::DuplicateBackend(_) => (StatusCode::CONFLICT, "duplicate_backend"),
             ApiError::UnknownBackend(_) => (StatusCode::NOT_FOUND, "unknown_backend"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::balance::Algorithm;
 use crate::balance::stats::SharedStats;
-use crate::config::{BackendUrl, CacheSettings, PassiveHealth, Timeouts};
+use crate::config::{BackendUrl, CachePolicy, PassiveHealth, Timeouts};
 
 /// Server-assigned backend identifier, stable for the backend's lifetime.
 pub type BackendId = u64;
@@ -34,7 +34,10 @@ pub struct Epoch {
     /// Backends in operator order.
     pub backends: Vec<Arc<Backend>>,
     /// Response cache settings.
-    pub cache: CacheSettings,
+    pub cache: CachePolicy,
+    /// Bumped by every cache purge: a worker installing an epoch whose generation differs
+    /// from the one it runs clears its cache shard (not persisted; starts at 0).
+    pub cache_generation: u64,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// Passive health settings.

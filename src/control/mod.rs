@@ -21,7 +21,8 @@ use self::store::{
 };
 use crate::balance::Algorithm;
 use crate::balance::stats::{SharedStats, StatsSnapshot, now_ms};
-use crate::config::{BackendUrl, BackendUrlError, CacheSettings, Config, Timeouts};
+use crate::cache::CachePolicyError;
+use crate::config::{BackendUrl, BackendUrlError, CachePolicy, Config, Timeouts};
 use crate::{info, warn};
 
 /// How long a change waits for every worker to acknowledge its epoch.
@@ -39,8 +40,12 @@ pub enum Change {
     },
     /// Remove a backend: it gets no new requests, in-flight ones finish, idle connections close.
     RemoveBackend(BackendId),
-    /// Replace the cache settings.
-    SetCache(CacheSettings),
+    /// Replace the cache settings (validated; refused with [`ControlError::InvalidCache`]).
+    SetCache(CachePolicy),
+    /// Drop every cached response: the new epoch carries a bumped `cache_generation`, and
+    /// each worker clears its shard when it installs it, so the change answers only after
+    /// every worker's cache is empty.
+    PurgeCache,
     /// Replace the phase timeouts.
     SetTimeouts(Timeouts),
     /// Add a backend by URL with a relative weight (`AddBackend` means weight 1).
@@ -90,6 +95,9 @@ pub enum ControlError {
     /// The state store refused the change; nothing was applied.
     #[error("the change was not applied: {0}")]
     Persist(String),
+    /// Cache settings that cannot work.
+    #[error(transparent)]
+    InvalidCache(#[from] CachePolicyError),
 }
 
 /// A backend as reported to operators.
@@ -115,7 +123,7 @@ pub struct StateView {
     /// Backends with merged counters.
     pub backends: Vec<BackendView>,
     /// Cache settings.
-    pub cache: CacheSettings,
+    pub cache: CachePolicy,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// The configuration the process started with (listeners, limits, ...).
@@ -239,7 +247,8 @@ pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, Cont
         id: 1,
         algorithm: config.algorithm,
         backends,
-        cache: config.cache,
+        cache: config.cache.clone(),
+        cache_generation: 0,
         timeouts: config.timeouts,
         health: config.health,
     }))
@@ -318,6 +327,7 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
                 algorithm: saved.algorithm,
                 backends,
                 cache: saved.cache,
+                cache_generation: 0,
                 timeouts: saved.timeouts,
                 health: config.health,
             });
@@ -351,7 +361,7 @@ fn persisted(
                 weight: weights.get(&b.id).copied().unwrap_or(DEFAULT_WEIGHT),
             })
             .collect(),
-        cache: epoch.cache,
+        cache: epoch.cache.clone(),
         timeouts: epoch.timeouts,
     }
 }
@@ -411,7 +421,8 @@ impl ControlState {
             id: cur.id + 1,
             algorithm: cur.algorithm,
             backends: cur.backends.clone(),
-            cache: cur.cache,
+            cache: cur.cache.clone(),
+            cache_generation: cur.cache_generation,
             timeouts: cur.timeouts,
             health: cur.health,
         };
@@ -420,7 +431,11 @@ impl ControlState {
         let mut weights = self.weights.clone();
         match change {
             Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
-            Change::SetCache(cache) => next.cache = cache,
+            Change::SetCache(cache) => {
+                cache.validate()?;
+                next.cache = cache;
+            }
+            Change::PurgeCache => next.cache_generation += 1,
             Change::SetTimeouts(timeouts) => next.timeouts = timeouts,
             Change::AddBackend { url } => {
                 let backend =
@@ -526,7 +541,7 @@ impl ControlState {
             epoch: e.id,
             algorithm: e.algorithm,
             backends: e.backends.iter().map(|b| view_of(b, &self.weights, now)).collect(),
-            cache: e.cache,
+            cache: e.cache.clone(),
             timeouts: e.timeouts,
             config: self.config.clone(),
             state_file: self.config.state_file.clone(),

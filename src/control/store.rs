@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::balance::Algorithm;
-use crate::config::{CacheSettings, Timeouts};
+use crate::config::{CachePolicy, Timeouts};
 use crate::control::BackendId;
 
 /// Current version of the persisted format.
@@ -31,8 +31,9 @@ pub struct PersistedState {
     pub algorithm: Algorithm,
     /// Backends in operator order.
     pub backends: Vec<PersistedBackend>,
-    /// Response cache settings.
-    pub cache: CacheSettings,
+    /// Response cache settings (files written before the full policy existed hold only
+    /// `enabled`; the other keys take their defaults).
+    pub cache: CachePolicy,
     /// Phase timeouts.
     pub timeouts: Timeouts,
 }
@@ -132,6 +133,7 @@ impl StateStore for FileStore {
         if ids.last().is_some_and(|&max| max >= state.next_backend_id) {
             return Err(corrupt("next_backend_id is not above every backend id".into()));
         }
+        state.cache.validate().map_err(|e| corrupt(e.to_string()))?;
         Ok(Some(state))
     }
 
@@ -170,7 +172,7 @@ mod tests {
             next_backend_id: 4,
             algorithm: Algorithm::LeastConnections,
             backends: vec![PersistedBackend { id: 3, url: "http://127.0.0.1:9".into(), weight: 2 }],
-            cache: CacheSettings { enabled: true },
+            cache: CachePolicy { enabled: true, ttl_ms: 5_000, ..CachePolicy::default() },
             timeouts: Timeouts::default(),
         }
     }
@@ -198,6 +200,18 @@ mod tests {
     }
 
     #[test]
+    fn files_with_only_the_cache_switch_still_load() {
+        let dir = temp_dir("old-cache");
+        let store = FileStore::new(dir.join("state.json"));
+        let mut old: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        old["cache"] = serde_json::json!({"enabled": true});
+        std::fs::write(store.path(), old.to_string()).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.cache, CachePolicy { enabled: true, ..CachePolicy::default() });
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn corrupt_files_are_refused_with_the_path() {
         let dir = temp_dir("corrupt");
         let path = dir.join("state.json");
@@ -209,6 +223,7 @@ mod tests {
             serde_json::to_string(&sample())
                 .unwrap()
                 .replace("\"next_backend_id\":4", "\"next_backend_id\":2"),
+            serde_json::to_string(&sample()).unwrap().replace("\"ttl_ms\":5000", "\"ttl_ms\":0"),
         ] {
             std::fs::write(&path, bad).unwrap();
             let err = store.load().unwrap_err();

@@ -245,7 +245,8 @@ pub struct CopySpec {
 ///
 /// Bytes after the body (a pipelined request) stay unread in `buf`. Returns the number of body
 /// bytes read from the source. `tap` sees the body's payload (chunk framing removed) as it
-/// passes, for the access log; pass `&mut ()` for none.
+/// passes, for the access log, and every slice as written ([`BodyTap::wire`]), for the cache;
+/// pass `&mut ()` for none.
 pub async fn copy_body<R, W, T>(
     src: &mut R,
     buf: &mut ReadBuf,
@@ -304,6 +305,7 @@ where
                 if spec.dechunk {
                     if payload_end > 0 {
                         tap.tap(&buf.data()[..payload_end]);
+                        tap.wire(&buf.data()[..payload_end]);
                         write_front(buf, dst, payload_end, spec.write_timeout).await?;
                     }
                     buf.consume(take - payload_end);
@@ -326,6 +328,7 @@ where
             return Err(BodyError::TooLarge);
         }
         if take > 0 {
+            tap.wire(&buf.data()[..take]);
             match timeout(spec.write_timeout, buf.write_to(dst, take)).await {
                 Err(_) => return Err(BodyError::Write(std::io::ErrorKind::TimedOut.into())),
                 Ok(Err(e)) => return Err(BodyError::Write(e)),

@@ -77,6 +77,10 @@ pub struct ResponseInfo {
     pub client_keep_alive: bool,
     /// The body must be de-chunked for an HTTP/1.0 client.
     pub dechunk: bool,
+    /// Length of the client head's prefix without the `Connection` line this proxy adds and
+    /// the final empty line: the status line and the forwarded headers (what the cache
+    /// stores, and where it inserts `X-Cache`).
+    pub end_to_end_len: usize,
 }
 
 /// A parse outcome: a complete head, or more bytes needed.
@@ -375,6 +379,7 @@ pub fn parse_response(
         Framing::Chunked if !dechunk => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
+    let end_to_end_len = out.len();
     if !client_keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     } else if client.http10 {
@@ -388,6 +393,7 @@ pub fn parse_response(
         upstream_keep_alive,
         client_keep_alive,
         dechunk,
+        end_to_end_len,
     })))
 }
 
@@ -468,6 +474,7 @@ mod tests {
             (Framing::Length(2), false, true)
         );
         assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(info.end_to_end_len, out.len() - 2);
 
         let (r, out) = res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", KA);
         assert!(matches!(r, ResponseHead::Final(ResponseInfo { framing: Framing::Chunked, .. })));
@@ -477,6 +484,7 @@ mod tests {
         let ResponseHead::Final(info) = r else { panic!() };
         assert_eq!((info.framing, info.client_keep_alive), (Framing::UntilClose, false));
         assert!(out.contains("connection: close"));
+        assert_eq!(&out[info.end_to_end_len..], "connection: close\r\n\r\n");
 
         let head = ClientSide { is_head: true, ..KA };
         let (r, out) = res("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", head);

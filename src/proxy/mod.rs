@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod buf;
+pub mod caching;
 pub mod error;
 pub mod h1;
 pub mod h2;
@@ -45,11 +46,14 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
     let (r, w) = stream.into_split();
     let mut client = ClientConn { r, w, buf };
     let mut out = Vec::with_capacity(1024);
+    // The last request head as received, kept for the cache key while the cache is on.
+    let mut raw_head = Vec::new();
     let _open = ctx.telemetry.metrics.connection();
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
-        let req = match read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts).await
-        {
+        let head =
+            read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts, &mut raw_head);
+        let req = match head.await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => return respond_error(&mut client.w, &e).await,
@@ -59,16 +63,31 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
         let _busy = ctx.busy();
         // Telemetry hook: one log per exchange (access record, metrics, spans).
         let mut log = ctx.telemetry.begin(&mut out, req.head_len, epoch.epoch.id);
-        let result = Exchange {
-            ctx: &ctx,
-            epoch: &epoch,
-            req,
-            timeouts: epoch.epoch.timeouts,
-            replayable: false,
-            note: &log.note,
-        }
-        .run(&mut client, &mut out, &mut log.capture)
-        .await;
+        // Response cache: one branch while it is off.
+        let cache = if epoch.epoch.cache.enabled {
+            caching::prepare(&ctx, &epoch, &req, &mut client, &raw_head, &log.note).await
+        } else {
+            Ok(caching::CacheMark::Off)
+        };
+        let result = match cache {
+            Ok(caching::CacheMark::Hit(hit)) => {
+                caching::serve_hit(&ctx, &epoch, &req, &mut client, &mut out, &hit, &mut log).await
+            }
+            Ok(cache) => {
+                Exchange {
+                    ctx: &ctx,
+                    epoch: &epoch,
+                    req,
+                    timeouts: epoch.epoch.timeouts,
+                    replayable: false,
+                    note: &log.note,
+                    cache: &cache,
+                }
+                .run(&mut client, &mut out, &mut log.capture)
+                .await
+            }
+            Err(failure) => Err(failure),
+        };
         let status = match &result {
             Err(Failure { error, responded: false }) => {
                 let (status, bytes) = error_status(error);
@@ -103,6 +122,7 @@ async fn read_request_head(
     out: &mut Vec<u8>,
     client_ip: &str,
     timeouts: &Timeouts,
+    raw_head: &mut Vec<u8>,
 ) -> Result<Option<RequestInfo>, ProxyError> {
     let cbuf = &mut client.buf;
     let mut deadline: Option<Instant> = None;
@@ -111,6 +131,7 @@ async fn read_request_head(
             if let Some(req) =
                 h1::parse_request(cbuf.data(), ctx.limits.max_headers, client_ip, out)?
             {
+                ctx.cache.keep_head(raw_head, &cbuf.data()[..req.head_len]);
                 cbuf.consume(req.head_len);
                 return Ok(Some(req));
             }
@@ -199,6 +220,8 @@ struct Exchange<'a> {
     replayable: bool,
     /// Telemetry: backend, status, timings and spans of this exchange.
     note: &'a ExchangeNote,
+    /// How the response cache treats this exchange (`X-Cache`, storing a miss).
+    cache: &'a caching::CacheMark,
 }
 
 /// How a send attempt on one upstream connection ended.
@@ -474,11 +497,13 @@ impl Exchange<'_> {
         self.note.response(res.status, started.elapsed());
         let _span = self.note.phase("respond");
         conn.buf.consume(res.head_len);
+        let mut tee = self.cache.on_head(&res, out, &self.epoch.epoch.cache);
 
         // Send the head, with as much of a sized body as already arrived.
         let mut body_in_head = 0;
         if let Framing::Length(n) = res.framing {
             body_in_head = n.min(conn.buf.len() as u64) as usize;
+            tee.wire(&conn.buf.data()[..body_in_head]);
             out.extend_from_slice(&conn.buf.data()[..body_in_head]);
             conn.buf.consume(body_in_head);
         }
@@ -503,7 +528,7 @@ impl Exchange<'_> {
             write_timeout: t.client_send(),
             max_bytes: 0,
         };
-        let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut ())
+        let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tee)
             .await
             .map_err(|e| {
                 responded(match e {
@@ -512,6 +537,7 @@ impl Exchange<'_> {
                 })
             })?;
         self.note.sent(body_out);
+        self.cache.complete(self.ctx, tee);
         Ok(Relayed::Done(res))
     }
 }

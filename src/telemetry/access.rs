@@ -97,6 +97,8 @@ pub struct AccessRecord {
     pub body: Vec<u8>,
     /// The full request body length.
     pub body_bytes: u64,
+    /// The body is binary by its content type (gRPC's framed protobuf): always base64.
+    pub binary_body: bool,
 }
 
 impl AccessRecord {
@@ -111,8 +113,12 @@ impl AccessRecord {
     }
 
     /// The body to write and its encoding: UTF-8 when the captured bytes are valid UTF-8 (a
-    /// multi-byte character cut by the capture limit is dropped), base64 otherwise.
+    /// multi-byte character cut by the capture limit is dropped) and the body is not marked
+    /// binary, base64 otherwise.
     pub fn body_text(&self) -> (BodyEncoding, &[u8]) {
+        if self.binary_body {
+            return (BodyEncoding::Base64, &self.body);
+        }
         match std::str::from_utf8(&self.body) {
             Ok(_) => (BodyEncoding::Utf8, &self.body),
             Err(e) if e.error_len().is_none() && self.body_truncated() => {
@@ -135,6 +141,7 @@ impl AccessRecord {
         self.bytes_in = 0;
         self.bytes_out = 0;
         self.body_bytes = 0;
+        self.binary_body = false;
         self.cache = CacheStatus::Off;
     }
 }
@@ -157,10 +164,19 @@ impl<S: AccessSink + ?Sized> AccessSink for Box<S> {
     }
 }
 
-/// Sees a body's bytes as they stream past (the request body, for the access record).
+/// Sees a body's bytes as they stream past (the request body, for the access record; the
+/// response body, for the cache).
 pub trait BodyTap {
-    /// Called with each slice of body bytes, in order, as it is forwarded.
+    /// Called with each slice of body payload (chunk framing removed), in order, as it is
+    /// forwarded.
     fn tap(&mut self, bytes: &[u8]);
+
+    /// Called with each slice exactly as written to the destination (chunk framing and
+    /// trailers included when the body is relayed chunked), in order. Default: ignored.
+    #[inline]
+    fn wire(&mut self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 /// No tap.
@@ -369,5 +385,8 @@ mod tests {
         r.body = "aé".as_bytes()[..2].to_vec();
         r.body_bytes = 3;
         assert_eq!(r.body_text(), (BodyEncoding::Utf8, &b"a"[..]));
+        // A binary body (gRPC) is base64 even when its bytes happen to be UTF-8.
+        r.binary_body = true;
+        assert_eq!(r.body_text(), (BodyEncoding::Base64, &"aé".as_bytes()[..2]));
     }
 }

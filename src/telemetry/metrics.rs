@@ -116,6 +116,30 @@ struct WorkerSlot {
     published: Mutex<Published>,
     /// Access records this worker dropped (written only by that worker, only when dropping).
     log_dropped: AtomicU64,
+    /// This worker's cache shard counters (written only by that worker's ticker).
+    cache: CacheSlot,
+}
+
+/// One worker's published cache counters: single writer, plain relaxed stores.
+#[derive(Debug, Default)]
+struct CacheSlot {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Cache counters summed over every worker's shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheTotals {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Cacheable lookups that found nothing fresh.
+    pub misses: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes charged now (key, head, body and bookkeeping).
+    pub bytes: u64,
 }
 
 /// The process-wide registry: one published slot per worker.
@@ -158,6 +182,28 @@ impl Metrics {
         if let Some(w) = self.workers.get(worker) {
             w.log_dropped.store(total, Relaxed);
         }
+    }
+
+    /// Copies one worker's cache counters into its slot (that worker's ticker only).
+    pub fn publish_cache(&self, worker: usize, stats: &crate::cache::CacheStats) {
+        if let Some(w) = self.workers.get(worker) {
+            w.cache.hits.store(stats.hits, Relaxed);
+            w.cache.misses.store(stats.misses, Relaxed);
+            w.cache.entries.store(stats.entries, Relaxed);
+            w.cache.bytes.store(stats.bytes, Relaxed);
+        }
+    }
+
+    /// The cache counters summed over every worker (as of their last publish).
+    pub fn cache_totals(&self) -> CacheTotals {
+        let mut t = CacheTotals::default();
+        for w in self.workers.iter() {
+            t.hits += w.cache.hits.load(Relaxed);
+            t.misses += w.cache.misses.load(Relaxed);
+            t.entries += w.cache.entries.load(Relaxed);
+            t.bytes += w.cache.bytes.load(Relaxed);
+        }
+        t
     }
 
     /// Access records dropped so far, over every worker.
@@ -307,17 +353,20 @@ impl Metrics {
                 b.counters.connect_errors
             );
         }
+        let cache = self.cache_totals();
         header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
-        out.push_str("fulcrum_cache_hits_total 0\n");
+        let _ = writeln!(out, "fulcrum_cache_hits_total {}", cache.hits);
         header(
             &mut out,
             "fulcrum_cache_misses_total",
             "counter",
             "Cacheable requests not found in the cache.",
         );
-        out.push_str("fulcrum_cache_misses_total 0\n");
+        let _ = writeln!(out, "fulcrum_cache_misses_total {}", cache.misses);
         header(&mut out, "fulcrum_cache_bytes", "gauge", "Bytes held by the response cache.");
-        out.push_str("fulcrum_cache_bytes 0\n");
+        let _ = writeln!(out, "fulcrum_cache_bytes {}", cache.bytes);
+        header(&mut out, "fulcrum_cache_entries", "gauge", "Responses held by the cache.");
+        let _ = writeln!(out, "fulcrum_cache_entries {}", cache.entries);
         header(
             &mut out,
             "fulcrum_epoch",
@@ -413,6 +462,15 @@ mod tests {
         m.publish(0, 3, &w0, [sample(&b0)].into_iter());
         m.publish(1, 4, &w1, [sample(&b1)].into_iter());
         m.set_log_dropped(1, 5);
+        let cache = |hits, bytes| crate::cache::CacheStats {
+            hits,
+            misses: 1,
+            entries: 2,
+            bytes,
+            ..Default::default()
+        };
+        m.publish_cache(0, &cache(3, 100));
+        m.publish_cache(1, &cache(4, 50));
         let text = m.render_prometheus();
         for line in [
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"2xx\"} 2",
@@ -427,6 +485,10 @@ mod tests {
             "fulcrum_epoch 4",
             "fulcrum_client_connections 1",
             "fulcrum_access_log_dropped_total 5",
+            "fulcrum_cache_hits_total 7",
+            "fulcrum_cache_misses_total 2",
+            "fulcrum_cache_bytes 150",
+            "fulcrum_cache_entries 4",
             "fulcrum_io_driver{worker=\"1\",driver=\"io_uring\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");

@@ -15,9 +15,9 @@ pub mod metrics;
 pub mod trace;
 pub mod tracing_sink;
 
-pub use self::access::{AccessRecord, AccessSink, BodyTap};
+pub use self::access::{AccessRecord, AccessSink, BodyTap, CacheStatus};
 pub use self::config::{AccessLogFormat, AccessLogTarget, TelemetryConfig};
-pub use self::metrics::Metrics;
+pub use self::metrics::{CacheTotals, Metrics};
 
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;

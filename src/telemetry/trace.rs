@@ -107,6 +107,24 @@ impl RequestTrace {
         Self { root }
     }
 
+    /// Like [`begin`](Self::begin), for a request that has no HTTP/1.1 head (HTTP/2):
+    /// `incoming` is its `traceparent` value, if any. Returns the trace and, when the request
+    /// is traced, the `traceparent` value to forward (naming Fulcrum's span as the parent).
+    pub fn begin_value(sample_rate: f64, incoming: Option<&[u8]>) -> (Self, Option<String>) {
+        let incoming = incoming
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| SpanContext::decode_w3c_traceparent(v.trim()));
+        let parent = match incoming {
+            Some(ctx) if ctx.sampled => ctx,
+            Some(_) => return (Self::off(), None),
+            None if fastrand::f64() < sample_rate => SpanContext::random(),
+            None => return (Self::off(), None),
+        };
+        let root = Span::root("request", parent);
+        let value = SpanContext::from_span(&root).map(|c| c.sampled(true).encode_w3c_traceparent());
+        (Self { root }, value)
+    }
+
     /// A span for one phase of the request; it ends when dropped.
     #[inline]
     pub fn phase(&self, name: &'static str) -> Span {

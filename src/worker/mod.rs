@@ -58,6 +58,8 @@ pub struct WorkerCtx {
     pub picker: Picker,
     /// Access log producer, metrics and tracing for this worker (telemetry hook).
     pub telemetry: crate::telemetry::exchange::WorkerTelemetry,
+    /// This worker's response cache shard (reconciled with each installed epoch).
+    pub cache: crate::proxy::caching::WorkerCache,
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
     upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
@@ -85,6 +87,7 @@ impl std::fmt::Debug for WorkerCtx {
 impl WorkerCtx {
     fn new(
         index: usize,
+        workers: usize,
         config: &Config,
         first: Arc<Epoch>,
         telemetry: crate::telemetry::exchange::WorkerTelemetrySpec,
@@ -109,6 +112,7 @@ impl WorkerCtx {
             busy: Cell::new(0),
             shutdown_waker: Cell::new(None),
             telemetry: crate::telemetry::exchange::WorkerTelemetry::new(index, telemetry),
+            cache: crate::proxy::caching::WorkerCache::new(workers),
         };
         ctx.install(first);
         ctx
@@ -144,6 +148,7 @@ impl WorkerCtx {
             }
             keep
         });
+        self.cache.reconcile(&epoch.cache, epoch.cache_generation, &self.telemetry);
         *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams });
     }
 
@@ -181,6 +186,7 @@ impl WorkerCtx {
                 up.evict_idle(max_age);
             }
         }
+        self.cache.tick(&self.telemetry);
         // Telemetry hook: publish this worker's metrics to its own slot.
         self.telemetry.publish(
             current.epoch.id,
@@ -215,6 +221,8 @@ impl Future for DrainSignal<'_> {
 pub struct WorkerSpec {
     /// Worker index.
     pub index: usize,
+    /// How many workers the process runs (cache shards split `cache.max_bytes` by it).
+    pub workers: usize,
     /// CPU to pin to, if any.
     pub cpu: Option<usize>,
     /// The resolved listen address (same port for every worker).
@@ -277,7 +285,8 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
                     return;
                 }
             };
-        let ctx = Rc::new(WorkerCtx::new(index, &spec.config, spec.first, spec.telemetry));
+        let ctx =
+            Rc::new(WorkerCtx::new(index, spec.workers, &spec.config, spec.first, spec.telemetry));
         info!(
             "worker started",
             worker = index,

@@ -26,6 +26,9 @@ use crate::balance::stats::now_ms;
 use crate::config::BackendProtocol;
 use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
 use crate::proxy::pool::Upstream;
+use crate::telemetry::BodyTap as _;
+use crate::telemetry::CacheStatus;
+use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
@@ -58,7 +61,8 @@ enum PumpError {
     Dst(#[allow(dead_code)] h2::Error),
 }
 
-/// Serves one client stream to its end.
+/// Serves one client stream to its end, and logs it: one access record, the metrics, the
+/// spans (as for an HTTP/1.1 exchange).
 pub async fn serve_stream(
     ctx: &Rc<WorkerCtx>,
     conn: &Rc<ConnState>,
@@ -73,42 +77,74 @@ pub async fn serve_stream(
         .get("grpc-timeout")
         .filter(|_| grpc)
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    let (mut parts, body) = req.into_parts();
+    let (mut log, traceparent) = ctx.telemetry.begin_stream(
+        parts.method.as_str(),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts.headers.get("traceparent").map(HeaderValue::as_bytes),
+        request_head_bytes(&parts),
+        epoch.epoch.id,
+    );
+    // A traced stream is forwarded with Fulcrum's span as the parent.
+    if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        parts.headers.insert("traceparent", v);
+    }
+    if grpc {
+        log.capture.set_binary();
+    }
+    // HTTP/2 responses (gRPC above all) are never cached.
+    if epoch.epoch.cache.enabled {
+        log.note.set_cache(CacheStatus::Bypass);
+    }
     let mut down: Option<SendStream<Bytes>> = None;
-    let call = Call { ctx, epoch: &epoch, conn, grpc };
+    let call = Call { ctx, epoch: &epoch, conn, grpc, note: &log.note };
+    let run = call.run(&parts, body, &mut log.capture, &mut respond, &mut down);
     let result = match deadline {
-        Some(limit) => match timeout(limit, call.run(req, &mut respond, &mut down)).await {
+        Some(limit) => match timeout(limit, run).await {
             Ok(r) => r,
             Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
         },
-        None => call.run(req, &mut respond, &mut down).await,
+        None => run.await,
     };
-    if let Err(fail) = result {
-        finish_failed(fail, grpc, &mut respond, down.as_mut());
-    }
+    let status = match result {
+        Ok(()) => log.note.status(),
+        Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
+    };
+    let backend = log
+        .note
+        .backend()
+        .and_then(|i| epoch.upstreams.get(i))
+        .map(|up| (&up.metrics, up.backend.url.url.as_str()));
+    ctx.telemetry.finish(log, backend, status);
 }
 
 /// Answers a failed call: before the response head, through the error mapping; after it, with
-/// gRPC trailers or a reset.
+/// gRPC trailers or a reset. Returns the HTTP status the client got (499: none, the stream was
+/// reset before a response head) and notes the gRPC status Fulcrum generated.
 fn finish_failed(
     fail: Fail,
     grpc: bool,
     respond: &mut SendResponse<Bytes>,
     down: Option<&mut SendStream<Bytes>>,
-) {
+    note: &ExchangeNote,
+) -> u16 {
+    // After a response head the client has its status; before one, a reset gives it none.
+    let head_sent = down.is_some();
+    let relayed = if head_sent { note.status() } else { 499 };
     let error = match fail {
         Fail::ClientGone => {
             match down {
                 Some(d) => d.send_reset(Reason::CANCEL),
                 None => respond.send_reset(Reason::CANCEL),
             }
-            return;
+            return relayed;
         }
         Fail::UpstreamReset(reason) => {
             match down {
                 Some(d) => d.send_reset(reason),
                 None => respond.send_reset(reason),
             }
-            return;
+            return if head_sent { relayed } else { 502 };
         }
         Fail::Error(e) => e,
     };
@@ -119,13 +155,19 @@ fn finish_failed(
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", HeaderValue::from(code as u16));
             h.insert("grpc-message", HeaderValue::from_static(message));
+            note.set_grpc_status(code as u32);
+            note.sent(response_head_bytes(res.headers()));
             let _ = respond.send_response(res, true);
+            200
         }
         (ErrorReply::Grpc { code, message }, Some(d)) => {
             let mut t = HeaderMap::new();
             t.insert("grpc-status", HeaderValue::from(code as u16));
             t.insert("grpc-message", HeaderValue::from_static(message));
+            note.set_grpc_status(code as u32);
+            note.sent(header_bytes(&t));
             let _ = d.send_trailers(t);
+            relayed
         }
         (ErrorReply::Http(action), None) => match action.status_and_body() {
             Some((status, body)) => {
@@ -135,15 +177,56 @@ fn finish_failed(
                 let h = res.headers_mut();
                 h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                note.sent(response_head_bytes(res.headers()) + body.len() as u64);
                 if let Ok(mut s) = respond.send_response(res, false) {
                     let _ = s.send_data(Bytes::from_static(body), true);
                 }
+                status
             }
-            None => respond.send_reset(Reason::CANCEL),
+            None => {
+                respond.send_reset(Reason::CANCEL);
+                499
+            }
         },
-        (ErrorReply::Http(ErrorAction::Close), Some(d)) => d.send_reset(Reason::CANCEL),
-        (ErrorReply::Http(_), Some(d)) => d.send_reset(Reason::INTERNAL_ERROR),
+        (ErrorReply::Http(ErrorAction::Close), Some(d)) => {
+            d.send_reset(Reason::CANCEL);
+            relayed
+        }
+        (ErrorReply::Http(_), Some(d)) => {
+            d.send_reset(Reason::INTERNAL_ERROR);
+            relayed
+        }
     }
+}
+
+/// The size of a header block as HPACK counts it before compression (name and value bytes;
+/// the 32-byte per-field overhead is left out).
+pub(super) fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers.iter().map(|(n, v)| (n.as_str().len() + v.len()) as u64).sum()
+}
+
+/// The size of a request's header block, pseudo-headers included (the record's `bytes_in`
+/// starts with it).
+fn request_head_bytes(parts: &http::request::Parts) -> usize {
+    let path = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let pseudo = ":method".len() + parts.method.as_str().len() + ":path".len() + path;
+    let pseudo = pseudo + if authority > 0 { ":authority".len() + authority } else { 0 };
+    pseudo + header_bytes(&parts.headers) as usize
+}
+
+/// The size of a response's header block, `:status` included.
+pub(super) fn response_head_bytes(headers: &HeaderMap) -> u64 {
+    ":status".len() as u64 + 3 + header_bytes(headers)
+}
+
+/// The `grpc-status` of a trailer block (or of trailers-only response headers).
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    let v = headers.get("grpc-status")?.as_bytes();
+    if v.is_empty() || v.len() > 5 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
 /// The request bytes seen so far, kept until the response head so a refused stream can be
@@ -198,16 +281,19 @@ struct Call<'a> {
     epoch: &'a WorkerEpoch,
     conn: &'a ConnState,
     grpc: bool,
+    /// Telemetry: backend, status, timings and spans of this stream.
+    note: &'a ExchangeNote,
 }
 
 impl Call<'_> {
     async fn run(
         &self,
-        req: Request<RecvStream>,
+        parts: &http::request::Parts,
+        mut body: RecvStream,
+        capture: &mut BodyCapture,
         respond: &mut SendResponse<Bytes>,
         down: &mut Option<SendStream<Bytes>>,
     ) -> Result<(), Fail> {
-        let (parts, mut body) = req.into_parts();
         let headers_only = body.is_end_stream();
         let replay =
             RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() });
@@ -219,20 +305,25 @@ impl Call<'_> {
             if attempts > ups.len() + 4 {
                 return Err(ProxyError::BadGateway("upstream refused the stream").into());
             }
+            let pick = self.note.phase("pick");
             let (i, up) = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            drop(pick);
             let outcome = match up.backend.url.protocol {
                 BackendProtocol::H2c => {
-                    let lease = match up
+                    let connect = self.note.phase("upstream_connect");
+                    let leased = up
                         .h2
                         .lease(
                             up.backend.url.addr,
                             &self.ctx.http2,
                             self.epoch.epoch.timeouts.upstream_connect(),
                         )
-                        .await
-                    {
+                        .await;
+                    drop(connect);
+                    let lease = match leased {
                         Ok(lease) => {
                             up.stats.record_connect_success();
+                            self.note.set_backend(i);
                             lease
                         }
                         Err(LeaseError::Connect(e)) => {
@@ -248,8 +339,9 @@ impl Call<'_> {
                     self.attempt_h2(
                         up,
                         lease,
-                        &parts,
+                        parts,
                         &mut body,
+                        capture,
                         &replay,
                         headers_only,
                         respond,
@@ -260,7 +352,16 @@ impl Call<'_> {
                 BackendProtocol::Http1 => {
                     tried[i] = true;
                     super::to_h1::forward(
-                        self.ctx, self.epoch, up, self.conn, &parts, &mut body, respond, down,
+                        self.ctx,
+                        self.epoch,
+                        (i, up),
+                        self.conn,
+                        self.note,
+                        parts,
+                        &mut body,
+                        capture,
+                        respond,
+                        down,
                     )
                     .await
                 }
@@ -304,6 +405,7 @@ impl Call<'_> {
         lease: Lease,
         parts: &http::request::Parts,
         body: &mut RecvStream,
+        capture: &mut BodyCapture,
         replay: &RefCell<Replay>,
         headers_only: bool,
         respond: &mut SendResponse<Bytes>,
@@ -325,7 +427,9 @@ impl Call<'_> {
             }
         };
         let _in_flight = up.stats.begin();
+        let _span = self.note.phase("upstream_exchange");
         let started = Instant::now();
+        let note = self.note;
 
         // The request side: what was already seen (after a refused attempt), then the rest.
         let send = async {
@@ -348,7 +452,8 @@ impl Call<'_> {
                     None => Ok(()),
                 };
             }
-            pump(body, &mut up_send, Some(replay)).await
+            // Chunks resent from `replay` were captured when they first arrived.
+            pump(body, &mut up_send, Some(replay), |c| capture.tap(c), |_| {}).await
         };
 
         // The response side: the head, then the body and trailers.
@@ -376,7 +481,13 @@ impl Call<'_> {
             replay.borrow_mut().stop();
             let elapsed = started.elapsed();
             up.stats.record_response_time(now_ms(), elapsed);
-            up.metrics.record(res.status().as_u16(), elapsed.as_micros() as u64);
+            note.response(res.status().as_u16(), elapsed);
+            let _respond = note.phase("respond");
+            // A trailers-only response carries its grpc-status in the headers.
+            if let Some(code) = grpc_status(res.headers()) {
+                note.set_grpc_status(code);
+            }
+            note.sent(response_head_bytes(res.headers()));
             let (head, mut res_body) = res.into_parts();
             let eos = res_body.is_end_stream();
             let d = respond
@@ -386,7 +497,13 @@ impl Call<'_> {
                 return Ok(());
             }
             let d = down.insert(d);
-            match pump(&mut res_body, d, None).await {
+            let on_trailers = |t: &HeaderMap| {
+                note.sent(header_bytes(t));
+                if let Some(code) = grpc_status(t) {
+                    note.set_grpc_status(code);
+                }
+            };
+            match pump(&mut res_body, d, None, |c| note.sent(c.len() as u64), on_trailers).await {
                 Ok(()) => Ok(()),
                 Err(PumpError::Dst(_)) => Err(Retry::Fail(Fail::ClientGone)),
                 Err(PumpError::Src(e)) => match self.upstream_failed(&lease, &e) {
@@ -499,10 +616,13 @@ pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
 }
 
 /// Moves a stream's DATA and trailers from `src` to `dst`, chunk by chunk, under flow control.
+/// `on_data` sees each DATA payload and `on_trailers` the trailers, as they pass.
 async fn pump(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     replay: Option<&RefCell<Replay>>,
+    mut on_data: impl FnMut(&[u8]),
+    on_trailers: impl FnOnce(&HeaderMap),
 ) -> Result<(), PumpError> {
     loop {
         let next = monoio::select! {
@@ -521,6 +641,7 @@ async fn pump(
         };
         let len = chunk.len();
         let end = src.is_end_stream();
+        on_data(&chunk);
         if let Some(r) = replay {
             let mut r = r.borrow_mut();
             r.record(&chunk);
@@ -549,7 +670,10 @@ async fn pump(
         }
     }
     match trailers {
-        Some(t) => dst.send_trailers(t).map_err(PumpError::Dst),
+        Some(t) => {
+            on_trailers(&t);
+            dst.send_trailers(t).map_err(PumpError::Dst)
+        }
         None => dst.send_data(Bytes::new(), true).map_err(PumpError::Dst),
     }
 }

@@ -14,13 +14,15 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-use super::forward::{Fail, Retry, append_forwarded_for, send_data};
+use super::forward::{Fail, Retry, append_forwarded_for, response_head_bytes, send_data};
 use super::server::ConnState;
 use crate::balance::stats::now_ms;
 use crate::proxy::body::ChunkedDecoder;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::MAX_HEADERS;
 use crate::proxy::pool::{Upstream, UpstreamConn};
+use crate::telemetry::BodyTap as _;
+use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
 /// Pooled connections idle longer than this are not reused (no liveness probe here).
@@ -56,10 +58,12 @@ fn bad(msg: &'static str) -> Retry {
 pub(super) async fn forward(
     ctx: &WorkerCtx,
     epoch: &WorkerEpoch,
-    up: &Upstream,
+    (index, up): (usize, &Upstream),
     conn_state: &ConnState,
+    note: &ExchangeNote,
     parts: &http::request::Parts,
     body: &mut RecvStream,
+    capture: &mut BodyCapture,
     respond: &mut SendResponse<Bytes>,
     down: &mut Option<SendStream<Bytes>>,
 ) -> Result<(), Retry> {
@@ -70,6 +74,7 @@ pub(super) async fn forward(
             Some(_) => continue,
             None => {}
         }
+        let _connect = note.phase("upstream_connect");
         match timeout(timeouts.upstream_connect(), TcpStream::connect_addr(up.backend.url.addr))
             .await
         {
@@ -87,7 +92,9 @@ pub(super) async fn forward(
             }
         }
     };
+    note.set_backend(index);
     let _in_flight = up.stats.begin();
+    let _span = note.phase("upstream_exchange");
     let headers_only = body.is_end_stream();
     let is_head = parts.method == http::Method::HEAD;
     let declared_len = parts
@@ -115,6 +122,7 @@ pub(super) async fn forward(
                 None => break,
             };
             let len = chunk.len();
+            capture.tap(&chunk);
             if chunked && len > 0 {
                 let (r, _) = conn.w.write_all(format!("{len:x}\r\n").into_bytes()).await;
                 r.map_err(|_| bad("upstream connection failed"))?;
@@ -160,7 +168,9 @@ pub(super) async fn forward(
     conn.buf.consume(head_len);
     let elapsed = started.elapsed();
     up.stats.record_response_time(now_ms(), elapsed);
-    up.metrics.record(response.status().as_u16(), elapsed.as_micros() as u64);
+    note.response(response.status().as_u16(), elapsed);
+    let _respond = note.phase("respond");
+    note.sent(response_head_bytes(response.headers()));
     let eos = matches!(framing, Framing::None | Framing::Length(0));
     let d = respond.send_response(response, eos).map_err(|_| Retry::Fail(Fail::ClientGone))?;
     if eos {
@@ -186,6 +196,7 @@ pub(super) async fn forward(
                     conn.buf.consume(n);
                     left -= n as u64;
                     let last = framing != Framing::UntilClose && left == 0;
+                    note.sent(n as u64);
                     send_data(d, chunk, last).await.map_err(|_| Retry::Fail(Fail::ClientGone))?;
                     if last {
                         break;
@@ -200,6 +211,7 @@ pub(super) async fn forward(
                     conn.buf.consume(used);
                     let done = decoder.is_done();
                     if !payload.is_empty() || done {
+                        note.sent(payload.len() as u64);
                         send_data(d, Bytes::from(payload), done)
                             .await
                             .map_err(|_| Retry::Fail(Fail::ClientGone))?;

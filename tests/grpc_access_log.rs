@@ -1,0 +1,279 @@
+//! Telemetry of HTTP/2 streams through the real binary: one access record per gRPC call or
+//! plain HTTP/2 request (failed ones included, with the gRPC status the client got), the
+//! request body captured as its DATA frames stream upstream (base64 for gRPC), `/metrics`
+//! counting the calls like HTTP/1.1 requests, and spans with `traceparent` honoured.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "grpc_common/echo.rs"]
+mod echo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Fulcrum, TempFile, TestBackend, wait_until};
+use echo::{EchoRequest, EchoState};
+use serde_json::Value;
+use tonic::codegen::http;
+
+const SECRET: &str = "grpc-access-log-secret-0123456789abcdef";
+
+/// A tonic echo backend on its own thread, for the life of the test process.
+fn echo_backend(name: &str) -> String {
+    let listener = echo::bind("127.0.0.1:0".parse().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(EchoState { name: name.to_owned(), ..Default::default() });
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            echo::serve(tokio::net::TcpListener::from_std(listener).unwrap(), state).await;
+        });
+    });
+    format!("h2c://{addr}")
+}
+
+/// Fulcrum with one worker, an admin listener (for `/metrics`) and the access log in a file.
+struct Lb {
+    f: Fulcrum,
+    admin: SocketAddr,
+    log: TempFile,
+    _conf: TempFile,
+}
+
+fn start(backends: &[String], telemetry: &str) -> Lb {
+    let log = TempFile::with_contents("h2-access", "");
+    std::fs::remove_file(log.path()).unwrap();
+    let conf = TempFile::with_contents(
+        "h2-conf",
+        &format!("workers = 1\n[admin]\njwt_secret = \"{SECRET}\"\n[telemetry]\n{telemetry}\n"),
+    );
+    let mut args = vec!["--config".to_owned(), conf.path_str()];
+    for b in backends {
+        args.extend(["--backend".to_owned(), b.clone()]);
+    }
+    args.extend(["--access-log".to_owned(), log.path_str()]);
+    let f = Fulcrum::start(&args);
+    let line = f
+        .wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
+        .expect("admin listening line");
+    let admin = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .expect("admin addr");
+    Lb { f, admin, log, _conf: conf }
+}
+
+impl Lb {
+    /// One series of `/metrics` (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        let text = Client::connect(self.admin).get("/metrics").unwrap().text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// Stops Fulcrum (the log is flushed on SIGTERM) and returns its records.
+    fn records(mut self) -> (Vec<Value>, String) {
+        self.f.sigterm();
+        assert!(self.f.wait_exit(Duration::from_secs(15)).success());
+        let text = std::fs::read_to_string(self.log.path()).unwrap();
+        let records = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        (records, self.f.log_text())
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), f).await.expect("test timed out")
+    })
+}
+
+/// What a raw HTTP/2 request got back.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Answer {
+    /// The gRPC status: from the trailers, or the headers of a trailers-only response.
+    fn grpc_status(&self) -> u64 {
+        let v = self.trailers.as_ref().and_then(|t| t.get("grpc-status"));
+        let v = v.or_else(|| self.headers.get("grpc-status")).expect("grpc-status");
+        v.to_str().unwrap().parse().unwrap()
+    }
+}
+
+/// One request on a fresh h2c connection (prior knowledge); the body goes in one DATA frame.
+async fn h2_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut builder = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let empty = body.is_empty();
+    let (response, mut up) = send.send_request(builder.body(()).unwrap(), empty).unwrap();
+    if !empty {
+        up.send_data(body.into(), true).unwrap();
+    }
+    let res = response.await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let mut recv = res.into_body();
+    while let Some(d) = recv.data().await {
+        let d = d.unwrap();
+        let _ = recv.flow_control().release_capacity(d.len());
+    }
+    let trailers = recv.trailers().await.unwrap();
+    Answer { status, headers, trailers }
+}
+
+/// A gRPC message in its length-prefixed frame, as it crosses the wire.
+fn framed(req: &EchoRequest) -> Vec<u8> {
+    let msg = prost::Message::encode_to_vec(req);
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    out
+}
+
+async fn grpc_call(addr: SocketAddr, path: &str, extra: &[(&str, &str)], body: Vec<u8>) -> Answer {
+    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
+    headers.extend_from_slice(extra);
+    h2_request(addr, "POST", path, &headers, body).await
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn only<'a>(records: &'a [Value], path: &str) -> &'a Value {
+    let found: Vec<&Value> = records.iter().filter(|r| r["path"] == path).collect();
+    assert_eq!(found.len(), 1, "one record for {path}: {records:#?}");
+    found[0]
+}
+
+#[test]
+fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
+    let url = echo_backend("b1");
+    let lb = start(std::slice::from_ref(&url), "");
+    let addr = lb.f.addr();
+    let hello = framed(&EchoRequest { message: "hello".into(), ..Default::default() });
+    run(async {
+        // OK, unary.
+        let a = grpc_call(addr, "/echo.Echo/Unary", &[], hello.clone()).await;
+        assert_eq!((a.status, a.grpc_status()), (200, 0));
+        // NOT_FOUND, trailers-only.
+        let req = EchoRequest { fail_code: 5, ..Default::default() };
+        let a = grpc_call(addr, "/echo.Echo/Unary?nf", &[], framed(&req)).await;
+        assert_eq!((a.status, a.grpc_status()), (200, 5));
+        // FAILED_PRECONDITION after two messages, in real trailers.
+        let req = EchoRequest { count: 2, fail_code: 9, ..Default::default() };
+        let a = grpc_call(addr, "/echo.Echo/ServerStream", &[], framed(&req)).await;
+        assert_eq!((a.status, a.grpc_status()), (200, 9));
+        // The deadline runs out: Fulcrum answers DEADLINE_EXCEEDED itself.
+        let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
+        let a = grpc_call(addr, "/echo.Echo/Unary?slow", &[("grpc-timeout", "200m")], framed(&req))
+            .await;
+        assert_eq!((a.status, a.grpc_status()), (200, 4));
+    });
+    // Metrics: every call counted against the backend, by HTTP status class, like HTTP/1.1.
+    let ok = format!("fulcrum_requests_total{{backend=\"{url}\",class=\"2xx\"}}");
+    assert!(wait_until(Duration::from_secs(5), || lb.metric(&ok) == 4.0), "{}", lb.metric(&ok));
+    let count = format!("fulcrum_request_duration_seconds_count{{backend=\"{url}\"}}");
+    assert_eq!(lb.metric(&count), 4.0);
+    assert_eq!(lb.metric(&format!("fulcrum_backend_in_flight{{backend=\"{url}\"}}")), 0.0);
+
+    let (records, _) = lb.records();
+    assert_eq!(records.len(), 4, "one record per call: {records:#?}");
+    let unary = only(&records, "/echo.Echo/Unary");
+    assert_eq!(unary["method"], "POST");
+    assert_eq!(unary["backend"], url.as_str());
+    assert_eq!((unary["status"].as_u64(), unary["grpc_status"].as_u64()), (Some(200), Some(0)));
+    assert_eq!(unary["body_encoding"], "base64", "gRPC bodies are binary: {unary}");
+    assert_eq!(unary["body"], base64(&hello).as_str());
+    assert_eq!(unary["body_bytes"], hello.len());
+    assert_eq!(unary["body_truncated"], false);
+    assert_eq!(unary["cache"], "off");
+    assert!(unary["bytes_in"].as_u64().unwrap() > hello.len() as u64);
+    assert!(unary["bytes_out"].as_u64().unwrap() > 5);
+    assert!(unary["upstream_us"].as_u64().unwrap() > 0);
+    assert!(unary["duration_us"].as_u64() >= unary["upstream_us"].as_u64());
+    assert_eq!(only(&records, "/echo.Echo/Unary?nf")["grpc_status"], 5);
+    assert_eq!(only(&records, "/echo.Echo/ServerStream")["grpc_status"], 9);
+    let slow = only(&records, "/echo.Echo/Unary?slow");
+    assert_eq!((slow["status"].as_u64(), slow["grpc_status"].as_u64()), (Some(200), Some(4)));
+    assert_eq!(slow["backend"], url.as_str(), "the call reached its backend");
+    assert!(slow["duration_us"].as_u64().unwrap() >= 150_000);
+}
+
+#[test]
+fn no_backend_calls_and_plain_http2_requests_are_recorded_and_traced() {
+    let http1 = TestBackend::named("h1");
+    let lb = start(&[http1.url()], "trace_sample_rate = 1.0\nlog_body_max_bytes = 5");
+    let addr = lb.f.addr();
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    run(async {
+        // gRPC never goes to an HTTP/1.1 backend: UNAVAILABLE from Fulcrum, no backend.
+        let body = framed(&EchoRequest { message: "x".into(), ..Default::default() });
+        let a = grpc_call(addr, "/echo.Echo/Unary", &[], body).await;
+        assert_eq!((a.status, a.grpc_status()), (200, 14));
+        // A plain HTTP/2 request is translated for the HTTP/1.1 backend.
+        let headers = [("content-length", "11"), ("traceparent", incoming)];
+        let a = h2_request(addr, "POST", "/plain?q=1", &headers, b"hello world".to_vec()).await;
+        assert_eq!(a.status, 200);
+        assert!(a.headers.get("grpc-status").is_none());
+    });
+    // The sampled traceparent was honoured: same trace, Fulcrum's span as the parent.
+    let seen = http1.last_request().unwrap();
+    let forwarded = seen.header("traceparent").unwrap();
+    assert!(forwarded.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{forwarded}");
+    assert!(!forwarded.contains("b7ad6b7169203331") && forwarded.ends_with("-01"), "{forwarded}");
+    let plain_ok = format!("fulcrum_requests_total{{backend=\"{}\",class=\"2xx\"}}", http1.url());
+    let none_ok = "fulcrum_requests_total{backend=\"none\",class=\"2xx\"}";
+    assert!(wait_until(Duration::from_secs(5), || lb.metric(&plain_ok) == 1.0
+        && lb.metric(none_ok) == 1.0));
+    // Spans of the plain request's phases, reported off the data path.
+    for phase in ["request", "pick", "upstream_connect", "upstream_exchange", "respond"] {
+        let want = format!("name={phase} trace_id=0af7651916cd43dd8448eb211c80319c");
+        assert!(
+            lb.f.wait_for_line(Duration::from_secs(5), |l| l.contains(&want)).is_some(),
+            "no {phase} span"
+        );
+    }
+
+    let (records, _) = lb.records();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let grpc = only(&records, "/echo.Echo/Unary");
+    assert_eq!(grpc["backend"], Value::Null);
+    assert_eq!((grpc["status"].as_u64(), grpc["grpc_status"].as_u64()), (Some(200), Some(14)));
+    assert_eq!(grpc["upstream_us"], 0);
+    let plain = only(&records, "/plain?q=1");
+    assert_eq!(plain["method"], "POST");
+    assert_eq!(plain["backend"], http1.url().as_str());
+    assert_eq!(plain["status"], 200);
+    assert!(plain.get("grpc_status").is_none(), "plain HTTP has no gRPC status: {plain}");
+    assert_eq!(
+        (plain["body"].as_str(), plain["body_encoding"].as_str()),
+        (Some("hello"), Some("utf8"))
+    );
+    assert_eq!(
+        (plain["body_bytes"].as_u64(), plain["body_truncated"].as_bool()),
+        (Some(11), Some(true))
+    );
+}
