@@ -22,6 +22,12 @@ Usage: ./bench.sh [SUITE] [OPTIONS]
 Suites:
   http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default)
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
+  grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
+                  (h2c://) against nginx grpc_pass and HAProxy proto h2
+  cache           cache hits, GET 1 KiB and 16 KiB: Fulcrum's response cache against
+                  nginx proxy_cache
+  all             every suite above, one after another, then one combined table
+                  (each suite also keeps its own report)
 
 Options:
   --runs N        measured runs per target and workload (default 3)
@@ -191,6 +197,7 @@ start_backends() {
     local dir=$TMP/backend
     mkdir -p "$dir/www" "$dir/tmp"
     head -c 16384 /dev/zero | tr '\0' 'x' >"$dir/www/16k"
+    head -c 1024 /dev/zero | tr '\0' 'x' >"$dir/www/1k"
     local srv port name
     {
         cat <<EOF
@@ -226,6 +233,7 @@ EOF
         add_header X-Backend $name;
         location = /small { return 200 "ok\n"; }
         location = /16k { }
+        location = /1k { }
         location = /post { return 200 "ok\n"; }
         location / { return 404; }
     }
@@ -689,7 +697,409 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     SUITE_NOTES+=$'\nTarget: full body logging costs at most 10% of throughput (log-body vs log-off).\n'
 }
 
+# ----------------------------------------------------------------- cache --
+# Every measured request is a cache hit: the warm-up fills the caches, and both caches keep
+# entries far longer than the runs last (Fulcrum ttl_ms 10 min, nginx proxy_cache_valid 10m).
+
+# hit_check TARGET PATH: the second of two requests must report a hit; warns otherwise.
+hit_check() {
+    local target=$1 path=$2 url h
+    url=${T_URL[$target]}$path
+    curl -fs --max-time 2 -o /dev/null "$url" || true
+    h=$(curl -fs --max-time 2 -o /dev/null -D - "$url" 2>/dev/null | tr -d '\r' |
+        awk -F': *' 'tolower($1) == "x-cache" { print $2 }')
+    [[ $h == HIT ]] || log "warning: $target$path: second request reported X-Cache '${h:-none}', not HIT"
+}
+
+suite_cache() {
+    workload c1k /1k "GET 1 KiB, cache hit, keep-alive"
+    workload c16k /16k "GET 16 KiB, cache hit, keep-alive"
+    local fu=$((PORT_BASE + 30)) fe=$((PORT_BASE + 31)) ng=$((PORT_BASE + 32))
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$fu" "$fe" "$ng"
+    prepare_fulcrum
+    start_backends
+    printf '[cache]\nenabled = true\nttl_ms = 600000\n' >"$TMP/cache.toml"
+    local driver port name err pid
+    if [[ -n $FULCRUM_OK ]]; then
+        for driver in io_uring epoll; do
+            name=fulcrum-$driver
+            port=$fu
+            [[ $driver == epoll ]] && port=$fe
+            err=$TMP/$name.stderr
+            taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" --config "$TMP/cache.toml" \
+                --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
+                --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
+            pid=$!
+            PIDS+=("$pid")
+            if wait_ready "$name" "$pid" "http://127.0.0.1:$port/1k"; then
+                register_target "$name" "$pid" "$port" "file:$err"
+                TARGETS+=("$name")
+            else
+                log "SKIPPING $name: not ready; last stderr lines:"
+                tail -n 10 "$err" >&2 || true
+            fi
+        done
+    fi
+
+    local dir=$TMP/nginx-cache
+    mkdir -p "$dir/tmp" "$dir/cache"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    sendfile on;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    proxy_cache_path $dir/cache levels=1:2 keys_zone=hits:10m max_size=256m inactive=60m use_temp_path=off;
+    upstream backends {
+        server 127.0.0.1:$BE1_PORT;
+        server 127.0.0.1:$BE2_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:$ng backlog=4096;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache hits;
+            proxy_cache_valid 200 10m;
+            proxy_cache_lock on;
+            add_header X-Cache \$upstream_cache_status;
+        }
+    }
+}
+EOF
+    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready nginx-cache "$pid" "http://127.0.0.1:$ng/1k"; then
+        register_target nginx-cache "$pid" "$ng" epoll
+        TARGETS+=(nginx-cache)
+    else
+        log "SKIPPING nginx-cache: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
+    fi
+    local t wl
+    for t in "${TARGETS[@]}"; do
+        for wl in "${WORKLOADS[@]}"; do
+            hit_check "$t" "${W_PATH[$wl]}"
+        done
+    done
+    log "targets: direct (backend, no cache) ${TARGETS[*]}"
+    bench_matrix
+
+    # Fulcrum's CPU per hit against nginx's (target: at most half).
+    local f n cpu ncpu
+    SUITE_NOTES=$'\n### CPU per cache hit against nginx proxy_cache\n\n| workload | target | CPU us/req median | nginx-cache CPU us/req median | ratio (target <= 0.50) |\n|---|---|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        n=$RESULTS/$wl.nginx-cache
+        [[ -s $n ]] || continue
+        ncpu=$(median_of "$n" 4)
+        for t in fulcrum-io_uring fulcrum-epoll; do
+            f=$RESULTS/$wl.$t
+            [[ -s $f ]] || continue
+            cpu=$(median_of "$f" 4)
+            SUITE_NOTES+=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v nc="$ncpu" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f |\n", w, t, c, nc, (nc > 0 ? c / nc : 0) }')
+            SUITE_NOTES+=$'\n'
+        done
+    done
+    SUITE_NOTES+=$'\nEvery measured request is a hit (the warm-up fills both caches; both TTLs outlast the runs). nginx proxy_cache keeps hits in files (page cache) and sends them with sendfile; Fulcrum keeps them in memory, one shard per worker. "direct" is one backend without any cache.\n'
+}
+
+# ------------------------------------------------------------------ grpc --
+# h2load replaces wrk: H2_CLIENTS connections, each with CONNECTIONS / H2_CLIENTS streams in
+# flight, so as many calls are outstanding as wrk has connections. The backends are two tonic
+# echo servers (examples/grpc_echo.rs, one process, one thread) on the load generator's CPU.
+
+H2_CLIENTS=4
+
+# wait_ready_grpc NAME PID BASE-URL: one gRPC call answered with grpc-status 0 (bounded, 5 s).
+wait_ready_grpc() {
+    local name=$1 pid=$2 url=$3 i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -s --http2-prior-knowledge --max-time 1 -o /dev/null -D - \
+            -H 'content-type: application/grpc' -H 'te: trailers' \
+            --data-binary @"$TMP/grpc-body" "$url/echo.Echo/Unary" 2>/dev/null |
+            grep -qi '^grpc-status: 0'; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name: not ready after 5 s ($url)"
+    return 1
+}
+
+# measure_h2load TARGET WORKLOAD SECONDS [record]: like `measure`, with h2load; p50/p99 come
+# from h2load's per-request log.
+measure_h2load() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/h2load.out
+    local reqlog=$TMP/h2load.reqlog t0=0 t1=0 streams=$((CONNECTIONS / H2_CLIENTS))
+    ((streams > 0)) || streams=1
+    if [[ -n $pid ]]; then
+        kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 0; }
+        t0=$(cpu_ticks "$pid")
+    fi
+    rm -f "$reqlog"
+    taskset -c "$GEN_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$streams" -D "$secs" \
+        -d "$TMP/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers' \
+        --log-file="$reqlog" "$url" >"$out" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then
+        WRK_PID=""
+        cat "$out" >&2
+        die "h2load failed against $target ($url)"
+    fi
+    WRK_PID=""
+    if [[ -n $pid ]]; then
+        if ! kill -0 "$pid" 2>/dev/null; then
+            T_DEAD[$target]="process exited during a run"
+            return 0
+        fi
+        t1=$(cpu_ticks "$pid")
+    fi
+    { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
+    [[ -n $record ]] || return 0
+    local ok failed errored timedout pcts
+    read -r ok failed errored timedout < <(awk '/^requests:/ {
+        for (i = 2; i <= NF; i++) {
+            if ($i ~ /^succeeded/) s = $(i - 1); if ($i ~ /^failed/) f = $(i - 1)
+            if ($i ~ /^errored/) e = $(i - 1); if ($i ~ /^timeout/) t = $(i - 1)
+        }
+        print s + 0, f + 0, e + 0, t + 0 }' "$out")
+    pcts=$(awk -F'\t' '{ print $3 }' "$reqlog" 2>/dev/null | sort -n | awk '{ a[n++] = $1 }
+        END { if (n == 0) { print "0 0"; exit } print a[int(n * 0.5)], a[int(n * 0.99)] }')
+    awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" -v ok="${ok:-0}" \
+        -v failed="${failed:-0}" -v errored="${errored:-0}" -v to="${timedout:-0}" -v secs="$secs" \
+        -v pcts="$pcts" 'BEGIN {
+            split(pcts, p, " ")
+            cpu = (haspid && ok > 0) ? sprintf("%.2f", ticks / hz * 1e6 / ok) : "-"
+            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", ok / secs, p[1] / 1000, p[2] / 1000, cpu,
+                0, errored, 0, failed, to, ok
+        }' >>"$RESULTS/$wl.$target"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+suite_grpc() {
+    command -v h2load >/dev/null 2>&1 || die "h2load not found: apt-get install -y nghttp2-client"
+    # EchoRequest { message: "hello" } in one gRPC frame (uncompressed, 7-byte message).
+    printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/grpc-body"
+    workload unary /echo.Echo/Unary \
+        "gRPC unary (12-byte call), h2c, $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT"
+    prepare_fulcrum
+    if ((BUILD)); then
+        log "cargo build --release --example grpc_echo ..."
+        cargo build --release --example grpc_echo >"$TMP/cargo-build-echo.log" 2>&1 ||
+            { tail -n 20 "$TMP/cargo-build-echo.log" >&2; die "cannot build examples/grpc_echo.rs"; }
+    fi
+    local echo_bin=$ROOT/target/release/examples/grpc_echo pid
+    [[ -x $echo_bin ]] || die "$echo_bin missing (run without --no-build once)"
+    taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/echo.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    { wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE1_PORT" &&
+        wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE2_PORT"; } ||
+        die "grpc_echo backend failed to start: $(tail -n 5 "$TMP/echo.log")"
+    T_URL[direct]="http://127.0.0.1:$BE1_PORT"
+    T_PID[direct]=""
+    T_DRIVER[direct]="-"
+
+    local driver port name err
+    if [[ -n $FULCRUM_OK ]]; then
+        for driver in io_uring epoll; do
+            name=fulcrum-$driver
+            port=$FULCRUM_URING_PORT
+            [[ $driver == epoll ]] && port=$FULCRUM_EPOLL_PORT
+            err=$TMP/$name.stderr
+            taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
+                --backend "h2c://127.0.0.1:$BE1_PORT" --backend "h2c://127.0.0.1:$BE2_PORT" \
+                --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
+            pid=$!
+            PIDS+=("$pid")
+            if wait_ready_grpc "$name" "$pid" "http://127.0.0.1:$port"; then
+                register_target "$name" "$pid" "$port" "file:$err"
+                TARGETS+=("$name")
+            else
+                log "SKIPPING $name: not ready; last stderr lines:"
+                tail -n 10 "$err" >&2 || true
+            fi
+        done
+    fi
+
+    local dir=$TMP/nginx-grpc
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    http2_max_requests 1000000;
+    keepalive_requests 1000000;
+    upstream grpc_backends {
+        server 127.0.0.1:$BE1_PORT;
+        server 127.0.0.1:$BE2_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT http2 backlog=4096;
+        location / { grpc_pass grpc://grpc_backends; }
+    }
+}
+EOF
+    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_grpc nginx "$pid" "http://127.0.0.1:$NGINX_PORT"; then
+        register_target nginx "$pid" "$NGINX_PORT" epoll
+        TARGETS+=(nginx)
+    else
+        log "SKIPPING nginx: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
+    fi
+
+    dir=$TMP/haproxy-grpc
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT proto h2
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1_PORT proto h2
+    server b2 127.0.0.1:$BE2_PORT proto h2
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
+    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_grpc haproxy "$pid" "http://127.0.0.1:$HAPROXY_PORT"; then
+        register_target haproxy "$pid" "$HAPROXY_PORT" epoll
+        TARGETS+=(haproxy)
+    else
+        log "SKIPPING haproxy: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    fi
+
+    log "targets: direct ${TARGETS[*]}"
+    local wl t r
+    for wl in "${WORKLOADS[@]}"; do
+        for t in direct "${TARGETS[@]}"; do
+            measure_h2load "$t" "$wl" "$WARMUP"
+        done
+        for ((r = 1; r <= RUNS; r++)); do
+            log "workload $wl: round $r/$RUNS"
+            for t in direct "${TARGETS[@]}"; do
+                [[ -z ${T_DEAD[$t]:-} ]] || continue
+                measure_h2load "$t" "$wl" "$DURATION" "run$r"
+            done
+        done
+    done
+    SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call. HAProxy to beat: about 19 us per h2c request on this kind of machine.\n'
+}
+
+# -------------------------------------------------------------------- all --
+# `./bench.sh all`: every suite_* function, each in its own ./bench.sh process (same options;
+# a suite's processes and ports are gone when it exits), then one table over all of them.
+
+run_all() {
+    local suites=() s rc report failed=() reports=()
+    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); print $3 }')
+    # Every suite's tools before the first one starts (the grpc suite also needs h2load).
+    command -v h2load >/dev/null 2>&1 ||
+        die "missing tool: h2load (grpc suite); install it with: apt-get install -y nghttp2-client"
+    check_tools
+    CLK_TCK=$(getconf CLK_TCK)
+    mkdir -p target/bench
+    STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+    local opts=(--runs "$RUNS" --duration "$DURATION" --connections "$CONNECTIONS")
+    ((BUILD)) || opts+=(--no-build)
+    for s in "${suites[@]}"; do
+        report=$ROOT/target/bench/results-$STAMP-$s.md
+        log "=== suite $s ($(date -u +%H:%M:%S))"
+        rc=0
+        BENCH_OUT=$report "$ROOT/bench.sh" "$s" "${opts[@]}" >/dev/null || rc=$?
+        if ((rc)) || [[ ! -s $report ]]; then
+            log "suite $s FAILED (exit $rc); going on with the others"
+            failed+=("$s")
+        else
+            reports+=("$s=$report")
+        fi
+    done
+    OUT=$ROOT/target/bench/results-$STAMP-all.md
+    SUITE="all ($(printf '%s ' "${suites[@]}" | sed 's/ $//'))"
+    # Each report's main tables (header `| target | io driver |`), prefixed with suite and workload.
+    local rows=""
+    for report in "${reports[@]}"; do
+        rows+=$(awk -v suite="${report%%=*}" '
+            /^### / { wl = substr($0, 5); next }
+            /^[|] target [|] io driver [|]/ { intable = 1; next }
+            /^[|]---/ { next }
+            intable && /^[|] / { print "| " suite " | " wl " " $0; next }
+            { intable = 0 }' "${report#*=}")$'\n'
+    done
+    {
+        print_header
+        # The io driver each Fulcrum target reported (peers and direct are left out).
+        printf -- '- io driver: %s\n' "$(awk -F' [|] ' 'NF > 4 && $3 !~ /^(direct|nginx|haproxy)/ && $4 != "-" { print $4 " (" $3 ")" }' <<<"$rows" |
+            sort -u | paste -sd, - | sed 's/,/, /g')"
+        printf '\n### All suites (min / median / max over the runs)\n\n'
+        printf '| suite | workload | target | io driver | req/s | p50 ms | p99 ms | CPU us/req | errors |\n'
+        printf '|---|---|---|---|---|---|---|---|---|\n'
+        printf '%s' "$rows"
+        ((${#failed[@]} == 0)) || printf '\nFailed suites (see the log above): %s\n' "${failed[*]}"
+        printf '\nPer-suite reports, with their notes:\n'
+        for report in "${reports[@]}"; do printf -- '- %s: %s\n' "${report%%=*}" "${report#*="$ROOT"/}"; done
+    } >"$OUT"
+    printf '\n'
+    cat "$OUT"
+    log "written to ${OUT#"$ROOT"/}"
+    ((${#failed[@]} == 0))
+}
+
 # ------------------------------------------------------------------- main --
+
+if [[ $SUITE == all ]]; then
+    run_all
+    exit
+fi
 
 declare -F "suite_$SUITE" >/dev/null ||
     die "unknown suite '$SUITE' (available: $(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); printf "%s%s", sep, $3; sep = " " }'))"
@@ -700,7 +1110,7 @@ RESULTS=$TMP/results
 mkdir -p "$RESULTS" target/bench
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW_LOG=$ROOT/target/bench/raw-$STAMP.log
-OUT=$ROOT/target/bench/results-$STAMP.md
+OUT=${BENCH_OUT:-$ROOT/target/bench/results-$STAMP.md} # set by `all` for each suite
 
 "suite_$SUITE"
 
