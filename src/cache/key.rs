@@ -25,19 +25,6 @@ use std::hash::{Hash, Hasher};
 
 use sha2::{Digest, Sha256};
 
-/// Headers that describe one connection rather than the request, never part of the key.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
-
 /// Version tag at the start of the material; bump it when the encoding changes.
 const DOMAIN: &[u8] = b"fulcrum-cache-key-v1";
 /// Record tag of one header line.
@@ -202,7 +189,7 @@ fn connection_lines<'a, 'h>(sorted: &'a [Line<'h>]) -> &'a [Line<'h>] {
 
 /// Whether a header line stays out of the key: hop-by-hop, named by `Connection`, or ignored.
 fn excluded(name: &str, connection: &[Line<'_>], ignore: &[String]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    crate::proxy::h1::is_hop_by_hop(name)
         || ignore.iter().any(|i| name.eq_ignore_ascii_case(i.trim()))
         || connection.iter().any(|l| {
             l.1.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))

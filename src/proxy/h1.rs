@@ -86,20 +86,23 @@ pub struct ResponseInfo {
 /// A parse outcome: a complete head, or more bytes needed.
 pub type Parsed<T> = Result<Option<T>, HeadError>;
 
-/// Headers never forwarded (hop-by-hop, or framing we re-emit ourselves).
-fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+/// Headers that describe one connection rather than the message (RFC 9110 7.6.1, plus the
+/// proxy-authentication pair): never forwarded, never part of a cache key.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Whether `name` is in [`HOP_BY_HOP`] (case-insensitive).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// Tokens of every `Connection` header, lowercased on comparison; at most 16 are honoured.

@@ -96,11 +96,7 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
             }
             _ => log.note.status(),
         };
-        let backend = log
-            .note
-            .backend()
-            .and_then(|i| epoch.upstreams.get(i))
-            .map(|up| (&up.metrics, up.backend.url.url.as_str()));
+        let backend = epoch.metrics_of(log.note.backend());
         ctx.telemetry.finish(log, backend, status);
         match result {
             Ok(true) if !ctx.is_draining() => {}

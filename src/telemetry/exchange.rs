@@ -85,17 +85,7 @@ impl WorkerTelemetry {
         });
         ExchangeLog {
             capture: BodyCapture { record, max: self.body_max, total: 0 },
-            note: ExchangeNote {
-                start: Instant::now(),
-                trace,
-                bytes_in: head_len as u64,
-                backend: Cell::new(None),
-                status: Cell::new(0),
-                upstream_us: Cell::new(0),
-                bytes_out: Cell::new(0),
-                cache: Cell::new(CacheStatus::Off),
-                grpc_status: Cell::new(None),
-            },
+            note: ExchangeNote::new(trace, head_len),
         }
     }
 
@@ -127,17 +117,7 @@ impl WorkerTelemetry {
         });
         let log = ExchangeLog {
             capture: BodyCapture { record, max: self.body_max, total: 0 },
-            note: ExchangeNote {
-                start: Instant::now(),
-                trace,
-                bytes_in: head_len as u64,
-                backend: Cell::new(None),
-                status: Cell::new(0),
-                upstream_us: Cell::new(0),
-                bytes_out: Cell::new(0),
-                cache: Cell::new(CacheStatus::Off),
-                grpc_status: Cell::new(None),
-            },
+            note: ExchangeNote::new(trace, head_len),
         };
         (log, forward)
     }
@@ -244,6 +224,21 @@ pub struct ExchangeNote {
 }
 
 impl ExchangeNote {
+    /// A note for an exchange that starts now with a request head of `head_len` bytes.
+    fn new(trace: RequestTrace, head_len: usize) -> Self {
+        Self {
+            start: Instant::now(),
+            trace,
+            bytes_in: head_len as u64,
+            backend: Cell::new(None),
+            status: Cell::new(0),
+            upstream_us: Cell::new(0),
+            bytes_out: Cell::new(0),
+            cache: Cell::new(CacheStatus::Off),
+            grpc_status: Cell::new(None),
+        }
+    }
+
     /// The request is being sent to backend `index` (in the pinned epoch's backends).
     #[inline]
     pub fn set_backend(&self, index: usize) {

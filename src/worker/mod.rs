@@ -42,6 +42,18 @@ pub struct WorkerEpoch {
     pub upstreams: Vec<Rc<Upstream>>,
 }
 
+impl WorkerEpoch {
+    /// The metrics and URL of the backend at `index` (as noted by an exchange), for the access
+    /// log and the per-backend metrics.
+    pub fn metrics_of(
+        &self,
+        index: Option<usize>,
+    ) -> Option<(&crate::telemetry::metrics::BackendMetrics, &str)> {
+        let up = self.upstreams.get(index?)?;
+        Some((&up.metrics, up.backend.url.url.as_str()))
+    }
+}
+
 /// Everything one worker owns. Lives in an `Rc` on the worker thread; never shared.
 pub struct WorkerCtx {
     /// Worker index (0-based).

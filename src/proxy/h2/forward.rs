@@ -110,11 +110,7 @@ pub async fn serve_stream(
         Ok(()) => log.note.status(),
         Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
     };
-    let backend = log
-        .note
-        .backend()
-        .and_then(|i| epoch.upstreams.get(i))
-        .map(|up| (&up.metrics, up.backend.url.url.as_str()));
+    let backend = epoch.metrics_of(log.note.backend());
     ctx.telemetry.finish(log, backend, status);
 }
 
