@@ -398,7 +398,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { buffer_bytes: 16 * 1024, max_headers: 100, max_body_bytes: 0 }
+        Self { buffer_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 0 }
     }
 }
 
