@@ -376,17 +376,20 @@ prepare_fulcrum() {
     FULCRUM_OK=1
 }
 
-# start_fulcrum DRIVER PORT
+# start_fulcrum DRIVER PORT SCHEME READY_FN READY_PATH [FLAGS...]: Fulcrum (1 worker, access log
+# off) on CPU 0 in front of both backends spoken to as SCHEME (http or h2c), registered as a
+# target once READY_FN (wait_ready or wait_ready_grpc) accepts http://127.0.0.1:PORT/READY_PATH.
 start_fulcrum() {
-    local driver=$1 port=$2 name=fulcrum-$1
+    local driver=$1 port=$2 scheme=$3 ready=$4 path=$5 name=fulcrum-$1
+    shift 5
     [[ -n $FULCRUM_OK ]] || return 0
     local err=$TMP/$name.stderr
     taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
-        --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
+        --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
+        --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
     PIDS+=("$pid")
-    if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/small"; then
+    if ! "$ready" "$name" "$pid" "http://127.0.0.1:$port$path"; then
         log "SKIPPING $name: it did not become ready; last stderr lines:"
         tail -n 10 "$err" >&2 || true
         kill -TERM "$pid" 2>/dev/null || true
@@ -608,8 +611,8 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "$NGINX_PORT" "$HAPROXY_PORT"
     prepare_fulcrum
     start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT"
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT"
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small
     start_nginx_proxy
     start_haproxy
     log "targets: direct ${TARGETS[*]}"
@@ -719,27 +722,8 @@ suite_cache() {
     prepare_fulcrum
     start_backends
     printf '[cache]\nenabled = true\nttl_ms = 600000\n' >"$TMP/cache.toml"
-    local driver port name err pid
-    if [[ -n $FULCRUM_OK ]]; then
-        for driver in io_uring epoll; do
-            name=fulcrum-$driver
-            port=$fu
-            [[ $driver == epoll ]] && port=$fe
-            err=$TMP/$name.stderr
-            taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" --config "$TMP/cache.toml" \
-                --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
-                --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
-            pid=$!
-            PIDS+=("$pid")
-            if wait_ready "$name" "$pid" "http://127.0.0.1:$port/1k"; then
-                register_target "$name" "$pid" "$port" "file:$err"
-                TARGETS+=("$name")
-            else
-                log "SKIPPING $name: not ready; last stderr lines:"
-                tail -n 10 "$err" >&2 || true
-            fi
-        done
-    fi
+    start_fulcrum io_uring "$fu" http wait_ready /1k --config "$TMP/cache.toml"
+    start_fulcrum epoll "$fe" http wait_ready /1k --config "$TMP/cache.toml"
 
     local dir=$TMP/nginx-cache
     mkdir -p "$dir/tmp" "$dir/cache"
@@ -921,27 +905,8 @@ suite_grpc() {
     T_PID[direct]=""
     T_DRIVER[direct]="-"
 
-    local driver port name err
-    if [[ -n $FULCRUM_OK ]]; then
-        for driver in io_uring epoll; do
-            name=fulcrum-$driver
-            port=$FULCRUM_URING_PORT
-            [[ $driver == epoll ]] && port=$FULCRUM_EPOLL_PORT
-            err=$TMP/$name.stderr
-            taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
-                --backend "h2c://127.0.0.1:$BE1_PORT" --backend "h2c://127.0.0.1:$BE2_PORT" \
-                --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
-            pid=$!
-            PIDS+=("$pid")
-            if wait_ready_grpc "$name" "$pid" "http://127.0.0.1:$port"; then
-                register_target "$name" "$pid" "$port" "file:$err"
-                TARGETS+=("$name")
-            else
-                log "SKIPPING $name: not ready; last stderr lines:"
-                tail -n 10 "$err" >&2 || true
-            fi
-        done
-    fi
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc ""
 
     local dir=$TMP/nginx-grpc
     mkdir -p "$dir/tmp"
