@@ -468,7 +468,11 @@ impl Call<'_> {
                     Some(r) => r,
                     None => return Err(Retry::Fail(Fail::Error(ProxyError::UpstreamTimeout))),
                 },
-                _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(Retry::Fail(Fail::ClientGone)),
+                _ = poll_fn(|cx| respond.poll_reset(cx)) => {
+                    // RST_STREAM from the client: it counts against the rapid-reset cap.
+                    self.conn.client_reset();
+                    return Err(Retry::Fail(Fail::ClientGone));
+                }
             };
             let res = match head {
                 Ok(res) => res,

@@ -118,7 +118,14 @@ pub(super) async fn forward(
             };
             let chunk = match next {
                 Some(Ok(c)) => c,
-                Some(Err(_)) => return Err(Retry::Fail(Fail::ClientGone)),
+                Some(Err(e)) => {
+                    // A stream the client reset counts against the rapid-reset cap, as on the
+                    // h2c path.
+                    if e.is_reset() && e.is_remote() {
+                        conn_state.client_reset();
+                    }
+                    return Err(Retry::Fail(Fail::ClientGone));
+                }
                 None => break,
             };
             let len = chunk.len();
