@@ -174,7 +174,7 @@ fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
     let lb = start(std::slice::from_ref(&url), "");
     let addr = lb.f.addr();
     let hello = framed(&EchoRequest { message: "hello".into(), ..Default::default() });
-    run(async {
+    let deadline_status = run(async {
         // OK, unary.
         let a = grpc_call(addr, "/echo.Echo/Unary", &[], hello.clone()).await;
         assert_eq!((a.status, a.grpc_status()), (200, 0));
@@ -186,11 +186,14 @@ fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
         let req = EchoRequest { count: 2, fail_code: 9, ..Default::default() };
         let a = grpc_call(addr, "/echo.Echo/ServerStream", &[], framed(&req)).await;
         assert_eq!((a.status, a.grpc_status()), (200, 9));
-        // The deadline runs out: Fulcrum answers DEADLINE_EXCEEDED itself.
+        // The deadline runs out. Fulcrum answers DEADLINE_EXCEEDED (4) itself, unless the tonic
+        // backend, which got the same grpc-timeout forwarded, times out first and answers
+        // CANCELLED (1): the two timers race by the forwarding latency.
         let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
         let a = grpc_call(addr, "/echo.Echo/Unary?slow", &[("grpc-timeout", "200m")], framed(&req))
             .await;
-        assert_eq!((a.status, a.grpc_status()), (200, 4));
+        assert!(matches!((a.status, a.grpc_status()), (200, 4 | 1)), "{:?}", a.grpc_status());
+        a.grpc_status()
     });
     // Metrics: every call counted against the backend, by HTTP status class, like HTTP/1.1.
     let ok = format!("fulcrum_requests_total{{backend=\"{url}\",class=\"2xx\"}}");
@@ -217,7 +220,11 @@ fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
     assert_eq!(only(&records, "/echo.Echo/Unary?nf")["grpc_status"], 5);
     assert_eq!(only(&records, "/echo.Echo/ServerStream")["grpc_status"], 9);
     let slow = only(&records, "/echo.Echo/Unary?slow");
-    assert_eq!((slow["status"].as_u64(), slow["grpc_status"].as_u64()), (Some(200), Some(4)));
+    // The record carries the status the client got.
+    assert_eq!(
+        (slow["status"].as_u64(), slow["grpc_status"].as_u64()),
+        (Some(200), Some(deadline_status))
+    );
     assert_eq!(slow["backend"], url.as_str(), "the call reached its backend");
     assert!(slow["duration_us"].as_u64().unwrap() >= 150_000);
 }
