@@ -286,8 +286,8 @@ impl FromStr for IoDriverChoice {
     }
 }
 
-/// Timeouts for every phase of a proxied exchange, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Timeouts for every phase of a proxied exchange, in milliseconds (also the admin API's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Time allowed for a whole request head once its first byte arrived.
@@ -353,7 +353,7 @@ impl Timeouts {
 }
 
 /// Passive health: eject a backend after `max_fails` consecutive connect failures for `eject_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveHealth {
     /// Consecutive connect failures that eject a backend (K).

@@ -20,6 +20,7 @@ use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use crate::balance::Algorithm;
 use crate::cache::CachePolicy;
+use crate::config::{PassiveHealth, Timeouts};
 use crate::control::{BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
@@ -282,34 +283,6 @@ pub struct IoDriverOut {
     pub workers: Vec<String>,
 }
 
-/// Phase timeouts, in milliseconds.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TimeoutsOut {
-    /// Whole request head, once its first byte arrived.
-    pub client_header_ms: u64,
-    /// Keep-alive idle time between client requests.
-    pub client_idle_ms: u64,
-    /// Longest gap between two reads of a request body.
-    pub client_body_ms: u64,
-    /// Longest stall of a write to the client.
-    pub client_send_ms: u64,
-    /// Upstream TCP connect.
-    pub upstream_connect_ms: u64,
-    /// Request sent to response head, and gaps between response body reads.
-    pub upstream_response_ms: u64,
-    /// Graceful shutdown drain.
-    pub drain_ms: u64,
-}
-
-/// Passive health checking.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HealthOut {
-    /// Consecutive connect failures that eject a backend.
-    pub max_fails: u32,
-    /// How long an ejected backend is skipped, in milliseconds.
-    pub eject_ms: u64,
-}
-
 /// Limits and tuning that are fixed at start.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LimitsOut {
@@ -362,9 +335,9 @@ pub struct ConfigOut {
     /// io driver.
     pub io_driver: IoDriverOut,
     /// Phase timeouts.
-    pub timeouts: TimeoutsOut,
+    pub timeouts: Timeouts,
     /// Passive health checking.
-    pub health: HealthOut,
+    pub health: PassiveHealth,
     /// Limits and tuning.
     pub limits: LimitsOut,
     /// Admin API settings.
@@ -732,16 +705,8 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             configured: io_driver_choice(c.io_driver).into(),
             workers: app.drivers.iter().map(ToString::to_string).collect(),
         },
-        timeouts: TimeoutsOut {
-            client_header_ms: t.client_header_ms,
-            client_idle_ms: t.client_idle_ms,
-            client_body_ms: t.client_body_ms,
-            client_send_ms: t.client_send_ms,
-            upstream_connect_ms: t.upstream_connect_ms,
-            upstream_response_ms: t.upstream_response_ms,
-            drain_ms: t.drain_ms,
-        },
-        health: HealthOut { max_fails: c.health.max_fails, eject_ms: c.health.eject_ms },
+        timeouts: *t,
+        health: c.health,
         limits: LimitsOut {
             buffer_bytes: c.limits.buffer_bytes,
             max_headers: c.limits.max_headers,
