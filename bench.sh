@@ -447,38 +447,49 @@ RESULTS=$TMP/results # set again after TMP exists
 SUITE_NOTES="" # extra markdown a suite appends to the results
 RAW_LOG=""
 
-# measure TARGET WORKLOAD SECONDS [record]: one wrk run; with "record",
-# appends "rps p50_ms p99_ms cpu_us_per_req connect read write status timeout requests".
-measure() {
-    local target=$1 wl=$2 secs=$3 record=${4:-}
-    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/wrk.out
-    local t0=0 t1=0
+# timed_run TARGET OUT CMD...: one load-generator run (in the background, so that a signal
+# interrupts `wait` and cleanup runs at once) between two CPU readings of the target's process,
+# left in T0 and T1 (0 for a target without a process). Returns 1, marking the target dead, when
+# its process is gone before or after the run; dies when the generator fails.
+T0=0
+T1=0
+timed_run() {
+    local target=$1 out=$2 pid=${T_PID[$1]}
+    shift 2
+    T0=0 T1=0
     if [[ -n $pid ]]; then
-        kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 0; }
-        t0=$(cpu_ticks "$pid")
+        kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 1; }
+        T0=$(cpu_ticks "$pid")
     fi
-    # In the background so that a signal interrupts `wait` and cleanup runs at once.
-    taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency \
-        -s "${W_LUA[$wl]}" "$url" >"$out" 2>&1 &
+    "$@" >"$out" 2>&1 &
     WRK_PID=$!
     if ! wait "$WRK_PID"; then
         WRK_PID=""
         cat "$out" >&2
-        die "wrk failed against $target ($url)"
+        die "${4:-load generator} failed against $target (${*: -1})"
     fi
     WRK_PID=""
     if [[ -n $pid ]]; then
         if ! kill -0 "$pid" 2>/dev/null; then
             T_DEAD[$target]="process exited during a run"
-            return 0
+            return 1
         fi
-        t1=$(cpu_ticks "$pid")
+        T1=$(cpu_ticks "$pid")
     fi
+}
+
+# measure TARGET WORKLOAD SECONDS [record]: one wrk run; with "record",
+# appends "rps p50_ms p99_ms cpu_us_per_req connect read write status timeout requests".
+measure() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/wrk.out
+    timed_run "$target" "$out" taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" \
+        --latency -s "${W_LUA[$wl]}" "$url" || return 0
     { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
     [[ -n $record ]] || return 0
     local line
     line=$(grep '^BENCH ' "$out") || die "no summary line in wrk output for $target/$wl"
-    awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
+    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
         {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
@@ -833,30 +844,12 @@ wait_ready_grpc() {
 measure_h2load() {
     local target=$1 wl=$2 secs=$3 record=${4:-}
     local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/h2load.out
-    local reqlog=$TMP/h2load.reqlog t0=0 t1=0 streams=$((CONNECTIONS / H2_CLIENTS))
+    local reqlog=$TMP/h2load.reqlog streams=$((CONNECTIONS / H2_CLIENTS))
     ((streams > 0)) || streams=1
-    if [[ -n $pid ]]; then
-        kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 0; }
-        t0=$(cpu_ticks "$pid")
-    fi
     rm -f "$reqlog"
-    taskset -c "$GEN_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$streams" -D "$secs" \
-        -d "$TMP/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers' \
-        --log-file="$reqlog" "$url" >"$out" 2>&1 &
-    WRK_PID=$!
-    if ! wait "$WRK_PID"; then
-        WRK_PID=""
-        cat "$out" >&2
-        die "h2load failed against $target ($url)"
-    fi
-    WRK_PID=""
-    if [[ -n $pid ]]; then
-        if ! kill -0 "$pid" 2>/dev/null; then
-            T_DEAD[$target]="process exited during a run"
-            return 0
-        fi
-        t1=$(cpu_ticks "$pid")
-    fi
+    timed_run "$target" "$out" taskset -c "$GEN_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$streams" \
+        -D "$secs" -d "$TMP/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers' \
+        --log-file="$reqlog" "$url" || return 0
     { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
     [[ -n $record ]] || return 0
     local ok failed errored timedout pcts
@@ -868,7 +861,7 @@ measure_h2load() {
         print s + 0, f + 0, e + 0, t + 0 }' "$out")
     pcts=$(awk -F'\t' '{ print $3 }' "$reqlog" 2>/dev/null | sort -n | awk '{ a[n++] = $1 }
         END { if (n == 0) { print "0 0"; exit } print a[int(n * 0.5)], a[int(n * 0.99)] }')
-    awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" -v ok="${ok:-0}" \
+    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" -v ok="${ok:-0}" \
         -v failed="${failed:-0}" -v errored="${errored:-0}" -v to="${timedout:-0}" -v secs="$secs" \
         -v pcts="$pcts" 'BEGIN {
             split(pcts, p, " ")
