@@ -28,11 +28,17 @@ Suites:
                   nginx proxy_cache
   all             every suite above, one after another, then one combined table
                   (each suite also keeps its own report)
+  soak            not part of `all`: Fulcrum alone under steady wrk load for --duration
+                  (default 3m), then a connection flood, then idle, with its RSS sampled
+                  every second (target/bench/soak-rss-<timestamp>.csv): memory flat under
+                  load, and back to baseline after the flood?
 
 Options:
   --runs N        measured runs per target and workload (default 3)
-  --duration S    seconds per measured run (default 5)
+  --duration S    seconds per measured run (default 5); `Nm` = N minutes
   --connections C wrk connections (default 32)
+  --flood N       soak: concurrent connections of each flood round (default 2000, at most a
+                  third of `ulimit -n`)
   --quick         smoke test: 1 run of 2 s
   --no-build      do not run `cargo build --release` (use target/release/fulcrum as is)
   -h, --help      this text
@@ -51,6 +57,8 @@ EOF
 
 RUNS=3
 DURATION=5
+DURATION_SET=0
+FLOOD=2000
 CONNECTIONS=32
 WARMUP=1
 BUILD=1
@@ -71,7 +79,14 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 while (($#)); do
     case $1 in
         --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
-        --duration) DURATION=${2:?--duration needs a value}; DURATION=${DURATION%s}; shift 2 ;;
+        --duration)
+            DURATION=${2:?--duration needs a value}
+            DURATION=${DURATION%s}
+            [[ $DURATION =~ ^([0-9]+)m$ ]] && DURATION=$((BASH_REMATCH[1] * 60))
+            DURATION_SET=1
+            shift 2
+            ;;
+        --flood) FLOOD=${2:?--flood needs a value}; shift 2 ;;
         --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
         --quick) RUNS=1; DURATION=2; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -83,6 +98,7 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive integer"
+[[ $FLOOD =~ ^[1-9][0-9]*$ ]] || die "--flood must be a positive integer"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -599,6 +615,11 @@ print_header() {
         "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
     printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
         "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    if [[ $SUITE == soak ]]; then
+        printf -- '- soak: %s s steady load, then %s flood rounds of %s s; RSS = VmRSS of the Fulcrum process, sampled every second\n' \
+            "$DURATION" "$SOAK_FLOOD_ROUNDS" "$SOAK_FLOOD_SECS"
+        return 0
+    fi
     printf -- '- runs: %s x %ss per target and workload (after %ss warm-up), targets interleaved per round; min / median / max\n' \
         "$RUNS" "$DURATION" "$WARMUP"
     printf -- '- CPU us/req: balancer process utime+stime (/proc/PID/stat, %s ticks/s) over the run / completed requests\n' "$CLK_TCK"
@@ -993,13 +1014,180 @@ EOF
     SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call. HAProxy to beat: about 19 us per h2c request on this kind of machine.\n'
 }
 
+# ------------------------------------------------------------------ soak --
+# `./bench.sh soak [--duration 3m] [--flood N]`: Fulcrum (io_uring, 1 worker) alone in front of
+# the nginx backends. Phases: idle (baseline), steady wrk load for --duration (default 3 min;
+# GET 3 B, GET 16 KiB and POST 1 KiB in turn), idle, a connection flood (3 rounds of --flood
+# concurrent keep-alive connections for 10 s each, all opened at once and closed at the end),
+# then idle again. A sampler writes Fulcrum's VmRSS (/proc/PID/status) and open fds once a
+# second, with the phase, to target/bench/soak-rss-<timestamp>.csv; the report compares the
+# phases. At the end, if gdb is installed, glibc's malloc_trim(0) is called in the process to
+# show how much of what is left is free memory the allocator kept.
+
+SOAK_IDLE_SECS=10
+SOAK_FLOOD_ROUNDS=3
+SOAK_FLOOD_SECS=10
+
+# vm_rss_kib PID: resident set size in KiB, or nothing when the process is gone.
+vm_rss_kib() {
+    awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || true
+}
+
+# soak_sampler PID CSV PHASE-FILE: one "seconds,phase,rss_kib,fds" line a second while PID lives.
+soak_sampler() {
+    local pid=$1 csv=$2 phase_file=$3 start=$SECONDS rss fds
+    echo "seconds,phase,rss_kib,fds" >"$csv"
+    while rss=$(vm_rss_kib "$pid") && [[ -n $rss ]]; do
+        fds=(/proc/"$pid"/fd/*)
+        echo "$((SECONDS - start)),$(<"$phase_file"),$rss,${#fds[@]}" >>"$csv"
+        sleep 1
+    done
+}
+
+# soak_phase NAME: what the following samples are labelled with.
+soak_phase() {
+    echo "$1" >"$TMP/soak-phase"
+    log "soak: phase $1 ($(date -u +%H:%M:%S))"
+}
+
+# soak_wrk SECS CONNS OUT: one wrk run against Fulcrum (no CPU reading; dies if wrk fails).
+soak_wrk() {
+    timed_run direct "$3" taskset -c "$GEN_CPU" wrk -t1 -c"$2" -d"$1s" --timeout 10s \
+        -s "$TMP/soak.lua" "${T_URL[fulcrum-io_uring]}/small"
+    cat "$3" >>"$RAW_LOG"
+}
+
+# soak_stat CSV COLUMN PHASE [FIRST|LAST SECS]: "min mean max samples" of COLUMN (3 = RSS KiB,
+# 4 = open fds) over the samples of PHASE, optionally only its first or last SECS seconds.
+soak_stat() {
+    awk -F, -v col="$2" -v ph="$3" -v which="${4:-}" -v secs="${5:-0}" '
+        BEGIN { n = 0; k = 0 }
+        NR > 1 && $2 == ph { t[n] = $1 + 0; v[n] = $col + 0; n++ }
+        END {
+            if (n == 0) { print "- - - 0"; exit }
+            lo = t[0]; hi = t[n - 1]
+            if (which == "FIRST") hi = t[0] + secs - 1
+            if (which == "LAST") lo = t[n - 1] - secs + 1
+            for (i = 0; i < n; i++) if (t[i] >= lo && t[i] <= hi) {
+                if (k == 0 || v[i] < mn) mn = v[i]
+                if (k == 0 || v[i] > mx) mx = v[i]
+                s += v[i]; k++
+            }
+            if (k == 0) { print "- - - 0"; exit }
+            printf "%d %.0f %d %d\n", mn, s / k, mx, k
+        }' "$1"
+}
+
+suite_soak() {
+    ((DURATION_SET)) || DURATION=180
+    local limit flood secs
+    limit=$(ulimit -n)
+    flood=$FLOOD
+    ((flood <= limit / 3)) || { flood=$((limit / 3)); log "soak: --flood capped to $flood (ulimit -n $limit)"; }
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT"
+    prepare_fulcrum
+    [[ -n $FULCRUM_OK ]] || die "the soak needs Fulcrum (see above)"
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small
+    [[ -n ${T_PID[fulcrum-io_uring]:-} ]] || die "Fulcrum did not start"
+    local pid=${T_PID[fulcrum-io_uring]} body
+    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    cat >"$TMP/soak.lua" <<LUA
+local paths = { "/small", "/16k", "/post" }
+local n = 0
+request = function()
+  n = n + 1
+  local p = paths[n % 3 + 1]
+  if p == "/post" then return wrk.format("POST", p, nil, "$body") end
+  return wrk.format("GET", p)
+end
+LUA
+    CSV=$ROOT/target/bench/soak-rss-$STAMP.csv
+    soak_phase start
+    soak_sampler "$pid" "$CSV" "$TMP/soak-phase" &
+    PIDS+=("$!")
+
+    soak_phase baseline
+    sleep "$SOAK_IDLE_SECS"
+    soak_phase steady
+    soak_wrk "$DURATION" "$CONNECTIONS" "$TMP/soak-steady.out"
+    soak_phase after-steady
+    sleep "$SOAK_IDLE_SECS"
+    local r
+    for ((r = 1; r <= SOAK_FLOOD_ROUNDS; r++)); do
+        soak_phase flood
+        soak_wrk "$SOAK_FLOOD_SECS" "$flood" "$TMP/soak-flood-$r.out"
+    done
+    soak_phase after-flood
+    sleep $((SOAK_IDLE_SECS * 3))
+    kill -0 "$pid" 2>/dev/null || die "Fulcrum exited during the soak"
+
+    # First and last minute of the steady phase (its halves when it is shorter than 2 minutes).
+    secs=$((DURATION >= 120 ? 60 : DURATION / 2))
+    ((secs > 0)) || secs=1
+    local base first last steady after_steady peak after_flood settled
+    base=$(soak_stat "$CSV" 3 baseline)
+    steady=$(soak_stat "$CSV" 3 steady)
+    first=$(soak_stat "$CSV" 3 steady FIRST "$secs")
+    last=$(soak_stat "$CSV" 3 steady LAST "$secs")
+    after_steady=$(soak_stat "$CSV" 3 after-steady LAST 3)
+    peak=$(soak_stat "$CSV" 3 flood)
+    after_flood=$(soak_stat "$CSV" 3 after-flood FIRST 5)
+    settled=$(soak_stat "$CSV" 3 after-flood LAST 5)
+    local fds_base fds_peak fds_settled trimmed=""
+    fds_base=$(soak_stat "$CSV" 4 baseline | awk '{ print $3 }')
+    fds_peak=$(soak_stat "$CSV" 4 flood | awk '{ print $3 }')
+    fds_settled=$(soak_stat "$CSV" 4 after-flood LAST 5 | awk '{ print $3 }')
+    if command -v gdb >/dev/null 2>&1 &&
+        timeout 60 gdb -p "$pid" -batch -ex 'call (int) malloc_trim(0)' >"$TMP/gdb.log" 2>&1; then
+        sleep 1
+        trimmed=$(vm_rss_kib "$pid")
+    else
+        log "soak: no malloc_trim figure (gdb missing or failed: $(tail -n 1 "$TMP/gdb.log" 2>/dev/null))"
+    fi
+    local reqs errs
+    reqs=$(awk '/requests in/ { print $1 }' "$TMP/soak-steady.out")
+    errs=$(awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s%s", sep, $0; sep = "; " }' \
+        "$TMP/soak-steady.out" "$TMP"/soak-flood-*.out)
+    row() { read -r mn mean mx k <<<"$2"; printf '| %s | %s | %s | %s | %s |\n' "$1" "$mn" "$mean" "$mx" "$k"; }
+    local mn mean mx k
+    SUITE_NOTES=$'\n### Fulcrum RSS (KiB) by phase\n\n| phase | min | mean | max | samples |\n|---|---|---|---|---|\n'
+    SUITE_NOTES+=$(
+        row "baseline (idle after start, ${SOAK_IDLE_SECS} s)" "$base"
+        row "steady load, all ${DURATION} s" "$steady"
+        row "steady load, first ${secs} s" "$first"
+        row "steady load, last ${secs} s" "$last"
+        row "idle after the load (last 3 s)" "$after_steady"
+        row "flood: ${SOAK_FLOOD_ROUNDS} x ${flood} connections, ${SOAK_FLOOD_SECS} s each" "$peak"
+        row "after the flood, first 5 s" "$after_flood"
+        row "after the flood, last 5 s (of $((SOAK_IDLE_SECS * 3)) s)" "$settled"
+        [[ -z $trimmed ]] || row "then, after glibc malloc_trim(0) (gdb)" "$trimmed $trimmed $trimmed 1"
+    )
+    local b l f s
+    b=$(awk '{ print $2 }' <<<"$base")
+    f=$(awk '{ print $2 }' <<<"$first")
+    l=$(awk '{ print $2 }' <<<"$last")
+    s=$(awk '{ print $2 }' <<<"$settled")
+    SUITE_NOTES+=$'\n\n'
+    SUITE_NOTES+=$(awk -v b="$b" -v f="$f" -v l="$l" -v s="$s" -v w="$secs" -v p="$(awk '{ print $3 }' <<<"$peak")" 'BEGIN {
+        printf "- steady load, mean of the last %d s vs the first %d s: %+.1f%% (%+d KiB)\n", w, w, (f > 0 ? (l / f - 1) * 100 : 0), l - f
+        printf "- flood peak vs baseline: %+d KiB; settled after the flood vs baseline: %+d KiB (%+.1f%%)\n", p - b, s - b, (b > 0 ? (s / b - 1) * 100 : 0)
+    }')
+    SUITE_NOTES+=$'\n'
+    SUITE_NOTES+="- open fds: baseline ${fds_base:-?}, flood peak ${fds_peak:-?}, after the flood ${fds_settled:-?}"
+    SUITE_NOTES+=$'\n'
+    SUITE_NOTES+="- steady load: ${reqs:-?} requests (wrk -c$CONNECTIONS, GET 3 B / GET 16 KiB / POST 1 KiB in turn); load generator errors: ${errs:-none}"
+    SUITE_NOTES+=$'\n'"- samples: ${CSV#"$ROOT"/}"$'\n'
+}
+
 # -------------------------------------------------------------------- all --
 # `./bench.sh all`: every suite_* function, each in its own ./bench.sh process (same options;
 # a suite's processes and ports are gone when it exits), then one table over all of them.
 
 run_all() {
     local suites=() s rc report failed=() reports=()
-    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); print $3 }')
+    # The soak is minutes long and reports memory, not speed: never part of `all`.
+    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" { sub(/^suite_/, "", $3); print $3 }')
     # Every suite's tools before the first one starts (the grpc suite also needs h2load).
     command -v h2load >/dev/null 2>&1 ||
         die "missing tool: h2load (grpc suite); install it with: apt-get install -y nghttp2-client"
