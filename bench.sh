@@ -1021,8 +1021,8 @@ EOF
 # concurrent keep-alive connections for 10 s each, all opened at once and closed at the end),
 # then idle again. A sampler writes Fulcrum's VmRSS (/proc/PID/status) and open fds once a
 # second, with the phase, to target/bench/soak-rss-<timestamp>.csv; the report compares the
-# phases. At the end, if gdb is installed, glibc's malloc_trim(0) is called in the process to
-# show how much of what is left is free memory the allocator kept.
+# phases. Allocator settings come from the environment (MALLOC_MMAP_THRESHOLD_, MALLOC_ARENA_MAX,
+# or LD_PRELOAD of another malloc for every process started); the report names any that are set.
 
 SOAK_IDLE_SECS=10
 SOAK_FLOOD_ROUNDS=3
@@ -1134,17 +1134,11 @@ LUA
     peak=$(soak_stat "$CSV" 3 flood)
     after_flood=$(soak_stat "$CSV" 3 after-flood FIRST 5)
     settled=$(soak_stat "$CSV" 3 after-flood LAST 5)
-    local fds_base fds_peak fds_settled trimmed=""
+    local fds_base fds_peak fds_settled malloc_env
     fds_base=$(soak_stat "$CSV" 4 baseline | awk '{ print $3 }')
     fds_peak=$(soak_stat "$CSV" 4 flood | awk '{ print $3 }')
     fds_settled=$(soak_stat "$CSV" 4 after-flood LAST 5 | awk '{ print $3 }')
-    if command -v gdb >/dev/null 2>&1 &&
-        timeout 60 gdb -p "$pid" -batch -ex 'call (int) malloc_trim(0)' >"$TMP/gdb.log" 2>&1; then
-        sleep 1
-        trimmed=$(vm_rss_kib "$pid")
-    else
-        log "soak: no malloc_trim figure (gdb missing or failed: $(tail -n 1 "$TMP/gdb.log" 2>/dev/null))"
-    fi
+    malloc_env=$(env | grep -E '^(MALLOC_|GLIBC_TUNABLES=|LD_PRELOAD=)' | paste -sd' ' - || true)
     local reqs errs
     reqs=$(awk '/requests in/ { print $1 }' "$TMP/soak-steady.out")
     errs=$(awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s%s", sep, $0; sep = "; " }' \
@@ -1161,7 +1155,6 @@ LUA
         row "flood: ${SOAK_FLOOD_ROUNDS} x ${flood} connections, ${SOAK_FLOOD_SECS} s each" "$peak"
         row "after the flood, first 5 s" "$after_flood"
         row "after the flood, last 5 s (of $((SOAK_IDLE_SECS * 3)) s)" "$settled"
-        [[ -z $trimmed ]] || row "then, after glibc malloc_trim(0) (gdb)" "$trimmed $trimmed $trimmed 1"
     )
     local b l f s
     b=$(awk '{ print $2 }' <<<"$base")
@@ -1173,6 +1166,8 @@ LUA
         printf "- steady load, mean of the last %d s vs the first %d s: %+.1f%% (%+d KiB)\n", w, w, (f > 0 ? (l / f - 1) * 100 : 0), l - f
         printf "- flood peak vs baseline: %+d KiB; settled after the flood vs baseline: %+d KiB (%+.1f%%)\n", p - b, s - b, (b > 0 ? (s / b - 1) * 100 : 0)
     }')
+    SUITE_NOTES+=$'\n'
+    SUITE_NOTES+="- allocator: ${malloc_env:-glibc malloc, default settings}"
     SUITE_NOTES+=$'\n'
     SUITE_NOTES+="- open fds: baseline ${fds_base:-?}, flood peak ${fds_peak:-?}, after the flood ${fds_settled:-?}"
     SUITE_NOTES+=$'\n'
