@@ -140,14 +140,17 @@ async fn read_request_head(
                 });
             }
         }
-        let wait = if cbuf.is_empty() {
+        // Between requests the idle timeout runs; once a head has begun, the header timeout.
+        let idle = cbuf.is_empty();
+        let wait = if idle {
             timeouts.client_idle()
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
             at.saturating_duration_since(Instant::now())
         };
+        // (A read cut short by the timeout takes the buffered bytes with it.)
         match timeout(wait, cbuf.fill(&mut client.r)).await {
-            Err(_) if cbuf.is_empty() => return Ok(None),
+            Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
