@@ -210,3 +210,37 @@ fn an_oversized_header_list_is_refused() {
         assert_eq!(fresh_get(addr, "/small").await, 200);
     });
 }
+
+/// `limits.max_requests_per_connection` on HTTP/2: after the third stream Fulcrum sends a
+/// graceful GOAWAY, lets that stream finish and closes the connection without an error.
+#[test]
+fn goaway_after_max_requests_per_connection() {
+    let backend = TestBackend::named("b1");
+    let (lb, _conf) =
+        start("max-requests", &backend, "\n[limits]\nmax_requests_per_connection = 3");
+    let addr = lb.addr();
+    run(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+        let conn = tokio::spawn(conn);
+        for _ in 0..3 {
+            send = send.ready().await.unwrap();
+            let (response, _) = send.send_request(get(addr, "/"), true).unwrap();
+            assert_eq!(finish(response).await.unwrap(), 200);
+        }
+        // `send` stays alive: only Fulcrum can end the connection now, and it ends cleanly.
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the connection was not closed after 3 streams")
+            .unwrap();
+        let graceful = match &closed {
+            Ok(()) => true,
+            Err(e) => e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
+        };
+        assert!(graceful, "{closed:?}");
+        assert!(send.ready().await.is_err(), "a fourth stream on the closed connection");
+        // A fourth request needs a new connection.
+        assert_eq!(fresh_get(addr, "/").await, 200);
+        assert_eq!(backend.requests(), 4);
+    });
+}
