@@ -244,3 +244,37 @@ fn goaway_after_max_requests_per_connection() {
         assert_eq!(backend.requests(), 4);
     });
 }
+
+/// `timeouts.client_body_min_rate` on an HTTP/2 request for an HTTP/1.1 backend: 5 bytes every
+/// 100 ms stay within the gap timeout but far below 10 000 B/s, so the stream gets 408 and the
+/// backend never sees a complete request.
+#[test]
+fn an_h2_request_body_below_the_minimum_rate_gets_408() {
+    let backend = TestBackend::named("b1");
+    let config = "\n[timeouts]\nclient_body_ms = 400\nclient_body_min_rate = 10000";
+    let (lb, _conf) = start("min-rate", &backend, config);
+    let addr = lb.addr();
+    run(async {
+        let mut send = connect(addr).await.ready().await.unwrap();
+        let req = http::Request::post(format!("http://{addr}/upload"))
+            .header("content-length", "100000")
+            .body(())
+            .unwrap();
+        let started = Instant::now();
+        let (response, mut body) = send.send_request(req, false).unwrap();
+        // The slow client: its pauses are the behaviour under test.
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if body.send_data(Bytes::from_static(b"xxxxx"), false).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let status = finish(response).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(status, 408);
+        assert!(took >= Duration::from_millis(380) && took < Duration::from_secs(2), "{took:?}");
+        assert!(backend.last_request().is_none(), "the backend never saw a complete request");
+    });
+}

@@ -320,15 +320,14 @@ impl RateClock {
     }
 }
 
-/// Reads into `buf` from a client under the gap timeout `gap` and, when set, the body's minimum
-/// rate; `Ok(0)` at end of stream.
-pub async fn fill_within<R: AsyncReadRent>(
-    src: &mut R,
-    buf: &mut ReadBuf,
+/// Awaits `read`, a read from a client, under the gap timeout `gap` and, when set, the body's
+/// minimum rate (`received` bytes so far).
+pub async fn client_paced<F: Future>(
+    read: F,
     gap: Duration,
     clock: Option<&mut RateClock>,
     received: u64,
-) -> Result<usize, BodyError> {
+) -> Result<F::Output, BodyError> {
     let (wait, slow) = match clock {
         Some(clock) => {
             let left = clock.remaining(received);
@@ -339,16 +338,24 @@ pub async fn fill_within<R: AsyncReadRent>(
     if wait.is_zero() && slow {
         return Err(BodyError::TooSlow);
     }
-    match timeout(wait, buf.fill(src)).await {
-        Err(_) if slow => Err(BodyError::TooSlow),
-        Err(_) => Err(BodyError::ReadTimeout),
-        Ok(Err(e)) => Err(BodyError::Read(e)),
-        Ok(Ok(n)) => Ok(n),
-    }
+    timeout(wait, read)
+        .await
+        .map_err(|_| if slow { BodyError::TooSlow } else { BodyError::ReadTimeout })
 }
 
-/// Awaits a write, telling `clock` (if any) when it has to wait on the destination.
-async fn timed_write<F: Future>(write: F, clock: Option<&mut RateClock>) -> F::Output {
+/// Reads into `buf` from a client under [`client_paced`]; `Ok(0)` at end of stream.
+pub async fn fill_within<R: AsyncReadRent>(
+    src: &mut R,
+    buf: &mut ReadBuf,
+    gap: Duration,
+    clock: Option<&mut RateClock>,
+    received: u64,
+) -> Result<usize, BodyError> {
+    client_paced(buf.fill(src), gap, clock, received).await?.map_err(BodyError::Read)
+}
+
+/// Awaits a write to the backend, telling `clock` (if any) when it has to wait on it.
+pub async fn timed_write<F: Future>(write: F, clock: Option<&mut RateClock>) -> F::Output {
     let Some(clock) = clock else { return write.await };
     let mut write = std::pin::pin!(write);
     std::future::poll_fn(|cx| {
