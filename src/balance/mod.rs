@@ -113,6 +113,35 @@ impl Picker {
     }
 }
 
+impl Picker {
+    /// [`pick`](Self::pick) that also skips backends `down(i)` says the active health checks
+    /// took out, but fails open: when nothing else is left and some candidate was skipped only
+    /// for being down, it picks among those (still honouring `excluded`).
+    ///
+    /// The extra pass runs only in that case, so healthy traffic pays one `down` call per
+    /// candidate looked at.
+    pub fn pick_healthy<B: AsRef<LocalStats>>(
+        &self,
+        algorithm: Algorithm,
+        backends: &[B],
+        excluded: impl Fn(usize) -> bool,
+        down: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let skipped_down = Cell::new(false);
+        let healthy = self.pick(algorithm, backends, |i| {
+            excluded(i)
+                || (down(i) && {
+                    skipped_down.set(true);
+                    true
+                })
+        });
+        match healthy {
+            None if skipped_down.get() => self.pick(algorithm, backends, excluded),
+            found => found,
+        }
+    }
+}
+
 /// Position of `i` in the round-robin order that starts at `start`.
 fn rank(i: usize, start: usize, n: usize) -> usize {
     (i + n - start) % n
@@ -165,6 +194,23 @@ mod tests {
         assert_eq!(p.pick(Algorithm::RoundRobin, &b, |i| i == 0), Some(1));
         assert_eq!(p.pick(Algorithm::RoundRobin, &b, |_| true), None);
         assert_eq!(p.pick(Algorithm::RoundRobin, &backends(0), |_| false), None);
+    }
+
+    #[test]
+    fn pick_healthy_skips_down_backends_and_fails_open() {
+        let p = Picker::new(0);
+        let b = backends(3);
+        for _ in 0..4 {
+            assert_eq!(p.pick_healthy(Algorithm::RoundRobin, &b, |_| false, |i| i != 2), Some(2));
+        }
+        // Every candidate down: all of them are used again, in turn.
+        let picks: Vec<_> = (0..3)
+            .map(|_| p.pick_healthy(Algorithm::RoundRobin, &b, |_| false, |_| true).unwrap())
+            .collect();
+        assert_eq!(picks.iter().collect::<std::collections::HashSet<_>>().len(), 3, "{picks:?}");
+        // Failing open still honours the other exclusions.
+        assert_eq!(p.pick_healthy(Algorithm::RoundRobin, &b, |i| i != 1, |_| true), Some(1));
+        assert_eq!(p.pick_healthy(Algorithm::LeastConnections, &b, |_| true, |_| true), None);
     }
 
     #[test]
