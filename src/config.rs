@@ -394,6 +394,9 @@ pub struct ActiveHealth {
     pub rise: u32,
     /// Consecutive failed checks that take a backend out.
     pub fall: u32,
+    /// After a backend comes back from `down`, its share of new requests ramps up linearly over
+    /// this long (from 10%); 0 turns slow start off.
+    pub slow_start_ms: u64,
 }
 
 impl Default for ActiveHealth {
@@ -406,12 +409,15 @@ impl Default for ActiveHealth {
             timeout_ms: 1_000,
             rise: 2,
             fall: 3,
+            slow_start_ms: 0,
         }
     }
 }
 
 /// Most consecutive checks `rise` or `fall` may ask for.
 const MAX_HEALTH_THRESHOLD: u32 = 1_000;
+/// Longest accepted `health_check.slow_start_ms`.
+const MAX_SLOW_START_MS: u64 = 3_600_000;
 /// Longest accepted `health_check.path` or `health_check.grpc_service`.
 const MAX_HEALTH_TARGET_BYTES: usize = 1_024;
 
@@ -443,6 +449,12 @@ impl ActiveHealth {
                     format!("must be 1..={MAX_HEALTH_THRESHOLD}"),
                 ));
             }
+        }
+        if self.slow_start_ms > MAX_SLOW_START_MS {
+            return Err(ConfigError::invalid(
+                key("slow_start_ms"),
+                format!("must be at most {MAX_SLOW_START_MS} (one hour)"),
+            ));
         }
         let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
         if !self.path.starts_with('/')
@@ -723,6 +735,7 @@ mod tests {
             ("[health_check]\ninterval_ms = 100\ntimeout_ms = 200", "health_check.timeout_ms"),
             ("[health_check]\nrise = 0", "health_check.rise"),
             ("[health_check]\nfall = 0", "health_check.fall"),
+            ("[health_check]\nslow_start_ms = 3600001", "health_check.slow_start_ms"),
             ("[health_check]\npath = \"healthz\"", "health_check.path"),
             ("[health_check]\npath = \"/a b\"", "health_check.path"),
             ("[health_check]\ngrpc_service = \"a\\nb\"", "health_check.grpc_service"),

@@ -121,6 +121,34 @@ fn failing_backend_is_taken_out_after_fall_checks_and_back_after_rise() {
 }
 
 #[test]
+fn a_returning_backend_ramps_up_during_slow_start() {
+    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
+    let dir = TempDir::new("health-slow-start");
+    let config = health_config(&dir, "slow_start_ms = 2000\n");
+    let lb = Fulcrum::start(Opts::default().config(&config).backend(&a.url()).backend(&b.url()));
+    let health = wait_state(&lb, &b.url(), "up");
+    assert_eq!(health["share_percent"], 100, "no slow start from unknown: {health}");
+    b.set_health_status(503);
+    wait_state(&lb, &b.url(), "down");
+    b.set_health_status(200);
+    let health = wait_state(&lb, &b.url(), "up");
+    assert!(health["share_percent"].as_u64().unwrap() < 50, "{health}");
+    let line = lb.wait_for_line(&format!("backend={} from=down to=up", b.url()));
+    assert!(line.contains("slow_start_ms=2000"), "{line}");
+
+    // Early in the ramp b gets a small share (about 10-30%; 60% would be far beyond chance).
+    let before = b.requests();
+    for _ in 0..40 {
+        assert_eq!(lb.proxy_get("/").status, 200);
+    }
+    let to_b = b.requests() - before;
+    assert!(to_b < 24, "{to_b} of 40 requests reached b early in its slow start");
+
+    expect_within(DEADLINE, "slow start over", || health_of(&lb, &b.url())["share_percent"] == 100);
+    assert_eq!(served_by(&lb, 8), HashSet::from(["a".into(), "b".into()]));
+}
+
+#[test]
 fn every_backend_down_fails_open_and_says_so() {
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     a.set_health_status(500);

@@ -77,6 +77,10 @@ pub struct BackendHealthOut {
     /// When the last check finished, in milliseconds since the Unix epoch; `null` before the
     /// first.
     pub checked_at_unix_ms: Option<u64>,
+    /// Percentage of its full share of new requests the pickers give it: 100, or less during
+    /// slow start (`health_check.slow_start_ms`) after it came back up.
+    #[schema(example = 100)]
+    pub share_percent: u64,
 }
 
 /// A backend's active health state.
@@ -104,6 +108,7 @@ impl From<Option<&HealthSnapshot>> for BackendHealthOut {
                 checks_failed: 0,
                 last_error: None,
                 checked_at_unix_ms: None,
+                share_percent: 100,
             };
         };
         let c = &h.counters;
@@ -119,6 +124,7 @@ impl From<Option<&HealthSnapshot>> for BackendHealthOut {
             checks_failed: c.checks_failed,
             last_error: h.last_error.clone(),
             checked_at_unix_ms: h.checked_at_ms,
+            share_percent: h.share / 10,
         }
     }
 }

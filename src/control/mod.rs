@@ -570,16 +570,14 @@ impl ControlState {
             state_file: self.config.state_file.clone(),
         }
     }
-}
 
-impl ControlState {
     fn view_of(&self, backend: &Backend, now: u64) -> BackendView {
         BackendView {
             id: backend.id,
             url: backend.url.url.clone(),
             weight: self.weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
             stats: backend.stats.snapshot(now),
-            health: self.config.health_check.enabled.then(|| backend.health.snapshot()),
+            health: self.config.health_check.enabled.then(|| backend.health.snapshot(now)),
         }
     }
 }

@@ -4,10 +4,10 @@
 //! The thread learns the backend set from `lb-control` (a watch channel the control thread
 //! updates after every epoch, see [`crate::control::ControlHandle::backends`]): a backend that
 //! appears gets a checker task, one that disappears loses it. Results land in the backend's
-//! shared [`BackendHealth`] (through its `Arc<Backend>`), which the pickers read with one
-//! relaxed load. After each check the thread republishes the `fulcrum_backend_up` and
-//! `fulcrum_health_checks_total` rows and logs fail-open transitions. The thread ends when the
-//! control thread does (the watch sender is dropped).
+//! shared [`BackendHealth`] (through its `Arc<Backend>`), which the pickers read with two
+//! relaxed loads (state, slow-start ramp). After each check the thread republishes the
+//! `fulcrum_backend_up` and `fulcrum_health_checks_total` rows and logs fail-open transitions.
+//! The thread ends when the control thread does (the watch sender is dropped).
 
 pub mod check;
 pub mod state;
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle as TaskHandle;
 use tokio::time::MissedTickBehavior;
 
 pub use self::state::{BackendHealth, HealthCounters, HealthSnapshot, HealthState, Transition};
+use crate::balance::stats::now_ms;
 use crate::config::{ActiveHealth, BackendProtocol};
 use crate::control::{Backend, BackendId};
 use crate::telemetry::Metrics;
@@ -118,8 +119,9 @@ impl Checker {
 
     /// Republishes the metric rows and logs fail-open transitions.
     fn publish(&mut self) {
+        let now = now_ms();
         let rows = self.backends.iter().map(|b| {
-            let s = b.health.snapshot();
+            let s = b.health.snapshot(now);
             HealthRow {
                 url: b.url.url.clone(),
                 up: s.state != HealthState::Down,
@@ -161,27 +163,32 @@ async fn check_loop(backend: Arc<Backend>, settings: Arc<ActiveHealth>, checked:
                 .unwrap_or(Err(check::CheckError::Timeout(settings.timeout_ms)))
                 .map_err(|e| e.to_string());
         let reason = result.as_ref().err().cloned().unwrap_or_default();
-        let transition = backend.health.record(result, settings.rise, settings.fall, unix_ms());
-        if let Some(Transition { from, to }) = transition {
-            let (from, to) = (from.as_str(), to.as_str());
-            if to == HealthState::Down.as_str() {
-                warn!(
-                    "backend down: active health check failed",
-                    backend = backend.url,
-                    from = from,
-                    to = to,
-                    fall = settings.fall,
-                    error = reason
-                );
-            } else {
+        let health = &backend.health;
+        let transition = health.record(result, settings.rise, settings.fall, unix_ms());
+        health.finish_slow_start(now_ms());
+        match transition {
+            Some(Transition { from, to: HealthState::Down }) => warn!(
+                "backend down: active health check failed",
+                backend = backend.url,
+                from = from.as_str(),
+                to = "down",
+                fall = settings.fall,
+                error = reason
+            ),
+            Some(Transition { from, to }) => {
+                let slow_start_ms =
+                    if from == HealthState::Down { settings.slow_start_ms } else { 0 };
+                health.start_slow_start(now_ms(), slow_start_ms);
                 info!(
                     "backend up: active health check passed",
                     backend = backend.url,
-                    from = from,
-                    to = to,
-                    rise = settings.rise
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    rise = settings.rise,
+                    slow_start_ms = slow_start_ms
                 );
             }
+            None => {}
         }
         checked.notify_one();
     }

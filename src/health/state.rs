@@ -1,8 +1,13 @@
 //! Per-backend active health state: the rise/fall state machine, and the shared cell the
-//! `lb-health` thread writes and the pickers read (one relaxed load, no lock on the data plane).
+//! `lb-health` thread writes and the pickers read (relaxed atomic loads, no lock on the data plane).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+
+/// The whole share of new requests, in per mille.
+pub const FULL_SHARE: u64 = 1000;
+/// The share a backend gets when its slow start begins, in per mille.
+const RAMP_FLOOR: u64 = 100;
 
 /// What the active checks currently say about a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +102,9 @@ struct Detail {
 #[derive(Debug, Default)]
 pub struct BackendHealth {
     state: AtomicU8,
+    /// Slow start: when the ramp began (monotonic ms, plus one; 0 = not ramping) and its length.
+    ramp_start: AtomicU64,
+    ramp_ms: AtomicU64,
     detail: Mutex<Detail>,
 }
 
@@ -120,10 +128,13 @@ pub struct HealthSnapshot {
     pub last_error: Option<String>,
     /// When the last check finished, in milliseconds since the Unix epoch.
     pub checked_at_ms: Option<u64>,
+    /// Share of new requests the pickers give it now, in per mille (below [`FULL_SHARE`] only
+    /// during slow start).
+    pub share: u64,
 }
 
 impl BackendHealth {
-    /// The current state (one relaxed load: the pickers call this per candidate).
+    /// The current state (one relaxed load).
     pub fn state(&self) -> HealthState {
         HealthState::from_u8(self.state.load(Relaxed))
     }
@@ -131,6 +142,44 @@ impl BackendHealth {
     /// Whether the active checks took the backend out.
     pub fn is_down(&self) -> bool {
         self.state.load(Relaxed) == HealthState::Down.to_u8()
+    }
+
+    /// Whether a picker should pass over the backend at `now_ms` (monotonic): it is down, or it
+    /// is in slow start and `coin` (uniform in `0..FULL_SHARE`, drawn only then) falls beyond
+    /// its current share. Two relaxed loads when neither applies.
+    pub fn skip(&self, now_ms: u64, coin: impl FnOnce() -> u64) -> bool {
+        if self.is_down() {
+            return true;
+        }
+        let share = self.share(now_ms);
+        share < FULL_SHARE && coin() >= share
+    }
+
+    /// The share of new requests the backend should get at `now_ms`, in per mille: rising
+    /// linearly from 10% to all of it over the slow start, [`FULL_SHARE`] outside one.
+    pub fn share(&self, now_ms: u64) -> u64 {
+        let start = self.ramp_start.load(Relaxed);
+        if start == 0 {
+            return FULL_SHARE;
+        }
+        let ramp = self.ramp_ms.load(Relaxed).max(1);
+        let elapsed = now_ms.saturating_sub(start - 1);
+        if elapsed >= ramp { FULL_SHARE } else { (elapsed * FULL_SHARE / ramp).max(RAMP_FLOOR) }
+    }
+
+    /// Starts a slow start of `ramp_ms` at `now_ms` (monotonic); 0 means none.
+    pub fn start_slow_start(&self, now_ms: u64, ramp_ms: u64) {
+        if ramp_ms > 0 {
+            self.ramp_ms.store(ramp_ms, Relaxed);
+            self.ramp_start.store(now_ms + 1, Relaxed);
+        }
+    }
+
+    /// Ends a finished slow start, so pickers are back to one load (`lb-health` only).
+    pub fn finish_slow_start(&self, now_ms: u64) {
+        if self.ramp_start.load(Relaxed) != 0 && self.share(now_ms) == FULL_SHARE {
+            self.ramp_start.store(0, Relaxed);
+        }
     }
 
     /// Records one check (`Err` carries why it failed); returns the transition it caused.
@@ -153,14 +202,15 @@ impl BackendHealth {
         (from != to).then_some(Transition { from, to })
     }
 
-    /// A copy of state, counters and last error.
-    pub fn snapshot(&self) -> HealthSnapshot {
+    /// A copy of state, counters, last error and share at `now_ms` (monotonic).
+    pub fn snapshot(&self, now_ms: u64) -> HealthSnapshot {
         let detail = self.detail.lock().unwrap_or_else(|e| e.into_inner()).clone();
         HealthSnapshot {
             state: self.state(),
             counters: detail.counters,
             last_error: detail.last_error,
             checked_at_ms: detail.checked_at_ms,
+            share: self.share(now_ms),
         }
     }
 }
@@ -214,11 +264,33 @@ mod tests {
         assert_eq!(t, Some(Transition { from: Up, to: Down }));
         assert!(h.is_down());
         h.record(Ok(()), 1, 1, 40);
-        let s = h.snapshot();
+        let s = h.snapshot(0);
         assert_eq!(s.state, Up);
         assert_eq!(s.last_error.as_deref(), Some("status 503"));
         assert_eq!(s.checked_at_ms, Some(40));
         assert_eq!((s.counters.checks_ok, s.counters.checks_failed), (3, 1));
         assert_eq!((s.counters.consecutive_ok, s.counters.consecutive_fail), (1, 0));
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_linearly_from_a_floor() {
+        let h = BackendHealth::default();
+        assert_eq!(h.share(5), FULL_SHARE);
+        assert!(!h.skip(5, || unreachable!("no coin outside slow start")));
+        h.start_slow_start(1_000, 1_000);
+        assert_eq!(h.share(1_000), 100);
+        assert_eq!(h.share(1_500), 500);
+        assert_eq!(h.share(1_999), 999);
+        assert_eq!(h.share(2_000), FULL_SHARE);
+        assert!(h.skip(1_500, || 500) && !h.skip(1_500, || 499));
+        h.finish_slow_start(1_999);
+        assert_eq!(h.share(1_999), 999, "not finished yet");
+        h.finish_slow_start(2_000);
+        assert_eq!(h.share(1_500), FULL_SHARE);
+        h.start_slow_start(0, 0);
+        assert_eq!(h.share(0), FULL_SHARE, "0 means no slow start");
+        // Down wins over everything.
+        h.record(Err("x".into()), 1, 1, 0);
+        assert!(h.skip(0, || 0));
     }
 }

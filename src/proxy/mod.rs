@@ -308,8 +308,9 @@ impl Exchange<'_> {
                 || ups[i].stats.is_ejected(now)
                 || ups[i].backend.url.protocol == crate::config::BackendProtocol::H2c
         };
-        let down = |i: usize| ups[i].backend.health.is_down();
-        let i = self.ctx.picker.pick_healthy(self.epoch.epoch.algorithm, ups, excluded, down)?;
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 
