@@ -6,7 +6,8 @@
 //! appears gets a checker task, one that disappears loses it. Results land in the backend's
 //! shared [`BackendHealth`] (through its `Arc<Backend>`), which the pickers read with two
 //! relaxed loads (state, slow-start ramp). After each check the thread republishes the
-//! `fulcrum_backend_up` and `fulcrum_health_checks_total` rows and logs fail-open transitions.
+//! `fulcrum_backend_up` and `fulcrum_health_checks_total` rows once per interval and at every
+//! state change, when it also logs fail-open transitions.
 //! The thread ends when the control thread does (the watch sender is dropped).
 
 pub mod check;
@@ -45,8 +46,9 @@ pub fn spawn(
 struct Checker {
     settings: Arc<ActiveHealth>,
     metrics: Arc<Metrics>,
-    /// Woken by a task after each check, to republish metrics and re-evaluate fail-open.
-    checked: Arc<Notify>,
+    /// Woken by a task after a state change, to republish metrics and re-evaluate fail-open at
+    /// once (counters alone are republished once per interval).
+    changed: Arc<Notify>,
     backends: Vec<Arc<Backend>>,
     tasks: HashMap<BackendId, TaskHandle<()>>,
     /// Per protocol (`http`, `h2c`): whether every backend of it is down (pickers fail open).
@@ -58,7 +60,7 @@ impl Checker {
         Self {
             settings: Arc::new(settings),
             metrics,
-            checked: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
             backends: Vec::new(),
             tasks: HashMap::new(),
             failing_open: [false; 2],
@@ -77,7 +79,9 @@ impl Checker {
         );
         let current = backends.borrow_and_update().clone();
         self.reconcile(current);
-        let checked = self.checked.clone();
+        let changed = self.changed.clone();
+        let mut republish = tokio::time::interval(self.settings.interval());
+        republish.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 changed = backends.changed() => {
@@ -87,7 +91,8 @@ impl Checker {
                     let current = backends.borrow_and_update().clone();
                     self.reconcile(current);
                 }
-                () = checked.notified() => self.publish(),
+                () = changed.notified() => self.publish(),
+                _ = republish.tick() => self.publish(),
             }
         }
         for task in self.tasks.values() {
@@ -109,7 +114,7 @@ impl Checker {
                 tokio::spawn(check_loop(
                     backend.clone(),
                     self.settings.clone(),
-                    self.checked.clone(),
+                    self.changed.clone(),
                 ))
             });
         }
@@ -151,8 +156,9 @@ impl Checker {
     }
 }
 
-/// Checks `backend` every `interval_ms` until aborted, logging each up/down transition.
-async fn check_loop(backend: Arc<Backend>, settings: Arc<ActiveHealth>, checked: Arc<Notify>) {
+/// Checks `backend` every `interval_ms` until aborted, logging each up/down transition and
+/// waking `changed` on it.
+async fn check_loop(backend: Arc<Backend>, settings: Arc<ActiveHealth>, changed: Arc<Notify>) {
     let mut ticker = tokio::time::interval(settings.interval());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -190,7 +196,9 @@ async fn check_loop(backend: Arc<Backend>, settings: Arc<ActiveHealth>, checked:
             }
             None => {}
         }
-        checked.notify_one();
+        if transition.is_some() {
+            changed.notify_one();
+        }
     }
 }
 
