@@ -5,10 +5,10 @@
 //! updates after every epoch, see [`crate::control::ControlHandle::backends`]): a backend that
 //! appears gets a checker task, one that disappears loses it. Results land in the backend's
 //! shared [`BackendHealth`] (through its `Arc<Backend>`), which the pickers read with two
-//! relaxed loads (state, slow-start ramp). After each check the thread republishes the
-//! `fulcrum_backend_up` and `fulcrum_health_checks_total` rows once per interval and at every
-//! state change, when it also logs fail-open transitions.
-//! The thread ends when the control thread does (the watch sender is dropped).
+//! relaxed loads (state, slow-start ramp). The thread republishes the `fulcrum_backend_up` and
+//! `fulcrum_health_checks_total` rows once per interval and at every state change, when it also
+//! logs fail-open transitions. It ends when the control thread does (the watch sender is
+//! dropped).
 
 pub mod check;
 pub mod state;
@@ -75,6 +75,7 @@ impl Checker {
             timeout_ms = s.timeout_ms,
             rise = s.rise,
             fall = s.fall,
+            slow_start_ms = s.slow_start_ms,
             path = s.path
         );
         let current = backends.borrow_and_update().clone();
@@ -84,8 +85,8 @@ impl Checker {
         republish.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                changed = backends.changed() => {
-                    if changed.is_err() {
+                update = backends.changed() => {
+                    if update.is_err() {
                         break;
                     }
                     let current = backends.borrow_and_update().clone();
