@@ -299,6 +299,9 @@ pub struct Timeouts {
     pub client_idle_ms: u64,
     /// Longest gap between two reads of a request body.
     pub client_body_ms: u64,
+    /// Slowest average a request body may arrive at, in bytes per second, once its first
+    /// `client_body_ms` have passed (each byte buys `1/rate` s more); 0 turns the check off.
+    pub client_body_min_rate: u64,
     /// Longest a write to the client may stall.
     pub client_send_ms: u64,
     /// Upstream TCP connect.
@@ -316,6 +319,7 @@ impl Default for Timeouts {
             client_header_ms: 10_000,
             client_idle_ms: 60_000,
             client_body_ms: 60_000,
+            client_body_min_rate: 500,
             client_send_ms: 60_000,
             upstream_connect_ms: 3_000,
             upstream_response_ms: 60_000,
@@ -336,6 +340,10 @@ impl Timeouts {
     /// `client_body_ms` as a duration.
     pub fn client_body(&self) -> Duration {
         Duration::from_millis(self.client_body_ms)
+    }
+    /// The request-body minimum rate, or `None` when `client_body_min_rate` is 0.
+    pub fn client_body_min_rate(&self) -> Option<crate::proxy::body::MinRate> {
+        crate::proxy::body::MinRate::new(self.client_body_min_rate, self.client_body())
     }
     /// `client_send_ms` as a duration.
     pub fn client_send(&self) -> Duration {
@@ -507,11 +515,25 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body accepted (413 beyond); 0 means no limit.
     pub max_body_bytes: u64,
+    /// Client connections (HTTP/1.1 and HTTP/2) one worker serves at once; beyond it the worker
+    /// stops accepting until one closes (new connections wait in the kernel's backlog).
+    /// 0 means no limit.
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it is closed (HTTP/1.1: the last
+    /// response carries `connection: close`; HTTP/2: GOAWAY after that many streams).
+    /// 0 means no limit.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { buffer_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 0 }
+        Self {
+            buffer_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
+            max_connections_per_worker: 4096,
+            max_requests_per_connection: 1000,
+        }
     }
 }
 

@@ -371,6 +371,10 @@ pub struct LimitsOut {
     pub max_headers: usize,
     /// Largest proxied request body (0 = unlimited).
     pub max_body_bytes: u64,
+    /// Client connections one worker serves at once before it pauses accepting (0 = unlimited).
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it closes (0 = unlimited).
+    pub max_requests_per_connection: u64,
     /// Idle upstream connections kept per backend and worker.
     pub pool_max_idle_per_backend: usize,
     /// Idle upstream connections older than this close, in milliseconds.
@@ -793,6 +797,8 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             buffer_bytes: c.limits.buffer_bytes,
             max_headers: c.limits.max_headers,
             max_body_bytes: c.limits.max_body_bytes,
+            max_connections_per_worker: c.limits.max_connections_per_worker,
+            max_requests_per_connection: c.limits.max_requests_per_connection,
             pool_max_idle_per_backend: c.pool.max_idle_per_backend,
             pool_idle_timeout_ms: c.pool.idle_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,

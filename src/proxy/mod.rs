@@ -49,15 +49,22 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
     // The last request head as received, kept for the cache key while the cache is on.
     let mut raw_head = Vec::new();
     let _open = ctx.telemetry.metrics.connection();
+    let mut requests_left = ctx.limits.max_requests_per_connection;
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
         let head =
             read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts, &mut raw_head);
-        let req = match head.await {
+        let mut req = match head.await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => return respond_error(&mut client.w, &e).await,
         };
+        // `limits.max_requests_per_connection` (0 = unlimited): the last one's response says
+        // `connection: close`.
+        if requests_left == 1 {
+            req.keep_alive = false;
+        }
+        requests_left = requests_left.saturating_sub(1);
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
@@ -88,6 +95,9 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
             }
             Err(failure) => Err(failure),
         };
+        if let Err(Failure { error: ProxyError::Client(BodyError::TooSlow), .. }) = &result {
+            ctx.telemetry.metrics.body_too_slow();
+        }
         let status = match &result {
             Err(Failure { error, responded: false }) => {
                 let (status, bytes) = error_status(error);
@@ -140,14 +150,17 @@ async fn read_request_head(
                 });
             }
         }
-        let wait = if cbuf.is_empty() {
+        // Between requests the idle timeout runs; once a head has begun, the header timeout.
+        let idle = cbuf.is_empty();
+        let wait = if idle {
             timeouts.client_idle()
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
             at.saturating_duration_since(Instant::now())
         };
+        // (A read cut short by the timeout takes the buffered bytes with it.)
         match timeout(wait, cbuf.fill(&mut client.r)).await {
-            Err(_) if cbuf.is_empty() => return Ok(None),
+            Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
@@ -403,6 +416,10 @@ impl Exchange<'_> {
                     read_timeout: self.timeouts.client_body(),
                     write_timeout: self.timeouts.upstream_response(),
                     max_bytes: self.ctx.limits.max_body_bytes,
+                    min_rate: self
+                        .timeouts
+                        .client_body_min_rate()
+                        .map(|rate| rate.after(body_in_head as u64)),
                 };
                 let send = async {
                     let result =
@@ -527,6 +544,7 @@ impl Exchange<'_> {
             read_timeout: t.upstream_response(),
             write_timeout: t.client_send(),
             max_bytes: 0,
+            min_rate: None,
         };
         let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tee)
             .await

@@ -107,6 +107,8 @@ struct BackendSlot {
 struct Published {
     epoch: u64,
     active_connections: u64,
+    accept_paused: u64,
+    body_too_slow: u64,
     no_backend: Counters,
     backends: Vec<BackendSlot>,
 }
@@ -246,6 +248,8 @@ impl Metrics {
         let Ok(mut p) = slot.published.lock() else { return };
         p.epoch = epoch;
         p.active_connections = local.active_connections.get();
+        p.accept_paused = local.accept_paused.get();
+        p.body_too_slow = local.body_too_slow.get();
         local.no_backend.copy_to(&mut p.no_backend);
         let mut n = 0;
         for b in backends {
@@ -272,10 +276,13 @@ impl Metrics {
         let mut backends: Vec<BackendSlot> = Vec::new();
         let mut no_backend = Counters::default();
         let (mut epoch, mut connections) = (0, 0);
+        let (mut accept_paused, mut body_too_slow) = (0, 0);
         for w in self.workers.iter() {
             let Ok(p) = w.published.lock() else { continue };
             epoch = epoch.max(p.epoch);
             connections += p.active_connections;
+            accept_paused += p.accept_paused;
+            body_too_slow += p.body_too_slow;
             no_backend.add(&p.no_backend);
             for b in &p.backends {
                 match backends.iter_mut().find(|m| m.id == b.id) {
@@ -402,6 +409,22 @@ impl Metrics {
         let _ = writeln!(out, "fulcrum_client_connections {connections}");
         header(
             &mut out,
+            "fulcrum_accept_paused_total",
+            "counter",
+            "Times a worker stopped accepting because it had limits.max_connections_per_worker \
+             client connections open.",
+        );
+        let _ = writeln!(out, "fulcrum_accept_paused_total {accept_paused}");
+        header(
+            &mut out,
+            "fulcrum_client_body_too_slow_total",
+            "counter",
+            "Requests cut off (408 or close) because their body arrived slower than \
+             timeouts.client_body_min_rate.",
+        );
+        let _ = writeln!(out, "fulcrum_client_body_too_slow_total {body_too_slow}");
+        header(
+            &mut out,
             "fulcrum_access_log_dropped_total",
             "counter",
             "Access records dropped because the writer fell behind.",
@@ -471,6 +494,8 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     active_connections: Cell<u64>,
+    accept_paused: Cell<u64>,
+    body_too_slow: Cell<u64>,
     /// Requests that reached no backend.
     pub no_backend: BackendMetrics,
 }
@@ -480,6 +505,16 @@ impl WorkerMetrics {
     pub fn connection(&self) -> ConnectionGuard<'_> {
         bump(&self.active_connections);
         ConnectionGuard(self)
+    }
+
+    /// Counts one pause of the accept loop at `limits.max_connections_per_worker`.
+    pub fn accept_paused(&self) {
+        bump(&self.accept_paused);
+    }
+
+    /// Counts a request cut off for a body slower than `timeouts.client_body_min_rate`.
+    pub fn body_too_slow(&self) {
+        bump(&self.body_too_slow);
     }
 }
 
@@ -510,6 +545,9 @@ mod tests {
         b1.connect_error();
         w0.no_backend.record(503, 10);
         let _c = w1.connection();
+        w0.accept_paused();
+        w1.accept_paused();
+        w1.body_too_slow();
         let sample = |b| BackendSample {
             id: 1,
             url: "http://a:1",
@@ -552,6 +590,8 @@ mod tests {
             "fulcrum_upstream_connect_errors_total{backend=\"http://a:1\"} 1",
             "fulcrum_epoch 4",
             "fulcrum_client_connections 1",
+            "fulcrum_accept_paused_total 2",
+            "fulcrum_client_body_too_slow_total 1",
             "fulcrum_access_log_dropped_total 5",
             "fulcrum_cache_hits_total 7",
             "fulcrum_cache_misses_total 2",

@@ -938,6 +938,21 @@ impl Fulcrum {
         self.addr.expect("fulcrum was not started with Fulcrum::start")
     }
 
+    /// The admin listener's address (from the `admin listening` line; needs an admin key).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
+            .and_then(|l| {
+                l.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
+    }
+
+    /// The value of an unlabelled metric on `GET /metrics` (needs an admin key), if present.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = Client::connect(self.admin_addr()).get("/metrics").ok()?.text();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -24,6 +24,7 @@ use super::server::ConnState;
 use super::{is_grpc, parse_grpc_timeout};
 use crate::balance::stats::now_ms;
 use crate::config::BackendProtocol;
+use crate::proxy::body::BodyError;
 use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
 use crate::proxy::pool::Upstream;
 use crate::telemetry::BodyTap as _;
@@ -106,6 +107,9 @@ pub async fn serve_stream(
         },
         None => run.await,
     };
+    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
+        ctx.telemetry.metrics.body_too_slow();
+    }
     let status = match result {
         Ok(()) => log.note.status(),
         Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
