@@ -311,15 +311,19 @@ impl Exchange<'_> {
         }
     }
 
-    /// Picks a backend not yet tried and not ejected.
+    /// Picks a backend not yet tried and not ejected, preferring those the active health
+    /// checks have not taken out (failing open when every candidate is down).
     fn pick(&self, tried: &Tried) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried.contains(i)
                 || ups[i].stats.is_ejected(now)
                 || ups[i].backend.url.protocol == crate::config::BackendProtocol::H2c
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 

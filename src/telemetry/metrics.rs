@@ -149,6 +149,21 @@ pub struct CacheTotals {
 pub struct Metrics {
     workers: Box<[CachePadded<WorkerSlot>]>,
     drivers: OnceLock<Vec<IoDriver>>,
+    /// Active health per backend, replaced by `lb-health` after each check (empty when off).
+    health: Mutex<Vec<HealthRow>>,
+}
+
+/// What `lb-health` publishes about one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    /// Backend URL (label value).
+    pub url: String,
+    /// `false` only while the active checks hold the backend down.
+    pub up: bool,
+    /// Checks passed since the backend was added.
+    pub checks_ok: u64,
+    /// Checks failed since the backend was added.
+    pub checks_failed: u64,
 }
 
 /// What a worker's ticker publishes about one backend.
@@ -172,6 +187,14 @@ impl Metrics {
         Self {
             workers: (0..workers.max(1)).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
             drivers: OnceLock::new(),
+            health: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the active health rows (`lb-health` only).
+    pub fn publish_health(&self, rows: Vec<HealthRow>) {
+        if let Ok(mut health) = self.health.lock() {
+            *health = rows;
         }
     }
 
@@ -360,6 +383,7 @@ impl Metrics {
                 b.counters.connect_errors
             );
         }
+        self.render_health(&mut out);
         let cache = self.cache_totals();
         header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
         let _ = writeln!(out, "fulcrum_cache_hits_total {}", cache.hits);
@@ -416,6 +440,40 @@ impl Metrics {
             let _ = writeln!(out, "fulcrum_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");
         }
         out
+    }
+}
+
+impl Metrics {
+    /// `fulcrum_backend_up` and `fulcrum_health_checks_total`, only when active checks run.
+    fn render_health(&self, out: &mut String) {
+        let Ok(rows) = self.health.lock() else { return };
+        if rows.is_empty() {
+            return;
+        }
+        header(
+            out,
+            "fulcrum_backend_up",
+            "gauge",
+            "0 while active health checks hold the backend down, 1 otherwise (up or not yet checked).",
+        );
+        for r in rows.iter() {
+            let _ = writeln!(
+                out,
+                "fulcrum_backend_up{{backend=\"{}\"}} {}",
+                esc(&r.url),
+                u8::from(r.up)
+            );
+        }
+        header(out, "fulcrum_health_checks_total", "counter", "Active health checks by result.");
+        for r in rows.iter() {
+            for (result, n) in [("ok", r.checks_ok), ("failed", r.checks_failed)] {
+                let _ = writeln!(
+                    out,
+                    "fulcrum_health_checks_total{{backend=\"{}\",result=\"{result}\"}} {n}",
+                    esc(&r.url)
+                );
+            }
+        }
     }
 }
 
@@ -509,8 +567,18 @@ mod tests {
         };
         m.publish_cache(0, &cache(3, 100));
         m.publish_cache(1, &cache(4, 50));
+        assert!(!m.render_prometheus().contains("fulcrum_backend_up"), "only when checks run");
+        m.publish_health(vec![HealthRow {
+            url: "http://a:1".into(),
+            up: false,
+            checks_ok: 2,
+            checks_failed: 3,
+        }]);
         let text = m.render_prometheus();
         for line in [
+            "fulcrum_backend_up{backend=\"http://a:1\"} 0",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"ok\"} 2",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"failed\"} 3",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"2xx\"} 2",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"5xx\"} 1",
             "fulcrum_requests_total{backend=\"none\",class=\"5xx\"} 1",

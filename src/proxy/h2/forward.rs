@@ -380,16 +380,20 @@ impl Call<'_> {
     }
 
     /// Picks a backend not yet tried, not ejected, and able to serve this request (gRPC needs
-    /// an h2c backend).
+    /// an h2c backend), preferring those the active health checks have not taken out (failing
+    /// open when every candidate is down).
     fn pick(&self, tried: &[bool]) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
         let grpc = self.grpc;
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried[i]
                 || (grpc && ups[i].backend.url.protocol != BackendProtocol::H2c)
                 || ups[i].stats.is_ejected(now)
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 
