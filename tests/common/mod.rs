@@ -306,6 +306,7 @@ impl Recorded {
 struct BackendState {
     sequence: Arc<AtomicU64>,
     connections: AtomicUsize,
+    closed: AtomicUsize,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
     delay_ms: AtomicU64,
@@ -315,6 +316,16 @@ struct BackendState {
     gate_closed: Mutex<bool>,
     gate: Condvar,
     stop: AtomicBool,
+    failure: Option<Failure>,
+}
+
+/// How a failing backend ends every exchange once it has read the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Closes with `SO_LINGER` 0: the peer sees a reset.
+    Reset,
+    /// Closes in order (FIN) without answering.
+    Close,
 }
 
 /// Builder for [`TestBackend`].
@@ -322,6 +333,7 @@ pub struct BackendBuilder {
     name: String,
     delay: Duration,
     sequence: Option<Arc<AtomicU64>>,
+    failure: Option<Failure>,
 }
 
 impl BackendBuilder {
@@ -339,12 +351,19 @@ impl BackendBuilder {
         self.sequence = Some(sequence.clone());
         self
     }
+    /// Every request is recorded and its body read, then the connection fails this way with
+    /// no response byte.
+    pub fn failing(mut self, failure: Failure) -> Self {
+        self.failure = Some(failure);
+        self
+    }
     pub fn spawn(self) -> TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
             sequence: self.sequence.unwrap_or_default(),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(self.delay.as_millis() as u64),
@@ -353,6 +372,7 @@ impl BackendBuilder {
             gate_closed: Mutex::new(false),
             gate: Condvar::new(),
             stop: AtomicBool::new(false),
+            failure: self.failure,
         });
         let name: Arc<str> = self.name.into();
         let (st, nm) = (state.clone(), name.clone());
@@ -368,6 +388,8 @@ impl BackendBuilder {
                     let (st, nm) = (st.clone(), nm.clone());
                     let _ = std::thread::Builder::new().spawn(move || {
                         let _ = serve(&stream, &st, &nm);
+                        drop(stream);
+                        st.closed.fetch_add(1, SeqCst);
                     });
                 }
             })
@@ -397,7 +419,12 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub fn builder() -> BackendBuilder {
-        BackendBuilder { name: "backend".into(), delay: Duration::ZERO, sequence: None }
+        BackendBuilder {
+            name: "backend".into(),
+            delay: Duration::ZERO,
+            sequence: None,
+            failure: None,
+        }
     }
     pub fn named(name: &str) -> Self {
         Self::builder().name(name).spawn()
@@ -411,6 +438,10 @@ impl TestBackend {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(SeqCst)
+    }
+    /// Connections it has closed (or seen closed) so far.
+    pub fn closed_connections(&self) -> usize {
+        self.state.closed.load(SeqCst)
     }
     /// Request heads received so far.
     pub fn requests(&self) -> usize {
@@ -510,6 +541,17 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
         rec.body_len = check.offset;
         rec.pattern_ok = check.ok(check.offset);
         *st.last.lock().unwrap() = Some(rec);
+        match st.failure {
+            Some(Failure::Reset) => {
+                socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Some(Failure::Close) => {
+                let _ = w.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            None => {}
+        }
 
         let conn_hdr = if close { "connection: close\r\n" } else { "" };
         if let Some(n) = path.strip_prefix("/large/") {
@@ -810,6 +852,23 @@ pub struct Fulcrum {
     addr: Option<SocketAddr>,
 }
 
+/// Starts `fulcrum` on one worker with the admin API on (a test JWT secret, so `/metrics`
+/// answers), `extra` appended to its config file, and `backends` in this order. The file lives
+/// as long as the returned [`TempFile`].
+pub fn start_one_worker(extra: &str, backends: &[String]) -> (Fulcrum, TempFile) {
+    let conf = TempFile::with_contents(
+        "one-worker",
+        &format!(
+            "workers = 1\n[admin]\njwt_secret = \"test-secret-0123456789abcdef-0123\"\n{extra}"
+        ),
+    );
+    let mut args = vec!["--config".to_owned(), conf.path_str()];
+    for b in backends {
+        args.extend(["--backend".to_owned(), b.clone()]);
+    }
+    (Fulcrum::start(&args), conf)
+}
+
 /// The backend flags for `backends`.
 pub fn backend_args(backends: &[&TestBackend]) -> Vec<String> {
     backends.iter().flat_map(|b| ["--backend".to_owned(), b.url()]).collect()
@@ -903,6 +962,17 @@ impl Fulcrum {
         self.addr.expect("fulcrum was not started with Fulcrum::start")
     }
 
+    /// The admin listener's address, from its `admin listening` line (waits 5 s at most).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
+            .expect("admin listening line");
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .expect("admin addr")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -965,6 +1035,13 @@ impl Drop for Fulcrum {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series, written as rendered (`name{label="v"}`), from `GET /metrics` on
+/// the admin listener (which must allow unauthenticated scrapes, the default).
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let resp = Client::connect(admin).get("/metrics").ok()?;
+    resp.text().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Runs `fulcrum check-config FILE`; returns (exit status, stdout, stderr).
