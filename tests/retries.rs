@@ -141,3 +141,41 @@ fn a_post_does_not_land_on_a_pooled_connection_the_backend_closed() {
     assert_eq!((backend.requests(), backend.connections()), (2, 2));
     expect_metric(&f, "fulcrum_retries_total{reason=\"stale\"}", |n| n == 0.0);
 }
+
+/// Sends one HTTP/2 (h2c prior knowledge) request on its own connection; returns the status.
+fn h2_request(addr: SocketAddr, method: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}/x"))
+            .body(())
+            .unwrap();
+        let (response, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(bytes::Bytes::from_static(b"payload"), true).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
+        res.status().as_u16()
+    })
+}
+
+#[test]
+fn http2_requests_to_http1_backends_are_retried_only_after_a_connect_failure() {
+    let good = TestBackend::named("good");
+    let (f, _conf) = start("", &[dead_port_url(), good.url()]);
+    for _ in 0..2 {
+        assert_eq!(h2_request(f.addr(), "POST"), 200);
+    }
+    assert_eq!(good.requests(), 2);
+    drop(f);
+
+    // Its body streams as it arrives, so a request that was sent is never sent again.
+    let bad = TestBackend::builder().name("bad").failing(Failure::Reset).spawn();
+    let (f, _conf) = start("", &[bad.url(), good.url()]);
+    let mut statuses: Vec<u16> = (0..2).map(|_| h2_request(f.addr(), "PUT")).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502], "round robin: one each to bad and good");
+    assert_eq!((bad.requests(), good.requests()), (1, 3));
+}
