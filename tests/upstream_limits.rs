@@ -135,3 +135,26 @@ fn check_config_shows_and_validates_the_new_keys() {
         assert!(stderr.starts_with(&format!("error: invalid `{key}`:")), "{stderr}");
     }
 }
+
+#[test]
+fn queued_requests_are_all_served_through_the_capped_connections() {
+    let backend = TestBackend::named("held");
+    backend.hold();
+    let (f, _conf) = start("max_connections_per_backend = 2\nqueue_size = 8\n", &backend);
+    let admin = f.admin_addr();
+    let mut handles: Vec<_> = (0..2).map(|_| hold_request(f.addr())).collect();
+    expect_within(Duration::from_secs(5), "two requests at the backend", || {
+        backend.in_flight() == 2
+    });
+    handles.extend((0..5).map(|_| hold_request(f.addr())));
+    expect_within(Duration::from_secs(5), "five requests queued", || {
+        gauge(admin, "fulcrum_backend_queued_requests", &backend) == Some(5.0)
+    });
+    backend.release();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text());
+    }
+    assert_eq!(backend.requests(), 7);
+    assert!(backend.connections() <= 2, "{} connections", backend.connections());
+}

@@ -624,15 +624,26 @@ pub(crate) async fn upstream_conn(
 ) -> Result<Option<UpstreamConn>, ProxyError> {
     let mut deadline = None;
     loop {
+        // Requests already queued go first: a newcomer joins the queue behind them.
+        if deadline.is_none() && up.queued_count() > 0 {
+            wait_in_queue(ctx, up, &mut deadline).await?;
+            continue;
+        }
         if let Reuse::Pooled { probe } = reuse {
             let max_age = Duration::from_millis(ctx.pool.idle_timeout_ms);
             while let Some(conn) = up.checkout(max_age) {
                 if (!probe && conn.idle_for() < PROBE_IDLE_AFTER) || !peer_closed(conn.fd) {
+                    if deadline.is_some() {
+                        up.pass_turn();
+                    }
                     return Ok(Some(conn));
                 }
             }
         }
         if let Some(slot) = up.reserve() {
+            if deadline.is_some() {
+                up.pass_turn();
+            }
             let _span = note.phase("upstream_connect");
             let addr = up.backend.url.addr;
             let connect =
@@ -652,13 +663,23 @@ pub(crate) async fn upstream_conn(
                 }
             });
         }
-        let queued_before = deadline.is_some();
-        let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.pool.queue_timeout());
-        if let Err(e) = up.wait_for_connection(at, queued_before).await {
-            ctx.telemetry.metrics.retries.queue_rejected(e);
-            return Err(e.into());
-        }
+        wait_in_queue(ctx, up, &mut deadline).await?;
     }
+}
+
+/// Waits in `up`'s connection queue until a connection is returned or closed; the first wait
+/// sets the `deadline` (`pool.queue_timeout_ms`) that later ones keep.
+async fn wait_in_queue(
+    ctx: &WorkerCtx,
+    up: &Upstream,
+    deadline: &mut Option<Instant>,
+) -> Result<(), ProxyError> {
+    let queued_before = deadline.is_some();
+    let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.pool.queue_timeout());
+    up.wait_for_connection(at, queued_before).await.map_err(|e| {
+        ctx.telemetry.metrics.retries.queue_rejected(e);
+        e.into()
+    })
 }
 
 /// Whether the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF.

@@ -171,6 +171,15 @@ impl Upstream {
         self.gate.wait(deadline, queued_before).await
     }
 
+    /// A queued request got its connection: when room is left (a free slot or an idle
+    /// connection), the next in line is woken, so a queue that newcomers joined never stalls.
+    pub fn pass_turn(&self) {
+        let gate = &self.gate;
+        if gate.max == 0 || gate.open.get() < gate.max || !self.idle.borrow().is_empty() {
+            gate.wake_one();
+        }
+    }
+
     /// Open HTTP/1.1 connections (idle and busy) on this worker.
     pub fn open_count(&self) -> usize {
         self.gate.open.get()
