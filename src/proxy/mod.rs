@@ -188,7 +188,7 @@ impl From<ProxyError> for Failure {
     }
 }
 
-/// Which backends a request has tried (each at most once).
+/// A set of backend indices: those a request tried, or those it could not connect to.
 #[derive(Debug, Default)]
 struct Tried {
     low: u128,
