@@ -68,6 +68,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Passive health checking (ejection after consecutive connect failures).
     pub health: PassiveHealth,
+    /// Active health checks (`[health_check]`, off by default; run on the `lb-health` thread).
+    pub health_check: ActiveHealth,
     /// Upstream connection pools.
     pub pool: PoolConfig,
     /// Retries of failed upstream attempts (`[retries]`).
@@ -101,6 +103,7 @@ impl Default for Config {
             backends: Vec::new(),
             timeouts: Timeouts::default(),
             health: PassiveHealth::default(),
+            health_check: ActiveHealth::default(),
             pool: PoolConfig::default(),
             retries: RetryConfig::default(),
             limits: Limits::default(),
@@ -299,6 +302,9 @@ pub struct Timeouts {
     pub client_idle_ms: u64,
     /// Longest gap between two reads of a request body.
     pub client_body_ms: u64,
+    /// Slowest average a request body may arrive at, in bytes per second, once its first
+    /// `client_body_ms` have passed (each byte buys `1/rate` s more); 0 turns the check off.
+    pub client_body_min_rate: u64,
     /// Longest a write to the client may stall.
     pub client_send_ms: u64,
     /// Upstream TCP connect.
@@ -316,6 +322,7 @@ impl Default for Timeouts {
             client_header_ms: 10_000,
             client_idle_ms: 60_000,
             client_body_ms: 60_000,
+            client_body_min_rate: 500,
             client_send_ms: 60_000,
             upstream_connect_ms: 3_000,
             upstream_response_ms: 60_000,
@@ -336,6 +343,10 @@ impl Timeouts {
     /// `client_body_ms` as a duration.
     pub fn client_body(&self) -> Duration {
         Duration::from_millis(self.client_body_ms)
+    }
+    /// The request-body minimum rate, or `None` when `client_body_min_rate` is 0.
+    pub fn client_body_min_rate(&self) -> Option<crate::proxy::body::MinRate> {
+        crate::proxy::body::MinRate::new(self.client_body_min_rate, self.client_body())
     }
     /// `client_send_ms` as a duration.
     pub fn client_send(&self) -> Duration {
@@ -368,6 +379,116 @@ pub struct PassiveHealth {
 impl Default for PassiveHealth {
     fn default() -> Self {
         Self { max_fails: 3, eject_ms: 10_000 }
+    }
+}
+
+/// Active health checks (`[health_check]`): every `interval_ms` the `lb-health` thread probes each
+/// backend on a new connection — `GET path` for `http://` backends (a 2xx or 3xx status passes),
+/// the gRPC health-checking protocol (`grpc.health.v1.Health/Check`, `SERVING` passes) for
+/// `h2c://` backends. `fall` consecutive failures take a backend out, `rise` consecutive
+/// successes bring it back. Off by default, like HAProxy's `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveHealth {
+    /// Whether the checks run at all.
+    pub enabled: bool,
+    /// Path of the HTTP check (`http://` backends), sent as `GET path HTTP/1.1`.
+    #[schema(example = "/healthz")]
+    pub path: String,
+    /// Service name sent in the gRPC check (`h2c://` backends); empty means the whole server.
+    pub grpc_service: String,
+    /// Time between the starts of two checks of one backend.
+    pub interval_ms: u64,
+    /// Time allowed for one whole check (connect, request, answer); at most `interval_ms`.
+    pub timeout_ms: u64,
+    /// Consecutive passed checks that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out.
+    pub fall: u32,
+    /// After a backend comes back from `down`, its share of new requests ramps up linearly over
+    /// this long (from 10%); 0 turns slow start off.
+    pub slow_start_ms: u64,
+}
+
+impl Default for ActiveHealth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: "/healthz".into(),
+            grpc_service: String::new(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            rise: 2,
+            fall: 3,
+            slow_start_ms: 0,
+        }
+    }
+}
+
+/// Most consecutive checks `rise` or `fall` may ask for.
+const MAX_HEALTH_THRESHOLD: u32 = 1_000;
+/// Longest accepted `health_check.slow_start_ms`.
+const MAX_SLOW_START_MS: u64 = 3_600_000;
+/// Longest accepted `health_check.path` or `health_check.grpc_service`.
+const MAX_HEALTH_TARGET_BYTES: usize = 1_024;
+
+impl ActiveHealth {
+    /// `interval_ms` as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    /// `timeout_ms` as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("health_check.{k}");
+        if self.interval_ms == 0 {
+            return Err(ConfigError::invalid(key("interval_ms"), "must be greater than 0"));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms {
+            return Err(ConfigError::invalid(
+                key("timeout_ms"),
+                format!("must be 1..=interval_ms ({})", self.interval_ms),
+            ));
+        }
+        for (name, value) in [("rise", self.rise), ("fall", self.fall)] {
+            if !(1..=MAX_HEALTH_THRESHOLD).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("must be 1..={MAX_HEALTH_THRESHOLD}"),
+                ));
+            }
+        }
+        if self.slow_start_ms > MAX_SLOW_START_MS {
+            return Err(ConfigError::invalid(
+                key("slow_start_ms"),
+                format!("must be at most {MAX_SLOW_START_MS} (one hour)"),
+            ));
+        }
+        let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if !self.path.starts_with('/')
+            || !visible(&self.path)
+            || self.path.len() > MAX_HEALTH_TARGET_BYTES
+        {
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!(
+                    "must start with `/`, hold only visible ASCII (no spaces) and be at most \
+                     {MAX_HEALTH_TARGET_BYTES} bytes"
+                ),
+            ));
+        }
+        if !visible(&self.grpc_service) || self.grpc_service.len() > MAX_HEALTH_TARGET_BYTES {
+            return Err(ConfigError::invalid(
+                key("grpc_service"),
+                format!(
+                    "must hold only visible ASCII and be at most {MAX_HEALTH_TARGET_BYTES} bytes"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -459,11 +580,25 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body accepted (413 beyond); 0 means no limit.
     pub max_body_bytes: u64,
+    /// Client connections (HTTP/1.1 and HTTP/2) one worker serves at once; beyond it the worker
+    /// stops accepting until one closes (new connections wait in the kernel's backlog).
+    /// 0 means no limit.
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it is closed (HTTP/1.1: the last
+    /// response carries `connection: close`; HTTP/2: GOAWAY after that many streams).
+    /// 0 means no limit.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { buffer_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 0 }
+        Self {
+            buffer_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
+            max_connections_per_worker: 4096,
+            max_requests_per_connection: 1000,
+        }
     }
 }
 
@@ -637,6 +772,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.http2.validate()?;
+        self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
         Ok(())
     }
@@ -701,6 +837,30 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.pool.max_connections_per_backend, 4);
         assert_eq!(c.retries.max_attempts, 1);
+    }
+
+    #[test]
+    fn health_check_values_are_validated() {
+        let err = |toml_text: &str| {
+            let c: Config = toml::from_str(toml_text).unwrap();
+            c.validate().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(err("[health_check]\nenabled = true"), Ok(()));
+        for (text, key) in [
+            ("[health_check]\ninterval_ms = 0", "health_check.interval_ms"),
+            ("[health_check]\ntimeout_ms = 0", "health_check.timeout_ms"),
+            ("[health_check]\ninterval_ms = 100\ntimeout_ms = 200", "health_check.timeout_ms"),
+            ("[health_check]\nrise = 0", "health_check.rise"),
+            ("[health_check]\nfall = 0", "health_check.fall"),
+            ("[health_check]\nslow_start_ms = 3600001", "health_check.slow_start_ms"),
+            ("[health_check]\npath = \"healthz\"", "health_check.path"),
+            ("[health_check]\npath = \"/a b\"", "health_check.path"),
+            ("[health_check]\ngrpc_service = \"a\\nb\"", "health_check.grpc_service"),
+        ] {
+            let e = err(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(toml::from_str::<Config>("[health_check]\ncheck = true").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    Client, Failure, Fulcrum, Response, TempFile, TestBackend, dead_port_url, expect_within, metric,
+    Client, Failure, Fulcrum, Response, TempFile, TestBackend, dead_port_url, expect_within,
 };
 
 fn start(extra: &str, backends: &[String]) -> (Fulcrum, TempFile) {
@@ -26,8 +26,7 @@ fn send(addr: SocketAddr, method: &str) -> Response {
 
 /// The series' value once the worker published it (counters are published every few ms).
 fn expect_metric(f: &Fulcrum, series: &str, want: impl Fn(f64) -> bool) {
-    let admin = f.admin_addr();
-    expect_within(Duration::from_secs(5), series, || metric(admin, series).is_some_and(&want));
+    expect_within(Duration::from_secs(5), series, || f.metric(series).is_some_and(&want));
 }
 
 #[test]

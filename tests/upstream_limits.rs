@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Client, Fulcrum, Response, TempFile, TestBackend, expect_within, metric};
+use common::{Client, Fulcrum, Response, TempFile, TestBackend, expect_within};
 
 fn start(pool: &str, backend: &TestBackend) -> (Fulcrum, TempFile) {
     common::start_one_worker(&format!("[pool]\n{pool}"), &[backend.url()])
@@ -22,8 +22,8 @@ fn hold_request(addr: SocketAddr) -> JoinHandle<Response> {
     std::thread::spawn(move || Client::connect(addr).get("/hold").unwrap())
 }
 
-fn gauge(admin: SocketAddr, name: &str, backend: &TestBackend) -> Option<f64> {
-    metric(admin, &format!("{name}{{backend=\"{}\"}}", backend.url()))
+fn gauge(f: &Fulcrum, name: &str, backend: &TestBackend) -> Option<f64> {
+    f.metric(&format!("{name}{{backend=\"{}\"}}", backend.url()))
 }
 
 #[test]
@@ -31,7 +31,6 @@ fn a_request_beyond_the_cap_waits_and_one_beyond_the_queue_gets_503() {
     let backend = TestBackend::named("held");
     backend.hold();
     let (f, _conf) = start("max_connections_per_backend = 1\nqueue_size = 1\n", &backend);
-    let admin = f.admin_addr();
 
     let first = hold_request(f.addr());
     expect_within(Duration::from_secs(5), "first request at the backend", || {
@@ -39,7 +38,7 @@ fn a_request_beyond_the_cap_waits_and_one_beyond_the_queue_gets_503() {
     });
     let second = hold_request(f.addr());
     expect_within(Duration::from_secs(5), "second request queued", || {
-        gauge(admin, "fulcrum_backend_queued_requests", &backend) == Some(1.0)
+        gauge(&f, "fulcrum_backend_queued_requests", &backend) == Some(1.0)
     });
     // The queue is full: the third is answered at once, without reaching the backend.
     let started = Instant::now();
@@ -57,11 +56,11 @@ fn a_request_beyond_the_cap_waits_and_one_beyond_the_queue_gets_503() {
     // The second reused the first one's connection: the cap held throughout.
     assert_eq!((backend.requests(), backend.connections()), (2, 1));
     expect_within(Duration::from_secs(5), "rejection counted", || {
-        metric(admin, "fulcrum_upstream_queue_rejected_total{reason=\"full\"}") == Some(1.0)
+        f.metric("fulcrum_upstream_queue_rejected_total{reason=\"full\"}") == Some(1.0)
     });
     expect_within(Duration::from_secs(5), "one open connection", || {
-        gauge(admin, "fulcrum_backend_open_connections", &backend) == Some(1.0)
-            && gauge(admin, "fulcrum_backend_queued_requests", &backend) == Some(0.0)
+        gauge(&f, "fulcrum_backend_open_connections", &backend) == Some(1.0)
+            && gauge(&f, "fulcrum_backend_queued_requests", &backend) == Some(0.0)
     });
 }
 
@@ -73,7 +72,6 @@ fn a_queued_request_gets_503_after_the_queue_timeout() {
         "max_connections_per_backend = 1\nqueue_size = 4\nqueue_timeout_ms = 300\n",
         &backend,
     );
-    let admin = f.admin_addr();
     let first = hold_request(f.addr());
     expect_within(Duration::from_secs(5), "first request at the backend", || {
         backend.in_flight() == 1
@@ -85,7 +83,7 @@ fn a_queued_request_gets_503_after_the_queue_timeout() {
     assert!(waited >= Duration::from_millis(250), "answered after {waited:?}");
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
     expect_within(Duration::from_secs(5), "timeout counted", || {
-        metric(admin, "fulcrum_upstream_queue_rejected_total{reason=\"timeout\"}") == Some(1.0)
+        f.metric("fulcrum_upstream_queue_rejected_total{reason=\"timeout\"}") == Some(1.0)
     });
 
     // The timed-out waiter left no trace: once the connection is free, requests flow again.
@@ -141,14 +139,13 @@ fn queued_requests_are_all_served_through_the_capped_connections() {
     let backend = TestBackend::named("held");
     backend.hold();
     let (f, _conf) = start("max_connections_per_backend = 2\nqueue_size = 8\n", &backend);
-    let admin = f.admin_addr();
     let mut handles: Vec<_> = (0..2).map(|_| hold_request(f.addr())).collect();
     expect_within(Duration::from_secs(5), "two requests at the backend", || {
         backend.in_flight() == 2
     });
     handles.extend((0..5).map(|_| hold_request(f.addr())));
     expect_within(Duration::from_secs(5), "five requests queued", || {
-        gauge(admin, "fulcrum_backend_queued_requests", &backend) == Some(5.0)
+        gauge(&f, "fulcrum_backend_queued_requests", &backend) == Some(5.0)
     });
     backend.release();
     for h in handles {

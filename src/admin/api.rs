@@ -20,8 +20,9 @@ use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use crate::balance::Algorithm;
 use crate::cache::CachePolicy;
-use crate::config::{PassiveHealth, Timeouts};
+use crate::config::{ActiveHealth, PassiveHealth, Timeouts};
 use crate::control::{BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
+use crate::health::{HealthSnapshot, HealthState};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
 pub const EPOCH_HEADER: &str = "fulcrum-epoch";
@@ -51,6 +52,81 @@ pub struct BackendOut {
     pub avg_response_ms: Option<f64>,
     /// Requests sent to this backend since it was added.
     pub requests_total: u64,
+    /// Active health checks (`[health_check]`).
+    pub health: BackendHealthOut,
+}
+
+/// What the active health checks say about a backend.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendHealthOut {
+    /// `disabled` when `[health_check]` is off; `unknown` until the first check (traffic
+    /// flows); `up`; `down` after `fall` failed checks in a row (skipped unless every backend
+    /// is down, then all are used: fail open).
+    pub state: HealthStateName,
+    /// Checks passed in a row.
+    pub consecutive_ok: u32,
+    /// Checks failed in a row.
+    pub consecutive_fail: u32,
+    /// Checks passed since the backend was added.
+    pub checks_ok: u64,
+    /// Checks failed since the backend was added.
+    pub checks_failed: u64,
+    /// Why the most recent failed check failed (kept after later passes); `null` if none failed.
+    #[schema(example = "status 503")]
+    pub last_error: Option<String>,
+    /// When the last check finished, in milliseconds since the Unix epoch; `null` before the
+    /// first.
+    pub checked_at_unix_ms: Option<u64>,
+    /// Percentage of its full share of new requests the pickers give it: 100, or less during
+    /// slow start (`health_check.slow_start_ms`) after it came back up.
+    #[schema(example = 100)]
+    pub share_percent: u64,
+}
+
+/// A backend's active health state.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStateName {
+    /// Active health checks are off.
+    Disabled,
+    /// Not checked yet; receives traffic.
+    Unknown,
+    /// Passing.
+    Up,
+    /// Taken out by failed checks.
+    Down,
+}
+
+impl From<Option<&HealthSnapshot>> for BackendHealthOut {
+    fn from(h: Option<&HealthSnapshot>) -> Self {
+        let Some(h) = h else {
+            return Self {
+                state: HealthStateName::Disabled,
+                consecutive_ok: 0,
+                consecutive_fail: 0,
+                checks_ok: 0,
+                checks_failed: 0,
+                last_error: None,
+                checked_at_unix_ms: None,
+                share_percent: 100,
+            };
+        };
+        let c = &h.counters;
+        Self {
+            state: match h.state {
+                HealthState::Unknown => HealthStateName::Unknown,
+                HealthState::Up => HealthStateName::Up,
+                HealthState::Down => HealthStateName::Down,
+            },
+            consecutive_ok: c.consecutive_ok,
+            consecutive_fail: c.consecutive_fail,
+            checks_ok: c.checks_ok,
+            checks_failed: c.checks_failed,
+            last_error: h.last_error.clone(),
+            checked_at_unix_ms: h.checked_at_ms,
+            share_percent: h.share / 10,
+        }
+    }
 }
 
 impl From<&BackendView> for BackendOut {
@@ -63,6 +139,7 @@ impl From<&BackendView> for BackendOut {
             in_flight: b.stats.in_flight,
             avg_response_ms: b.stats.avg_response_us().map(|us| us as f64 / 1000.0),
             requests_total: b.stats.requests_total,
+            health: b.health.as_ref().into(),
         }
     }
 }
@@ -84,6 +161,8 @@ pub struct BackendCreated {
     pub avg_response_ms: Option<f64>,
     /// Always 0 for a new backend.
     pub requests_total: u64,
+    /// Active health: `unknown` for a new backend (`disabled` when checks are off).
+    pub health: BackendHealthOut,
     /// The epoch every worker runs now.
     pub epoch: u64,
 }
@@ -292,6 +371,10 @@ pub struct LimitsOut {
     pub max_headers: usize,
     /// Largest proxied request body (0 = unlimited).
     pub max_body_bytes: u64,
+    /// Client connections one worker serves at once before it pauses accepting (0 = unlimited).
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it closes (0 = unlimited).
+    pub max_requests_per_connection: u64,
     /// Idle upstream connections kept per backend and worker.
     pub pool_max_idle_per_backend: usize,
     /// Idle upstream connections older than this close, in milliseconds.
@@ -338,6 +421,8 @@ pub struct ConfigOut {
     pub timeouts: Timeouts,
     /// Passive health checking.
     pub health: PassiveHealth,
+    /// Active health checks.
+    pub health_check: ActiveHealth,
     /// Limits and tuning.
     pub limits: LimitsOut,
     /// Admin API settings.
@@ -707,10 +792,13 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         },
         timeouts: *t,
         health: c.health,
+        health_check: c.health_check.clone(),
         limits: LimitsOut {
             buffer_bytes: c.limits.buffer_bytes,
             max_headers: c.limits.max_headers,
             max_body_bytes: c.limits.max_body_bytes,
+            max_connections_per_worker: c.limits.max_connections_per_worker,
+            max_requests_per_connection: c.limits.max_requests_per_connection,
             pool_max_idle_per_backend: c.pool.max_idle_per_backend,
             pool_idle_timeout_ms: c.pool.idle_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,
@@ -778,6 +866,7 @@ async fn create_backend(app: &App, body: NewBackend) -> Result<Resp, ApiError> {
         in_flight: out.in_flight,
         avg_response_ms: out.avg_response_ms,
         requests_total: out.requests_total,
+        health: out.health,
         epoch: applied.epoch,
     };
     let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);

@@ -13,6 +13,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use self::stats::LocalStats;
+use crate::health::BackendHealth;
+use crate::health::state::FULL_SHARE;
 
 /// How a worker chooses the backend for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,6 +115,37 @@ impl Picker {
     }
 }
 
+impl Picker {
+    /// [`pick`](Self::pick) that also passes over the backends whose active health says so
+    /// (down, or held back by slow start; see [`BackendHealth::skip`]), but fails open: when
+    /// nothing else is left and some candidate was passed over only for its health, it picks
+    /// among those (still honouring `excluded`).
+    ///
+    /// The extra pass runs only in that case; healthy traffic pays two relaxed loads per
+    /// candidate looked at.
+    pub fn pick_healthy<'h, B: AsRef<LocalStats>>(
+        &self,
+        algorithm: Algorithm,
+        backends: &[B],
+        excluded: impl Fn(usize) -> bool,
+        health: impl Fn(usize) -> &'h BackendHealth,
+        now_ms: u64,
+    ) -> Option<usize> {
+        let passed_over = Cell::new(false);
+        let healthy = self.pick(algorithm, backends, |i| {
+            excluded(i)
+                || (health(i).skip(now_ms, || self.rng.borrow_mut().u64(..FULL_SHARE)) && {
+                    passed_over.set(true);
+                    true
+                })
+        });
+        match healthy {
+            None if passed_over.get() => self.pick(algorithm, backends, excluded),
+            found => found,
+        }
+    }
+}
+
 /// Position of `i` in the round-robin order that starts at `start`.
 fn rank(i: usize, start: usize, n: usize) -> usize {
     (i + n - start) % n
@@ -165,6 +198,54 @@ mod tests {
         assert_eq!(p.pick(Algorithm::RoundRobin, &b, |i| i == 0), Some(1));
         assert_eq!(p.pick(Algorithm::RoundRobin, &b, |_| true), None);
         assert_eq!(p.pick(Algorithm::RoundRobin, &backends(0), |_| false), None);
+    }
+
+    #[test]
+    fn pick_healthy_skips_down_backends_and_fails_open() {
+        let p = Picker::new(0);
+        let b = backends(3);
+        let health: Vec<BackendHealth> = (0..3).map(|_| BackendHealth::default()).collect();
+        let down = |i: usize| {
+            health[i].record(Err("down".into()), 1, 1, 0);
+        };
+        down(0);
+        down(1);
+        let pick = |excluded: &dyn Fn(usize) -> bool| {
+            p.pick_healthy(Algorithm::RoundRobin, &b, excluded, |i| &health[i], 0)
+        };
+        for _ in 0..4 {
+            assert_eq!(pick(&|_| false), Some(2));
+        }
+        // Every candidate down: all of them are used again, in turn.
+        down(2);
+        let picks: Vec<_> = (0..3).map(|_| pick(&|_| false).unwrap()).collect();
+        assert_eq!(picks.iter().collect::<std::collections::HashSet<_>>().len(), 3, "{picks:?}");
+        // Failing open still honours the other exclusions.
+        assert_eq!(pick(&|i| i != 1), Some(1));
+        assert_eq!(pick(&|_| true), None);
+    }
+
+    #[test]
+    fn pick_healthy_holds_back_a_backend_in_slow_start() {
+        let p = Picker::new(0);
+        let b = backends(2);
+        let health: Vec<BackendHealth> = (0..2).map(|_| BackendHealth::default()).collect();
+        // Backend 1 just came back: a 10% share at the start of a long ramp.
+        health[1].start_slow_start(0, 1_000_000);
+        let ones = (0..1_000)
+            .filter(|_| {
+                p.pick_healthy(Algorithm::RoundRobin, &b, |_| false, |i| &health[i], 0) == Some(1)
+            })
+            .count();
+        assert!((10..150).contains(&ones), "{ones} of 1000 picks");
+        // Alone, it is still used (fail open), every time.
+        let alone = |i: usize| i == 0;
+        for _ in 0..10 {
+            assert_eq!(
+                p.pick_healthy(Algorithm::RoundRobin, &b, alone, |i| &health[i], 0),
+                Some(1)
+            );
+        }
     }
 
     #[test]

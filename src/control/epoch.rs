@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::balance::Algorithm;
 use crate::balance::stats::SharedStats;
 use crate::config::{BackendUrl, CachePolicy, PassiveHealth, Timeouts};
+use crate::health::BackendHealth;
 
 /// Server-assigned backend identifier, stable for the backend's lifetime.
 pub type BackendId = u64;
@@ -21,6 +22,15 @@ pub struct Backend {
     pub url: BackendUrl,
     /// Per-worker published counters.
     pub stats: SharedStats,
+    /// Active health state, written by `lb-health` and read by the pickers.
+    pub health: BackendHealth,
+}
+
+impl Backend {
+    /// A backend with fresh counters for `workers` workers and unknown health.
+    pub fn new(id: BackendId, url: BackendUrl, workers: usize) -> Self {
+        Self { id, url, stats: SharedStats::new(workers), health: BackendHealth::default() }
+    }
 }
 
 /// A numbered, immutable configuration. Workers swap epochs between requests; a request in

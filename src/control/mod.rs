@@ -14,15 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use tokio::sync::watch;
 
 pub use self::epoch::{Backend, BackendId, Epoch};
 use self::store::{
     FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
 };
 use crate::balance::Algorithm;
-use crate::balance::stats::{SharedStats, StatsSnapshot, now_ms};
+use crate::balance::stats::{StatsSnapshot, now_ms};
 use crate::cache::CachePolicyError;
 use crate::config::{BackendUrl, BackendUrlError, CachePolicy, Config, Timeouts};
+use crate::health::HealthSnapshot;
 use crate::{info, warn};
 
 /// How long a change waits for every worker to acknowledge its epoch.
@@ -111,6 +113,8 @@ pub struct BackendView {
     pub weight: u32,
     /// Merged counters.
     pub stats: StatsSnapshot,
+    /// Active health; `None` when `[health_check]` is off.
+    pub health: Option<HealthSnapshot>,
 }
 
 /// The current configuration and state, as reported to operators.
@@ -182,6 +186,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     tx: Sender<Command>,
+    backends: watch::Receiver<Vec<Arc<Backend>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -212,6 +217,12 @@ impl ControlHandle {
         rx.recv().map_err(|_| ControlError::Stopped)
     }
 
+    /// The current backends, updated after every epoch that adds or removes one (for
+    /// `lb-health`). The sender closes when the control thread stops.
+    pub fn backends(&self) -> watch::Receiver<Vec<Arc<Backend>>> {
+        self.backends.clone()
+    }
+
     /// Tells every worker to drain and stop; returns at once.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -227,6 +238,8 @@ struct ControlState {
     acks: Receiver<Ack>,
     weights: HashMap<BackendId, u32>,
     store: Option<Box<dyn StateStore>>,
+    /// Publishes the backend list to [`ControlHandle::backends`] receivers.
+    backends_tx: watch::Sender<Vec<Arc<Backend>>>,
 }
 
 /// Builds the first epoch from the configuration (backend URLs resolved here).
@@ -236,11 +249,7 @@ pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, Cont
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            Ok(Arc::new(Backend {
-                id: i as BackendId + 1,
-                url: BackendUrl::parse(&b.url)?,
-                stats: SharedStats::new(workers),
-            }))
+            Ok(Arc::new(Backend::new(i as BackendId + 1, BackendUrl::parse(&b.url)?, workers)))
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
     Ok(Arc::new(Epoch {
@@ -303,13 +312,7 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
             let backends = saved
                 .backends
                 .iter()
-                .map(|b| {
-                    Ok(Arc::new(Backend {
-                        id: b.id,
-                        url: BackendUrl::parse(&b.url)?,
-                        stats: SharedStats::new(workers),
-                    }))
-                })
+                .map(|b| Ok(Arc::new(Backend::new(b.id, BackendUrl::parse(&b.url)?, workers))))
                 .collect::<Result<Vec<_>, ControlError>>()
                 .map_err(|source| RestoreError::Backend {
                     origin: origin().unwrap_or_default(),
@@ -389,11 +392,20 @@ pub fn spawn_restored(
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = unbounded();
     let Restored { first, next_backend_id, weights, store } = restored;
-    let state =
-        ControlState { config, current: first, next_backend_id, workers, acks, weights, store };
+    let (backends_tx, backends) = watch::channel(first.backends.clone());
+    let state = ControlState {
+        config,
+        current: first,
+        next_backend_id,
+        workers,
+        acks,
+        weights,
+        store,
+        backends_tx,
+    };
     let thread =
         std::thread::Builder::new().name("lb-control".into()).spawn(move || run(state, rx))?;
-    Ok((ControlHandle { tx }, thread))
+    Ok((ControlHandle { tx, backends }, thread))
 }
 
 #[expect(clippy::disallowed_methods, reason = "the control thread waits for commands")]
@@ -468,7 +480,10 @@ impl ControlState {
         self.next_backend_id = next_backend_id;
         self.weights = weights;
         let epoch = Arc::new(next);
-        self.broadcast(&epoch)?;
+        let broadcast = self.broadcast(&epoch);
+        // Even unacknowledged, the epoch is the truth now (see `broadcast`).
+        self.publish_backends(&epoch);
+        broadcast?;
         info!(
             "epoch applied",
             epoch = epoch.id,
@@ -477,7 +492,7 @@ impl ControlState {
         );
         self.current = epoch;
         let now = now_ms();
-        let backend = created.map(|b| view_of(&b, &self.weights, now));
+        let backend = created.map(|b| self.view_of(&b, now));
         Ok(Applied { epoch: self.current.id, backend })
     }
 
@@ -496,13 +511,21 @@ impl ControlState {
         if next.backends.iter().any(|b| b.url.url == url.url) {
             return Err(ControlError::DuplicateBackend(url.url));
         }
-        let backend = Arc::new(Backend {
-            id: *next_backend_id,
-            url,
-            stats: SharedStats::new(self.workers.len()),
-        });
+        let backend = Arc::new(Backend::new(*next_backend_id, url, self.workers.len()));
         *next_backend_id += 1;
         Ok(backend)
+    }
+
+    /// Tells [`ControlHandle::backends`] receivers about `epoch`'s backends if the set changed.
+    fn publish_backends(&self, epoch: &Epoch) {
+        self.backends_tx.send_if_modified(|list| {
+            let same = list.len() == epoch.backends.len()
+                && list.iter().zip(&epoch.backends).all(|(a, b)| a.id == b.id);
+            if !same {
+                list.clone_from(&epoch.backends);
+            }
+            !same
+        });
     }
 
     /// Sends the epoch to every worker and waits until all of them acknowledged it.
@@ -540,20 +563,21 @@ impl ControlState {
         StateView {
             epoch: e.id,
             algorithm: e.algorithm,
-            backends: e.backends.iter().map(|b| view_of(b, &self.weights, now)).collect(),
+            backends: e.backends.iter().map(|b| self.view_of(b, now)).collect(),
             cache: e.cache.clone(),
             timeouts: e.timeouts,
             config: self.config.clone(),
             state_file: self.config.state_file.clone(),
         }
     }
-}
 
-fn view_of(backend: &Backend, weights: &HashMap<BackendId, u32>, now: u64) -> BackendView {
-    BackendView {
-        id: backend.id,
-        url: backend.url.url.clone(),
-        weight: weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
-        stats: backend.stats.snapshot(now),
+    fn view_of(&self, backend: &Backend, now: u64) -> BackendView {
+        BackendView {
+            id: backend.id,
+            url: backend.url.url.clone(),
+            weight: self.weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
+            stats: backend.stats.snapshot(now),
+            health: self.config.health_check.enabled.then(|| backend.health.snapshot(now)),
+        }
     }
 }

@@ -139,8 +139,11 @@ impl ProxyError {
             ProxyError::Client(BodyError::Chunked(_)) => {
                 Respond(canned!("400 Bad Request", "21", "invalid chunked body\n"))
             }
-            ProxyError::ClientHeaderTimeout => {
+            ProxyError::ClientHeaderTimeout | ProxyError::Client(BodyError::ReadTimeout) => {
                 Respond(canned!("408 Request Timeout", "16", "request timeout\n"))
+            }
+            ProxyError::Client(BodyError::TooSlow) => {
+                Respond(canned!("408 Request Timeout", "22", "request body too slow\n"))
             }
             ProxyError::Client(_) => Close,
             ProxyError::NoBackend => {
@@ -185,7 +188,10 @@ impl ProxyError {
             }
             ProxyError::Upstream(_) => (GrpcCode::Unavailable, "upstream connection failed"),
             ProxyError::DeadlineExceeded => (GrpcCode::DeadlineExceeded, "deadline exceeded"),
-            ProxyError::ClientHeaderTimeout => (GrpcCode::DeadlineExceeded, "request timeout"),
+            ProxyError::ClientHeaderTimeout
+            | ProxyError::Client(BodyError::ReadTimeout | BodyError::TooSlow) => {
+                (GrpcCode::DeadlineExceeded, "request timeout")
+            }
             ProxyError::BodyTooLarge | ProxyError::Client(BodyError::TooLarge) => {
                 (GrpcCode::ResourceExhausted, "request too large")
             }
@@ -211,6 +217,9 @@ mod tests {
             ProxyError::BadGateway("x"),
             ProxyError::HeadTooLarge,
             ProxyError::BadRequest(HeadError::Malformed("x")),
+            ProxyError::ClientHeaderTimeout,
+            ProxyError::Client(BodyError::ReadTimeout),
+            ProxyError::Client(BodyError::TooSlow),
         ];
         for e in errors {
             let ErrorAction::Respond(bytes) = e.action() else { panic!("{e}") };

@@ -51,15 +51,22 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
     // The last request head as received, kept for the cache key while the cache is on.
     let mut raw_head = Vec::new();
     let _open = ctx.telemetry.metrics.connection();
+    let mut requests_left = ctx.limits.max_requests_per_connection;
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
         let head =
             read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts, &mut raw_head);
-        let req = match head.await {
+        let mut req = match head.await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => return respond_error(&mut client.w, &e).await,
         };
+        // `limits.max_requests_per_connection` (0 = unlimited): the last one's response says
+        // `connection: close`.
+        if requests_left == 1 {
+            req.keep_alive = false;
+        }
+        requests_left = requests_left.saturating_sub(1);
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
@@ -90,6 +97,9 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
             }
             Err(failure) => Err(failure),
         };
+        if let Err(Failure { error: ProxyError::Client(BodyError::TooSlow), .. }) = &result {
+            ctx.telemetry.metrics.body_too_slow();
+        }
         let status = match &result {
             Err(Failure { error, responded: false }) => {
                 let (status, bytes) = error_status(error);
@@ -142,14 +152,17 @@ async fn read_request_head(
                 });
             }
         }
-        let wait = if cbuf.is_empty() {
+        // Between requests the idle timeout runs; once a head has begun, the header timeout.
+        let idle = cbuf.is_empty();
+        let wait = if idle {
             timeouts.client_idle()
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
             at.saturating_duration_since(Instant::now())
         };
+        // (A read cut short by the timeout takes the buffered bytes with it.)
         match timeout(wait, cbuf.fill(&mut client.r)).await {
-            Err(_) if cbuf.is_empty() => return Ok(None),
+            Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
@@ -340,15 +353,19 @@ impl Exchange<'_> {
         self.ctx.retries.allow(attempts, reason, &self.ctx.telemetry.metrics.retries)
     }
 
-    /// Picks a backend not yet tried and not ejected.
+    /// Picks a backend not yet tried and not ejected, preferring those the active health
+    /// checks have not taken out (failing open when every candidate is down).
     fn pick(&self, tried: &Tried) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried.contains(i)
                 || ups[i].stats.is_ejected(now)
                 || ups[i].backend.url.protocol == crate::config::BackendProtocol::H2c
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 
@@ -397,6 +414,10 @@ impl Exchange<'_> {
                     read_timeout: self.timeouts.client_body(),
                     write_timeout: self.timeouts.upstream_response(),
                     max_bytes: self.ctx.limits.max_body_bytes,
+                    min_rate: self
+                        .timeouts
+                        .client_body_min_rate()
+                        .map(|rate| rate.after(body_in_head as u64)),
                 };
                 let send = async {
                     let result =
@@ -519,6 +540,7 @@ impl Exchange<'_> {
             read_timeout: t.upstream_response(),
             write_timeout: t.client_send(),
             max_bytes: 0,
+            min_rate: None,
         };
         let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tee)
             .await

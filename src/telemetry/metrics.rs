@@ -111,6 +111,8 @@ struct BackendSlot {
 struct Published {
     epoch: u64,
     active_connections: u64,
+    accept_paused: u64,
+    body_too_slow: u64,
     no_backend: Counters,
     backends: Vec<BackendSlot>,
     retries: RetryCounts,
@@ -152,6 +154,21 @@ pub struct CacheTotals {
 pub struct Metrics {
     workers: Box<[CachePadded<WorkerSlot>]>,
     drivers: OnceLock<Vec<IoDriver>>,
+    /// Active health per backend, replaced by `lb-health` after each check (empty when off).
+    health: Mutex<Vec<HealthRow>>,
+}
+
+/// What `lb-health` publishes about one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    /// Backend URL (label value).
+    pub url: String,
+    /// `false` only while the active checks hold the backend down.
+    pub up: bool,
+    /// Checks passed since the backend was added.
+    pub checks_ok: u64,
+    /// Checks failed since the backend was added.
+    pub checks_failed: u64,
 }
 
 /// What a worker's ticker publishes about one backend.
@@ -179,6 +196,14 @@ impl Metrics {
         Self {
             workers: (0..workers.max(1)).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
             drivers: OnceLock::new(),
+            health: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the active health rows (`lb-health` only).
+    pub fn publish_health(&self, rows: Vec<HealthRow>) {
+        if let Ok(mut health) = self.health.lock() {
+            *health = rows;
         }
     }
 
@@ -232,6 +257,8 @@ impl Metrics {
         let Ok(mut p) = slot.published.lock() else { return };
         p.epoch = epoch;
         p.active_connections = local.active_connections.get();
+        p.accept_paused = local.accept_paused.get();
+        p.body_too_slow = local.body_too_slow.get();
         local.no_backend.copy_to(&mut p.no_backend);
         p.retries = local.retries.counts();
         let mut n = 0;
@@ -262,10 +289,13 @@ impl Metrics {
         let mut no_backend = Counters::default();
         let (mut epoch, mut connections) = (0, 0);
         let mut retries = RetryCounts::default();
+        let (mut accept_paused, mut body_too_slow) = (0, 0);
         for w in self.workers.iter() {
             let Ok(p) = w.published.lock() else { continue };
             epoch = epoch.max(p.epoch);
             connections += p.active_connections;
+            accept_paused += p.accept_paused;
+            body_too_slow += p.body_too_slow;
             no_backend.add(&p.no_backend);
             retries.add(&p.retries);
             for b in &p.backends {
@@ -387,6 +417,7 @@ impl Metrics {
                 b.counters.connect_errors
             );
         }
+        self.render_health(&mut out);
         retries.render(&mut out);
         let cache = self.cache_totals();
         header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
@@ -413,6 +444,22 @@ impl Metrics {
         let _ = writeln!(out, "fulcrum_client_connections {connections}");
         header(
             &mut out,
+            "fulcrum_accept_paused_total",
+            "counter",
+            "Times a worker stopped accepting because it had limits.max_connections_per_worker \
+             client connections open.",
+        );
+        let _ = writeln!(out, "fulcrum_accept_paused_total {accept_paused}");
+        header(
+            &mut out,
+            "fulcrum_client_body_too_slow_total",
+            "counter",
+            "Requests cut off (408 or close) because their body arrived slower than \
+             timeouts.client_body_min_rate.",
+        );
+        let _ = writeln!(out, "fulcrum_client_body_too_slow_total {body_too_slow}");
+        header(
+            &mut out,
             "fulcrum_access_log_dropped_total",
             "counter",
             "Access records dropped because the writer fell behind.",
@@ -434,6 +481,40 @@ impl Metrics {
 /// Reads one per-backend gauge from a merged slot.
 type BackendGauge = fn(&BackendSlot) -> u64;
 
+impl Metrics {
+    /// `fulcrum_backend_up` and `fulcrum_health_checks_total`, only when active checks run.
+    fn render_health(&self, out: &mut String) {
+        let Ok(rows) = self.health.lock() else { return };
+        if rows.is_empty() {
+            return;
+        }
+        header(
+            out,
+            "fulcrum_backend_up",
+            "gauge",
+            "0 while active health checks hold the backend down, 1 otherwise (up or not yet checked).",
+        );
+        for r in rows.iter() {
+            let _ = writeln!(
+                out,
+                "fulcrum_backend_up{{backend=\"{}\"}} {}",
+                esc(&r.url),
+                u8::from(r.up)
+            );
+        }
+        header(out, "fulcrum_health_checks_total", "counter", "Active health checks by result.");
+        for r in rows.iter() {
+            for (result, n) in [("ok", r.checks_ok), ("failed", r.checks_failed)] {
+                let _ = writeln!(
+                    out,
+                    "fulcrum_health_checks_total{{backend=\"{}\",result=\"{result}\"}} {n}",
+                    esc(&r.url)
+                );
+            }
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -451,6 +532,8 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     active_connections: Cell<u64>,
+    accept_paused: Cell<u64>,
+    body_too_slow: Cell<u64>,
     /// Requests that reached no backend.
     pub no_backend: BackendMetrics,
     /// Retries, retry-budget refusals and connection-queue rejections.
@@ -558,6 +641,16 @@ impl WorkerMetrics {
         bump(&self.active_connections);
         ConnectionGuard(self)
     }
+
+    /// Counts one pause of the accept loop at `limits.max_connections_per_worker`.
+    pub fn accept_paused(&self) {
+        bump(&self.accept_paused);
+    }
+
+    /// Counts a request cut off for a body slower than `timeouts.client_body_min_rate`.
+    pub fn body_too_slow(&self) {
+        bump(&self.body_too_slow);
+    }
 }
 
 /// Uncounts a client connection when dropped.
@@ -591,6 +684,9 @@ mod tests {
         w1.retries.budget_exhausted();
         w1.retries.queue_rejected(QueueError::Timeout);
         let _c = w1.connection();
+        w0.accept_paused();
+        w1.accept_paused();
+        w1.body_too_slow();
         let sample = |b| BackendSample {
             id: 1,
             url: "http://a:1",
@@ -612,8 +708,18 @@ mod tests {
         };
         m.publish_cache(0, &cache(3, 100));
         m.publish_cache(1, &cache(4, 50));
+        assert!(!m.render_prometheus().contains("fulcrum_backend_up"), "only when checks run");
+        m.publish_health(vec![HealthRow {
+            url: "http://a:1".into(),
+            up: false,
+            checks_ok: 2,
+            checks_failed: 3,
+        }]);
         let text = m.render_prometheus();
         for line in [
+            "fulcrum_backend_up{backend=\"http://a:1\"} 0",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"ok\"} 2",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"failed\"} 3",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"2xx\"} 2",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"5xx\"} 1",
             "fulcrum_requests_total{backend=\"none\",class=\"5xx\"} 1",
@@ -627,6 +733,8 @@ mod tests {
             "fulcrum_upstream_connect_errors_total{backend=\"http://a:1\"} 1",
             "fulcrum_epoch 4",
             "fulcrum_client_connections 1",
+            "fulcrum_accept_paused_total 2",
+            "fulcrum_client_body_too_slow_total 1",
             "fulcrum_access_log_dropped_total 5",
             "fulcrum_cache_hits_total 7",
             "fulcrum_cache_misses_total 2",

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -316,6 +316,10 @@ struct BackendState {
     gate_closed: Mutex<bool>,
     gate: Condvar,
     stop: AtomicBool,
+    /// What `/healthz` answers with, after `health_delay_ms`; those requests are counted apart.
+    health_status: AtomicU16,
+    health_delay_ms: AtomicU64,
+    health_checks: AtomicUsize,
     failure: Option<Failure>,
 }
 
@@ -373,6 +377,9 @@ impl BackendBuilder {
             gate: Condvar::new(),
             stop: AtomicBool::new(false),
             failure: self.failure,
+            health_status: AtomicU16::new(200),
+            health_delay_ms: AtomicU64::new(0),
+            health_checks: AtomicUsize::new(0),
         });
         let name: Arc<str> = self.name.into();
         let (st, nm) = (state.clone(), name.clone());
@@ -408,6 +415,9 @@ impl BackendBuilder {
 /// - `/oneshot`: a normal keep-alive response, then the connection is closed anyway;
 /// - `/delay/MS`: waits MS ms first; `/hold...`: waits while the gate is closed;
 /// - `/hop`: a response carrying hop-by-hop headers;
+/// - `/healthz`: the health endpoint, answering [`set_health_status`](TestBackend::set_health_status)
+///   (200 by default) after [`set_health_delay`](TestBackend::set_health_delay); counted in
+///   [`health_checks`](TestBackend::health_checks), not in `requests` or `arrivals`;
 /// - anything else: waits the backend's delay, answers 200 with its name.
 ///
 /// Every response names the backend in `x-backend`; plain bodies are the name itself.
@@ -469,6 +479,18 @@ impl TestBackend {
         *self.state.gate_closed.lock().unwrap() = false;
         self.state.gate.notify_all();
     }
+    /// The status `/healthz` answers with from now on.
+    pub fn set_health_status(&self, status: u16) {
+        self.state.health_status.store(status, SeqCst);
+    }
+    /// How long `/healthz` waits before answering from now on.
+    pub fn set_health_delay(&self, delay: Duration) {
+        self.state.health_delay_ms.store(delay.as_millis() as u64, SeqCst);
+    }
+    /// `/healthz` requests received so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(SeqCst)
+    }
 }
 
 impl Drop for TestBackend {
@@ -499,6 +521,20 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
     let mut w = stream.try_clone()?;
     loop {
         let Some(head) = read_head(&mut r)? else { return Ok(()) };
+        let close = head.has_token("connection", "close");
+        if head.start[1] == "/healthz" {
+            st.health_checks.fetch_add(1, SeqCst);
+            backend_sleep(st.health_delay_ms.load(SeqCst));
+            let status = st.health_status.load(SeqCst);
+            write!(
+                w,
+                "HTTP/1.1 {status} Health\r\nx-backend: {name}\r\ncontent-length: 0\r\n\r\n"
+            )?;
+            if close {
+                return Ok(());
+            }
+            continue;
+        }
         let seq = st.sequence.fetch_add(1, SeqCst);
         st.in_flight.fetch_add(1, SeqCst);
         let _guard = InFlightGuard(st);
@@ -512,7 +548,6 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
             headers: head.headers.clone(),
             ..Recorded::default()
         };
-        let close = head.has_token("connection", "close");
         let path = target.split('?').next().unwrap_or("").to_owned();
 
         if path == "/echo" {
@@ -962,15 +997,20 @@ impl Fulcrum {
         self.addr.expect("fulcrum was not started with Fulcrum::start")
     }
 
-    /// The admin listener's address, from its `admin listening` line (waits 5 s at most).
+    /// The admin listener's address (from the `admin listening` line; needs an admin key).
     pub fn admin_addr(&self) -> SocketAddr {
-        let line = self
-            .wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
-            .expect("admin listening line");
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix("addr="))
-            .and_then(|a| a.parse().ok())
-            .expect("admin addr")
+        self.wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
+            .and_then(|l| {
+                l.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
+    }
+
+    /// The value of a metric on `GET /metrics` (needs an admin key), if present: `name`, or
+    /// `name{label="value"}` as rendered.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = Client::connect(self.admin_addr()).get("/metrics").ok()?.text();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 
     pub fn pid(&self) -> u32 {

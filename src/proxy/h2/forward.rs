@@ -24,6 +24,7 @@ use super::server::ConnState;
 use super::{is_grpc, parse_grpc_timeout};
 use crate::balance::stats::now_ms;
 use crate::config::BackendProtocol;
+use crate::proxy::body::BodyError;
 use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
 use crate::proxy::pool::Upstream;
 use crate::proxy::retry::RetryReason;
@@ -107,6 +108,9 @@ pub async fn serve_stream(
         },
         None => run.await,
     };
+    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
+        ctx.telemetry.metrics.body_too_slow();
+    }
     let status = match result {
         Ok(()) => log.note.status(),
         Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
@@ -388,16 +392,20 @@ impl Call<'_> {
     }
 
     /// Picks a backend not yet tried, not ejected, and able to serve this request (gRPC needs
-    /// an h2c backend).
+    /// an h2c backend), preferring those the active health checks have not taken out (failing
+    /// open when every candidate is down).
     fn pick(&self, tried: &[bool]) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
         let grpc = self.grpc;
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried[i]
                 || (grpc && ups[i].backend.url.protocol != BackendProtocol::H2c)
                 || ups[i].stats.is_ejected(now)
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 

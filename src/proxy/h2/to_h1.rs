@@ -15,7 +15,7 @@ use monoio::time::timeout;
 use super::forward::{Fail, Retry, append_forwarded_for, response_head_bytes, send_data};
 use super::server::ConnState;
 use crate::balance::stats::now_ms;
-use crate::proxy::body::ChunkedDecoder;
+use crate::proxy::body::{BodyError, ChunkedDecoder, RateClock, client_paced, timed_write};
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::MAX_HEADERS;
 use crate::proxy::pool::Upstream;
@@ -92,9 +92,16 @@ pub(super) async fn forward(
     let (res, _) = conn.w.write_all(head).await;
     res.map_err(|_| bad("upstream connection failed"))?;
     if !headers_only {
+        let mut clock = timeouts.client_body_min_rate().map(RateClock::start);
+        let mut received = 0;
         loop {
-            let next = match timeout(timeouts.client_body(), body.data()).await {
+            let paced =
+                client_paced(body.data(), timeouts.client_body(), clock.as_mut(), received).await;
+            let next = match paced {
                 Ok(n) => n,
+                Err(BodyError::TooSlow) => {
+                    return Err(Retry::Fail(Fail::Error(ProxyError::Client(BodyError::TooSlow))));
+                }
                 Err(_) => return Err(Retry::Fail(Fail::Error(ProxyError::ClientHeaderTimeout))),
             };
             let chunk = match next {
@@ -110,15 +117,17 @@ pub(super) async fn forward(
                 None => break,
             };
             let len = chunk.len();
+            received += len as u64;
             capture.tap(&chunk);
             if chunked && len > 0 {
-                let (r, _) = conn.w.write_all(format!("{len:x}\r\n").into_bytes()).await;
+                let size_line = conn.w.write_all(format!("{len:x}\r\n").into_bytes());
+                let (r, _) = timed_write(size_line, clock.as_mut()).await;
                 r.map_err(|_| bad("upstream connection failed"))?;
             }
-            let (r, _) = conn.w.write_all(chunk).await;
+            let (r, _) = timed_write(conn.w.write_all(chunk), clock.as_mut()).await;
             r.map_err(|_| bad("upstream connection failed"))?;
             if chunked && len > 0 {
-                let (r, _) = conn.w.write_all(&b"\r\n"[..]).await;
+                let (r, _) = timed_write(conn.w.write_all(&b"\r\n"[..]), clock.as_mut()).await;
                 r.map_err(|_| bad("upstream connection failed"))?;
             }
             let _ = body.flow_control().release_capacity(len);
