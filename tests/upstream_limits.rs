@@ -155,3 +155,33 @@ fn queued_requests_are_all_served_through_the_capped_connections() {
     assert_eq!(backend.requests(), 7);
     assert!(backend.connections() <= 2, "{} connections", backend.connections());
 }
+
+#[test]
+fn a_full_queue_sends_the_request_to_another_backend() {
+    let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
+    a.hold();
+    b.hold();
+    let (f, _conf) = common::start_one_worker(
+        "[pool]\nmax_connections_per_backend = 1\nqueue_size = 0\n",
+        &[a.url(), b.url()],
+    );
+    // One held request on each backend fills both caps.
+    let held: Vec<_> = (0..2).map(|_| hold_request(f.addr())).collect();
+    expect_within(Duration::from_secs(5), "one request at each backend", || {
+        a.in_flight() == 1 && b.in_flight() == 1
+    });
+    let r = Client::connect(f.addr()).get("/x").unwrap();
+    assert_eq!(r.status(), 503, "both full: {}", r.text());
+    // `b` frees its connection; requests that round robin sends to the full `a` go to `b`.
+    b.release();
+    expect_within(Duration::from_secs(5), "b answered", || b.in_flight() == 0);
+    for i in 0..3 {
+        let r = Client::connect(f.addr()).get("/x").unwrap();
+        assert_eq!((r.status(), r.backend()), (200, "b"), "request {i}: {}", r.text());
+    }
+    assert_eq!(a.requests(), 1);
+    a.release();
+    for h in held {
+        assert_eq!(h.join().unwrap().status(), 200);
+    }
+}

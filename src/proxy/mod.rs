@@ -27,7 +27,7 @@ use self::body::{BodyError, CopySpec, copy_body};
 use self::buf::ReadBuf;
 use self::error::{ErrorAction, ProxyError};
 use self::h1::{ClientSide, Framing, RequestInfo, ResponseHead};
-use self::pool::{Upstream, UpstreamConn};
+use self::pool::{QueueError, Upstream, UpstreamConn};
 use self::retry::RetryReason;
 use crate::balance::stats::now_ms;
 use crate::config::Timeouts;
@@ -201,7 +201,8 @@ impl From<ProxyError> for Failure {
     }
 }
 
-/// A set of backend indices: those a request tried, or those it could not connect to.
+/// A set of backend indices: those a request tried, or those it could not connect to or whose
+/// connection queue was full.
 #[derive(Debug, Default)]
 struct Tried {
     low: u128,
@@ -285,6 +286,8 @@ impl Exchange<'_> {
         let mut last: Option<(ProxyError, RetryReason)> = None;
         // A stale pooled connection's request is sent again on a new connection to its backend.
         let mut fresh_on: Option<usize> = None;
+        // Some backend turned the request away because its connection queue was full.
+        let mut busy = false;
         loop {
             let pick = self.note.phase("pick");
             let upstream = match fresh_on.take() {
@@ -298,7 +301,12 @@ impl Exchange<'_> {
             };
             drop(pick);
             let Some(upstream) = upstream else {
-                return Err(last.map_or(ProxyError::NoBackend, |(e, _)| e).into());
+                let none = if busy {
+                    ProxyError::BackendBusy(QueueError::Full)
+                } else {
+                    ProxyError::NoBackend
+                };
+                return Err(last.map_or(none, |(e, _)| e).into());
             };
             let fresh = matches!(last, Some((_, RetryReason::Stale)));
             tried.insert(upstream.0);
@@ -306,14 +314,25 @@ impl Exchange<'_> {
             let up = upstream.1;
             // A request that cannot be sent twice probes every pooled connection first.
             let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
-            let Some(conn) = upstream_conn(self.ctx, self.epoch, self.note, up, reuse).await?
-            else {
-                unreachable.insert(upstream.0);
-                if !self.retry(attempts, RetryReason::Connect) {
-                    return Err(ProxyError::NoBackend.into());
+            let conn = match upstream_conn(self.ctx, self.epoch, self.note, up, reuse).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => {
+                    unreachable.insert(upstream.0);
+                    if !self.retry(attempts, RetryReason::Connect) {
+                        return Err(ProxyError::NoBackend.into());
+                    }
+                    last = Some((ProxyError::NoBackend, RetryReason::Connect));
+                    continue;
                 }
-                last = Some((ProxyError::NoBackend, RetryReason::Connect));
-                continue;
+                // Its queue is full: nothing was sent, and another backend may have room (as
+                // HAProxy redispatches at a server's `maxqueue`). Not a retry.
+                Err(ProxyError::BackendBusy(QueueError::Full)) => {
+                    unreachable.insert(upstream.0);
+                    attempts -= 1;
+                    busy = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             out.truncate(head_len);
             h1::finish_request_head(out, &self.req, &up.backend.url.authority);

@@ -620,7 +620,7 @@ impl RetryCounts {
             out,
             "fulcrum_upstream_queue_rejected_total",
             "counter",
-            "Requests answered 503 by a backend's connection cap: queue full or queue timeout.",
+            "Requests a backend's connection cap turned away: its queue was full, or the wait timed out.",
         );
         let _ = writeln!(
             out,

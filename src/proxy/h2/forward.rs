@@ -26,7 +26,7 @@ use crate::balance::stats::now_ms;
 use crate::config::BackendProtocol;
 use crate::proxy::body::BodyError;
 use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
-use crate::proxy::pool::Upstream;
+use crate::proxy::pool::{QueueError, Upstream};
 use crate::proxy::retry::RetryReason;
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::CacheStatus;
@@ -267,6 +267,9 @@ pub(super) enum Retry {
     /// Nothing was processed upstream: try again (another session or backend), within
     /// `retries.max_attempts` and the retry budget.
     Again(RetryReason),
+    /// The backend's connection queue is full: nothing was sent, try another backend (not a
+    /// retry).
+    Busy,
     /// Give up with this.
     Fail(Fail),
 }
@@ -302,10 +305,15 @@ impl Call<'_> {
         let ups = &self.epoch.upstreams;
         let mut tried = vec![false; ups.len()];
         let mut attempts = 0;
+        // Some backend turned the call away because its connection queue was full.
+        let mut busy = false;
         self.ctx.retries.record_request();
         loop {
             let pick = self.note.phase("pick");
-            let (i, up) = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            let none = || {
+                if busy { ProxyError::BackendBusy(QueueError::Full) } else { ProxyError::NoBackend }
+            };
+            let (i, up) = self.pick(&tried).ok_or_else(none)?;
             drop(pick);
             let outcome = match up.backend.url.protocol {
                 BackendProtocol::H2c => {
@@ -369,11 +377,12 @@ impl Call<'_> {
                     .await
                 }
             };
-            attempts += 1;
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Retry::Fail(f)) => return Err(f),
+                Err(Retry::Busy) => busy = true,
                 Err(Retry::Again(reason)) => {
+                    attempts += 1;
                     let error = match reason {
                         RetryReason::Connect => ProxyError::NoBackend,
                         _ => ProxyError::BadGateway("upstream refused the stream"),

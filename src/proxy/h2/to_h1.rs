@@ -18,7 +18,7 @@ use crate::balance::stats::now_ms;
 use crate::proxy::body::{BodyError, ChunkedDecoder, RateClock, client_paced, timed_write};
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::MAX_HEADERS;
-use crate::proxy::pool::Upstream;
+use crate::proxy::pool::{QueueError, Upstream};
 use crate::proxy::retry::RetryReason;
 use crate::proxy::{Reuse, upstream_conn};
 use crate::telemetry::BodyTap as _;
@@ -71,6 +71,7 @@ pub(super) async fn forward(
     let mut conn = match upstream_conn(ctx, epoch, note, up, reuse).await {
         Ok(Some(conn)) => conn,
         Ok(None) => return Err(Retry::Again(RetryReason::Connect)),
+        Err(ProxyError::BackendBusy(QueueError::Full)) => return Err(Retry::Busy),
         Err(e) => return Err(Retry::Fail(Fail::Error(e))),
     };
     note.set_backend(index);
