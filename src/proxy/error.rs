@@ -39,8 +39,8 @@ pub enum ProxyError {
     /// was being relayed.
     #[error("upstream side: {0}")]
     Upstream(BodyError),
-    /// The backend is at `pool.max_connections_per_backend` and its wait queue is full, or no
-    /// connection came free within `pool.queue_timeout_ms`.
+    /// Backends at `pool.max_connections_per_backend`: every candidate's wait queue was full, or
+    /// no connection came free within `pool.queue_timeout_ms`.
     #[error("backend at its connection limit: {0}")]
     BackendBusy(#[from] super::pool::QueueError),
     /// The call's own deadline (gRPC `grpc-timeout`) passed.
