@@ -538,7 +538,7 @@ impl PoolConfig {
 /// first counts against `max_attempts` and spends from the worker's retry budget: over the last
 /// ten seconds, retries may add `budget_ratio` of the requests seen plus
 /// `budget_min_per_sec` per second.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// Tries per request, the first included (1 disables retries).

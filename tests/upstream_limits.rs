@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_common;
 mod common;
 
 use std::net::SocketAddr;
@@ -184,4 +185,23 @@ fn a_full_queue_sends_the_request_to_another_backend() {
     for h in held {
         assert_eq!(h.join().unwrap().status(), 200);
     }
+}
+
+#[test]
+fn the_admin_api_shows_the_settings() {
+    let dir = admin_common::TempDir::new("upstream-limits-admin");
+    let config = dir.write(
+        "fulcrum.toml",
+        "[pool]\nmax_connections_per_backend = 4\nqueue_size = 2\nqueue_timeout_ms = 250\n\
+         [retries]\nmax_attempts = 2\nbudget_ratio = 0.5\nbudget_min_per_sec = 1\n",
+    );
+    let lb = admin_common::Fulcrum::start(admin_common::Opts::default().config(&config));
+    let c = lb.get("/api/v1/config", Some(&admin_common::read_token())).expect(200, None).json();
+    assert_eq!(c["limits"]["pool_max_connections_per_backend"], 4, "{c}");
+    assert_eq!(c["limits"]["pool_queue_size"], 2, "{c}");
+    assert_eq!(c["limits"]["pool_queue_timeout_ms"], 250, "{c}");
+    let retries = &c["retries"];
+    assert_eq!(retries["max_attempts"], 2, "{c}");
+    assert_eq!(retries["budget_ratio"], 0.5, "{c}");
+    assert_eq!(retries["budget_min_per_sec"], 1, "{c}");
 }
