@@ -72,6 +72,8 @@ pub struct Config {
     pub health_check: ActiveHealth,
     /// Upstream connection pools.
     pub pool: PoolConfig,
+    /// Retries of failed upstream attempts (`[retries]`).
+    pub retries: RetryConfig,
     /// Buffer and size limits.
     pub limits: Limits,
     /// Balancer tuning.
@@ -103,6 +105,7 @@ impl Default for Config {
             health: PassiveHealth::default(),
             health_check: ActiveHealth::default(),
             pool: PoolConfig::default(),
+            retries: RetryConfig::default(),
             limits: Limits::default(),
             balance: BalanceConfig::default(),
             cache: CachePolicy::default(),
@@ -489,7 +492,7 @@ impl ActiveHealth {
     }
 }
 
-/// Per-worker upstream connection pool settings.
+/// Per-worker upstream connection pool settings (HTTP/1.1 backends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
@@ -497,11 +500,73 @@ pub struct PoolConfig {
     pub max_idle_per_backend: usize,
     /// Idle connections older than this are closed.
     pub idle_timeout_ms: u64,
+    /// Most open connections (idle and busy) per backend and per worker; 0 means no limit.
+    pub max_connections_per_backend: usize,
+    /// Requests that may wait for a connection to a backend at its limit, per backend and per
+    /// worker; one more is answered 503 at once.
+    pub queue_size: usize,
+    /// How long a request waits in that queue before it is answered 503.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_idle_per_backend: 64, idle_timeout_ms: 30_000 }
+        Self {
+            max_idle_per_backend: 64,
+            idle_timeout_ms: 30_000,
+            max_connections_per_backend: 0,
+            queue_size: 128,
+            queue_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Largest accepted `queue_size` (the queue is scanned linearly on wake-ups).
+    pub const MAX_QUEUE: usize = 65_536;
+
+    /// `queue_timeout_ms` as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+}
+
+/// When a failed upstream attempt is tried again (`[retries]`), per worker.
+///
+/// A connect failure is always retried on another backend; a reset or close before any
+/// response byte only for an idempotent request whose body is all in hand. Every try after the
+/// first counts against `max_attempts` and spends from the worker's retry budget: over the last
+/// ten seconds, retries may add `budget_ratio` of the requests seen plus
+/// `budget_min_per_sec` per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Tries per request, the first included (1 disables retries).
+    pub max_attempts: u32,
+    /// Retries allowed as a share of the requests seen (0.2: at most 20% more upstream tries).
+    pub budget_ratio: f64,
+    /// Retries allowed per second on top of the ratio, so light traffic can still retry.
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 3, budget_ratio: 0.2, budget_min_per_sec: 10 }
+    }
+}
+
+impl RetryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=16).contains(&self.max_attempts) {
+            return Err(ConfigError::invalid("retries.max_attempts", "must be 1..=16"));
+        }
+        if !(0.0..=10.0).contains(&self.budget_ratio) {
+            return Err(ConfigError::invalid("retries.budget_ratio", "must be 0.0..=10.0"));
+        }
+        if self.budget_min_per_sec > 100_000 {
+            return Err(ConfigError::invalid("retries.budget_min_per_sec", "must be 0..=100000"));
+        }
+        Ok(())
     }
 }
 
@@ -686,6 +751,13 @@ impl Config {
         if self.limits.max_headers == 0 || self.limits.max_headers > 1024 {
             return Err(ConfigError::invalid("limits.max_headers", "must be 1..=1024"));
         }
+        if self.pool.queue_size > PoolConfig::MAX_QUEUE {
+            return Err(ConfigError::invalid("pool.queue_size", "must be 0..=65536"));
+        }
+        if self.pool.queue_timeout_ms == 0 {
+            return Err(ConfigError::invalid("pool.queue_timeout_ms", "must be greater than 0"));
+        }
+        self.retries.validate()?;
         if self.health.max_fails == 0 {
             return Err(ConfigError::invalid("health.max_fails", "must be greater than 0"));
         }
@@ -742,6 +814,29 @@ mod tests {
         let c: Config = toml::from_str("[[backends]]\nurl = \"ftp://x:1\"").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("backends[0].url"), "{err}");
+    }
+
+    #[test]
+    fn pool_limit_and_retry_keys_are_validated() {
+        for (toml, key) in [
+            ("[pool]\nqueue_size = 70000", "pool.queue_size"),
+            ("[pool]\nqueue_timeout_ms = 0", "pool.queue_timeout_ms"),
+            ("[retries]\nmax_attempts = 0", "retries.max_attempts"),
+            ("[retries]\nbudget_ratio = -0.5", "retries.budget_ratio"),
+            ("[retries]\nbudget_min_per_sec = 1000000", "retries.budget_min_per_sec"),
+        ] {
+            let c: Config = toml::from_str(toml).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c: Config = toml::from_str(
+            "[pool]\nmax_connections_per_backend = 4\nqueue_size = 0\n\
+             [retries]\nmax_attempts = 1\nbudget_ratio = 0.0\nbudget_min_per_sec = 0",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pool.max_connections_per_backend, 4);
+        assert_eq!(c.retries.max_attempts, 1);
     }
 
     #[test]

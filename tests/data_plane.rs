@@ -298,15 +298,16 @@ fn keep_alive_reuses_upstream_connections() {
 #[test]
 fn pipelined_request_survives_a_stale_pooled_connection() {
     // `/oneshot` answers with a keep-alive response and then closes the connection anyway, so
-    // the next request finds a dead pooled connection and must be resent on a fresh one.
+    // the next request finds a dead pooled connection and must be resent on a fresh one (a PUT
+    // with its body in hand may be; tests/retries.rs covers a POST).
     let backend = TestBackend::named("p");
     let f = start(&[&backend], &[]);
     let mut client = Client::connect(f.addr());
     assert_eq!(client.get("/oneshot").unwrap().status(), 200);
-    // Two pipelined requests in one write: a small POST, then a GET.
+    // Two pipelined requests in one write: a small PUT, then a GET.
     client
         .send_raw(
-            b"POST /oneshot HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+            b"PUT /oneshot HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
               GET /second HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .unwrap();

@@ -20,7 +20,7 @@ use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use crate::balance::Algorithm;
 use crate::cache::CachePolicy;
-use crate::config::{ActiveHealth, PassiveHealth, Timeouts};
+use crate::config::{ActiveHealth, PassiveHealth, RetryConfig, Timeouts};
 use crate::control::{BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
 use crate::health::{HealthSnapshot, HealthState};
 
@@ -379,6 +379,12 @@ pub struct LimitsOut {
     pub pool_max_idle_per_backend: usize,
     /// Idle upstream connections older than this close, in milliseconds.
     pub pool_idle_timeout_ms: u64,
+    /// Open HTTP/1.1 connections per backend and worker, idle and busy (0 = unlimited).
+    pub pool_max_connections_per_backend: usize,
+    /// Requests that may wait for a connection at that cap, per backend and worker.
+    pub pool_queue_size: usize,
+    /// Longest wait in that queue, in milliseconds.
+    pub pool_queue_timeout_ms: u64,
     /// Window of the `response_time` average, in milliseconds.
     pub response_time_window_ms: u64,
     /// How often workers publish their per-backend counters, in milliseconds.
@@ -425,6 +431,8 @@ pub struct ConfigOut {
     pub health_check: ActiveHealth,
     /// Limits and tuning.
     pub limits: LimitsOut,
+    /// When failed upstream attempts are tried again (`[retries]`).
+    pub retries: RetryConfig,
     /// Admin API settings.
     pub admin: AdminOut,
     /// Where run-time changes are persisted; `null` when they are not.
@@ -793,6 +801,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         timeouts: *t,
         health: c.health,
         health_check: c.health_check.clone(),
+        retries: c.retries,
         limits: LimitsOut {
             buffer_bytes: c.limits.buffer_bytes,
             max_headers: c.limits.max_headers,
@@ -801,6 +810,9 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             max_requests_per_connection: c.limits.max_requests_per_connection,
             pool_max_idle_per_backend: c.pool.max_idle_per_backend,
             pool_idle_timeout_ms: c.pool.idle_timeout_ms,
+            pool_max_connections_per_backend: c.pool.max_connections_per_backend,
+            pool_queue_size: c.pool.queue_size,
+            pool_queue_timeout_ms: c.pool.queue_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,
             stats_publish_ms: c.balance.stats_publish_ms,
         },

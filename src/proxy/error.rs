@@ -39,6 +39,10 @@ pub enum ProxyError {
     /// was being relayed.
     #[error("upstream side: {0}")]
     Upstream(BodyError),
+    /// Backends at `pool.max_connections_per_backend`: every candidate's wait queue was full, or
+    /// no connection came free within `pool.queue_timeout_ms`.
+    #[error("backend at its connection limit: {0}")]
+    BackendBusy(#[from] super::pool::QueueError),
     /// The call's own deadline (gRPC `grpc-timeout`) passed.
     #[error("deadline exceeded")]
     DeadlineExceeded,
@@ -145,6 +149,11 @@ impl ProxyError {
             ProxyError::NoBackend => {
                 Respond(canned!("503 Service Unavailable", "21", "no backend available\n"))
             }
+            ProxyError::BackendBusy(_) => Respond(canned!(
+                "503 Service Unavailable",
+                "32",
+                "backend at its connection limit\n"
+            )),
             ProxyError::UpstreamTimeout | ProxyError::Upstream(BodyError::ReadTimeout) => {
                 Respond(canned!("504 Gateway Timeout", "19", "upstream timed out\n"))
             }
@@ -170,6 +179,9 @@ impl ProxyError {
         }
         let (code, message) = match self {
             ProxyError::NoBackend => (GrpcCode::Unavailable, "no backend available"),
+            ProxyError::BackendBusy(_) => {
+                (GrpcCode::Unavailable, "backend at its connection limit")
+            }
             ProxyError::BadGateway(msg) => (GrpcCode::Unavailable, *msg),
             ProxyError::Upstream(BodyError::ReadTimeout) | ProxyError::UpstreamTimeout => {
                 (GrpcCode::DeadlineExceeded, "upstream timed out")
@@ -200,6 +212,7 @@ mod tests {
     fn canned_responses_are_well_formed() {
         let errors = [
             ProxyError::NoBackend,
+            ProxyError::BackendBusy(crate::proxy::pool::QueueError::Full),
             ProxyError::UpstreamTimeout,
             ProxyError::BadGateway("x"),
             ProxyError::HeadTooLarge,

@@ -16,6 +16,8 @@ use std::sync::{Mutex, OnceLock};
 use crossbeam_utils::CachePadded;
 
 use crate::control::BackendId;
+use crate::proxy::pool::QueueError;
+use crate::proxy::retry::RetryReason;
 use crate::worker::IoDriver;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (then `+Inf`).
@@ -101,6 +103,8 @@ struct BackendSlot {
     counters: Counters,
     in_flight: u64,
     ejected: bool,
+    open_connections: u64,
+    queued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +115,7 @@ struct Published {
     body_too_slow: u64,
     no_backend: Counters,
     backends: Vec<BackendSlot>,
+    retries: RetryCounts,
 }
 
 #[derive(Debug, Default)]
@@ -179,6 +184,10 @@ pub struct BackendSample<'a> {
     pub in_flight: u32,
     /// Whether this worker currently ejects it.
     pub ejected: bool,
+    /// Open HTTP/1.1 connections to it from this worker (idle and busy).
+    pub open_connections: usize,
+    /// Requests waiting on this worker for a connection to it (at its connection cap).
+    pub queued: usize,
 }
 
 impl Metrics {
@@ -251,6 +260,7 @@ impl Metrics {
         p.accept_paused = local.accept_paused.get();
         p.body_too_slow = local.body_too_slow.get();
         local.no_backend.copy_to(&mut p.no_backend);
+        p.retries = local.retries.counts();
         let mut n = 0;
         for b in backends {
             if p.backends.len() <= n {
@@ -265,6 +275,8 @@ impl Metrics {
             b.metrics.copy_to(&mut s.counters);
             s.in_flight = u64::from(b.in_flight);
             s.ejected = b.ejected;
+            s.open_connections = b.open_connections as u64;
+            s.queued = b.queued as u64;
             n += 1;
         }
         p.backends.truncate(n);
@@ -276,6 +288,7 @@ impl Metrics {
         let mut backends: Vec<BackendSlot> = Vec::new();
         let mut no_backend = Counters::default();
         let (mut epoch, mut connections) = (0, 0);
+        let mut retries = RetryCounts::default();
         let (mut accept_paused, mut body_too_slow) = (0, 0);
         for w in self.workers.iter() {
             let Ok(p) = w.published.lock() else { continue };
@@ -284,12 +297,15 @@ impl Metrics {
             accept_paused += p.accept_paused;
             body_too_slow += p.body_too_slow;
             no_backend.add(&p.no_backend);
+            retries.add(&p.retries);
             for b in &p.backends {
                 match backends.iter_mut().find(|m| m.id == b.id) {
                     Some(m) => {
                         m.counters.add(&b.counters);
                         m.in_flight += b.in_flight;
                         m.ejected |= b.ejected;
+                        m.open_connections += b.open_connections;
+                        m.queued += b.queued;
                     }
                     None => backends.push(b.clone()),
                 }
@@ -355,6 +371,24 @@ impl Metrics {
                 b.in_flight
             );
         }
+        let gauges: [(&str, &str, BackendGauge); 2] = [
+            (
+                "fulcrum_backend_open_connections",
+                "Open HTTP/1.1 upstream connections per backend (idle and busy).",
+                |b| b.open_connections,
+            ),
+            (
+                "fulcrum_backend_queued_requests",
+                "Requests waiting for a connection to a backend at its connection cap.",
+                |b| b.queued,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            for b in &backends {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", esc(&b.url), value(b));
+            }
+        }
         header(
             &mut out,
             "fulcrum_backend_healthy",
@@ -384,6 +418,7 @@ impl Metrics {
             );
         }
         self.render_health(&mut out);
+        retries.render(&mut out);
         let cache = self.cache_totals();
         header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
         let _ = writeln!(out, "fulcrum_cache_hits_total {}", cache.hits);
@@ -443,6 +478,9 @@ impl Metrics {
     }
 }
 
+/// Reads one per-backend gauge from a merged slot.
+type BackendGauge = fn(&BackendSlot) -> u64;
+
 impl Metrics {
     /// `fulcrum_backend_up` and `fulcrum_health_checks_total`, only when active checks run.
     fn render_health(&self, out: &mut String) {
@@ -498,6 +536,103 @@ pub struct WorkerMetrics {
     body_too_slow: Cell<u64>,
     /// Requests that reached no backend.
     pub no_backend: BackendMetrics,
+    /// Retries, retry-budget refusals and connection-queue rejections.
+    pub retries: RetryMetrics,
+}
+
+/// One worker's counters of upstream retries and of requests turned away by a backend's
+/// connection cap.
+#[derive(Debug, Default)]
+pub struct RetryMetrics {
+    by_reason: [Cell<u64>; 4],
+    budget_exhausted: Cell<u64>,
+    queue_full: Cell<u64>,
+    queue_timeout: Cell<u64>,
+}
+
+impl RetryMetrics {
+    /// Counts one retry.
+    pub fn retry(&self, reason: RetryReason) {
+        let i = RetryReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        bump(&self.by_reason[i]);
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn budget_exhausted(&self) {
+        bump(&self.budget_exhausted);
+    }
+
+    /// Counts a request turned away by a backend's full connection queue, or its queue timeout.
+    pub fn queue_rejected(&self, error: QueueError) {
+        bump(match error {
+            QueueError::Full => &self.queue_full,
+            QueueError::Timeout => &self.queue_timeout,
+        });
+    }
+
+    fn counts(&self) -> RetryCounts {
+        RetryCounts {
+            by_reason: std::array::from_fn(|i| self.by_reason[i].get()),
+            budget_exhausted: self.budget_exhausted.get(),
+            queue_full: self.queue_full.get(),
+            queue_timeout: self.queue_timeout.get(),
+        }
+    }
+}
+
+/// Plain copies of [`RetryMetrics`].
+#[derive(Debug, Clone, Copy, Default)]
+struct RetryCounts {
+    by_reason: [u64; 4],
+    budget_exhausted: u64,
+    queue_full: u64,
+    queue_timeout: u64,
+}
+
+impl RetryCounts {
+    fn add(&mut self, o: &RetryCounts) {
+        for (a, b) in self.by_reason.iter_mut().zip(&o.by_reason) {
+            *a += b;
+        }
+        self.budget_exhausted += o.budget_exhausted;
+        self.queue_full += o.queue_full;
+        self.queue_timeout += o.queue_timeout;
+    }
+
+    fn render(&self, out: &mut String) {
+        header(
+            out,
+            "fulcrum_retries_total",
+            "counter",
+            "Upstream attempts tried again, by reason.",
+        );
+        for (reason, n) in RetryReason::ALL.iter().zip(self.by_reason) {
+            let _ = writeln!(out, "fulcrum_retries_total{{reason=\"{}\"}} {n}", reason.label());
+        }
+        header(
+            out,
+            "fulcrum_retry_budget_exhausted_total",
+            "counter",
+            "Retries not made because the retry budget was empty.",
+        );
+        let _ = writeln!(out, "fulcrum_retry_budget_exhausted_total {}", self.budget_exhausted);
+        header(
+            out,
+            "fulcrum_upstream_queue_rejected_total",
+            "counter",
+            "Requests a backend's connection cap turned away: its queue was full, or the wait timed out.",
+        );
+        let _ = writeln!(
+            out,
+            "fulcrum_upstream_queue_rejected_total{{reason=\"full\"}} {}",
+            self.queue_full
+        );
+        let _ = writeln!(
+            out,
+            "fulcrum_upstream_queue_rejected_total{{reason=\"timeout\"}} {}",
+            self.queue_timeout
+        );
+    }
 }
 
 impl WorkerMetrics {
@@ -544,6 +679,10 @@ mod tests {
         b1.record(204, 700);
         b1.connect_error();
         w0.no_backend.record(503, 10);
+        w0.retries.retry(RetryReason::Connect);
+        w1.retries.retry(RetryReason::Connect);
+        w1.retries.budget_exhausted();
+        w1.retries.queue_rejected(QueueError::Timeout);
         let _c = w1.connection();
         w0.accept_paused();
         w1.accept_paused();
@@ -554,6 +693,8 @@ mod tests {
             metrics: b,
             in_flight: 1,
             ejected: false,
+            open_connections: 2,
+            queued: 1,
         };
         m.publish(0, 3, &w0, [sample(&b0)].into_iter());
         m.publish(1, 4, &w1, [sample(&b1)].into_iter());
@@ -587,6 +728,8 @@ mod tests {
             "fulcrum_request_duration_seconds_bucket{backend=\"http://a:1\",le=\"+Inf\"} 3",
             "fulcrum_request_duration_seconds_count{backend=\"http://a:1\"} 3",
             "fulcrum_backend_in_flight{backend=\"http://a:1\"} 2",
+            "fulcrum_backend_open_connections{backend=\"http://a:1\"} 4",
+            "fulcrum_backend_queued_requests{backend=\"http://a:1\"} 2",
             "fulcrum_upstream_connect_errors_total{backend=\"http://a:1\"} 1",
             "fulcrum_epoch 4",
             "fulcrum_client_connections 1",
@@ -598,6 +741,11 @@ mod tests {
             "fulcrum_cache_bytes 150",
             "fulcrum_cache_entries 4",
             "fulcrum_io_driver{worker=\"1\",driver=\"io_uring\"} 1",
+            "fulcrum_retries_total{reason=\"connect\"} 2",
+            "fulcrum_retries_total{reason=\"reset\"} 0",
+            "fulcrum_retry_budget_exhausted_total 1",
+            "fulcrum_upstream_queue_rejected_total{reason=\"full\"} 0",
+            "fulcrum_upstream_queue_rejected_total{reason=\"timeout\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

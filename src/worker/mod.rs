@@ -68,6 +68,8 @@ pub struct WorkerCtx {
     pub http2: crate::config::Http2Config,
     /// Per-worker selection state.
     pub picker: Picker,
+    /// When failed upstream attempts are tried again, and this worker's retry budget.
+    pub retries: crate::proxy::retry::Retries,
     /// Access log producer, metrics and tracing for this worker (telemetry hook).
     pub telemetry: crate::telemetry::exchange::WorkerTelemetry,
     /// This worker's response cache shard (reconciled with each installed epoch).
@@ -134,6 +136,7 @@ impl WorkerCtx {
             balance: config.balance,
             http2: config.http2,
             picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
+            retries: crate::proxy::retry::Retries::new(&config.retries),
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
                 upstreams: Vec::new(),
@@ -168,9 +171,7 @@ impl WorkerCtx {
             .map(|b| {
                 known
                     .entry(b.id)
-                    .or_insert_with(|| {
-                        Rc::new(Upstream::new(b.clone(), window, self.pool.max_idle_per_backend))
-                    })
+                    .or_insert_with(|| Rc::new(Upstream::new(b.clone(), window, &self.pool)))
                     .clone()
             })
             .collect();
@@ -241,6 +242,8 @@ impl WorkerCtx {
                 metrics: &up.metrics,
                 in_flight: up.stats.local_in_flight(),
                 ejected: up.stats.is_ejected(now),
+                open_connections: up.open_count(),
+                queued: up.queued_count(),
             }),
         );
     }

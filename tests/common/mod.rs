@@ -306,6 +306,7 @@ impl Recorded {
 struct BackendState {
     sequence: Arc<AtomicU64>,
     connections: AtomicUsize,
+    closed: AtomicUsize,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
     delay_ms: AtomicU64,
@@ -319,6 +320,16 @@ struct BackendState {
     health_status: AtomicU16,
     health_delay_ms: AtomicU64,
     health_checks: AtomicUsize,
+    failure: Option<Failure>,
+}
+
+/// How a failing backend ends every exchange once it has read the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Closes with `SO_LINGER` 0: the peer sees a reset.
+    Reset,
+    /// Closes in order (FIN) without answering.
+    Close,
 }
 
 /// Builder for [`TestBackend`].
@@ -326,6 +337,7 @@ pub struct BackendBuilder {
     name: String,
     delay: Duration,
     sequence: Option<Arc<AtomicU64>>,
+    failure: Option<Failure>,
 }
 
 impl BackendBuilder {
@@ -343,12 +355,19 @@ impl BackendBuilder {
         self.sequence = Some(sequence.clone());
         self
     }
+    /// Every request is recorded and its body read, then the connection fails this way with
+    /// no response byte.
+    pub fn failing(mut self, failure: Failure) -> Self {
+        self.failure = Some(failure);
+        self
+    }
     pub fn spawn(self) -> TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
             sequence: self.sequence.unwrap_or_default(),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(self.delay.as_millis() as u64),
@@ -357,6 +376,7 @@ impl BackendBuilder {
             gate_closed: Mutex::new(false),
             gate: Condvar::new(),
             stop: AtomicBool::new(false),
+            failure: self.failure,
             health_status: AtomicU16::new(200),
             health_delay_ms: AtomicU64::new(0),
             health_checks: AtomicUsize::new(0),
@@ -375,6 +395,8 @@ impl BackendBuilder {
                     let (st, nm) = (st.clone(), nm.clone());
                     let _ = std::thread::Builder::new().spawn(move || {
                         let _ = serve(&stream, &st, &nm);
+                        drop(stream);
+                        st.closed.fetch_add(1, SeqCst);
                     });
                 }
             })
@@ -407,7 +429,12 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub fn builder() -> BackendBuilder {
-        BackendBuilder { name: "backend".into(), delay: Duration::ZERO, sequence: None }
+        BackendBuilder {
+            name: "backend".into(),
+            delay: Duration::ZERO,
+            sequence: None,
+            failure: None,
+        }
     }
     pub fn named(name: &str) -> Self {
         Self::builder().name(name).spawn()
@@ -421,6 +448,10 @@ impl TestBackend {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(SeqCst)
+    }
+    /// Connections it has closed (or seen closed) so far.
+    pub fn closed_connections(&self) -> usize {
+        self.state.closed.load(SeqCst)
     }
     /// Request heads received so far.
     pub fn requests(&self) -> usize {
@@ -545,6 +576,17 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
         rec.body_len = check.offset;
         rec.pattern_ok = check.ok(check.offset);
         *st.last.lock().unwrap() = Some(rec);
+        match st.failure {
+            Some(Failure::Reset) => {
+                socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Some(Failure::Close) => {
+                let _ = w.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            None => {}
+        }
 
         let conn_hdr = if close { "connection: close\r\n" } else { "" };
         if let Some(n) = path.strip_prefix("/large/") {
@@ -845,6 +887,23 @@ pub struct Fulcrum {
     addr: Option<SocketAddr>,
 }
 
+/// Starts `fulcrum` on one worker with the admin API on (a test JWT secret, so `/metrics`
+/// answers), `extra` appended to its config file, and `backends` in this order. The file lives
+/// as long as the returned [`TempFile`].
+pub fn start_one_worker(extra: &str, backends: &[String]) -> (Fulcrum, TempFile) {
+    let conf = TempFile::with_contents(
+        "one-worker",
+        &format!(
+            "workers = 1\n[admin]\njwt_secret = \"test-secret-0123456789abcdef-0123\"\n{extra}"
+        ),
+    );
+    let mut args = vec!["--config".to_owned(), conf.path_str()];
+    for b in backends {
+        args.extend(["--backend".to_owned(), b.clone()]);
+    }
+    (Fulcrum::start(&args), conf)
+}
+
 /// The backend flags for `backends`.
 pub fn backend_args(backends: &[&TestBackend]) -> Vec<String> {
     backends.iter().flat_map(|b| ["--backend".to_owned(), b.url()]).collect()
@@ -947,7 +1006,8 @@ impl Fulcrum {
             .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
     }
 
-    /// The value of an unlabelled metric on `GET /metrics` (needs an admin key), if present.
+    /// The value of a metric on `GET /metrics` (needs an admin key), if present: `name`, or
+    /// `name{label="value"}` as rendered.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = Client::connect(self.admin_addr()).get("/metrics").ok()?.text();
         text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -1015,6 +1075,13 @@ impl Drop for Fulcrum {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series, written as rendered (`name{label="v"}`), from `GET /metrics` on
+/// the admin listener (which must allow unauthenticated scrapes, the default).
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let resp = Client::connect(admin).get("/metrics").ok()?;
+    resp.text().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Runs `fulcrum check-config FILE`; returns (exit status, stdout, stderr).

@@ -4,14 +4,12 @@
 //! client's flow control. Uses the backend's ordinary HTTP/1.1 keep-alive pool.
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use monoio::time::timeout;
 
 use super::forward::{Fail, Retry, append_forwarded_for, response_head_bytes, send_data};
@@ -20,13 +18,12 @@ use crate::balance::stats::now_ms;
 use crate::proxy::body::{BodyError, ChunkedDecoder, RateClock, client_paced, timed_write};
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::MAX_HEADERS;
-use crate::proxy::pool::{Upstream, UpstreamConn};
+use crate::proxy::pool::{QueueError, Upstream};
+use crate::proxy::retry::RetryReason;
+use crate::proxy::{Reuse, upstream_conn};
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::worker::{WorkerCtx, WorkerEpoch};
-
-/// Pooled connections idle longer than this are not reused (no liveness probe here).
-const REUSE_IDLE: Duration = Duration::from_secs(1);
 
 /// Response headers that describe the HTTP/1.1 connection, never forwarded on HTTP/2.
 const HOP: [&str; 8] = [
@@ -68,29 +65,14 @@ pub(super) async fn forward(
     down: &mut Option<SendStream<Bytes>>,
 ) -> Result<(), Retry> {
     let timeouts = epoch.epoch.timeouts;
-    let mut conn = loop {
-        match up.checkout(Duration::from_millis(ctx.pool.idle_timeout_ms)) {
-            Some(c) if c.idle_for() < REUSE_IDLE => break c,
-            Some(_) => continue,
-            None => {}
-        }
-        let _connect = note.phase("upstream_connect");
-        match timeout(timeouts.upstream_connect(), TcpStream::connect_addr(up.backend.url.addr))
-            .await
-        {
-            Ok(Ok(stream)) => {
-                up.stats.record_connect_success();
-                break UpstreamConn::new(stream, ctx.limits.buffer_bytes);
-            }
-            Ok(Err(e)) => {
-                super::forward::connect_failed(ctx, epoch, up, &e.to_string());
-                return Err(Retry::Again);
-            }
-            Err(_) => {
-                super::forward::connect_failed(ctx, epoch, up, "timeout");
-                return Err(Retry::Again);
-            }
-        }
+    // The request is never sent twice on this path, so every pooled connection is probed for a
+    // close before reuse.
+    let reuse = Reuse::Pooled { probe: true };
+    let mut conn = match upstream_conn(ctx, epoch, note, up, reuse).await {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return Err(Retry::Again(RetryReason::Connect)),
+        Err(ProxyError::BackendBusy(QueueError::Full)) => return Err(Retry::Busy),
+        Err(e) => return Err(Retry::Fail(Fail::Error(e))),
     };
     note.set_backend(index);
     let _in_flight = up.stats.begin();
