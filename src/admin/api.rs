@@ -229,64 +229,13 @@ pub struct AlgorithmApplied {
     pub epoch: u64,
 }
 
-/// Response cache settings.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CacheSettingsOut {
-    /// Whether cacheable responses are stored and served.
-    pub enabled: bool,
-    /// Longest freshness lifetime in milliseconds; also the lifetime of responses without
-    /// `max-age`/`s-maxage`.
-    #[schema(example = 60000)]
-    pub ttl_ms: u64,
-    /// Memory budget over all workers, in bytes; each worker's shard gets `max_bytes / workers`.
-    #[schema(example = 268435456)]
-    pub max_bytes: u64,
-    /// Largest body stored, in bytes; larger ones pass through uncached.
-    #[schema(example = 1048576)]
-    pub max_object_bytes: u64,
-    /// Request methods looked up and stored (case-sensitive).
-    #[schema(example = json!(["GET", "HEAD", "POST"]))]
-    pub methods: Vec<String>,
-    /// Response statuses stored.
-    #[schema(example = json!([200, 203, 204, 301, 404, 410]))]
-    pub statuses: Vec<u16>,
-    /// Request headers left out of the key (case-insensitive).
-    #[schema(example = json!(["x-request-id"]))]
-    pub ignore_headers: Vec<String>,
-}
-
-impl From<&CachePolicy> for CacheSettingsOut {
-    fn from(p: &CachePolicy) -> Self {
-        Self {
-            enabled: p.enabled,
-            ttl_ms: p.ttl_ms,
-            max_bytes: p.max_bytes,
-            max_object_bytes: p.max_object_bytes,
-            methods: p.methods.clone(),
-            statuses: p.statuses.clone(),
-            ignore_headers: p.ignore_headers.clone(),
-        }
-    }
-}
-
 /// Response cache settings and counters summed over every worker's shard (counters are
 /// published by each worker every `balance.stats_publish_ms`, and at once after a change).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CacheOut {
-    /// Whether cacheable responses are stored and served.
-    pub enabled: bool,
-    /// Longest freshness lifetime in milliseconds.
-    pub ttl_ms: u64,
-    /// Memory budget over all workers, in bytes.
-    pub max_bytes: u64,
-    /// Largest body stored, in bytes.
-    pub max_object_bytes: u64,
-    /// Request methods looked up and stored.
-    pub methods: Vec<String>,
-    /// Response statuses stored.
-    pub statuses: Vec<u16>,
-    /// Request headers left out of the key.
-    pub ignore_headers: Vec<String>,
+    /// The settings in force.
+    #[serde(flatten)]
+    pub settings: CachePolicy,
     /// Responses held now (one key may be held once per worker).
     pub entries: u64,
     /// Bytes charged now: keys, heads, bodies and per-entry bookkeeping.
@@ -329,7 +278,7 @@ pub struct CacheUpdate {
 pub struct CacheApplied {
     /// The settings every worker runs now.
     #[serde(flatten)]
-    pub settings: CacheSettingsOut,
+    pub settings: CachePolicy,
     /// The epoch every worker runs now.
     pub epoch: u64,
 }
@@ -416,7 +365,7 @@ pub struct ConfigOut {
     /// Backends in operator order, with merged counters.
     pub backends: Vec<BackendOut>,
     /// Response cache settings.
-    pub cache: CacheSettingsOut,
+    pub cache: CachePolicy,
     /// Listen addresses.
     pub listeners: ListenersOut,
     /// Number of data-plane worker threads.
@@ -788,7 +737,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         epoch: v.epoch,
         algorithm: v.algorithm.into(),
         backends: v.backends.iter().map(BackendOut::from).collect(),
-        cache: CacheSettingsOut::from(&v.cache),
+        cache: v.cache.clone(),
         listeners: ListenersOut {
             listen: app.listen.to_string(),
             admin_listen: app.admin_listen.to_string(),
@@ -976,13 +925,7 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
     let p = snapshot(app).await?.cache;
     let totals = app.metrics.cache_totals();
     let out = CacheOut {
-        enabled: p.enabled,
-        ttl_ms: p.ttl_ms,
-        max_bytes: p.max_bytes,
-        max_object_bytes: p.max_object_bytes,
-        methods: p.methods,
-        statuses: p.statuses,
-        ignore_headers: p.ignore_headers,
+        settings: p,
         entries: totals.entries,
         bytes: totals.bytes,
         hits: totals.hits,
@@ -1014,7 +957,7 @@ async fn put_cache(app: &App, body: CacheUpdate) -> Result<Resp, ApiError> {
         statuses: body.statuses.unwrap_or(current.statuses),
         ignore_headers: body.ignore_headers.unwrap_or(current.ignore_headers),
     };
-    let settings = CacheSettingsOut::from(&next);
+    let settings = next.clone();
     let applied = apply(app, Change::SetCache(next)).await?;
     let out = CacheApplied { settings, epoch: applied.epoch };
     Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
