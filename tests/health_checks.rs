@@ -302,3 +302,52 @@ fn settings_are_shown_and_checks_are_off_by_default() {
     assert!(!status.success());
     assert!(err.contains("health_check.timeout_ms") && err.contains("interval_ms"), "{err}");
 }
+
+/// `fulcrum demo-backend` as a process of its own, so it can really die (SIGKILL) and come
+/// back on the same port.
+struct DemoProcess(std::process::Child);
+
+impl DemoProcess {
+    /// Starts it on `addr` and waits until it accepts connections.
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["demo-backend", "--listen", &addr.to_string(), "--name", "demo"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        expect_within(DEADLINE, "demo backend listening", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        Self(child)
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_killed_backend_is_taken_out_and_back_once_restarted() {
+    let a = TestBackend::named("a");
+    let url = common::dead_port_url();
+    let addr = url.trim_start_matches("http://").parse().unwrap();
+    let demo = DemoProcess::start(addr);
+    let dir = TempDir::new("health-kill");
+    let lb = start(&dir, &[a.url(), url.clone()]);
+    wait_state(&lb, &url, "up");
+
+    drop(demo);
+    let down = wait_state(&lb, &url, "down");
+    assert!(down["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{down}");
+    assert_eq!(served_by(&lb, 6), HashSet::from(["a".into()]));
+
+    let _demo = DemoProcess::start(addr);
+    wait_state(&lb, &url, "up");
+    expect_within(DEADLINE, "the restarted backend serves again", || {
+        lb.proxy_get("/").header("x-demo-backend") == Some("demo")
+    });
+}
