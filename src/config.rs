@@ -259,12 +259,31 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// Default weight of a backend.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
 /// One backend as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `http://host:port` (HTTP/1.1) or `h2c://host:port` (HTTP/2 cleartext, needed for gRPC).
     pub url: String,
+    /// Relative share of requests, 1..=[`MAX_WEIGHT`] (see the algorithms in `balance`).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl BackendConfig {
+    /// A backend at `url` with the default weight (as `--backend URL` adds it).
+    pub fn new(url: String) -> Self {
+        Self { url, weight: DEFAULT_WEIGHT }
+    }
 }
 
 /// Which io driver to run.
@@ -724,6 +743,12 @@ impl Config {
         for (i, backend) in self.backends.iter().enumerate() {
             BackendUrl::parse(&backend.url)
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
+            if !(1..=MAX_WEIGHT).contains(&backend.weight) {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].weight"),
+                    format!("must be 1..={MAX_WEIGHT}"),
+                ));
+            }
         }
         let mut urls: Vec<&str> = self.backends.iter().map(|b| b.url.as_str()).collect();
         urls.sort_unstable();
@@ -814,6 +839,16 @@ mod tests {
         let c: Config = toml::from_str("[[backends]]\nurl = \"ftp://x:1\"").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("backends[0].url"), "{err}");
+        let c: Config = toml::from_str("[[backends]]\nurl = \"http://127.0.0.1:1\"").unwrap();
+        assert_eq!(c.backends[0].weight, DEFAULT_WEIGHT);
+        for bad in [0, MAX_WEIGHT + 1] {
+            let c: Config = toml::from_str(&format!(
+                "[[backends]]\nurl = \"http://127.0.0.1:1\"\nweight = {bad}"
+            ))
+            .unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("backends[0].weight") && err.contains("1..=10000"), "{err}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct BackendOut {
     /// Normalised `http://host:port`.
     #[schema(example = "http://127.0.0.1:9001")]
     pub url: String,
-    /// Relative weight (stored and reported; pickers do not weigh yet).
+    /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1)]
     pub weight: u32,
     /// `false` while passive health checking has ejected it on any worker.

@@ -20,6 +20,9 @@ pub struct Backend {
     pub id: BackendId,
     /// Normalised URL and resolved address.
     pub url: BackendUrl,
+    /// Relative share of requests, 1..=[`MAX_WEIGHT`](crate::config::MAX_WEIGHT); fixed for
+    /// the backend's lifetime (to change it, remove and add the backend again).
+    pub weight: u32,
     /// Per-worker published counters.
     pub stats: SharedStats,
     /// Active health state, written by `lb-health` and read by the pickers.
@@ -27,9 +30,10 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend with fresh counters for `workers` workers and unknown health.
-    pub fn new(id: BackendId, url: BackendUrl, workers: usize) -> Self {
-        Self { id, url, stats: SharedStats::new(workers), health: BackendHealth::default() }
+    /// A backend of `weight` (already validated) with fresh counters for `workers` workers and
+    /// unknown health.
+    pub fn new(id: BackendId, url: BackendUrl, weight: u32, workers: usize) -> Self {
+        Self { id, url, weight, stats: SharedStats::new(workers), health: BackendHealth::default() }
     }
 }
 

@@ -7,7 +7,6 @@
 pub mod epoch;
 pub mod store;
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -59,10 +58,7 @@ pub enum Change {
     },
 }
 
-/// Default weight of a backend.
-pub const DEFAULT_WEIGHT: u32 = 1;
-/// Largest accepted backend weight.
-pub const MAX_WEIGHT: u32 = 10_000;
+pub use crate::config::{DEFAULT_WEIGHT, MAX_WEIGHT};
 
 /// What a change produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +105,7 @@ pub struct BackendView {
     pub id: BackendId,
     /// Normalised URL.
     pub url: String,
-    /// Relative weight (reported and persisted; pickers do not weigh yet).
+    /// Relative weight: the backend's share of requests under every algorithm.
     pub weight: u32,
     /// Merged counters.
     pub stats: StatsSnapshot,
@@ -236,7 +232,6 @@ struct ControlState {
     next_backend_id: BackendId,
     workers: Vec<WorkerLink>,
     acks: Receiver<Ack>,
-    weights: HashMap<BackendId, u32>,
     store: Option<Box<dyn StateStore>>,
     /// Publishes the backend list to [`ControlHandle::backends`] receivers.
     backends_tx: watch::Sender<Vec<Arc<Backend>>>,
@@ -249,7 +244,9 @@ pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, Cont
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            Ok(Arc::new(Backend::new(i as BackendId + 1, BackendUrl::parse(&b.url)?, workers)))
+            let url = BackendUrl::parse(&b.url)?;
+            check_weight(b.weight)?;
+            Ok(Arc::new(Backend::new(i as BackendId + 1, url, b.weight, workers)))
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
     Ok(Arc::new(Epoch {
@@ -285,7 +282,6 @@ pub struct Restored {
     /// The epoch the workers start with.
     pub first: Arc<Epoch>,
     next_backend_id: BackendId,
-    weights: HashMap<BackendId, u32>,
     store: Option<Box<dyn StateStore>>,
 }
 
@@ -303,16 +299,19 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
         None => {
             let first = initial_epoch(config, workers)
                 .map_err(|source| RestoreError::Backend { origin: "backends".into(), source })?;
-            let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
             let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-            Restored { first, next_backend_id, weights, store }
+            Restored { first, next_backend_id, store }
         }
         Some(saved) => {
             let origin = || config.state_file.as_ref().map(|p| p.display().to_string());
             let backends = saved
                 .backends
                 .iter()
-                .map(|b| Ok(Arc::new(Backend::new(b.id, BackendUrl::parse(&b.url)?, workers))))
+                .map(|b| {
+                    let url = BackendUrl::parse(&b.url)?;
+                    check_weight(b.weight)?;
+                    Ok(Arc::new(Backend::new(b.id, url, b.weight, workers)))
+                })
                 .collect::<Result<Vec<_>, ControlError>>()
                 .map_err(|source| RestoreError::Backend {
                     origin: origin().unwrap_or_default(),
@@ -334,22 +333,26 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
                 timeouts: saved.timeouts,
                 health: config.health,
             });
-            let weights = saved.backends.iter().map(|b| (b.id, b.weight)).collect();
-            Restored { first, next_backend_id: saved.next_backend_id, weights, store }
+            Restored { first, next_backend_id: saved.next_backend_id, store }
         }
     };
     if let Some(store) = &restored.store {
-        store.save(&persisted(&restored.first, restored.next_backend_id, &restored.weights))?;
+        store.save(&persisted(&restored.first, restored.next_backend_id))?;
     }
     Ok(restored)
 }
 
+/// Refuses a weight outside 1..=[`MAX_WEIGHT`].
+fn check_weight(weight: u32) -> Result<(), ControlError> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidWeight(weight))
+    }
+}
+
 /// The persisted form of an epoch.
-fn persisted(
-    epoch: &Epoch,
-    next_backend_id: BackendId,
-    weights: &HashMap<BackendId, u32>,
-) -> PersistedState {
+fn persisted(epoch: &Epoch, next_backend_id: BackendId) -> PersistedState {
     PersistedState {
         version: STATE_VERSION,
         epoch: epoch.id,
@@ -358,11 +361,7 @@ fn persisted(
         backends: epoch
             .backends
             .iter()
-            .map(|b| PersistedBackend {
-                id: b.id,
-                url: b.url.url.clone(),
-                weight: weights.get(&b.id).copied().unwrap_or(DEFAULT_WEIGHT),
-            })
+            .map(|b| PersistedBackend { id: b.id, url: b.url.url.clone(), weight: b.weight })
             .collect(),
         cache: epoch.cache.clone(),
         timeouts: epoch.timeouts,
@@ -378,8 +377,7 @@ pub fn spawn(
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-    let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
-    spawn_restored(config, Restored { first, next_backend_id, weights, store: None }, workers, acks)
+    spawn_restored(config, Restored { first, next_backend_id, store: None }, workers, acks)
 }
 
 /// Starts the `lb-control` thread from [`restore`]'s result; every accepted change is saved to
@@ -391,18 +389,10 @@ pub fn spawn_restored(
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = unbounded();
-    let Restored { first, next_backend_id, weights, store } = restored;
+    let Restored { first, next_backend_id, store } = restored;
     let (backends_tx, backends) = watch::channel(first.backends.clone());
-    let state = ControlState {
-        config,
-        current: first,
-        next_backend_id,
-        workers,
-        acks,
-        weights,
-        store,
-        backends_tx,
-    };
+    let state =
+        ControlState { config, current: first, next_backend_id, workers, acks, store, backends_tx };
     let thread =
         std::thread::Builder::new().name("lb-control".into()).spawn(move || run(state, rx))?;
     Ok((ControlHandle { tx, backends }, thread))
@@ -440,7 +430,6 @@ impl ControlState {
         };
         let mut created = None;
         let mut next_backend_id = self.next_backend_id;
-        let mut weights = self.weights.clone();
         match change {
             Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
             Change::SetCache(cache) => {
@@ -452,13 +441,11 @@ impl ControlState {
             Change::AddBackend { url } => {
                 let backend =
                     self.new_backend(&next, &url, DEFAULT_WEIGHT, &mut next_backend_id)?;
-                weights.insert(backend.id, DEFAULT_WEIGHT);
                 created = Some(backend.clone());
                 next.backends.push(backend);
             }
             Change::AddWeightedBackend { url, weight } => {
                 let backend = self.new_backend(&next, &url, weight, &mut next_backend_id)?;
-                weights.insert(backend.id, weight);
                 created = Some(backend.clone());
                 next.backends.push(backend);
             }
@@ -468,17 +455,15 @@ impl ControlState {
                 if next.backends.len() == before {
                     return Err(ControlError::UnknownBackend(id));
                 }
-                weights.remove(&id);
             }
         }
         // Persist first: a change the store refuses is not applied at all.
         if let Some(store) = &self.store {
             store
-                .save(&persisted(&next, next_backend_id, &weights))
+                .save(&persisted(&next, next_backend_id))
                 .map_err(|e| ControlError::Persist(e.to_string()))?;
         }
         self.next_backend_id = next_backend_id;
-        self.weights = weights;
         let epoch = Arc::new(next);
         let broadcast = self.broadcast(&epoch);
         // Even unacknowledged, the epoch is the truth now (see `broadcast`).
@@ -504,14 +489,12 @@ impl ControlState {
         weight: u32,
         next_backend_id: &mut BackendId,
     ) -> Result<Arc<Backend>, ControlError> {
-        if !(1..=MAX_WEIGHT).contains(&weight) {
-            return Err(ControlError::InvalidWeight(weight));
-        }
+        check_weight(weight)?;
         let url = BackendUrl::parse(url)?;
         if next.backends.iter().any(|b| b.url.url == url.url) {
             return Err(ControlError::DuplicateBackend(url.url));
         }
-        let backend = Arc::new(Backend::new(*next_backend_id, url, self.workers.len()));
+        let backend = Arc::new(Backend::new(*next_backend_id, url, weight, self.workers.len()));
         *next_backend_id += 1;
         Ok(backend)
     }
@@ -575,7 +558,7 @@ impl ControlState {
         BackendView {
             id: backend.id,
             url: backend.url.url.clone(),
-            weight: self.weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
+            weight: backend.weight,
             stats: backend.stats.snapshot(now),
             health: self.config.health_check.enabled.then(|| backend.health.snapshot(now)),
         }

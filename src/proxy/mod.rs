@@ -384,7 +384,8 @@ impl Exchange<'_> {
         };
         let health = |i: usize| &ups[i].backend.health;
         let algorithm = self.epoch.epoch.algorithm;
-        let i = self.ctx.picker.pick_healthy(algorithm, ups, excluded, health, now)?;
+        let weighted = self.epoch.weighted;
+        let i = self.ctx.picker.pick_healthy(algorithm, weighted, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 

@@ -24,6 +24,7 @@ use monoio::net::TcpStream;
 use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::buf::ReadBuf;
+use crate::balance::Candidate;
 use crate::balance::stats::LocalStats;
 use crate::control::Backend;
 
@@ -92,15 +93,12 @@ pub struct Upstream {
     gate: Rc<ConnGate>,
 }
 
-impl AsRef<LocalStats> for Upstream {
-    fn as_ref(&self) -> &LocalStats {
+impl Candidate for Upstream {
+    fn stats(&self) -> &LocalStats {
         &self.stats
     }
-}
-
-impl AsRef<LocalStats> for std::rc::Rc<Upstream> {
-    fn as_ref(&self) -> &LocalStats {
-        &self.stats
+    fn weight(&self) -> u32 {
+        self.backend.weight
     }
 }
 

@@ -40,6 +40,9 @@ pub struct WorkerEpoch {
     pub epoch: Arc<Epoch>,
     /// This worker's per-backend state, index-aligned with `epoch.backends`.
     pub upstreams: Vec<Rc<Upstream>>,
+    /// Whether the backends' weights differ, so the pickers weigh them (computed once here,
+    /// not per request).
+    pub weighted: bool,
 }
 
 impl WorkerEpoch {
@@ -140,6 +143,7 @@ impl WorkerCtx {
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
                 upstreams: Vec::new(),
+                weighted: false,
             })),
             upstreams: RefCell::new(HashMap::new()),
             draining: Cell::new(false),
@@ -183,7 +187,8 @@ impl WorkerCtx {
             keep
         });
         self.cache.reconcile(&epoch.cache, epoch.cache_generation, &self.telemetry);
-        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams });
+        let weighted = epoch.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
+        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams, weighted });
     }
 
     /// Whether the worker is shutting down (finish the current request, then close).
