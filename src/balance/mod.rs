@@ -122,32 +122,22 @@ impl Picker {
             return None;
         }
         let start = match algorithm {
-            Algorithm::Random if !weighted => self.rng.borrow_mut().usize(..n),
+            Algorithm::Random => self.rng.borrow_mut().usize(..n),
             _ => self.cursor.get() % n,
         };
         // Candidates in round-robin order from `start`; the first best one wins ties.
         let mut order = (0..n).map(|k| (start + k) % n).filter(|&i| !excluded(i));
-        let weight = |i: usize| u64::from(backends[i].weight().max(1));
-        let chosen =
-            match algorithm {
-                Algorithm::RoundRobin if weighted => smooth_weighted(backends, order),
-                Algorithm::Random if weighted => self.weighted_random(order, weight),
-                Algorithm::RoundRobin | Algorithm::Random => order.next(),
-                Algorithm::LeastConnections if weighted => order.min_by(|&a, &b| {
-                    let load = |i: usize| u64::from(backends[i].stats().total_in_flight()) + 1;
-                    per_weight(load(a), weight(a), load(b), weight(b))
-                        .then(rank(a, start, n).cmp(&rank(b, start, n)))
-                }),
-                Algorithm::LeastConnections => order
-                    .min_by_key(|&i| (backends[i].stats().total_in_flight(), rank(i, start, n))),
-                Algorithm::ResponseTime if weighted => order.min_by(|&a, &b| {
-                    let score = |i: usize| (response_time_score(backends[i].stats()), weight(i));
-                    weighted_response_time(score(a), score(b))
-                        .then(rank(a, start, n).cmp(&rank(b, start, n)))
-                }),
-                Algorithm::ResponseTime => order
-                    .min_by_key(|&i| (response_time_score(backends[i].stats()), rank(i, start, n))),
-            }?;
+        let stats = |i: usize| backends[i].stats();
+        let chosen = match algorithm {
+            _ if weighted => self.pick_weighted(algorithm, backends, order, start),
+            Algorithm::RoundRobin | Algorithm::Random => order.next(),
+            Algorithm::LeastConnections => {
+                order.min_by_key(|&i| (stats(i).total_in_flight(), rank(i, start, n)))
+            }
+            Algorithm::ResponseTime => {
+                order.min_by_key(|&i| (response_time_score(stats(i)), rank(i, start, n)))
+            }
+        }?;
         if algorithm != Algorithm::Random {
             self.cursor.set(chosen + 1);
         }
@@ -188,6 +178,32 @@ impl Picker {
 }
 
 impl Picker {
+    /// [`pick`](Self::pick) for backends whose weights differ: `candidates` are the indices not
+    /// excluded, in round-robin order from `start`.
+    fn pick_weighted<B: Candidate>(
+        &self,
+        algorithm: Algorithm,
+        backends: &[B],
+        candidates: impl Iterator<Item = usize>,
+        start: usize,
+    ) -> Option<usize> {
+        let n = backends.len();
+        let weight = |i: usize| u64::from(backends[i].weight().max(1));
+        let in_turn = |a: usize, b: usize| rank(a, start, n).cmp(&rank(b, start, n));
+        match algorithm {
+            Algorithm::RoundRobin => smooth_weighted(backends, candidates, weight),
+            Algorithm::Random => self.weighted_random(candidates, weight),
+            Algorithm::LeastConnections => candidates.min_by(|&a, &b| {
+                let load = |i: usize| u64::from(backends[i].stats().total_in_flight()) + 1;
+                per_weight(load(a), weight(a), load(b), weight(b)).then(in_turn(a, b))
+            }),
+            Algorithm::ResponseTime => candidates.min_by(|&a, &b| {
+                let score = |i: usize| (response_time_score(backends[i].stats()), weight(i));
+                weighted_response_time(score(a), score(b)).then(in_turn(a, b))
+            }),
+        }
+    }
+
     /// One draw among `candidates` in proportion to `weight`, by weighted reservoir sampling:
     /// the k-th candidate replaces the choice with probability weight / (total weight so far),
     /// which leaves each with weight / total. One pass, so `excluded` runs once per backend.
@@ -207,16 +223,17 @@ impl Picker {
 
 /// nginx's smooth weighted round robin over `candidates`: each one's current weight grows by
 /// its weight, the largest wins (the first in order on a tie) and gives back the candidates'
-/// total. Weights 3:1 give `a a b a`, exactly 3:1 over every 4 picks, interleaved rather than
-/// in bursts. The current weights live in this worker's [`LocalStats`].
+/// total. Weights 3:1 give `a a b a` (or a rotation of it): exactly 3:1 over every 4 picks,
+/// interleaved rather than in bursts. The current weights live in this worker's [`LocalStats`].
 fn smooth_weighted<B: Candidate>(
     backends: &[B],
     candidates: impl Iterator<Item = usize>,
+    weight: impl Fn(usize) -> u64,
 ) -> Option<usize> {
     let mut total = 0;
     let mut best: Option<(usize, i64)> = None;
     for i in candidates {
-        let weight = i64::from(backends[i].weight().max(1));
+        let weight = weight(i) as i64;
         let current = backends[i].stats().add_round_robin_weight(weight);
         total += weight;
         if best.is_none_or(|(_, max)| current > max) {
