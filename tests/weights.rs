@@ -1,6 +1,6 @@
 //! Backend weights through the real binary on one worker (so the round-robin counts are exact):
 //! weights from the configuration file, a weighted backend added over the admin API, the weights
-//! in `/api/v1/config`, `check-config`, and across a restart with a state file.
+//! in `/api/v1/config`, `check-config`, across a restart with a state file, and under random.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,6 +70,12 @@ fn round_robin_follows_the_weights_from_file_api_and_state_file() {
     let expected = [(a.url.clone(), 3), (b.url.clone(), 1), (c.url.clone(), 4)];
     assert_eq!(configured_weights(&f), expected);
     assert_eq!(share(&f, &[&a, &b, &c], 80), [30, 10, 40]);
+
+    // Random draws in proportion too: expected 150 / 50 / 200 of 400, bounds over 4 sigma.
+    f.send("PUT", "/api/v1/algorithm", Some(&t), &json!({"algorithm": "random"})).expect(200, None);
+    let got = share(&f, &[&a, &b, &c], 400);
+    let bounds = [110..=190, 20..=80, 160..=240];
+    assert!(got.iter().zip(&bounds).all(|(n, ok)| ok.contains(n)), "{got:?}");
 }
 
 #[test]
