@@ -91,7 +91,7 @@ while (($#)); do
             ;;
         --flood) FLOOD=${2:?--flood needs a value}; shift 2 ;;
         --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
-        --quick) RUNS=1; DURATION=2; shift ;;
+        --quick) RUNS=1; DURATION=2; DURATION_SET=1; shift ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
