@@ -9,6 +9,8 @@
 mod common;
 #[path = "grpc_common/echo.rs"]
 mod echo;
+#[path = "grpc_common/raw_h2.rs"]
+mod raw_h2;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{Fulcrum, TestBackend};
 use echo::{EchoReply, EchoRequest, EchoState};
-use tonic::codegen::http;
+use raw_h2::{Answer, framed, grpc_call};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -298,44 +300,6 @@ fn cancellation_reaches_the_backend() {
     });
 }
 
-/// One gRPC call over a raw h2 connection (tonic's client would enforce `grpc-timeout` itself):
-/// returns the response status, headers and trailers, and how long it took.
-async fn raw_call(
-    addr: SocketAddr,
-    path: &str,
-    extra: &[(&str, &str)],
-    req: &EchoRequest,
-) -> (u16, http::HeaderMap, Option<http::HeaderMap>, Duration) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut builder = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
-    for (k, v) in extra {
-        builder = builder.header(*k, *v);
-    }
-    let t = Instant::now();
-    let (response, mut body) = send.send_request(builder.body(()).unwrap(), false).unwrap();
-    let msg = prost::Message::encode_to_vec(req);
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&msg);
-    body.send_data(framed.into(), true).unwrap();
-    let res = response.await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let mut recv = res.into_body();
-    while let Some(d) = recv.data().await {
-        let d = d.unwrap();
-        let _ = recv.flow_control().release_capacity(d.len());
-    }
-    let trailers = recv.trailers().await.unwrap();
-    (status, headers, trailers, t.elapsed())
-}
-
 /// An h2c backend that accepts every stream and never answers. Unlike tonic, it does not
 /// enforce `grpc-timeout` itself (tonic answers CANCELLED at the same instant Fulcrum's own
 /// deadline fires, a race), so a deadline can only come from Fulcrum. Counts the streams the
@@ -397,8 +361,9 @@ fn grpc_timeout_is_the_upstream_deadline() {
     let lb = start(&[backend.url()], &[]);
     run(async {
         let req = EchoRequest { message: "late".into(), ..Default::default() };
-        let (status, headers, trailers, took) =
-            raw_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], &req).await;
+        let Answer { status, headers, trailers, elapsed: took } =
+            grpc_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], framed(&req))
+                .await;
         // Fulcrum's own trailers-only answer: HTTP 200, DEADLINE_EXCEEDED.
         assert_eq!(status, 200);
         assert!(trailers.is_none(), "{trailers:?}");
@@ -419,8 +384,9 @@ fn a_tonic_backend_given_the_deadline_ends_the_call_in_time() {
     let lb = start(&[backend.url()], &[]);
     run(async {
         let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
-        let (status, headers, trailers, took) =
-            raw_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], &req).await;
+        let Answer { status, headers, trailers, elapsed: took } =
+            grpc_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], framed(&req))
+                .await;
         assert_eq!(status, 200);
         let grpc_status = headers
             .get("grpc-status")

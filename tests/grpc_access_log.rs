@@ -8,14 +8,16 @@
 mod common;
 #[path = "grpc_common/echo.rs"]
 mod echo;
+#[path = "grpc_common/raw_h2.rs"]
+mod raw_h2;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Fulcrum, TempFile, TestBackend, wait_until};
+use common::{Client, Fulcrum, TempFile, TestBackend, start_with_config, wait_until};
 use echo::EchoRequest;
+use raw_h2::{framed, grpc_call, h2_request};
 use serde_json::Value;
-use tonic::codegen::http;
 
 const SECRET: &str = "grpc-access-log-secret-0123456789abcdef";
 
@@ -35,24 +37,11 @@ struct Lb {
 fn start(backends: &[String], telemetry: &str) -> Lb {
     let log = TempFile::with_contents("h2-access", "");
     std::fs::remove_file(log.path()).unwrap();
-    let conf = TempFile::with_contents(
-        "h2-conf",
-        &format!("workers = 1\n[admin]\njwt_secret = \"{SECRET}\"\n[telemetry]\n{telemetry}\n"),
-    );
-    let mut args = vec!["--config".to_owned(), conf.path_str()];
-    for b in backends {
-        args.extend(["--backend".to_owned(), b.clone()]);
-    }
-    args.extend(["--access-log".to_owned(), log.path_str()]);
-    let f = Fulcrum::start(&args);
-    let line = f
-        .wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
-        .expect("admin listening line");
-    let admin = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .expect("admin addr");
+    let config =
+        format!("workers = 1\n[admin]\njwt_secret = \"{SECRET}\"\n[telemetry]\n{telemetry}\n");
+    let access_log = ["--access-log".to_owned(), log.path_str()];
+    let (f, conf) = start_with_config("h2-conf", &config, backends, &access_log);
+    let admin = f.admin_addr();
     Lb { f, admin, log, _conf: conf }
 }
 
@@ -80,71 +69,6 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(60), f).await.expect("test timed out")
     })
-}
-
-/// What a raw HTTP/2 request got back.
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    trailers: Option<http::HeaderMap>,
-}
-
-impl Answer {
-    /// The gRPC status: from the trailers, or the headers of a trailers-only response.
-    fn grpc_status(&self) -> u64 {
-        let v = self.trailers.as_ref().and_then(|t| t.get("grpc-status"));
-        let v = v.or_else(|| self.headers.get("grpc-status")).expect("grpc-status");
-        v.to_str().unwrap().parse().unwrap()
-    }
-}
-
-/// One request on a fresh h2c connection (prior knowledge); the body goes in one DATA frame.
-async fn h2_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Answer {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut builder = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        builder = builder.header(*k, *v);
-    }
-    let empty = body.is_empty();
-    let (response, mut up) = send.send_request(builder.body(()).unwrap(), empty).unwrap();
-    if !empty {
-        up.send_data(body.into(), true).unwrap();
-    }
-    let res = response.await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let mut recv = res.into_body();
-    while let Some(d) = recv.data().await {
-        let d = d.unwrap();
-        let _ = recv.flow_control().release_capacity(d.len());
-    }
-    let trailers = recv.trailers().await.unwrap();
-    Answer { status, headers, trailers }
-}
-
-/// A gRPC message in its length-prefixed frame, as it crosses the wire.
-fn framed(req: &EchoRequest) -> Vec<u8> {
-    let msg = prost::Message::encode_to_vec(req);
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    out.extend_from_slice(&msg);
-    out
-}
-
-async fn grpc_call(addr: SocketAddr, path: &str, extra: &[(&str, &str)], body: Vec<u8>) -> Answer {
-    let mut headers = vec![("content-type", "application/grpc"), ("te", "trailers")];
-    headers.extend_from_slice(extra);
-    h2_request(addr, "POST", path, &headers, body).await
 }
 
 fn base64(bytes: &[u8]) -> String {

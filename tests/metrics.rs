@@ -10,28 +10,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Fulcrum, TempFile, TestBackend, dead_port_url, wait_until};
+use common::{
+    Client, Fulcrum, TempFile, TestBackend, dead_port_url, start_with_config, wait_until,
+};
 
 const SECRET: &str = "metrics-test-secret-0123456789abcdef";
 
 fn start(extra: &str, backends: &[String]) -> (Fulcrum, SocketAddr, TempFile) {
-    let conf = TempFile::with_contents(
-        "metrics",
-        &format!("workers = 2\n[admin]\njwt_secret = \"{SECRET}\"\n{extra}"),
-    );
-    let mut args = vec!["--config".to_owned(), conf.path_str()];
-    for b in backends {
-        args.extend(["--backend".to_owned(), b.clone()]);
-    }
-    let f = Fulcrum::start(&args);
-    let line = f
-        .wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
-        .expect("admin listening line");
-    let admin = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
-        .expect("admin addr");
+    let config = format!("workers = 2\n[admin]\njwt_secret = \"{SECRET}\"\n{extra}");
+    let (f, conf) = start_with_config("metrics", &config, backends, &[]);
+    let admin = f.admin_addr();
     (f, admin, conf)
 }
 

@@ -891,16 +891,30 @@ pub struct Fulcrum {
 /// answers), `extra` appended to its config file, and `backends` in this order. The file lives
 /// as long as the returned [`TempFile`].
 pub fn start_one_worker(extra: &str, backends: &[String]) -> (Fulcrum, TempFile) {
-    let conf = TempFile::with_contents(
+    start_with_config(
         "one-worker",
         &format!(
             "workers = 1\n[admin]\njwt_secret = \"test-secret-0123456789abcdef-0123\"\n{extra}"
         ),
-    );
+        backends,
+        &[],
+    )
+}
+
+/// Starts `fulcrum` with `config` as its config file (named after `tag`), `backends` in this
+/// order, then `extra_args`. The file lives as long as the returned [`TempFile`].
+pub fn start_with_config(
+    tag: &str,
+    config: &str,
+    backends: &[String],
+    extra_args: &[String],
+) -> (Fulcrum, TempFile) {
+    let conf = TempFile::with_contents(tag, config);
     let mut args = vec!["--config".to_owned(), conf.path_str()];
     for b in backends {
         args.extend(["--backend".to_owned(), b.clone()]);
     }
+    args.extend_from_slice(extra_args);
     (Fulcrum::start(&args), conf)
 }
 
@@ -913,6 +927,11 @@ impl Fulcrum {
     /// Spawns `fulcrum` with `args` and returns at once. `--listen 127.0.0.1:0` and
     /// `--admin-listen 127.0.0.1:0` are added unless `args` set them or run a subcommand.
     pub fn spawn<S: AsRef<str>>(args: &[S]) -> Self {
+        Self::spawn_with(args, |_| {})
+    }
+
+    /// [`Fulcrum::spawn`], letting `setup` adjust the command first (environment variables).
+    pub fn spawn_with<S: AsRef<str>>(args: &[S], setup: impl FnOnce(&mut Command)) -> Self {
         let mut argv: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let subcommand = argv.first().is_some_and(|a| !a.starts_with('-'));
         if !subcommand {
@@ -923,13 +942,10 @@ impl Fulcrum {
                 argv.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
             }
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fulcrum");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
+        cmd.args(&argv).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn fulcrum");
         let stderr = child.stderr.take().unwrap();
         let log: Arc<(Mutex<LogState>, Condvar)> = Arc::default();
         let log2 = log.clone();
@@ -956,16 +972,30 @@ impl Fulcrum {
     /// Spawns and waits (10 s at most) for the `msg=listening` line.
     pub fn start<S: AsRef<str>>(args: &[S]) -> Self {
         let mut f = Self::spawn(args);
-        let line = f
-            .wait_for_line(Duration::from_secs(10), |l| l.contains("msg=listening"))
+        f.wait_listening(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("fulcrum did not report listening; log:\n{}", f.log_text()));
-        let addr = line
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("addr="))
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
-        f.addr = Some(addr);
         f
+    }
+
+    /// Waits up to `timeout` for the `msg=listening` line and records its address (then
+    /// [`Fulcrum::addr`] answers); `None` at the deadline or if the process exited first.
+    pub fn wait_listening(&mut self, timeout: Duration) -> Option<SocketAddr> {
+        let line = self.wait_for_line(timeout, |l| l.contains("msg=listening"))?;
+        let addr = line_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        self.addr = Some(addr);
+        Some(addr)
+    }
+
+    /// Waits up to `timeout` for the `admin listening` line; its address, or `None` at the
+    /// deadline or if the process exited first.
+    pub fn wait_admin_listening(&self, timeout: Duration) -> Option<SocketAddr> {
+        let line = self.wait_for_line(timeout, |l| l.contains("admin listening"))?;
+        Some(line_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}")))
+    }
+
+    /// Whether the process closed its stderr (it exited or is exiting).
+    pub fn exited(&self) -> bool {
+        self.log.0.lock().unwrap().eof
     }
 
     /// Waits until a stderr line satisfies `pred`; `None` at the deadline or at EOF.
@@ -999,10 +1029,7 @@ impl Fulcrum {
 
     /// The admin listener's address (from the `admin listening` line; needs an admin key).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
-            .and_then(|l| {
-                l.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")?.parse().ok())
-            })
+        self.wait_admin_listening(Duration::from_secs(5))
             .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
     }
 
@@ -1064,6 +1091,11 @@ impl Fulcrum {
         // stderr is closed: the process has exited (or is exiting); this wait is immediate.
         self.child.wait().unwrap()
     }
+}
+
+/// The `addr=` field of a log line.
+fn line_addr(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix("addr="))?.parse().ok()
 }
 
 impl Drop for Fulcrum {
