@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_common;
+mod common;
 
 use std::collections::HashSet;
 

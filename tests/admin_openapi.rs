@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_common;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

@@ -6,16 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_common;
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
-use admin_common::{SECRET, TempDir, log_field, request, write_token};
+use admin_common::{Opts, TempDir, request, write_token};
+use common::expect_within;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -243,11 +243,11 @@ impl Conn {
 // ---------------------------------------------------------------------------------------------
 // The balancer process.
 
+/// The balancer with the admin API on, and the directory holding its config file.
 struct Fulcrum {
-    child: Child,
+    process: admin_common::Fulcrum,
     listen: SocketAddr,
     admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -256,29 +256,9 @@ impl Fulcrum {
     fn start(cache: &str, workers: usize, backend: &Backend) -> Fulcrum {
         let dir = TempDir::new("cache");
         let config = dir.write("fulcrum.toml", &format!("[cache]\n{cache}\n"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--workers", &workers.to_string(), "--backend", &backend.url])
-            .arg("--config")
-            .arg(&config)
-            .env("FULCRUM_JWT_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fulcrum");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let (listen, admin) = wait_ready(&rx, &log);
-        Fulcrum { child, listen, admin, log, _dir: dir }
+        let opts = Opts::default().workers(workers).backend(&backend.url).config(&config);
+        let process = admin_common::Fulcrum::start(opts);
+        Fulcrum { listen: process.listen, admin: process.admin(), process, _dir: dir }
     }
 
     fn admin_call(&self, method: &str, path: &str, body: Option<Value>) -> admin_common::Resp {
@@ -297,46 +277,12 @@ impl Fulcrum {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        self.process.process().rss_kib()
     }
 }
 
-impl Drop for Fulcrum {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_ready(rx: &Receiver<String>, log: &Mutex<Vec<String>>) -> (SocketAddr, SocketAddr) {
-    let deadline = Instant::now() + DEADLINE;
-    let (mut listen, mut admin) = (None, None);
-    while listen.is_none() || admin.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            panic!("fulcrum did not start:\n{}", log.lock().unwrap().join("\n"));
-        };
-        if line.contains(" msg=listening ") {
-            listen = log_field(&line, "addr").and_then(|a| a.parse().ok());
-        } else if line.contains(" msg=\"admin listening\" ") {
-            admin = log_field(&line, "addr").and_then(|a| a.parse().ok());
-        }
-    }
-    (listen.unwrap(), admin.unwrap())
-}
-
-#[allow(clippy::disallowed_methods)] // the poll interval of a readiness check, not synchronisation
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    expect_within(DEADLINE, what, cond);
 }
 
 /// Asserts a miss then a hit of the same response; returns the serial.
@@ -653,7 +599,7 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
         m.lines().any(|l| l.starts_with("fulcrum_cache_hits_total ") && !l.ends_with(" 0"))
     });
     assert!(value("fulcrum_cache_misses_total") > 0, "{metrics}");
-    assert!(f.log.lock().unwrap().iter().all(|l| !l.contains("panicked")));
+    assert!(f.process.process().lines().iter().all(|l| !l.contains("panicked")));
 }
 
 #[test]

@@ -1,20 +1,23 @@
-//! Harness for the admin API tests: spawn the real `fulcrum` binary on port 0 and read both
-//! resolved ports from its log, a tiny std::net HTTP/1.1 client, a tiny std::net backend, and
-//! JWT minting. Every wait is a readiness check with a deadline, never a fixed sleep.
+//! The admin layer over the shared harness (`tests/common`, which a test using this module
+//! declares as `mod common;` too): start options (JWT secret, workers), a started
+//! [`common::Fulcrum`] with both resolved listener addresses, JSON requests with bearer tokens
+//! over [`common::Client`], a tiny std::net backend, and JWT minting. Every wait is a readiness
+//! check with a deadline, never a fixed sleep.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+
+use crate::common;
 
 /// The HMAC secret every test server uses unless told otherwise.
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
@@ -106,13 +109,11 @@ impl Opts {
     }
 }
 
-/// A running `fulcrum` process; killed on drop.
+/// A running `fulcrum` process ([`common::Fulcrum`], killed on drop) with its listeners up.
 pub struct Fulcrum {
-    child: Option<Child>,
+    process: common::Fulcrum,
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
-    lines: Receiver<String>,
 }
 
 /// Value of `key=` in a logfmt line.
@@ -125,32 +126,6 @@ pub fn log_field(line: &str, key: &str) -> Option<String> {
     rest.split(' ').next().map(str::to_owned)
 }
 
-fn spawn_process(opts: &Opts) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--workers", &opts.workers.to_string()])
-        .args(&opts.args)
-        .env_remove("FULCRUM_JWT_SECRET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(secret) = &opts.secret {
-        cmd.env("FULCRUM_JWT_SECRET", secret);
-    }
-    let mut child = cmd.spawn().expect("spawn fulcrum");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = channel();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line.clone());
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx, log)
-}
-
 impl Fulcrum {
     pub fn start(opts: Opts) -> Fulcrum {
         match Self::try_start(opts) {
@@ -161,31 +136,33 @@ impl Fulcrum {
 
     /// Starts and waits for the listeners; on early exit returns the status and the log.
     pub fn try_start(opts: Opts) -> Result<Fulcrum, (Option<ExitStatus>, String)> {
-        let (mut child, rx, log) = spawn_process(&opts);
-        let deadline = Instant::now() + START_DEADLINE;
-        let (mut listen, mut admin) = (None, None);
-        while listen.is_none() || (opts.expect_admin && admin.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if line.contains(" msg=listening ") {
-                        listen = log_field(&line, "addr").and_then(|a| a.parse().ok());
-                    } else if line.contains(" msg=\"admin listening\" ") {
-                        admin = log_field(&line, "addr").and_then(|a| a.parse().ok());
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = child.wait().ok();
-                    return Err((status, log.lock().unwrap().join("\n")));
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err((None, log.lock().unwrap().join("\n")));
-                }
+        let mut args = vec!["--workers".to_owned(), opts.workers.to_string()];
+        args.extend(opts.args.iter().cloned());
+        let mut process = common::Fulcrum::spawn_with(&args, |cmd| {
+            cmd.env_remove("FULCRUM_JWT_SECRET");
+            if let Some(secret) = &opts.secret {
+                cmd.env("FULCRUM_JWT_SECRET", secret);
             }
+        });
+        let deadline = Instant::now() + START_DEADLINE;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let listen = process.wait_listening(left());
+        let admin = match listen {
+            Some(_) if opts.expect_admin => process.wait_admin_listening(left()),
+            _ => None,
+        };
+        match listen {
+            Some(listen) if admin.is_some() || !opts.expect_admin => {
+                Ok(Fulcrum { process, listen, admin })
+            }
+            // Stderr is closed: the process has exited, so this wait is immediate.
+            _ if process.exited() => {
+                let status = process.wait_exit(START_DEADLINE);
+                Err((Some(status), process.log_text()))
+            }
+            // Still running at the deadline: dropping `process` kills it.
+            _ => Err((None, process.log_text())),
         }
-        Ok(Fulcrum { child: Some(child), listen: listen.unwrap(), admin, log, lines: rx })
     }
 
     /// Runs to completion expecting a failed start; returns the status and the log.
@@ -201,42 +178,26 @@ impl Fulcrum {
         self.admin.expect("admin API is off")
     }
 
+    /// The process underneath (memory, signals, log waits with a predicate).
+    pub fn process(&self) -> &common::Fulcrum {
+        &self.process
+    }
+
     /// Waits (bounded) for a log line containing `needle` and returns it.
     pub fn wait_for_line(&self, needle: &str) -> String {
-        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with `{needle}`:\n{}", self.log()),
-            }
-        }
+        self.process
+            .wait_for_line(START_DEADLINE, |l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with `{needle}`:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log_text()
     }
 
-    /// SIGTERM, then wait for the graceful exit.
+    /// SIGTERM, then wait (bounded) for the graceful exit.
     pub fn stop(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let pid = child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(status) => status.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                panic!("fulcrum did not stop after SIGTERM:\n{}", self.log());
-            }
-        }
+        self.process.sigterm();
+        self.process.wait_exit(Duration::from_secs(20))
     }
 
     pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -253,15 +214,6 @@ impl Fulcrum {
     /// One request through the data plane.
     pub fn proxy_get(&self, path: &str) -> Resp {
         request(self.listen, "GET", path, &[], None)
-    }
-}
-
-impl Drop for Fulcrum {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -300,7 +252,8 @@ impl Resp {
     }
 }
 
-/// A raw HTTP/1.1 request with `Connection: close`; reads the whole answer.
+/// One HTTP/1.1 request with `Host: {addr}` and `Connection: close` on a fresh
+/// [`common::Client`] connection; reads the whole answer.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -308,47 +261,18 @@ pub fn request(
     headers: &[(String, String)],
     body: Option<&[u8]>,
 ) -> Resp {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(body) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    let host = addr.to_string();
+    let mut all = vec![("Host", host.as_str()), ("Connection", "close")];
+    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut c = common::Client::connect(addr);
+    c.send_head(method, path, &all, body.map(<[u8]>::len)).unwrap();
     if let Some(body) = body {
         // The server may answer (413) and close before reading everything.
-        let _ = s.write_all(body);
+        let _ = c.send_raw(body);
     }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> Resp {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
-    let head = std::str::from_utf8(&raw[..end]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    if let Some(len) = len {
-        body.truncate(len);
-    }
-    Resp { status, headers, body }
+    let r = c.read_response().unwrap_or_else(|e| panic!("no response to {method} {path}: {e}"));
+    let status = r.head.start[1].parse().unwrap_or_else(|_| panic!("bad status in {:?}", r.head));
+    Resp { status, headers: r.head.headers, body: r.body }
 }
 
 /// A keep-alive HTTP/1.1 backend answering every request with `name`; counts requests.

@@ -740,20 +740,22 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<()> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            req.push_str("Host: test\r\n");
-        }
-        for (n, v) in headers {
-            req.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" || method == "PUT" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
+        let sized = !body.is_empty() || method == "POST" || method == "PUT";
+        let mut bytes = request_head(method, path, headers, sized.then_some(body.len()));
         bytes.extend_from_slice(body);
         self.writer.write_all(&bytes)
+    }
+
+    /// Writes a request head only (adding `Host: test` unless given), with `Content-Length`
+    /// when `content_length` is set; the body, if any, follows with [`Client::send_raw`].
+    pub fn send_head(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_length: Option<usize>,
+    ) -> io::Result<()> {
+        self.writer.write_all(&request_head(method, path, headers, content_length))
     }
 
     /// Sends a request and reads its response.
@@ -853,6 +855,28 @@ impl Client {
             w.flush()
         })
     }
+}
+
+/// A request head: `Host: test` unless `headers` name one, then `headers`, then
+/// `Content-Length` when given.
+fn request_head(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_length: Option<usize>,
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: test\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if let Some(len) = content_length {
+        req.push_str(&format!("Content-Length: {len}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
 }
 
 /// Sends `GET path` on a fresh connection with `Connection: close`.
