@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,30 +184,6 @@ fn a_request_that_reaches_no_backend_is_logged_with_a_null_backend() {
     assert_eq!(records[0]["upstream_us"], 0);
 }
 
-/// Starts the binary with stdout piped (the harness discards it) and returns it with its address.
-fn spawn_with_stdout(args: &[&str]) -> (std::process::Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "fulcrum exited before listening");
-        if line.contains("msg=listening") {
-            let addr = line.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")).unwrap();
-            break addr.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, addr)
-}
-
 #[test]
 fn stdout_sink_with_the_tracing_implementation() {
     let backend = TestBackend::named("b1");
@@ -216,18 +191,20 @@ fn stdout_sink_with_the_tracing_implementation() {
         "conf-tracing",
         "[telemetry]\naccess_log = \"-\"\naccess_log_format = \"tracing\"\n",
     );
-    let (mut child, addr) =
-        spawn_with_stdout(&["--config", &conf.path_str(), "--backend", &backend.url()]);
-    let mut c = Client::connect(addr);
+    // Stdout piped (the harness discards it by default): the sink under test.
+    let args = ["--config", &conf.path_str(), "--backend", &backend.url()];
+    let mut f = Fulcrum::start_with(&args, |cmd| {
+        cmd.stdout(Stdio::piped());
+    });
+    let mut c = Client::connect(f.addr());
     for i in 0..3 {
         assert_eq!(c.request("POST", &format!("/t{i}"), &[], &[0xff, i]).unwrap().status(), 200);
     }
     drop(c);
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(ok.success());
+    f.sigterm();
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(child.wait().unwrap().success());
+    f.take_stdout().unwrap().read_to_string(&mut out).unwrap();
+    assert!(f.wait_exit(Duration::from_secs(15)).success());
     let records = parse_lines(&out);
     assert_eq!(records.len(), 3, "{out}");
     for (i, r) in records.iter().enumerate() {

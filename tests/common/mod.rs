@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -954,7 +954,8 @@ impl Fulcrum {
         Self::spawn_with(args, |_| {})
     }
 
-    /// [`Fulcrum::spawn`], letting `setup` adjust the command first (environment variables).
+    /// [`Fulcrum::spawn`], letting `setup` adjust the command first (environment variables, a
+    /// piped stdout to read with [`Fulcrum::take_stdout`]).
     pub fn spawn_with<S: AsRef<str>>(args: &[S], setup: impl FnOnce(&mut Command)) -> Self {
         let mut argv: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
         let subcommand = argv.first().is_some_and(|a| !a.starts_with('-'));
@@ -995,7 +996,12 @@ impl Fulcrum {
 
     /// Spawns and waits (10 s at most) for the `msg=listening` line.
     pub fn start<S: AsRef<str>>(args: &[S]) -> Self {
-        let mut f = Self::spawn(args);
+        Self::start_with(args, |_| {})
+    }
+
+    /// [`Fulcrum::start`], letting `setup` adjust the command first (see [`Fulcrum::spawn_with`]).
+    pub fn start_with<S: AsRef<str>>(args: &[S], setup: impl FnOnce(&mut Command)) -> Self {
+        let mut f = Self::spawn_with(args, setup);
         f.wait_listening(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("fulcrum did not report listening; log:\n{}", f.log_text()));
         f
@@ -1062,6 +1068,11 @@ impl Fulcrum {
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = Client::connect(self.admin_addr()).get("/metrics").ok()?.text();
         text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The process's stdout, if `setup` piped it (see [`Fulcrum::spawn_with`]).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     pub fn pid(&self) -> u32 {
