@@ -283,8 +283,12 @@ register_target() {
     check_pinning "$1" "$2" "$LB_CPU"
 }
 
-start_nginx_proxy() {
-    local dir=$TMP/nginx-proxy
+# write_nginx_proxy_conf DIR PORT [HTTP_LINES [LOCATION_LINES]]: DIR/nginx.conf for nginx as the
+# HTTP/1.1 proxy of the http and cache suites: one worker listening on PORT, keep-alive on both
+# sides, round robin over both backends. HTTP_LINES are added to the http block and
+# LOCATION_LINES to `location /` (each line indented and ending in `;`, or empty).
+write_nginx_proxy_conf() {
+    local dir=$1 port=$2 http_extra=${3:-} location_extra=${4:-}
     mkdir -p "$dir/tmp"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -303,7 +307,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    upstream backends {
+${http_extra}    upstream backends {
         server 127.0.0.1:$BE1_PORT;
         server 127.0.0.1:$BE2_PORT;
         keepalive 64;
@@ -311,15 +315,20 @@ http {
         keepalive_timeout 75s;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$port backlog=4096;
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }
+${location_extra}        }
     }
 }
 EOF
+}
+
+start_nginx_proxy() {
+    local dir=$TMP/nginx-proxy
+    write_nginx_proxy_conf "$dir" "$NGINX_PORT"
     taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
         >"$dir/stdout.log" 2>&1 &
     local pid=$!
@@ -762,47 +771,16 @@ suite_cache() {
     start_fulcrum epoll "$fe" http wait_ready /1k --config "$TMP/cache.toml"
 
     local dir=$TMP/nginx-cache
-    mkdir -p "$dir/tmp" "$dir/cache"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    sendfile on;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    mkdir -p "$dir/cache"
+    write_nginx_proxy_conf "$dir" "$ng" \
+        "    sendfile on;
     proxy_cache_path $dir/cache levels=1:2 keys_zone=hits:10m max_size=256m inactive=60m use_temp_path=off;
-    upstream backends {
-        server 127.0.0.1:$BE1_PORT;
-        server 127.0.0.1:$BE2_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 75s;
-    }
-    server {
-        listen 127.0.0.1:$ng backlog=4096;
-        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache hits;
+" \
+        "            proxy_cache hits;
             proxy_cache_valid 200 10m;
             proxy_cache_lock on;
             add_header X-Cache \$upstream_cache_status;
-        }
-    }
-}
-EOF
+"
     taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
