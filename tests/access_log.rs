@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, Fulcrum, TempFile, TestBackend, dead_port_url};
+use common::{Client, Fulcrum, TempFile, TestBackend, dead_port_url, start_with_config};
 use fulcrum::config::{BackendConfig, Config};
 use fulcrum::telemetry::{AccessRecord, AccessSink};
 use serde_json::Value;
@@ -77,6 +77,19 @@ fn config_file(tag: &str, extra: &str) -> TempFile {
     TempFile::with_contents(tag, &format!("workers = 1\n{extra}"))
 }
 
+/// Starts Fulcrum on one worker with `telemetry` as its `[telemetry]` lines, `backend`, and the
+/// access log written to `access_log`. The config file lives as long as the [`TempFile`].
+fn start_logging(
+    tag: &str,
+    telemetry: &str,
+    backend: &TestBackend,
+    access_log: &str,
+) -> (Fulcrum, TempFile) {
+    let config = format!("workers = 1\n[telemetry]\n{telemetry}");
+    let access_log = ["--access-log".to_owned(), access_log.to_owned()];
+    start_with_config(tag, &config, &[backend.url()], &access_log)
+}
+
 fn by_path<'a>(records: &'a [Value], path: &str) -> &'a Value {
     records.iter().find(|r| r["path"] == path).unwrap_or_else(|| panic!("no record for {path}"))
 }
@@ -91,15 +104,8 @@ fn file_sink_writes_one_complete_record_per_request() {
     let backend = TestBackend::named("b1");
     let log = TempFile::with_contents("access", "");
     std::fs::remove_file(log.path()).unwrap(); // created by fulcrum
-    let conf = config_file("conf", "[telemetry]\nlog_body_max_bytes = 16\n");
-    let mut f = Fulcrum::start(&[
-        "--config",
-        &conf.path_str(),
-        "--backend",
-        &backend.url(),
-        "--access-log",
-        &log.path_str(),
-    ]);
+    let (mut f, _conf) =
+        start_logging("conf", "log_body_max_bytes = 16\n", &backend, &log.path_str());
     let mut c = Client::connect(f.addr());
     assert_eq!(c.get("/plain?x=1&y=%22").unwrap().status(), 200);
     assert_eq!(c.request("POST", "/text", &[], "héllo".as_bytes()).unwrap().status(), 200);
@@ -226,18 +232,9 @@ fn a_stalled_sink_drops_and_counts_and_shutdown_flushes_the_rest() {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&dir).unwrap()
     };
-    let conf = config_file(
-        "conf-fifo",
-        "[telemetry]\nlog_queue_capacity = 4\nlog_body_max_bytes = 2048\n",
-    );
-    let mut f = Fulcrum::start(&[
-        "--config",
-        &conf.path_str(),
-        "--backend",
-        &backend.url(),
-        "--access-log",
-        &dir.display().to_string(),
-    ]);
+    let telemetry = "log_queue_capacity = 4\nlog_body_max_bytes = 2048\n";
+    let (mut f, _conf) =
+        start_logging("conf-fifo", telemetry, &backend, &dir.display().to_string());
     let body = vec![b'x'; 2048];
     let sent = 400;
     let mut c = Client::connect(f.addr());
