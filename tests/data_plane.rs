@@ -178,13 +178,7 @@ fn stream_both_ways(size: u64, max_growth_kib: u64) {
     let head = client.read_head().unwrap();
     assert_eq!(head.start[1], "200");
     assert_eq!(head.content_length(), Some(size));
-    let mut check = PatternCheck::default();
-    client
-        .read_body(&head, |b| {
-            check.feed(b);
-            Ok(())
-        })
-        .unwrap();
+    let check = client.read_pattern_body(&head).unwrap();
     assert!(check.ok(size), "download corrupted: {:?} at {}", check.mismatch_at, check.offset);
 
     let peak = f.peak_rss_kib();
@@ -220,13 +214,7 @@ fn full_duplex_streaming_echo() {
     let writer = client.stream_body_in_thread(SIZE, false, "");
     let head = client.read_head().unwrap();
     assert_eq!(head.start[1], "200", "{head:?}");
-    let mut check = PatternCheck::default();
-    client
-        .read_body(&head, |b| {
-            check.feed(b);
-            Ok(())
-        })
-        .unwrap();
+    let check = client.read_pattern_body(&head).unwrap();
     writer.join().unwrap().unwrap();
     assert!(check.ok(SIZE), "echo corrupted: {:?} at {}", check.mismatch_at, check.offset);
 }

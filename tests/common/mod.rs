@@ -552,7 +552,7 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
 
         if path == "/echo" {
             *st.last.lock().unwrap() = Some(rec.clone());
-            echo(&mut r, &mut w, &head, name, &mut rec)?;
+            echo(&mut r, &mut w, &head, name, &mut rec, &st.last)?;
             *st.last.lock().unwrap() = Some(rec);
             if close {
                 return Ok(());
@@ -652,6 +652,7 @@ fn echo(
     head: &Head,
     name: &str,
     rec: &mut Recorded,
+    last: &Mutex<Option<Recorded>>,
 ) -> io::Result<()> {
     if head.is_chunked() {
         write!(w, "HTTP/1.1 200 OK\r\nx-backend: {name}\r\ntransfer-encoding: chunked\r\n\r\n")?;
@@ -662,13 +663,15 @@ fn echo(
             w.write_all(b)?;
             w.write_all(b"\r\n")
         })?;
+        rec.body_len = total;
+        rec.trailers = trailers;
+        // Recorded before the response ends: a client that has read it sees this request.
+        *last.lock().unwrap() = Some(rec.clone());
         w.write_all(b"0\r\n")?;
-        for (n, v) in &trailers {
+        for (n, v) in &rec.trailers {
             write!(w, "{n}: {v}\r\n")?;
         }
         w.write_all(b"\r\n")?;
-        rec.body_len = total;
-        rec.trailers = trailers;
     } else {
         let n = head.content_length().unwrap_or(0);
         write!(w, "HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: {n}\r\n\r\n")?;
@@ -821,6 +824,17 @@ impl Client {
                 sink(&buf[..n])?;
             }
         }
+    }
+
+    /// Reads the body of a response whose head was read, checking it against the pattern
+    /// [`write_pattern`] writes.
+    pub fn read_pattern_body(&mut self, head: &Head) -> io::Result<PatternCheck> {
+        let mut check = PatternCheck::default();
+        self.read_body(head, |b| {
+            check.feed(b);
+            Ok(())
+        })?;
+        Ok(check)
     }
 
     /// Whether the server closed the connection: a read returns EOF (or a reset) within `t`.
