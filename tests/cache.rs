@@ -493,7 +493,10 @@ fn oversize_bodies_pass_through_uncached() {
 #[test]
 fn admin_toggles_reconfigures_and_purges_under_traffic() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true", 2, &b);
+    // Each traffic thread keeps one connection for as long as the test runs, which can be past
+    // the default `max_requests_per_connection` (1000).
+    let config = "enabled = true\n[limits]\nmax_requests_per_connection = 0";
+    let f = Fulcrum::start(config, 2, &b);
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let mut traffic = Vec::new();
