@@ -404,15 +404,16 @@ prepare_fulcrum() {
     FULCRUM_OK=1
 }
 
-# start_fulcrum DRIVER PORT SCHEME READY_FN READY_PATH [FLAGS...]: Fulcrum (1 worker, access log
-# off) on CPU 0 in front of both backends spoken to as SCHEME (http or h2c), registered as a
-# target once READY_FN (wait_ready or wait_ready_grpc) accepts http://127.0.0.1:PORT/READY_PATH.
+# start_fulcrum DRIVER PORT SCHEME READY_FN READY_PATH TOML [FLAGS...]: Fulcrum (1 worker, access
+# log off) on CPU 0 in front of both backends spoken to as SCHEME (http or h2c), configured with
+# $FULCRUM_BENCH_TOML plus TOML (more config text, may be empty), registered as a target once
+# READY_FN (wait_ready or wait_ready_grpc) accepts http://127.0.0.1:PORT/READY_PATH.
 start_fulcrum() {
-    local driver=$1 port=$2 scheme=$3 ready=$4 path=$5 name=fulcrum-$1
-    shift 5
+    local driver=$1 port=$2 scheme=$3 ready=$4 path=$5 toml=$6 name=fulcrum-$1
+    shift 6
     [[ -n $FULCRUM_OK ]] || return 0
     local err=$TMP/$name.stderr
-    printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
+    printf '%s%s' "$FULCRUM_BENCH_TOML" "$toml" >"$TMP/$name.toml"
     taskset -c "$LB_CPU" "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
         --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
@@ -656,8 +657,8 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "$NGINX_PORT" "$HAPROXY_PORT"
     prepare_fulcrum
     start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
     start_nginx_proxy
     start_haproxy
     log "targets: direct ${TARGETS[*]}"
@@ -766,9 +767,9 @@ suite_cache() {
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$fu" "$fe" "$ng"
     prepare_fulcrum
     start_backends
-    printf '[cache]\nenabled = true\nttl_ms = 600000\n' >"$TMP/cache.toml"
-    start_fulcrum io_uring "$fu" http wait_ready /1k --config "$TMP/cache.toml"
-    start_fulcrum epoll "$fe" http wait_ready /1k --config "$TMP/cache.toml"
+    local cache=$'[cache]\nenabled = true\nttl_ms = 600000\n'
+    start_fulcrum io_uring "$fu" http wait_ready /1k "$cache"
+    start_fulcrum epoll "$fe" http wait_ready /1k "$cache"
 
     local dir=$TMP/nginx-cache
     mkdir -p "$dir/cache"
@@ -901,8 +902,8 @@ suite_grpc() {
     T_PID[direct]=""
     T_DRIVER[direct]="-"
 
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc ""
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
 
     local dir=$TMP/nginx-grpc
     mkdir -p "$dir/tmp"
@@ -1070,7 +1071,7 @@ suite_soak() {
     prepare_fulcrum
     [[ -n $FULCRUM_OK ]] || die "the soak needs Fulcrum (see above)"
     start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
     [[ -n ${T_PID[fulcrum-io_uring]:-} ]] || die "Fulcrum did not start"
     local pid=${T_PID[fulcrum-io_uring]} body
     body=$(head -c 1024 /dev/zero | tr '\0' 'x')
