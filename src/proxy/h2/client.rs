@@ -132,7 +132,9 @@ impl SessionPool {
                 continue;
             }
             self.connecting.set(true);
-            let result = connect(addr, cfg, connect_timeout).await;
+            // Boxed: the handshake future is large and rarely run; inline it would grow (and
+            // make every stream task copy) the future of every call that leases a stream.
+            let result = Box::pin(connect(addr, cfg, connect_timeout)).await;
             self.connecting.set(false);
             self.connected.notify();
             let session = result.map_err(LeaseError::Connect)?;

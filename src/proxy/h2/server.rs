@@ -24,8 +24,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// State one client connection shares with its stream tasks.
 #[derive(Debug)]
 pub struct ConnState {
-    /// The client's address, for `x-forwarded-for`.
-    pub client_ip: String,
+    /// The client's address as a header value, for `x-forwarded-for` (made once per
+    /// connection, cloned per stream).
+    pub client_ip: http::HeaderValue,
     active: Cell<usize>,
     idle_since: Cell<Instant>,
     window_start: Cell<Instant>,
@@ -95,7 +96,8 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
     };
     let _open = ctx.telemetry.metrics.connection();
     let state = Rc::new(ConnState {
-        client_ip: peer.ip().to_string(),
+        client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         window_start: Cell::new(Instant::now()),
@@ -122,10 +124,10 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
                     let state = state.clone();
                     // Each stream is its own task: a panic in it loses that stream only.
                     let worker = ctx.index;
-                    monoio::spawn(crate::worker::contain_panics(worker, async move {
+                    monoio::spawn(crate::worker::contain_panics(worker, Box::pin(async move {
                         super::forward::serve_stream(&ctx, &state, req, respond).await;
                         drop(guard);
-                    }));
+                    })));
                 }
                 Some(Err(_)) | None => break,
             },

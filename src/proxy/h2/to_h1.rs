@@ -250,7 +250,7 @@ pub(super) async fn forward(
 fn encode_head(
     parts: &http::request::Parts,
     backend_authority: &str,
-    client_ip: &str,
+    client_ip: &HeaderValue,
     chunked: bool,
     headers_only: bool,
 ) -> Vec<u8> {
