@@ -90,6 +90,9 @@ pub async fn serve_stream(
     if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
         parts.headers.insert("traceparent", v);
     }
+    // Added once to the request itself (every attempt and either backend protocol sends it),
+    // where the decoded map usually has room, rather than to each attempt's copy.
+    append_forwarded_for(&mut parts.headers, &conn.client_ip);
     if grpc {
         log.capture.set_binary();
     }
@@ -417,7 +420,7 @@ impl Call<'_> {
         respond: &mut SendResponse<Bytes>,
         down: &mut Option<SendStream<Bytes>>,
     ) -> Result<(), Retry> {
-        let request = upstream_request(parts, &up.backend.url.authority, &self.conn.client_ip)?;
+        let request = upstream_request(parts, &up.backend.url.authority)?;
         let mut sender = match lease.sender().ready().await {
             Ok(s) => s,
             Err(_) => {
@@ -585,12 +588,11 @@ pub(super) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream
     }
 }
 
-/// The request for an h2c backend: the client's method, URI and headers, plus
-/// `x-forwarded-for`.
+/// The request for an h2c backend: the client's method, URI and headers (`x-forwarded-for`
+/// already among them).
 fn upstream_request(
     parts: &http::request::Parts,
     backend_authority: &str,
-    client: &HeaderValue,
 ) -> Result<Request<()>, Fail> {
     let uri = if parts.uri.scheme().is_some() && parts.uri.authority().is_some() {
         parts.uri.clone()
@@ -607,9 +609,7 @@ fn upstream_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_2;
-    let mut headers = parts.headers.clone();
-    append_forwarded_for(&mut headers, client);
-    *req.headers_mut() = headers;
+    *req.headers_mut() = parts.headers.clone();
     Ok(req)
 }
 

@@ -113,8 +113,11 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
     let mut last_ping = Instant::now();
     let mut pinging = false;
     let mut shutting_down = false;
-    // One timer for the connection's life, re-armed when it fires (not one per stream).
+    let mut calmed = false;
+    // One timer for the connection's life, re-armed when it fires (not one per stream), and one
+    // rapid-reset notification (not a new waiter registered at every accepted stream).
     let mut tick = std::pin::pin!(monoio::time::sleep(TICK));
+    let mut calm = std::pin::pin!(state.calm.notified());
     loop {
         monoio::select! {
             next = conn.accept() => match next {
@@ -131,7 +134,8 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
                 }
                 Some(Err(_)) | None => break,
             },
-            _ = state.calm.notified() => {
+            _ = &mut calm, if !calmed => {
+                calmed = true;
                 conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 shutting_down = true;
             },
