@@ -33,6 +33,14 @@ use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
+/// Header names used on every stream, built at compile time: a lookup by `&str` parses and
+/// validates the name on each call.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// Request bytes kept for a resend on another connection until the response head arrives.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 
@@ -75,20 +83,20 @@ pub async fn serve_stream(
     let grpc = is_grpc(req.headers());
     let deadline = req
         .headers()
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .filter(|_| grpc)
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
     let (mut parts, body) = req.into_parts();
     let (mut log, traceparent) = ctx.telemetry.begin_stream(
         parts.method.as_str(),
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.headers.get("traceparent").map(HeaderValue::as_bytes),
+        parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
         request_head_bytes(&parts),
         epoch.epoch.id,
     );
     // A traced stream is forwarded with Fulcrum's span as the parent.
     if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts.headers.insert("traceparent", v);
+        parts.headers.insert(TRACEPARENT, v);
     }
     // Added once to the request itself (every attempt and either backend protocol sends it),
     // where the decoded map usually has room, rather than to each attempt's copy.
@@ -160,8 +168,8 @@ fn finish_failed(
             let mut res = Response::new(());
             let h = res.headers_mut();
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            h.insert("grpc-status", HeaderValue::from(code as u16));
-            h.insert("grpc-message", HeaderValue::from_static(message));
+            h.insert(GRPC_STATUS, HeaderValue::from(code as u16));
+            h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
             note.set_grpc_status(code as u32);
             note.sent(response_head_bytes(res.headers()));
             let _ = respond.send_response(res, true);
@@ -169,8 +177,8 @@ fn finish_failed(
         }
         (ErrorReply::Grpc { code, message }, Some(d)) => {
             let mut t = HeaderMap::new();
-            t.insert("grpc-status", HeaderValue::from(code as u16));
-            t.insert("grpc-message", HeaderValue::from_static(message));
+            t.insert(GRPC_STATUS, HeaderValue::from(code as u16));
+            t.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
             note.set_grpc_status(code as u32);
             note.sent(header_bytes(&t));
             let _ = d.send_trailers(t);
@@ -229,7 +237,7 @@ pub(super) fn response_head_bytes(headers: &HeaderMap) -> u64 {
 
 /// The `grpc-status` of a trailer block (or of trailers-only response headers).
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let v = headers.get("grpc-status")?.as_bytes();
+    let v = headers.get(GRPC_STATUS)?.as_bytes();
     if v.is_empty() || v.len() > 5 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -612,9 +620,6 @@ fn upstream_request(
     *req.headers_mut() = parts.headers.clone();
     Ok(req)
 }
-
-/// `x-forwarded-for`: built at compile time, not parsed from a string on every call.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Folds existing `x-forwarded-for` values and the client (its address as a header value, made
 /// once per connection) into one header. Without an incoming one this is a single insert.
