@@ -3,7 +3,9 @@
 //! Request and response flow at once (bidirectional streaming), each DATA chunk moved only
 //! when the receiving side granted capacity and released on the sending side afterwards, so a
 //! slow reader back-pressures the writer through both hops' windows. END_STREAM rides on the
-//! last DATA frame when the client's did. Resets cross in both directions: a client RST_STREAM
+//! last DATA frame when the client's did; that last chunk is queued without waiting (h2 sends
+//! it as the window allows, and its capacity returns to the sender only when the stream ends),
+//! so a unary request's HEADERS and DATA leave together. Resets cross in both directions: a client RST_STREAM
 //! cancels the upstream stream, a backend RST_STREAM is passed on with its reason. A stream the
 //! backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is sent again elsewhere
 //! while the request bytes seen so far are still held (at most [`REPLAY_LIMIT`]).
@@ -486,6 +488,7 @@ impl Call<'_> {
                 }
             };
             let head = monoio::select! {
+                biased;
                 r = head_wait => match r {
                     Some(r) => r,
                     None => return Err(Retry::Fail(Fail::Error(ProxyError::UpstreamTimeout))),
@@ -652,7 +655,10 @@ async fn pump(
     on_trailers: impl FnOnce(&HeaderMap),
 ) -> Result<(), PumpError> {
     loop {
+        // Data first: when it is already there the reset watch is not registered (a registered
+        // one is woken for nothing when h2 opens or closes the stream).
         let next = monoio::select! {
+            biased;
             d = src.data() => d,
             r = poll_fn(|cx| dst.poll_reset(cx)) => {
                 return Err(PumpError::Dst(match r {
@@ -674,13 +680,21 @@ async fn pump(
             r.record(&chunk);
             r.ended = end;
         }
-        send_data(dst, chunk, end).await.map_err(PumpError::Dst)?;
-        let _ = src.flow_control().release_capacity(len);
         if end {
-            return Ok(());
+            // The chunk that ends the stream is queued at once instead of after waiting for
+            // the peer's window. h2 still sends it only as that window allows and nothing
+            // follows it on this stream; its receive capacity is not released here but by h2
+            // when the stream is dropped, so the sender's connection window still bounds what
+            // is buffered. For a unary call the request's DATA then leaves with its HEADERS:
+            // the upstream stream is not open yet when the call is forwarded, and waiting for
+            // capacity cost a second pass of the connection and a wake-up of this task.
+            return dst.send_data(chunk, true).map_err(PumpError::Dst);
         }
+        send_data(dst, chunk, false).await.map_err(PumpError::Dst)?;
+        let _ = src.flow_control().release_capacity(len);
     }
     let trailers = monoio::select! {
+        biased;
         t = src.trailers() => t.map_err(PumpError::Src)?,
         r = poll_fn(|cx| dst.poll_reset(cx)) => {
             return Err(PumpError::Dst(match r {
