@@ -58,6 +58,9 @@ SUITE=http
 LB_CPU=0
 GEN_CPU=1
 PORT_BASE=${BENCH_PORT_BASE:-39100}
+# Every Fulcrum target's config file starts with this: like the peers' keepalive_requests 1000000,
+# no per-connection request cap while measuring.
+FULCRUM_BENCH_TOML=$'[limits]\nmax_requests_per_connection = 0\n'
 BE1_PORT=$((PORT_BASE + 1))
 BE2_PORT=$((PORT_BASE + 2))
 FULCRUM_URING_PORT=$((PORT_BASE + 10))
@@ -384,7 +387,8 @@ start_fulcrum() {
     shift 5
     [[ -n $FULCRUM_OK ]] || return 0
     local err=$TMP/$name.stderr
-    taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
+    printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
+    taskset -c "$LB_CPU" "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
         --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
@@ -675,9 +679,9 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     prepare_fulcrum
     start_backends
     local secret=bench-logging-secret-0123456789abcdef
-    printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 0\n' "$secret" >"$TMP/log-nobody.toml"
-    printf '[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 4096\n' "$secret" >"$TMP/log-body.toml"
-    printf '[admin]\njwt_secret = "%s"\n' "$secret" >"$TMP/log-off.toml"
+    printf '%s[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 0\n' "$FULCRUM_BENCH_TOML" "$secret" >"$TMP/log-nobody.toml"
+    printf '%s[admin]\njwt_secret = "%s"\n[telemetry]\nlog_body_max_bytes = 4096\n' "$FULCRUM_BENCH_TOML" "$secret" >"$TMP/log-body.toml"
+    printf '%s[admin]\njwt_secret = "%s"\n' "$FULCRUM_BENCH_TOML" "$secret" >"$TMP/log-off.toml"
     start_fulcrum_variant log-off "$off" --config "$TMP/log-off.toml" --access-log off
     start_fulcrum_variant log-nobody "$nobody" --config "$TMP/log-nobody.toml" \
         --access-log "$TMP/access-nobody.log"

@@ -1,6 +1,6 @@
 //! Question: what do the pure per-request steps of the data plane cost on one core — parsing
 //! and rewriting a request head, parsing a response head, decoding a chunked body, and each
-//! picker over 8 backends? (End-to-end figures come from `bench.sh`.)
+//! picker over 8 backends, with equal and with different weights? (End-to-end figures come from `bench.sh`.)
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::balance::stats::LocalStats;
-use fulcrum::balance::{Algorithm, Picker};
+use fulcrum::balance::{Algorithm, Candidate, Picker};
 use fulcrum::proxy::body::ChunkedDecoder;
 use fulcrum::proxy::h1::{self, ClientSide};
 
@@ -41,23 +41,29 @@ fn heads(c: &mut Criterion) {
     });
 }
 
-struct B(LocalStats);
-impl AsRef<LocalStats> for B {
-    fn as_ref(&self) -> &LocalStats {
+struct B(LocalStats, u32);
+impl Candidate for B {
+    fn stats(&self) -> &LocalStats {
         &self.0
+    }
+    fn weight(&self) -> u32 {
+        self.1
     }
 }
 
 fn pickers(c: &mut Criterion) {
-    let backends: Vec<B> = (0..8).map(|_| B(LocalStats::new(Duration::from_secs(300)))).collect();
+    let backends: Vec<B> =
+        (0..8).map(|i| B(LocalStats::new(Duration::from_secs(300)), i + 1)).collect();
     for (i, b) in backends.iter().enumerate() {
         b.0.record_response_time(1, Duration::from_micros(100 + i as u64 * 10));
     }
     let picker = Picker::new(1);
     for algorithm in Algorithm::ALL {
-        c.bench_function(&format!("pick {algorithm} of 8"), |b| {
-            b.iter(|| picker.pick(algorithm, black_box(&backends), |_| false))
-        });
+        for (weighted, label) in [(false, ""), (true, " weighted")] {
+            c.bench_function(&format!("pick {algorithm} of 8{label}"), |b| {
+                b.iter(|| picker.pick(algorithm, weighted, black_box(&backends), |_| false))
+            });
+        }
     }
 }
 

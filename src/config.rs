@@ -68,8 +68,12 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Passive health checking (ejection after consecutive connect failures).
     pub health: PassiveHealth,
+    /// Active health checks (`[health_check]`, off by default; run on the `lb-health` thread).
+    pub health_check: ActiveHealth,
     /// Upstream connection pools.
     pub pool: PoolConfig,
+    /// Retries of failed upstream attempts (`[retries]`).
+    pub retries: RetryConfig,
     /// Buffer and size limits.
     pub limits: Limits,
     /// Balancer tuning.
@@ -99,7 +103,9 @@ impl Default for Config {
             backends: Vec::new(),
             timeouts: Timeouts::default(),
             health: PassiveHealth::default(),
+            health_check: ActiveHealth::default(),
             pool: PoolConfig::default(),
+            retries: RetryConfig::default(),
             limits: Limits::default(),
             balance: BalanceConfig::default(),
             cache: CachePolicy::default(),
@@ -253,12 +259,31 @@ impl fmt::Debug for AdminConfig {
     }
 }
 
+/// Default weight of a backend.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest accepted backend weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+
 /// One backend as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `http://host:port` (HTTP/1.1) or `h2c://host:port` (HTTP/2 cleartext, needed for gRPC).
     pub url: String,
+    /// Relative share of requests, 1..=[`MAX_WEIGHT`] (see the algorithms in `balance`).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl BackendConfig {
+    /// A backend at `url` with the default weight (as `--backend URL` adds it).
+    pub fn new(url: String) -> Self {
+        Self { url, weight: DEFAULT_WEIGHT }
+    }
 }
 
 /// Which io driver to run.
@@ -296,6 +321,9 @@ pub struct Timeouts {
     pub client_idle_ms: u64,
     /// Longest gap between two reads of a request body.
     pub client_body_ms: u64,
+    /// Slowest average a request body may arrive at, in bytes per second, once its first
+    /// `client_body_ms` have passed (each byte buys `1/rate` s more); 0 turns the check off.
+    pub client_body_min_rate: u64,
     /// Longest a write to the client may stall.
     pub client_send_ms: u64,
     /// Upstream TCP connect.
@@ -313,6 +341,7 @@ impl Default for Timeouts {
             client_header_ms: 10_000,
             client_idle_ms: 60_000,
             client_body_ms: 60_000,
+            client_body_min_rate: 500,
             client_send_ms: 60_000,
             upstream_connect_ms: 3_000,
             upstream_response_ms: 60_000,
@@ -333,6 +362,10 @@ impl Timeouts {
     /// `client_body_ms` as a duration.
     pub fn client_body(&self) -> Duration {
         Duration::from_millis(self.client_body_ms)
+    }
+    /// The request-body minimum rate, or `None` when `client_body_min_rate` is 0.
+    pub fn client_body_min_rate(&self) -> Option<crate::proxy::body::MinRate> {
+        crate::proxy::body::MinRate::new(self.client_body_min_rate, self.client_body())
     }
     /// `client_send_ms` as a duration.
     pub fn client_send(&self) -> Duration {
@@ -368,7 +401,117 @@ impl Default for PassiveHealth {
     }
 }
 
-/// Per-worker upstream connection pool settings.
+/// Active health checks (`[health_check]`): every `interval_ms` the `lb-health` thread probes each
+/// backend on a new connection — `GET path` for `http://` backends (a 2xx or 3xx status passes),
+/// the gRPC health-checking protocol (`grpc.health.v1.Health/Check`, `SERVING` passes) for
+/// `h2c://` backends. `fall` consecutive failures take a backend out, `rise` consecutive
+/// successes bring it back. Off by default, like HAProxy's `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveHealth {
+    /// Whether the checks run at all.
+    pub enabled: bool,
+    /// Path of the HTTP check (`http://` backends), sent as `GET path HTTP/1.1`.
+    #[schema(example = "/healthz")]
+    pub path: String,
+    /// Service name sent in the gRPC check (`h2c://` backends); empty means the whole server.
+    pub grpc_service: String,
+    /// Time between the starts of two checks of one backend.
+    pub interval_ms: u64,
+    /// Time allowed for one whole check (connect, request, answer); at most `interval_ms`.
+    pub timeout_ms: u64,
+    /// Consecutive passed checks that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out.
+    pub fall: u32,
+    /// After a backend comes back from `down`, its share of new requests ramps up linearly over
+    /// this long (from 10%); 0 turns slow start off.
+    pub slow_start_ms: u64,
+}
+
+impl Default for ActiveHealth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: "/healthz".into(),
+            grpc_service: String::new(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            rise: 2,
+            fall: 3,
+            slow_start_ms: 0,
+        }
+    }
+}
+
+/// Most consecutive checks `rise` or `fall` may ask for.
+const MAX_HEALTH_THRESHOLD: u32 = 1_000;
+/// Longest accepted `health_check.slow_start_ms`.
+const MAX_SLOW_START_MS: u64 = 3_600_000;
+/// Longest accepted `health_check.path` or `health_check.grpc_service`.
+const MAX_HEALTH_TARGET_BYTES: usize = 1_024;
+
+impl ActiveHealth {
+    /// `interval_ms` as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+    /// `timeout_ms` as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("health_check.{k}");
+        if self.interval_ms == 0 {
+            return Err(ConfigError::invalid(key("interval_ms"), "must be greater than 0"));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > self.interval_ms {
+            return Err(ConfigError::invalid(
+                key("timeout_ms"),
+                format!("must be 1..=interval_ms ({})", self.interval_ms),
+            ));
+        }
+        for (name, value) in [("rise", self.rise), ("fall", self.fall)] {
+            if !(1..=MAX_HEALTH_THRESHOLD).contains(&value) {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("must be 1..={MAX_HEALTH_THRESHOLD}"),
+                ));
+            }
+        }
+        if self.slow_start_ms > MAX_SLOW_START_MS {
+            return Err(ConfigError::invalid(
+                key("slow_start_ms"),
+                format!("must be at most {MAX_SLOW_START_MS} (one hour)"),
+            ));
+        }
+        let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if !self.path.starts_with('/')
+            || !visible(&self.path)
+            || self.path.len() > MAX_HEALTH_TARGET_BYTES
+        {
+            return Err(ConfigError::invalid(
+                key("path"),
+                format!(
+                    "must start with `/`, hold only visible ASCII (no spaces) and be at most \
+                     {MAX_HEALTH_TARGET_BYTES} bytes"
+                ),
+            ));
+        }
+        if !visible(&self.grpc_service) || self.grpc_service.len() > MAX_HEALTH_TARGET_BYTES {
+            return Err(ConfigError::invalid(
+                key("grpc_service"),
+                format!(
+                    "must hold only visible ASCII and be at most {MAX_HEALTH_TARGET_BYTES} bytes"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-worker upstream connection pool settings (HTTP/1.1 backends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
@@ -376,11 +519,73 @@ pub struct PoolConfig {
     pub max_idle_per_backend: usize,
     /// Idle connections older than this are closed.
     pub idle_timeout_ms: u64,
+    /// Most open connections (idle and busy) per backend and per worker; 0 means no limit.
+    pub max_connections_per_backend: usize,
+    /// Requests that may wait for a connection to a backend at its limit, per backend and per
+    /// worker; one more is answered 503 at once.
+    pub queue_size: usize,
+    /// How long a request waits in that queue before it is answered 503.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        Self { max_idle_per_backend: 64, idle_timeout_ms: 30_000 }
+        Self {
+            max_idle_per_backend: 64,
+            idle_timeout_ms: 30_000,
+            max_connections_per_backend: 0,
+            queue_size: 128,
+            queue_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Largest accepted `queue_size` (the queue is scanned linearly on wake-ups).
+    pub const MAX_QUEUE: usize = 65_536;
+
+    /// `queue_timeout_ms` as a duration.
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+}
+
+/// When a failed upstream attempt is tried again (`[retries]`), per worker.
+///
+/// A connect failure is always retried on another backend; a reset or close before any
+/// response byte only for an idempotent request whose body is all in hand. Every try after the
+/// first counts against `max_attempts` and spends from the worker's retry budget: over the last
+/// ten seconds, retries may add `budget_ratio` of the requests seen plus
+/// `budget_min_per_sec` per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Tries per request, the first included (1 disables retries).
+    pub max_attempts: u32,
+    /// Retries allowed as a share of the requests seen (0.2: at most 20% more upstream tries).
+    pub budget_ratio: f64,
+    /// Retries allowed per second on top of the ratio, so light traffic can still retry.
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 3, budget_ratio: 0.2, budget_min_per_sec: 10 }
+    }
+}
+
+impl RetryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=16).contains(&self.max_attempts) {
+            return Err(ConfigError::invalid("retries.max_attempts", "must be 1..=16"));
+        }
+        if !(0.0..=10.0).contains(&self.budget_ratio) {
+            return Err(ConfigError::invalid("retries.budget_ratio", "must be 0.0..=10.0"));
+        }
+        if self.budget_min_per_sec > 100_000 {
+            return Err(ConfigError::invalid("retries.budget_min_per_sec", "must be 0..=100000"));
+        }
+        Ok(())
     }
 }
 
@@ -394,11 +599,25 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body accepted (413 beyond); 0 means no limit.
     pub max_body_bytes: u64,
+    /// Client connections (HTTP/1.1 and HTTP/2) one worker serves at once; beyond it the worker
+    /// stops accepting until one closes (new connections wait in the kernel's backlog).
+    /// 0 means no limit.
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it is closed (HTTP/1.1: the last
+    /// response carries `connection: close`; HTTP/2: GOAWAY after that many streams).
+    /// 0 means no limit.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { buffer_bytes: 32 * 1024, max_headers: 100, max_body_bytes: 0 }
+        Self {
+            buffer_bytes: 32 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
+            max_connections_per_worker: 4096,
+            max_requests_per_connection: 1000,
+        }
     }
 }
 
@@ -524,6 +743,12 @@ impl Config {
         for (i, backend) in self.backends.iter().enumerate() {
             BackendUrl::parse(&backend.url)
                 .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
+            if !(1..=MAX_WEIGHT).contains(&backend.weight) {
+                return Err(ConfigError::invalid(
+                    format!("backends[{i}].weight"),
+                    format!("must be 1..={MAX_WEIGHT}"),
+                ));
+            }
         }
         let mut urls: Vec<&str> = self.backends.iter().map(|b| b.url.as_str()).collect();
         urls.sort_unstable();
@@ -551,6 +776,13 @@ impl Config {
         if self.limits.max_headers == 0 || self.limits.max_headers > 1024 {
             return Err(ConfigError::invalid("limits.max_headers", "must be 1..=1024"));
         }
+        if self.pool.queue_size > PoolConfig::MAX_QUEUE {
+            return Err(ConfigError::invalid("pool.queue_size", "must be 0..=65536"));
+        }
+        if self.pool.queue_timeout_ms == 0 {
+            return Err(ConfigError::invalid("pool.queue_timeout_ms", "must be greater than 0"));
+        }
+        self.retries.validate()?;
         if self.health.max_fails == 0 {
             return Err(ConfigError::invalid("health.max_fails", "must be greater than 0"));
         }
@@ -565,6 +797,7 @@ impl Config {
         }
         self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.http2.validate()?;
+        self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
         Ok(())
     }
@@ -606,6 +839,63 @@ mod tests {
         let c: Config = toml::from_str("[[backends]]\nurl = \"ftp://x:1\"").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("backends[0].url"), "{err}");
+        let c: Config = toml::from_str("[[backends]]\nurl = \"http://127.0.0.1:1\"").unwrap();
+        assert_eq!(c.backends[0].weight, DEFAULT_WEIGHT);
+        for bad in [0, MAX_WEIGHT + 1] {
+            let c: Config = toml::from_str(&format!(
+                "[[backends]]\nurl = \"http://127.0.0.1:1\"\nweight = {bad}"
+            ))
+            .unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("backends[0].weight") && err.contains("1..=10000"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pool_limit_and_retry_keys_are_validated() {
+        for (toml, key) in [
+            ("[pool]\nqueue_size = 70000", "pool.queue_size"),
+            ("[pool]\nqueue_timeout_ms = 0", "pool.queue_timeout_ms"),
+            ("[retries]\nmax_attempts = 0", "retries.max_attempts"),
+            ("[retries]\nbudget_ratio = -0.5", "retries.budget_ratio"),
+            ("[retries]\nbudget_min_per_sec = 1000000", "retries.budget_min_per_sec"),
+        ] {
+            let c: Config = toml::from_str(toml).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c: Config = toml::from_str(
+            "[pool]\nmax_connections_per_backend = 4\nqueue_size = 0\n\
+             [retries]\nmax_attempts = 1\nbudget_ratio = 0.0\nbudget_min_per_sec = 0",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pool.max_connections_per_backend, 4);
+        assert_eq!(c.retries.max_attempts, 1);
+    }
+
+    #[test]
+    fn health_check_values_are_validated() {
+        let err = |toml_text: &str| {
+            let c: Config = toml::from_str(toml_text).unwrap();
+            c.validate().map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert_eq!(err("[health_check]\nenabled = true"), Ok(()));
+        for (text, key) in [
+            ("[health_check]\ninterval_ms = 0", "health_check.interval_ms"),
+            ("[health_check]\ntimeout_ms = 0", "health_check.timeout_ms"),
+            ("[health_check]\ninterval_ms = 100\ntimeout_ms = 200", "health_check.timeout_ms"),
+            ("[health_check]\nrise = 0", "health_check.rise"),
+            ("[health_check]\nfall = 0", "health_check.fall"),
+            ("[health_check]\nslow_start_ms = 3600001", "health_check.slow_start_ms"),
+            ("[health_check]\npath = \"healthz\"", "health_check.path"),
+            ("[health_check]\npath = \"/a b\"", "health_check.path"),
+            ("[health_check]\ngrpc_service = \"a\\nb\"", "health_check.grpc_service"),
+        ] {
+            let e = err(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(toml::from_str::<Config>("[health_check]\ncheck = true").is_err());
     }
 
     #[test]

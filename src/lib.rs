@@ -6,6 +6,7 @@
 //! lb-control                     owns the canonical config; builds epochs, broadcasts them over
 //!                                crossbeam channels, waits for every worker's ack
 //! lb-admin                       admin REST API (hyper on a current-thread tokio runtime, JWT)
+//! lb-health                      active health checks (current-thread tokio runtime, optional)
 //! main                           CLI, signals, graceful shutdown
 //! ```
 //!
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod health;
 pub mod healthcheck;
 pub mod proxy;
 pub mod server;

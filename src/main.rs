@@ -211,7 +211,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         config.admin_listen = admin;
     }
     if !args.backends.is_empty() {
-        config.backends = args.backends.into_iter().map(|url| BackendConfig { url }).collect();
+        config.backends = args.backends.into_iter().map(BackendConfig::new).collect();
     }
     if let Some(algorithm) = args.algorithm {
         config.algorithm = algorithm;
@@ -235,7 +235,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.demo {
         for url in fulcrum::demo::start_backends(3)? {
             info!("demo backend started", url = url);
-            config.backends.push(BackendConfig { url });
+            config.backends.push(BackendConfig::new(url));
         }
     }
     if config.backends.is_empty() {

@@ -1,4 +1,5 @@
-//! Process assembly: reserve the listen address, start the workers, then the control thread.
+//! Process assembly: reserve the listen address, start the workers, then the control thread
+//! (and `lb-health` when active health checks are on).
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -12,6 +13,7 @@ use crossbeam_channel::{bounded, unbounded};
 use crate::admin::{self, AdminError, AdminServer};
 use crate::config::{Config, ConfigError};
 use crate::control::{self, ControlError, ControlHandle, RestoreError, WorkerLink};
+use crate::health;
 use crate::info;
 use crate::telemetry::{AccessSink, Metrics, Telemetry, TelemetryError};
 use crate::worker::{self, IoDriver, WorkerSpec, listener};
@@ -85,6 +87,8 @@ pub struct Running {
     pub admin_listen: Option<SocketAddr>,
     control: ControlHandle,
     control_thread: JoinHandle<()>,
+    /// `lb-health`, when active health checks are on (ends with the control thread).
+    health_thread: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     admin: Option<AdminServer>,
     workers_up: Arc<AtomicBool>,
@@ -111,6 +115,9 @@ impl Running {
         }
         self.control.shutdown();
         let _ = self.control_thread.join();
+        if let Some(health) = self.health_thread {
+            let _ = health.join();
+        }
         for worker in self.workers {
             let _ = worker.join();
         }
@@ -200,6 +207,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         }
     }
     let admin_config = config.clone();
+    let health_check = config.health_check.clone();
     let (control, control_thread) = control::spawn_restored(config, restored, links, ack_rx)?;
     let workers_up = Arc::new(AtomicBool::new(failure.is_none()));
     let mut running = Running {
@@ -208,6 +216,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         admin_listen: None,
         control,
         control_thread,
+        health_thread: None,
         workers: handles,
         admin: None,
         workers_up,
@@ -217,6 +226,16 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
     if let Some(err) = failure {
         running.shutdown();
         return Err(err);
+    }
+    if health_check.enabled {
+        let metrics = running.telemetry.metrics.clone();
+        match health::spawn(health_check, running.control.backends(), metrics) {
+            Ok(thread) => running.health_thread = Some(thread),
+            Err(e) => {
+                running.shutdown();
+                return Err(e.into());
+            }
+        }
     }
     let runtime = admin::RuntimeInfo {
         listen,

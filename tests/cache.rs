@@ -660,7 +660,9 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
 fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
     let b = backend();
     // 8 MiB over 2 workers; 12 000 distinct 16 KiB responses would be ~190 MiB unbounded.
-    let f = Fulcrum::start("enabled = true\nmax_bytes = 8388608", 2, &b);
+    // 2 000 requests per connection: past the default `max_requests_per_connection`.
+    let config = "enabled = true\nmax_bytes = 8388608\n[limits]\nmax_requests_per_connection = 0";
+    let f = Fulcrum::start(config, 2, &b);
     let mut warm = Conn::open(f.listen);
     for i in 0..200 {
         warm.get(&format!("/warm/{i}"), &[("x-resp-size", "16384")]);

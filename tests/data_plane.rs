@@ -74,7 +74,13 @@ fn random_is_uniform_by_chi_square() {
 #[test]
 fn least_connections_steers_away_from_a_busy_backend() {
     let bs = [TestBackend::named("a"), TestBackend::named("b"), TestBackend::named("c")];
-    let f = start(&[&bs[0], &bs[1], &bs[2]], &["--algorithm", "least_connections"]);
+    // An admin key, for /metrics: it shows the in-flight counts the workers publish.
+    let conf = TempFile::with_contents(
+        "lc",
+        "[admin]\njwt_secret = \"data-plane-secret-0123456789abcdef\"\n",
+    );
+    let args = ["--algorithm", "least_connections", "--config", &conf.path_str()];
+    let f = start(&[&bs[0], &bs[1], &bs[2]], &args);
     for b in &bs {
         b.hold();
     }
@@ -97,6 +103,16 @@ fn least_connections_steers_away_from_a_busy_backend() {
     // Let the answers from b and c reach the clients, so fulcrum's counters are settled.
     expect_within(Duration::from_secs(10), "b/c holders done", || {
         holders.iter().filter(|h| h.is_finished()).count() == 12 - held_on_a
+    });
+    // Each worker sees the others' counts as last published (every few ms); wait until what
+    // it reads is settled, so the picks below see a busy and b, c idle.
+    let published = |b: &TestBackend| {
+        f.metric(&format!("fulcrum_backend_in_flight{{backend=\"{}\"}}", b.url()))
+    };
+    expect_within(Duration::from_secs(10), "published in-flight counts settled", || {
+        published(&bs[0]) == Some(held_on_a as f64)
+            && published(&bs[1]) == Some(0.0)
+            && published(&bs[2]) == Some(0.0)
     });
     let t = tally(&spread_gets(&f, 3, 60, "/"));
     assert_eq!(bs[0].requests(), a_before, "busy backend a got fast requests: {t:?}");
@@ -282,15 +298,16 @@ fn keep_alive_reuses_upstream_connections() {
 #[test]
 fn pipelined_request_survives_a_stale_pooled_connection() {
     // `/oneshot` answers with a keep-alive response and then closes the connection anyway, so
-    // the next request finds a dead pooled connection and must be resent on a fresh one.
+    // the next request finds a dead pooled connection and must be resent on a fresh one (a PUT
+    // with its body in hand may be; tests/retries.rs covers a POST).
     let backend = TestBackend::named("p");
     let f = start(&[&backend], &[]);
     let mut client = Client::connect(f.addr());
     assert_eq!(client.get("/oneshot").unwrap().status(), 200);
-    // Two pipelined requests in one write: a small POST, then a GET.
+    // Two pipelined requests in one write: a small PUT, then a GET.
     client
         .send_raw(
-            b"POST /oneshot HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+            b"PUT /oneshot HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
               GET /second HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .unwrap();

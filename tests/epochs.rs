@@ -25,7 +25,7 @@ fn start(backends: &[&TestBackend]) -> fulcrum::Running {
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         workers: WORKERS,
         algorithm: Algorithm::RoundRobin,
-        backends: backends.iter().map(|b| BackendConfig { url: b.url() }).collect(),
+        backends: backends.iter().map(|b| BackendConfig::new(b.url())).collect(),
         // The access log would write to the test runner's stdout.
         telemetry: fulcrum::telemetry::TelemetryConfig {
             access_log: Some("off".to_owned()),

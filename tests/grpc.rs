@@ -336,12 +336,67 @@ async fn raw_call(
     (status, headers, trailers, t.elapsed())
 }
 
+/// An h2c backend that accepts every stream and never answers. Unlike tonic, it does not
+/// enforce `grpc-timeout` itself (tonic answers CANCELLED at the same instant Fulcrum's own
+/// deadline fires, a race), so a deadline can only come from Fulcrum. Counts the streams the
+/// peer reset.
+struct SilentBackend {
+    addr: SocketAddr,
+    resets: Arc<std::sync::atomic::AtomicU64>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SilentBackend {
+    fn spawn() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let counter = resets.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async {
+                    while let Ok((tcp, _)) = listener.accept().await {
+                        tokio::spawn(Self::connection(tcp, counter.clone()));
+                    }
+                };
+                tokio::select! {
+                    _ = serve => {}
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        Self { addr, resets, _stop: stop }
+    }
+
+    /// Holds every stream open, unanswered, until the peer resets it.
+    async fn connection(tcp: tokio::net::TcpStream, resets: Arc<std::sync::atomic::AtomicU64>) {
+        let Ok(mut conn) = h2::server::handshake(tcp).await else { return };
+        while let Some(Ok((_request, mut respond))) = conn.accept().await {
+            let resets = resets.clone();
+            tokio::spawn(async move {
+                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
+                    resets.fetch_add(1, SeqCst);
+                }
+            });
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("h2c://{}", self.addr)
+    }
+}
+
 #[test]
 fn grpc_timeout_is_the_upstream_deadline() {
-    let backend = Backend::spawn("b1");
+    let backend = SilentBackend::spawn();
     let lb = start(&[backend.url()], &[]);
     run(async {
-        let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
+        let req = EchoRequest { message: "late".into(), ..Default::default() };
         let (status, headers, trailers, took) =
             raw_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], &req).await;
         // Fulcrum's own trailers-only answer: HTTP 200, DEADLINE_EXCEEDED.
@@ -350,9 +405,30 @@ fn grpc_timeout_is_the_upstream_deadline() {
         assert_eq!(headers.get("grpc-status").unwrap(), "4", "{headers:?}");
         assert_eq!(headers.get("grpc-message").unwrap(), "deadline exceeded");
         assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
-        // The backend saw the call cancelled.
+        // The backend saw the call cancelled (RST_STREAM).
+        wait_for(|| backend.resets.load(SeqCst) == 1).await;
+    });
+}
+
+#[test]
+fn a_tonic_backend_given_the_deadline_ends_the_call_in_time() {
+    // Fulcrum forwards `grpc-timeout`, so tonic enforces it too; whichever side fires first
+    // answers (Fulcrum: DEADLINE_EXCEEDED; tonic's own timeout: CANCELLED). Either way the
+    // call ends at the deadline, the backend's handler is cancelled and the connection works on.
+    let backend = Backend::spawn("b1");
+    let lb = start(&[backend.url()], &[]);
+    run(async {
+        let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
+        let (status, headers, trailers, took) =
+            raw_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], &req).await;
+        assert_eq!(status, 200);
+        let grpc_status = headers
+            .get("grpc-status")
+            .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(matches!(grpc_status.as_deref(), Some("4" | "1")), "{headers:?} {trailers:?}");
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
         wait_for(|| backend.cancelled() == 1).await;
-        // tonic clients get the same.
         let mut c = Client::connect(lb.addr()).await;
         assert_eq!(c.say("after").await.unwrap().message, "after");
     });

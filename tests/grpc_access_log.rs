@@ -10,11 +10,10 @@ mod common;
 mod echo;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Client, Fulcrum, TempFile, TestBackend, wait_until};
-use echo::{EchoRequest, EchoState};
+use echo::EchoRequest;
 use serde_json::Value;
 use tonic::codegen::http;
 
@@ -22,16 +21,7 @@ const SECRET: &str = "grpc-access-log-secret-0123456789abcdef";
 
 /// A tonic echo backend on its own thread, for the life of the test process.
 fn echo_backend(name: &str) -> String {
-    let listener = echo::bind("127.0.0.1:0".parse().unwrap());
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(EchoState { name: name.to_owned(), ..Default::default() });
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            echo::serve(tokio::net::TcpListener::from_std(listener).unwrap(), state).await;
-        });
-    });
-    format!("h2c://{addr}")
+    echo::spawn_detached(name).0
 }
 
 /// Fulcrum with one worker, an admin listener (for `/metrics`) and the access log in a file.

@@ -210,3 +210,71 @@ fn an_oversized_header_list_is_refused() {
         assert_eq!(fresh_get(addr, "/small").await, 200);
     });
 }
+
+/// `limits.max_requests_per_connection` on HTTP/2: after the third stream Fulcrum sends a
+/// graceful GOAWAY, lets that stream finish and closes the connection without an error.
+#[test]
+fn goaway_after_max_requests_per_connection() {
+    let backend = TestBackend::named("b1");
+    let (lb, _conf) =
+        start("max-requests", &backend, "\n[limits]\nmax_requests_per_connection = 3");
+    let addr = lb.addr();
+    run(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+        let conn = tokio::spawn(conn);
+        for _ in 0..3 {
+            send = send.ready().await.unwrap();
+            let (response, _) = send.send_request(get(addr, "/"), true).unwrap();
+            assert_eq!(finish(response).await.unwrap(), 200);
+        }
+        // `send` stays alive: only Fulcrum can end the connection now, and it ends cleanly.
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("the connection was not closed after 3 streams")
+            .unwrap();
+        let graceful = match &closed {
+            Ok(()) => true,
+            Err(e) => e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR),
+        };
+        assert!(graceful, "{closed:?}");
+        assert!(send.ready().await.is_err(), "a fourth stream on the closed connection");
+        // A fourth request needs a new connection.
+        assert_eq!(fresh_get(addr, "/").await, 200);
+        assert_eq!(backend.requests(), 4);
+    });
+}
+
+/// `timeouts.client_body_min_rate` on an HTTP/2 request for an HTTP/1.1 backend: 5 bytes every
+/// 100 ms stay within the gap timeout but far below 10 000 B/s, so the stream gets 408 and the
+/// backend never sees a complete request.
+#[test]
+fn an_h2_request_body_below_the_minimum_rate_gets_408() {
+    let backend = TestBackend::named("b1");
+    let config = "\n[timeouts]\nclient_body_ms = 400\nclient_body_min_rate = 10000";
+    let (lb, _conf) = start("min-rate", &backend, config);
+    let addr = lb.addr();
+    run(async {
+        let mut send = connect(addr).await.ready().await.unwrap();
+        let req = http::Request::post(format!("http://{addr}/upload"))
+            .header("content-length", "100000")
+            .body(())
+            .unwrap();
+        let started = Instant::now();
+        let (response, mut body) = send.send_request(req, false).unwrap();
+        // The slow client: its pauses are the behaviour under test.
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                if body.send_data(Bytes::from_static(b"xxxxx"), false).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let status = finish(response).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(status, 408);
+        assert!(took >= Duration::from_millis(380) && took < Duration::from_secs(2), "{took:?}");
+        assert!(backend.last_request().is_none(), "the backend never saw a complete request");
+    });
+}

@@ -20,8 +20,9 @@ use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use crate::balance::Algorithm;
 use crate::cache::CachePolicy;
-use crate::config::{PassiveHealth, Timeouts};
+use crate::config::{ActiveHealth, PassiveHealth, RetryConfig, Timeouts};
 use crate::control::{BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
+use crate::health::{HealthSnapshot, HealthState};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
 pub const EPOCH_HEADER: &str = "fulcrum-epoch";
@@ -40,7 +41,7 @@ pub struct BackendOut {
     /// Normalised `http://host:port`.
     #[schema(example = "http://127.0.0.1:9001")]
     pub url: String,
-    /// Relative weight (stored and reported; pickers do not weigh yet).
+    /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1)]
     pub weight: u32,
     /// `false` while passive health checking has ejected it on any worker.
@@ -51,6 +52,81 @@ pub struct BackendOut {
     pub avg_response_ms: Option<f64>,
     /// Requests sent to this backend since it was added.
     pub requests_total: u64,
+    /// Active health checks (`[health_check]`).
+    pub health: BackendHealthOut,
+}
+
+/// What the active health checks say about a backend.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackendHealthOut {
+    /// `disabled` when `[health_check]` is off; `unknown` until the first check (traffic
+    /// flows); `up`; `down` after `fall` failed checks in a row (skipped unless every backend
+    /// is down, then all are used: fail open).
+    pub state: HealthStateName,
+    /// Checks passed in a row.
+    pub consecutive_ok: u32,
+    /// Checks failed in a row.
+    pub consecutive_fail: u32,
+    /// Checks passed since the backend was added.
+    pub checks_ok: u64,
+    /// Checks failed since the backend was added.
+    pub checks_failed: u64,
+    /// Why the most recent failed check failed (kept after later passes); `null` if none failed.
+    #[schema(example = "status 503")]
+    pub last_error: Option<String>,
+    /// When the last check finished, in milliseconds since the Unix epoch; `null` before the
+    /// first.
+    pub checked_at_unix_ms: Option<u64>,
+    /// Percentage of its full share of new requests the pickers give it: 100, or less during
+    /// slow start (`health_check.slow_start_ms`) after it came back up.
+    #[schema(example = 100)]
+    pub share_percent: u64,
+}
+
+/// A backend's active health state.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStateName {
+    /// Active health checks are off.
+    Disabled,
+    /// Not checked yet; receives traffic.
+    Unknown,
+    /// Passing.
+    Up,
+    /// Taken out by failed checks.
+    Down,
+}
+
+impl From<Option<&HealthSnapshot>> for BackendHealthOut {
+    fn from(h: Option<&HealthSnapshot>) -> Self {
+        let Some(h) = h else {
+            return Self {
+                state: HealthStateName::Disabled,
+                consecutive_ok: 0,
+                consecutive_fail: 0,
+                checks_ok: 0,
+                checks_failed: 0,
+                last_error: None,
+                checked_at_unix_ms: None,
+                share_percent: 100,
+            };
+        };
+        let c = &h.counters;
+        Self {
+            state: match h.state {
+                HealthState::Unknown => HealthStateName::Unknown,
+                HealthState::Up => HealthStateName::Up,
+                HealthState::Down => HealthStateName::Down,
+            },
+            consecutive_ok: c.consecutive_ok,
+            consecutive_fail: c.consecutive_fail,
+            checks_ok: c.checks_ok,
+            checks_failed: c.checks_failed,
+            last_error: h.last_error.clone(),
+            checked_at_unix_ms: h.checked_at_ms,
+            share_percent: h.share / 10,
+        }
+    }
 }
 
 impl From<&BackendView> for BackendOut {
@@ -63,6 +139,7 @@ impl From<&BackendView> for BackendOut {
             in_flight: b.stats.in_flight,
             avg_response_ms: b.stats.avg_response_us().map(|us| us as f64 / 1000.0),
             requests_total: b.stats.requests_total,
+            health: b.health.as_ref().into(),
         }
     }
 }
@@ -84,6 +161,8 @@ pub struct BackendCreated {
     pub avg_response_ms: Option<f64>,
     /// Always 0 for a new backend.
     pub requests_total: u64,
+    /// Active health: `unknown` for a new backend (`disabled` when checks are off).
+    pub health: BackendHealthOut,
     /// The epoch every worker runs now.
     pub epoch: u64,
 }
@@ -150,64 +229,13 @@ pub struct AlgorithmApplied {
     pub epoch: u64,
 }
 
-/// Response cache settings.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CacheSettingsOut {
-    /// Whether cacheable responses are stored and served.
-    pub enabled: bool,
-    /// Longest freshness lifetime in milliseconds; also the lifetime of responses without
-    /// `max-age`/`s-maxage`.
-    #[schema(example = 60000)]
-    pub ttl_ms: u64,
-    /// Memory budget over all workers, in bytes; each worker's shard gets `max_bytes / workers`.
-    #[schema(example = 268435456)]
-    pub max_bytes: u64,
-    /// Largest body stored, in bytes; larger ones pass through uncached.
-    #[schema(example = 1048576)]
-    pub max_object_bytes: u64,
-    /// Request methods looked up and stored (case-sensitive).
-    #[schema(example = json!(["GET", "HEAD", "POST"]))]
-    pub methods: Vec<String>,
-    /// Response statuses stored.
-    #[schema(example = json!([200, 203, 204, 301, 404, 410]))]
-    pub statuses: Vec<u16>,
-    /// Request headers left out of the key (case-insensitive).
-    #[schema(example = json!(["x-request-id"]))]
-    pub ignore_headers: Vec<String>,
-}
-
-impl From<&CachePolicy> for CacheSettingsOut {
-    fn from(p: &CachePolicy) -> Self {
-        Self {
-            enabled: p.enabled,
-            ttl_ms: p.ttl_ms,
-            max_bytes: p.max_bytes,
-            max_object_bytes: p.max_object_bytes,
-            methods: p.methods.clone(),
-            statuses: p.statuses.clone(),
-            ignore_headers: p.ignore_headers.clone(),
-        }
-    }
-}
-
 /// Response cache settings and counters summed over every worker's shard (counters are
 /// published by each worker every `balance.stats_publish_ms`, and at once after a change).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CacheOut {
-    /// Whether cacheable responses are stored and served.
-    pub enabled: bool,
-    /// Longest freshness lifetime in milliseconds.
-    pub ttl_ms: u64,
-    /// Memory budget over all workers, in bytes.
-    pub max_bytes: u64,
-    /// Largest body stored, in bytes.
-    pub max_object_bytes: u64,
-    /// Request methods looked up and stored.
-    pub methods: Vec<String>,
-    /// Response statuses stored.
-    pub statuses: Vec<u16>,
-    /// Request headers left out of the key.
-    pub ignore_headers: Vec<String>,
+    /// The settings in force.
+    #[serde(flatten)]
+    pub settings: CachePolicy,
     /// Responses held now (one key may be held once per worker).
     pub entries: u64,
     /// Bytes charged now: keys, heads, bodies and per-entry bookkeeping.
@@ -250,7 +278,7 @@ pub struct CacheUpdate {
 pub struct CacheApplied {
     /// The settings every worker runs now.
     #[serde(flatten)]
-    pub settings: CacheSettingsOut,
+    pub settings: CachePolicy,
     /// The epoch every worker runs now.
     pub epoch: u64,
 }
@@ -292,10 +320,20 @@ pub struct LimitsOut {
     pub max_headers: usize,
     /// Largest proxied request body (0 = unlimited).
     pub max_body_bytes: u64,
+    /// Client connections one worker serves at once before it pauses accepting (0 = unlimited).
+    pub max_connections_per_worker: usize,
+    /// Requests served on one client connection before it closes (0 = unlimited).
+    pub max_requests_per_connection: u64,
     /// Idle upstream connections kept per backend and worker.
     pub pool_max_idle_per_backend: usize,
     /// Idle upstream connections older than this close, in milliseconds.
     pub pool_idle_timeout_ms: u64,
+    /// Open HTTP/1.1 connections per backend and worker, idle and busy (0 = unlimited).
+    pub pool_max_connections_per_backend: usize,
+    /// Requests that may wait for a connection at that cap, per backend and worker.
+    pub pool_queue_size: usize,
+    /// Longest wait in that queue, in milliseconds.
+    pub pool_queue_timeout_ms: u64,
     /// Window of the `response_time` average, in milliseconds.
     pub response_time_window_ms: u64,
     /// How often workers publish their per-backend counters, in milliseconds.
@@ -327,7 +365,7 @@ pub struct ConfigOut {
     /// Backends in operator order, with merged counters.
     pub backends: Vec<BackendOut>,
     /// Response cache settings.
-    pub cache: CacheSettingsOut,
+    pub cache: CachePolicy,
     /// Listen addresses.
     pub listeners: ListenersOut,
     /// Number of data-plane worker threads.
@@ -338,8 +376,12 @@ pub struct ConfigOut {
     pub timeouts: Timeouts,
     /// Passive health checking.
     pub health: PassiveHealth,
+    /// Active health checks.
+    pub health_check: ActiveHealth,
     /// Limits and tuning.
     pub limits: LimitsOut,
+    /// When failed upstream attempts are tried again (`[retries]`).
+    pub retries: RetryConfig,
     /// Admin API settings.
     pub admin: AdminOut,
     /// Where run-time changes are persisted; `null` when they are not.
@@ -695,7 +737,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         epoch: v.epoch,
         algorithm: v.algorithm.into(),
         backends: v.backends.iter().map(BackendOut::from).collect(),
-        cache: CacheSettingsOut::from(&v.cache),
+        cache: v.cache.clone(),
         listeners: ListenersOut {
             listen: app.listen.to_string(),
             admin_listen: app.admin_listen.to_string(),
@@ -707,12 +749,19 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         },
         timeouts: *t,
         health: c.health,
+        health_check: c.health_check.clone(),
+        retries: c.retries,
         limits: LimitsOut {
             buffer_bytes: c.limits.buffer_bytes,
             max_headers: c.limits.max_headers,
             max_body_bytes: c.limits.max_body_bytes,
+            max_connections_per_worker: c.limits.max_connections_per_worker,
+            max_requests_per_connection: c.limits.max_requests_per_connection,
             pool_max_idle_per_backend: c.pool.max_idle_per_backend,
             pool_idle_timeout_ms: c.pool.idle_timeout_ms,
+            pool_max_connections_per_backend: c.pool.max_connections_per_backend,
+            pool_queue_size: c.pool.queue_size,
+            pool_queue_timeout_ms: c.pool.queue_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,
             stats_publish_ms: c.balance.stats_publish_ms,
         },
@@ -778,6 +827,7 @@ async fn create_backend(app: &App, body: NewBackend) -> Result<Resp, ApiError> {
         in_flight: out.in_flight,
         avg_response_ms: out.avg_response_ms,
         requests_total: out.requests_total,
+        health: out.health,
         epoch: applied.epoch,
     };
     let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);
@@ -875,13 +925,7 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
     let p = snapshot(app).await?.cache;
     let totals = app.metrics.cache_totals();
     let out = CacheOut {
-        enabled: p.enabled,
-        ttl_ms: p.ttl_ms,
-        max_bytes: p.max_bytes,
-        max_object_bytes: p.max_object_bytes,
-        methods: p.methods,
-        statuses: p.statuses,
-        ignore_headers: p.ignore_headers,
+        settings: p,
         entries: totals.entries,
         bytes: totals.bytes,
         hits: totals.hits,
@@ -913,7 +957,7 @@ async fn put_cache(app: &App, body: CacheUpdate) -> Result<Resp, ApiError> {
         statuses: body.statuses.unwrap_or(current.statuses),
         ignore_headers: body.ignore_headers.unwrap_or(current.ignore_headers),
     };
-    let settings = CacheSettingsOut::from(&next);
+    let settings = next.clone();
     let applied = apply(app, Change::SetCache(next)).await?;
     let out = CacheApplied { settings, epoch: applied.epoch };
     Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))

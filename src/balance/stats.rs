@@ -125,6 +125,8 @@ pub struct LocalStats {
     remote_in_flight: Cell<u32>,
     /// Window totals over every worker, as of the last publish.
     merged_window: Cell<(u64, u64)>,
+    /// This worker's smooth weighted round-robin "current weight" for the backend.
+    round_robin_weight: Cell<i64>,
 }
 
 impl LocalStats {
@@ -138,6 +140,7 @@ impl LocalStats {
             ejected_until_ms: Cell::new(0),
             remote_in_flight: Cell::new(0),
             merged_window: Cell::new((0, 0)),
+            round_robin_weight: Cell::new(0),
         }
     }
 
@@ -192,6 +195,13 @@ impl LocalStats {
     pub fn merged_avg_us(&self) -> Option<u64> {
         let (sum, count) = self.merged_window.get();
         sum.checked_div(count)
+    }
+
+    /// Adds `delta` to the smooth weighted round-robin current weight; returns the new value.
+    pub(super) fn add_round_robin_weight(&self, delta: i64) -> i64 {
+        let current = self.round_robin_weight.get() + delta;
+        self.round_robin_weight.set(current);
+        current
     }
 
     /// Writes this worker's totals into its slot and reads the others back.

@@ -30,26 +30,32 @@ pub use shard::{
     InsertOutcome,
 };
 
-/// Response cache settings (the `[cache]` table and the admin API's body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Response cache settings (the `[cache]` table, and what the admin API reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CachePolicy {
     /// Whether cacheable responses are stored and served (default off).
     pub enabled: bool,
     /// Longest freshness lifetime, in milliseconds; also the lifetime of responses without
     /// `max-age`/`s-maxage` (default 60 000).
+    #[schema(example = 60000)]
     pub ttl_ms: u64,
     /// Memory budget over all workers' shards, in bytes (default 256 MiB); each worker gets
     /// `max_bytes / workers`.
+    #[schema(example = 268435456)]
     pub max_bytes: u64,
     /// Largest body stored, in bytes (default 1 MiB); larger ones pass through uncached.
+    #[schema(example = 1048576)]
     pub max_object_bytes: u64,
     /// Request methods looked up and stored, case-sensitive (default `GET`, `HEAD`, `POST`).
+    #[schema(example = json!(["GET", "HEAD", "POST"]))]
     pub methods: Vec<String>,
     /// Response statuses stored (default 200, 203, 204, 301, 404, 410).
+    #[schema(example = json!([200, 203, 204, 301, 404, 410]))]
     pub statuses: Vec<u16>,
     /// Request headers left out of the key, case-insensitive (e.g. `x-request-id`; default
     /// none).
+    #[schema(example = json!(["x-request-id"]))]
     pub ignore_headers: Vec<String>,
 }
 

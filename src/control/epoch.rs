@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::balance::Algorithm;
 use crate::balance::stats::SharedStats;
 use crate::config::{BackendUrl, CachePolicy, PassiveHealth, Timeouts};
+use crate::health::BackendHealth;
 
 /// Server-assigned backend identifier, stable for the backend's lifetime.
 pub type BackendId = u64;
@@ -19,8 +20,21 @@ pub struct Backend {
     pub id: BackendId,
     /// Normalised URL and resolved address.
     pub url: BackendUrl,
+    /// Relative share of requests, 1..=[`MAX_WEIGHT`](crate::config::MAX_WEIGHT); fixed for
+    /// the backend's lifetime (to change it, remove and add the backend again).
+    pub weight: u32,
     /// Per-worker published counters.
     pub stats: SharedStats,
+    /// Active health state, written by `lb-health` and read by the pickers.
+    pub health: BackendHealth,
+}
+
+impl Backend {
+    /// A backend of `weight` (already validated) with fresh counters for `workers` workers and
+    /// unknown health.
+    pub fn new(id: BackendId, url: BackendUrl, weight: u32, workers: usize) -> Self {
+        Self { id, url, weight, stats: SharedStats::new(workers), health: BackendHealth::default() }
+    }
 }
 
 /// A numbered, immutable configuration. Workers swap epochs between requests; a request in

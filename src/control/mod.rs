@@ -7,22 +7,23 @@
 pub mod epoch;
 pub mod store;
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use tokio::sync::watch;
 
 pub use self::epoch::{Backend, BackendId, Epoch};
 use self::store::{
     FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
 };
 use crate::balance::Algorithm;
-use crate::balance::stats::{SharedStats, StatsSnapshot, now_ms};
+use crate::balance::stats::{StatsSnapshot, now_ms};
 use crate::cache::CachePolicyError;
 use crate::config::{BackendUrl, BackendUrlError, CachePolicy, Config, Timeouts};
+use crate::health::HealthSnapshot;
 use crate::{info, warn};
 
 /// How long a change waits for every worker to acknowledge its epoch.
@@ -57,10 +58,7 @@ pub enum Change {
     },
 }
 
-/// Default weight of a backend.
-pub const DEFAULT_WEIGHT: u32 = 1;
-/// Largest accepted backend weight.
-pub const MAX_WEIGHT: u32 = 10_000;
+pub use crate::config::{DEFAULT_WEIGHT, MAX_WEIGHT};
 
 /// What a change produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,10 +105,12 @@ pub struct BackendView {
     pub id: BackendId,
     /// Normalised URL.
     pub url: String,
-    /// Relative weight (reported and persisted; pickers do not weigh yet).
+    /// Relative weight: the backend's share of requests under every algorithm.
     pub weight: u32,
     /// Merged counters.
     pub stats: StatsSnapshot,
+    /// Active health; `None` when `[health_check]` is off.
+    pub health: Option<HealthSnapshot>,
 }
 
 /// The current configuration and state, as reported to operators.
@@ -182,6 +182,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     tx: Sender<Command>,
+    backends: watch::Receiver<Vec<Arc<Backend>>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -212,6 +213,12 @@ impl ControlHandle {
         rx.recv().map_err(|_| ControlError::Stopped)
     }
 
+    /// The current backends, updated after every epoch that adds or removes one (for
+    /// `lb-health`). The sender closes when the control thread stops.
+    pub fn backends(&self) -> watch::Receiver<Vec<Arc<Backend>>> {
+        self.backends.clone()
+    }
+
     /// Tells every worker to drain and stop; returns at once.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -225,8 +232,9 @@ struct ControlState {
     next_backend_id: BackendId,
     workers: Vec<WorkerLink>,
     acks: Receiver<Ack>,
-    weights: HashMap<BackendId, u32>,
     store: Option<Box<dyn StateStore>>,
+    /// Publishes the backend list to [`ControlHandle::backends`] receivers.
+    backends_tx: watch::Sender<Vec<Arc<Backend>>>,
 }
 
 /// Builds the first epoch from the configuration (backend URLs resolved here).
@@ -236,11 +244,9 @@ pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, Cont
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            Ok(Arc::new(Backend {
-                id: i as BackendId + 1,
-                url: BackendUrl::parse(&b.url)?,
-                stats: SharedStats::new(workers),
-            }))
+            let url = BackendUrl::parse(&b.url)?;
+            check_weight(b.weight)?;
+            Ok(Arc::new(Backend::new(i as BackendId + 1, url, b.weight, workers)))
         })
         .collect::<Result<Vec<_>, ControlError>>()?;
     Ok(Arc::new(Epoch {
@@ -276,7 +282,6 @@ pub struct Restored {
     /// The epoch the workers start with.
     pub first: Arc<Epoch>,
     next_backend_id: BackendId,
-    weights: HashMap<BackendId, u32>,
     store: Option<Box<dyn StateStore>>,
 }
 
@@ -294,9 +299,8 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
         None => {
             let first = initial_epoch(config, workers)
                 .map_err(|source| RestoreError::Backend { origin: "backends".into(), source })?;
-            let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
             let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-            Restored { first, next_backend_id, weights, store }
+            Restored { first, next_backend_id, store }
         }
         Some(saved) => {
             let origin = || config.state_file.as_ref().map(|p| p.display().to_string());
@@ -304,11 +308,9 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
                 .backends
                 .iter()
                 .map(|b| {
-                    Ok(Arc::new(Backend {
-                        id: b.id,
-                        url: BackendUrl::parse(&b.url)?,
-                        stats: SharedStats::new(workers),
-                    }))
+                    let url = BackendUrl::parse(&b.url)?;
+                    check_weight(b.weight)?;
+                    Ok(Arc::new(Backend::new(b.id, url, b.weight, workers)))
                 })
                 .collect::<Result<Vec<_>, ControlError>>()
                 .map_err(|source| RestoreError::Backend {
@@ -331,22 +333,26 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
                 timeouts: saved.timeouts,
                 health: config.health,
             });
-            let weights = saved.backends.iter().map(|b| (b.id, b.weight)).collect();
-            Restored { first, next_backend_id: saved.next_backend_id, weights, store }
+            Restored { first, next_backend_id: saved.next_backend_id, store }
         }
     };
     if let Some(store) = &restored.store {
-        store.save(&persisted(&restored.first, restored.next_backend_id, &restored.weights))?;
+        store.save(&persisted(&restored.first, restored.next_backend_id))?;
     }
     Ok(restored)
 }
 
+/// Refuses a weight outside 1..=[`MAX_WEIGHT`].
+fn check_weight(weight: u32) -> Result<(), ControlError> {
+    if (1..=MAX_WEIGHT).contains(&weight) {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidWeight(weight))
+    }
+}
+
 /// The persisted form of an epoch.
-fn persisted(
-    epoch: &Epoch,
-    next_backend_id: BackendId,
-    weights: &HashMap<BackendId, u32>,
-) -> PersistedState {
+fn persisted(epoch: &Epoch, next_backend_id: BackendId) -> PersistedState {
     PersistedState {
         version: STATE_VERSION,
         epoch: epoch.id,
@@ -355,11 +361,7 @@ fn persisted(
         backends: epoch
             .backends
             .iter()
-            .map(|b| PersistedBackend {
-                id: b.id,
-                url: b.url.url.clone(),
-                weight: weights.get(&b.id).copied().unwrap_or(DEFAULT_WEIGHT),
-            })
+            .map(|b| PersistedBackend { id: b.id, url: b.url.url.clone(), weight: b.weight })
             .collect(),
         cache: epoch.cache.clone(),
         timeouts: epoch.timeouts,
@@ -375,8 +377,7 @@ pub fn spawn(
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-    let weights = first.backends.iter().map(|b| (b.id, DEFAULT_WEIGHT)).collect();
-    spawn_restored(config, Restored { first, next_backend_id, weights, store: None }, workers, acks)
+    spawn_restored(config, Restored { first, next_backend_id, store: None }, workers, acks)
 }
 
 /// Starts the `lb-control` thread from [`restore`]'s result; every accepted change is saved to
@@ -388,12 +389,13 @@ pub fn spawn_restored(
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = unbounded();
-    let Restored { first, next_backend_id, weights, store } = restored;
+    let Restored { first, next_backend_id, store } = restored;
+    let (backends_tx, backends) = watch::channel(first.backends.clone());
     let state =
-        ControlState { config, current: first, next_backend_id, workers, acks, weights, store };
+        ControlState { config, current: first, next_backend_id, workers, acks, store, backends_tx };
     let thread =
         std::thread::Builder::new().name("lb-control".into()).spawn(move || run(state, rx))?;
-    Ok((ControlHandle { tx }, thread))
+    Ok((ControlHandle { tx, backends }, thread))
 }
 
 #[expect(clippy::disallowed_methods, reason = "the control thread waits for commands")]
@@ -428,7 +430,6 @@ impl ControlState {
         };
         let mut created = None;
         let mut next_backend_id = self.next_backend_id;
-        let mut weights = self.weights.clone();
         match change {
             Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
             Change::SetCache(cache) => {
@@ -440,13 +441,11 @@ impl ControlState {
             Change::AddBackend { url } => {
                 let backend =
                     self.new_backend(&next, &url, DEFAULT_WEIGHT, &mut next_backend_id)?;
-                weights.insert(backend.id, DEFAULT_WEIGHT);
                 created = Some(backend.clone());
                 next.backends.push(backend);
             }
             Change::AddWeightedBackend { url, weight } => {
                 let backend = self.new_backend(&next, &url, weight, &mut next_backend_id)?;
-                weights.insert(backend.id, weight);
                 created = Some(backend.clone());
                 next.backends.push(backend);
             }
@@ -456,19 +455,20 @@ impl ControlState {
                 if next.backends.len() == before {
                     return Err(ControlError::UnknownBackend(id));
                 }
-                weights.remove(&id);
             }
         }
         // Persist first: a change the store refuses is not applied at all.
         if let Some(store) = &self.store {
             store
-                .save(&persisted(&next, next_backend_id, &weights))
+                .save(&persisted(&next, next_backend_id))
                 .map_err(|e| ControlError::Persist(e.to_string()))?;
         }
         self.next_backend_id = next_backend_id;
-        self.weights = weights;
         let epoch = Arc::new(next);
-        self.broadcast(&epoch)?;
+        let broadcast = self.broadcast(&epoch);
+        // Even unacknowledged, the epoch is the truth now (see `broadcast`).
+        self.publish_backends(&epoch);
+        broadcast?;
         info!(
             "epoch applied",
             epoch = epoch.id,
@@ -477,7 +477,7 @@ impl ControlState {
         );
         self.current = epoch;
         let now = now_ms();
-        let backend = created.map(|b| view_of(&b, &self.weights, now));
+        let backend = created.map(|b| self.view_of(&b, now));
         Ok(Applied { epoch: self.current.id, backend })
     }
 
@@ -489,20 +489,26 @@ impl ControlState {
         weight: u32,
         next_backend_id: &mut BackendId,
     ) -> Result<Arc<Backend>, ControlError> {
-        if !(1..=MAX_WEIGHT).contains(&weight) {
-            return Err(ControlError::InvalidWeight(weight));
-        }
+        check_weight(weight)?;
         let url = BackendUrl::parse(url)?;
         if next.backends.iter().any(|b| b.url.url == url.url) {
             return Err(ControlError::DuplicateBackend(url.url));
         }
-        let backend = Arc::new(Backend {
-            id: *next_backend_id,
-            url,
-            stats: SharedStats::new(self.workers.len()),
-        });
+        let backend = Arc::new(Backend::new(*next_backend_id, url, weight, self.workers.len()));
         *next_backend_id += 1;
         Ok(backend)
+    }
+
+    /// Tells [`ControlHandle::backends`] receivers about `epoch`'s backends if the set changed.
+    fn publish_backends(&self, epoch: &Epoch) {
+        self.backends_tx.send_if_modified(|list| {
+            let same = list.len() == epoch.backends.len()
+                && list.iter().zip(&epoch.backends).all(|(a, b)| a.id == b.id);
+            if !same {
+                list.clone_from(&epoch.backends);
+            }
+            !same
+        });
     }
 
     /// Sends the epoch to every worker and waits until all of them acknowledged it.
@@ -540,20 +546,21 @@ impl ControlState {
         StateView {
             epoch: e.id,
             algorithm: e.algorithm,
-            backends: e.backends.iter().map(|b| view_of(b, &self.weights, now)).collect(),
+            backends: e.backends.iter().map(|b| self.view_of(b, now)).collect(),
             cache: e.cache.clone(),
             timeouts: e.timeouts,
             config: self.config.clone(),
             state_file: self.config.state_file.clone(),
         }
     }
-}
 
-fn view_of(backend: &Backend, weights: &HashMap<BackendId, u32>, now: u64) -> BackendView {
-    BackendView {
-        id: backend.id,
-        url: backend.url.url.clone(),
-        weight: weights.get(&backend.id).copied().unwrap_or(DEFAULT_WEIGHT),
-        stats: backend.stats.snapshot(now),
+    fn view_of(&self, backend: &Backend, now: u64) -> BackendView {
+        BackendView {
+            id: backend.id,
+            url: backend.url.url.clone(),
+            weight: backend.weight,
+            stats: backend.stats.snapshot(now),
+            health: self.config.health_check.enabled.then(|| backend.health.snapshot(now)),
+        }
     }
 }

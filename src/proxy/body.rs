@@ -2,7 +2,9 @@
 //! one connection to the other through one fixed buffer, so memory stays bounded whatever the
 //! body size.
 
-use std::time::Duration;
+use std::future::Future;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::time::timeout;
@@ -215,6 +217,9 @@ pub enum BodyError {
     /// The source was silent for longer than the read timeout.
     #[error("body read timed out")]
     ReadTimeout,
+    /// The client sent the body slower than the minimum rate.
+    #[error("body slower than the minimum rate")]
+    TooSlow,
     /// The body exceeded the configured limit.
     #[error("body larger than the limit")]
     TooLarge,
@@ -239,6 +244,128 @@ pub struct CopySpec {
     pub write_timeout: Duration,
     /// Most body bytes accepted (0 = unlimited).
     pub max_bytes: u64,
+    /// The slowest average the source may send at (request bodies only).
+    pub min_rate: Option<MinRate>,
+}
+
+/// The slowest a request body may arrive, in the model of Apache's `mod_reqtimeout` `MinRate`:
+/// a body may take `grace`, plus `1/rate` seconds for each byte received so far. A client that
+/// falls behind is cut off, however regularly it sends its few bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    bytes_per_sec: NonZeroU64,
+    grace: Duration,
+}
+
+impl MinRate {
+    /// `bytes_per_sec` after `grace`; `None` (no minimum) when the rate is 0.
+    pub fn new(bytes_per_sec: u64, grace: Duration) -> Option<Self> {
+        Some(Self { bytes_per_sec: NonZeroU64::new(bytes_per_sec)?, grace })
+    }
+
+    /// The same minimum for the rest of a body whose first `received` bytes already arrived
+    /// (with the request head): the time they bought is added to the grace.
+    pub fn after(self, received: u64) -> Self {
+        Self { grace: self.allowance(received), ..self }
+    }
+
+    /// How long a body may have taken once `received` bytes of it arrived.
+    fn allowance(&self, received: u64) -> Duration {
+        let nanos = u128::from(received) * 1_000_000_000 / u128::from(self.bytes_per_sec.get());
+        self.grace.saturating_add(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Measures the time a body copy spends waiting on its client against a [`MinRate`]. Time the
+/// destination takes to accept bytes is the backend's, not the client's, and is left out.
+///
+/// Cost: one clock read per read from the client, plus one per write that does not complete at
+/// once.
+#[derive(Debug)]
+pub struct RateClock {
+    rate: MinRate,
+    /// Start of the interval not yet accounted for.
+    mark: Instant,
+    /// Time spent waiting on the client so far.
+    waited: Duration,
+    /// A write is (or was, since `mark`) waiting on the destination.
+    stalled: bool,
+}
+
+impl RateClock {
+    /// Starts the clock for one body.
+    pub fn start(rate: MinRate) -> Self {
+        Self { rate, mark: Instant::now(), waited: Duration::ZERO, stalled: false }
+    }
+
+    /// Called before each read: how long the client may take for its next bytes, having sent
+    /// `received` so far (zero once it fell behind).
+    pub fn remaining(&mut self, received: u64) -> Duration {
+        let now = Instant::now();
+        if !self.stalled {
+            self.waited += now.saturating_duration_since(self.mark);
+        }
+        self.mark = now;
+        self.stalled = false;
+        self.rate.allowance(received).saturating_sub(self.waited)
+    }
+
+    /// A write to the destination is waiting: from now until the next read, the time is not
+    /// the client's.
+    fn write_stalled(&mut self) {
+        if !self.stalled {
+            self.waited += self.mark.elapsed();
+            self.stalled = true;
+        }
+    }
+}
+
+/// Awaits `read`, a read from a client, under the gap timeout `gap` and, when set, the body's
+/// minimum rate (`received` bytes so far).
+pub async fn client_paced<F: Future>(
+    read: F,
+    gap: Duration,
+    clock: Option<&mut RateClock>,
+    received: u64,
+) -> Result<F::Output, BodyError> {
+    let (wait, slow) = match clock {
+        Some(clock) => {
+            let left = clock.remaining(received);
+            if left < gap { (left, true) } else { (gap, false) }
+        }
+        None => (gap, false),
+    };
+    if wait.is_zero() && slow {
+        return Err(BodyError::TooSlow);
+    }
+    timeout(wait, read)
+        .await
+        .map_err(|_| if slow { BodyError::TooSlow } else { BodyError::ReadTimeout })
+}
+
+/// Reads into `buf` from a client under [`client_paced`]; `Ok(0)` at end of stream.
+pub async fn fill_within<R: AsyncReadRent>(
+    src: &mut R,
+    buf: &mut ReadBuf,
+    gap: Duration,
+    clock: Option<&mut RateClock>,
+    received: u64,
+) -> Result<usize, BodyError> {
+    client_paced(buf.fill(src), gap, clock, received).await?.map_err(BodyError::Read)
+}
+
+/// Awaits a write to the backend, telling `clock` (if any) when it has to wait on it.
+pub async fn timed_write<F: Future>(write: F, clock: Option<&mut RateClock>) -> F::Output {
+    let Some(clock) = clock else { return write.await };
+    let mut write = std::pin::pin!(write);
+    std::future::poll_fn(|cx| {
+        let polled = write.as_mut().poll(cx);
+        if polled.is_pending() {
+            clock.write_stalled();
+        }
+        polled
+    })
+    .await
 }
 
 /// Copies one body from `src` (whose unread bytes are in `buf`) to `dst`.
@@ -266,13 +393,10 @@ where
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };
     let mut decoder = ChunkedDecoder::default();
+    let mut clock = spec.min_rate.map(RateClock::start);
     loop {
         if buf.is_empty() {
-            let n = match timeout(spec.read_timeout, buf.fill(src)).await {
-                Err(_) => return Err(BodyError::ReadTimeout),
-                Ok(Err(e)) => return Err(BodyError::Read(e)),
-                Ok(Ok(n)) => n,
-            };
+            let n = fill_within(src, buf, spec.read_timeout, clock.as_mut(), total).await?;
             if n == 0 {
                 return match spec.framing {
                     Framing::UntilClose => Ok(total),
@@ -329,7 +453,8 @@ where
         }
         if take > 0 {
             tap.wire(&buf.data()[..take]);
-            match timeout(spec.write_timeout, buf.write_to(dst, take)).await {
+            let write = timeout(spec.write_timeout, buf.write_to(dst, take));
+            match timed_write(write, clock.as_mut()).await {
                 Err(_) => return Err(BodyError::Write(std::io::ErrorKind::TimedOut.into())),
                 Ok(Err(e)) => return Err(BodyError::Write(e)),
                 Ok(Ok(())) => {}
@@ -383,6 +508,18 @@ mod tests {
             assert_eq!(payload, b"hello world");
             assert_eq!(consumed, body.len() - 4, "split {split}");
         }
+    }
+
+    #[test]
+    fn min_rate_allowance_grows_by_one_over_rate_per_byte() {
+        assert_eq!(MinRate::new(0, Duration::from_secs(1)), None, "0 turns the check off");
+        let rate = MinRate::new(500, Duration::from_secs(60)).unwrap();
+        assert_eq!(rate.allowance(0), Duration::from_secs(60));
+        assert_eq!(rate.allowance(1000), Duration::from_secs(62));
+        assert_eq!(rate.allowance(1), Duration::from_millis(60_002));
+        assert_eq!(rate.after(1000).allowance(500), Duration::from_secs(63));
+        // Absurd sizes saturate instead of overflowing.
+        assert_eq!(MinRate::new(1, Duration::MAX).unwrap().allowance(u64::MAX), Duration::MAX);
     }
 
     #[test]

@@ -9,12 +9,14 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
+    /// The fixed capacity (kept apart: a read cancelled by a timeout takes `buf` with it).
+    capacity: usize,
 }
 
 impl ReadBuf {
     /// An empty buffer that never grows beyond `capacity`.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { buf: Vec::with_capacity(capacity), start: 0 }
+        Self { buf: Vec::with_capacity(capacity), start: 0, capacity }
     }
 
     /// The unread bytes.
@@ -39,7 +41,7 @@ impl ReadBuf {
 
     /// Whether the unread bytes fill the whole capacity (a head that does not fit).
     pub fn is_full(&self) -> bool {
-        self.len() >= self.buf.capacity()
+        self.len() >= self.capacity
     }
 
     /// Marks `n` unread bytes as consumed.
@@ -59,17 +61,32 @@ impl ReadBuf {
 
     /// Reads once from `src`, appending to the unread bytes. `Ok(0)` means end of stream.
     /// The buffer must not be full (check [`is_full`](Self::is_full) first).
+    ///
+    /// Not cancel-safe: the read owns the buffer, so if this future is dropped (a timeout) the
+    /// unread bytes go with it; the buffer is then empty, and the next fill re-allocates it.
     pub async fn fill<R: AsyncReadRent>(&mut self, src: &mut R) -> std::io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            // A cancelled read or write kept the allocation.
+            self.buf = Vec::with_capacity(self.capacity);
+        }
         if self.buf.len() == self.buf.capacity() && self.start > 0 {
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(self.buf.len() - self.start);
             self.start = 0;
         }
-        let buf = std::mem::take(&mut self.buf);
+        let (buf, start) = self.lend();
         let len = buf.len();
         let (result, slice) = src.read(buf.slice_mut(len..)).await;
         self.buf = slice.into_inner();
+        self.start = start;
         result
+    }
+
+    /// Moves the bytes out for an owned-buffer operation, leaving a consistent empty buffer
+    /// behind in case the operation is cancelled; returns them with the unread offset.
+    fn lend(&mut self) -> (Vec<u8>, usize) {
+        let start = std::mem::take(&mut self.start);
+        (std::mem::take(&mut self.buf), start)
     }
 
     /// Writes unread bytes `start..start + n` (relative to [`data`](Self::data)) to `dst` and
@@ -79,10 +96,10 @@ impl ReadBuf {
         dst: &mut W,
         n: usize,
     ) -> std::io::Result<()> {
-        let from = self.start;
-        let buf = std::mem::take(&mut self.buf);
+        let (buf, from) = self.lend();
         let (result, slice) = dst.write_all(buf.slice(from..from + n)).await;
         self.buf = slice.into_inner();
+        self.start = from;
         result?;
         self.consume(n);
         Ok(())

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
-use super::body::BodyError;
+use super::body::{BodyError, RateClock, fill_within};
 use super::error::ProxyError;
 use super::h1::{Framing, MAX_HEADERS, RequestInfo, ResponseInfo};
 use super::{ClientConn, Failure, responded, timed_out};
@@ -395,12 +395,15 @@ async fn read_body(
         let (res, _) = client.w.write_all(continue_head).await;
         res.map_err(|e| ProxyError::Client(BodyError::Write(e)))?;
     }
+    let mut clock = t.client_body_min_rate().map(RateClock::start);
     while client.buf.len() < len {
-        match timeout(t.client_body(), client.buf.fill(&mut client.r)).await {
-            Err(_) => return Err(ProxyError::Client(BodyError::ReadTimeout).into()),
-            Ok(Err(e)) => return Err(ProxyError::Client(BodyError::Read(e)).into()),
-            Ok(Ok(0)) => return Err(ProxyError::Client(BodyError::Truncated).into()),
-            Ok(Ok(_)) => {}
+        let received = client.buf.len() as u64;
+        match fill_within(&mut client.r, &mut client.buf, t.client_body(), clock.as_mut(), received)
+            .await
+        {
+            Err(e) => return Err(ProxyError::Client(e).into()),
+            Ok(0) => return Err(ProxyError::Client(BodyError::Truncated).into()),
+            Ok(_) => {}
         }
     }
     Ok(())

@@ -39,6 +39,10 @@ pub enum ProxyError {
     /// was being relayed.
     #[error("upstream side: {0}")]
     Upstream(BodyError),
+    /// Backends at `pool.max_connections_per_backend`: every candidate's wait queue was full, or
+    /// no connection came free within `pool.queue_timeout_ms`.
+    #[error("backend at its connection limit: {0}")]
+    BackendBusy(#[from] super::pool::QueueError),
     /// The call's own deadline (gRPC `grpc-timeout`) passed.
     #[error("deadline exceeded")]
     DeadlineExceeded,
@@ -135,13 +139,21 @@ impl ProxyError {
             ProxyError::Client(BodyError::Chunked(_)) => {
                 Respond(canned!("400 Bad Request", "21", "invalid chunked body\n"))
             }
-            ProxyError::ClientHeaderTimeout => {
+            ProxyError::ClientHeaderTimeout | ProxyError::Client(BodyError::ReadTimeout) => {
                 Respond(canned!("408 Request Timeout", "16", "request timeout\n"))
+            }
+            ProxyError::Client(BodyError::TooSlow) => {
+                Respond(canned!("408 Request Timeout", "22", "request body too slow\n"))
             }
             ProxyError::Client(_) => Close,
             ProxyError::NoBackend => {
                 Respond(canned!("503 Service Unavailable", "21", "no backend available\n"))
             }
+            ProxyError::BackendBusy(_) => Respond(canned!(
+                "503 Service Unavailable",
+                "32",
+                "backend at its connection limit\n"
+            )),
             ProxyError::UpstreamTimeout | ProxyError::Upstream(BodyError::ReadTimeout) => {
                 Respond(canned!("504 Gateway Timeout", "19", "upstream timed out\n"))
             }
@@ -167,13 +179,19 @@ impl ProxyError {
         }
         let (code, message) = match self {
             ProxyError::NoBackend => (GrpcCode::Unavailable, "no backend available"),
+            ProxyError::BackendBusy(_) => {
+                (GrpcCode::Unavailable, "backend at its connection limit")
+            }
             ProxyError::BadGateway(msg) => (GrpcCode::Unavailable, *msg),
             ProxyError::Upstream(BodyError::ReadTimeout) | ProxyError::UpstreamTimeout => {
                 (GrpcCode::DeadlineExceeded, "upstream timed out")
             }
             ProxyError::Upstream(_) => (GrpcCode::Unavailable, "upstream connection failed"),
             ProxyError::DeadlineExceeded => (GrpcCode::DeadlineExceeded, "deadline exceeded"),
-            ProxyError::ClientHeaderTimeout => (GrpcCode::DeadlineExceeded, "request timeout"),
+            ProxyError::ClientHeaderTimeout
+            | ProxyError::Client(BodyError::ReadTimeout | BodyError::TooSlow) => {
+                (GrpcCode::DeadlineExceeded, "request timeout")
+            }
             ProxyError::BodyTooLarge | ProxyError::Client(BodyError::TooLarge) => {
                 (GrpcCode::ResourceExhausted, "request too large")
             }
@@ -194,10 +212,14 @@ mod tests {
     fn canned_responses_are_well_formed() {
         let errors = [
             ProxyError::NoBackend,
+            ProxyError::BackendBusy(crate::proxy::pool::QueueError::Full),
             ProxyError::UpstreamTimeout,
             ProxyError::BadGateway("x"),
             ProxyError::HeadTooLarge,
             ProxyError::BadRequest(HeadError::Malformed("x")),
+            ProxyError::ClientHeaderTimeout,
+            ProxyError::Client(BodyError::ReadTimeout),
+            ProxyError::Client(BodyError::TooSlow),
         ];
         for e in errors {
             let ErrorAction::Respond(bytes) = e.action() else { panic!("{e}") };

@@ -9,6 +9,7 @@ pub mod error;
 pub mod h1;
 pub mod h2;
 pub mod pool;
+pub mod retry;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -26,15 +27,16 @@ use self::body::{BodyError, CopySpec, copy_body};
 use self::buf::ReadBuf;
 use self::error::{ErrorAction, ProxyError};
 use self::h1::{ClientSide, Framing, RequestInfo, ResponseHead};
-use self::pool::{Upstream, UpstreamConn};
+use self::pool::{QueueError, Upstream, UpstreamConn};
+use self::retry::RetryReason;
 use crate::balance::stats::now_ms;
 use crate::config::Timeouts;
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
-use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
-/// A pooled connection idle longer than this is probed for a close before reuse.
+/// A pooled connection idle longer than this is probed for a close before reuse (always, for a
+/// request that must not be sent twice).
 const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it closes, errs, or the worker drains.
@@ -49,15 +51,22 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
     // The last request head as received, kept for the cache key while the cache is on.
     let mut raw_head = Vec::new();
     let _open = ctx.telemetry.metrics.connection();
+    let mut requests_left = ctx.limits.max_requests_per_connection;
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
         let head =
             read_request_head(&ctx, &mut client, &mut out, &client_ip, &timeouts, &mut raw_head);
-        let req = match head.await {
+        let mut req = match head.await {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(e) => return respond_error(&mut client.w, &e).await,
         };
+        // `limits.max_requests_per_connection` (0 = unlimited): the last one's response says
+        // `connection: close`.
+        if requests_left == 1 {
+            req.keep_alive = false;
+        }
+        requests_left = requests_left.saturating_sub(1);
         // The epoch is pinned once the head is complete: this request runs on it to the end.
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
@@ -88,6 +97,9 @@ pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: Socke
             }
             Err(failure) => Err(failure),
         };
+        if let Err(Failure { error: ProxyError::Client(BodyError::TooSlow), .. }) = &result {
+            ctx.telemetry.metrics.body_too_slow();
+        }
         let status = match &result {
             Err(Failure { error, responded: false }) => {
                 let (status, bytes) = error_status(error);
@@ -140,14 +152,17 @@ async fn read_request_head(
                 });
             }
         }
-        let wait = if cbuf.is_empty() {
+        // Between requests the idle timeout runs; once a head has begun, the header timeout.
+        let idle = cbuf.is_empty();
+        let wait = if idle {
             timeouts.client_idle()
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
             at.saturating_duration_since(Instant::now())
         };
+        // (A read cut short by the timeout takes the buffered bytes with it.)
         match timeout(wait, cbuf.fill(&mut client.r)).await {
-            Err(_) if cbuf.is_empty() => return Ok(None),
+            Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
@@ -186,7 +201,8 @@ impl From<ProxyError> for Failure {
     }
 }
 
-/// Which backends a request has tried (each at most once).
+/// A set of backend indices: those a request tried, or those it could not connect to or whose
+/// connection queue was full.
 #[derive(Debug, Default)]
 struct Tried {
     low: u128,
@@ -224,8 +240,12 @@ struct Exchange<'a> {
 enum Attempt {
     /// The response was relayed; the value says whether the client connection stays open.
     Done(bool),
-    /// A reused connection turned out closed before anything came back: resend on a new one.
-    Stale,
+    /// The connection was reset or closed (or a write to it failed) before any response byte
+    /// came back; `reused` says it was a pooled keep-alive connection.
+    NoResponse {
+        /// The connection had served a request before.
+        reused: bool,
+    },
 }
 
 impl Exchange<'_> {
@@ -254,20 +274,65 @@ impl Exchange<'_> {
             Framing::Length(n) => n <= client.buf.len() as u64,
             Framing::Chunked | Framing::UntilClose => false,
         };
+        // A request that was sent goes out again only if its method allows it (RFC 9110 9.2.2)
+        // and all of it is still in hand; a connect failure sent nothing and always may.
+        let resend_ok = self.replayable && self.req.idempotent;
+        self.ctx.retries.record_request();
         let head_len = out.len();
         let mut tried = Tried::default();
+        let mut unreachable = Tried::default();
+        let mut attempts = 0;
+        // The answer if no further attempt is made, and why the last attempt failed.
+        let mut last: Option<(ProxyError, RetryReason)> = None;
+        // A stale pooled connection's request is sent again on a new connection to its backend.
+        let mut fresh_on: Option<usize> = None;
+        // Some backend turned the request away because its connection queue was full.
+        let mut busy = false;
         loop {
             let pick = self.note.phase("pick");
-            let upstream = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            let upstream = match fresh_on.take() {
+                Some(i) => self.epoch.upstreams.get(i).map(|up| (i, &**up)),
+                // After a reset, the backends already tried are used again once every other
+                // one was: better the same backend than no retry.
+                None => self.pick(&tried).or_else(|| match &last {
+                    Some((_, RetryReason::Reset)) => self.pick(&unreachable),
+                    _ => None,
+                }),
+            };
             drop(pick);
+            let Some(upstream) = upstream else {
+                let none = if busy {
+                    ProxyError::BackendBusy(QueueError::Full)
+                } else {
+                    ProxyError::NoBackend
+                };
+                return Err(last.map_or(none, |(e, _)| e).into());
+            };
+            let fresh = matches!(last, Some((_, RetryReason::Stale)));
             tried.insert(upstream.0);
+            attempts += 1;
             let up = upstream.1;
-            let conn = match self.pooled(up) {
-                Some(conn) => conn,
-                None => match self.connect(up).await {
-                    Some(conn) => conn,
-                    None => continue,
-                },
+            // A request that cannot be sent twice probes every pooled connection first.
+            let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+            let conn = match upstream_conn(self.ctx, self.epoch, self.note, up, reuse).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => {
+                    unreachable.insert(upstream.0);
+                    if !self.retry(attempts, RetryReason::Connect) {
+                        return Err(ProxyError::NoBackend.into());
+                    }
+                    last = Some((ProxyError::NoBackend, RetryReason::Connect));
+                    continue;
+                }
+                // Its queue is full: nothing was sent, and another backend may have room (as
+                // HAProxy redispatches at a server's `maxqueue`). Not a retry.
+                Err(ProxyError::BackendBusy(QueueError::Full)) => {
+                    unreachable.insert(upstream.0);
+                    attempts -= 1;
+                    busy = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             out.truncate(head_len);
             h1::finish_request_head(out, &self.req, &up.backend.url.authority);
@@ -279,79 +344,49 @@ impl Exchange<'_> {
             self.note.set_backend(upstream.0);
             capture.reset();
             capture.tap(&client.buf.data()[..body_sent]);
-            let mut conn = Some(conn);
-            while let Some(c) = conn.take() {
-                match self.attempt(up, c, client, out, body_sent, capture).await? {
-                    Attempt::Done(keep_alive) => {
-                        if self.replayable {
-                            // Held back until now in case the request had to be sent again.
-                            client.buf.consume(body_sent);
-                        }
-                        return Ok(keep_alive);
+            match self.attempt(up, conn, client, out, body_sent, capture).await? {
+                Attempt::Done(keep_alive) => {
+                    if self.replayable {
+                        // Held back until now in case the request had to be sent again.
+                        client.buf.consume(body_sent);
                     }
-                    Attempt::Stale if self.replayable => conn = self.connect(up).await,
-                    Attempt::Stale => {
-                        return Err(ProxyError::BadGateway("upstream closed the connection").into());
+                    return Ok(keep_alive);
+                }
+                Attempt::NoResponse { reused } => {
+                    let error = ProxyError::BadGateway("upstream closed before the response");
+                    let reason = if reused { RetryReason::Stale } else { RetryReason::Reset };
+                    if !resend_ok || !self.retry(attempts, reason) {
+                        return Err(error.into());
                     }
+                    if reused {
+                        fresh_on = Some(upstream.0);
+                    }
+                    last = Some((error, reason));
                 }
             }
         }
     }
 
-    /// Picks a backend not yet tried and not ejected.
+    /// Whether a request that made `attempts` tries may make another (and counts it).
+    fn retry(&self, attempts: u32, reason: RetryReason) -> bool {
+        self.ctx.retries.allow(attempts, reason, &self.ctx.telemetry.metrics.retries)
+    }
+
+    /// Picks a backend not yet tried and not ejected, preferring those the active health
+    /// checks have not taken out (failing open when every candidate is down).
     fn pick(&self, tried: &Tried) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried.contains(i)
                 || ups[i].stats.is_ejected(now)
                 || ups[i].backend.url.protocol == crate::config::BackendProtocol::H2c
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let weighted = self.epoch.weighted;
+        let i = self.ctx.picker.pick_healthy(algorithm, weighted, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
-    }
-
-    /// A pooled connection that still looks open.
-    fn pooled(&self, up: &Upstream) -> Option<UpstreamConn> {
-        let max_age = Duration::from_millis(self.ctx.pool.idle_timeout_ms);
-        while let Some(conn) = up.checkout(max_age) {
-            if conn.idle_for() < PROBE_IDLE_AFTER || !peer_closed(conn.fd) {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// Opens a new upstream connection, recording the outcome for passive health.
-    async fn connect(&self, up: &Upstream) -> Option<UpstreamConn> {
-        let _span = self.note.phase("upstream_connect");
-        let addr = up.backend.url.addr;
-        let result = timeout(self.timeouts.upstream_connect(), TcpStream::connect_addr(addr)).await;
-        match result {
-            Ok(Ok(stream)) => {
-                up.stats.record_connect_success();
-                Some(UpstreamConn::new(stream, self.ctx.limits.buffer_bytes))
-            }
-            failed => {
-                up.metrics.connect_error();
-                let health = self.epoch.epoch.health;
-                let eject = Duration::from_millis(health.eject_ms);
-                if up.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
-                    let reason = match failed {
-                        Err(_) => "timeout".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
-                    warn!(
-                        "backend ejected after consecutive connect failures",
-                        worker = self.ctx.index,
-                        backend = up.backend.url,
-                        eject_ms = health.eject_ms,
-                        error = reason
-                    );
-                }
-                None
-            }
-        }
     }
 
     /// Sends the request on `conn` and relays the response. A request body streams upstream
@@ -372,7 +407,7 @@ impl Exchange<'_> {
         let (res, request) = conn.w.write_all(request).await;
         *out = request;
         if res.is_err() {
-            return if conn.reused { Ok(Attempt::Stale) } else { Err(upstream_gone().into()) };
+            return Ok(Attempt::NoResponse { reused: conn.reused });
         }
         if !self.replayable {
             client.buf.consume(body_in_head);
@@ -388,7 +423,7 @@ impl Exchange<'_> {
         let head_written = Cell::new(false);
 
         let (sent, relayed) = {
-            let mut half = UpstreamHalf { r: &mut conn.r, buf: &mut conn.buf, reused: conn.reused };
+            let mut half = UpstreamHalf { r: &mut conn.r, buf: &mut conn.buf };
             let conn_w = &mut conn.w;
             let relay =
                 self.relay_response(up, &mut half, &mut client.w, out, &body_sent, &head_written);
@@ -399,6 +434,10 @@ impl Exchange<'_> {
                     read_timeout: self.timeouts.client_body(),
                     write_timeout: self.timeouts.upstream_response(),
                     max_bytes: self.ctx.limits.max_body_bytes,
+                    min_rate: self
+                        .timeouts
+                        .client_body_min_rate()
+                        .map(|rate| rate.after(body_in_head as u64)),
                 };
                 let send = async {
                     let result =
@@ -413,7 +452,7 @@ impl Exchange<'_> {
         };
         match (sent, relayed) {
             (_, Some(Err(failure))) => Err(failure),
-            (_, Some(Ok(Relayed::Stale))) => Ok(Attempt::Stale),
+            (_, Some(Ok(Relayed::NoResponse))) => Ok(Attempt::NoResponse { reused: conn.reused }),
             (Some(Ok(_)), Some(Ok(Relayed::Done(res)))) => {
                 if res.upstream_keep_alive {
                     up.checkin(conn);
@@ -477,9 +516,7 @@ impl Exchange<'_> {
             match timeout(remaining, conn.buf.fill(&mut *conn.r)).await {
                 Err(_) if body_sent.get().is_none() => {}
                 Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
-                Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && conn.reused => {
-                    return Ok(Relayed::Stale);
-                }
+                Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => return Ok(Relayed::NoResponse),
                 Ok(Ok(0) | Err(_)) => {
                     return Err(
                         ProxyError::BadGateway("upstream closed before the response").into()
@@ -523,6 +560,7 @@ impl Exchange<'_> {
             read_timeout: t.upstream_response(),
             write_timeout: t.client_send(),
             max_bytes: 0,
+            min_rate: None,
         };
         let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tee)
             .await
@@ -543,7 +581,6 @@ impl Exchange<'_> {
 struct UpstreamHalf<'a> {
     r: &'a mut TcpOwnedReadHalf,
     buf: &'a mut ReadBuf,
-    reused: bool,
 }
 
 /// A client connection, split so a request body and a response can flow at the same time.
@@ -557,8 +594,8 @@ pub struct ClientConn {
 enum Relayed {
     /// The whole response reached the client.
     Done(h1::ResponseInfo),
-    /// A reused connection was closed before any response byte.
-    Stale,
+    /// The connection was reset or closed before any response byte.
+    NoResponse,
 }
 
 /// Runs the request-body upload and the response relay together. Stops when the response is
@@ -600,6 +637,91 @@ fn upstream_gone() -> ProxyError {
 
 fn responded(error: ProxyError) -> Failure {
     Failure { error, responded: true }
+}
+
+/// Which connection an attempt may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// A new one (a stale pooled connection's request is sent again).
+    Fresh,
+    /// A pooled one when there is one that still looks open; `probe` checks every pooled
+    /// connection for a close first, not only those idle for [`PROBE_IDLE_AFTER`] (for a
+    /// request that must not be sent twice).
+    Pooled {
+        /// Probe even a recently used connection.
+        probe: bool,
+    },
+}
+
+/// A connection to `up` for one attempt: a pooled one (see [`Reuse`]), else a new one under
+/// the backend's `pool.max_connections_per_backend`, waiting in its bounded queue while it is
+/// at the cap. `Ok(None)`: the connect failed (recorded for passive health); `Err`: the queue
+/// was full or timed out.
+pub(crate) async fn upstream_conn(
+    ctx: &WorkerCtx,
+    epoch: &WorkerEpoch,
+    note: &ExchangeNote,
+    up: &Upstream,
+    reuse: Reuse,
+) -> Result<Option<UpstreamConn>, ProxyError> {
+    let mut deadline = None;
+    loop {
+        // Requests already queued go first: a newcomer joins the queue behind them.
+        if deadline.is_none() && up.queued_count() > 0 {
+            wait_in_queue(ctx, up, &mut deadline).await?;
+            continue;
+        }
+        if let Reuse::Pooled { probe } = reuse {
+            let max_age = Duration::from_millis(ctx.pool.idle_timeout_ms);
+            while let Some(conn) = up.checkout(max_age) {
+                if (!probe && conn.idle_for() < PROBE_IDLE_AFTER) || !peer_closed(conn.fd) {
+                    if deadline.is_some() {
+                        up.pass_turn();
+                    }
+                    return Ok(Some(conn));
+                }
+            }
+        }
+        if let Some(slot) = up.reserve() {
+            if deadline.is_some() {
+                up.pass_turn();
+            }
+            let _span = note.phase("upstream_connect");
+            let addr = up.backend.url.addr;
+            let connect =
+                timeout(epoch.epoch.timeouts.upstream_connect(), TcpStream::connect_addr(addr));
+            return Ok(match connect.await {
+                Ok(Ok(stream)) => {
+                    up.stats.record_connect_success();
+                    Some(UpstreamConn::new(stream, ctx.limits.buffer_bytes, slot))
+                }
+                Ok(Err(e)) => {
+                    h2::forward::connect_failed(ctx, epoch, up, &e.to_string());
+                    None
+                }
+                Err(_) => {
+                    h2::forward::connect_failed(ctx, epoch, up, "timeout");
+                    None
+                }
+            });
+        }
+        wait_in_queue(ctx, up, &mut deadline).await?;
+    }
+}
+
+/// Waits in `up`'s connection queue until a connection is returned or closed; the first wait
+/// sets the `deadline` (`pool.queue_timeout_ms`) that later ones keep.
+async fn wait_in_queue(
+    ctx: &WorkerCtx,
+    up: &Upstream,
+    deadline: &mut Option<Instant>,
+) -> Result<(), ProxyError> {
+    let queued_before = deadline.is_some();
+    let at = *deadline.get_or_insert_with(|| Instant::now() + ctx.pool.queue_timeout());
+    up.wait_for_connection(at, queued_before).await.map_err(|e| {
+        ctx.telemetry.metrics.retries.queue_rejected(e);
+        e.into()
+    })
 }
 
 /// Whether the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF.

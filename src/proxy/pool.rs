@@ -3,9 +3,18 @@
 //! Owned by one worker (`Rc`, never shared). The pool is LIFO (the warmest connection first),
 //! bounded by `pool.max_idle_per_backend`, and connections idle for longer than
 //! `pool.idle_timeout_ms` are closed by the worker's ticker.
+//!
+//! Every open HTTP/1.1 connection (idle or busy) holds a [`Slot`] of its backend's
+//! [`ConnGate`]; with `pool.max_connections_per_backend` set, a request that finds the backend at
+//! its cap waits in a bounded FIFO queue (`pool.queue_size`, `pool.queue_timeout_ms`) until a
+//! connection is checked in or closed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,6 +24,7 @@ use monoio::net::TcpStream;
 use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::buf::ReadBuf;
+use crate::balance::Candidate;
 use crate::balance::stats::LocalStats;
 use crate::control::Backend;
 
@@ -33,6 +43,8 @@ pub struct UpstreamConn {
     /// backend meanwhile).
     pub reused: bool,
     idle_since: Instant,
+    /// Its place under the backend's connection cap, given back when the connection closes.
+    slot: Slot,
 }
 
 impl std::fmt::Debug for UpstreamConn {
@@ -42,8 +54,8 @@ impl std::fmt::Debug for UpstreamConn {
 }
 
 impl UpstreamConn {
-    /// Wraps a freshly connected socket.
-    pub fn new(stream: TcpStream, buffer_bytes: usize) -> Self {
+    /// Wraps a freshly connected socket opened under `slot`.
+    pub fn new(stream: TcpStream, buffer_bytes: usize, slot: Slot) -> Self {
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
         let (r, w) = stream.into_split();
@@ -54,6 +66,7 @@ impl UpstreamConn {
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
             idle_since: Instant::now(),
+            slot,
         }
     }
 
@@ -77,31 +90,30 @@ pub struct Upstream {
     idle: RefCell<Vec<UpstreamConn>>,
     max_idle: usize,
     retired: std::cell::Cell<bool>,
+    gate: Rc<ConnGate>,
 }
 
-impl AsRef<LocalStats> for Upstream {
-    fn as_ref(&self) -> &LocalStats {
+impl Candidate for Upstream {
+    fn stats(&self) -> &LocalStats {
         &self.stats
     }
-}
-
-impl AsRef<LocalStats> for std::rc::Rc<Upstream> {
-    fn as_ref(&self) -> &LocalStats {
-        &self.stats
+    fn weight(&self) -> u32 {
+        self.backend.weight
     }
 }
 
 impl Upstream {
-    /// A worker-local view of `backend`.
-    pub fn new(backend: Arc<Backend>, window: Duration, max_idle: usize) -> Self {
+    /// A worker-local view of `backend`; its open HTTP/1.1 connections are capped by `pool`.
+    pub fn new(backend: Arc<Backend>, window: Duration, pool: &crate::config::PoolConfig) -> Self {
         Self {
             backend,
             stats: LocalStats::new(window),
             metrics: Default::default(),
             h2: Default::default(),
             idle: RefCell::new(Vec::new()),
-            max_idle,
+            max_idle: pool.max_idle_per_backend,
             retired: std::cell::Cell::new(false),
+            gate: Rc::new(ConnGate::new(pool.max_connections_per_backend, pool.queue_size)),
         }
     }
 
@@ -127,7 +139,53 @@ impl Upstream {
             conn.reused = true;
             conn.idle_since = Instant::now();
             idle.push(conn);
+            drop(idle);
+            // A request queued at the connection cap can take it.
+            self.gate.wake_one();
         }
+    }
+
+    /// Room for one new connection under `pool.max_connections_per_backend`, if there is some
+    /// now. At the cap, an idle connection the caller chose not to reuse is closed to make room.
+    pub fn reserve(&self) -> Option<Slot> {
+        if let Some(slot) = Slot::take(&self.gate) {
+            return Some(slot);
+        }
+        let oldest = {
+            let mut idle = self.idle.borrow_mut();
+            (!idle.is_empty()).then(|| idle.remove(0))
+        };
+        oldest.map(|conn| conn.slot)
+    }
+
+    /// Waits in this backend's queue until a connection is checked in or closed (then the
+    /// caller looks again), at most until `deadline`. `queued_before` skips the queue-size check
+    /// for a request that was already admitted and lost the race for what woke it.
+    pub async fn wait_for_connection(
+        &self,
+        deadline: Instant,
+        queued_before: bool,
+    ) -> Result<(), QueueError> {
+        self.gate.wait(deadline, queued_before).await
+    }
+
+    /// A queued request got its connection: when room is left (a free slot or an idle
+    /// connection), the next in line is woken, so a queue that newcomers joined never stalls.
+    pub fn pass_turn(&self) {
+        let gate = &self.gate;
+        if gate.max == 0 || gate.open.get() < gate.max || !self.idle.borrow().is_empty() {
+            gate.wake_one();
+        }
+    }
+
+    /// Open HTTP/1.1 connections (idle and busy) on this worker.
+    pub fn open_count(&self) -> usize {
+        self.gate.open.get()
+    }
+
+    /// Requests waiting for a connection to this backend on this worker.
+    pub fn queued_count(&self) -> usize {
+        self.gate.waiters.borrow().len()
     }
 
     /// Closes idle connections older than `max_idle_age`.
@@ -145,5 +203,195 @@ impl Upstream {
     /// Idle connections currently pooled.
     pub fn idle_count(&self) -> usize {
         self.idle.borrow().len()
+    }
+}
+
+/// Why a request queued for a connection was turned away (answered 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// `pool.queue_size` requests were already waiting.
+    #[error("connection queue full")]
+    Full,
+    /// No connection came free within `pool.queue_timeout_ms`.
+    #[error("timed out waiting for a connection")]
+    Timeout,
+}
+
+/// Caps one backend's open connections on one worker and queues the requests that wait for one.
+#[derive(Debug)]
+struct ConnGate {
+    /// `pool.max_connections_per_backend`; 0 means no cap.
+    max: usize,
+    queue_size: usize,
+    open: Cell<usize>,
+    waiters: RefCell<VecDeque<Waiter>>,
+    next_id: Cell<u64>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    waker: Option<Waker>,
+    woken: bool,
+}
+
+impl ConnGate {
+    /// See [`Upstream::wait_for_connection`]. No `RefCell` borrow is held across the await.
+    async fn wait(&self, deadline: Instant, queued_before: bool) -> Result<(), QueueError> {
+        if !queued_before && self.waiters.borrow().len() >= self.queue_size {
+            return Err(QueueError::Full);
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let waiter = Waiter { id, waker: None, woken: false };
+        if queued_before {
+            // It was first in line already: it keeps its turn.
+            self.waiters.borrow_mut().push_front(waiter);
+        } else {
+            self.waiters.borrow_mut().push_back(waiter);
+        }
+        let mut entry = QueuedEntry { gate: self, id, used: false };
+        let woken = poll_fn(|cx| {
+            let mut waiters = self.waiters.borrow_mut();
+            match waiters.iter_mut().find(|w| w.id == id) {
+                Some(w) if w.woken => Poll::Ready(()),
+                Some(w) => {
+                    if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                        w.waker = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+                None => Poll::Ready(()),
+            }
+        });
+        let result = monoio::time::timeout_at(deadline.into(), woken).await;
+        entry.used = result.is_ok();
+        drop(entry);
+        result.map_err(|_| QueueError::Timeout)
+    }
+
+    fn new(max: usize, queue_size: usize) -> Self {
+        Self {
+            max,
+            queue_size,
+            open: Cell::new(0),
+            waiters: RefCell::new(VecDeque::new()),
+            next_id: Cell::new(0),
+        }
+    }
+
+    /// Wakes the longest-waiting request not woken yet.
+    fn wake_one(&self) {
+        let waker = {
+            let mut waiters = self.waiters.borrow_mut();
+            let Some(w) = waiters.iter_mut().find(|w| !w.woken) else { return };
+            w.woken = true;
+            w.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A request's place in a [`ConnGate`] queue; leaving it (woken, timed out or cancelled)
+/// removes the entry, and a wake-up it received but did not use passes to the next in line.
+struct QueuedEntry<'a> {
+    gate: &'a ConnGate,
+    id: u64,
+    /// The wake-up reached the request, which now looks for its connection.
+    used: bool,
+}
+
+impl Drop for QueuedEntry<'_> {
+    fn drop(&mut self) {
+        let removed = {
+            let mut waiters = self.gate.waiters.borrow_mut();
+            let at = waiters.iter().position(|w| w.id == self.id);
+            at.and_then(|i| waiters.remove(i))
+        };
+        // A timed-out or cancelled waiter that had been woken must not swallow the wake-up.
+        if !self.used && removed.is_some_and(|w| w.woken) {
+            self.gate.wake_one();
+        }
+    }
+}
+
+/// One open connection's place under its backend's cap; dropping it frees the place and wakes
+/// a queued request.
+#[derive(Debug)]
+pub struct Slot(Rc<ConnGate>);
+
+impl Slot {
+    fn take(gate: &Rc<ConnGate>) -> Option<Self> {
+        let open = gate.open.get();
+        if gate.max != 0 && open >= gate.max {
+            return None;
+        }
+        gate.open.set(open + 1);
+        Some(Self(gate.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let gate = &self.0;
+        gate.open.set(gate.open.get().saturating_sub(1));
+        gate.wake_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(f)
+    }
+
+    fn poll_once<F: std::future::Future + ?Sized>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut std::task::Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn cap_queue_and_cancelled_waiters() {
+        block_on(async {
+            let gate = Rc::new(ConnGate::new(1, 2));
+            let slot = Slot::take(&gate).expect("room for one");
+            assert!(Slot::take(&gate).is_none(), "at the cap");
+            let far = Instant::now() + Duration::from_secs(10);
+            let mut first = Box::pin(gate.wait(far, false));
+            let mut second = Box::pin(gate.wait(far, false));
+            assert!(poll_once(first.as_mut()).is_pending());
+            assert!(poll_once(second.as_mut()).is_pending());
+            assert_eq!(gate.wait(far, false).await, Err(QueueError::Full));
+            // The slot frees: the first waiter is woken, then cancelled without using it; the
+            // wake-up passes to the second, and the cancelled entry leaves the queue.
+            drop(slot);
+            drop(first);
+            assert_eq!(gate.waiters.borrow().len(), 1);
+            assert_eq!(poll_once(second.as_mut()), Poll::Ready(Ok(())));
+            drop(second);
+            assert!(gate.waiters.borrow().is_empty());
+            assert_eq!(gate.open.get(), 0);
+            assert!(Slot::take(&gate).is_some());
+        });
+    }
+
+    #[test]
+    fn a_queued_request_times_out_and_leaves_the_queue() {
+        block_on(async {
+            let gate = Rc::new(ConnGate::new(1, 1));
+            let _slot = Slot::take(&gate).expect("room for one");
+            let soon = Instant::now() + Duration::from_millis(20);
+            assert_eq!(gate.wait(soon, false).await, Err(QueueError::Timeout));
+            assert!(gate.waiters.borrow().is_empty());
+            let no_queue = ConnGate::new(1, 0);
+            assert_eq!(no_queue.wait(soon, false).await, Err(QueueError::Full));
+        });
     }
 }

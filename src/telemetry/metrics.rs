@@ -16,6 +16,8 @@ use std::sync::{Mutex, OnceLock};
 use crossbeam_utils::CachePadded;
 
 use crate::control::BackendId;
+use crate::proxy::pool::QueueError;
+use crate::proxy::retry::RetryReason;
 use crate::worker::IoDriver;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (then `+Inf`).
@@ -101,14 +103,19 @@ struct BackendSlot {
     counters: Counters,
     in_flight: u64,
     ejected: bool,
+    open_connections: u64,
+    queued: u64,
 }
 
 #[derive(Debug, Default)]
 struct Published {
     epoch: u64,
     active_connections: u64,
+    accept_paused: u64,
+    body_too_slow: u64,
     no_backend: Counters,
     backends: Vec<BackendSlot>,
+    retries: RetryCounts,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +154,21 @@ pub struct CacheTotals {
 pub struct Metrics {
     workers: Box<[CachePadded<WorkerSlot>]>,
     drivers: OnceLock<Vec<IoDriver>>,
+    /// Active health per backend, replaced by `lb-health` after each check (empty when off).
+    health: Mutex<Vec<HealthRow>>,
+}
+
+/// What `lb-health` publishes about one backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    /// Backend URL (label value).
+    pub url: String,
+    /// `false` only while the active checks hold the backend down.
+    pub up: bool,
+    /// Checks passed since the backend was added.
+    pub checks_ok: u64,
+    /// Checks failed since the backend was added.
+    pub checks_failed: u64,
 }
 
 /// What a worker's ticker publishes about one backend.
@@ -162,6 +184,10 @@ pub struct BackendSample<'a> {
     pub in_flight: u32,
     /// Whether this worker currently ejects it.
     pub ejected: bool,
+    /// Open HTTP/1.1 connections to it from this worker (idle and busy).
+    pub open_connections: usize,
+    /// Requests waiting on this worker for a connection to it (at its connection cap).
+    pub queued: usize,
 }
 
 impl Metrics {
@@ -170,6 +196,14 @@ impl Metrics {
         Self {
             workers: (0..workers.max(1)).map(|_| CachePadded::new(WorkerSlot::default())).collect(),
             drivers: OnceLock::new(),
+            health: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the active health rows (`lb-health` only).
+    pub fn publish_health(&self, rows: Vec<HealthRow>) {
+        if let Ok(mut health) = self.health.lock() {
+            *health = rows;
         }
     }
 
@@ -223,7 +257,10 @@ impl Metrics {
         let Ok(mut p) = slot.published.lock() else { return };
         p.epoch = epoch;
         p.active_connections = local.active_connections.get();
+        p.accept_paused = local.accept_paused.get();
+        p.body_too_slow = local.body_too_slow.get();
         local.no_backend.copy_to(&mut p.no_backend);
+        p.retries = local.retries.counts();
         let mut n = 0;
         for b in backends {
             if p.backends.len() <= n {
@@ -238,6 +275,8 @@ impl Metrics {
             b.metrics.copy_to(&mut s.counters);
             s.in_flight = u64::from(b.in_flight);
             s.ejected = b.ejected;
+            s.open_connections = b.open_connections as u64;
+            s.queued = b.queued as u64;
             n += 1;
         }
         p.backends.truncate(n);
@@ -249,17 +288,24 @@ impl Metrics {
         let mut backends: Vec<BackendSlot> = Vec::new();
         let mut no_backend = Counters::default();
         let (mut epoch, mut connections) = (0, 0);
+        let mut retries = RetryCounts::default();
+        let (mut accept_paused, mut body_too_slow) = (0, 0);
         for w in self.workers.iter() {
             let Ok(p) = w.published.lock() else { continue };
             epoch = epoch.max(p.epoch);
             connections += p.active_connections;
+            accept_paused += p.accept_paused;
+            body_too_slow += p.body_too_slow;
             no_backend.add(&p.no_backend);
+            retries.add(&p.retries);
             for b in &p.backends {
                 match backends.iter_mut().find(|m| m.id == b.id) {
                     Some(m) => {
                         m.counters.add(&b.counters);
                         m.in_flight += b.in_flight;
                         m.ejected |= b.ejected;
+                        m.open_connections += b.open_connections;
+                        m.queued += b.queued;
                     }
                     None => backends.push(b.clone()),
                 }
@@ -325,6 +371,24 @@ impl Metrics {
                 b.in_flight
             );
         }
+        let gauges: [(&str, &str, BackendGauge); 2] = [
+            (
+                "fulcrum_backend_open_connections",
+                "Open HTTP/1.1 upstream connections per backend (idle and busy).",
+                |b| b.open_connections,
+            ),
+            (
+                "fulcrum_backend_queued_requests",
+                "Requests waiting for a connection to a backend at its connection cap.",
+                |b| b.queued,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            for b in &backends {
+                let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", esc(&b.url), value(b));
+            }
+        }
         header(
             &mut out,
             "fulcrum_backend_healthy",
@@ -353,6 +417,8 @@ impl Metrics {
                 b.counters.connect_errors
             );
         }
+        self.render_health(&mut out);
+        retries.render(&mut out);
         let cache = self.cache_totals();
         header(&mut out, "fulcrum_cache_hits_total", "counter", "Responses served from the cache.");
         let _ = writeln!(out, "fulcrum_cache_hits_total {}", cache.hits);
@@ -378,6 +444,22 @@ impl Metrics {
         let _ = writeln!(out, "fulcrum_client_connections {connections}");
         header(
             &mut out,
+            "fulcrum_accept_paused_total",
+            "counter",
+            "Times a worker stopped accepting because it had limits.max_connections_per_worker \
+             client connections open.",
+        );
+        let _ = writeln!(out, "fulcrum_accept_paused_total {accept_paused}");
+        header(
+            &mut out,
+            "fulcrum_client_body_too_slow_total",
+            "counter",
+            "Requests cut off (408 or close) because their body arrived slower than \
+             timeouts.client_body_min_rate.",
+        );
+        let _ = writeln!(out, "fulcrum_client_body_too_slow_total {body_too_slow}");
+        header(
+            &mut out,
             "fulcrum_access_log_dropped_total",
             "counter",
             "Access records dropped because the writer fell behind.",
@@ -393,6 +475,43 @@ impl Metrics {
             let _ = writeln!(out, "fulcrum_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");
         }
         out
+    }
+}
+
+/// Reads one per-backend gauge from a merged slot.
+type BackendGauge = fn(&BackendSlot) -> u64;
+
+impl Metrics {
+    /// `fulcrum_backend_up` and `fulcrum_health_checks_total`, only when active checks run.
+    fn render_health(&self, out: &mut String) {
+        let Ok(rows) = self.health.lock() else { return };
+        if rows.is_empty() {
+            return;
+        }
+        header(
+            out,
+            "fulcrum_backend_up",
+            "gauge",
+            "0 while active health checks hold the backend down, 1 otherwise (up or not yet checked).",
+        );
+        for r in rows.iter() {
+            let _ = writeln!(
+                out,
+                "fulcrum_backend_up{{backend=\"{}\"}} {}",
+                esc(&r.url),
+                u8::from(r.up)
+            );
+        }
+        header(out, "fulcrum_health_checks_total", "counter", "Active health checks by result.");
+        for r in rows.iter() {
+            for (result, n) in [("ok", r.checks_ok), ("failed", r.checks_failed)] {
+                let _ = writeln!(
+                    out,
+                    "fulcrum_health_checks_total{{backend=\"{}\",result=\"{result}\"}} {n}",
+                    esc(&r.url)
+                );
+            }
+        }
     }
 }
 
@@ -413,8 +532,107 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug, Default)]
 pub struct WorkerMetrics {
     active_connections: Cell<u64>,
+    accept_paused: Cell<u64>,
+    body_too_slow: Cell<u64>,
     /// Requests that reached no backend.
     pub no_backend: BackendMetrics,
+    /// Retries, retry-budget refusals and connection-queue rejections.
+    pub retries: RetryMetrics,
+}
+
+/// One worker's counters of upstream retries and of requests turned away by a backend's
+/// connection cap.
+#[derive(Debug, Default)]
+pub struct RetryMetrics {
+    by_reason: [Cell<u64>; 4],
+    budget_exhausted: Cell<u64>,
+    queue_full: Cell<u64>,
+    queue_timeout: Cell<u64>,
+}
+
+impl RetryMetrics {
+    /// Counts one retry.
+    pub fn retry(&self, reason: RetryReason) {
+        let i = RetryReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        bump(&self.by_reason[i]);
+    }
+
+    /// Counts a retry the budget refused.
+    pub fn budget_exhausted(&self) {
+        bump(&self.budget_exhausted);
+    }
+
+    /// Counts a request turned away by a backend's full connection queue, or its queue timeout.
+    pub fn queue_rejected(&self, error: QueueError) {
+        bump(match error {
+            QueueError::Full => &self.queue_full,
+            QueueError::Timeout => &self.queue_timeout,
+        });
+    }
+
+    fn counts(&self) -> RetryCounts {
+        RetryCounts {
+            by_reason: std::array::from_fn(|i| self.by_reason[i].get()),
+            budget_exhausted: self.budget_exhausted.get(),
+            queue_full: self.queue_full.get(),
+            queue_timeout: self.queue_timeout.get(),
+        }
+    }
+}
+
+/// Plain copies of [`RetryMetrics`].
+#[derive(Debug, Clone, Copy, Default)]
+struct RetryCounts {
+    by_reason: [u64; 4],
+    budget_exhausted: u64,
+    queue_full: u64,
+    queue_timeout: u64,
+}
+
+impl RetryCounts {
+    fn add(&mut self, o: &RetryCounts) {
+        for (a, b) in self.by_reason.iter_mut().zip(&o.by_reason) {
+            *a += b;
+        }
+        self.budget_exhausted += o.budget_exhausted;
+        self.queue_full += o.queue_full;
+        self.queue_timeout += o.queue_timeout;
+    }
+
+    fn render(&self, out: &mut String) {
+        header(
+            out,
+            "fulcrum_retries_total",
+            "counter",
+            "Upstream attempts tried again, by reason.",
+        );
+        for (reason, n) in RetryReason::ALL.iter().zip(self.by_reason) {
+            let _ = writeln!(out, "fulcrum_retries_total{{reason=\"{}\"}} {n}", reason.label());
+        }
+        header(
+            out,
+            "fulcrum_retry_budget_exhausted_total",
+            "counter",
+            "Retries not made because the retry budget was empty.",
+        );
+        let _ = writeln!(out, "fulcrum_retry_budget_exhausted_total {}", self.budget_exhausted);
+        header(
+            out,
+            "fulcrum_upstream_queue_rejected_total",
+            "counter",
+            "Requests a backend's connection cap turned away: its queue was full, or the wait timed out.",
+        );
+        let _ = writeln!(
+            out,
+            "fulcrum_upstream_queue_rejected_total{{reason=\"full\"}} {}",
+            self.queue_full
+        );
+        let _ = writeln!(
+            out,
+            "fulcrum_upstream_queue_rejected_total{{reason=\"timeout\"}} {}",
+            self.queue_timeout
+        );
+    }
 }
 
 impl WorkerMetrics {
@@ -422,6 +640,16 @@ impl WorkerMetrics {
     pub fn connection(&self) -> ConnectionGuard<'_> {
         bump(&self.active_connections);
         ConnectionGuard(self)
+    }
+
+    /// Counts one pause of the accept loop at `limits.max_connections_per_worker`.
+    pub fn accept_paused(&self) {
+        bump(&self.accept_paused);
+    }
+
+    /// Counts a request cut off for a body slower than `timeouts.client_body_min_rate`.
+    pub fn body_too_slow(&self) {
+        bump(&self.body_too_slow);
     }
 }
 
@@ -451,13 +679,22 @@ mod tests {
         b1.record(204, 700);
         b1.connect_error();
         w0.no_backend.record(503, 10);
+        w0.retries.retry(RetryReason::Connect);
+        w1.retries.retry(RetryReason::Connect);
+        w1.retries.budget_exhausted();
+        w1.retries.queue_rejected(QueueError::Timeout);
         let _c = w1.connection();
+        w0.accept_paused();
+        w1.accept_paused();
+        w1.body_too_slow();
         let sample = |b| BackendSample {
             id: 1,
             url: "http://a:1",
             metrics: b,
             in_flight: 1,
             ejected: false,
+            open_connections: 2,
+            queued: 1,
         };
         m.publish(0, 3, &w0, [sample(&b0)].into_iter());
         m.publish(1, 4, &w1, [sample(&b1)].into_iter());
@@ -471,8 +708,18 @@ mod tests {
         };
         m.publish_cache(0, &cache(3, 100));
         m.publish_cache(1, &cache(4, 50));
+        assert!(!m.render_prometheus().contains("fulcrum_backend_up"), "only when checks run");
+        m.publish_health(vec![HealthRow {
+            url: "http://a:1".into(),
+            up: false,
+            checks_ok: 2,
+            checks_failed: 3,
+        }]);
         let text = m.render_prometheus();
         for line in [
+            "fulcrum_backend_up{backend=\"http://a:1\"} 0",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"ok\"} 2",
+            "fulcrum_health_checks_total{backend=\"http://a:1\",result=\"failed\"} 3",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"2xx\"} 2",
             "fulcrum_requests_total{backend=\"http://a:1\",class=\"5xx\"} 1",
             "fulcrum_requests_total{backend=\"none\",class=\"5xx\"} 1",
@@ -481,15 +728,24 @@ mod tests {
             "fulcrum_request_duration_seconds_bucket{backend=\"http://a:1\",le=\"+Inf\"} 3",
             "fulcrum_request_duration_seconds_count{backend=\"http://a:1\"} 3",
             "fulcrum_backend_in_flight{backend=\"http://a:1\"} 2",
+            "fulcrum_backend_open_connections{backend=\"http://a:1\"} 4",
+            "fulcrum_backend_queued_requests{backend=\"http://a:1\"} 2",
             "fulcrum_upstream_connect_errors_total{backend=\"http://a:1\"} 1",
             "fulcrum_epoch 4",
             "fulcrum_client_connections 1",
+            "fulcrum_accept_paused_total 2",
+            "fulcrum_client_body_too_slow_total 1",
             "fulcrum_access_log_dropped_total 5",
             "fulcrum_cache_hits_total 7",
             "fulcrum_cache_misses_total 2",
             "fulcrum_cache_bytes 150",
             "fulcrum_cache_entries 4",
             "fulcrum_io_driver{worker=\"1\",driver=\"io_uring\"} 1",
+            "fulcrum_retries_total{reason=\"connect\"} 2",
+            "fulcrum_retries_total{reason=\"reset\"} 0",
+            "fulcrum_retry_budget_exhausted_total 1",
+            "fulcrum_upstream_queue_rejected_total{reason=\"full\"} 0",
+            "fulcrum_upstream_queue_rejected_total{reason=\"timeout\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use monoio::io::AsyncReadRent;
@@ -40,6 +40,9 @@ pub struct WorkerEpoch {
     pub epoch: Arc<Epoch>,
     /// This worker's per-backend state, index-aligned with `epoch.backends`.
     pub upstreams: Vec<Rc<Upstream>>,
+    /// Whether the backends' weights differ, so the pickers weigh them (computed once here,
+    /// not per request).
+    pub weighted: bool,
 }
 
 impl WorkerEpoch {
@@ -68,6 +71,8 @@ pub struct WorkerCtx {
     pub http2: crate::config::Http2Config,
     /// Per-worker selection state.
     pub picker: Picker,
+    /// When failed upstream attempts are tried again, and this worker's retry budget.
+    pub retries: crate::proxy::retry::Retries,
     /// Access log producer, metrics and tracing for this worker (telemetry hook).
     pub telemetry: crate::telemetry::exchange::WorkerTelemetry,
     /// This worker's response cache shard (reconciled with each installed epoch).
@@ -78,6 +83,25 @@ pub struct WorkerCtx {
     draining: Cell<bool>,
     busy: Cell<usize>,
     shutdown_waker: Cell<Option<Waker>>,
+    /// Client connections this worker serves now (HTTP/1.1 and HTTP/2).
+    open_connections: Cell<usize>,
+    /// The accept loop, while paused at `limits.max_connections_per_worker`.
+    accept_waker: Cell<Option<Waker>>,
+}
+
+/// Counts one client connection against `limits.max_connections_per_worker` until dropped;
+/// dropping it resumes a paused accept loop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Rc<WorkerCtx>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let open = &self.0.open_connections;
+        open.set(open.get() - 1);
+        if let Some(waker) = self.0.accept_waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// Counts a request in progress for graceful drain.
@@ -115,14 +139,18 @@ impl WorkerCtx {
             balance: config.balance,
             http2: config.http2,
             picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
+            retries: crate::proxy::retry::Retries::new(&config.retries),
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
                 upstreams: Vec::new(),
+                weighted: false,
             })),
             upstreams: RefCell::new(HashMap::new()),
             draining: Cell::new(false),
             busy: Cell::new(0),
             shutdown_waker: Cell::new(None),
+            open_connections: Cell::new(0),
+            accept_waker: Cell::new(None),
             telemetry: crate::telemetry::exchange::WorkerTelemetry::new(index, telemetry),
             cache: crate::proxy::caching::WorkerCache::new(workers),
         };
@@ -147,9 +175,7 @@ impl WorkerCtx {
             .map(|b| {
                 known
                     .entry(b.id)
-                    .or_insert_with(|| {
-                        Rc::new(Upstream::new(b.clone(), window, self.pool.max_idle_per_backend))
-                    })
+                    .or_insert_with(|| Rc::new(Upstream::new(b.clone(), window, &self.pool)))
                     .clone()
             })
             .collect();
@@ -161,7 +187,8 @@ impl WorkerCtx {
             keep
         });
         self.cache.reconcile(&epoch.cache, epoch.cache_generation, &self.telemetry);
-        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams });
+        let weighted = epoch.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
+        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams, weighted });
     }
 
     /// Whether the worker is shutting down (finish the current request, then close).
@@ -187,6 +214,18 @@ impl WorkerCtx {
         DrainSignal(self)
     }
 
+    /// Counts a new client connection until the slot drops.
+    fn connection_slot(self: &Rc<Self>) -> ConnectionSlot {
+        self.open_connections.set(self.open_connections.get() + 1);
+        ConnectionSlot(self.clone())
+    }
+
+    /// Whether the worker serves `limits.max_connections_per_worker` connections (0: never).
+    fn at_connection_limit(&self) -> bool {
+        let max = self.limits.max_connections_per_worker;
+        max > 0 && self.open_connections.get() >= max
+    }
+
     /// Publishes counters for the other workers and closes stale idle connections.
     fn tick(&self, evict: bool) {
         let now = now_ms();
@@ -208,6 +247,8 @@ impl WorkerCtx {
                 metrics: &up.metrics,
                 in_flight: up.stats.local_in_flight(),
                 ejected: up.stats.is_ejected(now),
+                open_connections: up.open_count(),
+                queued: up.queued_count(),
             }),
         );
     }
@@ -224,6 +265,21 @@ impl Future for DrainSignal<'_> {
         } else {
             self.0.shutdown_waker.set(Some(cx.waker().clone()));
             Poll::Pending
+        }
+    }
+}
+
+/// A future that completes when the worker may accept again (a connection slot is free).
+struct SlotFreed<'a>(&'a WorkerCtx);
+
+impl Future for SlotFreed<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.at_connection_limit() {
+            self.0.accept_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        } else {
+            Poll::Ready(())
         }
     }
 }
@@ -315,12 +371,42 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
     });
 }
 
+/// The least time between two "accepting paused" warnings of one worker.
+const PAUSE_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts client connections until the worker drains. At `limits.max_connections_per_worker`
+/// it stops accepting (new connections wait in the listen backlog) until one closes.
 async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
+    let mut last_warning: Option<Instant> = None;
+    let mut pauses_unreported: u64 = 0;
     loop {
+        if ctx.at_connection_limit() {
+            ctx.telemetry.metrics.accept_paused();
+            pauses_unreported += 1;
+            if last_warning.is_none_or(|at| at.elapsed() >= PAUSE_WARN_EVERY) {
+                warn!(
+                    "connection limit reached: accepting paused until a connection closes",
+                    worker = ctx.index,
+                    max_connections_per_worker = ctx.limits.max_connections_per_worker,
+                    pauses = pauses_unreported
+                );
+                last_warning = Some(Instant::now());
+                pauses_unreported = 0;
+            }
+            monoio::select! {
+                _ = SlotFreed(ctx) => continue,
+                _ = ctx.drained_signal() => return,
+            }
+        }
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    monoio::spawn(contain_panics(ctx.index, Box::pin(crate::proxy::serve_connection(ctx.clone(), stream, peer))));
+                    let slot = ctx.connection_slot();
+                    let serve = crate::proxy::serve_connection(ctx.clone(), stream, peer);
+                    monoio::spawn(contain_panics(ctx.index, Box::pin(async move {
+                        serve.await;
+                        drop(slot);
+                    })));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.

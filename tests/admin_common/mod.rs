@@ -70,11 +70,13 @@ pub struct Opts {
     pub secret: Option<String>,
     /// Wait for `admin listening` too (false when the admin API is expected to stay off).
     pub expect_admin: bool,
+    /// `--workers` (2 unless set).
+    pub workers: usize,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Self { args: Vec::new(), secret: Some(SECRET.into()), expect_admin: true }
+        Self { args: Vec::new(), secret: Some(SECRET.into()), expect_admin: true, workers: 2 }
     }
 }
 
@@ -95,6 +97,11 @@ impl Opts {
     }
     pub fn no_admin(mut self) -> Self {
         self.expect_admin = false;
+        self
+    }
+    /// Runs `workers` workers (one makes per-worker balancing exact).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
         self
     }
 }
@@ -120,7 +127,8 @@ pub fn log_field(line: &str, key: &str) -> Option<String> {
 
 fn spawn_process(opts: &Opts) -> (Child, Receiver<String>, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
-    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--workers", "2"])
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--workers", &opts.workers.to_string()])
         .args(&opts.args)
         .env_remove("FULCRUM_JWT_SECRET")
         .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -306,6 +306,7 @@ impl Recorded {
 struct BackendState {
     sequence: Arc<AtomicU64>,
     connections: AtomicUsize,
+    closed: AtomicUsize,
     requests: AtomicUsize,
     in_flight: AtomicUsize,
     delay_ms: AtomicU64,
@@ -315,6 +316,20 @@ struct BackendState {
     gate_closed: Mutex<bool>,
     gate: Condvar,
     stop: AtomicBool,
+    /// What `/healthz` answers with, after `health_delay_ms`; those requests are counted apart.
+    health_status: AtomicU16,
+    health_delay_ms: AtomicU64,
+    health_checks: AtomicUsize,
+    failure: Option<Failure>,
+}
+
+/// How a failing backend ends every exchange once it has read the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Closes with `SO_LINGER` 0: the peer sees a reset.
+    Reset,
+    /// Closes in order (FIN) without answering.
+    Close,
 }
 
 /// Builder for [`TestBackend`].
@@ -322,6 +337,7 @@ pub struct BackendBuilder {
     name: String,
     delay: Duration,
     sequence: Option<Arc<AtomicU64>>,
+    failure: Option<Failure>,
 }
 
 impl BackendBuilder {
@@ -339,12 +355,19 @@ impl BackendBuilder {
         self.sequence = Some(sequence.clone());
         self
     }
+    /// Every request is recorded and its body read, then the connection fails this way with
+    /// no response byte.
+    pub fn failing(mut self, failure: Failure) -> Self {
+        self.failure = Some(failure);
+        self
+    }
     pub fn spawn(self) -> TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(BackendState {
             sequence: self.sequence.unwrap_or_default(),
             connections: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(self.delay.as_millis() as u64),
@@ -353,6 +376,10 @@ impl BackendBuilder {
             gate_closed: Mutex::new(false),
             gate: Condvar::new(),
             stop: AtomicBool::new(false),
+            failure: self.failure,
+            health_status: AtomicU16::new(200),
+            health_delay_ms: AtomicU64::new(0),
+            health_checks: AtomicUsize::new(0),
         });
         let name: Arc<str> = self.name.into();
         let (st, nm) = (state.clone(), name.clone());
@@ -368,6 +395,8 @@ impl BackendBuilder {
                     let (st, nm) = (st.clone(), nm.clone());
                     let _ = std::thread::Builder::new().spawn(move || {
                         let _ = serve(&stream, &st, &nm);
+                        drop(stream);
+                        st.closed.fetch_add(1, SeqCst);
                     });
                 }
             })
@@ -386,6 +415,9 @@ impl BackendBuilder {
 /// - `/oneshot`: a normal keep-alive response, then the connection is closed anyway;
 /// - `/delay/MS`: waits MS ms first; `/hold...`: waits while the gate is closed;
 /// - `/hop`: a response carrying hop-by-hop headers;
+/// - `/healthz`: the health endpoint, answering [`set_health_status`](TestBackend::set_health_status)
+///   (200 by default) after [`set_health_delay`](TestBackend::set_health_delay); counted in
+///   [`health_checks`](TestBackend::health_checks), not in `requests` or `arrivals`;
 /// - anything else: waits the backend's delay, answers 200 with its name.
 ///
 /// Every response names the backend in `x-backend`; plain bodies are the name itself.
@@ -397,7 +429,12 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub fn builder() -> BackendBuilder {
-        BackendBuilder { name: "backend".into(), delay: Duration::ZERO, sequence: None }
+        BackendBuilder {
+            name: "backend".into(),
+            delay: Duration::ZERO,
+            sequence: None,
+            failure: None,
+        }
     }
     pub fn named(name: &str) -> Self {
         Self::builder().name(name).spawn()
@@ -411,6 +448,10 @@ impl TestBackend {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(SeqCst)
+    }
+    /// Connections it has closed (or seen closed) so far.
+    pub fn closed_connections(&self) -> usize {
+        self.state.closed.load(SeqCst)
     }
     /// Request heads received so far.
     pub fn requests(&self) -> usize {
@@ -437,6 +478,18 @@ impl TestBackend {
     pub fn release(&self) {
         *self.state.gate_closed.lock().unwrap() = false;
         self.state.gate.notify_all();
+    }
+    /// The status `/healthz` answers with from now on.
+    pub fn set_health_status(&self, status: u16) {
+        self.state.health_status.store(status, SeqCst);
+    }
+    /// How long `/healthz` waits before answering from now on.
+    pub fn set_health_delay(&self, delay: Duration) {
+        self.state.health_delay_ms.store(delay.as_millis() as u64, SeqCst);
+    }
+    /// `/healthz` requests received so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(SeqCst)
     }
 }
 
@@ -468,6 +521,20 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
     let mut w = stream.try_clone()?;
     loop {
         let Some(head) = read_head(&mut r)? else { return Ok(()) };
+        let close = head.has_token("connection", "close");
+        if head.start[1] == "/healthz" {
+            st.health_checks.fetch_add(1, SeqCst);
+            backend_sleep(st.health_delay_ms.load(SeqCst));
+            let status = st.health_status.load(SeqCst);
+            write!(
+                w,
+                "HTTP/1.1 {status} Health\r\nx-backend: {name}\r\ncontent-length: 0\r\n\r\n"
+            )?;
+            if close {
+                return Ok(());
+            }
+            continue;
+        }
         let seq = st.sequence.fetch_add(1, SeqCst);
         st.in_flight.fetch_add(1, SeqCst);
         let _guard = InFlightGuard(st);
@@ -481,7 +548,6 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
             headers: head.headers.clone(),
             ..Recorded::default()
         };
-        let close = head.has_token("connection", "close");
         let path = target.split('?').next().unwrap_or("").to_owned();
 
         if path == "/echo" {
@@ -510,6 +576,17 @@ fn serve(stream: &TcpStream, st: &BackendState, name: &str) -> io::Result<()> {
         rec.body_len = check.offset;
         rec.pattern_ok = check.ok(check.offset);
         *st.last.lock().unwrap() = Some(rec);
+        match st.failure {
+            Some(Failure::Reset) => {
+                socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO))?;
+                return Ok(());
+            }
+            Some(Failure::Close) => {
+                let _ = w.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            None => {}
+        }
 
         let conn_hdr = if close { "connection: close\r\n" } else { "" };
         if let Some(n) = path.strip_prefix("/large/") {
@@ -810,6 +887,23 @@ pub struct Fulcrum {
     addr: Option<SocketAddr>,
 }
 
+/// Starts `fulcrum` on one worker with the admin API on (a test JWT secret, so `/metrics`
+/// answers), `extra` appended to its config file, and `backends` in this order. The file lives
+/// as long as the returned [`TempFile`].
+pub fn start_one_worker(extra: &str, backends: &[String]) -> (Fulcrum, TempFile) {
+    let conf = TempFile::with_contents(
+        "one-worker",
+        &format!(
+            "workers = 1\n[admin]\njwt_secret = \"test-secret-0123456789abcdef-0123\"\n{extra}"
+        ),
+    );
+    let mut args = vec!["--config".to_owned(), conf.path_str()];
+    for b in backends {
+        args.extend(["--backend".to_owned(), b.clone()]);
+    }
+    (Fulcrum::start(&args), conf)
+}
+
 /// The backend flags for `backends`.
 pub fn backend_args(backends: &[&TestBackend]) -> Vec<String> {
     backends.iter().flat_map(|b| ["--backend".to_owned(), b.url()]).collect()
@@ -903,6 +997,22 @@ impl Fulcrum {
         self.addr.expect("fulcrum was not started with Fulcrum::start")
     }
 
+    /// The admin listener's address (from the `admin listening` line; needs an admin key).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.wait_for_line(Duration::from_secs(5), |l| l.contains("admin listening"))
+            .and_then(|l| {
+                l.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")?.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
+    }
+
+    /// The value of a metric on `GET /metrics` (needs an admin key), if present: `name`, or
+    /// `name{label="value"}` as rendered.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = Client::connect(self.admin_addr()).get("/metrics").ok()?.text();
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -965,6 +1075,13 @@ impl Drop for Fulcrum {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series, written as rendered (`name{label="v"}`), from `GET /metrics` on
+/// the admin listener (which must allow unauthenticated scrapes, the default).
+pub fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let resp = Client::connect(admin).get("/metrics").ok()?;
+    resp.text().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Runs `fulcrum check-config FILE`; returns (exit status, stdout, stderr).

@@ -15,6 +15,11 @@
 //! ```
 //! `fail_code` != 0 fails the call with that code and custom metadata (`x-custom`, `x-detail-bin`);
 //! on ServerStream it fails after `count` replies, so the status travels in real trailers.
+//!
+//! It also answers the standard health check, `grpc.health.v1.Health/Check`
+//! (`HealthCheckRequest { string service = 1; }` -> `HealthCheckResponse { ServingStatus status = 1; }`):
+//! `SERVING` (1) for the service `""` unless [`EchoState::not_serving`] is set (then
+//! `NOT_SERVING`, 2), `NOT_FOUND` for any other service name.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,7 +27,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,6 +75,41 @@ pub struct EchoState {
     /// Calls whose handler was dropped or whose reply stream was closed before completion
     /// (the client cancelled).
     pub cancelled: AtomicU64,
+    /// Health checks answered (not counted in `calls`).
+    pub health_checks: AtomicU64,
+    /// Health checks answer `NOT_SERVING` while set.
+    pub not_serving: AtomicBool,
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    pub service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse` (`status` is the `ServingStatus` enum).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+}
+
+struct HealthCheck(Arc<EchoState>);
+impl UnaryService<HealthCheckRequest> for HealthCheck {
+    type Response = HealthCheckResponse;
+    type Future = BoxFuture<Response<HealthCheckResponse>, Status>;
+    fn call(&mut self, req: Request<HealthCheckRequest>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move {
+            state.health_checks.fetch_add(1, SeqCst);
+            if !req.into_inner().service.is_empty() {
+                return Err(Status::not_found("unknown service"));
+            }
+            let status = if state.not_serving.load(SeqCst) { 2 } else { 1 };
+            Ok(Response::new(HealthCheckResponse { status }))
+        })
+    }
 }
 
 /// The service; clone is cheap.
@@ -262,6 +302,10 @@ where
             "/echo.Echo/ClientStream" => {
                 Box::pin(async move { Ok(grpc().client_streaming(ClientStream(state), req).await) })
             }
+            "/grpc.health.v1.Health/Check" => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
+                Ok(grpc.unary(HealthCheck(state), req).await)
+            }),
             "/echo.Echo/Bidi" => {
                 Box::pin(async move { Ok(grpc().streaming(Bidi(state), req).await) })
             }
@@ -276,6 +320,22 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EchoState>) {
     let _ = tonic::transport::Server::builder()
         .serve_with_incoming(EchoService { state }, incoming)
         .await;
+}
+
+/// An echo backend named `name` on 127.0.0.1 on its own thread, for the life of the test
+/// process; returns its `h2c://` URL and its state.
+pub fn spawn_detached(name: &str) -> (String, Arc<EchoState>) {
+    let listener = bind("127.0.0.1:0".parse().unwrap());
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(EchoState { name: name.to_owned(), ..Default::default() });
+    let st = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            serve(tokio::net::TcpListener::from_std(listener).unwrap(), st).await;
+        });
+    });
+    (format!("h2c://{addr}"), state)
 }
 
 /// Binds `addr` (std, so the port is known before the runtime runs).

@@ -5,10 +5,11 @@
 //! slow reader back-pressures the writer through both hops' windows. END_STREAM rides on the
 //! last DATA frame when the client's did; that last chunk is queued without waiting (h2 sends
 //! it as the window allows, and its capacity returns to the sender only when the stream ends),
-//! so a unary request's HEADERS and DATA leave together. Resets cross in both directions: a client RST_STREAM
-//! cancels the upstream stream, a backend RST_STREAM is passed on with its reason. A stream the
-//! backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is sent again elsewhere
-//! while the request bytes seen so far are still held (at most [`REPLAY_LIMIT`]).
+//! so a unary request's HEADERS and DATA leave together. Resets cross in both directions: a
+//! client RST_STREAM cancels the upstream stream, a backend RST_STREAM is passed on with its
+//! reason. A stream the backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is
+//! sent again elsewhere while the request bytes seen so far are still held (at most
+//! [`REPLAY_LIMIT`]).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -27,8 +28,10 @@ use super::server::ConnState;
 use super::{is_grpc, parse_grpc_timeout};
 use crate::balance::stats::now_ms;
 use crate::config::BackendProtocol;
+use crate::proxy::body::BodyError;
 use crate::proxy::error::{ErrorAction, ErrorReply, ProxyError};
-use crate::proxy::pool::Upstream;
+use crate::proxy::pool::{QueueError, Upstream};
+use crate::proxy::retry::RetryReason;
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::CacheStatus;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
@@ -127,6 +130,9 @@ pub async fn serve_stream(
             None => run.await,
         }
     };
+    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
+        ctx.telemetry.metrics.body_too_slow();
+    }
     let status = match result {
         Ok(()) => log.note.status(),
         Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
@@ -280,8 +286,12 @@ impl Replay {
 
 /// How one attempt on one backend ended, when it did not answer the client.
 pub(super) enum Retry {
-    /// Nothing was processed upstream: try again (another session or backend).
-    Again,
+    /// Nothing was processed upstream: try again (another session or backend), within
+    /// `retries.max_attempts` and the retry budget.
+    Again(RetryReason),
+    /// The backend's connection queue is full: nothing was sent, try another backend (not a
+    /// retry).
+    Busy,
     /// Give up with this.
     Fail(Fail),
 }
@@ -317,13 +327,15 @@ impl Call<'_> {
         let ups = &self.epoch.upstreams;
         let mut tried = vec![false; ups.len()];
         let mut attempts = 0;
+        // Some backend turned the call away because its connection queue was full.
+        let mut busy = false;
+        self.ctx.retries.record_request();
         loop {
-            attempts += 1;
-            if attempts > ups.len() + 4 {
-                return Err(ProxyError::BadGateway("upstream refused the stream").into());
-            }
             let pick = self.note.phase("pick");
-            let (i, up) = self.pick(&tried).ok_or(ProxyError::NoBackend)?;
+            let none = || {
+                if busy { ProxyError::BackendBusy(QueueError::Full) } else { ProxyError::NoBackend }
+            };
+            let (i, up) = self.pick(&tried).ok_or_else(none)?;
             drop(pick);
             let outcome = match up.backend.url.protocol {
                 BackendProtocol::H2c => {
@@ -346,6 +358,10 @@ impl Call<'_> {
                         Err(LeaseError::Connect(e)) => {
                             self.connect_failed(up, &e.to_string());
                             tried[i] = true;
+                            attempts += 1;
+                            if !self.retry(attempts, RetryReason::Connect) {
+                                return Err(ProxyError::NoBackend.into());
+                            }
                             continue;
                         }
                         Err(LeaseError::Retired) => {
@@ -388,27 +404,42 @@ impl Call<'_> {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Retry::Fail(f)) => return Err(f),
-                Err(Retry::Again) => {
-                    let r = replay.borrow();
-                    if !r.recording {
-                        return Err(ProxyError::BadGateway("upstream refused the stream").into());
+                Err(Retry::Busy) => busy = true,
+                Err(Retry::Again(reason)) => {
+                    attempts += 1;
+                    let error = match reason {
+                        RetryReason::Connect => ProxyError::NoBackend,
+                        _ => ProxyError::BadGateway("upstream refused the stream"),
+                    };
+                    if !replay.borrow().recording || !self.retry(attempts, reason) {
+                        return Err(error.into());
                     }
                 }
             }
         }
     }
 
+    /// Whether a call that made `attempts` tries may make another (and counts it).
+    fn retry(&self, attempts: u32, reason: RetryReason) -> bool {
+        self.ctx.retries.allow(attempts, reason, &self.ctx.telemetry.metrics.retries)
+    }
+
     /// Picks a backend not yet tried, not ejected, and able to serve this request (gRPC needs
-    /// an h2c backend).
+    /// an h2c backend), preferring those the active health checks have not taken out (failing
+    /// open when every candidate is down).
     fn pick(&self, tried: &[bool]) -> Option<(usize, &Upstream)> {
         let ups = &self.epoch.upstreams;
         let now = now_ms();
         let grpc = self.grpc;
-        let i = self.ctx.picker.pick(self.epoch.epoch.algorithm, ups, |i| {
+        let excluded = |i: usize| {
             tried[i]
                 || (grpc && ups[i].backend.url.protocol != BackendProtocol::H2c)
                 || ups[i].stats.is_ejected(now)
-        })?;
+        };
+        let health = |i: usize| &ups[i].backend.health;
+        let algorithm = self.epoch.epoch.algorithm;
+        let weighted = self.epoch.weighted;
+        let i = self.ctx.picker.pick_healthy(algorithm, weighted, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
     }
 
@@ -435,14 +466,14 @@ impl Call<'_> {
             Ok(s) => s,
             Err(_) => {
                 lease.session().mark_closed();
-                return Err(Retry::Again);
+                return Err(Retry::Again(RetryReason::Refused));
             }
         };
         let (response, mut up_send) = match sender.send_request(request, headers_only) {
             Ok(pair) => pair,
             Err(_) => {
                 lease.session().mark_closed();
-                return Err(Retry::Again);
+                return Err(Retry::Again(RetryReason::Refused));
             }
         };
         let _in_flight = up.stats.begin();
@@ -532,7 +563,7 @@ impl Call<'_> {
                 Ok(()) => Ok(()),
                 Err(PumpError::Dst(_)) => Err(Retry::Fail(Fail::ClientGone)),
                 Err(PumpError::Src(e)) => match self.upstream_failed(&lease, &e) {
-                    Retry::Again => Err(Retry::Fail(Fail::Error(ProxyError::BadGateway(
+                    Retry::Again(_) => Err(Retry::Fail(Fail::Error(ProxyError::BadGateway(
                         "upstream connection lost",
                     )))),
                     fail => Err(fail),
@@ -569,11 +600,11 @@ impl Call<'_> {
     fn upstream_failed(&self, lease: &Lease, e: &h2::Error) -> Retry {
         if e.is_go_away() && e.is_remote() {
             lease.session().mark_closed();
-            return Retry::Again;
+            return Retry::Again(RetryReason::Refused);
         }
         if e.is_reset() && e.is_remote() {
             return match e.reason() {
-                Some(Reason::REFUSED_STREAM) => Retry::Again,
+                Some(Reason::REFUSED_STREAM) => Retry::Again(RetryReason::Refused),
                 Some(reason) => Retry::Fail(Fail::UpstreamReset(reason)),
                 None => Retry::Fail(Fail::UpstreamReset(Reason::INTERNAL_ERROR)),
             };
@@ -584,7 +615,7 @@ impl Call<'_> {
 }
 
 /// Records a failed connect for passive health, logging an ejection.
-pub(super) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream, reason: &str) {
+pub(crate) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream, reason: &str) {
     up.metrics.connect_error();
     let health = epoch.epoch.health;
     let eject = std::time::Duration::from_millis(health.eject_ms);

@@ -4,7 +4,8 @@
 //! header-list size (which also bounds CONTINUATION frames and HPACK expansion), the pending
 //! accept queue of reset streams and the small-DATA-frame budget. On top of that this module caps
 //! streams the client resets per second (rapid reset) with GOAWAY(ENHANCE_YOUR_CALM), PINGs
-//! quiet connections, closes idle ones, and shuts down gracefully when the worker drains.
+//! quiet connections, closes idle ones, sends GOAWAY after `limits.max_requests_per_connection`
+//! streams, and shuts down gracefully when the worker drains.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
     let mut pinging = false;
     let mut shutting_down = false;
     let mut calmed = false;
+    // `limits.max_requests_per_connection` (0 = unlimited): GOAWAY once that many streams came.
+    let mut streams_left = ctx.limits.max_requests_per_connection;
     // One timer for the connection's life, re-armed when it fires (not one per stream), and one
     // rapid-reset notification (not a new waiter registered at every accepted stream).
     let mut tick = std::pin::pin!(monoio::time::sleep(TICK));
@@ -122,6 +125,11 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
         monoio::select! {
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
+                    if streams_left == 1 && !shutting_down {
+                        conn.graceful_shutdown();
+                        shutting_down = true;
+                    }
+                    streams_left = streams_left.saturating_sub(1);
                     let guard = state.stream();
                     let ctx = ctx.clone();
                     let state = state.clone();

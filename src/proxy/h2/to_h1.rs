@@ -4,29 +4,26 @@
 //! client's flow control. Uses the backend's ordinary HTTP/1.1 keep-alive pool.
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use monoio::time::timeout;
 
 use super::forward::{Fail, Retry, response_head_bytes, send_data};
 use super::server::ConnState;
 use crate::balance::stats::now_ms;
-use crate::proxy::body::ChunkedDecoder;
+use crate::proxy::body::{BodyError, ChunkedDecoder, RateClock, client_paced, timed_write};
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::MAX_HEADERS;
-use crate::proxy::pool::{Upstream, UpstreamConn};
+use crate::proxy::pool::{QueueError, Upstream};
+use crate::proxy::retry::RetryReason;
+use crate::proxy::{Reuse, upstream_conn};
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::worker::{WorkerCtx, WorkerEpoch};
-
-/// Pooled connections idle longer than this are not reused (no liveness probe here).
-const REUSE_IDLE: Duration = Duration::from_secs(1);
 
 /// Response headers that describe the HTTP/1.1 connection, never forwarded on HTTP/2.
 const HOP: [&str; 8] = [
@@ -68,29 +65,14 @@ pub(super) async fn forward(
     down: &mut Option<SendStream<Bytes>>,
 ) -> Result<(), Retry> {
     let timeouts = epoch.epoch.timeouts;
-    let mut conn = loop {
-        match up.checkout(Duration::from_millis(ctx.pool.idle_timeout_ms)) {
-            Some(c) if c.idle_for() < REUSE_IDLE => break c,
-            Some(_) => continue,
-            None => {}
-        }
-        let _connect = note.phase("upstream_connect");
-        match timeout(timeouts.upstream_connect(), TcpStream::connect_addr(up.backend.url.addr))
-            .await
-        {
-            Ok(Ok(stream)) => {
-                up.stats.record_connect_success();
-                break UpstreamConn::new(stream, ctx.limits.buffer_bytes);
-            }
-            Ok(Err(e)) => {
-                super::forward::connect_failed(ctx, epoch, up, &e.to_string());
-                return Err(Retry::Again);
-            }
-            Err(_) => {
-                super::forward::connect_failed(ctx, epoch, up, "timeout");
-                return Err(Retry::Again);
-            }
-        }
+    // The request is never sent twice on this path, so every pooled connection is probed for a
+    // close before reuse.
+    let reuse = Reuse::Pooled { probe: true };
+    let mut conn = match upstream_conn(ctx, epoch, note, up, reuse).await {
+        Ok(Some(conn)) => conn,
+        Ok(None) => return Err(Retry::Again(RetryReason::Connect)),
+        Err(ProxyError::BackendBusy(QueueError::Full)) => return Err(Retry::Busy),
+        Err(e) => return Err(Retry::Fail(Fail::Error(e))),
     };
     note.set_backend(index);
     let _in_flight = up.stats.begin();
@@ -110,9 +92,16 @@ pub(super) async fn forward(
     let (res, _) = conn.w.write_all(head).await;
     res.map_err(|_| bad("upstream connection failed"))?;
     if !headers_only {
+        let mut clock = timeouts.client_body_min_rate().map(RateClock::start);
+        let mut received = 0;
         loop {
-            let next = match timeout(timeouts.client_body(), body.data()).await {
+            let paced =
+                client_paced(body.data(), timeouts.client_body(), clock.as_mut(), received).await;
+            let next = match paced {
                 Ok(n) => n,
+                Err(BodyError::TooSlow) => {
+                    return Err(Retry::Fail(Fail::Error(ProxyError::Client(BodyError::TooSlow))));
+                }
                 Err(_) => return Err(Retry::Fail(Fail::Error(ProxyError::ClientHeaderTimeout))),
             };
             let chunk = match next {
@@ -128,15 +117,17 @@ pub(super) async fn forward(
                 None => break,
             };
             let len = chunk.len();
+            received += len as u64;
             capture.tap(&chunk);
             if chunked && len > 0 {
-                let (r, _) = conn.w.write_all(format!("{len:x}\r\n").into_bytes()).await;
+                let size_line = conn.w.write_all(format!("{len:x}\r\n").into_bytes());
+                let (r, _) = timed_write(size_line, clock.as_mut()).await;
                 r.map_err(|_| bad("upstream connection failed"))?;
             }
-            let (r, _) = conn.w.write_all(chunk).await;
+            let (r, _) = timed_write(conn.w.write_all(chunk), clock.as_mut()).await;
             r.map_err(|_| bad("upstream connection failed"))?;
             if chunked && len > 0 {
-                let (r, _) = conn.w.write_all(&b"\r\n"[..]).await;
+                let (r, _) = timed_write(conn.w.write_all(&b"\r\n"[..]), clock.as_mut()).await;
                 r.map_err(|_| bad("upstream connection failed"))?;
             }
             let _ = body.flow_control().release_capacity(len);
