@@ -403,10 +403,10 @@ async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
                 Ok((stream, peer)) => {
                     let slot = ctx.connection_slot();
                     let serve = crate::proxy::serve_connection(ctx.clone(), stream, peer);
-                    monoio::spawn(contain_panics(ctx.index, async move {
+                    monoio::spawn(contain_panics(ctx.index, Box::pin(async move {
                         serve.await;
                         drop(slot);
-                    }));
+                    })));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -434,10 +434,13 @@ async fn wait_for_drain(ctx: &WorkerCtx, drain: Duration) {
     }
 }
 
-/// Runs one connection; a panic inside it is logged and only that connection is lost
-/// (monoio does not catch panics in tasks: one would unwind the whole worker).
-pub(crate) async fn contain_panics(worker: usize, fut: impl Future<Output = ()>) {
-    if let Err(panic) = CatchUnwind(Box::pin(fut)).await {
+/// Runs one connection (or HTTP/2 stream); a panic inside it is logged and only that connection
+/// is lost (monoio does not catch panics in tasks: one would unwind the whole worker).
+///
+/// The future comes boxed: the task that runs this then stays small, and spawning it copies a
+/// pointer rather than the (several KiB) state of the connection or stream.
+pub(crate) async fn contain_panics<F: Future<Output = ()>>(worker: usize, fut: Pin<Box<F>>) {
+    if let Err(panic) = CatchUnwind(fut).await {
         let message = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -515,7 +518,7 @@ mod tests {
     fn a_panicking_connection_task_does_not_take_the_worker_down() {
         let (mut rt, _) = runtime::build(crate::config::IoDriverChoice::Auto).unwrap();
         let survived = rt.block_on(async {
-            let panicked = monoio::spawn(contain_panics(0, async { panic!("boom") }));
+            let panicked = monoio::spawn(contain_panics(0, Box::pin(async { panic!("boom") })));
             panicked.await;
             // The runtime (and its other tasks) keep running after the contained panic.
             monoio::spawn(async { 42 }).await

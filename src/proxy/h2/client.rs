@@ -132,7 +132,9 @@ impl SessionPool {
                 continue;
             }
             self.connecting.set(true);
-            let result = connect(addr, cfg, connect_timeout).await;
+            // Boxed: the handshake future is large and rarely run; inline it would grow (and
+            // make every stream task copy) the future of every call that leases a stream.
+            let result = Box::pin(connect(addr, cfg, connect_timeout)).await;
             self.connecting.set(false);
             self.connected.notify();
             let session = result.map_err(LeaseError::Connect)?;
@@ -227,10 +229,11 @@ async fn drive(
     let pong_timeout = Duration::from_millis(cfg.keepalive_timeout_ms);
     let tick = if keepalive.is_zero() { idle_timeout } else { keepalive.min(idle_timeout) };
     let mut conn = Watch { conn: &mut conn, session: &session };
+    let mut kill = std::pin::pin!(session.kill.notified());
     loop {
         monoio::select! {
             _ = &mut conn => break,
-            _ = session.kill.notified() => break,
+            _ = &mut kill => break,
             _ = monoio::time::sleep(tick) => {
                 let idle = session.active.get() == 0;
                 if idle && (session.closed.get() || session.idle_since.get().elapsed() >= idle_timeout) {

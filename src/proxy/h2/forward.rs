@@ -3,10 +3,13 @@
 //! Request and response flow at once (bidirectional streaming), each DATA chunk moved only
 //! when the receiving side granted capacity and released on the sending side afterwards, so a
 //! slow reader back-pressures the writer through both hops' windows. END_STREAM rides on the
-//! last DATA frame when the client's did. Resets cross in both directions: a client RST_STREAM
-//! cancels the upstream stream, a backend RST_STREAM is passed on with its reason. A stream the
-//! backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is sent again elsewhere
-//! while the request bytes seen so far are still held (at most [`REPLAY_LIMIT`]).
+//! last DATA frame when the client's did; that last chunk is queued without waiting (h2 sends
+//! it as the window allows, and its capacity returns to the sender only when the stream ends),
+//! so a unary request's HEADERS and DATA leave together. Resets cross in both directions: a
+//! client RST_STREAM cancels the upstream stream, a backend RST_STREAM is passed on with its
+//! reason. A stream the backend refused (GOAWAY beyond its last stream id, REFUSED_STREAM) is
+//! sent again elsewhere while the request bytes seen so far are still held (at most
+//! [`REPLAY_LIMIT`]).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -16,7 +19,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::header::Entry;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use monoio::time::timeout;
 
 use super::client::{Lease, LeaseError};
@@ -33,6 +37,14 @@ use crate::telemetry::CacheStatus;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
 use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
+
+/// Header names used on every stream, built at compile time: a lookup by `&str` parses and
+/// validates the name on each call.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Request bytes kept for a resend on another connection until the response head arrives.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -76,21 +88,24 @@ pub async fn serve_stream(
     let grpc = is_grpc(req.headers());
     let deadline = req
         .headers()
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .filter(|_| grpc)
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
     let (mut parts, body) = req.into_parts();
     let (mut log, traceparent) = ctx.telemetry.begin_stream(
         parts.method.as_str(),
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.headers.get("traceparent").map(HeaderValue::as_bytes),
+        parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
         request_head_bytes(&parts),
         epoch.epoch.id,
     );
     // A traced stream is forwarded with Fulcrum's span as the parent.
     if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts.headers.insert("traceparent", v);
+        parts.headers.insert(TRACEPARENT, v);
     }
+    // Added once to the request itself (every attempt and either backend protocol sends it),
+    // where the decoded map usually has room, rather than to each attempt's copy.
+    append_forwarded_for(&mut parts.headers, &conn.client_ip);
     if grpc {
         log.capture.set_binary();
     }
@@ -100,13 +115,20 @@ pub async fn serve_stream(
     }
     let mut down: Option<SendStream<Bytes>> = None;
     let call = Call { ctx, epoch: &epoch, conn, grpc, note: &log.note };
-    let run = call.run(&parts, body, &mut log.capture, &mut respond, &mut down);
-    let result = match deadline {
-        Some(limit) => match timeout(limit, run).await {
-            Ok(r) => r,
-            Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
-        },
-        None => run.await,
+    let result = {
+        // Pinned here so the deadline wraps a reference: the call's (large) future is stored
+        // once in this one, not once bare and once inside the timeout.
+        let run = std::pin::pin!(call.run(&parts, body, &mut log.capture, &mut respond, &mut down));
+        match deadline {
+            // The timer is boxed (and only made when the call has a deadline): monoio's timer
+            // entry is cache-line aligned (128 bytes), which inline would make every stream
+            // task an aligned allocation.
+            Some(limit) => match Box::pin(timeout(limit, run)).await {
+                Ok(r) => r,
+                Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
+            },
+            None => run.await,
+        }
     };
     if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
         ctx.telemetry.metrics.body_too_slow();
@@ -154,8 +176,8 @@ fn finish_failed(
             let mut res = Response::new(());
             let h = res.headers_mut();
             h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-            h.insert("grpc-status", HeaderValue::from(code as u16));
-            h.insert("grpc-message", HeaderValue::from_static(message));
+            h.insert(GRPC_STATUS, HeaderValue::from(code as u16));
+            h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
             note.set_grpc_status(code as u32);
             note.sent(response_head_bytes(res.headers()));
             let _ = respond.send_response(res, true);
@@ -163,8 +185,8 @@ fn finish_failed(
         }
         (ErrorReply::Grpc { code, message }, Some(d)) => {
             let mut t = HeaderMap::new();
-            t.insert("grpc-status", HeaderValue::from(code as u16));
-            t.insert("grpc-message", HeaderValue::from_static(message));
+            t.insert(GRPC_STATUS, HeaderValue::from(code as u16));
+            t.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
             note.set_grpc_status(code as u32);
             note.sent(header_bytes(&t));
             let _ = d.send_trailers(t);
@@ -223,7 +245,7 @@ pub(super) fn response_head_bytes(headers: &HeaderMap) -> u64 {
 
 /// The `grpc-status` of a trailer block (or of trailers-only response headers).
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<u32> {
-    let v = headers.get("grpc-status")?.as_bytes();
+    let v = headers.get(GRPC_STATUS)?.as_bytes();
     if v.is_empty() || v.len() > 5 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -362,7 +384,9 @@ impl Call<'_> {
                 }
                 BackendProtocol::Http1 => {
                     tried[i] = true;
-                    super::to_h1::forward(
+                    // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the
+                    // hot path) never run; inline it would be copied with every stream task.
+                    Box::pin(super::to_h1::forward(
                         self.ctx,
                         self.epoch,
                         (i, up),
@@ -373,7 +397,7 @@ impl Call<'_> {
                         capture,
                         respond,
                         down,
-                    )
+                    ))
                     .await
                 }
             };
@@ -437,7 +461,7 @@ impl Call<'_> {
         respond: &mut SendResponse<Bytes>,
         down: &mut Option<SendStream<Bytes>>,
     ) -> Result<(), Retry> {
-        let request = upstream_request(parts, &up.backend.url.authority, &self.conn.client_ip)?;
+        let request = upstream_request(parts, &up.backend.url.authority)?;
         let mut sender = match lease.sender().ready().await {
             Ok(s) => s,
             Err(_) => {
@@ -489,11 +513,13 @@ impl Call<'_> {
             let limit = (!self.grpc).then(|| self.epoch.epoch.timeouts.upstream_response());
             let head_wait = async {
                 match limit {
-                    Some(limit) => timeout(limit, response).await.ok(),
+                    // Boxed for the same reason as the deadline in `serve_stream`.
+                    Some(limit) => Box::pin(timeout(limit, response)).await.ok(),
                     None => Some(response.await),
                 }
             };
             let head = monoio::select! {
+                biased;
                 r = head_wait => match r {
                     Some(r) => r,
                     None => return Err(Retry::Fail(Fail::Error(ProxyError::UpstreamTimeout))),
@@ -604,12 +630,11 @@ pub(crate) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream
     }
 }
 
-/// The request for an h2c backend: the client's method, URI and headers, plus
-/// `x-forwarded-for`.
+/// The request for an h2c backend: the client's method, URI and headers (`x-forwarded-for`
+/// already among them).
 fn upstream_request(
     parts: &http::request::Parts,
     backend_authority: &str,
-    client_ip: &str,
 ) -> Result<Request<()>, Fail> {
     let uri = if parts.uri.scheme().is_some() && parts.uri.authority().is_some() {
         parts.uri.clone()
@@ -626,22 +651,28 @@ fn upstream_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_2;
-    let mut headers = parts.headers.clone();
-    append_forwarded_for(&mut headers, client_ip);
-    *req.headers_mut() = headers;
+    *req.headers_mut() = parts.headers.clone();
     Ok(req)
 }
 
-/// Folds existing `x-forwarded-for` values and the client into one header.
-pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &str) {
-    let mut value = Vec::with_capacity(client_ip.len());
-    for v in headers.get_all("x-forwarded-for") {
-        value.extend_from_slice(v.as_bytes());
-        value.extend_from_slice(b", ");
-    }
-    value.extend_from_slice(client_ip.as_bytes());
-    if let Ok(v) = HeaderValue::from_bytes(&value) {
-        headers.insert("x-forwarded-for", v);
+/// Folds existing `x-forwarded-for` values and the client (its address as a header value, made
+/// once per connection) into one header. Without an incoming one this is a single insert.
+pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(client.clone());
+        }
+        Entry::Occupied(mut e) => {
+            let mut value = Vec::new();
+            for v in e.iter() {
+                value.extend_from_slice(v.as_bytes());
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(client.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                e.insert(v);
+            }
+        }
     }
 }
 
@@ -655,7 +686,10 @@ async fn pump(
     on_trailers: impl FnOnce(&HeaderMap),
 ) -> Result<(), PumpError> {
     loop {
+        // Data first: when it is already there the reset watch is not registered (a registered
+        // one is woken for nothing when h2 opens or closes the stream).
         let next = monoio::select! {
+            biased;
             d = src.data() => d,
             r = poll_fn(|cx| dst.poll_reset(cx)) => {
                 return Err(PumpError::Dst(match r {
@@ -677,13 +711,21 @@ async fn pump(
             r.record(&chunk);
             r.ended = end;
         }
-        send_data(dst, chunk, end).await.map_err(PumpError::Dst)?;
-        let _ = src.flow_control().release_capacity(len);
         if end {
-            return Ok(());
+            // The chunk that ends the stream is queued at once instead of after waiting for
+            // the peer's window. h2 still sends it only as that window allows and nothing
+            // follows it on this stream; its receive capacity is not released here but by h2
+            // when the stream is dropped, so the sender's connection window still bounds what
+            // is buffered. For a unary call the request's DATA then leaves with its HEADERS:
+            // the upstream stream is not open yet when the call is forwarded, and waiting for
+            // capacity cost a second pass of the connection and a wake-up of this task.
+            return dst.send_data(chunk, true).map_err(PumpError::Dst);
         }
+        send_data(dst, chunk, false).await.map_err(PumpError::Dst)?;
+        let _ = src.flow_control().release_capacity(len);
     }
     let trailers = monoio::select! {
+        biased;
         t = src.trailers() => t.map_err(PumpError::Src)?,
         r = poll_fn(|cx| dst.poll_reset(cx)) => {
             return Err(PumpError::Dst(match r {
@@ -731,4 +773,26 @@ pub(super) async fn send_data(
         dst.send_data(chunk, end && data.is_empty())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_added_or_folded() {
+        let client = HeaderValue::from_static("127.0.0.1");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, &client);
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["127.0.0.1"]);
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        append_forwarded_for(&mut h, &client);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.7, 198.51.100.1, 127.0.0.1"]
+        );
+    }
 }

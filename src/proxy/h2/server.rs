@@ -25,8 +25,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// State one client connection shares with its stream tasks.
 #[derive(Debug)]
 pub struct ConnState {
-    /// The client's address, for `x-forwarded-for`.
-    pub client_ip: String,
+    /// The client's address as a header value, for `x-forwarded-for` (made once per
+    /// connection, cloned per stream).
+    pub client_ip: http::HeaderValue,
     active: Cell<usize>,
     idle_since: Cell<Instant>,
     window_start: Cell<Instant>,
@@ -96,7 +97,8 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
     };
     let _open = ctx.telemetry.metrics.connection();
     let state = Rc::new(ConnState {
-        client_ip: peer.ip().to_string(),
+        client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         window_start: Cell::new(Instant::now()),
@@ -112,10 +114,13 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
     let mut last_ping = Instant::now();
     let mut pinging = false;
     let mut shutting_down = false;
+    let mut calmed = false;
     // `limits.max_requests_per_connection` (0 = unlimited): GOAWAY once that many streams came.
     let mut streams_left = ctx.limits.max_requests_per_connection;
-    // One timer for the connection's life, re-armed when it fires (not one per stream).
+    // One timer for the connection's life, re-armed when it fires (not one per stream), and one
+    // rapid-reset notification (not a new waiter registered at every accepted stream).
     let mut tick = std::pin::pin!(monoio::time::sleep(TICK));
+    let mut calm = std::pin::pin!(state.calm.notified());
     loop {
         monoio::select! {
             next = conn.accept() => match next {
@@ -130,14 +135,15 @@ pub async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: Sock
                     let state = state.clone();
                     // Each stream is its own task: a panic in it loses that stream only.
                     let worker = ctx.index;
-                    monoio::spawn(crate::worker::contain_panics(worker, async move {
+                    monoio::spawn(crate::worker::contain_panics(worker, Box::pin(async move {
                         super::forward::serve_stream(&ctx, &state, req, respond).await;
                         drop(guard);
-                    }));
+                    })));
                 }
                 Some(Err(_)) | None => break,
             },
-            _ = state.calm.notified() => {
+            _ = &mut calm, if !calmed => {
+                calmed = true;
                 conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 shutting_down = true;
             },

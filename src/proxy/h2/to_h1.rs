@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
-use super::forward::{Fail, Retry, append_forwarded_for, response_head_bytes, send_data};
+use super::forward::{Fail, Retry, response_head_bytes, send_data};
 use super::server::ConnState;
 use crate::balance::stats::now_ms;
 use crate::proxy::body::{BodyError, ChunkedDecoder, RateClock, client_paced, timed_write};
@@ -85,8 +85,7 @@ pub(super) async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let chunked = !headers_only && declared_len.is_none();
-    let head =
-        encode_head(parts, &up.backend.url.authority, &conn_state.client_ip, chunked, headers_only);
+    let head = encode_head(parts, &up.backend.url.authority, chunked, headers_only);
 
     // Send the head and the body.
     let started = std::time::Instant::now();
@@ -237,11 +236,11 @@ pub(super) async fn forward(
     Ok(())
 }
 
-/// Writes the HTTP/1.1 request head for an HTTP/2 request.
+/// Writes the HTTP/1.1 request head for an HTTP/2 request (`x-forwarded-for` is already among
+/// its headers).
 fn encode_head(
     parts: &http::request::Parts,
     backend_authority: &str,
-    client_ip: &str,
     chunked: bool,
     headers_only: bool,
 ) -> Vec<u8> {
@@ -256,10 +255,8 @@ fn encode_head(
         .unwrap_or(backend_authority.as_bytes());
     out.extend_from_slice(host);
     out.extend_from_slice(b"\r\n");
-    let mut headers = parts.headers.clone();
-    append_forwarded_for(&mut headers, client_ip);
     let mut cookies: Vec<&[u8]> = Vec::new();
-    for (name, value) in &headers {
+    for (name, value) in &parts.headers {
         if name == http::header::HOST || name == http::header::TE {
             continue;
         }
