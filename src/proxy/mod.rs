@@ -33,14 +33,22 @@ use crate::balance::stats::now_ms;
 use crate::config::Timeouts;
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
-use crate::worker::{WorkerCtx, WorkerEpoch};
+use crate::worker::{ConnectionSlot, WorkerCtx, WorkerEpoch};
 
 /// A pooled connection idle longer than this is probed for a close before reuse (always, for a
 /// request that must not be sent twice).
 const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Serves one client connection until it closes, errs, or the worker drains.
-pub async fn serve_connection(ctx: Rc<WorkerCtx>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it
+/// against `limits.max_connections_per_worker` until then. (Taking it here, rather than in a
+/// wrapping block, keeps the spawned task one state machine: a block that awaits this future
+/// would store it twice.)
+pub async fn serve_connection(
+    ctx: Rc<WorkerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
     let _ = stream.set_nodelay(true);
     // An HTTP/2 preface on the first read hands the connection to the h2 server.
     let Some((stream, buf)) = h2::route_preface(&ctx, stream, peer).await else { return };

@@ -402,11 +402,8 @@ async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let slot = ctx.connection_slot();
-                    let serve = crate::proxy::serve_connection(ctx.clone(), stream, peer);
-                    monoio::spawn(contain_panics(ctx.index, Box::pin(async move {
-                        serve.await;
-                        drop(slot);
-                    })));
+                    let serve = crate::proxy::serve_connection(ctx.clone(), stream, peer, slot);
+                    monoio::spawn(contain_panics(ctx.index, Box::pin(serve)));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
