@@ -7,8 +7,8 @@
 #
 # Stages:
 #   deps          dependencies only: a manifest-only build over stub sources. Its inputs are
-#                 Cargo.toml, Cargo.lock, rust-toolchain.toml and the stub script, so editing a
-#                 source file never recompiles the dependencies.
+#                 Cargo.toml, Cargo.lock, rust-toolchain.toml, .cargo/config.toml and the stub
+#                 script, so editing a source file never recompiles the dependencies.
 #   builder       the real sources on top of deps: compiles only the fulcrum crate.
 #   demo-deps     + the dev-dependencies of examples/grpc_echo.rs (tonic), demo image only.
 #   demo-builder  the grpc_echo example.
@@ -32,7 +32,12 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 WORKDIR /build
 COPY --chmod=0755 deploy/stub-sources.sh /usr/local/bin/stub-sources
+# jemalloc (the global allocator) builds with make, which the slim image lacks.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY .cargo ./.cargo
 # Stub sources, compile the dependencies, then forget the stub crate itself (its fingerprints
 # and artifacts) so the real build below cannot mistake the stub for up to date.
 RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \

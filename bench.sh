@@ -1121,7 +1121,7 @@ LUA
     fds_base=$(soak_stat "$CSV" 4 baseline | awk '{ print $3 }')
     fds_peak=$(soak_stat "$CSV" 4 flood | awk '{ print $3 }')
     fds_settled=$(soak_stat "$CSV" 4 after-flood LAST 5 | awk '{ print $3 }')
-    malloc_env=$(env | grep -E '^(MALLOC_|GLIBC_TUNABLES=|LD_PRELOAD=)' | paste -sd' ' - || true)
+    malloc_env=$(env | grep -E '^(_RJEM_MALLOC_CONF=|LD_PRELOAD=)' | paste -sd' ' - || true)
     local reqs errs
     reqs=$(awk '/requests in/ { print $1 }' "$TMP/soak-steady.out")
     errs=$(awk '/Socket errors|Non-2xx/ { sub(/^ +/, ""); printf "%s%s", sep, $0; sep = "; " }' \
@@ -1150,7 +1150,7 @@ LUA
         printf "- flood peak vs baseline: %+d KiB; settled after the flood vs baseline: %+d KiB (%+.1f%%)\n", p - b, s - b, (b > 0 ? (s / b - 1) * 100 : 0)
     }')
     SUITE_NOTES+=$'\n'
-    SUITE_NOTES+="- allocator: ${malloc_env:-glibc malloc, default settings}"
+    SUITE_NOTES+="- allocator: jemalloc compiled into the binary (settings: .cargo/config.toml)${malloc_env:+; environment: $malloc_env}"
     SUITE_NOTES+=$'\n'
     SUITE_NOTES+="- open fds: baseline ${fds_base:-?}, flood peak ${fds_peak:-?}, after the flood ${fds_settled:-?}"
     SUITE_NOTES+=$'\n'

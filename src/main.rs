@@ -12,12 +12,14 @@ use fulcrum::telemetry::{self, Level, StderrSink};
 use fulcrum::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-/// mimalloc instead of glibc malloc: per-thread free lists suit thread-per-core workers, and
-/// the HTTP/2 path (hyperium h2's frames, header maps, stream slabs) allocates a few dozen
-/// small blocks per call. glibc spent ~6k instructions per gRPC call in malloc/free (8.5% of
-/// Fulcrum's), aligned allocations cost it ~1.2k each.
+/// jemalloc instead of glibc malloc. Per-thread caches suit thread-per-core workers, and the
+/// HTTP/2 path (hyperium h2's frames, header maps, stream slabs) allocates a few dozen small
+/// blocks per call: glibc spent ~6k instructions per gRPC call in malloc/free (8.5% of
+/// Fulcrum's). Its background thread returns freed pages to the system within about a second
+/// (`.cargo/config.toml`), so RSS goes back to the baseline after a connection flood, where
+/// glibc kept the flood's peak (README, Soak).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Fulcrum: a thread-per-core HTTP/1.1 load balancer on io_uring.
 #[derive(Debug, Parser)]
