@@ -704,11 +704,11 @@ pub(crate) async fn upstream_conn(
                     Some(UpstreamConn::new(stream, ctx.limits.buffer_bytes, slot))
                 }
                 Ok(Err(e)) => {
-                    h2::forward::connect_failed(ctx, epoch, up, &e.to_string());
+                    up.connect_failed(ctx.index, epoch.epoch.health, &e.to_string());
                     None
                 }
                 Err(_) => {
-                    h2::forward::connect_failed(ctx, epoch, up, "timeout");
+                    up.connect_failed(ctx.index, epoch.epoch.health, "timeout");
                     None
                 }
             });

@@ -25,8 +25,10 @@ use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 
 use super::buf::ReadBuf;
 use crate::balance::Candidate;
-use crate::balance::stats::LocalStats;
+use crate::balance::stats::{LocalStats, now_ms};
+use crate::config::PassiveHealth;
 use crate::control::Backend;
+use crate::warn;
 
 /// An upstream connection, split so the request body and the response can flow at once, with
 /// its read buffer.
@@ -142,6 +144,23 @@ impl Upstream {
             drop(idle);
             // A request queued at the connection cap can take it.
             self.gate.wake_one();
+        }
+    }
+
+    /// Records a failed connect (or connect timeout) on worker `worker` for passive health,
+    /// logging the ejection when `health.max_fails` failures in a row eject the backend. Both
+    /// the HTTP/1.1 and the h2c paths report here.
+    pub fn connect_failed(&self, worker: usize, health: PassiveHealth, reason: &str) {
+        self.metrics.connect_error();
+        let eject = Duration::from_millis(health.eject_ms);
+        if self.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
+            warn!(
+                "backend ejected after consecutive connect failures",
+                worker = worker,
+                backend = self.backend.url,
+                eject_ms = health.eject_ms,
+                error = reason
+            );
         }
     }
 

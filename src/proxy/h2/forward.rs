@@ -35,7 +35,6 @@ use crate::proxy::retry::RetryReason;
 use crate::telemetry::BodyTap as _;
 use crate::telemetry::CacheStatus;
 use crate::telemetry::exchange::{BodyCapture, ExchangeNote};
-use crate::warn;
 use crate::worker::{WorkerCtx, WorkerEpoch};
 
 /// Header names used on every stream, built at compile time: a lookup by `&str` parses and
@@ -356,7 +355,11 @@ impl Call<'_> {
                             lease
                         }
                         Err(LeaseError::Connect(e)) => {
-                            self.connect_failed(up, &e.to_string());
+                            up.connect_failed(
+                                self.ctx.index,
+                                self.epoch.epoch.health,
+                                &e.to_string(),
+                            );
                             tried[i] = true;
                             attempts += 1;
                             if !self.retry(attempts, RetryReason::Connect) {
@@ -441,11 +444,6 @@ impl Call<'_> {
         let weighted = self.epoch.weighted;
         let i = self.ctx.picker.pick_healthy(algorithm, weighted, ups, excluded, health, now)?;
         Some((i, &*ups[i]))
-    }
-
-    /// Records a failed connect for passive health.
-    pub(super) fn connect_failed(&self, up: &Upstream, reason: &str) {
-        connect_failed(self.ctx, self.epoch, up, reason);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -611,22 +609,6 @@ impl Call<'_> {
         }
         lease.session().mark_closed();
         Retry::Fail(Fail::Error(ProxyError::BadGateway("upstream connection lost")))
-    }
-}
-
-/// Records a failed connect for passive health, logging an ejection.
-pub(crate) fn connect_failed(ctx: &WorkerCtx, epoch: &WorkerEpoch, up: &Upstream, reason: &str) {
-    up.metrics.connect_error();
-    let health = epoch.epoch.health;
-    let eject = std::time::Duration::from_millis(health.eject_ms);
-    if up.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
-        warn!(
-            "backend ejected after consecutive connect failures",
-            worker = ctx.index,
-            backend = up.backend.url,
-            eject_ms = health.eject_ms,
-            error = reason
-        );
     }
 }
 
