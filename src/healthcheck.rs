@@ -87,9 +87,8 @@ pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
 }
 
 fn is_2xx(status_line: &str) -> bool {
-    let mut parts = status_line.split_ascii_whitespace();
-    parts.next().is_some_and(|v| v.starts_with("HTTP/"))
-        && parts.next().is_some_and(|code| code.len() == 3 && code.starts_with('2'))
+    crate::health::check::status_code(status_line.as_bytes())
+        .is_some_and(|code| (200..300).contains(&code))
 }
 
 fn remaining(deadline: Instant) -> std::io::Result<Duration> {

@@ -80,7 +80,8 @@ async fn http_check(stream: TcpStream, authority: &str, path: &str) -> Result<()
             n => len += n,
         }
     };
-    let status = parse_status_line(&buf[..line_end])?;
+    let status = status_code(&buf[..line_end])
+        .ok_or(CheckError::BadAnswer("not an HTTP/1.x status line"))?;
     if (200..400).contains(&status) { Ok(()) } else { Err(CheckError::Status(status)) }
 }
 
@@ -106,15 +107,14 @@ async fn read(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-/// The status code of `HTTP/1.x NNN reason`.
-fn parse_status_line(line: &[u8]) -> Result<u16, CheckError> {
-    let bad = CheckError::BadAnswer("not an HTTP/1.x status line");
-    let rest = line.strip_prefix(b"HTTP/1.").ok_or(bad)?;
-    match rest {
+/// The status code of an `HTTP/1.x NNN reason` status line (also used by the container probe,
+/// `fulcrum healthcheck`).
+pub fn status_code(line: &[u8]) -> Option<u16> {
+    match line.strip_prefix(b"HTTP/1.")? {
         [b'0' | b'1', b' ', a, b, c, ..] if [a, b, c].iter().all(|d| d.is_ascii_digit()) => {
-            Ok(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
         }
-        _ => Err(CheckError::BadAnswer("not an HTTP/1.x status line")),
+        _ => None,
     }
 }
 
@@ -262,11 +262,11 @@ mod tests {
 
     #[test]
     fn status_lines() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK").unwrap(), 200);
-        assert_eq!(parse_status_line(b"HTTP/1.0 503 Busy").unwrap(), 503);
-        assert_eq!(parse_status_line(b"HTTP/1.1 204").unwrap(), 204);
+        assert_eq!(status_code(b"HTTP/1.1 200 OK").unwrap(), 200);
+        assert_eq!(status_code(b"HTTP/1.0 503 Busy").unwrap(), 503);
+        assert_eq!(status_code(b"HTTP/1.1 204").unwrap(), 204);
         for bad in [&b"HTTP/2 200"[..], b"HTTP/1.1 20", b"HTTP/1.1 2x0 OK", b"hello"] {
-            assert!(parse_status_line(bad).is_err(), "{bad:?}");
+            assert!(status_code(bad).is_none(), "{bad:?}");
         }
     }
 
