@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "grpc_common/raw_h2.rs"]
+mod raw_h2;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -141,23 +143,14 @@ fn a_post_does_not_land_on_a_pooled_connection_the_backend_closed() {
     expect_metric(&f, "fulcrum_retries_total{reason=\"stale\"}", |n| n == 0.0);
 }
 
-/// Sends one HTTP/2 (h2c prior knowledge) request on its own connection; returns the status.
+/// Sends one HTTP/2 (h2c prior knowledge) request with a small body on its own connection;
+/// returns the status.
 fn h2_request(addr: SocketAddr, method: &str) -> u16 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{addr}/x"))
-            .body(())
-            .unwrap();
-        let (response, mut body) = send.send_request(req, false).unwrap();
-        body.send_data(bytes::Bytes::from_static(b"payload"), true).unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
-        res.status().as_u16()
-    })
+    let request = raw_h2::h2_request(addr, method, "/x", &[], b"payload".to_vec());
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), request).await })
+        .unwrap()
+        .status
 }
 
 #[test]
