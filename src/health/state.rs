@@ -1,5 +1,6 @@
 //! Per-backend active health state: the rise/fall state machine, and the shared cell the
-//! `lb-health` thread writes and the pickers read (relaxed atomic loads, no lock on the data plane).
+//! `lb-health` thread writes and the pickers read (relaxed atomic loads, no lock on the data
+//! plane).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
