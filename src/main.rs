@@ -17,7 +17,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 /// blocks per call: glibc spent ~6k instructions per gRPC call in malloc/free (8.5% of
 /// Fulcrum's). Its background thread returns freed pages to the system within about a second
 /// (`.cargo/config.toml`), so RSS goes back to the baseline after a connection flood, where
-/// glibc kept the flood's peak (README, Soak).
+/// glibc kept the flood's peak (docs/performance.md, Soak).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
