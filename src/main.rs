@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fulcrum::balance::Algorithm;
+use fulcrum::config::Algorithm;
 use fulcrum::config::{BackendConfig, Config, IoDriverChoice};
 use fulcrum::telemetry::{self, Level, StderrSink};
-use fulcrum::{error, info};
+use fulcrum::telemetry::{error, info};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// jemalloc instead of glibc malloc. Per-thread caches suit thread-per-core workers, and the

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 
-use crate::admin::{self, AdminError, AdminServer};
-use crate::config::{Config, ConfigError};
-use crate::control::{self, ControlError, ControlHandle, RestoreError, WorkerLink};
-use crate::health;
-use crate::info;
-use crate::telemetry::{AccessSink, Metrics, Telemetry, TelemetryError};
-use crate::worker::{self, IoDriver, WorkerSpec, listener};
+use fulcrum_admin::{self as admin, AdminError, AdminServer};
+use fulcrum_config::{AccessLogFormat, Config, ConfigError};
+use fulcrum_control::{self as control, ControlError, ControlHandle, RestoreError, WorkerLink};
+use fulcrum_health::{self as health, HealthMetrics};
+use fulcrum_proxy::{Shared, WorkerTelemetrySpec};
+use fulcrum_telemetry::{
+    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info,
+};
+use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec, listener};
 
 /// How long workers get to bind and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,8 +104,8 @@ impl Running {
     }
 
     /// The metrics registry (what `GET /metrics` renders).
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.telemetry.metrics
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.telemetry.registry
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
@@ -162,14 +164,36 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let restored = control::restore(&config, workers)?;
     let first = restored.first.clone();
-    let (telemetry, telemetry_specs) =
-        Telemetry::start(&config.telemetry, workers, options.access_sink)?;
+    let t = &config.telemetry;
+    let access_log = t.destination().map(|path| AccessLogSettings {
+        target: path.map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
+        format: match t.access_log_format {
+            AccessLogFormat::JsonLines => fulcrum_telemetry::AccessLogFormat::JsonLines,
+            AccessLogFormat::Tracing => fulcrum_telemetry::AccessLogFormat::Tracing,
+        },
+    });
+    let (telemetry, producers) = Telemetry::start(
+        access_log.as_ref(),
+        t.log_queue_capacity,
+        t.trace_sample_rate,
+        workers,
+        options.access_sink,
+    )?;
+    // Every feature's metrics, in the order `GET /metrics` shows them.
+    let shared = Shared::new(workers);
+    let health_metrics = Arc::new(HealthMetrics::default());
+    let io_drivers = Arc::new(IoDrivers::default());
+    let registry = &telemetry.registry;
+    registry.register(shared.metrics.clone());
+    registry.register(health_metrics.clone());
+    registry.register(shared.cache_metrics.clone());
+    registry.register(io_drivers.clone());
 
     let (ack_tx, ack_rx) = unbounded();
     let (started_tx, started_rx) = bounded(workers);
     let mut links = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    for (index, telemetry) in telemetry_specs.into_iter().enumerate() {
+    for (index, producer) in producers.into_iter().enumerate() {
         let (inbox_tx, inbox_rx) = unbounded();
         let (control_end, worker_end) = UnixStream::pair()?;
         control_end.set_nonblocking(true)?;
@@ -183,7 +207,12 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
             inbox: inbox_rx,
             wake: worker_end,
             acks: ack_tx.clone(),
-            telemetry,
+            telemetry: WorkerTelemetrySpec {
+                producer,
+                body_max: t.log_body_max_bytes,
+                trace_rate: t.trace_sample_rate,
+            },
+            shared: shared.clone(),
         };
         handles.push(worker::spawn(spec, started_tx.clone())?);
         links.push(WorkerLink { inbox: inbox_tx, wake: control_end });
@@ -222,14 +251,13 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         workers_up,
         telemetry,
     };
-    running.telemetry.metrics.set_drivers(running.drivers.clone());
+    io_drivers.set(running.drivers.clone());
     if let Some(err) = failure {
         running.shutdown();
         return Err(err);
     }
     if health_check.enabled {
-        let metrics = running.telemetry.metrics.clone();
-        match health::spawn(health_check, running.control.backends(), metrics) {
+        match health::spawn(health_check, running.control.backends(), health_metrics) {
             Ok(thread) => running.health_thread = Some(thread),
             Err(e) => {
                 running.shutdown();
@@ -241,7 +269,8 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         listen,
         drivers: running.drivers.clone(),
         workers_up: running.workers_up.clone(),
-        metrics: running.telemetry.metrics.clone(),
+        registry: running.telemetry.registry.clone(),
+        cache_metrics: shared.cache_metrics.clone(),
     };
     match admin::spawn(&admin_config, running.control.clone(), runtime) {
         Ok(admin) => {

@@ -298,7 +298,7 @@ fn a_custom_sink_plugged_in_through_the_public_api_sees_every_record() {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
         backends: vec![BackendConfig::new(backend.url())],
-        telemetry: fulcrum::telemetry::TelemetryConfig {
+        telemetry: fulcrum::config::TelemetryConfig {
             trace_sample_rate: 1.0,
             ..Default::default()
         },

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use fulcrum::balance::Algorithm;
+use fulcrum::config::Algorithm;
 use fulcrum::config::{BackendConfig, Config};
 use fulcrum::control::{BackendId, Change};
 use fulcrum::telemetry::{Level, StderrSink};
@@ -27,7 +27,7 @@ fn start(backends: &[&TestBackend]) -> fulcrum::Running {
         algorithm: Algorithm::RoundRobin,
         backends: backends.iter().map(|b| BackendConfig::new(b.url())).collect(),
         // The access log would write to the test runner's stdout.
-        telemetry: fulcrum::telemetry::TelemetryConfig {
+        telemetry: fulcrum::config::TelemetryConfig {
             access_log: Some("off".to_owned()),
             ..Default::default()
         },

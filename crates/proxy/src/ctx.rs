@@ -1,0 +1,332 @@
+//! Everything one worker owns for the data path ([`WorkerCtx`]): the epoch it runs, its view of
+//! every backend, its picker, retry budget, cache shard and telemetry, and the counts that
+//! bound it (connections, requests in progress). Lives in an `Rc` on the worker's thread;
+//! never shared. The worker layer above drives it: accept loop, epoch inbox, ticker.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use fulcrum_balance::Picker;
+use fulcrum_cache::CacheMetrics;
+use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
+use fulcrum_http::h1::MAX_HEADERS;
+use fulcrum_model::{BackendId, Epoch};
+use fulcrum_telemetry::error;
+use fulcrum_util::now_ms;
+use fulcrum_util::panic::CatchUnwind;
+
+use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
+use crate::metrics::{ProxyMetrics, RequestSlot};
+use crate::retry::Retries;
+use crate::upstream::{Upstream, UpstreamSettings};
+use crate::worker_cache::WorkerCache;
+
+/// An epoch as installed on one worker: the shared epoch plus this worker's view of each
+/// backend, in the epoch's order.
+#[derive(Debug)]
+pub struct WorkerEpoch {
+    /// The shared, immutable epoch.
+    pub epoch: Arc<Epoch>,
+    /// This worker's per-backend state, index-aligned with `epoch.backends`.
+    pub upstreams: Vec<Rc<Upstream>>,
+    /// Whether the backends' weights differ, so the pickers weigh them (computed once here,
+    /// not per request).
+    pub weighted: bool,
+}
+
+impl WorkerEpoch {
+    /// This worker's metrics slot and the URL of the backend at `index` (as noted by an
+    /// exchange), for the access log and the per-backend metrics.
+    pub fn metrics_of(&self, index: Option<usize>) -> Option<(&RequestSlot, &str)> {
+        let up = self.upstreams.get(index?)?;
+        Some((up.slot(), up.backend.url.url.as_str()))
+    }
+}
+
+/// The process-wide pieces every worker's context shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The data path's metrics.
+    pub metrics: Arc<ProxyMetrics>,
+    /// The response cache's metrics.
+    pub cache_metrics: Arc<CacheMetrics>,
+}
+
+impl Shared {
+    /// Fresh metrics for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            metrics: Arc::new(ProxyMetrics::new(workers)),
+            cache_metrics: Arc::new(CacheMetrics::new(workers)),
+        }
+    }
+}
+
+/// Everything one worker owns. Lives in an `Rc` on the worker thread; never shared.
+pub struct WorkerCtx {
+    /// Worker index (0-based).
+    pub index: usize,
+    /// Buffer sizes and protocol limits.
+    pub limits: Limits,
+    /// HTTP/2 limits and windows (`[http2]`).
+    pub http2: Http2Config,
+    /// Per-worker selection state.
+    pub picker: Picker,
+    /// When failed upstream attempts are tried again, and this worker's retry budget.
+    pub retries: Retries,
+    /// Access log producer, metrics and tracing for this worker.
+    pub telemetry: WorkerTelemetry,
+    /// This worker's response cache shard (reconciled with each installed epoch).
+    pub cache: WorkerCache,
+    upstream_settings: UpstreamSettings,
+    stats_publish: Duration,
+    current: RefCell<Rc<WorkerEpoch>>,
+    /// Every backend this worker knows, kept across epochs so counters survive changes.
+    upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
+    draining: Cell<bool>,
+    busy: Cell<usize>,
+    shutdown_waker: Cell<Option<Waker>>,
+    /// Client connections this worker serves now (HTTP/1.1 and HTTP/2).
+    open_connections: Cell<usize>,
+    /// The accept loop, while paused at `limits.max_connections_per_worker`.
+    accept_waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for WorkerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+/// Counts one client connection against `limits.max_connections_per_worker` (and in
+/// `fulcrum_client_connections`) until dropped; dropping it resumes a paused accept loop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Rc<WorkerCtx>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.open_connections.set(ctx.open_connections.get() - 1);
+        ctx.telemetry.worker().client_connections.add(-1);
+        if let Some(waker) = ctx.accept_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Counts a request in progress for graceful drain.
+#[derive(Debug)]
+pub struct Busy<'a>(&'a WorkerCtx);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get() - 1);
+    }
+}
+
+impl WorkerCtx {
+    /// Worker `index` of `workers`, configured by `config`, running `first`.
+    pub fn new(
+        index: usize,
+        workers: usize,
+        config: &Config,
+        first: Arc<Epoch>,
+        telemetry: WorkerTelemetrySpec,
+        shared: &Shared,
+    ) -> Self {
+        let limits =
+            Limits { max_headers: config.limits.max_headers.min(MAX_HEADERS), ..config.limits };
+        let upstream_settings = UpstreamSettings {
+            worker: index,
+            pool: config.pool,
+            buffer_bytes: limits.buffer_bytes,
+            window: Duration::from_millis(config.balance.response_time_window_ms),
+        };
+        let ctx = Self {
+            index,
+            limits,
+            http2: config.http2,
+            picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
+            retries: Retries::new(&config.retries, index, shared.metrics.retries.clone()),
+            telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
+            cache: WorkerCache::new(index, workers, shared.cache_metrics.clone()),
+            upstream_settings,
+            stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
+            current: RefCell::new(Rc::new(WorkerEpoch {
+                epoch: first.clone(),
+                upstreams: Vec::new(),
+                weighted: false,
+            })),
+            upstreams: RefCell::new(HashMap::new()),
+            draining: Cell::new(false),
+            busy: Cell::new(0),
+            shutdown_waker: Cell::new(None),
+            open_connections: Cell::new(0),
+            accept_waker: Cell::new(None),
+        };
+        ctx.install(first);
+        ctx
+    }
+
+    /// The epoch new requests start on.
+    pub fn current_epoch(&self) -> Rc<WorkerEpoch> {
+        self.current.borrow().clone()
+    }
+
+    /// `pool` settings.
+    pub fn pool(&self) -> &PoolConfig {
+        &self.upstream_settings.pool
+    }
+
+    /// How often the worker's ticker runs (`balance.stats_publish_ms`).
+    pub fn tick_period(&self) -> Duration {
+        self.stats_publish
+    }
+
+    /// Installs a new epoch: reuses this worker's state for backends it already knew, creates
+    /// it for new ones, and retires removed ones (idle connections close; requests in flight
+    /// keep their `Rc` and finish).
+    pub fn install(&self, epoch: Arc<Epoch>) {
+        let mut known = self.upstreams.borrow_mut();
+        let upstreams: Vec<Rc<Upstream>> = epoch
+            .backends
+            .iter()
+            .map(|b| {
+                known
+                    .entry(b.id)
+                    .or_insert_with(|| {
+                        let metrics = self.telemetry.metrics.backend(b);
+                        Rc::new(Upstream::new(b.clone(), self.upstream_settings, metrics))
+                    })
+                    .clone()
+            })
+            .collect();
+        known.retain(|id, up| {
+            let keep = epoch.backends.iter().any(|b| b.id == *id);
+            if !keep {
+                up.retire();
+            }
+            keep
+        });
+        self.cache.reconcile(&epoch.cache, epoch.cache_generation);
+        self.telemetry.worker().epoch.set(i64::try_from(epoch.id).unwrap_or(i64::MAX));
+        let weighted = epoch.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
+        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams, weighted });
+    }
+
+    /// Whether the worker is shutting down (finish the current request, then close).
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Marks a request in progress until the guard drops.
+    pub fn busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self)
+    }
+
+    /// Requests in progress.
+    pub fn busy_count(&self) -> usize {
+        self.busy.get()
+    }
+
+    /// Starts draining: the accept loop stops, connections finish their request and close.
+    pub fn begin_drain(&self) {
+        self.draining.set(true);
+        if let Some(waker) = self.shutdown_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once draining starts.
+    pub fn drained_signal(&self) -> DrainSignal<'_> {
+        DrainSignal(self)
+    }
+
+    /// Counts a new client connection until the slot drops.
+    pub fn connection_slot(self: &Rc<Self>) -> ConnectionSlot {
+        self.open_connections.set(self.open_connections.get() + 1);
+        self.telemetry.worker().client_connections.add(1);
+        ConnectionSlot(self.clone())
+    }
+
+    /// Whether the worker serves `limits.max_connections_per_worker` connections (0: never).
+    pub fn at_connection_limit(&self) -> bool {
+        let max = self.limits.max_connections_per_worker;
+        max > 0 && self.open_connections.get() >= max
+    }
+
+    /// Resolves when the worker may accept again (a connection slot is free).
+    pub fn slot_freed(&self) -> SlotFreed<'_> {
+        SlotFreed(self)
+    }
+
+    /// The ticker's work: publishes the latency windows for the other workers, closes stale
+    /// idle connections (when `evict`), and sweeps the cache.
+    pub fn tick(&self, evict: bool) {
+        let now = now_ms();
+        let current = self.current_epoch();
+        let max_age = Duration::from_millis(self.upstream_settings.pool.idle_timeout_ms);
+        for up in &current.upstreams {
+            up.stats.publish(now);
+            if evict {
+                up.evict_idle(max_age);
+            }
+        }
+        self.cache.tick();
+    }
+
+    /// Spawns `fut` (a connection or an HTTP/2 stream) on this worker, so that a panic inside
+    /// it is logged and loses only that task (monoio does not catch panics in tasks: one would
+    /// unwind the whole worker).
+    pub fn spawn_contained<F: Future<Output = ()> + 'static>(&self, fut: Pin<Box<F>>) {
+        let worker = self.index;
+        monoio::spawn(async move {
+            if let Err(panic) = CatchUnwind::new(fut).await {
+                error!(
+                    "connection task panicked; connection closed",
+                    worker = worker,
+                    panic = panic
+                );
+            }
+        });
+    }
+}
+
+/// A future that completes when the worker starts draining.
+#[derive(Debug)]
+pub struct DrainSignal<'a>(&'a WorkerCtx);
+
+impl Future for DrainSignal<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.draining.get() {
+            Poll::Ready(())
+        } else {
+            self.0.shutdown_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+}
+
+/// A future that completes when the worker may accept again (a connection slot is free).
+#[derive(Debug)]
+pub struct SlotFreed<'a>(&'a WorkerCtx);
+
+impl Future for SlotFreed<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.at_connection_limit() {
+            self.0.accept_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}

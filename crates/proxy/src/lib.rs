@@ -1,0 +1,78 @@
+//! Fulcrum's data path, run by every worker on its own thread: the client connection loops for
+//! HTTP/1.1 ([`h1`]) and HTTP/2 ([`h2`]), the one attempt loop every request goes through
+//! whatever the client's and the backend's protocol (`attempt`), the worker's view of each
+//! backend with its connection pools and HTTP/2 sessions ([`upstream`]), the worker's response
+//! cache ([`worker_cache`]), and the metrics and access records of each exchange.
+//!
+//! ```text
+//! accept -> serve_connection -> HTTP/2 preface? -> h2::server -> one task per stream ─┐
+//!                             -> otherwise      -> h1::serve  -> one exchange at a time┤
+//!                                                                                      v
+//!     pin the epoch -> (cache lookup) -> attempt loop: pick, acquire, send one attempt,
+//!     classify the failure, retry within the budget -> stream the response back -> log
+//! ```
+//!
+//! A new client protocol supplies its "send one attempt" step (`attempt::Forward`); a new
+//! backend protocol, its way to acquire a connection or stream in [`upstream`].
+
+mod attempt;
+pub mod ctx;
+pub mod error;
+pub mod exchange;
+pub mod h1;
+pub mod h2;
+pub mod metrics;
+pub mod retry;
+pub mod upstream;
+pub mod worker_cache;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use fulcrum_http::h1::Forwarded;
+use fulcrum_util::ReadBuf;
+use monoio::io::Splitable;
+use monoio::net::TcpStream;
+use monoio::time::timeout;
+
+pub use ctx::{ConnectionSlot, Shared, WorkerCtx, WorkerEpoch};
+pub use exchange::WorkerTelemetrySpec;
+
+/// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it
+/// against `limits.max_connections_per_worker` until then. (Taking it here, rather than in a
+/// wrapping block, keeps the spawned task one state machine: a block that awaits this future
+/// would store it twice.)
+///
+/// The first read decides the protocol: an HTTP/2 preface hands the connection to the HTTP/2
+/// server, anything else is HTTP/1.1, which pays one compare of at most 24 bytes for it.
+pub async fn serve_connection(
+    ctx: Rc<WorkerCtx>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+    let idle = ctx.current_epoch().epoch.timeouts.client_idle();
+    loop {
+        match timeout(idle, buf.fill(&mut stream)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        let data = buf.data();
+        let n = data.len().min(h2::PREFACE.len());
+        if data[..n] != h2::PREFACE[..n] {
+            break;
+        }
+        if n == h2::PREFACE.len() {
+            let pre = Bytes::copy_from_slice(data);
+            return h2::server::serve(ctx, stream, pre, peer).await;
+        }
+        // A strict prefix of the preface: read on (rare; a real HTTP/1.1 head never matches).
+    }
+    let client_ip = peer.ip().to_string();
+    let (r, w) = stream.into_split();
+    let forwarded = Forwarded { ip: &client_ip, proto: "http" };
+    h1::serve(&ctx, h1::ClientConn::new(r, w, buf), forwarded).await;
+}
