@@ -1,84 +1,32 @@
-//! The `[http2]` protections through the real binary, driven by a raw h2 client (prior
-//! knowledge h2c): rapid reset, max concurrent streams and max header list size.
+//! The `[http2]` protections through the real binary: rapid reset, max concurrent streams, max
+//! header list size, requests per connection and the body rate on HTTP/2. Limits are checked
+//! from the server's side: a raw frame client ([`H2Conn`]) breaks the advertised limits on
+//! purpose, where the h2 crate would honour them before sending anything.
 //!
 //! Waiting is done on conditions with deadlines; every test runs under an overall timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Fulcrum, TempFile, TestBackend};
-use h2::client::{ResponseFuture, SendRequest};
+
+use crate::harness::h2client::{connect, finish, fresh_get, get};
+use crate::harness::h2frames::{
+    CANCEL, ENHANCE_YOUR_CALM, End, PROTOCOL_ERROR, REFUSED_STREAM, SETTINGS_MAX_CONCURRENT_STREAMS,
+};
+use crate::harness::*;
 
 /// Starts Fulcrum (one worker) in front of `backend` with `http2` as the `[http2]` section.
-fn start(tag: &str, backend: &TestBackend, http2: &str) -> (Fulcrum, TempFile) {
-    let conf = TempFile::with_contents(tag, &format!("workers = 1\n[http2]\n{http2}\n"));
-    let lb = Fulcrum::start(&["--config", &conf.path_str(), "--backend", &backend.url()]);
-    (lb, conf)
+fn start(backend: &TestBackend, http2: &str) -> Fulcrum {
+    Fulcrum::builder().workers(1).backend(backend).config(&format!("[http2]\n{http2}")).start()
 }
 
-/// Runs `f` on a fresh current-thread runtime, failing the test after 60 s.
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), f).await.expect("test timed out")
-    })
-}
-
-/// Polls `cond` every 5 ms on the runtime, up to 10 s.
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not reached within 10 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// A GET request for `path`.
-fn get(addr: SocketAddr, path: &str) -> http::Request<()> {
-    http::Request::get(format!("http://{addr}{path}")).body(()).unwrap()
-}
-
-/// One h2c connection whose connection future runs in its own task.
-async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
-/// Awaits a response and its whole body; returns the status.
-async fn finish(response: ResponseFuture) -> Result<u16, h2::Error> {
-    let res = response.await?;
-    let status = res.status().as_u16();
-    let mut body = res.into_body();
-    while let Some(d) = body.data().await {
-        let d = d?;
-        let _ = body.flow_control().release_capacity(d.len());
-    }
-    Ok(status)
-}
-
-/// A plain GET on a fresh connection; returns the status.
-async fn fresh_get(addr: SocketAddr, path: &str) -> u16 {
-    let send = connect(addr).await;
-    let mut send = send.ready().await.unwrap();
-    let (response, _) = send.send_request(get(addr, path), true).unwrap();
-    finish(response).await.unwrap()
-}
-
-/// Opens 500 streams on one connection, cancelling each at once, and expects Fulcrum to close
-/// the connection with GOAWAY(ENHANCE_YOUR_CALM); a new connection is then served.
-fn rapid_reset_is_closed(http2: &str) {
+/// With the default pending-accept cap (50), h2 itself closes a connection whose client opens
+/// and cancels streams faster than they are accepted: GOAWAY(ENHANCE_YOUR_CALM), and the worker
+/// serves a new connection.
+#[test]
+fn rapid_reset_past_the_pending_accept_cap_closes_the_connection() {
     let backend = TestBackend::named("b1");
-    let (lb, _conf) = start("rapid-reset", &backend, http2);
+    let lb = start(&backend, "max_resets_per_sec = 20");
     let addr = lb.addr();
     run(async {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -111,90 +59,92 @@ fn rapid_reset_is_closed(http2: &str) {
     });
 }
 
-/// h2's own pending-accept reset cap is raised out of the way so `max_resets_per_sec` alone
-/// must close the connection.
+/// `http2.max_resets_per_sec` on its own (h2's pending-accept cap raised out of the way): every
+/// stream is accepted by Fulcrum before it is reset (its head has reached the backend), so
+/// Fulcrum's own counter sees each reset, and the connection gets GOAWAY(ENHANCE_YOUR_CALM)
+/// after at most twice the cap (a burst may straddle the start of a new one-second window).
 #[test]
-#[ignore = "with h2's pending-accept cap raised out of the way, streams the client resets before \
-            Fulcrum accepts them are invisible to Fulcrum (h2 drops them), so its own counter sees \
-            only part of the burst: the connection closes in most runs but not all"]
-fn rapid_reset_past_max_resets_per_sec_closes_the_connection() {
-    rapid_reset_is_closed("max_resets_per_sec = 20\nmax_pending_accept_reset_streams = 100000");
+fn resets_faster_than_max_resets_per_sec_get_goaway_enhance_your_calm() {
+    const CAP: usize = 10;
+    let backend = TestBackend::named("b1");
+    let lb = start(
+        &backend,
+        &format!("max_resets_per_sec = {CAP}\nmax_pending_accept_reset_streams = 100000"),
+    );
+    let mut c = H2Conn::connect(lb.addr());
+    let mut resets = 0;
+    for i in 0..4 * CAP {
+        // A request whose body stays open: Fulcrum sends its head on and waits for the body.
+        let id = c.request("POST", "/upload", &[], false);
+        let mut closed = false;
+        expect_within(Duration::from_secs(5), "stream accepted, or the connection closed", || {
+            closed = c.goaway_seen().is_some();
+            closed || backend.requests() > i
+        });
+        if closed {
+            break;
+        }
+        c.reset(id, CANCEL).unwrap();
+        resets += 1;
+    }
+    let (_, code) = c.goaway(Duration::from_secs(5)).expect("no GOAWAY after the resets");
+    assert_eq!(code, ENHANCE_YOUR_CALM, "after {resets} resets");
+    assert!(resets > CAP && resets <= 2 * CAP + 1, "GOAWAY after {resets} resets, cap {CAP}");
+    // The worker survived: a new connection is served.
+    let mut fresh = H2Conn::connect(lb.addr());
+    let id = fresh.request("GET", "/", &[], true);
+    assert_eq!(fresh.response(id, Duration::from_secs(10)).status(), Some(200));
 }
 
-/// With the default pending-accept cap (50) h2 itself stops the same burst.
-#[test]
-fn rapid_reset_past_the_pending_accept_cap_closes_the_connection() {
-    rapid_reset_is_closed("max_resets_per_sec = 20");
-}
-
+/// `http2.max_concurrent_streams` is advertised, and a client that ignores it gets its extra
+/// stream refused (RST_STREAM with REFUSED_STREAM or PROTOCOL_ERROR, RFC 9113 section 5.1.2);
+/// the backend never sees more than the cap, and the open streams finish.
 #[test]
 fn max_concurrent_streams_is_advertised_and_enforced() {
     let backend = TestBackend::named("b1");
-    let (lb, _conf) = start("max-streams", &backend, "max_concurrent_streams = 4");
-    let addr = lb.addr();
-    run(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
-        let mut send = send.ready().await.unwrap();
-        // One request while driving the connection, so the server's SETTINGS are in.
-        let (response, _) = send.send_request(get(addr, "/"), true).unwrap();
-        let status = tokio::select! {
-            r = &mut conn => panic!("connection ended early: {r:?}"),
-            s = finish(response) => s.unwrap(),
-        };
-        assert_eq!(status, 200);
-        assert_eq!(conn.max_concurrent_send_streams(), 4);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+    let lb = start(&backend, "max_concurrent_streams = 4");
+    let mut c = H2Conn::connect(lb.addr());
+    assert_eq!(c.max_concurrent_streams(), Some(4), "{:?}", c.server_settings);
+    assert!(c.server_settings.iter().any(|(id, _)| *id == SETTINGS_MAX_CONCURRENT_STREAMS));
 
-        // Four streams held open at the backend at once.
-        backend.hold();
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            send = send.ready().await.unwrap();
-            let (response, _) = send.send_request(get(addr, "/hold"), true).unwrap();
-            held.push(tokio::spawn(finish(response)));
-        }
-        wait_for("4 requests in flight at the backend", || backend.in_flight() == 4).await;
-        // A fifth stream is not opened while they are: it waits for a slot (the client honours
-        // the advertised limit), so the backend never sees more than 4 at once.
-        send = send.ready().await.unwrap();
-        let (response, _) = send.send_request(get(addr, "/hold"), true).unwrap();
-        let mut fifth = tokio::spawn(finish(response));
-        let window = Instant::now() + Duration::from_millis(300);
-        while Instant::now() < window {
-            assert_eq!(backend.in_flight(), 4, "more than 4 concurrent streams were served");
-            assert!(!fifth.is_finished(), "the fifth stream completed while 4 were open");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        backend.release();
-        for h in held {
-            assert_eq!(h.await.unwrap().unwrap(), 200);
-        }
-        assert_eq!((&mut fifth).await.unwrap().unwrap(), 200);
-        // Slots are free again.
-        send = send.ready().await.unwrap();
-        let (response, _) = send.send_request(get(addr, "/"), true).unwrap();
-        assert_eq!(finish(response).await.unwrap(), 200);
+    backend.hold();
+    let held: Vec<u32> = (0..4).map(|_| c.request("GET", "/hold", &[], true)).collect();
+    expect_within(Duration::from_secs(10), "4 requests at the backend", || {
+        backend.in_flight() == 4
     });
+    // A fifth stream, opened anyway.
+    let fifth = c.request("GET", "/hold", &[], true);
+    let refused = c.response(fifth, Duration::from_secs(10));
+    assert!(
+        matches!(refused.end, End::Reset(REFUSED_STREAM | PROTOCOL_ERROR)),
+        "the fifth stream was not refused: {refused:?}"
+    );
+    assert_eq!((backend.in_flight(), backend.requests()), (4, 4), "the fifth reached the backend");
+
+    backend.release();
+    for id in held {
+        let r = c.response(id, Duration::from_secs(10));
+        assert_eq!((r.status(), &r.end), (Some(200), &End::Stream), "{r:?}");
+    }
+    // Slots are free again on the same connection.
+    let id = c.request("GET", "/", &[], true);
+    assert_eq!(c.response(id, Duration::from_secs(10)).status(), Some(200));
 }
 
 #[test]
 fn an_oversized_header_list_is_refused() {
     let backend = TestBackend::named("b1");
-    let (lb, _conf) = start("header-list", &backend, "max_header_list_size = 4096");
+    let lb = start(&backend, "max_header_list_size = 4096");
     let addr = lb.addr();
     run(async {
-        let send = connect(addr).await;
-        let mut send = send.ready().await.unwrap();
+        let mut send = connect(addr).await.ready().await.unwrap();
         let big = "a".repeat(16 * 1024);
         let req = http::Request::get(format!("http://{addr}/big"))
             .header("x-big", big.as_str())
             .body(())
             .unwrap();
         let outcome = match send.send_request(req, true) {
-            Ok((response, _)) => finish(response).await,
+            Ok((response, _)) => finish(response).await.map(|a| a.status),
             Err(e) => Err(e),
         };
         // Refused by the server itself (h2 answers a list this far over the limit by closing
@@ -216,8 +166,7 @@ fn an_oversized_header_list_is_refused() {
 #[test]
 fn goaway_after_max_requests_per_connection() {
     let backend = TestBackend::named("b1");
-    let (lb, _conf) =
-        start("max-requests", &backend, "\n[limits]\nmax_requests_per_connection = 3");
+    let lb = start(&backend, "\n[limits]\nmax_requests_per_connection = 3");
     let addr = lb.addr();
     run(async {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -226,7 +175,7 @@ fn goaway_after_max_requests_per_connection() {
         for _ in 0..3 {
             send = send.ready().await.unwrap();
             let (response, _) = send.send_request(get(addr, "/"), true).unwrap();
-            assert_eq!(finish(response).await.unwrap(), 200);
+            assert_eq!(finish(response).await.unwrap().status, 200);
         }
         // `send` stays alive: only Fulcrum can end the connection now, and it ends cleanly.
         let closed = tokio::time::timeout(Duration::from_secs(5), conn)
@@ -252,7 +201,7 @@ fn goaway_after_max_requests_per_connection() {
 fn an_h2_request_body_below_the_minimum_rate_gets_408() {
     let backend = TestBackend::named("b1");
     let config = "\n[timeouts]\nclient_body_ms = 400\nclient_body_min_rate = 10000";
-    let (lb, _conf) = start("min-rate", &backend, config);
+    let lb = start(&backend, config);
     let addr = lb.addr();
     run(async {
         let mut send = connect(addr).await.ready().await.unwrap();
@@ -271,7 +220,7 @@ fn an_h2_request_body_below_the_minimum_rate_gets_408() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        let status = finish(response).await.unwrap();
+        let status = finish(response).await.unwrap().status;
         let took = started.elapsed();
         assert_eq!(status, 408);
         assert!(took >= Duration::from_millis(380) && took < Duration::from_secs(2), "{took:?}");

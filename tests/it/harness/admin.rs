@@ -1,28 +1,16 @@
-//! The admin layer over the shared harness (`tests/common`, which a test using this module
-//! declares as `mod common;` too): start options (JWT secret, workers), a started
-//! [`common::Fulcrum`] with both resolved listener addresses, JSON requests with bearer tokens
-//! over [`common::Client`], a tiny std::net backend, and JWT minting. Every wait is a readiness
-//! check with a deadline, never a fixed sleep.
+//! The admin API client ([`AdminClient`]: JSON requests with bearer tokens) and the tokens
+//! the tests sign: HS256 with the suite's [`SECRET`], an Ed25519 pair, and forged ones.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use crate::common;
+use super::http1::{Response, request};
 
 /// The HMAC secret every test server uses unless told otherwise.
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
-/// How long to wait for the process to report its listeners.
-pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A test Ed25519 key pair (never used outside tests).
 pub const ED25519_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
@@ -35,299 +23,42 @@ MCowBQYDK2VwAyEAHi/un4BLcmFbQS701EYAETWWeerkEXgRh4UKCcnjgr4=
 -----END PUBLIC KEY-----
 ";
 
-/// A scratch directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "fulcrum-admin-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let p = self.join(name);
-        std::fs::write(&p, contents).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// How to start the binary.
-#[derive(Debug, Clone)]
-pub struct Opts {
-    pub args: Vec<String>,
-    pub secret: Option<String>,
-    /// Wait for `admin listening` too (false when the admin API is expected to stay off).
-    pub expect_admin: bool,
-    /// `--workers` (2 unless set).
-    pub workers: usize,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Self { args: Vec::new(), secret: Some(SECRET.into()), expect_admin: true, workers: 2 }
-    }
-}
-
-impl Opts {
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
-        self.args.push(a.into());
-        self
-    }
-    pub fn config(self, path: &Path) -> Self {
-        self.arg("--config").arg(path.display().to_string())
-    }
-    pub fn backend(self, url: &str) -> Self {
-        self.arg("--backend").arg(url)
-    }
-    pub fn no_secret(mut self) -> Self {
-        self.secret = None;
-        self
-    }
-    pub fn no_admin(mut self) -> Self {
-        self.expect_admin = false;
-        self
-    }
-    /// Runs `workers` workers (one makes per-worker balancing exact).
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
-        self
-    }
-}
-
-/// A running `fulcrum` process ([`common::Fulcrum`], killed on drop) with its listeners up.
-pub struct Fulcrum {
-    process: common::Fulcrum,
-    pub listen: SocketAddr,
-    pub admin: Option<SocketAddr>,
-}
-
-/// Value of `key=` in a logfmt line.
-pub fn log_field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!(" {key}="))? + key.len() + 2;
-    let rest = &line[start..];
-    if let Some(quoted) = rest.strip_prefix('"') {
-        return quoted.split('"').next().map(str::to_owned);
-    }
-    rest.split(' ').next().map(str::to_owned)
-}
-
-impl Fulcrum {
-    pub fn start(opts: Opts) -> Fulcrum {
-        match Self::try_start(opts) {
-            Ok(f) => f,
-            Err((status, log)) => panic!("fulcrum did not start ({status:?}):\n{log}"),
-        }
-    }
-
-    /// Starts and waits for the listeners; on early exit returns the status and the log.
-    pub fn try_start(opts: Opts) -> Result<Fulcrum, (Option<ExitStatus>, String)> {
-        let mut args = vec!["--workers".to_owned(), opts.workers.to_string()];
-        args.extend(opts.args.iter().cloned());
-        let mut process = common::Fulcrum::spawn_with(&args, |cmd| {
-            cmd.env_remove("FULCRUM_JWT_SECRET");
-            if let Some(secret) = &opts.secret {
-                cmd.env("FULCRUM_JWT_SECRET", secret);
-            }
-        });
-        let deadline = Instant::now() + START_DEADLINE;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let listen = process.wait_listening(left());
-        let admin = match listen {
-            Some(_) if opts.expect_admin => process.wait_admin_listening(left()),
-            _ => None,
-        };
-        match listen {
-            Some(listen) if admin.is_some() || !opts.expect_admin => {
-                Ok(Fulcrum { process, listen, admin })
-            }
-            // Stderr is closed: the process has exited, so this wait is immediate.
-            _ if process.exited() => {
-                let status = process.wait_exit(START_DEADLINE);
-                Err((Some(status), process.log_text()))
-            }
-            // Still running at the deadline: dropping `process` kills it.
-            _ => Err((None, process.log_text())),
-        }
-    }
-
-    /// Runs to completion expecting a failed start; returns the status and the log.
-    pub fn expect_start_failure(opts: Opts) -> (ExitStatus, String) {
-        match Self::try_start(opts) {
-            Ok(f) => panic!("fulcrum started but should not have:\n{}", f.log()),
-            Err((Some(status), log)) => (status, log),
-            Err((None, log)) => panic!("fulcrum neither started nor exited:\n{log}"),
-        }
-    }
-
-    pub fn admin(&self) -> SocketAddr {
-        self.admin.expect("admin API is off")
-    }
-
-    /// The process underneath (memory, signals, log waits with a predicate).
-    pub fn process(&self) -> &common::Fulcrum {
-        &self.process
-    }
-
-    /// Waits (bounded) for a log line containing `needle` and returns it.
-    pub fn wait_for_line(&self, needle: &str) -> String {
-        self.process
-            .wait_for_line(START_DEADLINE, |l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no log line with `{needle}`:\n{}", self.log()))
-    }
-
-    pub fn log(&self) -> String {
-        self.process.log_text()
-    }
-
-    /// SIGTERM, then wait (bounded) for the graceful exit.
-    pub fn stop(mut self) -> ExitStatus {
-        self.process.sigterm();
-        self.process.wait_exit(Duration::from_secs(20))
-    }
-
-    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
-        request(self.admin(), "GET", path, &auth(token), None)
-    }
-
-    pub fn send(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Resp {
-        let body = serde_json::to_vec(body).unwrap();
-        let mut headers = auth(token);
-        headers.push(("Content-Type".into(), "application/json".into()));
-        request(self.admin(), method, path, &headers, Some(&body))
-    }
-
-    /// One request through the data plane.
-    pub fn proxy_get(&self, path: &str) -> Resp {
-        request(self.listen, "GET", path, &[], None)
-    }
-}
-
-fn auth(token: Option<&str>) -> Vec<(String, String)> {
-    token.map(|t| vec![("Authorization".into(), format!("Bearer {t}"))]).unwrap_or_default()
-}
-
-/// A parsed response.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    /// Asserts the status and, for errors, the JSON envelope's code.
-    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        if let Some(code) = code {
-            let v = self.json();
-            assert_eq!(v["error"]["code"], code, "body: {v}");
-            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-        }
-        self
-    }
-}
-
-/// One HTTP/1.1 request with `Host: {addr}` and `Connection: close` on a fresh
-/// [`common::Client`] connection; reads the whole answer.
-pub fn request(
+/// Requests to one admin listener, each on a fresh connection.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminClient {
     addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: Option<&[u8]>,
-) -> Resp {
-    let host = addr.to_string();
-    let mut all = vec![("Host", host.as_str()), ("Connection", "close")];
-    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let mut c = common::Client::connect(addr);
-    c.send_head(method, path, &all, body.map(<[u8]>::len)).unwrap();
-    if let Some(body) = body {
-        // The server may answer (413) and close before reading everything.
-        let _ = c.send_raw(body);
+}
+
+impl AdminClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
     }
-    let r = c.read_response().unwrap_or_else(|e| panic!("no response to {method} {path}: {e}"));
-    let status = r.head.start[1].parse().unwrap_or_else(|_| panic!("bad status in {:?}", r.head));
-    Resp { status, headers: r.head.headers, body: r.body }
-}
 
-/// A keep-alive HTTP/1.1 backend answering every request with `name`; counts requests.
-pub struct Backend {
-    pub url: String,
-    pub hits: Arc<AtomicUsize>,
-}
+    /// `GET path`, with `token` as the bearer token when given.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request("GET", path, token, &[], None)
+    }
 
-pub fn backend(name: &'static str) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let counter = counter.clone();
-            std::thread::spawn(move || serve_backend(stream, name, &counter));
-        }
-    });
-    Backend { url, hits }
-}
+    /// `method path` with a JSON body.
+    pub fn send(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let body = serde_json::to_vec(body).unwrap();
+        self.request(method, path, token, &[("Content-Type", "application/json")], Some(&body))
+    }
 
-fn serve_backend(stream: TcpStream, name: &str, hits: &AtomicUsize) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    loop {
-        let mut len = 0usize;
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = line.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        hits.fetch_add(1, Ordering::SeqCst);
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}", name.len());
-        if writer.write_all(resp.as_bytes()).is_err() {
-            return;
-        }
+    /// Any request: the bearer token when given, then `headers`, then the raw body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut all: Vec<(&str, &str)> =
+            bearer.as_deref().map(|b| ("Authorization", b)).into_iter().collect();
+        all.extend_from_slice(headers);
+        request(self.addr, method, path, &all, body)
     }
 }
 
