@@ -84,7 +84,9 @@ fn resets_faster_than_max_resets_per_sec_get_goaway_enhance_your_calm() {
         if closed {
             break;
         }
-        c.reset(id, CANCEL).unwrap();
+        if c.reset(id, CANCEL).is_err() {
+            break; // closed meanwhile
+        }
         resets += 1;
     }
     let (_, code) = c.goaway(Duration::from_secs(5)).expect("no GOAWAY after the resets");

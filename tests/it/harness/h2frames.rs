@@ -334,7 +334,8 @@ impl H2Conn {
     }
 
     /// Opens a stream with a request head (`extra` after the pseudo-fields), ending the stream
-    /// when `end_stream`; returns its id.
+    /// when `end_stream`; returns its id. On a connection the server already closed the write
+    /// is lost, and the events say what happened ([`Event::GoAway`], [`Event::Closed`]).
     pub fn request(
         &mut self,
         method: &str,
@@ -349,11 +350,13 @@ impl H2Conn {
         fields.push((":path", path));
         fields.extend_from_slice(extra);
         let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
-        self.send_raw(&frame(HEADERS, flags, id, &header_block(&fields))).unwrap();
+        let _ = self.send_raw(&frame(HEADERS, flags, id, &header_block(&fields)));
         id
     }
 
-    /// `data` on `stream`, in DATA frames of at most 16 KiB (the default largest frame).
+    /// `data` on `stream`, in DATA frames of at most 16 KiB (the default largest frame), at
+    /// once: the server's flow-control windows are not consulted, so a body beyond the initial
+    /// 65 535 bytes is a flow-control error unless the server opened its windows first.
     pub fn data(&self, stream: u32, data: &[u8], end_stream: bool) -> io::Result<()> {
         let mut bytes = Vec::with_capacity(data.len() + 64);
         let chunks: Vec<&[u8]> =
