@@ -47,9 +47,7 @@ fn assert_http1_refused(response: &[u8], part: Part) {
 fn assert_http2_refused(response: &[u8], part: Part) {
     let backend = RawBackend::fixed(response);
     let f = Fulcrum::builder().workers(1).backend(&backend).start();
-    let mut c = H2Conn::connect(f.addr());
-    let id = c.request("GET", "/", &[], true);
-    let r = c.response(id, Duration::from_secs(10));
+    let r = H2Conn::get_once(f.addr(), "/");
     assert_eq!(backend.requests(), 1);
     let violations = r.violations();
     assert!(violations.is_empty(), "invalid HTTP/2: {violations:?} in {r:?}");
@@ -218,9 +216,7 @@ fn control_a_well_formed_response_reaches_both_clients_intact() {
     let f = Fulcrum::builder().workers(1).backend(&backend).start();
     let r = f.get("/");
     assert_eq!((r.status(), r.text().as_str()), (200, "hello"));
-    let mut c = H2Conn::connect(f.addr());
-    let id = c.request("GET", "/", &[], true);
-    let r = c.response(id, Duration::from_secs(10));
+    let r = H2Conn::get_once(f.addr(), "/");
     assert_eq!((r.status(), &r.end, r.data.as_slice()), (Some(200), &End::Stream, &b"hello"[..]));
     assert!(r.violations().is_empty(), "{r:?}");
 }

@@ -364,19 +364,7 @@ fn idle_pooled_connections_close_when_their_backend_is_removed() {
         a.closed_connections() == 0 && b.closed_connections() == 0
     });
 
-    let api = f.admin();
-    let listed = api.get("/api/v1/backends", Some(&read_token())).json();
-    let id =
-        listed.as_array().unwrap().iter().find(|v| v["url"] == a.url().as_str()).unwrap()["id"]
-            .as_u64()
-            .unwrap();
-    api.send(
-        "DELETE",
-        &format!("/api/v1/backends/{id}"),
-        Some(&write_token()),
-        &serde_json::json!(null),
-    )
-    .expect(204, None);
+    f.admin().remove_backend(&a.url());
     expect_within(Duration::from_secs(5), "a's pooled connection closed", || {
         a.closed_connections() == 1
     });

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::harness::h2client::{connect, finish, fresh_get, get};
+use crate::harness::h2client::{connect, finish, fresh_get, get, watched};
 use crate::harness::h2frames::{
     CANCEL, ENHANCE_YOUR_CALM, End, PROTOCOL_ERROR, REFUSED_STREAM, SETTINGS_MAX_CONCURRENT_STREAMS,
 };
@@ -29,9 +29,7 @@ fn rapid_reset_past_the_pending_accept_cap_closes_the_connection() {
     let lb = start(&backend, "max_resets_per_sec = 20");
     let addr = lb.addr();
     run(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = watched(addr).await;
         // Far more than 20 streams, each opened (request body still open) and cancelled at once.
         for _ in 0..500 {
             let Ok(ready) = send.clone().ready().await else { break };
@@ -93,9 +91,7 @@ fn resets_faster_than_max_resets_per_sec_get_goaway_enhance_your_calm() {
     assert_eq!(code, ENHANCE_YOUR_CALM, "after {resets} resets");
     assert!(resets > CAP && resets <= 2 * CAP + 1, "GOAWAY after {resets} resets, cap {CAP}");
     // The worker survived: a new connection is served.
-    let mut fresh = H2Conn::connect(lb.addr());
-    let id = fresh.request("GET", "/", &[], true);
-    assert_eq!(fresh.response(id, Duration::from_secs(10)).status(), Some(200));
+    assert_eq!(H2Conn::get_once(lb.addr(), "/").status(), Some(200));
 }
 
 /// `http2.max_concurrent_streams` is advertised, and a client that ignores it gets its extra
@@ -171,9 +167,7 @@ fn goaway_after_max_requests_per_connection() {
     let lb = start(&backend, "\n[limits]\nmax_requests_per_connection = 3");
     let addr = lb.addr();
     run(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = watched(addr).await;
         for _ in 0..3 {
             send = send.ready().await.unwrap();
             let (response, _) = send.send_request(get(addr, "/"), true).unwrap();

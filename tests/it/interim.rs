@@ -2,8 +2,6 @@
 //! HTTP/1.1 or HTTP/2, receives the final response alone. A protocol upgrade (`101`) is refused
 //! with `502`. `Expect: 100-continue` from a client is answered by Fulcrum itself (`data_plane`).
 
-use std::time::Duration;
-
 use crate::harness::h2frames::End;
 use crate::harness::*;
 
@@ -33,9 +31,7 @@ fn interim_responses_are_not_forwarded_to_an_http1_client() {
 fn interim_responses_are_not_forwarded_to_an_http2_client() {
     let backend = RawBackend::fixed(INTERIM_THEN_FINAL);
     let f = start(&backend);
-    let mut c = H2Conn::connect(f.addr());
-    let id = c.request("GET", "/", &[], true);
-    let r = c.response(id, Duration::from_secs(10));
+    let r = H2Conn::get_once(f.addr(), "/");
     assert!(r.interim().is_empty(), "interim heads reached the client: {r:?}");
     assert_eq!(r.heads.len(), 1, "{r:?}");
     assert_eq!((r.status(), r.header("x-final")), (Some(200), Some("yes")), "{r:?}");
@@ -56,9 +52,7 @@ fn a_protocol_upgrade_gets_502_over_http1() {
 fn a_protocol_upgrade_gets_502_over_http2() {
     let backend = RawBackend::fixed(SWITCHING_PROTOCOLS);
     let f = start(&backend);
-    let mut c = H2Conn::connect(f.addr());
-    let id = c.request("GET", "/", &[], true);
-    let r = c.response(id, Duration::from_secs(10));
+    let r = H2Conn::get_once(f.addr(), "/");
     assert_eq!((r.status(), &r.end), (Some(502), &End::Stream), "{r:?}");
     assert!(r.violations().is_empty(), "{r:?}");
 }

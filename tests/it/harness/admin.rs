@@ -45,6 +45,19 @@ impl AdminClient {
         self.request(method, path, token, &[("Content-Type", "application/json")], Some(&body))
     }
 
+    /// The id of the backend with `url`.
+    pub fn backend_id(&self, url: &str) -> u64 {
+        let list = self.get("/api/v1/backends", Some(&read_token())).expect(200, None).json();
+        let found = list.as_array().unwrap().iter().find(|b| b["url"] == url);
+        found.unwrap_or_else(|| panic!("no backend {url} in {list}"))["id"].as_u64().unwrap()
+    }
+
+    /// Removes the backend with `url` (`204`).
+    pub fn remove_backend(&self, url: &str) {
+        let path = format!("/api/v1/backends/{}", self.backend_id(url));
+        self.send("DELETE", &path, Some(&write_token()), &Value::Null).expect(204, None);
+    }
+
     /// Any request: the bearer token when given, then `headers`, then the raw body.
     pub fn request(
         &self,

@@ -40,6 +40,16 @@ pub async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
     send
 }
 
+/// One h2c connection whose connection future is a task of its own, returned so a test can
+/// see how the server ended the connection.
+pub async fn watched(
+    addr: SocketAddr,
+) -> (SendRequest<Bytes>, tokio::task::JoinHandle<Result<(), h2::Error>>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
 /// A GET request for `path`.
 pub fn get(addr: SocketAddr, path: &str) -> http::Request<()> {
     http::Request::get(format!("http://{addr}{path}")).body(()).unwrap()

@@ -320,6 +320,13 @@ impl H2Conn {
         conn
     }
 
+    /// `GET path` on a fresh connection: everything its stream received within 10 s.
+    pub fn get_once(addr: SocketAddr, path: &str) -> StreamOutcome {
+        let mut c = Self::connect(addr);
+        let id = c.request("GET", path, &[], true);
+        c.response(id, Duration::from_secs(10))
+    }
+
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS, if it sent one.
     pub fn max_concurrent_streams(&self) -> Option<u32> {
         self.server_settings
