@@ -30,6 +30,7 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// A client of the admin listener at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
         Self { addr }
     }
@@ -75,6 +76,7 @@ impl AdminClient {
     }
 }
 
+/// Seconds since the Unix epoch (for `exp`, `nbf` claims).
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
@@ -99,10 +101,12 @@ pub fn read_token() -> String {
     token("fulcrum:read")
 }
 
+/// A token with `claims`, signed with the HMAC `alg` and `key`.
 pub fn sign_hs(alg: Algorithm, key: &[u8], claims: &Value) -> String {
     jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).unwrap()
 }
 
+/// A token with `claims`, signed with [`ED25519_PRIVATE_PEM`].
 pub fn sign_ed(claims: &Value) -> String {
     let key = EncodingKey::from_ed_pem(ED25519_PRIVATE_PEM.as_bytes()).unwrap();
     jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &key).unwrap()

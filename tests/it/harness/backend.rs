@@ -25,9 +25,11 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// A header's value (the first, case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+    /// Whether the request carried the header.
     pub fn has(&self, name: &str) -> bool {
         self.header(name).is_some()
     }
@@ -72,6 +74,7 @@ pub struct BackendBuilder {
 }
 
 impl BackendBuilder {
+    /// The name it answers with (body and `x-backend`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
         self
@@ -97,6 +100,7 @@ impl BackendBuilder {
         self.listener = Some(listener);
         self
     }
+    /// Starts it.
     pub fn spawn(self) -> TestBackend {
         let listener = self.listener.unwrap_or_else(|| TcpListener::bind("127.0.0.1:0").unwrap());
         let addr = listener.local_addr().unwrap();
@@ -164,6 +168,7 @@ pub struct TestBackend {
 }
 
 impl TestBackend {
+    /// A backend named `backend`, prompt, numbering its own arrivals.
     pub fn builder() -> BackendBuilder {
         BackendBuilder {
             name: "backend".into(),
@@ -173,9 +178,11 @@ impl TestBackend {
             listener: None,
         }
     }
+    /// A prompt backend named `name`.
     pub fn named(name: &str) -> Self {
         Self::builder().name(name).spawn()
     }
+    /// Its `http://` URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -195,6 +202,7 @@ impl TestBackend {
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(SeqCst)
     }
+    /// The last request it read.
     pub fn last_request(&self) -> Option<Recorded> {
         self.state.last.lock().unwrap().clone()
     }
@@ -202,6 +210,7 @@ impl TestBackend {
     pub fn arrivals(&self) -> Vec<u64> {
         self.state.arrivals.lock().unwrap().clone()
     }
+    /// The delay before answering a plain request, from now on.
     pub fn set_delay(&self, delay: Duration) {
         self.state.delay_ms.store(delay.as_millis() as u64, SeqCst);
     }
@@ -209,6 +218,7 @@ impl TestBackend {
     pub fn hold(&self) {
         *self.state.gate_closed.lock().unwrap() = true;
     }
+    /// Lets held `/hold` requests (and later ones) be answered.
     pub fn release(&self) {
         *self.state.gate_closed.lock().unwrap() = false;
         self.state.gate.notify_all();
@@ -427,12 +437,15 @@ pub struct RawRequest {
 }
 
 impl RawRequest {
+    /// The request method.
     pub fn method(&self) -> &str {
         &self.head.start[0]
     }
+    /// The request target.
     pub fn target(&self) -> &str {
         &self.head.start[1]
     }
+    /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.header(name)
     }
@@ -488,6 +501,7 @@ impl RawBackend {
         Self::new(move |_| (bytes.clone(), Then::Close))
     }
 
+    /// Its `http://` URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -43,6 +43,7 @@ impl EchoBackend {
         Self { addr, state, kill: Some(kill), thread: Some(thread) }
     }
 
+    /// Its `h2c://` URL.
     pub fn url(&self) -> String {
         format!("h2c://{}", self.addr)
     }

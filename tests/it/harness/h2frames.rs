@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 /// The client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Frame types (RFC 9113 section 6).
 pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
@@ -29,12 +30,14 @@ pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 
+/// Frame flags.
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 pub const PADDED: u8 = 0x8;
 pub const PRIORITY: u8 = 0x20;
 
+/// Setting identifiers.
 pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -600,6 +603,7 @@ pub struct RawH2Builder {
 }
 
 impl RawH2Builder {
+    /// The name it answers with (body and `x-backend`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_owned();
         self
@@ -615,11 +619,13 @@ impl RawH2Builder {
         self.refuse_first = Some(how);
         self
     }
+    /// What it does with the streams it accepts ([`Reply::Answer`] by default).
     pub fn reply(mut self, reply: Reply) -> Self {
         self.reply = reply;
         self
     }
 
+    /// Starts it.
     pub fn spawn(self) -> RawH2Backend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -718,6 +724,7 @@ pub struct RawH2Backend {
 }
 
 impl RawH2Backend {
+    /// A backend named `h2` that answers every stream.
     pub fn builder() -> RawH2Builder {
         RawH2Builder {
             name: "h2".into(),
@@ -726,6 +733,7 @@ impl RawH2Backend {
             reply: Reply::Answer,
         }
     }
+    /// Its `h2c://` URL.
     pub fn url(&self) -> String {
         format!("h2c://{}", self.addr)
     }

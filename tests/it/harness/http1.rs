@@ -13,6 +13,7 @@ use std::time::Duration;
 // is generated and verified from one small buffer.
 // ---------------------------------------------------------------------------------------------
 
+/// The pattern block, and the unit of large reads and writes.
 pub const BLOCK: usize = 64 * 1024;
 
 fn base_block() -> Vec<u8> {
@@ -57,6 +58,7 @@ impl Default for PatternCheck {
 }
 
 impl PatternCheck {
+    /// Checks the next bytes of the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let k = self.offset / BLOCK as u64;
@@ -73,6 +75,7 @@ impl PatternCheck {
             data = &data[take..];
         }
     }
+    /// Whether exactly `len` bytes came, all matching.
     pub fn ok(&self, len: u64) -> bool {
         self.mismatch_at.is_none() && self.offset == len
     }
@@ -91,9 +94,11 @@ pub struct Head {
 }
 
 impl Head {
+    /// A field's value (the first, case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+    /// Every value of a field.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
@@ -101,15 +106,18 @@ impl Head {
             .map(|(_, v)| v.as_str())
             .collect()
     }
+    /// Whether a comma-separated field carries `token`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.all(name)
             .iter()
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
+    /// `Content-Length`, if any (panics if it is not a number).
     pub fn content_length(&self) -> Option<u64> {
         self.header("content-length").map(|v| v.trim().parse().expect("numeric content-length"))
     }
+    /// Whether the body is chunked.
     pub fn is_chunked(&self) -> bool {
         self.has_token("transfer-encoding", "chunked")
     }
@@ -236,9 +244,11 @@ pub struct Response {
 }
 
 impl Response {
+    /// The final status.
     pub fn status(&self) -> u16 {
         self.head.status()
     }
+    /// A field of the final head.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.header(name)
     }
@@ -246,6 +256,7 @@ impl Response {
     pub fn backend(&self) -> &str {
         self.header("x-backend").unwrap_or("")
     }
+    /// The body as text (lossy).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -273,6 +284,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects (reads time out after 20 s).
     pub fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -283,6 +295,7 @@ impl Client {
         }
     }
 
+    /// How long a read may wait from now on.
     pub fn set_read_timeout(&self, t: Duration) {
         self.writer.set_read_timeout(Some(t)).unwrap();
     }
@@ -330,6 +343,7 @@ impl Client {
         self.read_response_to(method == "HEAD")
     }
 
+    /// `GET path` on this connection.
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.request("GET", path, &[], b"")
     }

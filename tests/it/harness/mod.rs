@@ -92,9 +92,11 @@ impl TempDir {
         std::fs::create_dir_all(&path).unwrap();
         Self(path)
     }
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.0
     }
+    /// A path inside it.
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
