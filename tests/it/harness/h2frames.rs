@@ -24,6 +24,7 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
+pub const PUSH_PROMISE: u8 = 0x5;
 pub const SETTINGS: u8 = 0x4;
 pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
@@ -559,7 +560,7 @@ fn client_reader(mut r: TcpStream, w: Arc<Mutex<TcpStream>>, tx: Sender<Event>, 
                 last_stream: u32_at(&f.payload, 0) & 0x7fff_ffff,
                 code: u32_at(&f.payload, 4),
             }),
-            0x5 => Some(Event::Invalid("PUSH_PROMISE with push disabled".into())),
+            PUSH_PROMISE => Some(Event::Invalid("PUSH_PROMISE with push disabled".into())),
             _ => None,
         };
         if let Some(e) = event
