@@ -137,13 +137,14 @@ fn a_slow_upload_may_outlast_upstream_response_ms() {
     let backend = TestBackend::named("a");
     // The response timeout runs from the end of the request: an upload taking three times
     // longer than it (at 1 000 B/s, well above the minimum rate) is answered, not a 502 or 504.
-    let f = start(&backend, "[timeouts]\nupstream_response_ms = 300\n");
+    // (700 ms, not less: a client thread starved for that long on a busy machine is a gap.)
+    let f = start(&backend, "[timeouts]\nupstream_response_ms = 700\n");
     let mut c = Client::connect(f.addr());
-    c.send_raw(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n").unwrap();
-    let _steady = dribble(&c, pieces(10, 100), Duration::from_millis(100));
+    c.send_raw(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 2100\r\n\r\n").unwrap();
+    let _steady = dribble(&c, pieces(21, 100), Duration::from_millis(100));
     let res = c.read_response().unwrap();
     assert_eq!(res.status(), 200, "{}", res.text());
-    assert_eq!(backend.last_request().unwrap().body_len, 1000);
+    assert_eq!(backend.last_request().unwrap().body_len, 2100);
     assert_eq!(c.get("/").unwrap().status(), 200, "the connection stays usable");
 }
 
