@@ -73,8 +73,11 @@ fn least_connections_steers_away_from_a_busy_backend() {
     expect_within(Duration::from_secs(10), "12 requests held", || {
         bs.iter().map(TestBackend::in_flight).sum::<usize>() == 12
     });
+    // `a` must be busy for what follows. How evenly twelve requests arriving at once spread
+    // over two workers depends on how fresh each worker's view of the other's counts is, which
+    // `least_connections_never_sends_a_quick_request_to_the_busy_backend` holds to account.
     let held_on_a = bs[0].in_flight();
-    assert!(held_on_a >= 2, "least_connections spread 12 requests: a holds only {held_on_a}");
+    assert!(held_on_a >= 1, "least_connections spread 12 requests: a holds none");
     // B and C finish theirs; A keeps holding.
     bs[1].release();
     bs[2].release();
@@ -526,7 +529,9 @@ fn expect_100_continue_is_answered_by_fulcrum() {
     client.set_read_timeout(Duration::from_secs(5));
     let interim = client.read_head().expect("100 Continue before the body is sent");
     assert_eq!(interim.start[1], "100", "{interim:?}");
-    assert_eq!(backend.requests(), 0, "fulcrum answered, not the backend");
+    // Fulcrum's own: the test backend never sends 1xx, and the `Expect` never reaches it
+    // (below). Whether the backend already has the head is Fulcrum's choice ("once it is ready
+    // for the body"): asserting it has not was a race.
     client.send_raw(b"hello world").unwrap();
     let r = client.read_response().unwrap();
     assert_eq!(r.status(), 200);
