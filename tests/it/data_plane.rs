@@ -564,9 +564,6 @@ fn sigterm_lets_an_in_flight_request_finish() {
 /// Draining (SIGTERM) closes the idle keep-alive connections at once, while a request still in
 /// flight on another connection runs to its end (with `connection: close`); then exit 0.
 #[test]
-#[ignore = "drain: a keep-alive connection waiting for its next request is not woken when the \
-            worker drains; it closes only when the worker exits after its in-flight requests \
-            (or after timeouts.client_idle_ms)"]
 fn sigterm_closes_idle_keep_alive_connections_while_a_request_finishes() {
     let backend = TestBackend::named("g");
     backend.hold();

@@ -333,10 +333,6 @@ fn http1_and_http2_clients_share_the_port() {
 /// on one backend connection (counted in frames on the backend's side, where a real server
 /// would refuse the excess), open at most two connections, and all finish once answered.
 #[test]
-#[ignore = "h2c pool: a new upstream connection takes up to 100 streams (h2's \
-            initial_max_send_streams, and the pool's own assumption) before the backend's SETTINGS \
-            arrive, so a burst exceeds SETTINGS_MAX_CONCURRENT_STREAMS; the backend refuses the \
-            excess and Fulcrum retries it"]
 fn h2c_upstream_streams_stay_within_the_backends_limit() {
     let backend = RawH2Backend::builder().max_concurrent_streams(2).reply(Reply::Hold).spawn();
     let lb = Fulcrum::builder()

@@ -168,7 +168,19 @@ async fn read_request_head(
             at.saturating_duration_since(Instant::now())
         };
         // (A read cut short by the timeout takes the buffered bytes with it.)
-        match timeout(wait, cbuf.fill(&mut client.r)).await {
+        let read = if idle {
+            // A connection between requests closes as soon as the worker drains.
+            if ctx.is_draining() {
+                return Ok(None);
+            }
+            monoio::select! {
+                r = timeout(wait, cbuf.fill(&mut client.r)) => r,
+                _ = ctx.drained_signal() => return Ok(None),
+            }
+        } else {
+            timeout(wait, cbuf.fill(&mut client.r)).await
+        };
+        match read {
             Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
@@ -427,15 +439,17 @@ async fn relay_response(
     head_written: &Cell<bool>,
     in_flight: &Cell<Option<InFlight<'_>>>,
 ) -> Result<Relayed, Failure> {
-    let client_side = ClientSide {
-        is_head: req.is_head,
-        http10: req.http10,
-        keep_alive: req.keep_alive && !ctx.is_draining(),
-    };
     let res = loop {
         let parsed = if conn.buf.is_empty() {
             None
         } else {
+            // Decided when the head arrives: a worker that started draining meanwhile closes
+            // the connection after this response.
+            let client_side = ClientSide {
+                is_head: req.is_head,
+                http10: req.http10,
+                keep_alive: req.keep_alive && !ctx.is_draining(),
+            };
             h1::parse_response(conn.buf.data(), ctx.limits.max_headers, client_side, out)
                 .map_err(|_| ProxyError::BadGateway("malformed response head"))?
         };
