@@ -18,7 +18,7 @@ pub use fulcrum_config::Algorithm;
 use fulcrum_model::BackendHealth;
 use fulcrum_model::health::FULL_SHARE;
 
-pub use self::stats::LocalStats;
+pub use self::stats::{InFlight, LocalStats};
 
 /// A backend as the pickers see it: this worker's counters for it and its weight.
 pub trait Candidate {

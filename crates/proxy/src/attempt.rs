@@ -12,7 +12,8 @@
 //!   connection that failed so is retried on a new connection to the same backend (the backend
 //!   most likely closed it while idle).
 //! - A stream the backend refused unprocessed (HTTP/2 `REFUSED_STREAM`, or `GOAWAY` beyond it)
-//!   is retried, whatever the method, while the request is still in hand.
+//!   is retried, whatever the method, while the request is still in hand, on any backend (the
+//!   same one included: a refused stream says nothing about the backend's health).
 //! - A backend whose connection queue is full turns the request to another backend; that is
 //!   not a retry (nothing was sent).
 //! - Anything else is final. `retries.max_attempts` bounds the tries of one request and the
@@ -101,6 +102,13 @@ impl Tried {
             self.high.push(i);
         }
     }
+    fn remove(&mut self, i: usize) {
+        if i < 128 {
+            self.low &= !(1 << i);
+        } else {
+            self.high.retain(|&j| j != i);
+        }
+    }
 }
 
 /// Sends a request until an attempt succeeds or the rules above say stop.
@@ -180,6 +188,8 @@ pub(crate) async fn forward<P: Forward>(
                 if !request.replayable() {
                     return Err(error.into());
                 }
+                // The backend did not act on it and may take it on another stream or session.
+                tried.remove(i);
                 (error, RetryReason::Refused)
             }
         };

@@ -18,8 +18,9 @@ use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
 use fulcrum_http::h1::MAX_HEADERS;
 use fulcrum_model::{BackendId, Epoch};
 use fulcrum_telemetry::error;
-use fulcrum_util::now_ms;
+use fulcrum_util::notify::EventWait;
 use fulcrum_util::panic::CatchUnwind;
+use fulcrum_util::{Event, now_ms};
 
 use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
 use crate::metrics::{ProxyMetrics, RequestSlot};
@@ -89,9 +90,9 @@ pub struct WorkerCtx {
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
     upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
-    draining: Cell<bool>,
+    /// Fired when the worker starts draining.
+    drain: Event,
     busy: Cell<usize>,
-    shutdown_waker: Cell<Option<Waker>>,
     /// Client connections this worker serves now (HTTP/1.1 and HTTP/2).
     open_connections: Cell<usize>,
     /// The accept loop, while paused at `limits.max_connections_per_worker`.
@@ -164,9 +165,8 @@ impl WorkerCtx {
                 weighted: false,
             })),
             upstreams: RefCell::new(HashMap::new()),
-            draining: Cell::new(false),
+            drain: Event::default(),
             busy: Cell::new(0),
-            shutdown_waker: Cell::new(None),
             open_connections: Cell::new(0),
             accept_waker: Cell::new(None),
         };
@@ -222,7 +222,7 @@ impl WorkerCtx {
 
     /// Whether the worker is shutting down (finish the current request, then close).
     pub fn is_draining(&self) -> bool {
-        self.draining.get()
+        self.drain.is_fired()
     }
 
     /// Marks a request in progress until the guard drops.
@@ -236,17 +236,15 @@ impl WorkerCtx {
         self.busy.get()
     }
 
-    /// Starts draining: the accept loop stops, connections finish their request and close.
+    /// Starts draining: the accept loop stops, idle connections close, the others finish
+    /// their request and close.
     pub fn begin_drain(&self) {
-        self.draining.set(true);
-        if let Some(waker) = self.shutdown_waker.take() {
-            waker.wake();
-        }
+        self.drain.fire();
     }
 
-    /// Resolves once draining starts.
-    pub fn drained_signal(&self) -> DrainSignal<'_> {
-        DrainSignal(self)
+    /// Resolves once draining starts (any number of tasks may wait).
+    pub fn drained_signal(&self) -> EventWait<'_> {
+        self.drain.wait()
     }
 
     /// Counts a new client connection until the slot drops.
@@ -296,22 +294,6 @@ impl WorkerCtx {
                 );
             }
         });
-    }
-}
-
-/// A future that completes when the worker starts draining.
-#[derive(Debug)]
-pub struct DrainSignal<'a>(&'a WorkerCtx);
-
-impl Future for DrainSignal<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.draining.get() {
-            Poll::Ready(())
-        } else {
-            self.0.shutdown_waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        }
     }
 }
 

@@ -17,6 +17,6 @@ pub mod runtime;
 
 pub use buf::ReadBuf;
 pub use clock::now_ms;
-pub use notify::Notify;
+pub use notify::{Event, Notify};
 pub use rewind::Rewind;
 pub use runtime::{IoDriver, IoDriverChoice};

@@ -26,6 +26,12 @@ pub trait BodyTap {
     fn wire(&mut self, bytes: &[u8]) {
         let _ = bytes;
     }
+
+    /// Called once the source has delivered the whole body, before its last bytes are
+    /// written to the destination (a backend whose response is fully read is no longer busy
+    /// with it, whatever the client still has to receive). Default: ignored.
+    #[inline]
+    fn source_done(&mut self) {}
 }
 
 /// No tap.
@@ -420,7 +426,10 @@ where
             let n = fill_within(src, buf, spec.read_timeout, clock.as_mut(), total).await?;
             if n == 0 {
                 return match spec.framing {
-                    Framing::UntilClose => Ok(total),
+                    Framing::UntilClose => {
+                        tap.source_done();
+                        Ok(total)
+                    }
                     _ => Err(BodyError::Truncated),
                 };
             }
@@ -448,13 +457,17 @@ where
                 };
                 total += take as u64;
                 if spec.dechunk {
+                    let done = decoder.is_done();
+                    if done {
+                        tap.source_done();
+                    }
                     if payload_end > 0 {
                         tap.tap(&buf.data()[..payload_end]);
                         tap.wire(&buf.data()[..payload_end]);
                         write_front(buf, dst, payload_end, spec.write_timeout).await?;
                     }
                     buf.consume(take - payload_end);
-                    if decoder.is_done() {
+                    if done {
                         return Ok(total);
                     }
                     continue;
@@ -471,6 +484,9 @@ where
         };
         if spec.max_bytes > 0 && total > spec.max_bytes {
             return Err(BodyError::TooLarge);
+        }
+        if done {
+            tap.source_done();
         }
         if take > 0 {
             tap.wire(&buf.data()[..take]);

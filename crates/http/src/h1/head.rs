@@ -625,3 +625,119 @@ mod tests {
         assert_eq!(r, ResponseHead::Interim(25));
     }
 }
+
+#[cfg(test)]
+mod backend_response_tests {
+    use super::*;
+
+    fn parse(raw: &str, is_head: bool) -> Result<Option<(u16, Framing, bool)>, HeadError> {
+        let mut storage = header_storage();
+        Ok(match parse_backend_response(raw.as_bytes(), &mut storage, 100, is_head)? {
+            Some(ResponseStart::Final(r)) => Some((r.status, r.framing, r.keep_alive)),
+            Some(ResponseStart::Interim { status, .. }) => Some((status, Framing::None, true)),
+            None => None,
+        })
+    }
+
+    /// Every framing rule that holds for requests holds for backend responses, whatever the
+    /// client speaks: the one parser refuses these before either renderer runs.
+    #[test]
+    fn malformed_backend_heads_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\n\r\n",
+            "HTTP/1.1 700 Odd\r\n\r\n",
+            "HTTP/2.0 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false), Ok(None));
+        assert_eq!(
+            parse("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false),
+            Ok(Some((103, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", false),
+            Ok(Some((204, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
+            Ok(Some((200, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n", false),
+            Ok(Some((200, Framing::Length(7), false)))
+        );
+    }
+
+    #[test]
+    fn the_http2_head_carries_no_connection_field_and_a_validated_length() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\n\
+                   X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n\
+                   Proxy-Connection: close\r\nContent-Length: 5\r\nX-End: ok\r\n\r\nhello";
+        let mut storage = header_storage();
+        let Ok(Some(ResponseStart::Final(res))) =
+            parse_backend_response(raw.as_bytes(), &mut storage, 100, false)
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(res.head_len, raw.len() - 5);
+        let h2 = res.to_h2().unwrap();
+        let names: Vec<&str> = h2.headers().keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-end", "content-length"]);
+        assert_eq!(h2.headers()["content-length"], "5");
+        let mut out = Vec::new();
+        let client = ClientSide { is_head: false, http10: false, keep_alive: true };
+        let info = res.write_h1(client, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-End: ok\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert!(info.client_keep_alive && info.upstream_keep_alive);
+
+        // Chunked: no content-length for HTTP/2 (DATA frames end the body).
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut storage = header_storage();
+        let Ok(Some(ResponseStart::Final(res))) =
+            parse_backend_response(raw.as_bytes(), &mut storage, 100, false)
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(res.framing, Framing::Chunked);
+        assert!(res.to_h2().unwrap().headers().is_empty());
+    }
+
+    #[test]
+    fn an_http2_request_is_written_once_for_an_http1_backend() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://example.test/a?b=1")
+            .header("te", "trailers")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_h2_request(&parts, "backend:1", "http", Framing::Length(3), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a?b=1 HTTP/1.1\r\nhost: example.test\r\ncookie: a=1; b=2\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nvia: 2 fulcrum\r\n\
+             content-length: 3\r\n\r\n"
+        );
+    }
+}

@@ -10,9 +10,10 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use fulcrum_balance::InFlight;
 use fulcrum_config::{BackendProtocol, Timeouts};
 use fulcrum_http::h1::{
-    self, BodyError, BodyTap as _, ClientSide, CopySpec, Forwarded, Framing, MinRate, RequestInfo,
+    self, BodyError, BodyTap, ClientSide, CopySpec, Forwarded, Framing, MinRate, RequestInfo,
     ResponseHead, copy_body,
 };
 use fulcrum_util::{ReadBuf, now_ms};
@@ -27,6 +28,7 @@ use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::upstream::{Reuse, Upstream, UpstreamConn};
 
 pub(crate) use caching::CacheMark;
+use caching::Tee as CacheTee;
 
 /// A client connection, split so a request body and a response can flow at the same time.
 pub struct ClientConn {
@@ -166,7 +168,19 @@ async fn read_request_head(
             at.saturating_duration_since(Instant::now())
         };
         // (A read cut short by the timeout takes the buffered bytes with it.)
-        match timeout(wait, cbuf.fill(&mut client.r)).await {
+        let read = if idle {
+            // A connection between requests closes as soon as the worker drains.
+            if ctx.is_draining() {
+                return Ok(None);
+            }
+            monoio::select! {
+                r = timeout(wait, cbuf.fill(&mut client.r)) => r,
+                _ = ctx.drained_signal() => return Ok(None),
+            }
+        } else {
+            timeout(wait, cbuf.fill(&mut client.r)).await
+        };
+        match read {
             Err(_) if idle => return Ok(None),
             Err(_) => return Err(ProxyError::ClientHeaderTimeout),
             Ok(Ok(0) | Err(_)) => return Ok(None),
@@ -264,7 +278,9 @@ impl Exchange<'_> {
         up: &Upstream,
         mut conn: UpstreamConn,
     ) -> Result<bool, AttemptError<Failure>> {
-        let _in_flight = up.stats.begin();
+        // Counted until the backend's whole response is read (not until the client has it):
+        // `relay_response` ends it there.
+        let in_flight = Cell::new(Some(up.stats.begin()));
         let _span = self.note.phase("upstream_exchange");
         let body_in_head = self.body_in_head;
         let request = std::mem::take(self.out);
@@ -303,6 +319,7 @@ impl Exchange<'_> {
                 self.out,
                 &body_sent,
                 &head_written,
+                &in_flight,
             );
             if streaming {
                 let t = &self.timeouts;
@@ -420,16 +437,19 @@ async fn relay_response(
     out: &mut Vec<u8>,
     body_sent: &Cell<Option<Instant>>,
     head_written: &Cell<bool>,
+    in_flight: &Cell<Option<InFlight<'_>>>,
 ) -> Result<Relayed, Failure> {
-    let client_side = ClientSide {
-        is_head: req.is_head,
-        http10: req.http10,
-        keep_alive: req.keep_alive && !ctx.is_draining(),
-    };
     let res = loop {
         let parsed = if conn.buf.is_empty() {
             None
         } else {
+            // Decided when the head arrives: a worker that started draining meanwhile closes
+            // the connection after this response.
+            let client_side = ClientSide {
+                is_head: req.is_head,
+                http10: req.http10,
+                keep_alive: req.keep_alive && !ctx.is_draining(),
+            };
             h1::parse_response(conn.buf.data(), ctx.limits.max_headers, client_side, out)
                 .map_err(|_| ProxyError::BadGateway("malformed response head"))?
         };
@@ -475,6 +495,14 @@ async fn relay_response(
         out.extend_from_slice(&conn.buf.data()[..body_in_head]);
         conn.buf.consume(body_in_head);
     }
+    let rest = match res.framing {
+        Framing::Length(n) => Framing::Length(n - body_in_head as u64),
+        other => other,
+    };
+    if matches!(rest, Framing::None | Framing::Length(0)) {
+        // The backend is done with this request before the client hears of it.
+        in_flight.take();
+    }
     head_written.set(true);
     let head = std::mem::take(out);
     let (written, head) = match timeout(t.client_send(), client_w.write_all(head)).await {
@@ -485,10 +513,6 @@ async fn relay_response(
     written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
     note.sent(out.len() as u64);
 
-    let rest = match res.framing {
-        Framing::Length(n) => Framing::Length(n - body_in_head as u64),
-        other => other,
-    };
     let spec = CopySpec {
         framing: rest,
         dechunk: res.dechunk,
@@ -497,8 +521,9 @@ async fn relay_response(
         max_bytes: 0,
         min_rate: None,
     };
+    let mut tap = RelayTap { tee: &mut tee, in_flight };
     let body_out =
-        copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tee).await.map_err(|e| {
+        copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tap).await.map_err(|e| {
             responded(match e {
                 BodyError::Write(_) => ProxyError::Client(e),
                 other => ProxyError::Upstream(other),
@@ -507,6 +532,28 @@ async fn relay_response(
     note.sent(body_out);
     cache.complete(&ctx.cache, tee);
     Ok(Relayed::Done(res))
+}
+
+/// What watches a response body stream to the client: the cache's tee, and the backend's
+/// in-flight count, which ends when the backend's last byte is read.
+struct RelayTap<'t, 'f> {
+    tee: &'t mut CacheTee,
+    in_flight: &'t Cell<Option<InFlight<'f>>>,
+}
+
+impl BodyTap for RelayTap<'_, '_> {
+    #[inline]
+    fn tap(&mut self, bytes: &[u8]) {
+        self.tee.tap(bytes);
+    }
+    #[inline]
+    fn wire(&mut self, bytes: &[u8]) {
+        self.tee.wire(bytes);
+    }
+    #[inline]
+    fn source_done(&mut self) {
+        self.in_flight.take();
+    }
 }
 
 /// The reading side of an upstream connection, lent to the response relay while the request

@@ -121,6 +121,7 @@ pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, pee
     // rapid-reset notification (not a new waiter registered at every accepted stream).
     let mut tick = std::pin::pin!(monoio::time::sleep(TICK));
     let mut calm = std::pin::pin!(state.calm.notified());
+    let mut drained = std::pin::pin!(ctx.drained_signal());
     loop {
         monoio::select! {
             next = conn.accept() => match next {
@@ -140,6 +141,11 @@ pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, pee
                     }));
                 }
                 Some(Err(_)) | None => break,
+            },
+            _ = &mut drained, if !shutting_down => {
+                // The worker drains: no new streams; those open finish.
+                conn.graceful_shutdown();
+                shutting_down = true;
             },
             _ = &mut calm, if !calmed => {
                 calmed = true;

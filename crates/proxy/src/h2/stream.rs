@@ -357,7 +357,8 @@ impl Call<'_> {
             lease.session().mark_closed();
             return Err(AttemptError::Refused);
         };
-        let _in_flight = up.stats.begin();
+        // Counted until the backend's response has ended (not until the client has it).
+        let in_flight = std::cell::Cell::new(Some(up.stats.begin()));
         let _span = self.note.phase("upstream_exchange");
         let started = Instant::now();
         let note = self.note;
@@ -394,7 +395,7 @@ impl Call<'_> {
                 };
             }
             // Chunks resent from `replay` were captured when they first arrived.
-            pump(body, &mut up_send, Some(replay), |c| capture.tap(c), |_| {}).await
+            pump(body, &mut up_send, Some(replay), |c| capture.tap(c), |_| {}, || {}).await
         };
 
         // The response side: the head, then the body and trailers.
@@ -437,6 +438,9 @@ impl Call<'_> {
             note.sent(response_head_bytes(res.headers()));
             let (head, mut res_body) = res.into_parts();
             let eos = res_body.is_end_stream();
+            if eos {
+                in_flight.take();
+            }
             let d = respond
                 .send_response(Response::from_parts(head, ()), eos)
                 .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
@@ -450,7 +454,9 @@ impl Call<'_> {
                     note.set_grpc_status(code);
                 }
             };
-            match pump(&mut res_body, d, None, |c| note.sent(c.len() as u64), on_trailers).await {
+            let ended = || drop(in_flight.take());
+            let sent = |c: &[u8]| note.sent(c.len() as u64);
+            match pump(&mut res_body, d, None, sent, on_trailers, ended).await {
                 Ok(()) => Ok(()),
                 Err(PumpError::Dst) => Err(AttemptError::Fail(Fail::ClientGone)),
                 Err(PumpError::Src(e)) => match upstream_failed(&lease, &e) {
@@ -553,13 +559,15 @@ pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue
 }
 
 /// Moves a stream's DATA and trailers from `src` to `dst`, chunk by chunk, under flow control.
-/// `on_data` sees each DATA payload and `on_trailers` the trailers, as they pass.
+/// `on_data` sees each DATA payload and `on_trailers` the trailers, as they pass; `on_end` runs
+/// once the source has ended, before its last frame is sent on.
 async fn pump(
     src: &mut RecvStream,
     dst: &mut SendStream<Bytes>,
     replay: Option<&RefCell<Replay>>,
     mut on_data: impl FnMut(&[u8]),
     on_trailers: impl FnOnce(&HeaderMap),
+    on_end: impl FnOnce(),
 ) -> Result<(), PumpError> {
     loop {
         // Data first: when it is already there the reset watch is not registered (a registered
@@ -583,6 +591,7 @@ async fn pump(
             r.ended = end;
         }
         if end {
+            on_end();
             // The chunk that ends the stream is queued at once instead of after waiting for
             // the peer's window. h2 still sends it only as that window allows and nothing
             // follows it on this stream; its receive capacity is not released here but by h2
@@ -607,6 +616,7 @@ async fn pump(
             r.trailers = trailers.clone();
         }
     }
+    on_end();
     match trailers {
         Some(t) => {
             on_trailers(&t);

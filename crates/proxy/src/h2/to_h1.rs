@@ -65,7 +65,8 @@ pub(super) async fn attempt(
     };
     let note = call.note;
     note.set_backend(index);
-    let _in_flight = up.stats.begin();
+    // Counted until the backend's whole response is read (not until the client has it).
+    let mut in_flight = Some(up.stats.begin());
     let _span = note.phase("upstream_exchange");
     let is_head = call.parts.method == http::Method::HEAD;
     let framing = request_framing(call);
@@ -169,6 +170,9 @@ pub(super) async fn attempt(
     let _respond = note.phase("respond");
     note.sent(response_head_bytes(response.headers()));
     let eos = matches!(res_framing, Framing::None | Framing::Length(0));
+    if eos {
+        in_flight = None;
+    }
     let d = call
         .respond
         .send_response(response, eos)
@@ -196,6 +200,9 @@ pub(super) async fn attempt(
                     conn.buf.consume(n);
                     left -= n as u64;
                     let last = res_framing != Framing::UntilClose && left == 0;
+                    if last {
+                        in_flight = None;
+                    }
                     note.sent(n as u64);
                     send_data(d, chunk, last)
                         .await
@@ -212,6 +219,9 @@ pub(super) async fn attempt(
                         .map_err(|_| bad("invalid chunked response"))?;
                     conn.buf.consume(used);
                     let done = decoder.is_done();
+                    if done {
+                        in_flight = None;
+                    }
                     if !payload.is_empty() || done {
                         note.sent(payload.len() as u64);
                         send_data(d, Bytes::from(payload), done)
@@ -230,6 +240,7 @@ pub(super) async fn attempt(
                 return Err(failed(ProxyError::Upstream(BodyError::ReadTimeout)));
             }
             Ok(Ok(0)) if res_framing == Framing::UntilClose => {
+                drop(in_flight);
                 let _ = d.send_data(Bytes::new(), true);
                 return Ok(());
             }

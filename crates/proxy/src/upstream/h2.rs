@@ -35,7 +35,8 @@ pub enum H2Error {
     Handshake(String),
 }
 
-/// Streams assumed allowed on a new connection until the backend's SETTINGS arrive.
+/// Streams h2 allows on a new connection before the backend's SETTINGS arrive (none are sent
+/// before them: [`connect`] waits for them).
 const INITIAL_MAX_STREAMS: usize = 100;
 
 /// One multiplexed upstream connection.
@@ -214,20 +215,38 @@ async fn connect(
         .max_send_buffer_size(cfg.max_send_buffer)
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .data_frame_budget(cfg.data_frame_budget);
-    let (send, conn) = match timeout(connect_timeout, builder.handshake::<_, Bytes>(io)).await {
+    let (send, mut conn) = match timeout(connect_timeout, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Err(H2Error::Handshake(e.to_string())),
         Err(_) => return Err(H2Error::Handshake("timed out".into())),
     };
+    // The backend's SETTINGS (its stream limit above all) is the first frame it sends, so once
+    // a PING round trip is over they are known: no stream goes out on an assumed limit.
+    let mut ping = conn.ping_pong();
+    if let Some(p) = ping.as_mut() {
+        let settled = async {
+            monoio::select! {
+                _ = &mut conn => Err(H2Error::Handshake("closed before its SETTINGS".into())),
+                pong = p.ping(h2::Ping::opaque()) => {
+                    pong.map_err(|e| H2Error::Handshake(e.to_string()))
+                }
+            }
+        };
+        match timeout(connect_timeout, settled).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(H2Error::Handshake("no SETTINGS in time".into())),
+        }
+    }
     let session = Rc::new(Session {
         send,
         active: Cell::new(0),
-        max_streams: Cell::new(INITIAL_MAX_STREAMS),
+        max_streams: Cell::new(conn.max_concurrent_send_streams().max(1)),
         closed: Cell::new(false),
         idle_since: Cell::new(Instant::now()),
         kill: Notify::default(),
     });
-    monoio::spawn(drive(conn, session.clone(), *cfg));
+    monoio::spawn(drive(conn, ping, session.clone(), *cfg));
     Ok(session)
 }
 
@@ -235,10 +254,10 @@ async fn connect(
 /// it stays idle.
 async fn drive(
     mut conn: h2::client::Connection<Rewind, Bytes>,
+    mut ping: Option<h2::PingPong>,
     session: Rc<Session>,
     cfg: Http2Config,
 ) {
-    let mut ping = conn.ping_pong();
     let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms);
     let keepalive = Duration::from_millis(cfg.keepalive_interval_ms);
     let pong_timeout = Duration::from_millis(cfg.keepalive_timeout_ms);

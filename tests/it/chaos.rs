@@ -4,11 +4,6 @@
 //! admin API, and the algorithm is switched twice. Every GET must succeed; every POST must get
 //! exactly one response and be processed at most once, exactly once when it succeeded.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod admin_common;
-mod common;
-
 use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use admin_common::{Fulcrum, Opts, TempDir, write_token};
-use common::{Client, Head, expect_within, read_head, read_sized};
+use crate::harness::http1::{read_head, read_sized};
+use crate::harness::*;
 use serde_json::json;
 
 /// Client threads of the load generator (each alternates GET and POST on one connection).
@@ -287,34 +282,18 @@ fn client_loop(addr: SocketAddr, thread: u64, stop: &AtomicBool, completed: &Ato
 // The scenario
 // ---------------------------------------------------------------------------------------------
 
-fn backend_ids(f: &Fulcrum, token: &str) -> HashMap<String, u64> {
-    let list = f.get("/api/v1/backends", Some(token)).json();
-    list.as_array()
-        .expect("backend list")
-        .iter()
-        .map(|b| (b["url"].as_str().unwrap().to_owned(), b["id"].as_u64().unwrap()))
-        .collect()
-}
-
 #[test]
 fn no_failed_gets_and_no_lost_or_duplicated_posts_under_chaos() {
     let mut backends: Vec<ChaosBackend> =
         ["b0", "b1", "b2"].into_iter().map(ChaosBackend::start).collect();
-    let dir = TempDir::new("chaos");
     // A refused connect ejects a backend for a short while only, so the restart is seen.
-    let config = dir.write(
-        "chaos.toml",
-        "[health]\nmax_fails = 1\neject_ms = 200\n\n[telemetry]\naccess_log = \"off\"\n",
-    );
-    let mut opts = Opts::default().config(&config);
-    for b in &backends {
-        opts = opts.backend(&b.url());
-    }
-    let f = Fulcrum::start(opts);
+    let f = Fulcrum::builder()
+        .backends(backends.iter().map(ChaosBackend::url))
+        .config("[health]\nmax_fails = 1\neject_ms = 200\n\n[telemetry]\naccess_log = \"off\"")
+        .start();
     let token = write_token();
-    let ids = backend_ids(&f, &token);
 
-    let load = Load::start(f.listen);
+    let load = Load::start(f.addr());
     load.run_for(REQUESTS_PER_STEP, "load before the first step");
 
     backends[0].kill();
@@ -325,19 +304,19 @@ fn no_failed_gets_and_no_lost_or_duplicated_posts_under_chaos() {
     load.run_for(REQUESTS_PER_STEP, "load after b0 restarted");
 
     backends.push(ChaosBackend::start("b3"));
-    f.send("POST", "/api/v1/backends", Some(&token), &json!({"url": backends[3].url()}))
+    f.admin()
+        .send("POST", "/api/v1/backends", Some(&token), &json!({"url": backends[3].url()}))
         .expect(201, None);
     expect_within(STEP_DEADLINE, "added b3 serving", || backends[3].requests() > 0);
     load.run_for(REQUESTS_PER_STEP, "load after adding b3");
 
-    let b1 = ids[&backends[1].url()];
-    f.send("DELETE", &format!("/api/v1/backends/{b1}"), Some(&token), &json!(null))
-        .expect(204, None);
+    f.admin().remove_backend(&backends[1].url());
     load.run_for(REQUESTS_PER_STEP, "load after removing b1");
     let b1_after_removal = backends[1].requests();
 
     for algorithm in ["least_connections", "random"] {
-        f.send("PUT", "/api/v1/algorithm", Some(&token), &json!({ "algorithm": algorithm }))
+        f.admin()
+            .send("PUT", "/api/v1/algorithm", Some(&token), &json!({ "algorithm": algorithm }))
             .expect(200, None);
         load.run_for(REQUESTS_PER_STEP, "load after an algorithm switch");
     }

@@ -3,19 +3,15 @@
 //! than the queue holds is answered 503 at once, and a wait longer than
 //! `pool.queue_timeout_ms` is answered 503. One worker, so the per-worker cap is the cap.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod admin_common;
-mod common;
-
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Client, Fulcrum, Response, TempFile, TestBackend, expect_within};
+use crate::harness::*;
 
-fn start(pool: &str, backend: &TestBackend) -> (Fulcrum, TempFile) {
-    common::start_one_worker(&format!("[pool]\n{pool}"), &[backend.url()])
+/// One worker in front of `backend`, with `pool` as its `[pool]` section.
+fn start(pool: &str, backend: &TestBackend) -> Fulcrum {
+    Fulcrum::builder().workers(1).backend(backend).config(&format!("[pool]\n{pool}")).start()
 }
 
 /// `GET /hold` on its own keep-alive connection, answered on a thread.
@@ -31,7 +27,7 @@ fn gauge(f: &Fulcrum, name: &str, backend: &TestBackend) -> Option<f64> {
 fn a_request_beyond_the_cap_waits_and_one_beyond_the_queue_gets_503() {
     let backend = TestBackend::named("held");
     backend.hold();
-    let (f, _conf) = start("max_connections_per_backend = 1\nqueue_size = 1\n", &backend);
+    let f = start("max_connections_per_backend = 1\nqueue_size = 1\n", &backend);
 
     let first = hold_request(f.addr());
     expect_within(Duration::from_secs(5), "first request at the backend", || {
@@ -69,7 +65,7 @@ fn a_request_beyond_the_cap_waits_and_one_beyond_the_queue_gets_503() {
 fn a_queued_request_gets_503_after_the_queue_timeout() {
     let backend = TestBackend::named("held");
     backend.hold();
-    let (f, _conf) = start(
+    let f = start(
         "max_connections_per_backend = 1\nqueue_size = 4\nqueue_timeout_ms = 300\n",
         &backend,
     );
@@ -99,7 +95,7 @@ fn a_queued_request_gets_503_after_the_queue_timeout() {
 fn without_a_cap_connections_are_not_limited() {
     let backend = TestBackend::named("held");
     backend.hold();
-    let (f, _conf) = start("queue_size = 0\n", &backend);
+    let f = start("queue_size = 0\n", &backend);
     let held: Vec<_> = (0..3).map(|_| hold_request(f.addr())).collect();
     expect_within(Duration::from_secs(5), "three requests at the backend", || {
         backend.in_flight() == 3
@@ -112,8 +108,9 @@ fn without_a_cap_connections_are_not_limited() {
 
 #[test]
 fn check_config_shows_and_validates_the_new_keys() {
-    let empty = TempFile::with_contents("limits-empty", "");
-    let (status, stdout, stderr) = common::check_config(empty.path());
+    let dir = TempDir::new("limits-check-config");
+    let empty = dir.write("empty.toml", "");
+    let (status, stdout, stderr) = check_config(&empty);
     assert!(status.success(), "{stderr}");
     let pool = stdout.split("[pool]").nth(1).expect("a [pool] table");
     let pool = pool.split("\n[").next().unwrap();
@@ -128,8 +125,8 @@ fn check_config_shows_and_validates_the_new_keys() {
         ("[pool]\nqueue_timeout_ms = 0\n", "pool.queue_timeout_ms"),
         ("[retries]\nmax_attempts = 0\n", "retries.max_attempts"),
     ] {
-        let file = TempFile::with_contents("limits-bad", bad);
-        let (status, _, stderr) = common::check_config(file.path());
+        let file = dir.write("bad.toml", bad);
+        let (status, _, stderr) = check_config(&file);
         assert_eq!(status.code(), Some(1), "{bad}");
         assert!(stderr.starts_with(&format!("error: invalid `{key}`:")), "{stderr}");
     }
@@ -139,7 +136,7 @@ fn check_config_shows_and_validates_the_new_keys() {
 fn queued_requests_are_all_served_through_the_capped_connections() {
     let backend = TestBackend::named("held");
     backend.hold();
-    let (f, _conf) = start("max_connections_per_backend = 2\nqueue_size = 8\n", &backend);
+    let f = start("max_connections_per_backend = 2\nqueue_size = 8\n", &backend);
     let mut handles: Vec<_> = (0..2).map(|_| hold_request(f.addr())).collect();
     expect_within(Duration::from_secs(5), "two requests at the backend", || {
         backend.in_flight() == 2
@@ -162,10 +159,11 @@ fn a_full_queue_sends_the_request_to_another_backend() {
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     a.hold();
     b.hold();
-    let (f, _conf) = common::start_one_worker(
-        "[pool]\nmax_connections_per_backend = 1\nqueue_size = 0\n",
-        &[a.url(), b.url()],
-    );
+    let f = Fulcrum::builder()
+        .workers(1)
+        .backends([&a, &b])
+        .config("[pool]\nmax_connections_per_backend = 1\nqueue_size = 0")
+        .start();
     // One held request on each backend fills both caps.
     let held: Vec<_> = (0..2).map(|_| hold_request(f.addr())).collect();
     expect_within(Duration::from_secs(5), "one request at each backend", || {
@@ -189,14 +187,13 @@ fn a_full_queue_sends_the_request_to_another_backend() {
 
 #[test]
 fn the_admin_api_shows_the_settings() {
-    let dir = admin_common::TempDir::new("upstream-limits-admin");
-    let config = dir.write(
-        "fulcrum.toml",
-        "[pool]\nmax_connections_per_backend = 4\nqueue_size = 2\nqueue_timeout_ms = 250\n\
-         [retries]\nmax_attempts = 2\nbudget_ratio = 0.5\nbudget_min_per_sec = 1\n",
-    );
-    let lb = admin_common::Fulcrum::start(admin_common::Opts::default().config(&config));
-    let c = lb.get("/api/v1/config", Some(&admin_common::read_token())).expect(200, None).json();
+    let lb = Fulcrum::builder()
+        .config(
+            "[pool]\nmax_connections_per_backend = 4\nqueue_size = 2\nqueue_timeout_ms = 250\n\
+             [retries]\nmax_attempts = 2\nbudget_ratio = 0.5\nbudget_min_per_sec = 1",
+        )
+        .start();
+    let c = lb.admin().get("/api/v1/config", Some(&read_token())).expect(200, None).json();
     assert_eq!(c["limits"]["pool_max_connections_per_backend"], 4, "{c}");
     assert_eq!(c["limits"]["pool_queue_size"], 2, "{c}");
     assert_eq!(c["limits"]["pool_queue_timeout_ms"], 250, "{c}");

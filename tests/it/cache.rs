@@ -3,19 +3,14 @@
 //! clients, and the admin API. Waits are readiness checks with deadlines; the only sleeps are
 //! TTL waits, which are the behaviour under test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod admin_common;
-mod common;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use admin_common::{Opts, TempDir, request, write_token};
-use common::expect_within;
+use crate::harness::backend::{RawRequest, Then};
+use crate::harness::*;
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -26,259 +21,131 @@ const DEADLINE: Duration = Duration::from_secs(30);
 // headers `<name>: v`; `x-resp-size` pads the body; `x-resp-chunked: 1` sends it chunked;
 // `x-resp-delay-ms` waits before answering; `x-resp-status` sets the status.
 
-struct Backend {
-    url: String,
-    requests: Arc<AtomicUsize>,
-}
-
-fn backend() -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let counter = counter.clone();
-            std::thread::spawn(move || serve_backend(stream, &counter));
-        }
-    });
-    Backend { url, requests }
+fn backend() -> RawBackend {
+    let serial = AtomicUsize::new(0);
+    RawBackend::new(move |req| {
+        (scripted(req, serial.fetch_add(1, Ordering::SeqCst) + 1), Then::KeepAlive)
+    })
 }
 
 #[allow(clippy::disallowed_methods)] // a slow backend is backend behaviour, not synchronisation
-fn serve_backend(stream: TcpStream, counter: &AtomicUsize) {
-    let mut r = BufReader::new(stream.try_clone().unwrap());
-    let mut w = stream;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let path = parts.next().unwrap_or("").to_owned();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-            }
-        }
-        let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-        let len: usize = get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
-        let serial = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(ms) = get("x-resp-delay-ms").and_then(|v| v.parse().ok()) {
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-        let status = get("x-resp-status").unwrap_or("200");
-        let mut payload = format!(
-            "serial={serial} method={method} path={path} body={}",
-            String::from_utf8_lossy(&body)
-        )
-        .into_bytes();
-        if let Some(size) = get("x-resp-size").and_then(|v| v.parse::<usize>().ok()) {
-            let mut i = 0u8;
-            while payload.len() < size {
-                payload.push(b'a' + i % 26);
-                i = i.wrapping_add(1);
-            }
-        }
-        let chunked = get("x-resp-chunked") == Some("1");
-        let mut head = format!("HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\n");
-        head.push_str(&format!("x-serial: {serial}\r\n"));
-        for (k, v) in &headers {
-            if let Some(name) = k.strip_prefix("x-resp-h-") {
-                head.push_str(&format!("{name}: {v}\r\n"));
-            }
-        }
-        let mut out = head.into_bytes();
-        if chunked {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-            if method != "HEAD" {
-                for c in payload.chunks(1000) {
-                    out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
-                    out.extend_from_slice(c);
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b"0\r\n\r\n");
-            }
-        } else {
-            out.extend_from_slice(format!("content-length: {}\r\n\r\n", payload.len()).as_bytes());
-            if method != "HEAD" && !status.starts_with("204") {
-                out.extend_from_slice(&payload);
-            }
-        }
-        if w.write_all(&out).is_err() {
-            return;
+fn scripted(req: &RawRequest, serial: usize) -> Vec<u8> {
+    let (method, path) = (req.method(), req.target());
+    if let Some(ms) = req.header("x-resp-delay-ms").and_then(|v| v.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let status = req.header("x-resp-status").unwrap_or("200");
+    let mut payload = format!(
+        "serial={serial} method={method} path={path} body={}",
+        String::from_utf8_lossy(&req.body)
+    )
+    .into_bytes();
+    if let Some(size) = req.header("x-resp-size").and_then(|v| v.parse::<usize>().ok()) {
+        let mut i = 0u8;
+        while payload.len() < size {
+            payload.push(b'a' + i % 26);
+            i = i.wrapping_add(1);
         }
     }
+    let mut head = format!("HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\n");
+    head.push_str(&format!("x-serial: {serial}\r\n"));
+    for (k, v) in &req.head.headers {
+        if let Some(name) = k.to_ascii_lowercase().strip_prefix("x-resp-h-") {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let mut out = head.into_bytes();
+    if req.header("x-resp-chunked") == Some("1") {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        if method != "HEAD" {
+            for c in payload.chunks(1000) {
+                out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                out.extend_from_slice(c);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    } else {
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", payload.len()).as_bytes());
+        if method != "HEAD" && !status.starts_with("204") {
+            out.extend_from_slice(&payload);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
-// A keep-alive client that keeps every byte it receives.
+// What a cache test reads off a response.
 
-#[derive(Debug, Clone)]
-struct Reply {
-    status: u16,
-    /// Header lines in order, as received.
-    lines: Vec<String>,
-    /// The body bytes as received (chunk framing included).
-    raw_body: Vec<u8>,
-    /// The decoded body.
-    body: Vec<u8>,
+trait Cached {
+    /// The `x-cache` header (`none` without one).
+    fn x_cache(&self) -> &str;
+    /// The backend's serial number of the response.
+    fn serial(&self) -> u64;
+    /// The status line and the header fields without `age`, `x-cache` and `connection`.
+    fn stable_head(&self) -> ([String; 3], Vec<(String, String)>);
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.lines.iter().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then_some(v.trim())
-        })
-    }
+impl Cached for Response {
     fn x_cache(&self) -> &str {
         self.header("x-cache").unwrap_or("none")
     }
     fn serial(&self) -> u64 {
         self.header("x-serial").and_then(|v| v.parse().ok()).unwrap_or(0)
     }
-    /// Header lines without `age`, `x-cache` and `connection`.
-    fn stable_lines(&self) -> Vec<String> {
-        self.lines
-            .iter()
-            .filter(|l| {
-                let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
-                !matches!(name.as_str(), "age" | "x-cache" | "connection")
-            })
-            .cloned()
-            .collect()
+    fn stable_head(&self) -> ([String; 3], Vec<(String, String)>) {
+        let stable =
+            |n: &str| !matches!(n.to_ascii_lowercase().as_str(), "age" | "x-cache" | "connection");
+        let headers = self.head.headers.iter().filter(|(n, _)| stable(n)).cloned().collect();
+        (self.head.start.clone(), headers)
     }
 }
 
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
+/// A keep-alive client connection whose requests must be answered.
+struct Conn(Client);
 
 impl Conn {
     fn open(addr: SocketAddr) -> Conn {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn { r: BufReader::new(s.try_clone().unwrap()), w: s }
+        Conn(Client::connect(addr))
     }
 
-    fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: cache.test\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.w.write_all(&bytes).unwrap();
-        self.read(method == "HEAD")
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        self.0.request(method, path, headers, body).unwrap()
     }
 
-    fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Reply {
+    fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Response {
         self.send("GET", path, headers, b"")
-    }
-
-    fn read(&mut self, head_only: bool) -> Reply {
-        let mut status_line = String::new();
-        self.r.read_line(&mut status_line).unwrap();
-        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let mut lines = vec![status_line.trim_end().to_owned()];
-        loop {
-            let mut l = String::new();
-            self.r.read_line(&mut l).unwrap();
-            let l = l.trim_end().to_owned();
-            if l.is_empty() {
-                break;
-            }
-            lines.push(l);
-        }
-        let mut reply = Reply { status, lines, raw_body: Vec::new(), body: Vec::new() };
-        if head_only || status == 204 {
-            return reply;
-        }
-        if reply.header("transfer-encoding").is_some() {
-            loop {
-                let mut size = String::new();
-                self.r.read_line(&mut size).unwrap();
-                reply.raw_body.extend_from_slice(size.as_bytes());
-                let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                let mut chunk = vec![0; n + 2];
-                self.r.read_exact(&mut chunk).unwrap();
-                reply.raw_body.extend_from_slice(&chunk);
-                if n == 0 {
-                    break;
-                }
-                reply.body.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            let n: usize = reply.header("content-length").unwrap().parse().unwrap();
-            let mut body = vec![0; n];
-            self.r.read_exact(&mut body).unwrap();
-            reply.raw_body = body.clone();
-            reply.body = body;
-        }
-        reply
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The balancer process.
 
-/// The balancer with the admin API on, and the directory holding its config file.
-struct Fulcrum {
-    process: admin_common::Fulcrum,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    _dir: TempDir,
+/// Starts with `[cache]` set to `cache` (TOML lines), `workers` workers and one backend.
+fn start(cache: &str, workers: usize, backend: &RawBackend) -> Fulcrum {
+    Fulcrum::builder()
+        .workers(workers)
+        .backend(backend)
+        .config(&format!("[cache]\n{cache}"))
+        .start()
 }
 
-impl Fulcrum {
-    /// Starts with `[cache]` set to `cache` (TOML lines), `workers` workers and one backend.
-    fn start(cache: &str, workers: usize, backend: &Backend) -> Fulcrum {
-        let dir = TempDir::new("cache");
-        let config = dir.write("fulcrum.toml", &format!("[cache]\n{cache}\n"));
-        let opts = Opts::default().workers(workers).backend(&backend.url).config(&config);
-        let process = admin_common::Fulcrum::start(opts);
-        Fulcrum { listen: process.listen, admin: process.admin(), process, _dir: dir }
+fn admin_call(f: &Fulcrum, method: &str, path: &str, body: Option<Value>) -> Response {
+    let t = write_token();
+    match body {
+        Some(b) => f.admin().send(method, path, Some(&t), &b),
+        None => f.admin().request(method, path, Some(&t), &[], None),
     }
+}
 
-    fn admin_call(&self, method: &str, path: &str, body: Option<Value>) -> admin_common::Resp {
-        let mut headers = vec![("Authorization".to_owned(), format!("Bearer {}", write_token()))];
-        let bytes = body.map(|b| {
-            headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
-            serde_json::to_vec(&b).unwrap()
-        });
-        request(self.admin, method, path, &headers, bytes.as_deref())
-    }
-
-    fn cache_view(&self) -> Value {
-        let r = self.admin_call("GET", "/api/v1/cache", None);
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        self.process.process().rss_kib()
-    }
+fn cache_view(f: &Fulcrum) -> Value {
+    admin_call(f, "GET", "/api/v1/cache", None).expect(200, None).json()
 }
 
 fn wait_until(what: &str, cond: impl FnMut() -> bool) {
@@ -286,9 +153,9 @@ fn wait_until(what: &str, cond: impl FnMut() -> bool) {
 }
 
 /// Asserts a miss then a hit of the same response; returns the serial.
-fn miss_then_hit(c: &mut Conn, send: &mut dyn FnMut(&mut Conn) -> Reply, what: &str) -> u64 {
+fn miss_then_hit(c: &mut Conn, send: &mut dyn FnMut(&mut Conn) -> Response, what: &str) -> u64 {
     let first = send(c);
-    assert_eq!(first.status, 200, "{what}");
+    assert_eq!(first.status(), 200, "{what}");
     assert_eq!(first.x_cache(), "MISS", "{what}: first");
     let second = send(c);
     assert_eq!(second.x_cache(), "HIT", "{what}: second");
@@ -304,8 +171,8 @@ const BASE: &[(&str, &str)] = &[("accept", "text/plain"), ("x-tenant", "a")];
 #[test]
 fn each_key_component_separates_entries() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true", 1, &b);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true", 1, &b);
+    let mut c = Conn::open(f.addr());
     let base = BASE;
     let s0 = miss_then_hit(&mut c, &mut |c| c.send("POST", "/k?x=1", base, b"{\"q\":1}"), "base");
     // Header order and name case do not matter.
@@ -352,14 +219,14 @@ fn each_key_component_separates_entries() {
     // The base entry is still there.
     let r = c.send("POST", "/k?x=1", base, b"{\"q\":1}");
     assert_eq!((r.x_cache(), r.serial()), ("HIT", s0));
-    assert_eq!(b.requests.load(Ordering::SeqCst), 8);
+    assert_eq!(b.requests(), 8);
 }
 
 #[test]
 fn hits_replay_the_stored_response_byte_for_byte() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true", 1, &b);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true", 1, &b);
+    let mut c = Conn::open(f.addr());
     for (path, extra) in [
         ("/sized", vec![("x-resp-size", "3000")]),
         ("/chunked", vec![("x-resp-size", "4500"), ("x-resp-chunked", "1")]),
@@ -369,13 +236,11 @@ fn hits_replay_the_stored_response_byte_for_byte() {
         let miss = c.get(path, &extra);
         let hit = c.get(path, &extra);
         assert_eq!((miss.x_cache(), hit.x_cache()), ("MISS", "HIT"), "{path}");
-        assert_eq!(hit.status, miss.status);
-        assert_eq!(hit.stable_lines(), miss.stable_lines(), "{path}: headers");
+        assert_eq!(hit.status(), miss.status());
+        assert_eq!(hit.stable_head(), miss.stable_head(), "{path}: headers");
         assert_eq!(hit.raw_body, miss.raw_body, "{path}: body bytes");
         let age: u64 = hit.header("age").unwrap().parse().unwrap();
-        assert!(
-            hit.lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("x-cache")).count() == 1
-        );
+        assert_eq!(hit.head.all("x-cache").len(), 1);
         if path == "/upstream-age" {
             assert!(age >= 7, "upstream Age is carried: {age}");
         } else {
@@ -390,7 +255,7 @@ fn hits_replay_the_stored_response_byte_for_byte() {
     assert_eq!(r.x_cache(), "HIT");
     assert_eq!(r.header("connection"), Some("close"));
     let mut rest = Vec::new();
-    assert_eq!(c.r.read_to_end(&mut rest).unwrap(), 0, "closed after the hit");
+    assert_eq!(c.0.reader.read_to_end(&mut rest).unwrap(), 0, "closed after the hit");
 }
 
 /// Waits for a freshness lifetime to run out: the behaviour under test, not synchronisation.
@@ -400,13 +265,13 @@ fn let_expire(d: Duration) {
 }
 
 /// The variants of a base request, each expected to be its own entry.
-type Variant = (&'static str, Box<dyn FnMut(&mut Conn) -> Reply>);
+type Variant = (&'static str, Box<dyn FnMut(&mut Conn) -> Response>);
 
 #[test]
 fn ttl_expiry_and_max_age() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true\nttl_ms = 1000", 1, &b);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true\nttl_ms = 1000", 1, &b);
+    let mut c = Conn::open(f.addr());
     let s = miss_then_hit(&mut c, &mut |c| c.get("/ttl", &[]), "ttl");
     let_expire(Duration::from_millis(1200));
     let r = c.get("/ttl", &[]);
@@ -415,8 +280,8 @@ fn ttl_expiry_and_max_age() {
 
     // max-age below the TTL is honoured; above it is capped (tested at the unit level).
     let g = backend();
-    let f = Fulcrum::start("enabled = true\nttl_ms = 60000", 1, &g);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true\nttl_ms = 60000", 1, &g);
+    let mut c = Conn::open(f.addr());
     let h: &[(&str, &str)] = &[("x-resp-h-cache-control", "max-age=1")];
     let s = miss_then_hit(&mut c, &mut |c| c.get("/maxage", h), "max-age");
     let long: &[(&str, &str)] = &[("x-resp-h-cache-control", "public, max-age=30")];
@@ -435,8 +300,8 @@ fn ttl_expiry_and_max_age() {
 #[test]
 fn unstorable_responses_and_ineligible_requests() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true\nmethods = [\"GET\", \"HEAD\", \"POST\"]", 1, &b);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true\nmethods = [\"GET\", \"HEAD\", \"POST\"]", 1, &b);
+    let mut c = Conn::open(f.addr());
     for (what, h) in [
         ("no-store", ("x-resp-h-cache-control", "no-store")),
         ("private", ("x-resp-h-cache-control", "private, max-age=60")),
@@ -468,8 +333,8 @@ fn unstorable_responses_and_ineligible_requests() {
 #[test]
 fn oversize_bodies_pass_through_uncached() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true\nmax_object_bytes = 65536", 1, &b);
-    let mut c = Conn::open(f.listen);
+    let f = start("enabled = true\nmax_object_bytes = 65536", 1, &b);
+    let mut c = Conn::open(f.addr());
     for extra in
         [vec![("x-resp-size", "200000")], vec![("x-resp-size", "200000"), ("x-resp-chunked", "1")]]
     {
@@ -487,7 +352,7 @@ fn oversize_bodies_pass_through_uncached() {
     let big = vec![b'b'; 40_000];
     let r = c.send("POST", "/upload", &[], &big);
     assert_eq!(r.x_cache(), "BYPASS");
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status(), 200);
 }
 
 #[test]
@@ -496,19 +361,19 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
     // Each traffic thread keeps one connection for as long as the test runs, which can be past
     // the default `max_requests_per_connection` (1000).
     let config = "enabled = true\n[limits]\nmax_requests_per_connection = 0";
-    let f = Fulcrum::start(config, 2, &b);
+    let f = start(config, 2, &b);
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let mut traffic = Vec::new();
     for t in 0..4 {
-        let (stop, served, addr) = (stop.clone(), served.clone(), f.listen);
+        let (stop, served, addr) = (stop.clone(), served.clone(), f.addr());
         traffic.push(std::thread::spawn(move || {
             let mut c = Conn::open(addr);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let path = format!("/bg/{t}/{}", i % 16);
                 let r = c.get(&path, &[("x-resp-size", "2048")]);
-                assert_eq!(r.status, 200);
+                assert_eq!(r.status(), 200);
                 assert_eq!(r.body.len(), 2048);
                 assert!(String::from_utf8_lossy(&r.body).contains(&format!("path={path} ")));
                 served.fetch_add(1, Ordering::Relaxed);
@@ -521,43 +386,46 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
         wait_until("traffic", || served.load(Ordering::Relaxed) >= start + n);
     };
     progress(200);
-    let v = f.cache_view();
+    let v = cache_view(&f);
     assert_eq!(v["enabled"], true);
     assert!(v["entries"].as_u64().unwrap() > 0 && v["hits"].as_u64().unwrap() > 0, "{v}");
     assert!(v["bytes"].as_u64().unwrap() > 0 && v["misses"].as_u64().unwrap() > 0, "{v}");
 
     // Off: no X-Cache, every request upstream, memory freed.
-    let r = f.admin_call("PUT", "/api/v1/cache", Some(json!({"enabled": false})));
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_call(&f, "PUT", "/api/v1/cache", Some(json!({"enabled": false})));
+    assert_eq!(r.status(), 200, "{}", r.text());
     assert_eq!(r.json()["enabled"], false);
     assert!(r.header("fulcrum-epoch").is_some());
-    let v = f.cache_view();
+    let v = cache_view(&f);
     assert_eq!(
         (v["enabled"].as_bool(), v["entries"].as_u64(), v["bytes"].as_u64()),
         (Some(false), Some(0), Some(0)),
         "{v}"
     );
-    let mut c = Conn::open(f.listen);
-    let before = b.requests.load(Ordering::SeqCst);
+    let mut c = Conn::open(f.addr());
+    let before = b.requests();
     let r1 = c.get("/dedicated", &[]);
     let r2 = c.get("/dedicated", &[]);
     assert_eq!((r1.header("x-cache"), r2.header("x-cache")), (None, None));
     assert_ne!(r1.serial(), r2.serial());
-    assert!(b.requests.load(Ordering::SeqCst) >= before + 2);
+    assert!(b.requests() >= before + 2);
     progress(100);
 
     // On again: starts empty, with new settings.
-    let r = f.admin_call(
+    let r = admin_call(
+        &f,
         "PUT",
         "/api/v1/cache",
-        Some(json!({"enabled": true, "ttl_ms": 30000, "max_bytes": 8388608, "methods": ["GET", "HEAD"]})),
+        Some(
+            json!({"enabled": true, "ttl_ms": 30000, "max_bytes": 8388608, "methods": ["GET", "HEAD"]}),
+        ),
     );
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status(), 200, "{}", r.text());
     let applied = r.json();
     assert_eq!(applied["ttl_ms"], 30000);
     assert_eq!(applied["methods"], json!(["GET", "HEAD"]));
     assert!(applied["epoch"].as_u64().is_some());
-    let v = f.cache_view();
+    let v = cache_view(&f);
     assert_eq!((v["enabled"].as_bool(), v["max_bytes"].as_u64()), (Some(true), Some(8388608)));
     assert_eq!(v["max_object_bytes"], 1048576, "untouched fields keep their value");
     let s = miss_then_hit(&mut c, &mut |c| c.get("/dedicated", &[]), "re-enabled");
@@ -566,8 +434,8 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
     progress(100);
 
     // Purge: answers after every worker cleared; the next lookup misses.
-    let r = f.admin_call("DELETE", "/api/v1/cache/entries", None);
-    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_call(&f, "DELETE", "/api/v1/cache/entries", None);
+    assert_eq!(r.status(), 200, "{}", r.text());
     let epoch = r.json()["epoch"].as_u64().unwrap();
     assert_eq!(r.header("fulcrum-epoch"), Some(epoch.to_string().as_str()));
     let r = c.get("/dedicated", &[]);
@@ -578,31 +446,21 @@ fn admin_toggles_reconfigures_and_purges_under_traffic() {
     progress(100);
 
     // Invalid settings are refused and change nothing.
-    let r = f.admin_call("PUT", "/api/v1/cache", Some(json!({"ttl_ms": 0})));
-    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin_call(&f, "PUT", "/api/v1/cache", Some(json!({"ttl_ms": 0})));
+    assert_eq!(r.status(), 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "invalid_cache");
-    let r = f.admin_call("PUT", "/api/v1/cache", Some(json!({"ttl": 5})));
-    assert_eq!(r.status, 400, "unknown field");
-    assert_eq!(f.cache_view()["ttl_ms"], 30000);
+    let r = admin_call(&f, "PUT", "/api/v1/cache", Some(json!({"ttl": 5})));
+    assert_eq!(r.status(), 400, "unknown field");
+    assert_eq!(cache_view(&f)["ttl_ms"], 30000);
 
     stop.store(true, Ordering::Relaxed);
     for t in traffic {
         t.join().expect("traffic thread saw a wrong answer");
     }
-    let metrics = request(f.admin, "GET", "/metrics", &[], None).text();
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
-    wait_until("metrics published", || {
-        let m = request(f.admin, "GET", "/metrics", &[], None).text();
-        m.lines().any(|l| l.starts_with("fulcrum_cache_hits_total ") && !l.ends_with(" 0"))
-    });
-    assert!(value("fulcrum_cache_misses_total") > 0, "{metrics}");
-    assert!(f.process.process().lines().iter().all(|l| !l.contains("panicked")));
+    // The workers' published counters saw both hits and misses.
+    let m = f.wait_metric("fulcrum_cache_hits_total", |n| n > 0.0);
+    assert!(m.value("fulcrum_cache_misses_total") > 0.0, "{m:?}");
+    assert!(f.lines().iter().all(|l| !l.contains("panicked")));
 }
 
 #[test]
@@ -611,20 +469,20 @@ fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
     // 8 MiB over 2 workers; 12 000 distinct 16 KiB responses would be ~190 MiB unbounded.
     // 2 000 requests per connection: past the default `max_requests_per_connection`.
     let config = "enabled = true\nmax_bytes = 8388608\n[limits]\nmax_requests_per_connection = 0";
-    let f = Fulcrum::start(config, 2, &b);
-    let mut warm = Conn::open(f.listen);
+    let f = start(config, 2, &b);
+    let mut warm = Conn::open(f.addr());
     for i in 0..200 {
         warm.get(&format!("/warm/{i}"), &[("x-resp-size", "16384")]);
     }
     let base = f.rss_kib();
     let threads: Vec<_> = (0..6)
         .map(|t| {
-            let addr = f.listen;
+            let addr = f.addr();
             std::thread::spawn(move || {
                 let mut c = Conn::open(addr);
                 for i in 0..2000 {
                     let r = c.get(&format!("/flood/{t}/{i}"), &[("x-resp-size", "16384")]);
-                    assert_eq!((r.status, r.body.len()), (200, 16384));
+                    assert_eq!((r.status(), r.body.len()), (200, 16384));
                 }
             })
         })
@@ -638,7 +496,7 @@ fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
         t.join().unwrap();
     }
     peak = peak.max(f.rss_kib());
-    let v = f.cache_view();
+    let v = cache_view(&f);
     assert!(v["bytes"].as_u64().unwrap() <= 8 << 20, "{v}");
     assert!(v["entries"].as_u64().unwrap() > 100, "{v}");
     let growth_mib = (peak.saturating_sub(base)) / 1024;
@@ -649,12 +507,12 @@ fn memory_stays_bounded_under_a_flood_of_distinct_keys() {
 #[test]
 fn a_stampede_of_identical_misses_makes_one_upstream_request() {
     let b = backend();
-    let f = Fulcrum::start("enabled = true", 1, &b);
+    let f = start("enabled = true", 1, &b);
     let n = 100;
     let barrier = Arc::new(Barrier::new(n));
     let threads: Vec<_> = (0..n)
         .map(|_| {
-            let (barrier, addr) = (barrier.clone(), f.listen);
+            let (barrier, addr) = (barrier.clone(), f.addr());
             std::thread::spawn(move || {
                 let mut c = Conn::open(addr);
                 barrier.wait();
@@ -662,10 +520,10 @@ fn a_stampede_of_identical_misses_makes_one_upstream_request() {
             })
         })
         .collect();
-    let replies: Vec<Reply> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(b.requests.load(Ordering::SeqCst), 1, "one upstream request");
+    let replies: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(b.requests(), 1, "one upstream request");
     let serial = replies[0].serial();
-    assert!(replies.iter().all(|r| r.status == 200 && r.serial() == serial));
+    assert!(replies.iter().all(|r| r.status() == 200 && r.serial() == serial));
     assert!(replies.iter().all(|r| r.body == replies[0].body));
     let misses = replies.iter().filter(|r| r.x_cache() == "MISS").count();
     let hits = replies.iter().filter(|r| r.x_cache() == "HIT").count();

@@ -3,8 +3,6 @@
 //! binary. The Dockerfile, compose file and GitLab pipeline themselves are linted by
 //! `.ci/packaging` (no Docker engine here).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -13,16 +11,9 @@ use std::time::Duration;
 
 use fulcrum::config::Config;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+use crate::harness::refusing_port;
 
-/// A loopback port bound but not listening (connects are refused) for as long as the socket
-/// lives, so no other test can take it meanwhile.
-fn refusing_port() -> (socket2::Socket, u16) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-    (socket, port)
-}
+const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
 
 struct Killed(Child);
 
@@ -78,7 +69,7 @@ fn healthcheck_exit_codes() {
     assert!(tcp.status.success(), "{tcp:?}");
 
     let (_socket, closed) = refusing_port();
-    for url in [format!("http://127.0.0.1:{closed}/healthz"), format!("tcp://127.0.0.1:{closed}")] {
+    for url in [format!("http://{closed}/healthz"), format!("tcp://{closed}")] {
         let out = healthcheck(&url);
         assert_eq!(out.status.code(), Some(1), "{url}: {out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("unhealthy: "), "{out:?}");

@@ -3,72 +3,46 @@
 //! request body captured as its DATA frames stream upstream (base64 for gRPC), `/metrics`
 //! counting the calls like HTTP/1.1 requests, and spans with `traceparent` honoured.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "grpc_common/echo.rs"]
-mod echo;
-#[path = "grpc_common/raw_h2.rs"]
-mod raw_h2;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, Fulcrum, TempFile, TestBackend, start_with_config, wait_until};
-use echo::EchoRequest;
-use raw_h2::{framed, grpc_call, h2_request};
+use crate::harness::echo::EchoRequest;
+use crate::harness::h2client::{framed, grpc_call, h2_request};
+use crate::harness::*;
 use serde_json::Value;
 
-const SECRET: &str = "grpc-access-log-secret-0123456789abcdef";
-
-/// A tonic echo backend on its own thread, for the life of the test process.
-fn echo_backend(name: &str) -> String {
-    echo::spawn_detached(name).0
-}
-
-/// Fulcrum with one worker, an admin listener (for `/metrics`) and the access log in a file.
+/// Fulcrum with one worker and the access log in a file.
 struct Lb {
     f: Fulcrum,
-    admin: SocketAddr,
-    log: TempFile,
-    _conf: TempFile,
+    log: std::path::PathBuf,
+    _dir: TempDir,
 }
 
 fn start(backends: &[String], telemetry: &str) -> Lb {
-    let log = TempFile::with_contents("h2-access", "");
-    std::fs::remove_file(log.path()).unwrap();
-    let config =
-        format!("workers = 1\n[admin]\njwt_secret = \"{SECRET}\"\n[telemetry]\n{telemetry}\n");
-    let access_log = ["--access-log".to_owned(), log.path_str()];
-    let (f, conf) = start_with_config("h2-conf", &config, backends, &access_log);
-    let admin = f.admin_addr();
-    Lb { f, admin, log, _conf: conf }
+    let dir = TempDir::new("h2-access");
+    let log = dir.join("access.log");
+    let f = Fulcrum::builder()
+        .workers(1)
+        .backends(backends)
+        .config(&format!("[telemetry]\n{telemetry}"))
+        .access_log(&log.display().to_string())
+        .start();
+    Lb { f, log, _dir: dir }
 }
 
 impl Lb {
     /// One series of `/metrics` (0 when absent).
     fn metric(&self, series: &str) -> f64 {
-        let text = Client::connect(self.admin).get("/metrics").unwrap().text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
+        self.f.metric(series).unwrap_or(0.0)
     }
 
     /// Stops Fulcrum (the log is flushed on SIGTERM) and returns its records.
     fn records(mut self) -> (Vec<Value>, String) {
         self.f.sigterm();
         assert!(self.f.wait_exit(Duration::from_secs(15)).success());
-        let text = std::fs::read_to_string(self.log.path()).unwrap();
+        let text = std::fs::read_to_string(&self.log).unwrap();
         let records = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (records, self.f.log_text())
     }
-}
-
-fn run<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), f).await.expect("test timed out")
-    })
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -84,7 +58,8 @@ fn only<'a>(records: &'a [Value], path: &str) -> &'a Value {
 
 #[test]
 fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
-    let url = echo_backend("b1");
+    let backend = EchoBackend::spawn("b1");
+    let url = backend.url();
     let lb = start(std::slice::from_ref(&url), "");
     let addr = lb.f.addr();
     let hello = framed(&EchoRequest { message: "hello".into(), ..Default::default() });
@@ -110,11 +85,11 @@ fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
         a.grpc_status()
     });
     // Metrics: every call counted against the backend, by HTTP status class, like HTTP/1.1.
-    let ok = format!("fulcrum_requests_total{{backend=\"{url}\",class=\"2xx\"}}");
-    assert!(wait_until(Duration::from_secs(5), || lb.metric(&ok) == 4.0), "{}", lb.metric(&ok));
+    let m = lb.f.metrics_counting(4);
+    assert_eq!(m.value(&format!("fulcrum_requests_total{{backend=\"{url}\",class=\"2xx\"}}")), 4.0);
     let count = format!("fulcrum_request_duration_seconds_count{{backend=\"{url}\"}}");
-    assert_eq!(lb.metric(&count), 4.0);
-    assert_eq!(lb.metric(&format!("fulcrum_backend_in_flight{{backend=\"{url}\"}}")), 0.0);
+    assert_eq!(m.value(&count), 4.0);
+    assert_eq!(m.value(&format!("fulcrum_backend_in_flight{{backend=\"{url}\"}}")), 0.0);
 
     let (records, _) = lb.records();
     assert_eq!(records.len(), 4, "one record per call: {records:#?}");

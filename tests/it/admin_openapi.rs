@@ -3,15 +3,11 @@
 //! responses and security, and the `/docs` page renders every operation in headless Chromium
 //! with no network beyond the admin listener.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod admin_common;
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
-use admin_common::*;
+use crate::harness::admin::*;
+use crate::harness::*;
 use oas3::spec::{ObjectOrReference, SecurityScheme};
 use serde_json::json;
 
@@ -23,9 +19,9 @@ fn is_protected(path: &str) -> bool {
 
 #[test]
 fn openapi_documents_exactly_the_routes_the_server_answers() {
-    let b = backend("spec");
-    let f = Fulcrum::start(Opts::default().backend(&b.url));
-    let raw = f.get("/api/v1/openapi.json", None);
+    let b = TestBackend::named("spec");
+    let f = Fulcrum::start([&b]);
+    let raw = f.admin().get("/api/v1/openapi.json", None);
     raw.expect(200, None);
     assert!(raw.header("content-type").unwrap().starts_with("application/json"));
     let spec = oas3::from_json(raw.text()).expect("openapi.json parses as OpenAPI 3.1");
@@ -99,7 +95,7 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
     // Every documented operation is answered (never 404/405) with a documented status, and every
     // other method on a documented path is 405.
     let t = write_token();
-    let id = f.get("/api/v1/backends", Some(&t)).json()[0]["id"].as_u64().unwrap();
+    let id = f.admin().get("/api/v1/backends", Some(&t)).json()[0]["id"].as_u64().unwrap();
     let bodies = BTreeMap::from([
         ("POST /api/v1/backends", json!({"url": "http://127.0.0.1:1"})),
         ("PUT /api/v1/algorithm", json!({"algorithm": "random"})),
@@ -113,17 +109,22 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         for method in METHODS {
             let key = format!("{method} {template}");
             let body = bodies.get(key.as_str()).cloned().unwrap_or(json!(null));
-            let r = f.send(method, &path, Some(&t), &body);
+            let r = f.admin().send(method, &path, Some(&t), &body);
             if methods.contains(method) {
-                assert!(r.status != 404 && r.status != 405, "{key}: {} {}", r.status, r.text());
+                assert!(
+                    r.status() != 404 && r.status() != 405,
+                    "{key}: {} {}",
+                    r.status(),
+                    r.text()
+                );
                 let op = spec.operation(&method.parse().unwrap(), template).unwrap();
                 assert!(
-                    op.responses.as_ref().unwrap().contains_key(&r.status.to_string()),
+                    op.responses.as_ref().unwrap().contains_key(&r.status().to_string()),
                     "{key}: status {} not documented",
-                    r.status
+                    r.status()
                 );
             } else {
-                assert_eq!(r.status, 405, "{key}: undocumented method answered: {}", r.text());
+                assert_eq!(r.status(), 405, "{key}: undocumented method answered: {}", r.text());
             }
         }
     }
@@ -146,8 +147,8 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/healthz/",
     ] {
         for method in METHODS {
-            let r = f.send(method, path, Some(&t), &json!(null));
-            assert_eq!(r.status, 404, "{method} {path} is answered but not documented");
+            let r = f.admin().send(method, path, Some(&t), &json!(null));
+            assert_eq!(r.status(), 404, "{method} {path} is answered but not documented");
         }
     }
 }
@@ -163,8 +164,8 @@ fn docs_page_renders_every_operation_in_headless_chromium() {
                  install it with `apt-get install -y chromium` (Debian)"
             )
         });
-    let f = Fulcrum::start(Opts::default());
-    let spec = f.get("/api/v1/openapi.json", None).json();
+    let f = Fulcrum::builder().start();
+    let spec = f.admin().get("/api/v1/openapi.json", None).json();
     let mut ids = Vec::new();
     for item in spec["paths"].as_object().unwrap().values() {
         for op in item.as_object().unwrap().values() {
@@ -174,7 +175,7 @@ fn docs_page_renders_every_operation_in_headless_chromium() {
     assert!(ids.len() >= 14, "{ids:?}");
 
     let profile = TempDir::new("chromium");
-    let url = format!("http://{}/docs", f.admin());
+    let url = format!("http://{}/docs", f.admin_addr());
     let out = Command::new(chromium)
         .args([
             "--headless",
@@ -193,7 +194,7 @@ fn docs_page_renders_every_operation_in_headless_chromium() {
             "--virtual-time-budget=10000",
             "--timeout=60000",
         ])
-        .arg(format!("--user-data-dir={}", profile.0.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
         .arg(&url)
         .output()

@@ -20,8 +20,10 @@
 //! (`HealthCheckRequest { string service = 1; }` -> `HealthCheckResponse { ServingStatus status = 1; }`):
 //! `SERVING` (1) for the service `""` unless [`EchoState::not_serving`] is set (then
 //! `NOT_SERVING`, 2), `NOT_FOUND` for any other service name.
+//!
+//! Shared with `examples/grpc_echo.rs` (the bench backend), which uses the server alone.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)] // the bench backend (examples/grpc_echo.rs) uses only the server
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -79,6 +81,9 @@ pub struct EchoState {
     pub health_checks: AtomicU64,
     /// Health checks answer `NOT_SERVING` while set.
     pub not_serving: AtomicBool,
+    /// Replies of server streams handed to the transport (which takes them only as the
+    /// HTTP/2 window allows).
+    pub replies_sent: AtomicU64,
 }
 
 /// `grpc.health.v1.HealthCheckRequest`.
@@ -200,6 +205,7 @@ impl ServerStreamingService<EchoRequest> for ServerStream {
                         state.cancelled.fetch_add(1, SeqCst);
                         return;
                     }
+                    state.replies_sent.fetch_add(1, SeqCst);
                 }
                 if req.fail_code != 0 {
                     let _ = tx.send(Err(failure(req.fail_code))).await;
@@ -320,22 +326,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<EchoState>) {
     let _ = tonic::transport::Server::builder()
         .serve_with_incoming(EchoService { state }, incoming)
         .await;
-}
-
-/// An echo backend named `name` on 127.0.0.1 on its own thread, for the life of the test
-/// process; returns its `h2c://` URL and its state.
-pub fn spawn_detached(name: &str) -> (String, Arc<EchoState>) {
-    let listener = bind("127.0.0.1:0".parse().unwrap());
-    let addr = listener.local_addr().unwrap();
-    let state = Arc::new(EchoState { name: name.to_owned(), ..Default::default() });
-    let st = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            serve(tokio::net::TcpListener::from_std(listener).unwrap(), st).await;
-        });
-    });
-    (format!("h2c://{addr}"), state)
 }
 
 /// Binds `addr` (std, so the port is known before the runtime runs).

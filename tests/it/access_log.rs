@@ -3,16 +3,12 @@
 //! stdout sinks, both implementations, drop counting when the sink stalls, nothing accepted lost
 //! on SIGTERM, a third sink plugged in through the public API, and W3C `traceparent` handling.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, Fulcrum, TempFile, TestBackend, dead_port_url, start_with_config};
+use crate::harness::*;
 use fulcrum::config::{BackendConfig, Config};
 use fulcrum::telemetry::{AccessRecord, AccessSink};
 use serde_json::Value;
@@ -73,21 +69,15 @@ fn check_shape(v: &Value) {
     assert!(matches!(v["body_encoding"].as_str(), Some("utf8" | "base64")));
 }
 
-fn config_file(tag: &str, extra: &str) -> TempFile {
-    TempFile::with_contents(tag, &format!("workers = 1\n{extra}"))
-}
-
 /// Starts Fulcrum on one worker with `telemetry` as its `[telemetry]` lines, `backend`, and the
-/// access log written to `access_log`. The config file lives as long as the [`TempFile`].
-fn start_logging(
-    tag: &str,
-    telemetry: &str,
-    backend: &TestBackend,
-    access_log: &str,
-) -> (Fulcrum, TempFile) {
-    let config = format!("workers = 1\n[telemetry]\n{telemetry}");
-    let access_log = ["--access-log".to_owned(), access_log.to_owned()];
-    start_with_config(tag, &config, &[backend.url()], &access_log)
+/// access log written to `access_log`.
+fn start_logging(telemetry: &str, backend: &TestBackend, access_log: &str) -> Fulcrum {
+    Fulcrum::builder()
+        .workers(1)
+        .backend(backend)
+        .config(&format!("[telemetry]\n{telemetry}"))
+        .access_log(access_log)
+        .start()
 }
 
 fn by_path<'a>(records: &'a [Value], path: &str) -> &'a Value {
@@ -102,10 +92,9 @@ fn base64(bytes: &[u8]) -> String {
 #[test]
 fn file_sink_writes_one_complete_record_per_request() {
     let backend = TestBackend::named("b1");
-    let log = TempFile::with_contents("access", "");
-    std::fs::remove_file(log.path()).unwrap(); // created by fulcrum
-    let (mut f, _conf) =
-        start_logging("conf", "log_body_max_bytes = 16\n", &backend, &log.path_str());
+    let dir = TempDir::new("access-log");
+    let log = dir.join("access.log"); // created by fulcrum
+    let mut f = start_logging("log_body_max_bytes = 16", &backend, &log.display().to_string());
     let mut c = Client::connect(f.addr());
     assert_eq!(c.get("/plain?x=1&y=%22").unwrap().status(), 200);
     assert_eq!(c.request("POST", "/text", &[], "héllo".as_bytes()).unwrap().status(), 200);
@@ -124,7 +113,7 @@ fn file_sink_writes_one_complete_record_per_request() {
 
     f.sigterm();
     assert!(f.wait_exit(Duration::from_secs(15)).success());
-    let records = parse_lines(&std::fs::read_to_string(log.path()).unwrap());
+    let records = parse_lines(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(records.len(), 6, "one record per request: {records:#?}");
     for r in &records {
         check_shape(r);
@@ -169,20 +158,18 @@ fn file_sink_writes_one_complete_record_per_request() {
 
 #[test]
 fn a_request_that_reaches_no_backend_is_logged_with_a_null_backend() {
-    let log = TempFile::with_contents("access-none", "");
-    let mut f = Fulcrum::start(&[
-        "--workers",
-        "1",
-        "--backend",
-        &dead_port_url(),
-        "--access-log",
-        &log.path_str(),
-    ]);
+    let dir = TempDir::new("access-none");
+    let log = dir.join("access.log");
+    let mut f = Fulcrum::builder()
+        .workers(1)
+        .backend(dead_port_url())
+        .access_log(&log.display().to_string())
+        .start();
     let status = Client::connect(f.addr()).get("/nowhere").unwrap().status();
     assert!(status == 502 || status == 503, "{status}");
     f.sigterm();
     assert!(f.wait_exit(Duration::from_secs(15)).success());
-    let records = parse_lines(&std::fs::read_to_string(log.path()).unwrap());
+    let records = parse_lines(&std::fs::read_to_string(&log).unwrap());
     assert_eq!(records.len(), 1);
     check_shape(&records[0]);
     assert_eq!(records[0]["backend"], Value::Null);
@@ -193,15 +180,13 @@ fn a_request_that_reaches_no_backend_is_logged_with_a_null_backend() {
 #[test]
 fn stdout_sink_with_the_tracing_implementation() {
     let backend = TestBackend::named("b1");
-    let conf = config_file(
-        "conf-tracing",
-        "[telemetry]\naccess_log = \"-\"\naccess_log_format = \"tracing\"\n",
-    );
-    // Stdout piped (the harness discards it by default): the sink under test.
-    let args = ["--config", &conf.path_str(), "--backend", &backend.url()];
-    let mut f = Fulcrum::start_with(&args, |cmd| {
-        cmd.stdout(Stdio::piped());
-    });
+    // Stdout kept (the harness discards it by default): the sink under test.
+    let mut f = Fulcrum::builder()
+        .workers(1)
+        .backend(&backend)
+        .config("[telemetry]\naccess_log = \"-\"\naccess_log_format = \"tracing\"")
+        .capture_stdout()
+        .start();
     let mut c = Client::connect(f.addr());
     for i in 0..3 {
         assert_eq!(c.request("POST", &format!("/t{i}"), &[], &[0xff, i]).unwrap().status(), 200);
@@ -233,8 +218,7 @@ fn a_stalled_sink_drops_and_counts_and_shutdown_flushes_the_rest() {
         std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&dir).unwrap()
     };
     let telemetry = "log_queue_capacity = 4\nlog_body_max_bytes = 2048\n";
-    let (mut f, _conf) =
-        start_logging("conf-fifo", telemetry, &backend, &dir.display().to_string());
+    let mut f = start_logging(telemetry, &backend, &dir.display().to_string());
     let body = vec![b'x'; 2048];
     let sent = 400;
     let mut c = Client::connect(f.addr());
@@ -297,6 +281,7 @@ fn a_custom_sink_plugged_in_through_the_public_api_sees_every_record() {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         workers: 2,
+        io_driver: test_io_driver().parse().unwrap(),
         backends: vec![BackendConfig::new(backend.url())],
         telemetry: fulcrum::config::TelemetryConfig {
             trace_sample_rate: 1.0,
@@ -305,6 +290,7 @@ fn a_custom_sink_plugged_in_through_the_public_api_sees_every_record() {
         ..Config::default()
     };
     let sink = Collect::default();
+    quiet_in_process_logs();
     let running = fulcrum::start_with(
         config,
         fulcrum::StartOptions { access_sink: Some(Box::new(sink.clone())) },

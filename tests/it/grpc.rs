@@ -4,179 +4,32 @@
 //! Waiting is done on conditions (backend counters, stream messages) with deadlines; every test
 //! runs under an overall timeout.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-#[path = "grpc_common/echo.rs"]
-mod echo;
-#[path = "grpc_common/raw_h2.rs"]
-mod raw_h2;
-
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Fulcrum, TestBackend};
-use echo::{EchoReply, EchoRequest, EchoState};
-use raw_h2::{Answer, framed, grpc_call};
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
-use tonic_prost::ProstCodec;
+use crate::harness::echo::EchoRequest;
+use crate::harness::grpc::msg;
+use crate::harness::h2client::{Answer, framed, grpc_call};
+use crate::harness::h2frames::{CANCEL, End, Reply};
+use crate::harness::*;
+use tonic::Code;
+use tonic::transport::Endpoint;
 
-/// An echo backend on its own thread and runtime; `kill` drops every task and socket at once.
-struct Backend {
-    addr: SocketAddr,
-    state: Arc<EchoState>,
-    kill: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Backend {
-    fn spawn(name: &str) -> Self {
-        let listener = echo::bind("127.0.0.1:0".parse().unwrap());
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(EchoState { name: name.to_owned(), ..Default::default() });
-        let (kill, killed) = tokio::sync::oneshot::channel();
-        let st = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                tokio::select! {
-                    _ = echo::serve(listener, st) => {}
-                    _ = killed => {}
-                }
-            });
-            // Dropping the runtime drops every connection task: the sockets close at once.
-            rt.shutdown_background();
-        });
-        Self { addr, state, kill: Some(kill), thread: Some(thread) }
+fn start(backends: &[String], algorithm: Option<&str>) -> Fulcrum {
+    let b = Fulcrum::builder().backends(backends);
+    match algorithm {
+        Some(a) => b.algorithm(a).start(),
+        None => b.start(),
     }
-
-    fn url(&self) -> String {
-        format!("h2c://{}", self.addr)
-    }
-
-    fn calls(&self) -> u64 {
-        self.state.calls.load(SeqCst)
-    }
-
-    fn cancelled(&self) -> u64 {
-        self.state.cancelled.load(SeqCst)
-    }
-
-    fn kill(&mut self) {
-        if let Some(k) = self.kill.take() {
-            let _ = k.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start(backends: &[String], extra: &[&str]) -> Fulcrum {
-    let mut args: Vec<String> =
-        backends.iter().flat_map(|b| ["--backend".into(), b.clone()]).collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Fulcrum::start(&args)
-}
-
-/// Runs `f` on a fresh current-thread runtime, failing the test after 60 s.
-fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), f).await.expect("test timed out")
-    })
-}
-
-/// A gRPC client over one HTTP/2 connection to Fulcrum.
-#[derive(Clone)]
-struct Client(tonic::client::Grpc<Channel>);
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let channel =
-            Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        Self::over(channel)
-    }
-
-    fn over(channel: Channel) -> Self {
-        Self(
-            tonic::client::Grpc::new(channel)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
-        )
-    }
-
-    async fn unary(
-        &mut self,
-        req: tonic::Request<EchoRequest>,
-    ) -> Result<tonic::Response<EchoReply>, Status> {
-        self.0.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-        let path = PathAndQuery::from_static("/echo.Echo/Unary");
-        self.0.unary(req, path, ProstCodec::default()).await
-    }
-
-    async fn say(&mut self, message: &str) -> Result<EchoReply, Status> {
-        let req = EchoRequest { message: message.into(), ..Default::default() };
-        Ok(self.unary(tonic::Request::new(req)).await?.into_inner())
-    }
-
-    async fn server_stream(
-        &mut self,
-        req: EchoRequest,
-    ) -> Result<tonic::Streaming<EchoReply>, Status> {
-        self.0.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-        let path = PathAndQuery::from_static("/echo.Echo/ServerStream");
-        Ok(self
-            .0
-            .server_streaming(tonic::Request::new(req), path, ProstCodec::default())
-            .await?
-            .into_inner())
-    }
-
-    async fn client_stream(&mut self, reqs: echo::Outbound) -> Result<EchoReply, Status> {
-        self.0.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-        let path = PathAndQuery::from_static("/echo.Echo/ClientStream");
-        Ok(self
-            .0
-            .client_streaming(tonic::Request::new(reqs), path, ProstCodec::default())
-            .await?
-            .into_inner())
-    }
-
-    async fn bidi(&mut self, reqs: echo::Outbound) -> Result<tonic::Streaming<EchoReply>, Status> {
-        self.0.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-        let path = PathAndQuery::from_static("/echo.Echo/Bidi");
-        Ok(self
-            .0
-            .streaming(tonic::Request::new(reqs), path, ProstCodec::default())
-            .await?
-            .into_inner())
-    }
-}
-
-fn msg(message: &str) -> EchoRequest {
-    EchoRequest { message: message.into(), ..Default::default() }
 }
 
 #[test]
 fn the_four_call_kinds() {
-    let backend = Backend::spawn("b1");
-    let lb = start(&[backend.url()], &[]);
+    let backend = EchoBackend::spawn("b1");
+    let lb = start(&[backend.url()], None);
     run(async {
-        let mut c = Client::connect(lb.addr()).await;
+        let mut c = GrpcClient::connect(lb.addr()).await;
 
         let res = c.unary(tonic::Request::new(msg("hello"))).await.unwrap();
         assert_eq!(res.metadata().get("x-backend").unwrap(), "b1");
@@ -213,10 +66,10 @@ fn the_four_call_kinds() {
 
 #[test]
 fn non_ok_status_keeps_custom_and_binary_metadata() {
-    let backend = Backend::spawn("b1");
-    let lb = start(&[backend.url()], &[]);
+    let backend = EchoBackend::spawn("b1");
+    let lb = start(&[backend.url()], None);
     run(async {
-        let mut c = Client::connect(lb.addr()).await;
+        let mut c = GrpcClient::connect(lb.addr()).await;
         // Unary failure: tonic answers trailers-only.
         let req = EchoRequest { fail_code: Code::NotFound as i32, ..Default::default() };
         let status = c.unary(tonic::Request::new(req)).await.unwrap_err();
@@ -248,10 +101,10 @@ fn non_ok_status_keeps_custom_and_binary_metadata() {
 
 #[test]
 fn sixteen_mib_messages_both_ways() {
-    let backend = Backend::spawn("b1");
-    let lb = start(&[backend.url()], &[]);
+    let backend = EchoBackend::spawn("b1");
+    let lb = start(&[backend.url()], None);
     run(async {
-        let mut c = Client::connect(lb.addr()).await;
+        let mut c = GrpcClient::connect(lb.addr()).await;
         let payload: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 + i / 251) as u8).collect();
         let req = EchoRequest { payload: payload.clone(), ..Default::default() };
         let reply = c.unary(tonic::Request::new(req)).await.unwrap().into_inner();
@@ -275,19 +128,19 @@ fn sixteen_mib_messages_both_ways() {
 
 #[test]
 fn cancellation_reaches_the_backend() {
-    let backend = Backend::spawn("b1");
-    let lb = start(&[backend.url()], &[]);
+    let backend = EchoBackend::spawn("b1");
+    let lb = start(&[backend.url()], None);
     run(async {
-        let c = Client::connect(lb.addr()).await;
+        let c = GrpcClient::connect(lb.addr()).await;
         // A unary call the backend holds: the client gives up, the handler must be dropped.
         let mut c1 = c.clone();
         let call = tokio::spawn(async move {
             let req = EchoRequest { delay_ms: 30_000, ..Default::default() };
             let _ = c1.unary(tonic::Request::new(req)).await;
         });
-        wait_for(|| backend.calls() == 1).await;
+        wait_for("backend counter", || backend.calls() == 1).await;
         call.abort();
-        wait_for(|| backend.cancelled() == 1).await;
+        wait_for("backend counter", || backend.cancelled() == 1).await;
 
         // A server stream the client drops after two messages.
         let mut c2 = c.clone();
@@ -296,72 +149,17 @@ fn cancellation_reaches_the_backend() {
         stream.message().await.unwrap().unwrap();
         stream.message().await.unwrap().unwrap();
         drop(stream);
-        wait_for(|| backend.cancelled() == 2).await;
+        wait_for("backend counter", || backend.cancelled() == 2).await;
     });
-}
-
-/// An h2c backend that accepts every stream and never answers. Unlike tonic, it does not
-/// enforce `grpc-timeout` itself (tonic answers CANCELLED at the same instant Fulcrum's own
-/// deadline fires, a race), so a deadline can only come from Fulcrum. Counts the streams the
-/// peer reset.
-struct SilentBackend {
-    addr: SocketAddr,
-    resets: Arc<std::sync::atomic::AtomicU64>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl SilentBackend {
-    fn spawn() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let counter = resets.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let serve = async {
-                    while let Ok((tcp, _)) = listener.accept().await {
-                        tokio::spawn(Self::connection(tcp, counter.clone()));
-                    }
-                };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stopped => {}
-                }
-            });
-            rt.shutdown_background();
-        });
-        Self { addr, resets, _stop: stop }
-    }
-
-    /// Holds every stream open, unanswered, until the peer resets it.
-    async fn connection(tcp: tokio::net::TcpStream, resets: Arc<std::sync::atomic::AtomicU64>) {
-        let Ok(mut conn) = h2::server::handshake(tcp).await else { return };
-        while let Some(Ok((_request, mut respond))) = conn.accept().await {
-            let resets = resets.clone();
-            tokio::spawn(async move {
-                if std::future::poll_fn(|cx| respond.poll_reset(cx)).await.is_ok() {
-                    resets.fetch_add(1, SeqCst);
-                }
-            });
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("h2c://{}", self.addr)
-    }
 }
 
 #[test]
 fn grpc_timeout_is_the_upstream_deadline() {
-    let backend = SilentBackend::spawn();
-    let lb = start(&[backend.url()], &[]);
+    let backend = RawH2Backend::builder().reply(Reply::Silent).spawn();
+    let lb = start(&[backend.url()], None);
     run(async {
         let req = EchoRequest { message: "late".into(), ..Default::default() };
-        let Answer { status, headers, trailers, elapsed: took } =
+        let Answer { status, headers, trailers, elapsed: took, .. } =
             grpc_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], framed(&req))
                 .await;
         // Fulcrum's own trailers-only answer: HTTP 200, DEADLINE_EXCEEDED.
@@ -371,7 +169,7 @@ fn grpc_timeout_is_the_upstream_deadline() {
         assert_eq!(headers.get("grpc-message").unwrap(), "deadline exceeded");
         assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
         // The backend saw the call cancelled (RST_STREAM).
-        wait_for(|| backend.resets.load(SeqCst) == 1).await;
+        wait_for("the backend saw the reset", || backend.resets() == 1).await;
     });
 }
 
@@ -380,11 +178,11 @@ fn a_tonic_backend_given_the_deadline_ends_the_call_in_time() {
     // Fulcrum forwards `grpc-timeout`, so tonic enforces it too; whichever side fires first
     // answers (Fulcrum: DEADLINE_EXCEEDED; tonic's own timeout: CANCELLED). Either way the
     // call ends at the deadline, the backend's handler is cancelled and the connection works on.
-    let backend = Backend::spawn("b1");
-    let lb = start(&[backend.url()], &[]);
+    let backend = EchoBackend::spawn("b1");
+    let lb = start(&[backend.url()], None);
     run(async {
         let req = EchoRequest { delay_ms: 10_000, ..Default::default() };
-        let Answer { status, headers, trailers, elapsed: took } =
+        let Answer { status, headers, trailers, elapsed: took, .. } =
             grpc_call(lb.addr(), "/echo.Echo/Unary", &[("grpc-timeout", "300m")], framed(&req))
                 .await;
         assert_eq!(status, 200);
@@ -394,19 +192,19 @@ fn a_tonic_backend_given_the_deadline_ends_the_call_in_time() {
             .map(|v| v.to_str().unwrap().to_owned());
         assert!(matches!(grpc_status.as_deref(), Some("4" | "1")), "{headers:?} {trailers:?}");
         assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
-        wait_for(|| backend.cancelled() == 1).await;
-        let mut c = Client::connect(lb.addr()).await;
+        wait_for("backend counter", || backend.cancelled() == 1).await;
+        let mut c = GrpcClient::connect(lb.addr()).await;
         assert_eq!(c.say("after").await.unwrap().message, "after");
     });
 }
 
 #[test]
 fn a_backend_killed_mid_stream_fails_the_call_cleanly_and_the_survivor_takes_over() {
-    let mut backends = [Backend::spawn("b1"), Backend::spawn("b2")];
-    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
-    let lb = start(&urls, &["--algorithm", "round_robin"]);
+    let mut backends = [EchoBackend::spawn("b1"), EchoBackend::spawn("b2")];
+    let urls: Vec<String> = backends.iter().map(EchoBackend::url).collect();
+    let lb = start(&urls, Some("round_robin"));
     run(async {
-        let mut c = Client::connect(lb.addr()).await;
+        let mut c = GrpcClient::connect(lb.addr()).await;
         let req = EchoRequest { count: 100_000, delay_ms: 5, ..Default::default() };
         let mut stream = c.server_stream(req).await.unwrap();
         let first = stream.message().await.unwrap().unwrap();
@@ -429,13 +227,13 @@ fn a_backend_killed_mid_stream_fails_the_call_cleanly_and_the_survivor_takes_ove
 
 #[test]
 fn no_backend_is_unavailable() {
-    let lb = start(&[], &[]);
+    let lb = start(&[], None);
     let http1 = TestBackend::named("h1");
     // gRPC never goes to an HTTP/1.1 backend.
-    let lb_h1_only = start(&[http1.url()], &[]);
+    let lb_h1_only = start(&[http1.url()], None);
     run(async {
         for addr in [lb.addr(), lb_h1_only.addr()] {
-            let mut c = Client::connect(addr).await;
+            let mut c = GrpcClient::connect(addr).await;
             let status = c.say("x").await.unwrap_err();
             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
             assert_eq!(status.message(), "no backend available");
@@ -446,11 +244,11 @@ fn no_backend_is_unavailable() {
 
 #[test]
 fn calls_from_one_connection_spread_round_robin_over_three_backends() {
-    let backends = [Backend::spawn("b1"), Backend::spawn("b2"), Backend::spawn("b3")];
-    let urls: Vec<String> = backends.iter().map(Backend::url).collect();
-    let lb = start(&urls, &["--algorithm", "round_robin"]);
+    let backends = [EchoBackend::spawn("b1"), EchoBackend::spawn("b2"), EchoBackend::spawn("b3")];
+    let urls: Vec<String> = backends.iter().map(EchoBackend::url).collect();
+    let lb = start(&urls, Some("round_robin"));
     run(async {
-        let c = Client::connect(lb.addr()).await;
+        let c = GrpcClient::connect(lb.addr()).await;
         // 300 calls, 30 at a time, over the one connection.
         let mut tasks = Vec::new();
         for t in 0..30 {
@@ -479,16 +277,16 @@ fn calls_from_one_connection_spread_round_robin_over_three_backends() {
 
 #[test]
 fn http1_and_http2_clients_share_the_port() {
-    let grpc_backend = Backend::spawn("g1");
+    let grpc_backend = EchoBackend::spawn("g1");
     let http1 = TestBackend::named("h1");
-    let lb = start(&[grpc_backend.url(), http1.url()], &["--algorithm", "round_robin"]);
+    let lb = start(&[grpc_backend.url(), http1.url()], Some("round_robin"));
     let addr = lb.addr();
     // HTTP/1.1 clients on threads while gRPC calls run.
     let h1_clients: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    let res = common::get_once(addr, "/plain").unwrap();
+                    let res = get_once(addr, "/plain").unwrap();
                     assert_eq!(res.status(), 200);
                     assert_eq!(res.backend(), "h1");
                 }
@@ -498,7 +296,7 @@ fn http1_and_http2_clients_share_the_port() {
     run(async {
         let channel =
             Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-        let mut c = Client::over(channel.clone());
+        let mut c = GrpcClient::over(channel.clone());
         for i in 0..50 {
             assert_eq!(c.say(&format!("{i}")).await.unwrap().backend, "g1");
         }
@@ -528,11 +326,74 @@ fn http1_and_http2_clients_share_the_port() {
     assert_eq!(grpc_backend.calls(), 50);
 }
 
-/// Polls `cond` every 5 ms on the runtime, up to 10 s.
-async fn wait_for(mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached within 10 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+// ---- h2c upstreams: stream caps and flow control ---------------------------------------------
+
+/// Fulcrum honours an h2c backend's SETTINGS_MAX_CONCURRENT_STREAMS: with 2 advertised and
+/// `http2.max_connections_per_backend = 2`, eight calls at once never put more than two streams
+/// on one backend connection (counted in frames on the backend's side, where a real server
+/// would refuse the excess), open at most two connections, and all finish once answered.
+#[test]
+fn h2c_upstream_streams_stay_within_the_backends_limit() {
+    let backend = RawH2Backend::builder().max_concurrent_streams(2).reply(Reply::Hold).spawn();
+    let lb = Fulcrum::builder()
+        .workers(1)
+        .backend(&backend)
+        .config("[http2]\nmax_connections_per_backend = 2")
+        .start();
+    let mut c = H2Conn::connect(lb.addr());
+    let ids: Vec<u32> = (0..8).map(|_| c.request("GET", "/", &[], true)).collect();
+    // Two connections of two streams each; the other calls wait inside Fulcrum.
+    expect_within(Duration::from_secs(10), "four streams at the backend", || {
+        backend.open_streams() == 4
+    });
+    holds_for(Duration::from_millis(300), "at most four streams open", || {
+        backend.open_streams() <= 4
+    });
+    backend.release();
+    for id in ids {
+        let r = c.response(id, Duration::from_secs(10));
+        assert_eq!((r.status(), &r.end), (Some(200), &End::Stream), "{r:?}");
     }
+    assert_eq!(backend.over_limit(), 0, "streams opened beyond the advertised limit");
+    assert_eq!(backend.max_concurrent_seen(), 2);
+    assert_eq!((backend.connections(), backend.answered()), (2, 8));
+}
+
+/// A client that reads nothing (a 64 KiB window it never opens further) back-pressures a
+/// server stream of 60 KiB replies: the backend gets to hand its transport only what the
+/// windows along the way hold, then stalls, and Fulcrum's memory stays flat.
+#[test]
+fn a_slow_reader_back_pressures_a_fast_server_stream() {
+    // The request carries the payload each reply echoes; it fits the initial 64 KiB windows.
+    const REPLY: usize = 60 << 10;
+    let backend = EchoBackend::spawn("b1");
+    let lb = Fulcrum::builder().workers(1).backend(&backend).start();
+    let base_kib = lb.rss_kib();
+    let mut c = H2Conn::connect_slow_reader(lb.addr(), 65_535);
+    // 10 000 replies (586 MiB) if nothing held the backend back.
+    let req = EchoRequest { payload: vec![7; REPLY], count: 10_000, ..Default::default() };
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let id = c.request("POST", "/echo.Echo/ServerStream", &grpc, false);
+    c.data(id, &framed(&req), true).unwrap();
+
+    let sent = || backend.state.replies_sent.load(SeqCst);
+    expect_within(Duration::from_secs(10), "the stream started", || sent() > 0);
+    // Stalled: no reply handed over for half a second.
+    expect_within(Duration::from_secs(20), "the backend stalled", || {
+        let before = sent();
+        !wait_until(Duration::from_millis(500), || sent() != before)
+    });
+    let stalled = sent();
+    assert!(
+        stalled as usize * REPLY < 32 << 20,
+        "the backend sent {stalled} replies of 60 KiB to a client that took 64 KiB"
+    );
+    let growth_mib = lb.rss_kib().saturating_sub(base_kib) / 1024;
+    assert!(growth_mib < 32, "Fulcrum grew {growth_mib} MiB holding a stalled stream");
+
+    // The client gives up: the backend's stream is cancelled.
+    c.reset(id, CANCEL).unwrap();
+    expect_within(Duration::from_secs(10), "the backend saw the cancel", || {
+        backend.cancelled() >= 1
+    });
 }
