@@ -18,7 +18,7 @@ use fulcrum_proxy::{Shared, WorkerTelemetrySpec};
 use fulcrum_telemetry::{
     AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info,
 };
-use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec, listener};
+use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec};
 
 /// How long workers get to bind and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,7 +160,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         0 => cpus.len().max(1),
         n => n,
     };
-    let listen = listener::reserve(config.listen)
+    let listen = worker::reserve(config.listen)
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let restored = control::restore(&config, workers)?;
     let first = restored.first.clone();

@@ -9,14 +9,13 @@
 //! least connections compares `(in flight + 1) / weight` and response time compares
 //! `average / weight`. When all weights are equal the unweighted code runs unchanged.
 
-pub mod stats;
+mod stats;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering;
 
 pub use fulcrum_config::Algorithm;
-use fulcrum_model::BackendHealth;
-use fulcrum_model::health::FULL_SHARE;
+use fulcrum_model::{BackendHealth, FULL_SHARE};
 
 pub use self::stats::{InFlight, LocalStats};
 

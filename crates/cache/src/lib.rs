@@ -15,10 +15,10 @@
 //!
 //! A timer calls [`CacheShard::sweep_some`] to reclaim expired entries nobody asks for.
 
-pub mod key;
-pub mod metrics;
-pub mod policy;
-pub mod shard;
+mod key;
+mod metrics;
+mod policy;
+mod shard;
 
 pub use fulcrum_config::{CachePolicy, CachePolicyError};
 pub use key::{CacheKey, KeyBuilder};

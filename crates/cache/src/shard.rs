@@ -868,7 +868,7 @@ mod tests {
     /// `upstream` and stores (or not); waiters wait at most `wait`.
     fn stampede(store: bool, upstream: Duration, wait: Duration) -> (u32, u32, CacheStats) {
         let mut rt =
-            fulcrum_util::runtime::build(fulcrum_util::IoDriverChoice::Auto).unwrap().runtime;
+            fulcrum_util::build_runtime(fulcrum_util::IoDriverChoice::Auto).unwrap().runtime;
         rt.block_on(async move {
             let shard = Rc::new(RefCell::new(CacheShard::new(1 << 20)));
             let upstream_calls = Rc::new(Cell::new(0u32));

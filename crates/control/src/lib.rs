@@ -4,7 +4,11 @@
 //! Callers (the admin API, tests, signal handlers) talk to it through a cloneable
 //! [`ControlHandle`]; changes are serialised by the thread, so none is lost.
 
-pub mod store;
+mod store;
+
+pub use store::{
+    FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
+};
 
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
@@ -21,10 +25,6 @@ pub use fulcrum_model::{Backend, BackendId, Epoch};
 use fulcrum_model::{HealthSnapshot, StatsSnapshot};
 use fulcrum_telemetry::{info, warn};
 use fulcrum_util::now_ms;
-
-use self::store::{
-    FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
-};
 
 /// How long a change waits for every worker to acknowledge its epoch.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,7 +10,9 @@
 //! logs fail-open transitions. It ends when the control thread does (the watch sender is
 //! dropped).
 
-pub mod check;
+mod check;
+
+pub use check::status_code;
 mod metrics;
 
 use std::collections::HashMap;

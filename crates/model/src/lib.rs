@@ -10,11 +10,13 @@
 //! Everything here is `Send + Sync` and lives in `Arc`s; per-worker state is above, in the
 //! balance and proxy layers.
 
-pub mod epoch;
-pub mod health;
-pub mod stats;
+mod epoch;
+mod health;
+mod stats;
 
 pub use epoch::{Backend, BackendId, Epoch};
 pub use fulcrum_config::{BackendProtocol, BackendUrl, BackendUrlError};
-pub use health::{BackendHealth, HealthCounters, HealthSnapshot, HealthState, Transition};
+pub use health::{
+    BackendHealth, FULL_SHARE, HealthCounters, HealthSnapshot, HealthState, Transition,
+};
 pub use stats::{SharedStats, StatsSnapshot, StatsWriter};

@@ -18,9 +18,7 @@ use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
 use fulcrum_http::h1::MAX_HEADERS;
 use fulcrum_model::{BackendId, Epoch};
 use fulcrum_telemetry::error;
-use fulcrum_util::notify::EventWait;
-use fulcrum_util::panic::CatchUnwind;
-use fulcrum_util::{Event, now_ms};
+use fulcrum_util::{CatchUnwind, Event, EventWait, now_ms};
 
 use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
 use crate::metrics::{ProxyMetrics, RequestSlot};

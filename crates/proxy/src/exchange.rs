@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fulcrum_http::h1::BodyTap;
-use fulcrum_telemetry::access::unix_micros_now;
-use fulcrum_telemetry::trace::RequestTrace;
-use fulcrum_telemetry::{AccessRecord, CacheStatus, Producer};
+use fulcrum_telemetry::{AccessRecord, CacheStatus, Producer, RequestTrace, unix_micros_now};
 
 use crate::metrics::{ProxyMetrics, RequestSlot, WorkerSlot};
 

@@ -16,15 +16,15 @@
 //! backend protocol, its way to acquire a connection or stream in [`upstream`].
 
 mod attempt;
-pub mod ctx;
-pub mod error;
-pub mod exchange;
-pub mod h1;
-pub mod h2;
-pub mod metrics;
-pub mod retry;
-pub mod upstream;
-pub mod worker_cache;
+mod ctx;
+mod error;
+mod exchange;
+mod h1;
+mod h2;
+mod metrics;
+mod retry;
+mod upstream;
+mod worker_cache;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -36,8 +36,10 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-pub use ctx::{ConnectionSlot, Shared, WorkerCtx, WorkerEpoch};
+pub use ctx::{ConnectionSlot, Shared, SlotFreed, WorkerCtx, WorkerEpoch};
+pub use error::{ProxyError, QueueError, Side};
 pub use exchange::WorkerTelemetrySpec;
+pub use metrics::ProxyMetrics;
 
 /// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it
 /// against `limits.max_connections_per_worker` until then. (Taking it here, rather than in a

@@ -7,14 +7,20 @@
 //! library or writer is behind them. The default event sink writes one logfmt line per event to
 //! stderr: `ts=… level=info msg="…" key=value …`.
 
-pub mod access;
-pub mod json;
-pub mod metrics;
-pub mod trace;
-pub mod tracing_sink;
+mod access;
+mod json;
+mod metrics;
+mod trace;
+mod tracing_sink;
 
-pub use self::access::{AccessRecord, AccessSink, CacheStatus, Producer};
+pub use self::access::{
+    AccessLog, AccessRecord, AccessSink, BodyEncoding, CacheStatus, DroppedRecords, Producer,
+    unix_micros_now,
+};
+pub use self::json::JsonLinesSink;
 pub use self::metrics::{Collect, Counter, Encoder, Gauge, Histogram, Kind, PerWorker, Registry};
+pub use self::trace::RequestTrace;
+pub use self::tracing_sink::TracingSink;
 
 use std::fmt::{self, Display, Write as _};
 use std::io::Write as _;

@@ -8,15 +8,16 @@
 //! - [`panic`]: panic containment for worker tasks.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
-pub mod buf;
-pub mod clock;
-pub mod notify;
-pub mod panic;
-pub mod rewind;
-pub mod runtime;
+mod buf;
+mod clock;
+mod notify;
+mod panic;
+mod rewind;
+mod runtime;
 
 pub use buf::ReadBuf;
 pub use clock::now_ms;
-pub use notify::{Event, Notify};
+pub use notify::{Event, EventWait, Notified, Notify};
+pub use panic::CatchUnwind;
 pub use rewind::Rewind;
-pub use runtime::{IoDriver, IoDriverChoice};
+pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};

@@ -42,7 +42,8 @@ mod tests {
 
     #[test]
     fn a_panicking_task_does_not_take_the_runtime_down() {
-        let mut rt = crate::runtime::build(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
+        let mut rt =
+            crate::runtime::build_runtime(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
         let survived = rt.block_on(async {
             let panicked = CatchUnwind::new(Box::pin(async { panic!("boom") })).await;
             assert_eq!(panicked, Err("boom".to_owned()));

@@ -99,7 +99,7 @@ pub struct Built {
 }
 
 /// Builds a runtime for the chosen driver, falling back to epoll when io_uring is unavailable.
-pub fn build(choice: IoDriverChoice) -> std::io::Result<Built> {
+pub fn build_runtime(choice: IoDriverChoice) -> std::io::Result<Built> {
     if choice != IoDriverChoice::Epoll {
         let reason = if monoio::utils::detect_uring() {
             // Tuned ring first (kernel 6.0+); a kernel that refuses the flags gets a plain ring.

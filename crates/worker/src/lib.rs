@@ -5,7 +5,9 @@
 //! whose wake-ups come over a socket pair the runtime can await), are installed between
 //! requests and acknowledged to the control thread.
 
-pub mod listener;
+mod listener;
+
+pub use listener::reserve;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -20,7 +22,6 @@ use fulcrum_model::Epoch;
 use fulcrum_proxy::{Shared, WorkerCtx, WorkerTelemetrySpec};
 use fulcrum_telemetry::{Collect, Encoder, Kind, info, warn};
 pub use fulcrum_util::IoDriver;
-use fulcrum_util::runtime;
 use monoio::io::AsyncReadRent;
 use monoio::net::{TcpListener, UnixStream};
 
@@ -71,7 +72,7 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
     {
         warn!("cannot pin worker", worker = index, cpu = cpu, error = format!("{e:?}"));
     }
-    let (mut runtime, driver) = match runtime::build(spec.config.io_driver) {
+    let (mut runtime, driver) = match fulcrum_util::build_runtime(spec.config.io_driver) {
         Ok(built) => {
             if let Some(reason) = built.fallback {
                 warn!(
