@@ -42,7 +42,7 @@ pub struct BackendOut {
     #[schema(example = "http://127.0.0.1:9001")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1, maximum = 10000)]
     pub weight: u32,
     /// `false` while passive health checking has ejected it on any worker.
     pub healthy: bool,
@@ -79,7 +79,7 @@ pub struct BackendHealthOut {
     pub checked_at_unix_ms: Option<u64>,
     /// Percentage of its full share of new requests the pickers give it: 100, or less during
     /// slow start (`health_check.slow_start_ms`) after it came back up.
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 0, maximum = 100)]
     pub share_percent: u64,
 }
 
@@ -152,6 +152,7 @@ pub struct BackendCreated {
     /// Normalised `http://host:port`.
     pub url: String,
     /// Relative weight.
+    #[schema(minimum = 1, maximum = 10000)]
     pub weight: u32,
     /// Always `true` for a new backend.
     pub healthy: bool,
@@ -418,7 +419,11 @@ pub enum ReadErrors {
     )]
     Unauthorized(#[to_schema] ErrorBody),
     /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
-    #[response(status = 403)]
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
     Forbidden(#[to_schema] ErrorBody),
     /// The control plane is stopping.
     #[response(status = 503)]
@@ -428,9 +433,6 @@ pub enum ReadErrors {
 /// Errors every mutation can answer with.
 #[derive(IntoResponses)]
 pub enum WriteErrors {
-    /// Malformed JSON, wrong types, unknown fields or invalid values.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
     /// Missing, malformed, badly signed, expired or not-yet-valid token.
     #[response(
         status = 401,
@@ -438,17 +440,30 @@ pub enum WriteErrors {
     )]
     Unauthorized(#[to_schema] ErrorBody),
     /// Valid token without the `fulcrum:write` scope.
-    #[response(status = 403)]
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
+    )]
     Forbidden(#[to_schema] ErrorBody),
-    /// Request body larger than the cap (64 KiB by default).
-    #[response(status = 413)]
-    PayloadTooLarge(#[to_schema] ErrorBody),
     /// The state file could not be written; nothing was applied.
     #[response(status = 500)]
     StateNotSaved(#[to_schema] ErrorBody),
     /// Workers did not acknowledge in time, or the control plane is stopping.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
+}
+
+/// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
+/// (mutations without a body never read one, so never answer these).
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// Malformed JSON, wrong types, unknown fields or invalid values.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Request body larger than `admin.max_body_bytes` (64 KiB by default).
+    #[response(status = 413)]
+    PayloadTooLarge(#[to_schema] ErrorBody),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,8 +669,14 @@ fn healthz() -> Resp {
     get, path = "/metrics", tag = "metrics", operation_id = "metrics",
     responses(
         (status = 200, description = "Every metric, summed over the workers.",
-            content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "`telemetry.metrics_auth` is set and the token is missing or invalid.", body = ErrorBody),
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "`telemetry.metrics_auth` is set and the token is missing or invalid.",
+            body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))),
+        (status = 403, description = "`telemetry.metrics_auth` is set and the token lacks the `fulcrum:read` scope.",
+            body = ErrorBody,
+            headers(("WWW-Authenticate" = String,
+                description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))),
     )
 )]
 fn metrics(app: &App) -> Resp {
@@ -715,7 +736,13 @@ fn docs_page(app: &App) -> Result<Resp, ApiError> {
     get, path = "/docs/{file}", tag = "docs", operation_id = "docs_asset",
     params(("file" = String, Path, description = "Asset name, e.g. `swagger-ui.css`.")),
     responses(
-        (status = 200, description = "The asset.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The asset, with the media type of its file name.",
+            content(
+                (String = "text/html"),
+                (String = "text/css"),
+                (String = "text/javascript"),
+                ("image/png"),
+            )),
         (status = 404, description = "No such asset.", body = ErrorBody),
     )
 )]
@@ -801,6 +828,7 @@ async fn list_backends(app: &App) -> Result<Resp, ApiError> {
             )),
         (status = 409, description = "That URL is already a backend.", body = ErrorBody),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -894,6 +922,7 @@ async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Switched; every worker runs the returned epoch.", body = AlgorithmApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -935,6 +964,7 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Applied; every worker runs the returned epoch.", body = CacheApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
