@@ -22,7 +22,9 @@ use fulcrum_model::{HealthSnapshot, HealthState};
 use crate::App;
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
-use crate::settings::{ActiveHealthOut, CacheSettings, PassiveHealthOut, RetriesOut, TimeoutsOut};
+use crate::settings::{
+    ActiveHealthOut, CacheSettings, CacheStatus, PassiveHealthOut, RetriesOut, TimeoutsOut, Token,
+};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
 pub const EPOCH_HEADER: &str = "fulcrum-epoch";
@@ -38,8 +40,8 @@ pub struct BackendOut {
     /// Server-assigned identifier (never reused).
     #[schema(example = 1)]
     pub id: u64,
-    /// Normalised `http://host:port`.
-    #[schema(example = "http://127.0.0.1:9001")]
+    /// Normalised `http://host:port` or `h2c://host:port`.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -149,7 +151,8 @@ impl From<&BackendView> for BackendOut {
 pub struct BackendCreated {
     /// Server-assigned identifier.
     pub id: u64,
-    /// Normalised `http://host:port`.
+    /// Normalised `http://host:port` or `h2c://host:port`.
+    #[schema(pattern = "^(http|h2c)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight.
     #[schema(minimum = 1, maximum = 10000)]
@@ -172,8 +175,9 @@ pub struct BackendCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBackend {
-    /// `http://host:port` (only `http` is supported).
-    #[schema(example = "http://127.0.0.1:9001")]
+    /// `http://host[:port]` (HTTP/1.1) or `h2c://host[:port]` (HTTP/2 cleartext, gRPC); the
+    /// port defaults to 80 and the host is resolved once, when the backend is added.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+/?$")]
     pub url: String,
     /// Relative weight, 1..=10000 (default 1).
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -264,13 +268,13 @@ pub struct CacheUpdate {
     #[schema(example = 1048576)]
     pub max_object_bytes: Option<u64>,
     /// Request methods looked up and stored (HTTP method tokens, case-sensitive).
-    #[schema(example = json!(["GET", "HEAD", "POST"]))]
+    #[schema(value_type = Option<Vec<Token>>, example = json!(["GET", "HEAD", "POST"]))]
     pub methods: Option<Vec<String>>,
     /// Response statuses stored (100..=599).
-    #[schema(example = json!([200, 404]))]
+    #[schema(value_type = Option<Vec<CacheStatus>>, example = json!([200, 404]))]
     pub statuses: Option<Vec<u16>>,
     /// Request headers left out of the key.
-    #[schema(example = json!(["x-request-id"]))]
+    #[schema(value_type = Option<Vec<Token>>, example = json!(["x-request-id"]))]
     pub ignore_headers: Option<Vec<String>>,
 }
 
