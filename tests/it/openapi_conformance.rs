@@ -9,16 +9,12 @@
 //! end, every documented (operation, status) pair must have been seen, except the few listed in
 //! [`UNREACHABLE`] with the reason no outside request can produce them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
-
-mod admin_common;
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use admin_common::{Fulcrum, Opts, Resp, SECRET, TempDir, now, request, sign_hs};
-use common::{TestBackend, expect_within};
+use crate::harness::admin::{SECRET, now, sign_hs};
+use crate::harness::http1::request_chunked;
+use crate::harness::{Fulcrum, Response, TempDir, TestBackend, expect_within};
 use jsonschema::{Draft, Registry, Validator};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -65,8 +61,8 @@ struct Conformance {
 impl Conformance {
     /// Fetches the document from `f` (the document's own answer is the first one checked).
     fn fetch(f: &Fulcrum) -> Self {
-        let r = f.get("/api/v1/openapi.json", None);
-        assert_eq!(r.status, 200, "{}", r.text());
+        let r = f.admin().get("/api/v1/openapi.json", None);
+        assert_eq!(r.status(), 200, "{}", r.text());
         let doc = r.json();
         assert!(
             doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
@@ -100,15 +96,15 @@ impl Conformance {
 
     /// Checks one answer to `method template` against the response the operation documents for
     /// its status; a mismatch is recorded (see [`Self::mismatches`]).
-    fn check(&mut self, method: &str, template: &str, r: &Resp) {
+    fn check(&mut self, method: &str, template: &str, r: &Response) {
         let op_ptr = format!("/paths/{}/{}", escape(template), method.to_ascii_lowercase());
         let op = self
             .doc
             .pointer(&op_ptr)
             .unwrap_or_else(|| panic!("{method} {template} is not a documented operation"));
         let id = op["operationId"].as_str().expect("operationId").to_owned();
-        let what = format!("{method} {template} ({id}) answered {}", r.status);
-        let resp_ptr = format!("{op_ptr}/responses/{}", r.status);
+        let what = format!("{method} {template} ({id}) answered {}", r.status());
+        let resp_ptr = format!("{op_ptr}/responses/{}", r.status());
         let outcome = if self.doc.pointer(&resp_ptr).is_none() {
             Err(format!(
                 "a status the document does not give for this operation; body: {}",
@@ -118,11 +114,11 @@ impl Conformance {
             self.check_response(&resp_ptr, r)
         };
         self.record(what, outcome);
-        *self.seen.entry((id, r.status)).or_default() += 1;
+        *self.seen.entry((id, r.status())).or_default() += 1;
     }
 
     /// Checks an answer no operation owns against `#/components/responses/{name}`.
-    fn check_shared(&mut self, name: &str, request: &str, r: &Resp) {
+    fn check_shared(&mut self, name: &str, request: &str, r: &Response) {
         let ptr = format!("/components/responses/{name}");
         let outcome = if self.doc.pointer(&ptr).is_none() {
             Err(format!("the document has no #{ptr}"))
@@ -131,8 +127,8 @@ impl Conformance {
         };
         // One entry per shared response and status, whatever the path.
         let first = request.split(' ').next().unwrap_or_default();
-        self.record(format!("{first} (#{ptr}) answered {}", r.status), outcome);
-        *self.seen.entry((format!("#{ptr}"), r.status)).or_default() += 1;
+        self.record(format!("{first} (#{ptr}) answered {}", r.status()), outcome);
+        *self.seen.entry((format!("#{ptr}"), r.status())).or_default() += 1;
     }
 
     /// Keeps the first reason each kind of answer did not match (the same drift repeats on
@@ -144,7 +140,7 @@ impl Conformance {
     }
 
     /// Body (media type and schema) and headers of `r` against the response object at `ptr`.
-    fn check_response(&mut self, ptr: &str, r: &Resp) -> Result<(), String> {
+    fn check_response(&mut self, ptr: &str, r: &Response) -> Result<(), String> {
         let mut ptr = ptr.to_owned();
         while let Some(target) = self.doc.pointer(&ptr).and_then(|o| o.get("$ref")) {
             let target = target.as_str().ok_or("a $ref that is not a string")?;
@@ -248,12 +244,12 @@ impl Conformance {
         f: &Fulcrum,
         expected: u16,
         (method, template, path): (&str, &str, &str),
-        headers: &[(String, String)],
+        headers: &[(&str, &str)],
         body: Option<&[u8]>,
-    ) -> Resp {
-        let r = request(f.admin(), method, path, headers, body);
+    ) -> Response {
+        let r = f.admin().request(method, path, None, headers, body);
         self.check(method, template, &r);
-        assert_eq!(r.status, expected, "{method} {path}: {}", r.text());
+        assert_eq!(r.status(), expected, "{method} {path}: {}", r.text());
         r
     }
 
@@ -265,11 +261,11 @@ impl Conformance {
         route: (&str, &str, &str),
         auth: &Auth,
         body: Option<&Value>,
-    ) -> Resp {
+    ) -> Response {
         let mut headers = auth.headers();
         let body = body.map(|b| serde_json::to_vec(b).unwrap());
         if body.is_some() {
-            headers.push(("Content-Type".into(), "application/json".into()));
+            headers.push(("Content-Type", "application/json"));
         }
         self.raw(f, expected, route, &headers, body.as_deref())
     }
@@ -277,6 +273,7 @@ impl Conformance {
 
 impl Drop for Conformance {
     /// When a behaviour assertion fails first, the mismatches found so far still get shown.
+    #[allow(clippy::print_stderr)] // shows the mismatches next to a failing test
     fn drop(&mut self) {
         if std::thread::panicking() && !self.mismatches.is_empty() {
             eprintln!("answers that did not match the document before the failure:");
@@ -324,7 +321,7 @@ fn same_media_type(documented: &str, served: &str) -> bool {
 
 /// The JSON instance a body is validated as: the parsed JSON for a JSON media type, the text
 /// as a string for a `text/*` one. A binary media type is documented without a schema.
-fn body_instance(media: &str, r: &Resp) -> Result<Value, String> {
+fn body_instance(media: &str, r: &Response) -> Result<Value, String> {
     let (essence, _) = media_type(media);
     if essence == "application/json" || essence.ends_with("+json") {
         serde_json::from_slice(&r.body).map_err(|e| format!("not JSON ({e}): {}", r.text()))
@@ -346,20 +343,24 @@ fn header_instance(schema: &Value, value: &str) -> Result<Value, String> {
     }
 }
 
-/// What goes in the `Authorization` header.
+/// What goes in the `Authorization` header: nothing, or this value.
 #[derive(Debug, Clone)]
 enum Auth {
     None,
-    Bearer(String),
-    Raw(&'static str),
+    Value(String),
 }
 
 impl Auth {
-    fn headers(&self) -> Vec<(String, String)> {
+    /// `Bearer {token}`.
+    fn bearer(token: String) -> Self {
+        Auth::Value(format!("Bearer {token}"))
+    }
+
+    /// The request headers that carry it.
+    fn headers(&self) -> Vec<(&str, &str)> {
         match self {
             Auth::None => Vec::new(),
-            Auth::Bearer(t) => vec![("Authorization".into(), format!("Bearer {t}"))],
-            Auth::Raw(v) => vec![("Authorization".into(), (*v).into())],
+            Auth::Value(v) => vec![("Authorization", v.as_str())],
         }
     }
 }
@@ -386,7 +387,7 @@ impl Tokens {
             c
         };
         let hs = |scope: &str, exp: u64, key: &str| {
-            Auth::Bearer(sign_hs(Algorithm::HS256, key.as_bytes(), &claims(scope, exp)))
+            Auth::bearer(sign_hs(Algorithm::HS256, key.as_bytes(), &claims(scope, exp)))
         };
         let later = now() + 3600;
         Self {
@@ -395,8 +396,8 @@ impl Tokens {
             no_scope: hs("openid", later, SECRET),
             invalid: vec![
                 Auth::None,
-                Auth::Raw("Basic YWRtaW46YWRtaW4="),
-                Auth::Raw("Bearer x.y.z"),
+                Auth::Value("Basic YWRtaW46YWRtaW4=".into()),
+                Auth::Value("Bearer x.y.z".into()),
                 hs("fulcrum:write", later, "some-other-secret-0123456789abcdef"),
                 hs("fulcrum:write", now() - 3600, SECRET),
             ],
@@ -485,42 +486,15 @@ fn mutation_auth(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, route: (&str, &s
 /// and a body over the 64 KiB cap (413), declared up front and streamed chunked.
 fn body_errors(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, route: (&str, &str, &str)) {
     let mut headers = t.write.headers();
-    headers.push(("Content-Type".into(), "application/json".into()));
+    headers.push(("Content-Type", "application/json"));
     for bad in [&b"{"[..], b"", b"[]", b"null", b"{\"nope\": 1}", b"\xff\xfe"] {
         cx.raw(f, 400, route, &headers, Some(bad));
     }
     let big = format!("{{\"url\": \"{}\"}}", "x".repeat(70 * 1024));
     cx.raw(f, 413, route, &headers, Some(big.as_bytes()));
-    let r = chunked(f, route, &headers, big.as_bytes());
+    let r = request_chunked(f.admin_addr(), route.0, route.2, &headers, big.as_bytes(), 8192);
     cx.check(route.0, route.1, &r);
-    assert_eq!(r.status, 413, "{}", r.text());
-}
-
-/// One request with a chunked body (no declared length).
-fn chunked(
-    f: &Fulcrum,
-    route: (&str, &str, &str),
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Resp {
-    let host = f.admin().to_string();
-    let mut all = vec![("Host", host.as_str()), ("Connection", "close")];
-    all.push(("Transfer-Encoding", "chunked"));
-    all.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let mut c = common::Client::connect(f.admin());
-    c.send_head(route.0, route.2, &all, None).unwrap();
-    for chunk in body.chunks(8192) {
-        // The server may answer (413) and close before reading everything.
-        if c.send_raw(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
-            || c.send_raw(chunk).is_err()
-            || c.send_raw(b"\r\n").is_err()
-        {
-            break;
-        }
-    }
-    let _ = c.send_raw(b"0\r\n\r\n");
-    let r = c.read_response().unwrap();
-    Resp { status: r.status(), headers: r.head.headers.clone(), body: r.body }
+    assert_eq!(r.status(), 413, "{}", r.text());
 }
 
 /// Backends: create (201, with and without a weight), duplicate (409), invalid URL and weight
@@ -603,7 +577,7 @@ fn algorithm_and_cache(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
 
     // Some traffic, so the cache and the backends report non-zero counters and averages.
     for _ in 0..4 {
-        assert_eq!(f.proxy_get("/cached").status, 200);
+        assert_eq!(f.get("/cached").status(), 200);
     }
     expect_within(SETTLE, "cache hits published", || {
         let r = cx.call(f, 200, ("GET", "/api/v1/cache", "/api/v1/cache"), &t.read, None);
@@ -623,8 +597,8 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
         let documented = cx.methods(&template);
         let path = concrete(&template, id);
         for method in METHODS.iter().filter(|m| !documented.contains(**m)) {
-            let r = request(f.admin(), method, &path, &t.write.headers(), Some(b"{}"));
-            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+            let r = f.admin().request(method, &path, None, &t.write.headers(), Some(b"{}"));
+            assert_eq!(r.status(), 405, "{method} {path}: {}", r.text());
             let allow: BTreeSet<String> =
                 r.header("allow").unwrap_or_default().split(',').map(|m| m.trim().into()).collect();
             assert_eq!(allow, documented, "{method} {path}: Allow is not the documented methods");
@@ -646,8 +620,8 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
         "/openapi.json",
     ] {
         for auth in [&Auth::None, &t.write] {
-            let r = request(f.admin(), "GET", path, &auth.headers(), None);
-            assert_eq!(r.status, 404, "GET {path}: {}", r.text());
+            let r = f.admin().request("GET", path, None, &auth.headers(), None);
+            assert_eq!(r.status(), 404, "GET {path}: {}", r.text());
             cx.check_shared("NotFound", "GET", &r);
         }
     }
@@ -659,7 +633,7 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
 fn plain_server() -> Conformance {
     let a = TestBackend::named("plain-a");
     let spare = TestBackend::named("plain-spare");
-    let f = Fulcrum::start(Opts::default().backend(&a.url()));
+    let f = Fulcrum::start([&a]);
     let mut conformance = Conformance::fetch(&f);
     let cx = &mut conformance;
     let t = Tokens::new(None);
@@ -705,7 +679,7 @@ fn configured_server(cx: &mut Conformance) {
             down.url()
         ),
     );
-    let f = Fulcrum::start(Opts::default().config(&config));
+    let f = Fulcrum::builder().config_file(&config).start();
     let t = Tokens::new(Some(("fulcrum-test", "fulcrum-admin")));
     // A token without the configured issuer and audience is invalid here.
     let foreign = Tokens::new(None).write;
