@@ -5,6 +5,8 @@
 # (fuzz/corpus/TARGET, not committed). Exits non-zero on the first crash or failed invariant and
 # names the input that caused it (fuzz/artifacts/TARGET/...). Once its cause is fixed, copy that
 # input into fuzz/regressions/TARGET: tests/fuzz_replay.rs replays it in the normal test suite.
+# A target with a dictionary (fuzz/dicts/TARGET.dict: tokens the code compares byte by byte)
+# gets it with -dict.
 #
 # Toolchain: the pinned stable Rust (rust-toolchain.toml) with RUSTC_BOOTSTRAP=1 for the
 # nightly-only flags cargo-fuzz passes (-Zsanitizer=address, sancov); no nightly needed.
@@ -43,11 +45,13 @@ for t in "${targets[@]}"; do
     for dir in "seeds/$t" "regressions/$t"; do
         [[ -d $dir ]] && seeds+=("$dir")
     done
+    dict=()
+    [[ -f dicts/$t.dict ]] && dict=(-dict="dicts/$t.dict")
     log "$t: ${SECONDS_PER_TARGET} s"
     rc=0
     cargo fuzz run --debug-assertions --sanitizer "$SANITIZER" --jobs "$JOBS" "$t" \
-        "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
-        2>"artifacts/$t.log" || rc=$?
+        "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_PER_TARGET" \
+        -print_final_stats=1 "${dict[@]}" 2>"artifacts/$t.log" || rc=$?
     grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "artifacts/$t.log" >&2 || true
     if ((rc)); then
         tail -n 40 "artifacts/$t.log" >&2

@@ -11,7 +11,9 @@
 //! - the key counts exactly what the forwarder sends on: for a recipe that makes a request
 //!   head `parse_request` accepts, the key of the head as received equals the key of the head
 //!   it forwards (fields the forwarder rewrites left out of both), so no field that reaches
-//!   the backend is missing from the key and no dropped field is in it.
+//!   the backend is missing from the key and no dropped field is in it;
+//! - with `Connection` lines of up to 40 tokens naming fields of the recipe, the key is the key
+//!   of the fields this target's own reading of RFC 9110 7.6.1 keeps.
 
 use arbitrary::{Result, Unstructured};
 use fulcrum_cache::key::{CacheKey, KeyBuilder};
@@ -122,7 +124,46 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     // The key counts exactly the fields the forwarder sends on.
     forwarder_agrees(&fields, &ignore);
     forwarder_agrees(&noisy, &ignore);
+
+    // Connection lines of up to 40 tokens, naming fields of the recipe among others: the key
+    // leaves out exactly what this target's own reading of them says is hop-by-hop.
+    // (Drawn last, so that the inputs above keep meaning the same recipe.)
+    let mut named = fields.clone();
+    for _ in 0..u.int_in_range(1..=3)? {
+        let mut value = Vec::new();
+        for i in 0..u.int_in_range(1..=40)? {
+            if i > 0 {
+                value.push(b',');
+            }
+            value.extend_from_slice(ows(u)?);
+            let token = match u.int_in_range(0..=2)? {
+                0 if !fields.is_empty() => fields[u.choose_index(fields.len())?].0.clone(),
+                1 => NAMES[u.choose_index(NAMES.len())?].to_owned(),
+                _ => token(u)?,
+            };
+            value.extend_from_slice(recase(u, &token)?.as_bytes());
+            value.extend_from_slice(ows(u)?);
+        }
+        let at = u.int_in_range(0..=named.len())?;
+        named.insert(at, (recase(u, "connection")?, value));
+    }
+    let end_to_end: Vec<Field> = named
+        .iter()
+        .filter(|(n, _)| {
+            !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(n))
+                && !named_by_connection(&named, n)
+                && !ignore.iter().any(|i| i.trim().eq_ignore_ascii_case(n))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(key(&named, &body), key(&end_to_end, &body), "a Connection line read wrong");
+    forwarder_agrees(&named, &ignore);
     Ok(())
+}
+
+/// Optional whitespace around a list element.
+fn ows(u: &mut Unstructured<'_>) -> Result<&'static [u8]> {
+    Ok([&b""[..], b" ", b"\t", b"  "][u.choose_index(4)?])
 }
 
 /// Whether some `Connection` line among `fields` names `name` (this target's own reading of

@@ -306,7 +306,13 @@ fn check_h1(
             text(name)
         );
     }
-    assert_eq!(fields, model.end_to_end, "end-to-end fields differ: {:?}", text(&out));
+    assert_eq!(
+        fields,
+        model.end_to_end,
+        "end-to-end fields of {:?}: want {:?}",
+        text(&out),
+        show(&model.end_to_end)
+    );
     fields
 }
 
@@ -336,12 +342,18 @@ fn check_h2(res: &h1::BackendResponse<'_>, model: &Final, h1_fields: &[(Vec<u8>,
         _ if model.bodiless => model.content_length.clone(),
         _ => Vec::new(),
     };
-    assert_eq!(content_length, want, "content-length for HTTP/2");
+    assert_eq!(content_length, want, "content-length for HTTP/2: {:?}", show(&fields));
     // The same end-to-end fields as for HTTP/1.1 (HTTP/2 groups the values of one name).
     let mut h1_fields = h1_fields.to_vec();
     h1_fields.sort_by(|a, b| a.0.cmp(&b.0));
     fields.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(fields, h1_fields, "HTTP/2 and HTTP/1.1 forward different fields");
+    assert_eq!(
+        fields,
+        h1_fields,
+        "HTTP/2 and HTTP/1.1 forward different fields: {:?} and {:?}",
+        show(&fields),
+        show(&h1_fields)
+    );
 }
 
 /// The fields of a complete head, as `httparse` reads them (name lower-cased, value trimmed).
@@ -353,6 +365,11 @@ fn header_fields(head: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         .iter()
         .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.trim_ascii().to_vec()))
         .collect()
+}
+
+/// Fields as `name: value` lines, for failure messages.
+fn show(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    fields.iter().map(|(n, v)| format!("{}: {}\n", n.escape_ascii(), v.escape_ascii())).collect()
 }
 
 fn text(b: &[u8]) -> String {
