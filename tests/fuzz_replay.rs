@@ -32,16 +32,20 @@ fn inputs(target: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Runs `check` on every input of `target`, naming the input that fails.
+/// Runs `check` on every input of `target`, then names every input that failed (each failure's
+/// own message is printed above, by the panic hook).
 fn replay(target: &str, check: fn(&[u8])) {
     let files = inputs(target);
     assert!(!files.is_empty(), "no seeds for {target}");
-    for path in files {
-        let data = std::fs::read(&path).unwrap();
-        if std::panic::catch_unwind(|| check(&data)).is_err() {
-            panic!("{target}: input {} failed its check", path.display());
-        }
-    }
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).unwrap();
+            std::panic::catch_unwind(|| check(&data)).is_err()
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "{target}: inputs that failed their check: {failed:#?}");
 }
 
 #[test]
