@@ -4,7 +4,7 @@
 # regression inputs (fuzz/regressions/TARGET) plus the corpus kept from earlier runs
 # (fuzz/corpus/TARGET, not committed). Exits non-zero on the first crash or failed invariant and
 # names the input that caused it (fuzz/artifacts/TARGET/...). Once its cause is fixed, copy that
-# input into fuzz/regressions/TARGET: tests/fuzz_replay.rs replays it in the normal test suite.
+# input into fuzz/regressions/TARGET: tests/it/fuzz_replay.rs replays it in the normal test suite.
 # A target with a dictionary (fuzz/dicts/TARGET.dict: tokens the code compares byte by byte)
 # gets it with -dict.
 #

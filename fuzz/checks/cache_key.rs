@@ -16,7 +16,7 @@
 //!   of the fields this target's own reading of RFC 9110 7.6.1 keeps.
 
 use arbitrary::{Result, Unstructured};
-use fulcrum_cache::key::{CacheKey, KeyBuilder};
+use fulcrum_cache::{CacheKey, KeyBuilder};
 use fulcrum_http::h1::{Forwarded, HOP_BY_HOP, MAX_HEADERS, finish_request_head, parse_request};
 
 /// Header names the recipe picks from (plus arbitrary tokens), so collisions with the ignore

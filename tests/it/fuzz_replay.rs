@@ -2,17 +2,15 @@
 //! fuzz/regressions/TARGET/) through the same check function the libFuzzer target runs
 //! (fuzz/checks/TARGET.rs), so a fixed finding stays fixed without a fuzzing toolchain.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
-#[path = "../fuzz/checks/cache_key.rs"]
+#[path = "../../fuzz/checks/cache_key.rs"]
 mod cache_key;
-#[path = "../fuzz/checks/chunked.rs"]
+#[path = "../../fuzz/checks/chunked.rs"]
 mod chunked;
-#[path = "../fuzz/checks/request_head.rs"]
+#[path = "../../fuzz/checks/request_head.rs"]
 mod request_head;
-#[path = "../fuzz/checks/response_head.rs"]
+#[path = "../../fuzz/checks/response_head.rs"]
 mod response_head;
 
 /// Every file of fuzz/seeds/TARGET and fuzz/regressions/TARGET, sorted.
