@@ -224,6 +224,7 @@ impl Pair {
         let (mut encrypt, mut decrypt) = (Duration::MAX, Duration::MAX);
         for _ in 0..RUNS {
             let (mut c, mut s) = self.connect(&self.client, &mut Duration::default());
+            s.set_buffer_limit(None);
             let plain = vec![0x5au8; 16 * 1024];
             let mut sink = vec![0u8; 16 * 1024];
             let mut wire = Vec::with_capacity(4 * 17 * 1024);

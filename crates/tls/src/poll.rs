@@ -193,7 +193,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for PollTlsStream<T> {
             this.close_sent = true;
         }
         ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        match ready!(Pin::new(&mut this.io).poll_shutdown(cx)) {
+            // The peer has already closed the connection: nothing more can reach it.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
     }
 }
 

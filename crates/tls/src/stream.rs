@@ -315,7 +315,12 @@ impl<S: AsyncWriteRent + 'static> Shared<S> {
         if let WriteIo::Idle(mut io, buf) = std::mem::replace(&mut self.out, WriteIo::Moving) {
             self.shutdown = Shutdown::ShuttingSocket;
             self.out = WriteIo::Busy(Box::pin(async move {
-                let result = io.shutdown().await;
+                let result = match io.shutdown().await {
+                    // The peer has already closed the connection: nothing more can reach it,
+                    // which is what a shutdown is for.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                    other => other,
+                };
                 (result, buf, io)
             }));
         }
