@@ -300,8 +300,11 @@ impl<S: AsyncWriteRent + 'static> Shared<S> {
         };
         buf.clear();
         while self.conn.wants_write() {
-            // Writing into a Vec cannot fail.
-            self.conn.write_tls(&mut buf)?;
+            // Writing into a Vec does not fail; if it ever did, the stream stays consistent.
+            if let Err(e) = self.conn.write_tls(&mut buf) {
+                self.out = WriteIo::Idle(io, buf);
+                return Err(e);
+            }
         }
         self.out = WriteIo::Busy(Box::pin(async move {
             let (result, buf) = io.write_all(buf).await;
