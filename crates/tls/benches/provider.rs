@@ -89,26 +89,36 @@ fn main() {
     let paths = CertPaths { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
     std::fs::write(&paths.cert, cert.cert.pem()).unwrap();
     std::fs::write(&paths.key, cert.signing_key.serialize_pem()).unwrap();
-    let acceptor = TlsAcceptor::new(&ServerOptions::new(vec![paths.clone()])).unwrap();
-    let connector = TlsConnector::new(&fulcrum_tls::ClientOptions {
-        ca_file: Some(paths.cert.clone()),
-        ..Default::default()
-    })
-    .unwrap();
+    let best_of = |runs: &[(Duration, Duration)], cpu: bool| {
+        runs.iter().map(|(wall, thread)| if cpu { *thread } else { *wall }).min().unwrap()
+    };
     for uring in [true, false] {
         let driver = if uring { "io_uring" } else { "epoll" };
-        let runs = |tls| (0..RUNS).map(|_| stream_run(uring, tls)).collect::<Vec<_>>();
-        let best_of = |runs: &[(Duration, Duration)], cpu: bool| {
-            runs.iter().map(|(wall, thread)| if cpu { *thread } else { *wall }).min().unwrap()
-        };
-        let (tls, tcp) = (runs(Some((&acceptor, &connector))), runs(None));
+        let tcp: Vec<_> = (0..RUNS).map(|_| stream_run(uring, None)).collect();
         println!(
-            "{driver:8} TLS {:>6.0} MiB/s wall, {:>6.0} MiB per CPU-second   plain TCP {:>6.0} MiB/s wall, {:>6.0} per CPU-second",
-            mib_per_s(STREAM_BYTES, best_of(&tls, false)),
-            mib_per_s(STREAM_BYTES, best_of(&tls, true)),
+            "{driver:8} plain TCP          {:>6.0} MiB/s wall, {:>6.0} MiB per CPU-second",
             mib_per_s(STREAM_BYTES, best_of(&tcp, false)),
             mib_per_s(STREAM_BYTES, best_of(&tcp, true)),
         );
+        for read_buffer_bytes in [16 * 1024 + 512, 32 * 1024, 64 * 1024] {
+            let server =
+                ServerOptions { read_buffer_bytes, ..ServerOptions::new(vec![paths.clone()]) };
+            let acceptor = TlsAcceptor::new(&server).unwrap();
+            let client = fulcrum_tls::ClientOptions {
+                ca_file: Some(paths.cert.clone()),
+                read_buffer_bytes,
+                ..Default::default()
+            };
+            let connector = TlsConnector::new(&client).unwrap();
+            let tls: Vec<_> =
+                (0..RUNS).map(|_| stream_run(uring, Some((&acceptor, &connector)))).collect();
+            println!(
+                "{driver:8} TLS, {:>2} KiB reads {:>6.0} MiB/s wall, {:>6.0} MiB per CPU-second",
+                read_buffer_bytes >> 10,
+                mib_per_s(STREAM_BYTES, best_of(&tls, false)),
+                mib_per_s(STREAM_BYTES, best_of(&tls, true)),
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

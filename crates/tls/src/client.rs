@@ -16,7 +16,7 @@ use rustls::{ClientConnection, DigitallySignedStruct, RootCertStore, SignatureSc
 
 use crate::certs::{self, CertError, CertPaths};
 use crate::handshake::{self, HandshakeError};
-use crate::stream::{AppProtocol, TlsStream};
+use crate::stream::{AppProtocol, DEFAULT_READ_BUFFER, TlsStream};
 
 /// Why a client configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -51,12 +51,21 @@ pub struct ClientOptions {
     pub client_cert: Option<CertPaths>,
     /// Entries of the session cache used to resume with backends (per server name).
     pub session_cache_entries: usize,
+    /// Ciphertext read per socket operation, per connection (4 KiB..=1 MiB).
+    pub read_buffer_bytes: usize,
 }
 
 impl Default for ClientOptions {
-    /// System roots, verification on, no client certificate, 256 cached sessions.
+    /// System roots, verification on, no client certificate, 256 cached sessions, 32 KiB
+    /// reads.
     fn default() -> Self {
-        Self { ca_file: None, verify: true, client_cert: None, session_cache_entries: 256 }
+        Self {
+            ca_file: None,
+            verify: true,
+            client_cert: None,
+            session_cache_entries: 256,
+            read_buffer_bytes: DEFAULT_READ_BUFFER,
+        }
     }
 }
 
@@ -65,6 +74,7 @@ impl Default for ClientOptions {
 #[derive(Clone)]
 pub struct TlsConnector {
     config: Arc<ClientConfig>,
+    read_size: usize,
 }
 
 impl TlsConnector {
@@ -92,7 +102,7 @@ impl TlsConnector {
         };
         config.resumption = Resumption::in_memory_sessions(options.session_cache_entries);
         config.enable_early_data = false;
-        Ok(Self { config: Arc::new(config) })
+        Ok(Self { config: Arc::new(config), read_size: options.read_buffer_bytes })
     }
 
     /// Runs the client handshake on `io` within `timeout`, verifying the server's certificate
@@ -111,7 +121,9 @@ impl TlsConnector {
         S: Split + AsyncReadRent + AsyncWriteRent + 'static,
     {
         let alpn = alpn.iter().map(|p| p.id().to_vec()).collect();
-        TlsStream::connect(self.config.clone(), name, alpn, io, timeout).await
+        let conn = ClientConnection::new_with_alpn(self.config.clone(), name, alpn)
+            .map_err(HandshakeError::Protocol)?;
+        handshake::drive(TlsStream::new(io, conn.into(), self.read_size), timeout).await
     }
 
     /// The rustls configuration (shared; for inspection).
@@ -210,7 +222,7 @@ where
     S: Split + AsyncReadRent + AsyncWriteRent + 'static,
 {
     /// Runs a client handshake with any rustls configuration, offering `alpn` (identifiers)
-    /// on this connection.
+    /// on this connection, with the default read buffer.
     pub async fn connect(
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
@@ -220,6 +232,6 @@ where
     ) -> Result<Self, HandshakeError> {
         let conn = ClientConnection::new_with_alpn(config, name, alpn)
             .map_err(HandshakeError::Protocol)?;
-        handshake::drive(TlsStream::new(io, conn.into()), timeout).await
+        handshake::drive(TlsStream::new(io, conn.into(), DEFAULT_READ_BUFFER), timeout).await
     }
 }

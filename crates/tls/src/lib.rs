@@ -29,7 +29,10 @@ pub use handshake::HandshakeError;
 pub use poll::{IntoPollError, PollTlsStream};
 pub use rustls;
 pub use server::{ServerError, ServerOptions, TlsAcceptor};
-pub use stream::{AppProtocol, SessionInfo, StreamError, TlsReadHalf, TlsStream, TlsWriteHalf};
+pub use stream::{
+    AppProtocol, DEFAULT_READ_BUFFER, SessionInfo, StreamError, TlsReadHalf, TlsStream,
+    TlsWriteHalf,
+};
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
 compile_error!("fulcrum-tls needs a crypto provider: enable the `aws-lc-rs` or the `ring` feature");

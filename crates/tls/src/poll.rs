@@ -17,7 +17,7 @@ use monoio::net::TcpStream;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use rustls::Connection;
 
-use crate::stream::{READ_CHUNK, SessionInfo, StreamError, TlsStream, WRITE_CHUNK};
+use crate::stream::{SessionInfo, StreamError, TlsStream, WRITE_CHUNK};
 
 /// Why a [`TlsStream`] could not be moved to the poll-io layer (the connection is closed).
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ impl TlsStream<TcpStream> {
     pub fn into_poll_io(self) -> Result<PollTlsStream, IntoPollError> {
         let parts = self.into_parts().ok_or(IntoPollError::InFlight)?;
         let io = parts.io.into_poll_io().map_err(IntoPollError::PollIo)?;
-        Ok(PollTlsStream::new(io, parts.conn, &parts.cipher, parts.info))
+        Ok(PollTlsStream::new(io, parts.conn, &parts.cipher, parts.read_size, parts.info))
     }
 }
 
@@ -61,9 +61,15 @@ pub struct PollTlsStream<T = TcpStreamPoll> {
 
 impl<T: AsyncRead + AsyncWrite + Unpin> PollTlsStream<T> {
     /// Wraps a socket and a rustls connection; `unprocessed` is ciphertext already read from
-    /// the socket and not given to rustls yet.
-    fn new(io: T, conn: Connection, unprocessed: &[u8], info: SessionInfo) -> Self {
-        let mut cipher = vec![0; READ_CHUNK.max(unprocessed.len())];
+    /// the socket and not given to rustls yet; reads bring at most `read_size` bytes.
+    fn new(
+        io: T,
+        conn: Connection,
+        unprocessed: &[u8],
+        read_size: usize,
+        info: SessionInfo,
+    ) -> Self {
+        let mut cipher = vec![0; read_size.max(unprocessed.len())];
         cipher[..unprocessed.len()].copy_from_slice(unprocessed);
         Self {
             io,

@@ -13,7 +13,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::certs::{CertError, CertInfo, CertPaths, CertSet};
 use crate::handshake::{self, HandshakeError};
-use crate::stream::{AppProtocol, TlsStream};
+use crate::stream::{AppProtocol, DEFAULT_READ_BUFFER, TlsStream};
 
 /// Why a server configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,16 +37,19 @@ pub struct ServerOptions {
     /// Entries of the process-wide server session cache (TLS 1.2 clients without ticket
     /// support resume through it; everything else resumes by ticket).
     pub session_cache_entries: usize,
+    /// Ciphertext read per socket operation, per connection (4 KiB..=1 MiB).
+    pub read_buffer_bytes: usize,
 }
 
 impl ServerOptions {
     /// Options serving `certs`, offering `h2` then `http/1.1`, with a 4096-entry session
-    /// cache.
+    /// cache and 32 KiB reads.
     pub fn new(certs: Vec<CertPaths>) -> Self {
         Self {
             certs,
             alpn: vec![AppProtocol::H2, AppProtocol::Http11],
             session_cache_entries: 4096,
+            read_buffer_bytes: DEFAULT_READ_BUFFER,
         }
     }
 }
@@ -60,6 +63,7 @@ impl ServerOptions {
 pub struct TlsAcceptor {
     config: Arc<ServerConfig>,
     resolver: Arc<SniResolver>,
+    read_size: usize,
 }
 
 impl TlsAcceptor {
@@ -75,7 +79,7 @@ impl TlsAcceptor {
         config.send_half_rtt_data = false;
         config.ticketer = crate::ticketer()?;
         config.session_storage = ServerSessionMemoryCache::new(options.session_cache_entries);
-        Ok(Self { config: Arc::new(config), resolver })
+        Ok(Self { config: Arc::new(config), resolver, read_size: options.read_buffer_bytes })
     }
 
     /// Runs the server handshake on `io` within `timeout`. Needs the worker's monoio runtime
@@ -84,7 +88,8 @@ impl TlsAcceptor {
     where
         S: Split + AsyncReadRent + AsyncWriteRent + 'static,
     {
-        TlsStream::accept(self.config.clone(), io, timeout).await
+        let conn = ServerConnection::new(self.config.clone()).map_err(HandshakeError::Protocol)?;
+        handshake::drive(TlsStream::new(io, conn.into(), self.read_size), timeout).await
     }
 
     /// Loads a new certificate set and, only if every pair passes, makes it live: handshakes
@@ -154,13 +159,14 @@ where
     S: Split + AsyncReadRent + AsyncWriteRent + 'static,
 {
     /// Runs a server handshake with any rustls configuration (a [`TlsAcceptor`] brings
-    /// Fulcrum's; this is for others, e.g. a server that asks for client certificates).
+    /// Fulcrum's; this is for others, e.g. a server that asks for client certificates), with
+    /// the default read buffer.
     pub async fn accept(
         config: Arc<ServerConfig>,
         io: S,
         timeout: Duration,
     ) -> Result<Self, HandshakeError> {
         let conn = ServerConnection::new(config).map_err(HandshakeError::Protocol)?;
-        handshake::drive(TlsStream::new(io, conn.into()), timeout).await
+        handshake::drive(TlsStream::new(io, conn.into(), DEFAULT_READ_BUFFER), timeout).await
     }
 }
