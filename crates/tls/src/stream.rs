@@ -14,10 +14,10 @@
 //! is torn. Buffered ciphertext and plaintext never leave the stream at all.
 //!
 //! Bounds: at most the read buffer's size ([`DEFAULT_READ_BUFFER`] unless configured) of
-//! ciphertext is read ahead; rustls bounds what it
-//! buffers itself (one record being reassembled, 16 KiB of decrypted plaintext, 64 KiB of
-//! handshake data, a few KeyUpdates); a write accepts at most [`WRITE_CHUNK`] bytes of plaintext
-//! and returns only once their records are on the socket.
+//! ciphertext is read ahead; rustls bounds what it buffers itself (one record being
+//! reassembled, 16 KiB of decrypted plaintext, 64 KiB of handshake data, a few KeyUpdates); a
+//! write accepts at most [`WRITE_CHUNK`] bytes of plaintext and returns only once their records
+//! are on the socket.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -233,7 +233,9 @@ enum Waiter {
     Writer = 1,
 }
 
-/// The wakers of the (at most two) tasks waiting on the shared write operation.
+/// The wakers of the (at most two) tasks waiting on the shared write operation. (A `Mutex`
+/// although one thread uses it: `std::task::Wake` asks for `Send + Sync`; it is never
+/// contended.)
 #[derive(Default)]
 struct WriteWakers {
     slots: Mutex<[Option<Waker>; 2]>,

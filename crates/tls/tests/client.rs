@@ -15,8 +15,8 @@ use fulcrum_tls::rustls::{
     self, AlertDescription, CertificateError, RootCertStore, ServerConfig, SupportedProtocolVersion,
 };
 use fulcrum_tls::{
-    CertError, CertPaths, ClientError, ClientOptions, HandshakeError, ServerOptions, StreamError,
-    TlsAcceptor, TlsConnector, TlsStream,
+    CertError, CertPaths, ClientError, ClientOptions, HandshakeError, StreamError, TlsConnector,
+    TlsStream,
 };
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
@@ -54,8 +54,7 @@ fn serve_with(config: Arc<ServerConfig>) -> (SocketAddr, Receiver<Result<(), Han
 }
 
 fn acceptor_config(pki: &Pki) -> Arc<ServerConfig> {
-    let cert = pki.server("localhost", &["localhost", "127.0.0.1"]);
-    TlsAcceptor::new(&ServerOptions::new(vec![cert])).unwrap().config().clone()
+    pki.acceptor().config().clone()
 }
 
 async fn ping(tls: &mut TlsStream<monoio::net::TcpStream>) {

@@ -9,20 +9,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use fulcrum_tls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use fulcrum_tls::rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use fulcrum_tls::{AppProtocol, ServerOptions, TlsAcceptor};
+use fulcrum_tls::AppProtocol;
+use fulcrum_tls::rustls::pki_types::ServerName;
+use fulcrum_tls::rustls::{ClientConnection, StreamOwned};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BODY: usize = 1 << 20;
 
-fn acceptor(pki: &Pki) -> TlsAcceptor {
-    TlsAcceptor::new(&ServerOptions::new(vec![pki.server("localhost", &["localhost"])])).unwrap()
-}
-
 /// Reads a whole h2 body, giving flow-control capacity back as it goes.
-async fn read_body(mut body: h2::RecvStream) -> Vec<u8> {
+async fn read_body(body: &mut h2::RecvStream) -> Vec<u8> {
     let mut data = Vec::new();
     while let Some(chunk) = body.data().await {
         let chunk = chunk.unwrap();
@@ -36,7 +32,7 @@ async fn read_body(mut body: h2::RecvStream) -> Vec<u8> {
 #[test]
 fn hyperium_h2_client_and_server_run_over_the_poll_io_conversion() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -51,7 +47,7 @@ fn hyperium_h2_client_and_server_run_over_the_poll_io_conversion() {
                     let (request, mut respond) = request.unwrap();
                     served += 1;
                     monoio::spawn(async move {
-                        let body = read_body(request.into_body()).await;
+                        let body = read_body(&mut request.into_body()).await;
                         let head = Response::builder().status(200).body(()).unwrap();
                         let mut send = respond.send_response(head, false).unwrap();
                         let len = body.len();
@@ -80,12 +76,7 @@ fn hyperium_h2_client_and_server_run_over_the_poll_io_conversion() {
                 let response = response.await.unwrap();
                 assert_eq!(response.status(), 200);
                 let mut received = response.into_body();
-                let mut echoed = Vec::new();
-                while let Some(chunk) = received.data().await {
-                    let chunk = chunk.unwrap();
-                    received.flow_control().release_capacity(chunk.len()).unwrap();
-                    echoed.extend_from_slice(&chunk);
-                }
+                let echoed = read_body(&mut received).await;
                 assert!(echoed == body, "call {i}: the echo differs");
                 let trailers = received.trailers().await.unwrap().unwrap();
                 assert_eq!(trailers["x-length"], BODY.to_string().as_str());
@@ -109,8 +100,8 @@ fn hyperium_h2_client_and_server_run_over_the_poll_io_conversion() {
 fn bytes_read_with_the_handshake_reach_the_poll_io_stream() {
     const EARLY: usize = 40_000;
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
-    let config = client_config(&pki);
+    let acceptor = pki.acceptor();
+    let config = Arc::new(pki.rustls_client(rustls::DEFAULT_VERSIONS));
     on_both_drivers(async || {
         let (listener, addr) = listen();
         let config = config.clone();
@@ -141,17 +132,4 @@ fn bytes_read_with_the_handshake_reach_the_poll_io_stream() {
         io.shutdown().await.unwrap();
         client.join().unwrap();
     });
-}
-
-fn client_config(pki: &Pki) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&pki.ca_file).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = ClientConfig::builder_with_provider(fulcrum_tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
 }

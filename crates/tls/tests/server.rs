@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use common::*;
-use fulcrum_tls::rustls::client::Resumption;
-use fulcrum_tls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use fulcrum_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use fulcrum_tls::rustls::pki_types::ServerName;
+use fulcrum_tls::rustls::{self, ClientConnection, StreamOwned};
 use fulcrum_tls::{
     AppProtocol, CertError, ClientOptions, HandshakeError, ServerOptions, SessionInfo, TlsAcceptor,
     TlsConnector, TlsStream,
@@ -180,7 +179,7 @@ fn a_session_resumes_on_another_worker_thread() {
         .collect();
 
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let config = client_config(&pki, version);
+        let config = Arc::new(pki.rustls_client(&[version]));
         on_runtime(async {
             for (i, (addr, infos, _)) in workers.iter().enumerate() {
                 let tcp = TcpStream::connect(*addr).await.unwrap();
@@ -260,7 +259,7 @@ fn resumed_clients_cannot_send_early_data() {
     let acceptor =
         TlsAcceptor::new(&ServerOptions::new(vec![pki.server("localhost", &["localhost"])]))
             .unwrap();
-    let mut config = (*client_config(&pki, &rustls::version::TLS13)).clone();
+    let mut config = pki.rustls_client(&[&rustls::version::TLS13]);
     config.enable_early_data = true;
     let config = Arc::new(config);
     let (addr_tx, addr_rx) = mpsc::channel();
@@ -290,23 +289,4 @@ fn resumed_clients_cannot_send_early_data() {
         server.await;
     });
     client.join().unwrap();
-}
-
-/// A rustls client configuration for one version trusting the test CA, with a session cache.
-fn client_config(
-    pki: &Pki,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    let pem = std::fs::read(&pki.ca_file).unwrap();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = ClientConfig::builder_with_provider(fulcrum_tls::provider())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.resumption = Resumption::in_memory_sessions(16);
-    Arc::new(config)
 }

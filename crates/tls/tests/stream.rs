@@ -10,20 +10,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use fulcrum_tls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use fulcrum_tls::{AppProtocol, HandshakeError, ServerOptions, StreamError, TlsAcceptor};
+use fulcrum_tls::rustls::{self, ClientConfig, ClientConnection, StreamOwned};
+use fulcrum_tls::{AppProtocol, HandshakeError, StreamError};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-
-fn acceptor(pki: &Pki) -> TlsAcceptor {
-    let cert = pki.server("localhost", &["localhost", "127.0.0.1"]);
-    TlsAcceptor::new(&ServerOptions::new(vec![cert])).unwrap()
-}
 
 #[test]
 fn echo_negotiates_alpn_and_closes_cleanly() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -58,7 +53,7 @@ fn echo_negotiates_alpn_and_closes_cleanly() {
 fn split_halves_carry_16_mib_both_ways_at_once() {
     const TOTAL: usize = 16 << 20;
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -117,7 +112,7 @@ fn split_halves_carry_16_mib_both_ways_at_once() {
 #[test]
 fn eof_without_close_notify_is_an_error_distinct_from_a_clean_close() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -149,7 +144,7 @@ fn eof_without_close_notify_is_an_error_distinct_from_a_clean_close() {
 fn cancelled_reads_lose_nothing() {
     const ROUNDS: usize = 300;
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -209,7 +204,7 @@ fn cancelled_reads_lose_nothing() {
 #[test]
 fn writes_cancelled_by_timeouts_never_tear_a_record() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
         let (listener, addr) = listen();
@@ -244,8 +239,8 @@ fn writes_cancelled_by_timeouts_never_tear_a_record() {
 #[test]
 fn key_updates_from_the_peer_are_answered_in_order() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
-    let config = blocking_client_config(&pki, &[]);
+    let acceptor = pki.acceptor();
+    let config = Arc::new(pki.rustls_client(rustls::DEFAULT_VERSIONS));
     on_both_drivers(async || {
         let (listener, addr) = listen();
         let config = config.clone();
@@ -277,7 +272,7 @@ fn key_updates_from_the_peer_are_answered_in_order() {
 #[test]
 fn a_client_that_never_sends_a_client_hello_times_out() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let (listener, addr) = listen();
         let _silent = TcpStream::connect(addr).await.unwrap();
@@ -293,7 +288,7 @@ fn a_client_that_never_sends_a_client_hello_times_out() {
 #[test]
 fn plain_http_on_the_tls_port_is_a_protocol_error_answered_with_an_alert() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let (listener, addr) = listen();
         let mut plain = TcpStream::connect(addr).await.unwrap();
@@ -315,7 +310,7 @@ fn plain_http_on_the_tls_port_is_a_protocol_error_answered_with_an_alert() {
 #[test]
 fn openssl_s_client_sees_the_promised_versions_suites_and_alpn() {
     let pki = Pki::new("ca");
-    let acceptor = acceptor(&pki);
+    let acceptor = pki.acceptor();
     let (addr_tx, addr_rx) = mpsc::channel();
     let (result_tx, result_rx) = mpsc::channel();
     let server = std::thread::spawn(move || {
@@ -366,23 +361,6 @@ fn openssl_s_client_sees_the_promised_versions_suites_and_alpn() {
     assert!(!ok, "TLS 1.1 was accepted: {text}");
     result_rx.recv_timeout(STEP).unwrap().unwrap_err();
     server.join().unwrap();
-}
-
-/// A rustls client configuration trusting the test CA (for the blocking client).
-pub fn blocking_client_config(pki: &Pki, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    let pem = std::fs::read(&pki.ca_file).unwrap();
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = ClientConfig::builder_with_provider(fulcrum_tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
 }
 
 fn blocking_connect(

@@ -13,7 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use fulcrum_tls::{AppProtocol, CertPaths, ClientOptions, TlsAcceptor, TlsConnector, TlsStream};
+use fulcrum_tls::rustls::pki_types::{CertificateDer, pem::PemObject};
+use fulcrum_tls::rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+use fulcrum_tls::{
+    AppProtocol, CertPaths, ClientOptions, ServerOptions, TlsAcceptor, TlsConnector, TlsStream,
+};
 use monoio::buf::IoBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
@@ -151,6 +155,26 @@ impl Pki {
 
     pub fn connector(&self) -> TlsConnector {
         TlsConnector::new(&self.client_options()).unwrap()
+    }
+
+    /// An acceptor serving one certificate for `localhost` and 127.0.0.1.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let cert = self.server("localhost", &["localhost", "127.0.0.1"]);
+        TlsAcceptor::new(&ServerOptions::new(vec![cert])).unwrap()
+    }
+
+    /// A plain rustls client configuration (an independent peer) trusting this CA, for
+    /// `versions`, with rustls's default session cache.
+    pub fn rustls_client(&self, versions: &[&'static SupportedProtocolVersion]) -> ClientConfig {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        ClientConfig::builder_with_provider(fulcrum_tls::provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth()
     }
 }
 
