@@ -99,6 +99,19 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// Re-reads the files of the live set (the same pairs, in the same order) and makes the
+    /// result live, all or nothing, as [`reload`](Self::reload) does (`SIGHUP` and the admin
+    /// API's reload). Returns how many certificates are in service.
+    pub fn reload_files(&self) -> Result<usize, CertError> {
+        let paths: Vec<CertPaths> = self
+            .inventory()
+            .into_iter()
+            .map(|c| CertPaths { cert: c.cert_file, key: c.key_file })
+            .collect();
+        self.reload(&paths)?;
+        Ok(paths.len())
+    }
+
     /// Makes an already loaded set live (for a caller that loads on another thread first).
     pub fn install(&self, set: CertSet) {
         *self.resolver.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(set);
