@@ -26,6 +26,7 @@ mod health_checks;
 mod interim;
 mod io_driver;
 mod metrics;
+mod openapi_conformance;
 mod packaging;
 mod retries;
 mod strict_http;

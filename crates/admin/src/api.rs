@@ -22,7 +22,9 @@ use fulcrum_model::{HealthSnapshot, HealthState};
 use crate::App;
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
-use crate::settings::{ActiveHealthOut, CacheSettings, PassiveHealthOut, RetriesOut, TimeoutsOut};
+use crate::settings::{
+    ActiveHealthOut, CacheSettings, CacheStatus, PassiveHealthOut, RetriesOut, TimeoutsOut, Token,
+};
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
 pub const EPOCH_HEADER: &str = "fulcrum-epoch";
@@ -38,11 +40,11 @@ pub struct BackendOut {
     /// Server-assigned identifier (never reused).
     #[schema(example = 1)]
     pub id: u64,
-    /// Normalised `http://host:port`.
-    #[schema(example = "http://127.0.0.1:9001")]
+    /// Normalised `http://host:port` or `h2c://host:port`.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1, maximum = 10000)]
     pub weight: u32,
     /// `false` while passive health checking has ejected it on any worker.
     pub healthy: bool,
@@ -79,7 +81,7 @@ pub struct BackendHealthOut {
     pub checked_at_unix_ms: Option<u64>,
     /// Percentage of its full share of new requests the pickers give it: 100, or less during
     /// slow start (`health_check.slow_start_ms`) after it came back up.
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 0, maximum = 100)]
     pub share_percent: u64,
 }
 
@@ -149,9 +151,11 @@ impl From<&BackendView> for BackendOut {
 pub struct BackendCreated {
     /// Server-assigned identifier.
     pub id: u64,
-    /// Normalised `http://host:port`.
+    /// Normalised `http://host:port` or `h2c://host:port`.
+    #[schema(pattern = "^(http|h2c)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight.
+    #[schema(minimum = 1, maximum = 10000)]
     pub weight: u32,
     /// Always `true` for a new backend.
     pub healthy: bool,
@@ -171,8 +175,9 @@ pub struct BackendCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBackend {
-    /// `http://host:port` (only `http` is supported).
-    #[schema(example = "http://127.0.0.1:9001")]
+    /// `http://host[:port]` (HTTP/1.1) or `h2c://host[:port]` (HTTP/2 cleartext, gRPC); the
+    /// port defaults to 80 and the host is resolved once, when the backend is added.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+/?$")]
     pub url: String,
     /// Relative weight, 1..=10000 (default 1).
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -263,13 +268,13 @@ pub struct CacheUpdate {
     #[schema(example = 1048576)]
     pub max_object_bytes: Option<u64>,
     /// Request methods looked up and stored (HTTP method tokens, case-sensitive).
-    #[schema(example = json!(["GET", "HEAD", "POST"]))]
+    #[schema(value_type = Option<Vec<Token>>, example = json!(["GET", "HEAD", "POST"]))]
     pub methods: Option<Vec<String>>,
     /// Response statuses stored (100..=599).
-    #[schema(example = json!([200, 404]))]
+    #[schema(value_type = Option<Vec<CacheStatus>>, example = json!([200, 404]))]
     pub statuses: Option<Vec<u16>>,
     /// Request headers left out of the key.
-    #[schema(example = json!(["x-request-id"]))]
+    #[schema(value_type = Option<Vec<Token>>, example = json!(["x-request-id"]))]
     pub ignore_headers: Option<Vec<String>>,
 }
 
@@ -418,7 +423,11 @@ pub enum ReadErrors {
     )]
     Unauthorized(#[to_schema] ErrorBody),
     /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
-    #[response(status = 403)]
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
     Forbidden(#[to_schema] ErrorBody),
     /// The control plane is stopping.
     #[response(status = 503)]
@@ -428,9 +437,6 @@ pub enum ReadErrors {
 /// Errors every mutation can answer with.
 #[derive(IntoResponses)]
 pub enum WriteErrors {
-    /// Malformed JSON, wrong types, unknown fields or invalid values.
-    #[response(status = 400)]
-    BadRequest(#[to_schema] ErrorBody),
     /// Missing, malformed, badly signed, expired or not-yet-valid token.
     #[response(
         status = 401,
@@ -438,17 +444,30 @@ pub enum WriteErrors {
     )]
     Unauthorized(#[to_schema] ErrorBody),
     /// Valid token without the `fulcrum:write` scope.
-    #[response(status = 403)]
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
+    )]
     Forbidden(#[to_schema] ErrorBody),
-    /// Request body larger than the cap (64 KiB by default).
-    #[response(status = 413)]
-    PayloadTooLarge(#[to_schema] ErrorBody),
     /// The state file could not be written; nothing was applied.
     #[response(status = 500)]
     StateNotSaved(#[to_schema] ErrorBody),
     /// Workers did not acknowledge in time, or the control plane is stopping.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
+}
+
+/// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
+/// (mutations without a body never read one, so never answer these).
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    /// Malformed JSON, wrong types, unknown fields or invalid values.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// Request body larger than `admin.max_body_bytes` (64 KiB by default).
+    #[response(status = 413)]
+    PayloadTooLarge(#[to_schema] ErrorBody),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,8 +673,14 @@ fn healthz() -> Resp {
     get, path = "/metrics", tag = "metrics", operation_id = "metrics",
     responses(
         (status = 200, description = "Every metric, summed over the workers.",
-            content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "`telemetry.metrics_auth` is set and the token is missing or invalid.", body = ErrorBody),
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "`telemetry.metrics_auth` is set and the token is missing or invalid.",
+            body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))),
+        (status = 403, description = "`telemetry.metrics_auth` is set and the token lacks the `fulcrum:read` scope.",
+            body = ErrorBody,
+            headers(("WWW-Authenticate" = String,
+                description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))),
     )
 )]
 fn metrics(app: &App) -> Resp {
@@ -715,7 +740,13 @@ fn docs_page(app: &App) -> Result<Resp, ApiError> {
     get, path = "/docs/{file}", tag = "docs", operation_id = "docs_asset",
     params(("file" = String, Path, description = "Asset name, e.g. `swagger-ui.css`.")),
     responses(
-        (status = 200, description = "The asset.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The asset, with the media type of its file name.",
+            content(
+                (String = "text/html"),
+                (String = "text/css"),
+                (String = "text/javascript"),
+                ("image/png"),
+            )),
         (status = 404, description = "No such asset.", body = ErrorBody),
     )
 )]
@@ -801,6 +832,7 @@ async fn list_backends(app: &App) -> Result<Resp, ApiError> {
             )),
         (status = 409, description = "That URL is already a backend.", body = ErrorBody),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -894,6 +926,7 @@ async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Switched; every worker runs the returned epoch.", body = AlgorithmApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -935,6 +968,7 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Applied; every worker runs the returned epoch.", body = CacheApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]

@@ -88,35 +88,79 @@ pub struct ErrorBody {
 /// One error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `invalid_token`, `duplicate_backend`.
-    #[schema(example = "invalid_body")]
-    pub code: &'static str,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
+/// The stable machine-readable error codes: the published schema lists exactly these, so a
+/// client can match on them and a new code is a visible change to the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// `404`: no route has this path.
+    NotFound,
+    /// `405`: the path exists, the method does not (an `Allow` header lists the methods).
+    MethodNotAllowed,
+    /// `401`: the bearer token is missing or not valid.
+    InvalidToken,
+    /// `403`: a valid token without the needed scope.
+    InsufficientScope,
+    /// `413`: the request body exceeds `admin.max_body_bytes`.
+    PayloadTooLarge,
+    /// `400`: malformed JSON, wrong types or unknown fields.
+    InvalidBody,
+    /// `400`: a backend URL that is malformed or uses an unsupported scheme.
+    InvalidUrl,
+    /// `400`: a weight out of range.
+    InvalidWeight,
+    /// `400`: an unknown algorithm name.
+    InvalidAlgorithm,
+    /// `400`: cache settings that cannot work.
+    InvalidCache,
+    /// `409`: the backend URL is already present.
+    DuplicateBackend,
+    /// `404`: no backend with that id.
+    UnknownBackend,
+    /// `503`: readiness failed.
+    NotReady,
+    /// `503`: the control plane cannot serve the request right now.
+    Unavailable,
+    /// `500`: the state file could not be written; nothing was applied.
+    StateNotSaved,
+    /// `500`: a bug or an unexpected failure.
+    Internal,
+}
+
 impl ApiError {
     /// The HTTP status and the stable error code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Auth(AuthError::InsufficientScope(_)) => {
-                (StatusCode::FORBIDDEN, "insufficient_scope")
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            ApiError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
             }
-            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
-            ApiError::InvalidUrl(_) => (StatusCode::BAD_REQUEST, "invalid_url"),
-            ApiError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, "invalid_weight"),
-            ApiError::InvalidAlgorithm(_) => (StatusCode::BAD_REQUEST, "invalid_algorithm"),
-            ApiError::InvalidCache(_) => (StatusCode::BAD_REQUEST, "invalid_cache"),
-            ApiError::DuplicateBackend(_) => (StatusCode::CONFLICT, "duplicate_backend"),
-            ApiError::UnknownBackend(_) => (StatusCode::NOT_FOUND, "unknown_backend"),
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::StateNotSaved(_) => (StatusCode::INTERNAL_SERVER_ERROR, "state_not_saved"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Auth(AuthError::InsufficientScope(_)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::InsufficientScope)
+            }
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+            }
+            ApiError::InvalidBody(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidBody),
+            ApiError::InvalidUrl(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidUrl),
+            ApiError::InvalidWeight(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidWeight),
+            ApiError::InvalidAlgorithm(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidAlgorithm),
+            ApiError::InvalidCache(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCache),
+            ApiError::DuplicateBackend(_) => (StatusCode::CONFLICT, ErrorCode::DuplicateBackend),
+            ApiError::UnknownBackend(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownBackend),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            ApiError::StateNotSaved(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StateNotSaved)
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 
@@ -149,5 +193,42 @@ impl ApiError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes on the wire are the documented snake_case strings (docs/admin.md), one per
+    /// error, with their statuses.
+    #[test]
+    fn codes_and_statuses_are_the_documented_ones() {
+        let cases = [
+            (ApiError::NotFound("/x".into()), 404, "not_found"),
+            (ApiError::MethodNotAllowed("GET"), 405, "method_not_allowed"),
+            (ApiError::Auth(AuthError::Missing), 401, "invalid_token"),
+            (
+                ApiError::Auth(AuthError::InsufficientScope(crate::auth::Scope::Write)),
+                403,
+                "insufficient_scope",
+            ),
+            (ApiError::PayloadTooLarge(1), 413, "payload_too_large"),
+            (ApiError::InvalidBody(String::new()), 400, "invalid_body"),
+            (ApiError::InvalidUrl(String::new()), 400, "invalid_url"),
+            (ApiError::InvalidWeight(String::new()), 400, "invalid_weight"),
+            (ApiError::InvalidAlgorithm(String::new()), 400, "invalid_algorithm"),
+            (ApiError::InvalidCache(String::new()), 400, "invalid_cache"),
+            (ApiError::DuplicateBackend(String::new()), 409, "duplicate_backend"),
+            (ApiError::UnknownBackend(String::new()), 404, "unknown_backend"),
+            (ApiError::NotReady(String::new()), 503, "not_ready"),
+            (ApiError::Unavailable(String::new()), 503, "unavailable"),
+            (ApiError::StateNotSaved(String::new()), 500, "state_not_saved"),
+            (ApiError::Internal(String::new()), 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            let (s, c) = error.status_and_code();
+            assert_eq!((s.as_u16(), serde_json::to_value(c).unwrap()), (status, code.into()));
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations (utoipa), with the bearer
-//! security scheme. Built once when the admin thread starts.
+//! security scheme and the answers every path shares (`404`, `405`). Built once when the admin
+//! thread starts (on the caller of [`crate::spawn`]).
 
 use utoipa::Modify;
 use utoipa::OpenApi;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Object, Ref, ResponseBuilder, Type};
 
 use super::api;
-use super::error::{ErrorBody, ErrorDetail};
+use super::error::{ErrorBody, ErrorCode, ErrorDetail};
 
 /// The admin API's OpenAPI document.
 #[derive(OpenApi)]
@@ -18,7 +21,9 @@ use super::error::{ErrorBody, ErrorDetail};
             Authenticate with `Authorization: Bearer <JWT>`; the `scope` claim grants \
             `fulcrum:read` (GET) or `fulcrum:write` (mutations; implies read). Mint one with \
             `fulcrum token --scope \"fulcrum:read fulcrum:write\" --ttl 1h`. Errors are \
-            `{\"error\": {\"code\": \"snake_case\", \"message\": \"...\"}}`."
+            `{\"error\": {\"code\": \"snake_case\", \"message\": \"...\"}}`. A path not listed \
+            here answers `404` (`#/components/responses/NotFound`); a method not listed for a \
+            path answers `405` with an `Allow` header (`#/components/responses/MethodNotAllowed`)."
     ),
     paths(
         api::healthz,
@@ -38,8 +43,8 @@ use super::error::{ErrorBody, ErrorDetail};
         api::put_cache,
         api::purge_cache,
     ),
-    components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&BearerScheme),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
+    modifiers(&BearerScheme, &SharedResponses),
     tags(
         (name = "config", description = "The whole effective configuration and state."),
         (name = "backends", description = "Add, list and remove backends."),
@@ -71,6 +76,41 @@ impl Modify for BearerScheme {
                     ))
                     .build(),
             ),
+        );
+    }
+}
+
+/// Adds the answers no operation owns: a path the API does not have (`NotFound`) and a method
+/// a path does not take (`MethodNotAllowed`), so clients and tests can check them too.
+struct SharedResponses;
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error_body =
+            || ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.responses.insert(
+            "NotFound".into(),
+            ResponseBuilder::new()
+                .description("No such path (`not_found`).")
+                .content("application/json", error_body())
+                .build()
+                .into(),
+        );
+        components.responses.insert(
+            "MethodNotAllowed".into(),
+            ResponseBuilder::new()
+                .description("The path does not take this method (`method_not_allowed`).")
+                .header(
+                    "Allow",
+                    HeaderBuilder::new()
+                        .schema(Some(Object::with_type(Type::String)))
+                        .description(Some("The methods the path takes, e.g. `GET, POST`."))
+                        .build(),
+                )
+                .content("application/json", error_body())
+                .build()
+                .into(),
         );
     }
 }

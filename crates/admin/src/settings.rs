@@ -4,7 +4,43 @@
 
 use fulcrum_config::{ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, Timeouts};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+/// The schema of one response status in the cache settings: an integer in 100..=599, the
+/// range the cache accepts (a `u16` alone would document 0..=65535). Schema only.
+pub(crate) struct CacheStatus;
+
+impl PartialSchema for CacheStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(100))
+            .maximum(Some(599))
+            .description(Some("An HTTP response status."))
+            .into()
+    }
+}
+
+impl ToSchema for CacheStatus {}
+
+/// The schema of an HTTP method or header name in the cache settings: an RFC 9110 `token`,
+/// which is what the cache accepts. Schema only.
+pub(crate) struct Token;
+
+impl PartialSchema for Token {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$"))
+            .description(Some("An RFC 9110 token (a method or a header name)."))
+            .into()
+    }
+}
+
+impl ToSchema for Token {}
 
 /// Response cache settings (the `[cache]` table).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -24,14 +60,14 @@ pub struct CacheSettings {
     #[schema(example = 1048576)]
     pub max_object_bytes: u64,
     /// Request methods looked up and stored, case-sensitive (default `GET`, `HEAD`, `POST`).
-    #[schema(example = json!(["GET", "HEAD", "POST"]))]
+    #[schema(value_type = Vec<Token>, example = json!(["GET", "HEAD", "POST"]))]
     pub methods: Vec<String>,
     /// Response statuses stored (default 200, 203, 204, 301, 404, 410).
-    #[schema(example = json!([200, 203, 204, 301, 404, 410]))]
+    #[schema(value_type = Vec<CacheStatus>, example = json!([200, 203, 204, 301, 404, 410]))]
     pub statuses: Vec<u16>,
     /// Request headers left out of the key, case-insensitive (e.g. `x-request-id`; default
     /// none).
-    #[schema(example = json!(["x-request-id"]))]
+    #[schema(value_type = Vec<Token>, example = json!(["x-request-id"]))]
     pub ignore_headers: Vec<String>,
 }
 

@@ -541,6 +541,34 @@ pub fn request(
         .unwrap_or_else(|e| panic!("no response to {method} {path}: {e}"))
 }
 
+/// [`request`] with a chunked body (no declared length): `body` goes out in chunks of at most
+/// `chunk` bytes, then the last chunk; panics when no complete response comes back.
+pub fn request_chunked(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    chunk: usize,
+) -> Response {
+    let mut all = vec![("Connection", "close"), ("Transfer-Encoding", "chunked")];
+    all.extend_from_slice(headers);
+    let mut c = Client::connect(addr);
+    c.send_head(method, path, &all, None).unwrap();
+    for piece in body.chunks(chunk) {
+        // The server may answer (413) and close before reading everything.
+        if c.send_raw(format!("{:x}\r\n", piece.len()).as_bytes()).is_err()
+            || c.send_raw(piece).is_err()
+            || c.send_raw(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = c.send_raw(b"0\r\n\r\n");
+    c.read_response_to(method == "HEAD")
+        .unwrap_or_else(|e| panic!("no response to {method} {path} (chunked): {e}"))
+}
+
 /// Counts the responses per backend name.
 pub fn tally(responses: &[Response]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
