@@ -13,13 +13,12 @@ use crossbeam_channel::{bounded, unbounded};
 use fulcrum_admin::{self as admin, AdminError, AdminServer};
 use fulcrum_config::{AccessLogFormat, Config, ConfigError};
 use fulcrum_control::{self as control, ControlError, ControlHandle, RestoreError, WorkerLink};
-use fulcrum_health::{self as health, HealthMetrics};
+use fulcrum_health::{self as health, CheckTls, HealthMetrics};
 use fulcrum_proxy::{Shared, UpstreamTls, WorkerTelemetrySpec};
-use fulcrum_tls::{CertPaths, ServerOptions, TlsAcceptor};
 use fulcrum_telemetry::{
-    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info,
-    warn,
+    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info, warn,
 };
+use fulcrum_tls::{CertPaths, ServerOptions, TlsAcceptor};
 use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec};
 
 /// How long workers get to bind and report ready.
@@ -166,8 +165,8 @@ fn allowed_cpus() -> Vec<usize> {
 /// fails naming the file), ALPN `h2` and `http/1.1`, one session ticketer for every worker.
 fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, StartError> {
     let certs = cert_paths(&config.tls.certificates);
-    let acceptor = TlsAcceptor::new(&ServerOptions::new(certs))
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let acceptor =
+        TlsAcceptor::new(&ServerOptions::new(certs)).map_err(|e| StartError::Tls(e.to_string()))?;
     for cert in acceptor.inventory() {
         info!(
             "tls certificate",
@@ -191,13 +190,14 @@ pub fn cert_paths(files: &[fulcrum_config::CertificateFiles]) -> Vec<CertPaths> 
 fn upstream_tls(config: &Config) -> Result<Option<Arc<UpstreamTls>>, StartError> {
     let cfg = &config.upstream_tls;
     if !cfg.verify {
-        warn!(
-            "upstream_tls.verify = false: backend certificates are not checked (tests only)"
-        );
+        warn!("upstream_tls.verify = false: backend certificates are not checked (tests only)");
     }
     let needed = cfg.ca_file.is_some()
         || cfg.client_cert_file.is_some()
-        || config.backends.iter().any(|b| b.url.starts_with("https://") || b.url.starts_with("h2://"));
+        || config
+            .backends
+            .iter()
+            .any(|b| b.url.starts_with("https://") || b.url.starts_with("h2://"));
     match UpstreamTls::new(cfg) {
         Ok(tls) => Ok(Some(Arc::new(tls))),
         Err(e) if needed => Err(StartError::Tls(format!("upstream_tls: {e}"))),
@@ -328,7 +328,11 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         return Err(err);
     }
     if health_check.enabled {
-        match health::spawn(health_check, running.control.backends(), health_metrics) {
+        let check_tls = upstream_tls.as_ref().map(|tls| {
+            let (config, name) = tls.client_config();
+            CheckTls::new(config, name.map(str::to_owned))
+        });
+        match health::spawn(health_check, running.control.backends(), health_metrics, check_tls) {
             Ok(thread) => running.health_thread = Some(thread),
             Err(e) => {
                 running.shutdown();
@@ -342,6 +346,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         workers_up: running.workers_up.clone(),
         registry: running.telemetry.registry.clone(),
         cache_metrics: shared.cache_metrics.clone(),
+        tls: tls_listen.zip(tls_acceptor),
     };
     match admin::spawn(&admin_config, running.control.clone(), runtime) {
         Ok(admin) => {

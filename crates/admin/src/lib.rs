@@ -191,8 +191,7 @@ fn admin_tls(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, Admin
     let (Some(cert), Some(key)) = (&config.admin.tls_cert_file, &config.admin.tls_key_file) else {
         return Ok(None);
     };
-    let mut options =
-        ServerOptions::new(vec![CertPaths { cert: cert.clone(), key: key.clone() }]);
+    let mut options = ServerOptions::new(vec![CertPaths { cert: cert.clone(), key: key.clone() }]);
     options.alpn = vec![AppProtocol::Http11];
     let acceptor = TlsAcceptor::new(&options).map_err(|e| AdminError::Tls(e.to_string()))?;
     Ok(Some(tokio_rustls::TlsAcceptor::from(acceptor.config().clone())))

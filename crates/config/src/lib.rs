@@ -845,7 +845,10 @@ mod tests {
         assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().authority, "[::1]:81");
         assert!(matches!(BackendUrl::parse("ftp://a:1"), Err(BackendUrlError::Scheme(_))));
         let tls = BackendUrl::parse("https://localhost").unwrap();
-        assert_eq!((tls.url.as_str(), tls.tls, tls.host.as_str()), ("https://localhost:443", true, "localhost"));
+        assert_eq!(
+            (tls.url.as_str(), tls.tls, tls.host.as_str()),
+            ("https://localhost:443", true, "localhost")
+        );
         let h2 = BackendUrl::parse("h2://127.0.0.1:8443").unwrap();
         assert_eq!((h2.protocol, h2.tls), (BackendProtocol::H2c, true));
         assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().host, "::1");

@@ -159,7 +159,10 @@ enum Listener {
 }
 
 /// Runs two futures to their ends, concurrently on this worker.
-async fn futures_join(a: impl std::future::Future<Output = ()>, b: impl std::future::Future<Output = ()>) {
+async fn futures_join(
+    a: impl std::future::Future<Output = ()>,
+    b: impl std::future::Future<Output = ()>,
+) {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut a_done, mut b_done) = (false, false);
     while !(a_done && b_done) {

@@ -218,7 +218,11 @@ async fn connect(
 }
 
 /// The HTTP/2 handshake over `io`, then the backend's SETTINGS, then the driver task.
-async fn handshake<T>(io: T, cfg: &Http2Config, connect_timeout: Duration) -> Result<Rc<Session>, H2Error>
+async fn handshake<T>(
+    io: T,
+    cfg: &Http2Config,
+    connect_timeout: Duration,
+) -> Result<Rc<Session>, H2Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {

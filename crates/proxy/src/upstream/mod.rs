@@ -84,7 +84,13 @@ impl std::fmt::Debug for UpstreamConn {
 
 impl UpstreamConn {
     /// Wraps the halves of a freshly connected socket `fd` (TLS or not) opened under `slot`.
-    fn new(halves: (ConnRead, ConnWrite), fd: RawFd, tls: bool, buffer_bytes: usize, slot: Slot) -> Self {
+    fn new(
+        halves: (ConnRead, ConnWrite),
+        fd: RawFd,
+        tls: bool,
+        buffer_bytes: usize,
+        slot: Slot,
+    ) -> Self {
         let (r, w) = halves;
         Self {
             r,
@@ -364,7 +370,9 @@ impl Upstream {
             return Ok((transport::split_tcp(stream), fd));
         }
         let tls = self.tls.as_ref().ok_or_else(|| "upstream TLS is not available".to_owned())?;
-        let stream = tls.connect(stream, &self.backend.url.host, AppProtocol::Http11, connect_timeout).await?;
+        let stream = tls
+            .connect(stream, &self.backend.url.host, AppProtocol::Http11, connect_timeout)
+            .await?;
         Ok((transport::split_tls(stream), fd))
     }
 

@@ -33,6 +33,14 @@ impl UpstreamTls {
         Ok(Self { connector: TlsConnector::new(&options)?, server_name: cfg.server_name.clone() })
     }
 
+    /// The rustls client configuration (for the health checks, which run on tokio) and the
+    /// server name override.
+    pub fn client_config(
+        &self,
+    ) -> (&std::sync::Arc<fulcrum_tls::rustls::ClientConfig>, Option<&str>) {
+        (self.connector.config(), self.server_name.as_deref())
+    }
+
     /// The TLS handshake on a connected `stream` to a backend whose host is `host`, offering
     /// `alpn`, within `timeout`; `Err` says why it failed (a refused certificate included), as
     /// passive health and the log report it.
@@ -58,7 +66,10 @@ impl UpstreamTls {
 }
 
 /// A TCP connection to `addr` within `timeout`, with `TCP_NODELAY`; `Err` says why not.
-pub async fn tcp_connect(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+pub async fn tcp_connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
