@@ -13,11 +13,12 @@ use crossbeam_channel::{bounded, unbounded};
 use fulcrum_admin::{self as admin, AdminError, AdminServer};
 use fulcrum_config::{AccessLogFormat, Config, ConfigError};
 use fulcrum_control::{self as control, ControlError, ControlHandle, RestoreError, WorkerLink};
-use fulcrum_health::{self as health, HealthMetrics};
-use fulcrum_proxy::{Shared, WorkerTelemetrySpec};
+use fulcrum_health::{self as health, CheckTls, HealthMetrics};
+use fulcrum_proxy::{Shared, UpstreamTls, WorkerTelemetrySpec};
 use fulcrum_telemetry::{
-    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info,
+    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info, warn,
 };
+use fulcrum_tls::{CertPaths, ServerOptions, TlsAcceptor};
 use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec};
 
 /// How long workers get to bind and report ready.
@@ -60,6 +61,9 @@ pub enum StartError {
     /// The access log could not be opened or its writer started.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The TLS listener's certificates or the backends' TLS settings are unusable.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// How long shutdown waits for the access-log writer to drain its queues.
@@ -95,9 +99,19 @@ pub struct Running {
     admin: Option<AdminServer>,
     workers_up: Arc<AtomicBool>,
     telemetry: Telemetry,
+    /// The TLS listener's certificates (reloadable), when `[tls] listen` is set.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Running {
+    /// Re-reads every configured certificate and key of the TLS listener: all of them, or none
+    /// changes (the error names the file). New connections get the new certificates; open ones
+    /// are undisturbed. Returns how many are in service.
+    pub fn reload_tls(&self) -> Result<usize, String> {
+        let Some(tls) = &self.tls else { return Err("no TLS listener is configured".into()) };
+        tls.reload_files().map_err(|e| e.to_string())
+    }
+
     /// A handle for configuration changes.
     pub fn control(&self) -> &ControlHandle {
         &self.control
@@ -147,6 +161,53 @@ fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
+/// The TLS listener's side: its certificates loaded and checked (all of them, or the start
+/// fails naming the file), ALPN `h2` and `http/1.1`, one session ticketer for every worker.
+fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, StartError> {
+    let certs = cert_paths(&config.tls.certificates);
+    let acceptor =
+        TlsAcceptor::new(&ServerOptions::new(certs)).map_err(|e| StartError::Tls(e.to_string()))?;
+    for cert in acceptor.inventory() {
+        info!(
+            "tls certificate",
+            file = cert.cert_file.display(),
+            names = cert.dns_names.join(","),
+            not_after = cert.not_after,
+            default = cert.default
+        );
+    }
+    Ok(acceptor)
+}
+
+/// The `[[tls.certificates]]` pairs as the TLS layer takes them.
+pub fn cert_paths(files: &[fulcrum_config::CertificateFiles]) -> Vec<CertPaths> {
+    files.iter().map(|f| CertPaths { cert: f.cert_file.clone(), key: f.key_file.clone() }).collect()
+}
+
+/// TLS to `https://` and `h2://` backends. When `[upstream_tls]` names files, or a configured
+/// backend speaks TLS, a failure to set it up stops the start; otherwise it is logged and TLS
+/// backends added later fail to connect, saying why.
+fn upstream_tls(config: &Config) -> Result<Option<Arc<UpstreamTls>>, StartError> {
+    let cfg = &config.upstream_tls;
+    if !cfg.verify {
+        warn!("upstream_tls.verify = false: backend certificates are not checked (tests only)");
+    }
+    let needed = cfg.ca_file.is_some()
+        || cfg.client_cert_file.is_some()
+        || config
+            .backends
+            .iter()
+            .any(|b| b.url.starts_with("https://") || b.url.starts_with("h2://"));
+    match UpstreamTls::new(cfg) {
+        Ok(tls) => Ok(Some(Arc::new(tls))),
+        Err(e) if needed => Err(StartError::Tls(format!("upstream_tls: {e}"))),
+        Err(e) => {
+            warn!("TLS to backends unavailable", error = e);
+            Ok(None)
+        }
+    }
+}
+
 /// Starts workers and the control thread; returns once every worker listens.
 pub fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, StartOptions::default())
@@ -162,6 +223,14 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
     };
     let listen = worker::reserve(config.listen)
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let tls_listen = match config.tls.listen {
+        Some(addr) => {
+            Some(worker::reserve(addr).map_err(|source| StartError::Listen { addr, source })?)
+        }
+        None => None,
+    };
+    let tls_acceptor = tls_listen.map(|_| tls_acceptor(&config)).transpose()?;
+    let upstream_tls = upstream_tls(&config)?;
     let restored = control::restore(&config, workers)?;
     let first = restored.first.clone();
     let t = &config.telemetry;
@@ -180,7 +249,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         options.access_sink,
     )?;
     // Every feature's metrics, in the order `GET /metrics` shows them.
-    let shared = Shared::new(workers);
+    let shared = Shared::new(workers, upstream_tls.clone(), tls_acceptor.clone());
     let health_metrics = Arc::new(HealthMetrics::default());
     let io_drivers = Arc::new(IoDrivers::default());
     let registry = &telemetry.registry;
@@ -202,6 +271,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
             workers,
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
             listen,
+            tls_listen,
             config: config.clone(),
             first: first.clone(),
             inbox: inbox_rx,
@@ -250,6 +320,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         admin: None,
         workers_up,
         telemetry,
+        tls: tls_acceptor.clone(),
     };
     io_drivers.set(running.drivers.clone());
     if let Some(err) = failure {
@@ -257,7 +328,11 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         return Err(err);
     }
     if health_check.enabled {
-        match health::spawn(health_check, running.control.backends(), health_metrics) {
+        let check_tls = upstream_tls.as_ref().map(|tls| {
+            let (config, name) = tls.client_config();
+            CheckTls::new(config, name.map(str::to_owned))
+        });
+        match health::spawn(health_check, running.control.backends(), health_metrics, check_tls) {
             Ok(thread) => running.health_thread = Some(thread),
             Err(e) => {
                 running.shutdown();
@@ -271,6 +346,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         workers_up: running.workers_up.clone(),
         registry: running.telemetry.registry.clone(),
         cache_metrics: shared.cache_metrics.clone(),
+        tls: tls_listen.zip(tls_acceptor),
     };
     match admin::spawn(&admin_config, running.control.clone(), runtime) {
         Ok(admin) => {

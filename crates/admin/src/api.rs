@@ -304,6 +304,39 @@ pub struct ListenersOut {
     /// This admin API's address (port resolved).
     #[schema(example = "127.0.0.1:9090")]
     pub admin_listen: String,
+    /// The TLS listener's address (port resolved); `null` without one.
+    #[schema(example = "127.0.0.1:8443")]
+    pub tls_listen: Option<String>,
+}
+
+/// One certificate of the TLS listener (never its key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateOut {
+    /// The certificate chain file.
+    #[schema(example = "/etc/fulcrum/example.pem")]
+    pub file: String,
+    /// The DNS names (subject alternative names) SNI chooses it by.
+    #[schema(example = json!(["example.com", "*.example.com"]))]
+    pub dns_names: Vec<String>,
+    /// End of validity of the leaf certificate (RFC 3339).
+    #[schema(example = "2027-12-03T00:00:00Z")]
+    pub not_after: String,
+    /// SHA-256 fingerprint of the leaf certificate (lowercase hex).
+    pub sha256: String,
+    /// Whether it is the default (the first pair: no SNI, or an unknown name).
+    pub default: bool,
+}
+
+/// The TLS listener and its certificates in service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TlsOut {
+    /// The TLS listener's address; `null` when none is configured.
+    pub listen: Option<String>,
+    /// The TLS library's crypto provider.
+    #[schema(example = "aws-lc-rs")]
+    pub provider: String,
+    /// The certificates in service, the default first.
+    pub certificates: Vec<CertificateOut>,
 }
 
 /// The io driver: what was asked for and what each worker runs.
@@ -488,6 +521,8 @@ enum Route {
     Algorithm,
     Cache,
     CacheEntries,
+    Tls,
+    TlsReload,
 }
 
 impl Route {
@@ -503,6 +538,8 @@ impl Route {
             "/api/v1/algorithm" => Route::Algorithm,
             "/api/v1/cache" => Route::Cache,
             "/api/v1/cache/entries" => Route::CacheEntries,
+            "/api/v1/tls" => Route::Tls,
+            "/api/v1/tls/reload" => Route::TlsReload,
             _ => {
                 if let Some(file) = path.strip_prefix("/docs/") {
                     if file.is_empty() || file.contains('/') {
@@ -528,6 +565,7 @@ impl Route {
             Route::Backend(_) => "GET, DELETE",
             Route::Algorithm | Route::Cache => "GET, PUT",
             Route::CacheEntries => "DELETE",
+            Route::TlsReload => "POST",
             _ => "GET",
         }
     }
@@ -545,6 +583,8 @@ impl Route {
                 | Route::Algorithm
                 | Route::Cache
                 | Route::CacheEntries
+                | Route::Tls
+                | Route::TlsReload
         )
     }
 }
@@ -597,6 +637,8 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
             put_cache(app, body).await
         }
         (Route::CacheEntries, _) => purge_cache(app).await,
+        (Route::Tls, _) => get_tls(app),
+        (Route::TlsReload, _) => reload_tls(app).await,
     }
 }
 
@@ -772,6 +814,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         listeners: ListenersOut {
             listen: app.listen.to_string(),
             admin_listen: app.admin_listen.to_string(),
+            tls_listen: app.tls.as_ref().map(|(addr, _)| addr.to_string()),
         },
         workers: app.drivers.len(),
         io_driver: IoDriverOut {
@@ -1024,5 +1067,68 @@ mod tests {
         assert!(Route::CacheEntries.allows(&Method::DELETE));
         assert!(!Route::CacheEntries.allows(&Method::GET));
         assert!(Route::CacheEntries.protected());
+    }
+}
+
+/// The certificates in service, as the admin API shows them.
+fn tls_out(app: &App) -> TlsOut {
+    let certificates = app.tls.as_ref().map_or_else(Vec::new, |(_, acceptor)| {
+        acceptor
+            .inventory()
+            .into_iter()
+            .map(|c| CertificateOut {
+                file: c.cert_file.display().to_string(),
+                dns_names: c.dns_names,
+                not_after: c.not_after,
+                sha256: c.sha256,
+                default: c.default,
+            })
+            .collect()
+    });
+    TlsOut {
+        listen: app.tls.as_ref().map(|(addr, _)| addr.to_string()),
+        provider: fulcrum_tls::PROVIDER.to_owned(),
+        certificates,
+    }
+}
+
+/// The TLS listener's certificates in service: file, DNS names, not-after, SHA-256 fingerprint.
+#[utoipa::path(
+    get, path = "/api/v1/tls", tag = "tls", operation_id = "get_tls",
+    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), ReadErrors),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+fn get_tls(app: &App) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &tls_out(app)))
+}
+
+/// Re-reads every configured certificate and key file (as `SIGHUP` does): all of them, or
+/// nothing changes. New connections get the new certificates; open ones are undisturbed.
+#[utoipa::path(
+    post, path = "/api/v1/tls/reload", tag = "tls", operation_id = "reload_tls",
+    responses(
+        (status = 200, description = "Reloaded; the certificates now in service.", body = TlsOut),
+        (status = 400, description = "A file is missing, unreadable, malformed, expired or its key does not match (`invalid_certificate`, naming the file); the certificates in service stay.", body = ErrorBody),
+        (status = 409, description = "No TLS listener is configured (`tls_not_configured`).", body = ErrorBody),
+        ReadErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn reload_tls(app: &App) -> Result<Resp, ApiError> {
+    let Some((_, acceptor)) = &app.tls else { return Err(ApiError::TlsNotConfigured) };
+    let acceptor = acceptor.clone();
+    // Reading and checking files blocks: off the admin runtime's only thread.
+    let reloaded = tokio::task::spawn_blocking(move || acceptor.reload_files())
+        .await
+        .map_err(|e| ApiError::Internal(format!("reload failed: {e}")))?;
+    match reloaded {
+        Ok(n) => {
+            fulcrum_telemetry::info!("tls certificates reloaded (admin API)", certificates = n);
+            Ok(json(StatusCode::OK, &tls_out(app)))
+        }
+        Err(e) => {
+            fulcrum_telemetry::warn!("tls reload refused: certificates unchanged", error = e);
+            Err(ApiError::InvalidCertificate(e.to_string()))
+        }
     }
 }

@@ -56,6 +56,13 @@ pub enum ApiError {
     /// The state store refused the change (nothing was applied).
     #[error("{0}")]
     StateNotSaved(String),
+    /// A certificate or key file is missing, unreadable, malformed, expired or does not match
+    /// (a TLS reload; the certificates in service stay).
+    #[error("{0}")]
+    InvalidCertificate(String),
+    /// The request needs a TLS listener and none is configured.
+    #[error("no TLS listener is configured (`[tls] listen`)")]
+    TlsNotConfigured,
     /// A bug or an unexpected failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -129,6 +136,10 @@ pub enum ErrorCode {
     Unavailable,
     /// `500`: the state file could not be written; nothing was applied.
     StateNotSaved,
+    /// `400`: a certificate or key file the TLS reload read is unusable; nothing changed.
+    InvalidCertificate,
+    /// `409`: there is no TLS listener to reload.
+    TlsNotConfigured,
     /// `500`: a bug or an unexpected failure.
     Internal,
 }
@@ -161,6 +172,10 @@ impl ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StateNotSaved)
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            ApiError::InvalidCertificate(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidCertificate)
+            }
+            ApiError::TlsNotConfigured => (StatusCode::CONFLICT, ErrorCode::TlsNotConfigured),
         }
     }
 
@@ -225,6 +240,8 @@ mod tests {
             (ApiError::Unavailable(String::new()), 503, "unavailable"),
             (ApiError::StateNotSaved(String::new()), 500, "state_not_saved"),
             (ApiError::Internal(String::new()), 500, "internal"),
+            (ApiError::InvalidCertificate(String::new()), 400, "invalid_certificate"),
+            (ApiError::TlsNotConfigured, 409, "tls_not_configured"),
         ];
         for (error, status, code) in cases {
             let (s, c) = error.status_and_code();

@@ -28,6 +28,7 @@ use fulcrum_cache::CacheMetrics;
 use fulcrum_config::Config;
 use fulcrum_control::ControlHandle;
 use fulcrum_telemetry::{Registry, info, warn};
+use fulcrum_tls::{AppProtocol, CertPaths, ServerOptions, TlsAcceptor};
 use fulcrum_util::IoDriver;
 
 use self::auth::{KeyError, Verifier};
@@ -52,6 +53,9 @@ pub enum AdminError {
     /// The thread or its runtime could not be started.
     #[error("starting lb-admin: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The admin listener's certificate or key is unusable.
+    #[error("admin TLS: {0}")]
+    Tls(String),
 }
 
 /// What the admin thread reports about the running process.
@@ -67,6 +71,8 @@ pub struct RuntimeInfo {
     pub registry: Arc<Registry>,
     /// The response cache's counters (`GET /api/v1/cache`).
     pub cache_metrics: Arc<CacheMetrics>,
+    /// The TLS listener's address and certificates (`/api/v1/tls`), when one is configured.
+    pub tls: Option<(SocketAddr, TlsAcceptor)>,
 }
 
 /// Shared by every admin request.
@@ -79,6 +85,7 @@ pub(crate) struct App {
     workers_up: Arc<AtomicBool>,
     registry: Arc<Registry>,
     cache_metrics: Arc<CacheMetrics>,
+    tls: Option<(SocketAddr, TlsAcceptor)>,
     metrics_auth: bool,
     max_body_bytes: usize,
     openapi_json: Bytes,
@@ -134,6 +141,14 @@ pub fn spawn(
         warn!("admin.jwt_secret is shorter than 32 bytes; use a longer random secret");
     }
     let addr = config.admin_listen;
+    let https = admin_tls(config)?;
+    if https.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            "admin API on a non-loopback address without TLS: bearer tokens travel in the clear",
+            addr = addr,
+            hint = "set admin.tls_cert_file and admin.tls_key_file"
+        );
+    }
     let listener = TcpListener::bind(addr).map_err(|source| AdminError::Listen { addr, source })?;
     listener.set_nonblocking(true).map_err(|source| AdminError::Listen { addr, source })?;
     let local = listener.local_addr().map_err(|source| AdminError::Listen { addr, source })?;
@@ -147,11 +162,13 @@ pub fn spawn(
         workers_up: runtime.workers_up,
         registry: runtime.registry,
         cache_metrics: runtime.cache_metrics,
+        tls: runtime.tls,
         metrics_auth: config.telemetry.metrics_auth,
         max_body_bytes: config.admin.max_body_bytes,
         openapi_json: Bytes::from(openapi::json()),
         swagger: docs::config(),
     });
+    let tls_on = https.is_some();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
@@ -159,14 +176,50 @@ pub fn spawn(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("lb-admin".into())
-        .spawn(move || rt.block_on(accept_loop(listener, app, stop_rx)))?;
-    info!("admin listening", addr = local, jwt_algorithms = algorithms.join(","));
+        .spawn(move || rt.block_on(accept_loop(listener, app, https, stop_rx)))?;
+    info!(
+        "admin listening",
+        addr = local,
+        scheme = if tls_on { "https" } else { "http" },
+        jwt_algorithms = algorithms.join(",")
+    );
     Ok(Some(AdminServer { addr: local, stop: Some(stop_tx), thread: Some(thread) }))
+}
+
+/// The admin listener's TLS (`admin.tls_cert_file`, `admin.tls_key_file`): HTTP/1.1 only.
+fn admin_tls(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, AdminError> {
+    let (Some(cert), Some(key)) = (&config.admin.tls_cert_file, &config.admin.tls_key_file) else {
+        return Ok(None);
+    };
+    let mut options = ServerOptions::new(vec![CertPaths { cert: cert.clone(), key: key.clone() }]);
+    options.alpn = vec![AppProtocol::Http11];
+    let acceptor = TlsAcceptor::new(&options).map_err(|e| AdminError::Tls(e.to_string()))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(acceptor.config().clone())))
+}
+
+/// Longest an admin client may take over its TLS handshake.
+const ADMIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one admin connection (HTTP/1.1) over `io`.
+async fn serve_admin<T>(io: T, app: Arc<App>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(api::serve(app, req).await) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
+    https: Option<tokio_rustls::TlsAcceptor>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -183,16 +236,19 @@ async fn accept_loop(
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let app = app.clone();
+                    let https = https.clone();
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let app = app.clone();
-                            async move { Ok::<_, std::convert::Infallible>(api::serve(app, req).await) }
-                        });
-                        let _ = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        match https {
+                            Some(tls) => {
+                                let handshake = tls.accept(stream);
+                                if let Ok(Ok(stream)) =
+                                    tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, handshake).await
+                                {
+                                    serve_admin(stream, app).await;
+                                }
+                            }
+                            None => serve_admin(stream, app).await,
+                        }
                     });
                 }
                 Err(e) => {

@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 mod algorithm;
 mod cache;
 mod telemetry;
+mod tls;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use cache::{CachePolicy, CachePolicyError};
 pub use fulcrum_util::IoDriverChoice;
 pub use telemetry::{AccessLogFormat, TelemetryConfig};
+pub use tls::{CertificateFiles, MAX_CERTIFICATES, TlsConfig, UpstreamTlsConfig};
 
 /// Errors found while loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// HTTP/2 and gRPC: limits on client connections, windows on upstream connections.
     pub http2: Http2Config,
+    /// The TLS listener and its certificates (`[tls]`).
+    pub tls: TlsConfig,
+    /// TLS to `https://` and `h2://` backends (`[upstream_tls]`).
+    pub upstream_tls: UpstreamTlsConfig,
 }
 
 impl Default for Config {
@@ -121,6 +127,8 @@ impl Default for Config {
             state_file: None,
             telemetry: TelemetryConfig::default(),
             http2: Http2Config::default(),
+            tls: TlsConfig::default(),
+            upstream_tls: UpstreamTlsConfig::default(),
         }
     }
 }
@@ -239,6 +247,13 @@ pub struct AdminConfig {
     pub jwt_leeway_secs: u64,
     /// Largest admin request body (413 beyond).
     pub max_body_bytes: usize,
+    /// Certificate chain (PEM) of the admin listener: with `tls_key_file`, the admin API is
+    /// served over HTTPS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The admin certificate's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -250,6 +265,8 @@ impl Default for AdminConfig {
             jwt_audience: None,
             jwt_leeway_secs: 30,
             max_body_bytes: 64 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -263,6 +280,8 @@ impl fmt::Debug for AdminConfig {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway_secs", &self.jwt_leeway_secs)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -618,22 +637,26 @@ impl Default for BalanceConfig {
 /// The protocol Fulcrum speaks to a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendProtocol {
-    /// `http://`: HTTP/1.1 over pooled keep-alive connections.
+    /// `http://` and `https://`: HTTP/1.1 over pooled keep-alive connections.
     Http1,
-    /// `h2c://`: HTTP/2 cleartext with prior knowledge, multiplexed; the only kind that serves
-    /// gRPC.
+    /// `h2c://` (cleartext, prior knowledge) and `h2://` (TLS, ALPN `h2`): HTTP/2, multiplexed;
+    /// the only kind that serves gRPC.
     H2c,
 }
 
 /// A parsed and resolved backend address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendUrl {
-    /// The URL as the operator wrote it, normalised to `http://host:port` or `h2c://host:port`.
+    /// The URL as the operator wrote it, normalised to `scheme://host:port`.
     pub url: String,
-    /// HTTP/1.1 or HTTP/2 cleartext.
+    /// HTTP/1.1 or HTTP/2.
     pub protocol: BackendProtocol,
+    /// Whether Fulcrum speaks TLS to it (`https://`, `h2://`).
+    pub tls: bool,
     /// `host:port` as sent in `Host` when the client sent none.
     pub authority: String,
+    /// The host alone (no port, no brackets): the name a TLS certificate is checked against.
+    pub host: String,
     /// The resolved socket address.
     pub addr: SocketAddr,
 }
@@ -647,11 +670,13 @@ impl fmt::Display for BackendUrl {
 /// Why a backend URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendUrlError {
-    /// Only `http://` and `h2c://` are spoken.
-    #[error("unsupported scheme in `{0}` (expected http://host:port or h2c://host:port)")]
+    /// Only `http://`, `https://`, `h2c://` and `h2://` are spoken.
+    #[error(
+        "unsupported scheme in `{0}` (expected http://, https://, h2c:// or h2:// with host:port)"
+    )]
     Scheme(String),
     /// Host or port missing or malformed, or a path was given.
-    #[error("malformed backend URL `{0}` (expected http://host:port)")]
+    #[error("malformed backend URL `{0}` (expected scheme://host:port)")]
     Malformed(String),
     /// The host name did not resolve.
     #[error("cannot resolve `{0}`")]
@@ -659,11 +684,14 @@ pub enum BackendUrlError {
 }
 
 impl BackendUrl {
-    /// Parses `http://host[:port][/]` or `h2c://host[:port][/]` and resolves the host once.
+    /// Parses `scheme://host[:port][/]` (`http`, `https`, `h2c`, `h2`; the port defaults to 80,
+    /// or 443 with TLS) and resolves the host once.
     pub fn parse(raw: &str) -> Result<Self, BackendUrlError> {
-        let (protocol, rest) = match raw.split_once("://") {
-            Some(("http", rest)) => (BackendProtocol::Http1, rest),
-            Some(("h2c", rest)) => (BackendProtocol::H2c, rest),
+        let (scheme, protocol, tls, rest) = match raw.split_once("://") {
+            Some(("http", rest)) => ("http", BackendProtocol::Http1, false, rest),
+            Some(("https", rest)) => ("https", BackendProtocol::Http1, true, rest),
+            Some(("h2c", rest)) => ("h2c", BackendProtocol::H2c, false, rest),
+            Some(("h2", rest)) => ("h2", BackendProtocol::H2c, true, rest),
             Some(_) => return Err(BackendUrlError::Scheme(raw.to_owned())),
             None => return Err(BackendUrlError::Malformed(raw.to_owned())),
         };
@@ -672,24 +700,30 @@ impl BackendUrl {
         if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
             return Err(malformed());
         }
-        let with_port =
-            if has_port(authority) { authority.to_owned() } else { format!("{authority}:80") };
-        let port_ok = with_port
-            .rsplit_once(':')
-            .is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p != 0));
-        if !port_ok {
+        let default_port = if tls { 443 } else { 80 };
+        let with_port = if has_port(authority) {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        let Some((host, port)) = with_port.rsplit_once(':') else { return Err(malformed()) };
+        if host.is_empty() || !port.parse::<u16>().is_ok_and(|p| p != 0) {
             return Err(malformed());
         }
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let addr = with_port
             .to_socket_addrs()
             .map_err(|_| BackendUrlError::Resolve(with_port.clone()))?
             .next()
             .ok_or_else(|| BackendUrlError::Resolve(with_port.clone()))?;
-        let scheme = match protocol {
-            BackendProtocol::Http1 => "http",
-            BackendProtocol::H2c => "h2c",
-        };
-        Ok(Self { url: format!("{scheme}://{with_port}"), protocol, authority: with_port, addr })
+        Ok(Self {
+            url: format!("{scheme}://{with_port}"),
+            protocol,
+            tls,
+            authority: with_port,
+            host,
+            addr,
+        })
     }
 }
 
@@ -771,6 +805,22 @@ impl Config {
         }
         self.telemetry.validate().map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
         self.http2.validate()?;
+        self.tls.validate()?;
+        self.upstream_tls.validate()?;
+        if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "admin.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        if let Some(tls) = self.tls.listen
+            && (tls == self.listen || tls == self.admin_listen)
+        {
+            return Err(ConfigError::invalid(
+                "tls.listen",
+                "must differ from `listen` and `admin_listen`",
+            ));
+        }
         self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
         Ok(())
@@ -793,7 +843,15 @@ mod tests {
         assert_eq!(u.addr, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(BackendUrl::parse("http://127.0.0.1/").unwrap().authority, "127.0.0.1:80");
         assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().authority, "[::1]:81");
-        assert!(matches!(BackendUrl::parse("https://a:1"), Err(BackendUrlError::Scheme(_))));
+        assert!(matches!(BackendUrl::parse("ftp://a:1"), Err(BackendUrlError::Scheme(_))));
+        let tls = BackendUrl::parse("https://localhost").unwrap();
+        assert_eq!(
+            (tls.url.as_str(), tls.tls, tls.host.as_str()),
+            ("https://localhost:443", true, "localhost")
+        );
+        let h2 = BackendUrl::parse("h2://127.0.0.1:8443").unwrap();
+        assert_eq!((h2.protocol, h2.tls), (BackendProtocol::H2c, true));
+        assert_eq!(BackendUrl::parse("http://[::1]:81").unwrap().host, "::1");
         let h2 = BackendUrl::parse("h2c://127.0.0.1:50051/").unwrap();
         assert_eq!((h2.url.as_str(), h2.protocol), ("h2c://127.0.0.1:50051", BackendProtocol::H2c));
         assert_eq!(

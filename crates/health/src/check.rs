@@ -1,12 +1,17 @@
 //! One active check of one backend, on a new connection each time: a small HTTP/1.1 `GET` for
-//! `http://` backends, the gRPC health-checking protocol over h2 for `h2c://` backends.
+//! `http://` and `https://` backends, the gRPC health-checking protocol over HTTP/2 for
+//! `h2c://` and `h2://` backends. TLS backends are checked over TLS, with the same trust
+//! anchors and client certificate as the data path (`[upstream_tls]`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::net::TcpStream;
-
 use fulcrum_config::{ActiveHealth, BackendProtocol, BackendUrl};
+use fulcrum_tls::rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// The most response bytes an HTTP check reads looking for the status line.
 const MAX_STATUS_LINE: usize = 1024;
@@ -33,6 +38,9 @@ pub enum CheckError {
     /// The answer is not what the protocol allows.
     #[error("bad answer: {0}")]
     BadAnswer(&'static str),
+    /// The TLS handshake failed (a refused certificate included), or TLS is unavailable.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The HTTP status is not 2xx or 3xx.
     #[error("status {0}")]
     Status(u16),
@@ -44,9 +52,64 @@ pub enum CheckError {
     NotServing(u64),
 }
 
+/// How the checks speak TLS to `https://` and `h2://` backends: the data path's client
+/// configuration (trust anchors, client certificate), with ALPN set per protocol.
+#[derive(Clone)]
+pub struct CheckTls {
+    http1: TlsConnector,
+    h2: TlsConnector,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for CheckTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl CheckTls {
+    /// From the data path's client configuration and its `upstream_tls.server_name`.
+    pub fn new(config: &Arc<ClientConfig>, server_name: Option<String>) -> Self {
+        let with_alpn = |alpn: &[u8]| {
+            let mut c = ClientConfig::clone(config);
+            c.alpn_protocols = vec![alpn.to_vec()];
+            TlsConnector::from(Arc::new(c))
+        };
+        Self { http1: with_alpn(b"http/1.1"), h2: with_alpn(b"h2"), server_name }
+    }
+}
+
 /// Runs one check of `url` (no deadline of its own: the caller bounds it with `timeout_ms`).
-pub async fn check(url: &BackendUrl, settings: &ActiveHealth) -> Result<(), CheckError> {
+pub async fn check(
+    url: &BackendUrl,
+    settings: &ActiveHealth,
+    tls: Option<&CheckTls>,
+) -> Result<(), CheckError> {
     let stream = connect(url.addr).await?;
+    if !url.tls {
+        return check_over(stream, url, settings).await;
+    }
+    let tls = tls.ok_or_else(|| CheckError::Tls("upstream TLS is not available".into()))?;
+    let connector = match url.protocol {
+        BackendProtocol::Http1 => &tls.http1,
+        BackendProtocol::H2c => &tls.h2,
+    };
+    let name = tls.server_name.as_deref().unwrap_or(&url.host);
+    let name = fulcrum_tls::server_name(name).map_err(|e| CheckError::Tls(e.to_string()))?;
+    let stream =
+        connector.connect(name, stream).await.map_err(|e| CheckError::Tls(e.to_string()))?;
+    check_over(stream, url, settings).await
+}
+
+/// The check of `url`'s protocol over an established connection.
+async fn check_over<S>(
+    stream: S,
+    url: &BackendUrl,
+    settings: &ActiveHealth,
+) -> Result<(), CheckError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     match url.protocol {
         BackendProtocol::Http1 => http_check(stream, &url.authority, &settings.path).await,
         BackendProtocol::H2c => grpc_check(stream, &url.authority, &settings.grpc_service).await,
@@ -60,12 +123,16 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, CheckError> {
 }
 
 /// `GET path` with `Connection: close`; passes on a 2xx or 3xx status line.
-async fn http_check(stream: TcpStream, authority: &str, path: &str) -> Result<(), CheckError> {
+async fn http_check<S>(mut stream: S, authority: &str, path: &str) -> Result<(), CheckError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let request = format!(
         "GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: fulcrum-health-check\r\n\
          accept: */*\r\nconnection: close\r\n\r\n"
     );
-    write_all(&stream, request.as_bytes()).await?;
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
     let mut buf = [0u8; MAX_STATUS_LINE];
     let mut len = 0;
     let line_end = loop {
@@ -75,7 +142,7 @@ async fn http_check(stream: TcpStream, authority: &str, path: &str) -> Result<()
         if len == buf.len() {
             return Err(CheckError::BadAnswer("status line too long"));
         }
-        match read(&stream, &mut buf[len..]).await? {
+        match stream.read(&mut buf[len..]).await? {
             0 => return Err(CheckError::BadAnswer("connection closed before a status line")),
             n => len += n,
         }
@@ -83,28 +150,6 @@ async fn http_check(stream: TcpStream, authority: &str, path: &str) -> Result<()
     let status = status_code(&buf[..line_end])
         .ok_or(CheckError::BadAnswer("not an HTTP/1.x status line"))?;
     if (200..400).contains(&status) { Ok(()) } else { Err(CheckError::Status(status)) }
-}
-
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-async fn read(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            result => return result,
-        }
-    }
 }
 
 /// The status code of an `HTTP/1.x NNN reason` status line (also used by the container probe,
@@ -119,13 +164,17 @@ pub fn status_code(line: &[u8]) -> Option<u16> {
 }
 
 /// `grpc.health.v1.Health/Check` for `service`; passes on `grpc-status: 0` with `SERVING`.
-async fn grpc_check(stream: TcpStream, authority: &str, service: &str) -> Result<(), CheckError> {
+async fn grpc_check<S>(stream: S, authority: &str, service: &str) -> Result<(), CheckError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let (client, connection) = h2::client::handshake(stream).await?;
     let call = async move {
         let mut client = client.ready().await?;
         let request = http::Request::builder()
             .method(http::Method::POST)
             .uri(format!("http://{authority}/grpc.health.v1.Health/Check"))
+            .version(http::Version::HTTP_2)
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .header("user-agent", "fulcrum-health-check")

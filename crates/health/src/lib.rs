@@ -12,7 +12,7 @@
 
 mod check;
 
-pub use check::status_code;
+pub use check::{CheckTls, status_code};
 mod metrics;
 
 use std::collections::HashMap;
@@ -37,10 +37,11 @@ pub fn spawn(
     settings: ActiveHealth,
     backends: watch::Receiver<Vec<Arc<Backend>>>,
     metrics: Arc<HealthMetrics>,
+    tls: Option<CheckTls>,
 ) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("lb-health".into()).spawn(move || {
-        runtime.block_on(Checker::new(settings, metrics).run(backends));
+        runtime.block_on(Checker::new(settings, metrics, tls).run(backends));
     })
 }
 
@@ -48,6 +49,8 @@ pub fn spawn(
 struct Checker {
     settings: Arc<ActiveHealth>,
     metrics: Arc<HealthMetrics>,
+    /// TLS to `https://` and `h2://` backends.
+    tls: Option<Arc<CheckTls>>,
     /// Woken by a task after a state change, to republish metrics and re-evaluate fail-open at
     /// once (counters alone are republished once per interval).
     changed: Arc<Notify>,
@@ -58,10 +61,11 @@ struct Checker {
 }
 
 impl Checker {
-    fn new(settings: ActiveHealth, metrics: Arc<HealthMetrics>) -> Self {
+    fn new(settings: ActiveHealth, metrics: Arc<HealthMetrics>, tls: Option<CheckTls>) -> Self {
         Self {
             settings: Arc::new(settings),
             metrics,
+            tls: tls.map(Arc::new),
             changed: Arc::new(Notify::new()),
             backends: Vec::new(),
             tasks: HashMap::new(),
@@ -117,6 +121,7 @@ impl Checker {
                 tokio::spawn(check_loop(
                     backend.clone(),
                     self.settings.clone(),
+                    self.tls.clone(),
                     self.changed.clone(),
                 ))
             });
@@ -161,16 +166,23 @@ impl Checker {
 
 /// Checks `backend` every `interval_ms` until aborted, logging each up/down transition and
 /// waking `changed` on it.
-async fn check_loop(backend: Arc<Backend>, settings: Arc<ActiveHealth>, changed: Arc<Notify>) {
+async fn check_loop(
+    backend: Arc<Backend>,
+    settings: Arc<ActiveHealth>,
+    tls: Option<Arc<CheckTls>>,
+    changed: Arc<Notify>,
+) {
     let mut ticker = tokio::time::interval(settings.interval());
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result =
-            tokio::time::timeout(settings.timeout(), check::check(&backend.url, &settings))
-                .await
-                .unwrap_or(Err(check::CheckError::Timeout(settings.timeout_ms)))
-                .map_err(|e| e.to_string());
+        let result = tokio::time::timeout(
+            settings.timeout(),
+            check::check(&backend.url, &settings, tls.as_deref()),
+        )
+        .await
+        .unwrap_or(Err(check::CheckError::Timeout(settings.timeout_ms)))
+        .map_err(|e| e.to_string());
         let reason = result.as_ref().err().cloned().unwrap_or_default();
         let health = &backend.health;
         let transition = health.record(result, settings.rise, settings.fall, unix_ms());

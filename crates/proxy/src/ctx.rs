@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use fulcrum_balance::Picker;
@@ -18,12 +17,14 @@ use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
 use fulcrum_http::h1::MAX_HEADERS;
 use fulcrum_model::{BackendId, Epoch};
 use fulcrum_telemetry::error;
-use fulcrum_util::{CatchUnwind, Event, EventWait, now_ms};
+use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
+use fulcrum_util::{CatchUnwind, Event, EventWait, Notified, Notify, now_ms};
+use monoio::net::TcpStream;
 
 use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
-use crate::metrics::{ProxyMetrics, RequestSlot};
+use crate::metrics::{ProxyMetrics, RequestSlot, TlsOutcome};
 use crate::retry::Retries;
-use crate::upstream::{Upstream, UpstreamSettings};
+use crate::upstream::{Upstream, UpstreamSettings, UpstreamTls};
 use crate::worker_cache::WorkerCache;
 
 /// An epoch as installed on one worker: the shared epoch plus this worker's view of each
@@ -55,14 +56,25 @@ pub struct Shared {
     pub metrics: Arc<ProxyMetrics>,
     /// The response cache's metrics.
     pub cache_metrics: Arc<CacheMetrics>,
+    /// TLS to `https://` and `h2://` backends, when it could be set up (else their connects
+    /// fail, and say so).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The TLS listener's side: certificates (reloadable), ALPN, the session ticketer.
+    pub tls_acceptor: Option<TlsAcceptor>,
 }
 
 impl Shared {
-    /// Fresh metrics for `workers` workers.
-    pub fn new(workers: usize) -> Self {
+    /// Fresh metrics for `workers` workers, the backends' TLS and the TLS listener's.
+    pub fn new(
+        workers: usize,
+        upstream_tls: Option<Arc<UpstreamTls>>,
+        tls_acceptor: Option<TlsAcceptor>,
+    ) -> Self {
         Self {
             metrics: Arc::new(ProxyMetrics::new(workers)),
             cache_metrics: Arc::new(CacheMetrics::new(workers)),
+            upstream_tls,
+            tls_acceptor,
         }
     }
 }
@@ -84,6 +96,8 @@ pub struct WorkerCtx {
     /// This worker's response cache shard (reconciled with each installed epoch).
     pub cache: WorkerCache,
     upstream_settings: UpstreamSettings,
+    upstream_tls: Option<Arc<UpstreamTls>>,
+    tls: Option<TlsListener>,
     stats_publish: Duration,
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
@@ -93,8 +107,9 @@ pub struct WorkerCtx {
     busy: Cell<usize>,
     /// Client connections this worker serves now (HTTP/1.1 and HTTP/2).
     open_connections: Cell<usize>,
-    /// The accept loop, while paused at `limits.max_connections_per_worker`.
-    accept_waker: Cell<Option<Waker>>,
+    /// Wakes the accept loops paused at `limits.max_connections_per_worker` (or the TLS one at
+    /// `tls.max_handshakes_per_worker`) when a connection or a handshake ends.
+    accept_resume: Notify,
 }
 
 impl std::fmt::Debug for WorkerCtx {
@@ -113,9 +128,32 @@ impl Drop for ConnectionSlot {
         let ctx = &self.0;
         ctx.open_connections.set(ctx.open_connections.get() - 1);
         ctx.telemetry.worker().client_connections.add(-1);
-        if let Some(waker) = ctx.accept_waker.take() {
-            waker.wake();
+        ctx.accept_resume.notify();
+    }
+}
+
+/// The worker's side of the TLS listener.
+#[derive(Debug)]
+struct TlsListener {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+    /// Handshakes in progress on this worker.
+    handshakes: Cell<usize>,
+}
+
+/// Counts one TLS handshake in progress against `tls.max_handshakes_per_worker` until dropped;
+/// dropping it resumes a TLS accept loop paused at the cap.
+#[derive(Debug)]
+pub struct HandshakeSlot(Rc<WorkerCtx>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        if let Some(tls) = &ctx.tls {
+            tls.handshakes.set(tls.handshakes.get() - 1);
         }
+        ctx.accept_resume.notify();
     }
 }
 
@@ -156,6 +194,13 @@ impl WorkerCtx {
             telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
             cache: WorkerCache::new(index, workers, shared.cache_metrics.clone()),
             upstream_settings,
+            upstream_tls: shared.upstream_tls.clone(),
+            tls: shared.tls_acceptor.clone().map(|acceptor| TlsListener {
+                acceptor,
+                handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
+                max_handshakes: config.tls.max_handshakes_per_worker,
+                handshakes: Cell::new(0),
+            }),
             stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
@@ -166,7 +211,7 @@ impl WorkerCtx {
             drain: Event::default(),
             busy: Cell::new(0),
             open_connections: Cell::new(0),
-            accept_waker: Cell::new(None),
+            accept_resume: Notify::default(),
         };
         ctx.install(first);
         ctx
@@ -200,7 +245,8 @@ impl WorkerCtx {
                     .entry(b.id)
                     .or_insert_with(|| {
                         let metrics = self.telemetry.metrics.backend(b);
-                        Rc::new(Upstream::new(b.clone(), self.upstream_settings, metrics))
+                        let tls = self.upstream_tls.clone();
+                        Rc::new(Upstream::new(b.clone(), self.upstream_settings, metrics, tls))
                     })
                     .clone()
             })
@@ -258,9 +304,58 @@ impl WorkerCtx {
         max > 0 && self.open_connections.get() >= max
     }
 
-    /// Resolves when the worker may accept again (a connection slot is free).
-    pub fn slot_freed(&self) -> SlotFreed<'_> {
-        SlotFreed(self)
+    /// Resolves at the next end of a connection or of a TLS handshake (a paused accept loop
+    /// then looks at its limit again).
+    pub fn accept_resumed(&self) -> Notified<'_> {
+        self.accept_resume.notified()
+    }
+
+    /// Whether this worker has a TLS listener (`[tls] listen`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether the worker runs `tls.max_handshakes_per_worker` handshakes (the TLS accept loop
+    /// pauses until one ends).
+    pub fn at_handshake_limit(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshakes.get() >= t.max_handshakes)
+    }
+
+    /// Counts a new TLS handshake until the slot drops.
+    pub fn handshake_slot(self: &Rc<Self>) -> HandshakeSlot {
+        if let Some(tls) = &self.tls {
+            tls.handshakes.set(tls.handshakes.get() + 1);
+        }
+        HandshakeSlot(self.clone())
+    }
+
+    /// The server side of the TLS handshake on an accepted `stream`, within
+    /// `tls.handshake_timeout_ms`, counted in `fulcrum_tls_handshakes_total{result}`; `None`
+    /// when it failed (the connection is then dropped).
+    pub async fn tls_handshake(
+        &self,
+        stream: TcpStream,
+        slot: HandshakeSlot,
+    ) -> Option<TlsStream<TcpStream>> {
+        let tls = self.tls.as_ref()?;
+        let result = tls.acceptor.accept(stream, tls.handshake_timeout).await;
+        drop(slot);
+        let worker = self.telemetry.worker();
+        match result {
+            Ok(stream) => {
+                let resumed = stream.info().resumed;
+                worker.tls_handshake(if resumed { TlsOutcome::Resumed } else { TlsOutcome::Full });
+                Some(stream)
+            }
+            Err(HandshakeError::Timeout(_)) => {
+                worker.tls_handshake(TlsOutcome::Timeout);
+                None
+            }
+            Err(_) => {
+                worker.tls_handshake(TlsOutcome::Failed);
+                None
+            }
+        }
     }
 
     /// The ticker's work: publishes the latency windows for the other workers, closes stale
@@ -292,21 +387,5 @@ impl WorkerCtx {
                 );
             }
         });
-    }
-}
-
-/// A future that completes when the worker may accept again (a connection slot is free).
-#[derive(Debug)]
-pub struct SlotFreed<'a>(&'a WorkerCtx);
-
-impl Future for SlotFreed<'_> {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.at_connection_limit() {
-            self.0.accept_waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
     }
 }

@@ -11,6 +11,7 @@ use fulcrum_http::h1::BodyTap;
 use fulcrum_telemetry::{AccessRecord, CacheStatus, Producer, RequestTrace, unix_micros_now};
 
 use crate::metrics::{ProxyMetrics, RequestSlot, WorkerSlot};
+use crate::transport::ConnInfo;
 
 /// What a worker is given at spawn for its access log and spans.
 #[derive(Debug, Default)]
@@ -55,7 +56,16 @@ impl WorkerTelemetry {
     /// Starts the log of one exchange. `head` is the request head about to be forwarded (it
     /// starts with the request line; a `traceparent` may be rewritten or added);
     /// `head_len` is the size of the head as received.
-    pub fn begin(&self, head: &mut Vec<u8>, head_len: usize, epoch: u64) -> ExchangeLog {
+    pub fn begin(
+        &self,
+        head: &mut Vec<u8>,
+        head_len: usize,
+        epoch: u64,
+        conn: &ConnInfo,
+    ) -> ExchangeLog {
+        if let Some(version) = conn.tls_version() {
+            self.worker().tls_request(version);
+        }
         let trace = if self.trace_rate > 0.0 {
             RequestTrace::begin(self.trace_rate, head)
         } else {
@@ -72,6 +82,7 @@ impl WorkerTelemetry {
             let path = parts.next().unwrap_or_default();
             r.method.push_str(std::str::from_utf8(method).unwrap_or("?"));
             r.path.push_str(std::str::from_utf8(path).unwrap_or("?"));
+            self.note_tls(&mut r, conn);
             r
         });
         ExchangeLog {
@@ -91,7 +102,11 @@ impl WorkerTelemetry {
         traceparent: Option<&[u8]>,
         head_len: usize,
         epoch: u64,
+        conn: &ConnInfo,
     ) -> (ExchangeLog, Option<String>) {
+        if let Some(version) = conn.tls_version() {
+            self.worker().tls_request(version);
+        }
         let (trace, forward) = if self.trace_rate > 0.0 {
             RequestTrace::begin_value(self.trace_rate, traceparent)
         } else {
@@ -104,6 +119,7 @@ impl WorkerTelemetry {
             r.epoch = epoch;
             r.method.push_str(method);
             r.path.push_str(path);
+            self.note_tls(&mut r, conn);
             r
         });
         let log = ExchangeLog {
@@ -111,6 +127,14 @@ impl WorkerTelemetry {
             note: ExchangeNote::new(trace, head_len),
         };
         (log, forward)
+    }
+
+    /// Notes a TLS connection's version and SNI on a record, and counts the request by version.
+    fn note_tls(&self, record: &mut AccessRecord, conn: &ConnInfo) {
+        if let Some(version) = conn.tls_version() {
+            record.tls_version = Some(version);
+            record.sni.push_str(conn.sni().unwrap_or(""));
+        }
     }
 
     /// Ends an exchange: counts it against `backend` (this worker's metrics slot for it and

@@ -23,6 +23,7 @@ mod h1;
 mod h2;
 mod metrics;
 mod retry;
+mod transport;
 mod upstream;
 mod worker_cache;
 
@@ -30,16 +31,17 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use fulcrum_http::h1::Forwarded;
-use fulcrum_util::ReadBuf;
-use monoio::io::Splitable;
+use fulcrum_tls::AppProtocol;
+use fulcrum_util::{ReadBuf, Rewind};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-pub use ctx::{ConnectionSlot, Shared, SlotFreed, WorkerCtx, WorkerEpoch};
+pub use ctx::{ConnectionSlot, HandshakeSlot, Shared, WorkerCtx, WorkerEpoch};
 pub use error::{ProxyError, QueueError, Side};
 pub use exchange::WorkerTelemetrySpec;
 pub use metrics::ProxyMetrics;
+pub use transport::ConnInfo;
+pub use upstream::UpstreamTls;
 
 /// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it
 /// against `limits.max_connections_per_worker` until then. (Taking it here, rather than in a
@@ -69,12 +71,34 @@ pub async fn serve_connection(
         }
         if n == h2::PREFACE.len() {
             let pre = Bytes::copy_from_slice(data);
-            return h2::server::serve(ctx, stream, pre, peer).await;
+            let Ok(io) = Rewind::new(stream, pre) else { return };
+            return h2::server::serve(ctx, io, peer, ConnInfo::default()).await;
         }
         // A strict prefix of the preface: read on (rare; a real HTTP/1.1 head never matches).
     }
-    let client_ip = peer.ip().to_string();
-    let (r, w) = stream.into_split();
-    let forwarded = Forwarded { ip: &client_ip, proto: "http" };
-    h1::serve(&ctx, h1::ClientConn::new(r, w, buf), forwarded).await;
+    let client = h1::ClientConn::new(transport::split_tcp(stream), buf);
+    h1::serve(&ctx, client, peer, &ConnInfo::default()).await;
+}
+
+/// Serves one client connection on the TLS listener: the handshake (within
+/// `tls.handshake_timeout_ms`, counted in `_handshake` against
+/// `tls.max_handshakes_per_worker` until it ends), then HTTP/2 when ALPN chose `h2` and
+/// HTTP/1.1 otherwise, until it closes, errs, or the worker drains.
+pub async fn serve_tls_connection(
+    ctx: Rc<WorkerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+    handshake: HandshakeSlot,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(stream) = ctx.tls_handshake(stream, handshake).await else { return };
+    let info = ConnInfo { tls: Some(stream.info().clone()) };
+    if stream.info().alpn == Some(AppProtocol::H2) {
+        let Ok(io) = stream.into_poll_io() else { return };
+        return h2::server::serve(ctx, io, peer, info).await;
+    }
+    let buf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+    let client = h1::ClientConn::new(transport::split_tls(stream), buf);
+    h1::serve(&ctx, client, peer, &info).await;
 }

@@ -88,9 +88,38 @@ pub struct WorkerSlot {
     pub epoch: Gauge,
     queue_full: Counter,
     queue_timeout: Counter,
+    tls_handshakes: [Counter; 4],
+    tls_requests: [Counter; 2],
+}
+
+/// How a TLS handshake on the listener ended (`fulcrum_tls_handshakes_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// A full handshake.
+    Full = 0,
+    /// A resumed session (a ticket).
+    Resumed = 1,
+    /// The client did not finish within `tls.handshake_timeout_ms`.
+    Timeout = 2,
+    /// Refused: a protocol error, an alert, an unsupported version or cipher, a closed socket.
+    Failed = 3,
+}
+
+impl TlsOutcome {
+    const LABELS: [&str; 4] = ["full", "resumed", "timeout", "failed"];
 }
 
 impl WorkerSlot {
+    /// Counts one TLS handshake on the listener by outcome.
+    pub fn tls_handshake(&self, outcome: TlsOutcome) {
+        self.tls_handshakes[outcome as usize].inc();
+    }
+
+    /// Counts one request that came over TLS, by version (`TLSv1.2`, `TLSv1.3`).
+    #[inline]
+    pub fn tls_request(&self, version: &str) {
+        self.tls_requests[usize::from(version == "TLSv1.3")].inc();
+    }
     /// Counts a request a backend's connection cap turned away.
     pub fn queue_rejected(&self, error: QueueError) {
         match error {
@@ -266,6 +295,16 @@ impl Collect for ProxyMetrics {
         );
         out.sample(name, &[("reason", "full")], self.worker.sum(|w| w.queue_full.get()));
         out.sample(name, &[("reason", "timeout")], self.worker.sum(|w| w.queue_timeout.get()));
+        let name = "fulcrum_tls_handshakes_total";
+        out.family(name, Kind::Counter, "TLS handshakes on the TLS listener, by outcome.");
+        for (i, result) in TlsOutcome::LABELS.iter().enumerate() {
+            out.sample(name, &[("result", result)], self.worker.sum(|w| w.tls_handshakes[i].get()));
+        }
+        let name = "fulcrum_tls_requests_total";
+        out.family(name, Kind::Counter, "Requests that came over TLS, by TLS version.");
+        for (i, version) in ["TLSv1.2", "TLSv1.3"].iter().enumerate() {
+            out.sample(name, &[("version", version)], self.worker.sum(|w| w.tls_requests[i].get()));
+        }
         let epoch = self.worker.iter().map(|w| w.epoch.get()).max().unwrap_or(0);
         let connections =
             self.worker.sum(|w| u64::try_from(w.client_connections.get()).unwrap_or(0));

@@ -98,6 +98,10 @@ pub struct AccessRecord {
     pub body_bytes: u64,
     /// The body is binary by its content type (gRPC's framed protobuf): always base64.
     pub binary_body: bool,
+    /// The TLS version (`TLSv1.3`) when the request came over TLS.
+    pub tls_version: Option<&'static str>,
+    /// The server name the TLS client asked for (SNI); empty without TLS or SNI.
+    pub sni: String,
 }
 
 impl AccessRecord {
@@ -142,6 +146,8 @@ impl AccessRecord {
         self.body_bytes = 0;
         self.binary_body = false;
         self.cache = CacheStatus::Off;
+        self.tls_version = None;
+        self.sni.clear();
     }
 }
 

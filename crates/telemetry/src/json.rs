@@ -62,6 +62,15 @@ impl<W: Write> JsonLinesSink<W> {
             line.extend_from_slice(b",\"grpc_status\":");
             push_u64(line, u64::from(grpc));
         }
+        if let Some(version) = record.tls_version {
+            line.extend_from_slice(b",\"tls_version\":");
+            push_str(line, version.as_bytes());
+            line.extend_from_slice(b",\"sni\":");
+            match record.sni.as_str() {
+                "" => line.extend_from_slice(b"null"),
+                sni => push_str(line, sni.as_bytes()),
+            }
+        }
         line.extend_from_slice(b",\"duration_us\":");
         push_u64(line, record.duration_us);
         line.extend_from_slice(b",\"upstream_us\":");

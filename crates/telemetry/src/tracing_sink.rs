@@ -60,6 +60,8 @@ impl AccessSink for TracingSink {
                 backend = r.backend(),
                 status = r.status,
                 grpc_status = r.grpc_status,
+                tls_version = r.tls_version,
+                sni = (!r.sni.is_empty()).then_some(r.sni.as_str()),
                 duration_us = r.duration_us,
                 upstream_us = r.upstream_us,
                 bytes_in = r.bytes_in,

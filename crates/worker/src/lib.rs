@@ -36,6 +36,8 @@ pub struct WorkerSpec {
     pub cpu: Option<usize>,
     /// The resolved listen address (same port for every worker).
     pub listen: SocketAddr,
+    /// The resolved TLS listen address, when `[tls] listen` is set.
+    pub tls_listen: Option<SocketAddr>,
     /// The configuration at start.
     pub config: Config,
     /// The first epoch.
@@ -90,10 +92,18 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
     };
     let drain = spec.config.timeouts.drain();
     runtime.block_on(async move {
-        let listener = match listener::bind_worker(spec.listen).and_then(TcpListener::from_std) {
+        let bind = |addr| listener::bind_worker(addr).and_then(TcpListener::from_std);
+        let listener = match bind(spec.listen) {
             Ok(l) => l,
             Err(e) => {
                 let _ = started.send((index, Err(format!("bind {}: {e}", spec.listen))));
+                return;
+            }
+        };
+        let tls_listener = match spec.tls_listen.map(bind).transpose() {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = started.send((index, Err(format!("bind the TLS listener: {e}"))));
                 return;
             }
         };
@@ -122,7 +132,14 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
         monoio::spawn(inbox_task(ctx.clone(), spec.inbox, wake, spec.acks));
         monoio::spawn(ticker_task(ctx.clone()));
         let _ = started.send((index, Ok(driver)));
-        accept_loop(&ctx, &listener).await;
+        match tls_listener {
+            Some(tls) if ctx.serves_tls() => {
+                let plain = accept_loop(&ctx, &listener, Listener::Plain);
+                let tls = accept_loop(&ctx, &tls, Listener::Tls);
+                futures_join(plain, tls).await;
+            }
+            _ => accept_loop(&ctx, &listener, Listener::Plain).await,
+        }
         drop(listener);
         wait_for_drain(&ctx, drain).await;
         info!("worker stopped", worker = index);
@@ -132,12 +149,44 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
 /// The least time between two "accepting paused" warnings of one worker.
 const PAUSE_WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Accepts client connections until the worker drains. At `limits.max_connections_per_worker`
-/// it stops accepting (new connections wait in the listen backlog) until one closes.
-async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
+/// Which of a worker's listeners an accept loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// The cleartext listener (HTTP/1.1, or HTTP/2 with prior knowledge).
+    Plain,
+    /// The TLS listener.
+    Tls,
+}
+
+/// Runs two futures to their ends, concurrently on this worker.
+async fn futures_join(
+    a: impl std::future::Future<Output = ()>,
+    b: impl std::future::Future<Output = ()>,
+) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        monoio::select! {
+            _ = &mut a, if !a_done => a_done = true,
+            _ = &mut b, if !b_done => b_done = true,
+        }
+    }
+}
+
+/// Accepts client connections on one listener until the worker drains. At
+/// `limits.max_connections_per_worker` it stops accepting (new connections wait in the listen
+/// backlog) until one closes; the TLS listener also pauses at `tls.max_handshakes_per_worker`
+/// handshakes in progress, until one ends.
+async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener, kind: Listener) {
     let mut last_warning: Option<Instant> = None;
     let mut pauses_unreported: u64 = 0;
     loop {
+        if kind == Listener::Tls && ctx.at_handshake_limit() {
+            monoio::select! {
+                _ = ctx.accept_resumed() => continue,
+                _ = ctx.drained_signal() => return,
+            }
+        }
         if ctx.at_connection_limit() {
             ctx.telemetry.worker().accept_paused.inc();
             pauses_unreported += 1;
@@ -152,7 +201,7 @@ async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
                 pauses_unreported = 0;
             }
             monoio::select! {
-                _ = ctx.slot_freed() => continue,
+                _ = ctx.accept_resumed() => continue,
                 _ = ctx.drained_signal() => return,
             }
         }
@@ -160,8 +209,20 @@ async fn accept_loop(ctx: &Rc<WorkerCtx>, listener: &TcpListener) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let slot = ctx.connection_slot();
-                    let serve = fulcrum_proxy::serve_connection(ctx.clone(), stream, peer, slot);
-                    ctx.spawn_contained(Box::pin(serve));
+                    if kind == Listener::Tls {
+                        let handshake = ctx.handshake_slot();
+                        let serve = fulcrum_proxy::serve_tls_connection(
+                            ctx.clone(),
+                            stream,
+                            peer,
+                            slot,
+                            handshake,
+                        );
+                        ctx.spawn_contained(Box::pin(serve));
+                    } else {
+                        let serve = fulcrum_proxy::serve_connection(ctx.clone(), stream, peer, slot);
+                        ctx.spawn_contained(Box::pin(serve));
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.

@@ -7,6 +7,7 @@ mod caching;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +19,13 @@ use fulcrum_http::h1::{
 };
 use fulcrum_util::{ReadBuf, now_ms};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::time::timeout;
 
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 use crate::upstream::{Reuse, Upstream, UpstreamConn};
 
 pub(crate) use caching::CacheMark;
@@ -32,21 +33,23 @@ use caching::Tee as CacheTee;
 
 /// A client connection, split so a request body and a response can flow at the same time.
 pub struct ClientConn {
-    r: TcpOwnedReadHalf,
-    w: TcpOwnedWriteHalf,
+    r: ConnRead,
+    w: ConnWrite,
     buf: ReadBuf,
 }
 
 impl ClientConn {
     /// The halves of an accepted connection and the bytes already read from it.
-    pub fn new(r: TcpOwnedReadHalf, w: TcpOwnedWriteHalf, buf: ReadBuf) -> Self {
+    pub fn new((r, w): (ConnRead, ConnWrite), buf: ReadBuf) -> Self {
         Self { r, w, buf }
     }
 }
 
 /// Serves one HTTP/1.1 client connection (whose first bytes are in `client.buf`) until it
 /// closes, errs, or the worker drains.
-pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, forwarded: Forwarded<'_>) {
+pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr, conn: &ConnInfo) {
+    let client_ip = peer.ip().to_string();
+    let forwarded = Forwarded { ip: &client_ip, proto: conn.proto() };
     let mut out = Vec::with_capacity(1024);
     // The last request head as received, kept for the cache key while the cache is on.
     let mut raw_head = Vec::new();
@@ -70,7 +73,7 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, forwarded: Forwa
         let epoch = ctx.current_epoch();
         let _busy = ctx.busy();
         // Telemetry hook: one log per exchange (access record, metrics, spans).
-        let mut log = ctx.telemetry.begin(&mut out, req.head_len, epoch.epoch.id);
+        let mut log = ctx.telemetry.begin(&mut out, req.head_len, epoch.epoch.id, conn);
         // Response cache: one branch while it is off.
         let cache = if epoch.epoch.cache.enabled {
             caching::prepare(ctx, &epoch, &req, &mut client, &raw_head, &log.note).await
@@ -193,7 +196,7 @@ async fn read_request_head(
 const ERROR_SEND: Duration = Duration::from_secs(5);
 
 /// Writes Fulcrum's own answer for `error`, if it has one, and lets the connection close.
-async fn respond_error(client: &mut TcpOwnedWriteHalf, error: &ProxyError) {
+async fn respond_error(client: &mut ConnWrite, error: &ProxyError) {
     if let Some(answer) = error.synthetic() {
         let _ = timeout(ERROR_SEND, client.write_all(answer.to_h1())).await;
     }
@@ -433,7 +436,7 @@ async fn relay_response(
     cache: &CacheMark,
     up: &Upstream,
     conn: &mut UpstreamHalf<'_>,
-    client_w: &mut TcpOwnedWriteHalf,
+    client_w: &mut ConnWrite,
     out: &mut Vec<u8>,
     body_sent: &Cell<Option<Instant>>,
     head_written: &Cell<bool>,
@@ -559,7 +562,7 @@ impl BodyTap for RelayTap<'_, '_> {
 /// The reading side of an upstream connection, lent to the response relay while the request
 /// body still streams through the writing side.
 struct UpstreamHalf<'a> {
-    r: &'a mut TcpOwnedReadHalf,
+    r: &'a mut ConnRead,
     buf: &'a mut ReadBuf,
 }
 

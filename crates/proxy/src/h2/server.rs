@@ -13,12 +13,13 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use monoio::net::TcpStream;
+use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 use monoio::time::timeout;
 
-use fulcrum_util::{Notify, Rewind};
+use fulcrum_util::Notify;
 
 use crate::ctx::WorkerCtx;
+use crate::transport::ConnInfo;
 
 /// How often a client connection checks idleness, draining and keep-alive.
 const TICK: Duration = Duration::from_secs(1);
@@ -29,6 +30,8 @@ pub struct ConnState {
     /// The client's address as a header value, for `x-forwarded-for` (made once per
     /// connection, cloned per stream).
     pub client_ip: http::HeaderValue,
+    /// Cleartext or TLS (and the TLS session), for `X-Forwarded-Proto` and the access records.
+    pub info: ConnInfo,
     active: Cell<usize>,
     idle_since: Cell<Instant>,
     window_start: Cell<Instant>,
@@ -74,11 +77,13 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Serves one HTTP/2 client connection whose first bytes (`pre`, the preface and perhaps
-/// more) were already read.
-pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: SocketAddr) {
+/// Serves one HTTP/2 client connection over `io` (a cleartext socket whose first bytes are
+/// replayed, or a TLS stream after ALPN chose `h2`).
+pub(crate) async fn serve<T>(ctx: Rc<WorkerCtx>, io: T, peer: SocketAddr, info: ConnInfo)
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let cfg = ctx.http2;
-    let Ok(io) = Rewind::new(stream, pre) else { return };
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
@@ -99,6 +104,7 @@ pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, pee
     let state = Rc::new(ConnState {
         client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+        info,
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         window_start: Cell::new(Instant::now()),

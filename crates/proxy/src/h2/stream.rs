@@ -95,6 +95,7 @@ pub(crate) async fn serve_stream(
         parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
         request_head_bytes(&parts),
         epoch.epoch.id,
+        &conn.info,
     );
     // A traced stream is forwarded with Fulcrum's span as the parent.
     if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
@@ -334,8 +335,7 @@ impl Call<'_> {
     async fn attempt_h2(&mut self, index: usize, up: &Upstream) -> Result<(), AttemptError<Fail>> {
         let timeouts = &self.epoch.epoch.timeouts;
         let connect = self.note.phase("upstream_connect");
-        let leased =
-            up.h2.lease(up.backend.url.addr, &self.ctx.http2, timeouts.upstream_connect()).await;
+        let leased = up.lease_h2(&self.ctx.http2, timeouts.upstream_connect()).await;
         drop(connect);
         let lease = match leased {
             Ok(lease) => lease,

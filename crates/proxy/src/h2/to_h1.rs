@@ -71,7 +71,8 @@ pub(super) async fn attempt(
     let is_head = call.parts.method == http::Method::HEAD;
     let framing = request_framing(call);
     let mut head = Vec::with_capacity(512);
-    h1::write_h2_request(call.parts, &up.backend.url.authority, "http", framing, &mut head);
+    let proto = call.conn.info.proto();
+    h1::write_h2_request(call.parts, &up.backend.url.authority, proto, framing, &mut head);
 
     // Send the head and the body.
     let started = std::time::Instant::now();

@@ -15,21 +15,24 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-use fulcrum_config::Http2Config;
+use fulcrum_config::{BackendUrl, Http2Config};
+use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Notify, Rewind};
+use monoio::io::poll_io::{AsyncRead, AsyncWrite};
+
+use super::tls::{UpstreamTls, tcp_connect};
 
 /// Why an upstream HTTP/2 connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum H2Error {
     /// The socket could not be moved to the poll-io layer.
     #[error("poll-io conversion: {0}")]
-    PollIo(std::io::Error),
-    /// Connecting to a backend failed or timed out.
+    PollIo(String),
+    /// Connecting to a backend (TCP, then TLS for `h2://`) failed or timed out.
     #[error("connect: {0}")]
-    Connect(std::io::Error),
+    Connect(String),
     /// The HTTP/2 handshake failed or timed out.
     #[error("handshake: {0}")]
     Handshake(String),
@@ -118,7 +121,8 @@ impl SessionPool {
     /// A stream slot on a session with room, opening a connection when every one is full.
     pub async fn lease(
         &self,
-        addr: std::net::SocketAddr,
+        url: &BackendUrl,
+        tls: Option<&UpstreamTls>,
         cfg: &Http2Config,
         connect_timeout: Duration,
     ) -> Result<Lease, LeaseError> {
@@ -150,7 +154,7 @@ impl SessionPool {
             self.connecting.set(true);
             // Boxed: the handshake future is large and rarely run; inline it would grow (and
             // make every stream task copy) the future of every call that leases a stream.
-            let result = Box::pin(connect(addr, cfg, connect_timeout)).await;
+            let result = Box::pin(connect(url, tls, cfg, connect_timeout)).await;
             self.connecting.set(false);
             self.connected.notify();
             let session = result.map_err(LeaseError::Connect)?;
@@ -191,19 +195,37 @@ fn take(session: Rc<Session>) -> Lease {
     Lease { session }
 }
 
-/// Opens and hands-shakes one connection, then spawns its driver task.
+/// Opens one connection (TLS with ALPN `h2` for `h2://`), runs the HTTP/2 handshake, then
+/// spawns its driver task.
 async fn connect(
-    addr: std::net::SocketAddr,
+    url: &BackendUrl,
+    tls: Option<&UpstreamTls>,
     cfg: &Http2Config,
     connect_timeout: Duration,
 ) -> Result<Rc<Session>, H2Error> {
-    let stream = match timeout(connect_timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(H2Error::Connect(e)),
-        Err(_) => return Err(H2Error::Connect(std::io::ErrorKind::TimedOut.into())),
-    };
-    let _ = stream.set_nodelay(true);
-    let io = Rewind::new(stream, Bytes::new()).map_err(H2Error::PollIo)?;
+    let stream = tcp_connect(url.addr, connect_timeout).await.map_err(H2Error::Connect)?;
+    if !url.tls {
+        let io = Rewind::new(stream, Bytes::new()).map_err(|e| H2Error::PollIo(e.to_string()))?;
+        return handshake(io, cfg, connect_timeout).await;
+    }
+    let tls = tls.ok_or_else(|| H2Error::Connect("upstream TLS is not available".into()))?;
+    let stream = tls
+        .connect(stream, &url.host, AppProtocol::H2, connect_timeout)
+        .await
+        .map_err(H2Error::Connect)?;
+    let io = stream.into_poll_io().map_err(|e| H2Error::PollIo(e.to_string()))?;
+    handshake(io, cfg, connect_timeout).await
+}
+
+/// The HTTP/2 handshake over `io`, then the backend's SETTINGS, then the driver task.
+async fn handshake<T>(
+    io: T,
+    cfg: &Http2Config,
+    connect_timeout: Duration,
+) -> Result<Rc<Session>, H2Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let mut builder = h2::client::Builder::new();
     builder
         .enable_push(false)
@@ -252,8 +274,8 @@ async fn connect(
 
 /// Polls one upstream connection until it ends; PINGs it while it is quiet and closes it when
 /// it stays idle.
-async fn drive(
-    mut conn: h2::client::Connection<Rewind, Bytes>,
+async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: h2::client::Connection<T, Bytes>,
     mut ping: Option<h2::PingPong>,
     session: Rc<Session>,
     cfg: Http2Config,
@@ -291,12 +313,12 @@ async fn drive(
 }
 
 /// The connection future, recording the backend's stream limit at every poll.
-struct Watch<'a> {
-    conn: &'a mut h2::client::Connection<Rewind, Bytes>,
+struct Watch<'a, T> {
+    conn: &'a mut h2::client::Connection<T, Bytes>,
     session: &'a Session,
 }
 
-impl std::future::Future for Watch<'_> {
+impl<T: AsyncRead + AsyncWrite + Unpin> std::future::Future for Watch<'_, T> {
     type Output = ();
     fn poll(
         mut self: std::pin::Pin<&mut Self>,

@@ -25,17 +25,18 @@ use fulcrum_balance::{Candidate, LocalStats};
 use fulcrum_config::{PassiveHealth, PoolConfig, Timeouts};
 use fulcrum_model::Backend;
 use fulcrum_telemetry::warn;
+use fulcrum_tls::AppProtocol;
 use fulcrum_util::{ReadBuf, now_ms};
-use monoio::io::Splitable;
-use monoio::net::TcpStream;
-use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
-use monoio::time::timeout;
 
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
 use crate::metrics::{BackendMetrics, RequestSlot, WorkerSlot};
+use crate::transport::{self, ConnRead, ConnWrite};
 
 pub mod h2;
+mod tls;
+
+pub use tls::{UpstreamTls, tcp_connect};
 
 /// A pooled connection idle longer than this is probed for a close before reuse (always, for a
 /// request that must not be sent twice).
@@ -58,11 +59,13 @@ pub struct UpstreamSettings {
 /// its read buffer.
 pub struct UpstreamConn {
     /// Reading side.
-    pub r: TcpOwnedReadHalf,
+    pub r: ConnRead,
     /// Writing side.
-    pub w: TcpOwnedWriteHalf,
+    pub w: ConnWrite,
     /// The socket's descriptor, for the liveness probe before reuse.
     pub fd: RawFd,
+    /// Whether it speaks TLS (the liveness probe differs).
+    tls: bool,
     /// Bytes read from the backend and not yet forwarded.
     pub buf: ReadBuf,
     /// Whether it has served a request before (a reused connection may have been closed by the
@@ -80,15 +83,20 @@ impl std::fmt::Debug for UpstreamConn {
 }
 
 impl UpstreamConn {
-    /// Wraps a freshly connected socket opened under `slot`.
-    pub fn new(stream: TcpStream, buffer_bytes: usize, slot: Slot) -> Self {
-        let _ = stream.set_nodelay(true);
-        let fd = stream.as_raw_fd();
-        let (r, w) = stream.into_split();
+    /// Wraps the halves of a freshly connected socket `fd` (TLS or not) opened under `slot`.
+    fn new(
+        halves: (ConnRead, ConnWrite),
+        fd: RawFd,
+        tls: bool,
+        buffer_bytes: usize,
+        slot: Slot,
+    ) -> Self {
+        let (r, w) = halves;
         Self {
             r,
             w,
             fd,
+            tls,
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
             idle_since: Instant::now(),
@@ -114,6 +122,8 @@ pub struct Upstream {
     /// This worker's multiplexed HTTP/2 connections to it (h2c backends only).
     pub h2: h2::SessionPool,
     settings: UpstreamSettings,
+    /// TLS to the backend (`https://`, `h2://`), when it could be set up.
+    tls: Option<Arc<UpstreamTls>>,
     idle: RefCell<Vec<UpstreamConn>>,
     retired: Cell<bool>,
     gate: Rc<ConnGate>,
@@ -135,6 +145,7 @@ impl Upstream {
         backend: Arc<Backend>,
         settings: UpstreamSettings,
         metrics: Arc<BackendMetrics>,
+        tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
         let pool = settings.pool;
         let gate = ConnGate::new(
@@ -148,6 +159,7 @@ impl Upstream {
             metrics,
             h2: Default::default(),
             settings,
+            tls,
             idle: RefCell::new(Vec::new()),
             retired: Cell::new(false),
             gate: Rc::new(gate),
@@ -304,7 +316,9 @@ impl Upstream {
             if let Reuse::Pooled { probe } = reuse {
                 let max_age = Duration::from_millis(self.settings.pool.idle_timeout_ms);
                 while let Some(conn) = self.checkout(max_age) {
-                    if (!probe && conn.idle_for() < PROBE_IDLE_AFTER) || !peer_closed(conn.fd) {
+                    if (!probe && conn.idle_for() < PROBE_IDLE_AFTER)
+                        || !transport::peer_closed(conn.fd, conn.tls)
+                    {
                         if deadline.is_some() {
                             self.pass_turn();
                         }
@@ -317,25 +331,49 @@ impl Upstream {
                     self.pass_turn();
                 }
                 let _span = note.phase("upstream_connect");
-                let addr = self.backend.url.addr;
-                let connect = timeout(timeouts.upstream_connect(), TcpStream::connect_addr(addr));
-                return Ok(match connect.await {
-                    Ok(Ok(stream)) => {
+                return Ok(match self.connect_h1(timeouts.upstream_connect()).await {
+                    Ok((halves, fd)) => {
                         self.stats.record_connect_success();
-                        Some(UpstreamConn::new(stream, self.settings.buffer_bytes, slot))
+                        let tls = self.backend.url.tls;
+                        Some(UpstreamConn::new(halves, fd, tls, self.settings.buffer_bytes, slot))
                     }
-                    Ok(Err(e)) => {
-                        self.connect_failed(health, &e.to_string());
-                        None
-                    }
-                    Err(_) => {
-                        self.connect_failed(health, "timeout");
+                    Err(reason) => {
+                        self.connect_failed(health, &reason);
                         None
                     }
                 });
             }
             self.wait_in_queue(&mut deadline, worker).await?;
         }
+    }
+
+    /// A stream slot on one of this worker's HTTP/2 sessions to the backend (`h2c://`, or
+    /// `h2://` over TLS), opening a session when every one is full.
+    pub async fn lease_h2(
+        &self,
+        cfg: &fulcrum_config::Http2Config,
+        connect_timeout: Duration,
+    ) -> Result<h2::Lease, h2::LeaseError> {
+        self.h2.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
+    }
+
+    /// A new HTTP/1.1 connection to the backend, TLS (ALPN `http/1.1`, the certificate checked)
+    /// for `https://`, within `connect_timeout` for the TCP connect and again for the
+    /// handshake; the socket's descriptor with it. `Err` says why it failed.
+    async fn connect_h1(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<((ConnRead, ConnWrite), RawFd), String> {
+        let stream = tcp_connect(self.backend.url.addr, connect_timeout).await?;
+        let fd = stream.as_raw_fd();
+        if !self.backend.url.tls {
+            return Ok((transport::split_tcp(stream), fd));
+        }
+        let tls = self.tls.as_ref().ok_or_else(|| "upstream TLS is not available".to_owned())?;
+        let stream = tls
+            .connect(stream, &self.backend.url.host, AppProtocol::Http11, connect_timeout)
+            .await?;
+        Ok((transport::split_tls(stream), fd))
     }
 
     /// Waits in this backend's connection queue until a connection is returned or closed; the
@@ -353,19 +391,6 @@ impl Upstream {
             e.into()
         })
     }
-}
-
-/// Whether the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF.
-fn peer_closed(fd: RawFd) -> bool {
-    let mut byte = [0u8; 1];
-    // SAFETY: `fd` is a valid, open socket owned by the pooled connection for the duration of
-    // the call, and `byte` is a valid one-byte buffer. MSG_PEEK leaves the socket's data
-    // untouched.
-    #[allow(unsafe_code)]
-    let n =
-        unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    // 0 = orderly close; >0 = unsolicited bytes (unusable); EAGAIN = open and quiet.
-    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
 }
 
 /// Caps one backend's open connections on one worker and queues the requests that wait for one.
