@@ -47,6 +47,22 @@ pub enum ApiError {
     /// No backend with that id.
     #[error("{0}")]
     UnknownBackend(String),
+    /// No pool with that name.
+    #[error("{0}")]
+    UnknownPool(String),
+    /// A pool with that name exists already.
+    #[error("{0}")]
+    DuplicatePool(String),
+    /// A pool that cannot be created as given (its name, its backends, too many pools).
+    #[error("{0}")]
+    InvalidPool(String),
+    /// The pool cannot be deleted: it is `default`, or a route names it.
+    #[error("{0}")]
+    PoolInUse(String),
+    /// A route list that is malformed, names an unknown pool or has a route that can never
+    /// match (the message names the route).
+    #[error("{0}")]
+    InvalidRoute(String),
     /// Readiness failed.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -74,6 +90,13 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Persist(_) => ApiError::StateNotSaved(message),
             ControlError::InvalidCache(_) => ApiError::InvalidCache(message),
+            ControlError::UnknownPool(_) => ApiError::UnknownPool(message),
+            ControlError::DuplicatePool(_) => ApiError::DuplicatePool(message),
+            ControlError::InvalidPool(_) => ApiError::InvalidPool(message),
+            ControlError::DefaultPool | ControlError::PoolInUse { .. } => {
+                ApiError::PoolInUse(message)
+            }
+            ControlError::InvalidRoutes(_) => ApiError::InvalidRoute(message),
         }
     }
 }
@@ -113,6 +136,11 @@ impl ApiError {
             ApiError::InvalidCache(_) => (StatusCode::BAD_REQUEST, "invalid_cache"),
             ApiError::DuplicateBackend(_) => (StatusCode::CONFLICT, "duplicate_backend"),
             ApiError::UnknownBackend(_) => (StatusCode::NOT_FOUND, "unknown_backend"),
+            ApiError::UnknownPool(_) => (StatusCode::NOT_FOUND, "unknown_pool"),
+            ApiError::DuplicatePool(_) => (StatusCode::CONFLICT, "duplicate_pool"),
+            ApiError::InvalidPool(_) => (StatusCode::BAD_REQUEST, "invalid_pool"),
+            ApiError::PoolInUse(_) => (StatusCode::CONFLICT, "pool_in_use"),
+            ApiError::InvalidRoute(_) => (StatusCode::BAD_REQUEST, "invalid_route"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::StateNotSaved(_) => (StatusCode::INTERNAL_SERVER_ERROR, "state_not_saved"),

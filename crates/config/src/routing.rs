@@ -32,7 +32,8 @@ const MAX_HEADER_VALUE: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendPoolConfig {
-    /// `[A-Za-z0-9_.-]`, 1..=64 characters; `default` is reserved for the top-level backends.
+    /// `[A-Za-z0-9_.-]`, 1..=64 characters, the first a letter or digit; `default` is reserved
+    /// for the top-level backends.
     pub name: String,
     /// Balancing algorithm within the pool (default `round_robin`).
     #[serde(default = "default_algorithm")]
@@ -94,17 +95,18 @@ impl RouteError {
     }
 }
 
-/// Checks a pool name: `[A-Za-z0-9_.-]`, 1..=[`MAX_POOL_NAME`] characters (it appears in admin
-/// API paths, metric labels and access records as is).
+/// Checks a pool name: `[A-Za-z0-9_.-]`, 1..=[`MAX_POOL_NAME`] characters, the first a letter or
+/// digit (it appears in admin API paths, metric labels and access records as is).
 pub fn check_pool_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_POOL_NAME
+    let ok = name.len() <= MAX_POOL_NAME
+        && name.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` is not a pool name (1..={MAX_POOL_NAME} of A-Z, a-z, 0-9, `_`, `.`, `-`)"
+            "`{name}` is not a pool name (1..={MAX_POOL_NAME} of A-Z, a-z, 0-9, `_`, `.`, `-`, \
+             starting with a letter or digit)"
         ))
     }
 }
@@ -358,7 +360,7 @@ mod tests {
         for ok in ["a", "api-v2", "A.b_c", &"x".repeat(64)] {
             assert_eq!(check_pool_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "a b", "a/b", "é", &"x".repeat(65)] {
+        for bad in ["", "a b", "a/b", "é", ".", "..", "-a", &"x".repeat(65)] {
             assert!(check_pool_name(bad).is_err(), "{bad}");
         }
     }
@@ -402,7 +404,7 @@ mod tests {
             (with_header("x-a", "a\nb"), "routes[0].headers.x-a"),
             (with_header("x-a", " a"), "routes[0].headers.x-a"),
         ] {
-            let err = check(&[r.clone()]).unwrap_err();
+            let err = check(std::slice::from_ref(&r)).unwrap_err();
             assert!(err.contains(&format!("`{key}`")), "{r:?}: {err}");
         }
         let twice = RouteConfig {
@@ -432,7 +434,7 @@ mod tests {
             with_header("x-canary", ""),
             with_header("x-canary", "a b"),
         ] {
-            assert_eq!(check(&[ok.clone()]), Ok(()), "{ok:?}");
+            assert_eq!(check(std::slice::from_ref(&ok)), Ok(()), "{ok:?}");
         }
     }
 

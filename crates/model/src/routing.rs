@@ -115,6 +115,9 @@ impl HostMatch {
     }
 }
 
+/// A header matcher: a lowercase name and the exact value.
+type HeaderMatch = (Box<str>, Box<[u8]>);
+
 /// One compiled route.
 #[derive(Debug, Clone)]
 struct Route {
@@ -123,8 +126,7 @@ struct Route {
     host: Option<HostMatch>,
     path_prefix: Option<Box<[u8]>>,
     grpc_service: Option<Box<[u8]>>,
-    /// Lowercase names and exact values.
-    headers: Box<[(Box<str>, Box<[u8]>)]>,
+    headers: Box<[HeaderMatch]>,
     cache: Option<bool>,
 }
 

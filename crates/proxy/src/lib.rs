@@ -8,8 +8,9 @@
 //! accept -> serve_connection -> HTTP/2 preface? -> h2::server -> one task per stream ─┐
 //!                             -> otherwise      -> h1::serve  -> one exchange at a time┤
 //!                                                                                      v
-//!     pin the epoch -> (cache lookup) -> attempt loop: pick, acquire, send one attempt,
-//!     classify the failure, retry within the budget -> stream the response back -> log
+//!     pin the epoch -> route to a pool -> (cache lookup) -> attempt loop: pick in the pool,
+//!     acquire, send one attempt, classify the failure, retry within the budget -> stream the
+//!     response back -> log
 //! ```
 //!
 //! A new client protocol supplies its "send one attempt" step (`attempt::Forward`); a new
@@ -23,6 +24,7 @@ mod h1;
 mod h2;
 mod metrics;
 mod retry;
+mod route;
 mod upstream;
 mod worker_cache;
 
@@ -36,10 +38,10 @@ use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-pub use ctx::{ConnectionSlot, Shared, SlotFreed, WorkerCtx, WorkerEpoch};
+pub use ctx::{ConnectionSlot, Shared, SlotFreed, WorkerCtx, WorkerEpoch, WorkerPool};
 pub use error::{ProxyError, QueueError, Side};
-pub use exchange::WorkerTelemetrySpec;
-pub use metrics::ProxyMetrics;
+pub use exchange::{Target, WorkerTelemetrySpec};
+pub use metrics::{PoolMetrics, ProxyMetrics};
 
 /// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it
 /// against `limits.max_connections_per_worker` until then. (Taking it here, rather than in a
@@ -69,12 +71,13 @@ pub async fn serve_connection(
         }
         if n == h2::PREFACE.len() {
             let pre = Bytes::copy_from_slice(data);
-            return h2::server::serve(ctx, stream, pre, peer).await;
+            // Cleartext: no SNI (a TLS transport passes the handshake's server name).
+            return h2::server::serve(ctx, stream, pre, peer, None).await;
         }
         // A strict prefix of the preface: read on (rare; a real HTTP/1.1 head never matches).
     }
     let client_ip = peer.ip().to_string();
     let (r, w) = stream.into_split();
     let forwarded = Forwarded { ip: &client_ip, proto: "http" };
-    h1::serve(&ctx, h1::ClientConn::new(r, w, buf), forwarded).await;
+    h1::serve(&ctx, h1::ClientConn::new(r, w, buf), forwarded, None).await;
 }

@@ -29,6 +29,9 @@ pub struct ConnState {
     /// The client's address as a header value, for `x-forwarded-for` (made once per
     /// connection, cloned per stream).
     pub client_ip: http::HeaderValue,
+    /// The server name of the connection's TLS handshake (`None` in cleartext): routes match
+    /// it when a stream has no `:authority` or `host`.
+    pub sni: Option<Box<str>>,
     active: Cell<usize>,
     idle_since: Cell<Instant>,
     window_start: Cell<Instant>,
@@ -75,8 +78,14 @@ impl Drop for StreamGuard {
 }
 
 /// Serves one HTTP/2 client connection whose first bytes (`pre`, the preface and perhaps
-/// more) were already read.
-pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, peer: SocketAddr) {
+/// more) were already read; `sni` as in [`ConnState::sni`].
+pub(crate) async fn serve(
+    ctx: Rc<WorkerCtx>,
+    stream: TcpStream,
+    pre: Bytes,
+    peer: SocketAddr,
+    sni: Option<Box<str>>,
+) {
     let cfg = ctx.http2;
     let Ok(io) = Rewind::new(stream, pre) else { return };
     let mut builder = h2::server::Builder::new();
@@ -99,6 +108,7 @@ pub(crate) async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, pre: Bytes, pee
     let state = Rc::new(ConnState {
         client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+        sni,
         active: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         window_start: Cell::new(Instant::now()),
