@@ -28,6 +28,7 @@ mod io_driver;
 mod metrics;
 mod packaging;
 mod retries;
+mod routing;
 mod strict_http;
 mod upstream_limits;
 mod weights;
