@@ -342,8 +342,7 @@ impl Load {
         for t in self.threads {
             t.join().unwrap();
         }
-        let failures = self.failures.lock().unwrap().clone();
-        failures
+        self.failures.lock().unwrap().clone()
     }
 }
 
