@@ -26,10 +26,10 @@
 # which is what a CI runner with a fresh Docker daemon gets back from the registry cache
 # (`--cache-from`, see .gitlab-ci.yml); cache mounts never leave the builder that made them.
 #
-# The stub crates' artifacts are deleted after each dependency build (`fulcrum-*` fingerprints,
-# `[lib]fulcrum[-_]*` files), so the real build cannot mistake a stub for up to date whatever
-# the copied sources' mtimes. docs/deploy.md has the check that emulates these stages without
-# Docker (.ci/docker-stages).
+# The stub crates' artifacts are deleted after each dependency build (the `fulcrum-*`
+# fingerprints, the `fulcrum[-_]*` and `libfulcrum[-_]*` files), so the real build cannot take a
+# stub for up to date, whatever the copied sources' mtimes. .ci/docker-stages emulates these
+# stages without Docker (docs/deploy.md).
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
