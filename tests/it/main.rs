@@ -33,4 +33,5 @@ mod retries;
 mod routing;
 mod strict_http;
 mod upstream_limits;
+mod websocket;
 mod weights;

@@ -16,6 +16,7 @@ pub mod h2client;
 pub mod h2frames;
 pub mod http1;
 pub mod process;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -27,6 +28,7 @@ pub use grpc::{EchoBackend, GrpcClient};
 pub use h2frames::{H2Conn, RawH2Backend};
 pub use http1::{Client, Head, Response, get_once, tally};
 pub use process::{Fulcrum, check_config, log_field, quiet_in_process_logs, test_io_driver};
+pub use ws::{TestCert, WsBackend, ws_connect, ws_connect_tls};
 
 /// Polls `cond` every 2 ms until it holds or `timeout` passes; returns whether it held.
 #[allow(clippy::disallowed_methods)] // the poll interval of a readiness check, not synchronisation

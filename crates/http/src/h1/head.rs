@@ -684,9 +684,43 @@ pub fn write_h2_request(
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
+    write_h2_head(parts, parts.method.as_str(), backend_authority, proto, out);
+    push_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the HTTP/1.1 upgrade request for an HTTP/2 extended CONNECT (RFC 8441) to
+/// `protocol` (`websocket`): a `GET` of the stream's `:path` with the fields as
+/// [`write_h2_request`] writes them, plus `Connection: upgrade`, `Upgrade: protocol` and the
+/// `extra` fields (for WebSocket, the `Sec-WebSocket-Key` HTTP/2 does not carry).
+pub fn write_h2_upgrade(
+    parts: &http::request::Parts,
+    backend_authority: &str,
+    proto: &str,
+    protocol: &str,
+    extra: &[(&str, &[u8])],
+    out: &mut Vec<u8>,
+) {
+    write_h2_head(parts, "GET", backend_authority, proto, out);
+    out.extend_from_slice(b"connection: upgrade\r\n");
+    push_header(out, b"upgrade", protocol.as_bytes());
+    for (name, value) in extra {
+        push_header(out, name.as_bytes(), value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request line and fields of [`write_h2_request`], without framing or the empty line.
+fn write_h2_head(
+    parts: &http::request::Parts,
+    method: &str,
+    backend_authority: &str,
+    proto: &str,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let _ = write!(out, "{} {} HTTP/1.1\r\nhost: ", parts.method, path);
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\nhost: ");
     let host = parts
         .uri
         .authority()
@@ -718,8 +752,6 @@ pub fn write_h2_request(
     out.extend_from_slice(b"x-forwarded-proto: ");
     out.extend_from_slice(proto.as_bytes());
     out.extend_from_slice(b"\r\nvia: 2 fulcrum\r\n");
-    push_framing(out, framing);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
