@@ -103,6 +103,7 @@ fn main() {
                 .expect("spawn")
         })
         .collect();
+    #[allow(clippy::disallowed_methods)] // the run's length, on the load generator's own thread
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();

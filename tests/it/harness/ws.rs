@@ -215,6 +215,7 @@ impl super::process::BackendUrl for &WsBackend {
 }
 
 /// Serves one WebSocket connection until it closes.
+#[allow(clippy::result_large_err)] // the handshake callback's type is tungstenite's
 fn serve(stream: Box<dyn Io>, name: &str) {
     let headers = Arc::new(Mutex::new(String::new()));
     let seen = headers.clone();
