@@ -439,9 +439,7 @@ impl Exchange<'_> {
             }
         }
     }
-}
 
-impl Exchange<'_> {
     /// Joins the client connection and the backend connection `conn` after a switch, until
     /// the tunnel closes.
     async fn tunnel(&mut self, conn: &mut UpstreamConn) -> TunnelReport {
