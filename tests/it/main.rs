@@ -19,6 +19,7 @@ mod chaos;
 mod client_limits;
 mod data_plane;
 mod epochs;
+mod fuzz_replay;
 mod grpc;
 mod grpc_access_log;
 mod h2_limits;

@@ -295,6 +295,26 @@ mod tests {
         assert_ne!(plain, key("GET", "/", &[("Host", "h"), ("X-Hop", "1")], b""));
     }
 
+    /// fuzz/regressions/cache_key/cache_key-33fc7738...: the request had a `Connection: hok`
+    /// line and four `x-fuzz-hop-0` lines that no `Connection` line named. The target expected
+    /// them not to count because *a* `Connection` line was present; the forwarder sends them to
+    /// the backend, so the key must (and does) count them.
+    #[test]
+    fn a_connection_line_leaves_out_only_the_fields_it_names() {
+        let mut forwarded = Vec::new();
+        let client = fulcrum_http::h1::Forwarded { ip: "192.0.2.7", proto: "http" };
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: hok\r\nx-fUZZ-hOp-0: j,\r\n\r\n";
+        fulcrum_http::h1::parse_request(raw, 8, &client, &mut forwarded).unwrap().unwrap();
+        assert!(String::from_utf8(forwarded).unwrap().contains("\r\nx-fUZZ-hOp-0: j,\r\n"));
+
+        let plain = key("GET", "/", &[("Host", "h"), ("Connection", "hok")], b"");
+        let unnamed = [("Host", "h"), ("Connection", "hok"), ("x-fUZZ-hOp-0", "j,")];
+        assert_ne!(plain, key("GET", "/", &unnamed, b""), "a forwarded field did not count");
+        let named = [("Host", "h"), ("Connection", "hok, X-Fuzz-Hop-0"), ("x-fUZZ-hOp-0", "j,")];
+        let named_alone = [("Host", "h"), ("Connection", "hok, X-Fuzz-Hop-0")];
+        assert_eq!(key("GET", "/", &named, b""), key("GET", "/", &named_alone, b""));
+    }
+
     #[test]
     fn ignore_list_is_case_insensitive() {
         let ignore = vec!["x-request-id".to_owned()];

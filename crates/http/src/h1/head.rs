@@ -219,9 +219,13 @@ pub fn parse_request(
     if !http10 && !has_host {
         return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
     }
-    // Every incoming X-Forwarded-For folds into one line that ends with this client.
+    // Every incoming X-Forwarded-For folds into one line that ends with this client (none when
+    // a Connection line names the field: it is hop-by-hop then, like any other).
     out.extend_from_slice(b"x-forwarded-for: ");
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+    let folded = |h: &&httparse::Header<'_>| {
+        h.name.eq_ignore_ascii_case("x-forwarded-for") && !connection.drops(h.name.as_bytes())
+    };
+    for h in headers.iter().filter(folded) {
         out.extend_from_slice(trim(h.value));
         out.extend_from_slice(b", ");
     }
@@ -563,6 +567,16 @@ mod tests {
             Err(HeadError::Expectation)
         );
         assert_eq!(req("GET / HTTP/1.1\r\nHost: x\r\n").0, Ok(None));
+    }
+
+    #[test]
+    fn x_forwarded_for_named_by_connection_is_not_folded() {
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                   Connection: X-Forwarded-For\r\n\r\n";
+        let (r, out) = req(raw);
+        r.unwrap().unwrap();
+        assert!(!out.contains("6.6.6.6"), "{out:?}");
+        assert!(out.contains("x-forwarded-for: 10.0.0.9\r\n"), "{out:?}");
     }
 
     #[test]
