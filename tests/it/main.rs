@@ -31,5 +31,6 @@ mod openapi_conformance;
 mod packaging;
 mod retries;
 mod strict_http;
+mod tls;
 mod upstream_limits;
 mod weights;
