@@ -611,7 +611,8 @@ fn backend_certificates_that_fail_verification_are_connect_failures() {
         let errors = front.wait_failed(1);
         assert_eq!(front.handshakes(), 0, "{what}: {errors:?}");
         assert_eq!(backend.requests(), 0, "{what}");
-        let series = format!("fulcrum_upstream_connect_errors_total{{backend=\"{url}\"}}");
+        let series =
+            format!("fulcrum_upstream_connect_errors_total{{pool=\"default\",backend=\"{url}\"}}");
         lb.wait_metric(&series, |v| v >= 1.0);
         let line = lb.wait_log("backend connect failed");
         assert!(line.contains(reason) && line.contains(&url), "{what}: {line}");
