@@ -677,8 +677,14 @@ print_header() {
     printf -- '- peers: %s, %s, wrk %s\n' "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
         "$(haproxy -v 2>/dev/null | awk 'NR == 1 { print "haproxy " $3 }')" \
         "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
-    printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
-        "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    printf -- '- load average (1, 5, 15 min) when the suite started: %s\n' "${LOAD_AT_START:-?}"
+    if [[ $SUITE == tls ]]; then
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; the load generators (wrk -t1 -c%s, %s openssl s_time, h2load) and the backends (2 nginx servers in 1 process, 2 tonic echo servers in 1 process) on CPU %s; keep-alive to the backends\n' \
+            "$LB_CPU" "$CONNECTIONS" "$S_TIME_CLIENTS" "$GEN_CPU"
+    else
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
+            "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    fi
     if [[ $SUITE == soak ]]; then
         printf -- '- soak: %s s steady load, then %s flood rounds of %s s; RSS = VmRSS of the Fulcrum process, sampled every second\n' \
             "$DURATION" "$SOAK_FLOOD_ROUNDS" "$SOAK_FLOOD_SECS"
@@ -1304,6 +1310,21 @@ tls_ratios() {
     done
 }
 
+# tls_capacity: for the handshake workload, the full handshakes (each with its GET) one core of
+# each balancer can do: 1e6 / its median CPU us per connection.
+tls_capacity() {
+    local t f cpu ts
+    printf '\n### Full handshakes per second on one core (1e6 / median CPU us per connection)\n\n'
+    printf '| target | CPU us per connection (median) | handshakes per CPU-second |\n|---|---|---|\n'
+    mapfile -t ts < <(targets_of handshake)
+    for t in "${ts[@]}"; do
+        f=$RESULTS/handshake.$t
+        [[ -s $f ]] || continue
+        cpu=$(median_of "$f" 4)
+        awk -v t="$t" -v c="$cpu" 'BEGIN { printf "| %s | %.1f | %.0f |\n", t, c, (c > 0 ? 1e6 / c : 0) }'
+    done
+}
+
 suite_tls() {
     local tool
     for tool in openssl h2load; do
@@ -1417,6 +1438,7 @@ EOF
     done
     bench_matrix
     SUITE_NOTES+=$(tls_ratios)$'\n'
+    SUITE_NOTES+=$(tls_capacity)$'\n'
     SUITE_NOTES+=$'\n'"Certificate: ECDSA P-256, self-signed (openssl req -x509). Every balancer: TLS 1.2 and 1.3, suites $TLS13_SUITES and $TLS12_CIPHERS (the client's preference honoured), groups $TLS_GROUPS, session tickets on, ALPN h2 and http/1.1. Fulcrum: rustls with the $(awk -F'"' '/^default = /{ print $2; exit }' crates/tls/Cargo.toml 2>/dev/null || echo '?') provider. Clients: $(openssl version | awk '{ print $1 " " $2 }') (wrk, s_time, h2load). direct = the backend without TLS (the generator's ceiling). handshake: every connection is a full handshake (s_time -new offers no session); its CPU us/req is per connection, so 1e6 / CPU us/req is the handshakes per second one core of the balancer can do.${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
@@ -1597,6 +1619,7 @@ run_all() {
         die "missing tool: openssl (tls suite); install it with: apt-get install -y openssl"
     check_tools
     CLK_TCK=$(getconf CLK_TCK)
+    LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
     mkdir -p target/bench
     STAMP=$(date -u +%Y%m%dT%H%M%SZ)
     local opts=(--runs "$RUNS" --duration "$DURATION" --connections "$CONNECTIONS")
@@ -1655,6 +1678,7 @@ declare -F "suite_$SUITE" >/dev/null ||
     die "unknown suite '$SUITE' (available: $(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); printf "%s%s", sep, $3; sep = " " }'))"
 check_tools
 CLK_TCK=$(getconf CLK_TCK)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-bench.XXXXXX")
 RESULTS=$TMP/results
 mkdir -p "$RESULTS" target/bench
