@@ -1255,26 +1255,41 @@ probe_http10() {
     fi
 }
 
+# s_client_for SECS ARGS...: openssl s_client ARGS with its standard input open for SECS seconds
+# (long enough to read the session tickets a server sends after the handshake); prints what
+# s_client printed on standard output.
+s_client_for() {
+    local secs=$1
+    shift
+    sleep "$secs" | timeout 5 openssl s_client "$@" 2>/dev/null | tr -d '\000' || true
+}
+
 # tls_check TARGET: one markdown row of what openssl s_client negotiates with the target: TLS 1.3
-# (suite, group, ALPN with h2 and http/1.1 offered), TLS 1.2 (suite), whether TLS 1.1 is refused
-# and whether a TLS 1.2 session ticket resumes.
+# (suite, group, ALPN with h2 and http/1.1 offered), the session tickets it sends after a full
+# handshake and whether one resumes; the TLS 1.2 suite and whether its ticket resumes; whether
+# TLS 1.1 is refused.
 tls_check() {
-    local hostport=${T_URL[$1]#https://} v13 v12 v11 resumed sess=$TMP/tls/$1.session
-    v13=$(timeout 5 openssl s_client -connect "$hostport" -alpn h2,http/1.1 </dev/null 2>/dev/null |
-        tr -d '\000' | awk '/^New, TLS/ { p = $2; c = $NF; sub(/,$/, "", p) }
-            /^Server Temp Key:/ { g = $4; sub(/,$/, "", g) } /^ALPN protocol:/ { a = $3 }
-            END { printf "%s %s %s, ALPN %s", p, c, g, (a ? a : "none") }') || true
-    v12=$(timeout 5 openssl s_client -brief -tls1_2 -connect "$hostport" </dev/null 2>&1 |
-        awk -F': ' '/^Ciphersuite/ { print $2 }') || true
-    if timeout 5 openssl s_client -brief -tls1_1 -connect "$hostport" </dev/null >/dev/null 2>&1; then
+    local hostport=${T_URL[$1]#https://} v13 tickets r13 v12 r12 v11 sess=$TMP/tls/$1.session out
+    out=$(s_client_for 0.3 -connect "$hostport" -alpn h2,http/1.1 -sess_out "$sess.13")
+    v13=$(awk '/^New, TLS/ { p = $2; c = $NF; sub(/,$/, "", p) }
+        /^Server Temp Key:/ { g = $4; sub(/,$/, "", g) } /^ALPN protocol:/ { a = $3 }
+        END { printf "%s %s %s, ALPN %s", p, c, g, (a ? a : "none") }' <<<"$out")
+    tickets=$(grep -c 'New Session Ticket arrived' <<<"$out" || true)
+    r13=$(s_client_for 0.3 -connect "$hostport" -sess_in "$sess.13" |
+        awk '/^Reused,/ { print "yes"; exit } /^New,/ { print "no"; exit }')
+    v12=$(s_client_for 0 -tls1_2 -connect "$hostport" -sess_out "$sess.12" |
+        awk '/^New, TLS/ { print $NF; exit }')
+    r12=$(s_client_for 0 -tls1_2 -connect "$hostport" -sess_in "$sess.12" |
+        awk '/^Reused,/ { print "yes"; exit } /^New,/ { print "no"; exit }')
+    # SECLEVEL=0: the client itself would refuse TLS 1.1 at OpenSSL 3.0's default level.
+    if timeout 5 openssl s_client -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' -connect "$hostport" \
+        </dev/null >/dev/null 2>&1; then
         v11="ACCEPTED"
     else
         v11="refused"
     fi
-    timeout 5 openssl s_client -tls1_2 -connect "$hostport" -sess_out "$sess" </dev/null >/dev/null 2>&1 || true
-    resumed=$(timeout 5 openssl s_client -tls1_2 -connect "$hostport" -sess_in "$sess" </dev/null 2>/dev/null |
-        awk '/^Reused,/ { print "yes"; exit } /^New,/ { print "no"; exit }') || true
-    printf '| %s | %s | %s | %s | %s |\n' "$1" "${v13:-?}" "${v12:-?}" "$v11" "${resumed:-?}"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${v13:-?}" "${tickets:-?}" "${r13:-?}" \
+        "${v12:-?}" "${r12:-?}" "$v11"
 }
 
 # tls_ratios: for each workload, the median CPU per request of every Fulcrum target against the
@@ -1432,7 +1447,7 @@ EOF
     W_TARGETS[handshake]="${http_targets[*]}"
     W_TARGETS[grpc]="direct-grpc ${grpc_targets[*]}"
     log "targets: direct direct-grpc ${TARGETS[*]}"
-    SUITE_NOTES=$'\n### What each target negotiates (openssl s_client)\n\n| target | TLS 1.3 | TLS 1.2 suite | TLS 1.1 | TLS 1.2 ticket resumes |\n|---|---|---|---|---|\n'
+    SUITE_NOTES=$'\n### What each target negotiates (openssl s_client)\n\n| target | TLS 1.3 | tickets sent | TLS 1.3 resumes | TLS 1.2 suite | TLS 1.2 resumes | TLS 1.1 |\n|---|---|---|---|---|---|---|\n'
     for t in "${TARGETS[@]}"; do
         SUITE_NOTES+=$(tls_check "$t")$'\n'
     done
