@@ -45,7 +45,7 @@ Options:
   --flood N       soak: concurrent connections of each flood round (default 2000, at most a
                   third of `ulimit -n`)
   --quick         smoke test: 1 run of 2 s
-  --no-build      do not run `cargo build --release` (use target/release/fulcrum as is)
+  --no-build      do not run `cargo build --release` (use the existing release build as is)
   -h, --help      this text
 
 Environment:
