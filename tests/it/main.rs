@@ -32,6 +32,7 @@ mod packaging;
 mod retries;
 mod routing;
 mod strict_http;
+mod tls;
 mod upstream_limits;
 mod websocket;
 mod weights;

@@ -7,7 +7,7 @@
 //! and its metrics.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,6 +15,7 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::harness::backend::Then;
+use crate::harness::tls::{BOTH, Pki, TlsFront, client_config};
 use crate::harness::*;
 
 /// The access records written so far.
@@ -310,22 +311,19 @@ fn a_thousand_concurrent_tunnels_on_one_worker() {
 
 #[test]
 fn websocket_over_tls_to_a_tls_backend() {
-    let cert = TestCert::new();
-    let backend = WsBackend::start_tls("secure", &cert);
-    let tls_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let config = format!(
-        "[tls]\nlisten = \"127.0.0.1:{tls_port}\"\n[[tls.certificates]]\ncert_file = \"{}\"\n\
-         key_file = \"{}\"\n[upstream_tls]\nca_file = \"{}\"\n",
-        cert.cert_file.display(),
-        cert.key_file.display(),
-        cert.cert_file.display()
-    );
-    let f = Fulcrum::builder().workers(1).backend(backend.url()).config(&config).start();
-    let tls_addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
-    let mut ws = ws_connect_tls(tls_addr, "/secure", &cert).unwrap();
+    let pki = Pki::new("ws");
+    let cert = pki.issue("server", &["localhost", "127.0.0.1"]);
+    let backend = WsBackend::start("secure");
+    // The backend behind a TLS terminator: Fulcrum speaks https:// to it.
+    let front = TlsFront::new(&backend.url(), &cert, &["http/1.1"], None);
+    let f = Fulcrum::builder()
+        .workers(1)
+        .backend(front.https_url())
+        .tls_listener(&[&cert])
+        .upstream_tls(&UpstreamTls::trusting(&pki))
+        .start();
+    let client = client_config(&[&pki], &["http/1.1"], BOTH);
+    let mut ws = ws_connect_tls(f.tls_addr(), "/secure", &client, "localhost").unwrap();
     ws.send(Message::text("who")).unwrap();
     assert_eq!(text(&mut ws), "secure");
     let payload = vec![7u8; 100_000];
@@ -335,10 +333,14 @@ fn websocket_over_tls_to_a_tls_backend() {
     assert!(text(&mut ws).to_ascii_lowercase().contains("x-forwarded-proto: https\n"));
     ws.close(None).unwrap();
     assert!(closes_within(&mut ws, Duration::from_secs(5)));
+    drop(ws);
     // Cleartext clients reach the TLS backend too.
     let mut plain = ws_connect(f.addr(), "/").unwrap();
     plain.send(Message::text("who")).unwrap();
     assert_eq!(text(&mut plain), "secure");
+    drop(plain);
+    f.wait_metric("fulcrum_tunnels_open", |v| v == 0.0);
+    assert!(front.handshakes() >= 2);
 }
 
 #[test]

@@ -43,8 +43,8 @@ pub struct BackendOut {
     /// Server-assigned identifier (never reused).
     #[schema(example = 1)]
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -154,8 +154,8 @@ impl From<&BackendView> for BackendOut {
 pub struct BackendCreated {
     /// Server-assigned identifier.
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight.
     #[schema(minimum = 1, maximum = 10000)]
@@ -178,9 +178,10 @@ pub struct BackendCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBackend {
-    /// `http://host[:port]` (HTTP/1.1) or `h2c://host[:port]` (HTTP/2 cleartext, gRPC); the
-    /// port defaults to 80 and the host is resolved once, when the backend is added.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+/?$")]
+    /// `http://host[:port]` (HTTP/1.1), `h2c://host[:port]` (HTTP/2 cleartext, gRPC), or
+    /// `https://` and `h2://` for the same over TLS; the port defaults to 80 (443 over TLS) and
+    /// the host is resolved once, when the backend is added.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+/?$")]
     pub url: String,
     /// Relative weight, 1..=10000 (default 1).
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -565,6 +566,44 @@ pub enum WriteErrors {
     /// Workers did not acknowledge in time, or the control plane is stopping.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
+}
+
+/// Errors an authenticated read that never waits on the control plane can answer with (the
+/// TLS inventory): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalReadErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
+}
+
+/// Errors a mutation that never waits on the control plane nor writes the state file can answer
+/// with (the TLS reload): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalWriteErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:write` scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
 }
 
 /// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
@@ -1540,7 +1579,7 @@ fn tls_out(app: &App) -> TlsOut {
 /// The TLS listener's certificates in service: file, DNS names, not-after, SHA-256 fingerprint.
 #[utoipa::path(
     get, path = "/api/v1/tls", tag = "tls", operation_id = "get_tls",
-    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), ReadErrors),
+    responses((status = 200, description = "The TLS listener and its certificates (none, and a `null` listener, without one).", body = TlsOut), LocalReadErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_tls(app: &App) -> Result<Resp, ApiError> {
@@ -1555,7 +1594,7 @@ fn get_tls(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Reloaded; the certificates now in service.", body = TlsOut),
         (status = 400, description = "A file is missing, unreadable, malformed, expired or its key does not match (`invalid_certificate`, naming the file); the certificates in service stay.", body = ErrorBody),
         (status = 409, description = "No TLS listener is configured (`tls_not_configured`).", body = ErrorBody),
-        ReadErrors,
+        LocalWriteErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]

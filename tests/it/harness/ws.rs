@@ -1,7 +1,7 @@
 //! WebSocket peers for the tunnel tests: a real WebSocket server backend ([`WsBackend`],
-//! `tungstenite` on blocking sockets, one thread per connection, cleartext or TLS) and client
-//! helpers ([`ws_connect`], [`ws_connect_tls`]), plus a certificate of the tests' own
-//! ([`TestCert`]) for the TLS listener and `https://` backends.
+//! `tungstenite` on blocking sockets, one thread per connection; put a [`super::tls::TlsFront`]
+//! before it for an `https://` backend) and clients over cleartext and TLS ([`ws_connect`],
+//! [`ws_connect_tls`]).
 //!
 //! The backend echoes every text and binary message and answers three text commands: `who`
 //! (its name), `close` (it starts the closing handshake) and `headers` (the request's header
@@ -9,69 +9,18 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fulcrum_tls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use fulcrum_tls::rustls::{
-    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
-};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
-use super::TempDir;
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
-pub struct TestCert {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
-    _dir: TempDir,
-}
-
-impl TestCert {
-    pub fn new() -> Self {
-        let dir = TempDir::new("ws-cert");
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let certified = rcgen::generate_simple_self_signed(names).unwrap();
-        let cert_file = dir.write("cert.pem", &certified.cert.pem());
-        let key_file = dir.write("key.pem", &certified.signing_key.serialize_pem());
-        let cert = certified.cert.der().clone();
-        let key = PrivateKeyDer::try_from(certified.signing_key.serialize_der()).unwrap();
-        Self { cert_file, key_file, cert, key, _dir: dir }
-    }
-
-    /// A rustls client trusting this certificate, offering `http/1.1` only.
-    pub fn client_config(&self) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.cert.clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(fulcrum_tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    /// A rustls server with this certificate (for an `https://` backend).
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        let mut config = ServerConfig::builder_with_provider(fulcrum_tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![self.cert.clone()], self.key.clone_key())
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-}
+use super::tls::server_name;
 
 /// A byte stream a WebSocket runs over in these tests.
 pub trait Io: Read + Write + Send + 'static {}
@@ -94,20 +43,19 @@ pub fn ws_connect(
     handshake(Box::new(stream), &format!("ws://{addr}{path}"))
 }
 
-/// A WebSocket client to `path` through the balancer's TLS listener at `addr`.
+/// A WebSocket client to `path` through the balancer's TLS listener at `addr`, trusting what
+/// `config` trusts, asking for `name` (SNI).
 pub fn ws_connect_tls(
     addr: SocketAddr,
     path: &str,
-    cert: &TestCert,
+    config: &Arc<ClientConfig>,
+    name: &str,
 ) -> Result<WebSocket<Box<dyn Io>>, tungstenite::Error> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let conn = ClientConnection::new(cert.client_config(), name).unwrap();
-    handshake(
-        Box::new(StreamOwned::new(conn, tcp)),
-        &format!("wss://localhost:{}{path}", addr.port()),
-    )
+    let conn = ClientConnection::new(config.clone(), server_name(name)).unwrap();
+    let url = format!("wss://{name}:{}{path}", addr.port());
+    handshake(Box::new(StreamOwned::new(conn, tcp)), &url)
 }
 
 fn handshake(stream: Box<dyn Io>, url: &str) -> Result<WebSocket<Box<dyn Io>>, tungstenite::Error> {
@@ -126,21 +74,11 @@ pub struct WsBackend {
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     open: Arc<AtomicUsize>,
-    tls: bool,
 }
 
 impl WsBackend {
-    /// A cleartext (`http://`) backend answering `who` with `name`.
+    /// A backend answering `who` with `name`.
     pub fn start(name: &str) -> Self {
-        Self::spawn(name, None)
-    }
-
-    /// A TLS (`https://`) backend with `cert`.
-    pub fn start_tls(name: &str, cert: &TestCert) -> Self {
-        Self::spawn(name, Some(cert.server_config()))
-    }
-
-    fn spawn(name: &str, tls: Option<Arc<ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,7 +86,6 @@ impl WsBackend {
         let open = Arc::new(AtomicUsize::new(0));
         let (s, c, o, n) = (stop.clone(), conns.clone(), open.clone(), name);
         let name = n.to_owned();
-        let is_tls = tls.is_some();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(SeqCst) {
@@ -157,20 +94,13 @@ impl WsBackend {
                 let Ok(conn) = conn else { continue };
                 let _ = conn.set_nodelay(true);
                 c.lock().unwrap().push(conn.try_clone().unwrap());
-                let (name, open, tls) = (name.clone(), o.clone(), tls.clone());
+                let (name, open) = (name.clone(), o.clone());
                 std::thread::Builder::new()
                     .stack_size(128 * 1024)
                     .spawn(move || {
                         open.fetch_add(1, SeqCst);
                         let closer = conn.try_clone().unwrap();
-                        let stream: Box<dyn Io> = match tls {
-                            Some(config) => {
-                                let server = ServerConnection::new(config).unwrap();
-                                Box::new(StreamOwned::new(server, conn))
-                            }
-                            None => Box::new(conn),
-                        };
-                        serve(stream, &name);
+                        serve(Box::new(conn), &name);
                         // The clone kept for `kill` would hold the socket open: close it here.
                         let _ = closer.shutdown(Shutdown::Both);
                         open.fetch_sub(1, SeqCst);
@@ -178,13 +108,12 @@ impl WsBackend {
                     .unwrap();
             }
         });
-        Self { addr, stop, conns, open, tls: is_tls }
+        Self { addr, stop, conns, open }
     }
 
-    /// Its URL (`http://` or `https://`).
+    /// Its `http://` URL.
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.addr)
+        format!("http://{}", self.addr)
     }
 
     /// WebSocket connections being served now.
