@@ -1576,8 +1576,8 @@ suite_ws() {
         cargo build --release --example ws_echo --example ws_load >"$TMP/cargo-build-ws.log" 2>&1 ||
             { tail -n 20 "$TMP/cargo-build-ws.log" >&2; die "cannot build examples/ws_echo.rs and ws_load.rs"; }
     fi
-    WS_LOAD=$ROOT/target/release/examples/ws_load
-    local echo_bin=$ROOT/target/release/examples/ws_echo pid
+    WS_LOAD=$RELEASE_DIR/examples/ws_load
+    local echo_bin=$RELEASE_DIR/examples/ws_echo pid
     [[ -x $echo_bin && -x $WS_LOAD ]] || die "$echo_bin or $WS_LOAD missing (run without --no-build once)"
     taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/ws-echo.log" 2>&1 &
     pid=$!
