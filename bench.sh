@@ -722,6 +722,9 @@ print_header() {
     if [[ $SUITE == tls ]]; then
         printf -- '- setup: balancer (1 worker) alone on CPU %s; the load generators (wrk -t1 -c%s, %s openssl s_time, h2load) and the backends (2 nginx servers in 1 process, 2 tonic echo servers in 1 process) on CPU %s; keep-alive to the backends\n' \
             "$LB_CPU" "$CONNECTIONS" "$S_TIME_CLIENTS" "$GEN_CPU"
+    elif [[ $SUITE == ws ]]; then
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; examples/ws_load (%s tunnels, %s-byte messages) and examples/ws_echo (2 ports, 1 process) on CPU %s; CPU us/req is per echoed message\n' \
+            "$LB_CPU" "$WS_TUNNELS" "$WS_MESSAGE" "$GEN_CPU"
     else
         printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
             "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
