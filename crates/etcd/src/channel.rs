@@ -122,7 +122,11 @@ impl Channel {
             loop {
                 let token = self.token(deadline).await?;
                 match self.send(op, path, body.clone(), token.as_deref(), retry).await {
-                    Err(e) if e.is_token_rejected() && !refreshed && self.shared.credentials.is_some() => {
+                    Err(e)
+                        if e.is_token_rejected()
+                            && !refreshed
+                            && self.shared.credentials.is_some() =>
+                    {
                         self.shared.reject_token(token.as_ref());
                         refreshed = true;
                     }
@@ -151,7 +155,8 @@ impl Channel {
             Token::Unknown => {}
         }
         let request = wire::AuthenticateRequest { name: &name, password: &password };
-        let body = Bytes::from(serde_json::to_vec(&request).map_err(|e| protocol("authenticate", e))?);
+        let body =
+            Bytes::from(serde_json::to_vec(&request).map_err(|e| protocol("authenticate", e))?);
         let answer = tokio::time::timeout_at(
             deadline,
             self.send("authenticate", wire::AUTHENTICATE, body, None, Retry::Idempotent),
@@ -221,12 +226,17 @@ impl Channel {
             }
             let request = transport::post(endpoint, path, token, body.clone())?;
             let outcome = async {
-                let mut response =
-                    sender.send_request(request).await.map_err(|e| transport::transport(endpoint, &e))?;
+                let mut response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| transport::transport(endpoint, &e))?;
                 let status = response.status();
-                let bytes =
-                    transport::read_body(response.body_mut(), self.shared.limits.max_response_bytes, endpoint)
-                        .await?;
+                let bytes = transport::read_body(
+                    response.body_mut(),
+                    self.shared.limits.max_response_bytes,
+                    endpoint,
+                )
+                .await?;
                 Ok::<_, Error>((status, bytes))
             }
             .await;

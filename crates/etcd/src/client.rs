@@ -36,7 +36,9 @@ impl Snapshot {
     fn from_range(range: wire::RangeResponse) -> Self {
         let header_revision = range.header.revision;
         match range.kvs.into_iter().next() {
-            Some(kv) => Self { value: Some(kv.value), mod_revision: kv.mod_revision, header_revision },
+            Some(kv) => {
+                Self { value: Some(kv.value), mod_revision: kv.mod_revision, header_revision }
+            }
             None => Self { value: None, mod_revision: 0, header_revision },
         }
     }
@@ -120,7 +122,11 @@ impl Client {
     /// holds `value` the write is reported as `Written`, if it holds something else as a
     /// `Conflict`; only if it is unchanged, or that read fails too, is the error returned (then
     /// nothing was written, or it is still unknown).
-    pub async fn put_if(&self, expected_mod_revision: i64, value: &[u8]) -> Result<CasOutcome, Error> {
+    pub async fn put_if(
+        &self,
+        expected_mod_revision: i64,
+        value: &[u8],
+    ) -> Result<CasOutcome, Error> {
         let limit = self.shared.limits.max_value_bytes;
         if value.len() > limit {
             return Err(Error::TooLarge { what: "state document", limit });
@@ -173,7 +179,9 @@ async fn lock<'a>(
     op: &'static str,
 ) -> Result<tokio::sync::MutexGuard<'a, Channel>, Error> {
     let after = deadline.saturating_duration_since(Instant::now());
-    tokio::time::timeout_at(deadline, channel.lock()).await.map_err(|_| Error::Timeout { op, after })
+    tokio::time::timeout_at(deadline, channel.lock())
+        .await
+        .map_err(|_| Error::Timeout { op, after })
 }
 
 /// Whether a failed write may still have happened.

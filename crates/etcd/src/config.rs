@@ -171,10 +171,8 @@ pub(crate) fn validate(config: &EtcdConfig) -> Result<(Vec<Endpoint>, String), E
     if config.endpoints.is_empty() {
         return Err(Error::Config("no etcd endpoint".into()));
     }
-    let endpoints = config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<
-        Vec<_>,
-        _,
-    >>()?;
+    let endpoints =
+        config.endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<Vec<_>, _>>()?;
     let any_tls = endpoints.iter().any(|e| e.tls);
     if any_tls && endpoints.iter().any(|e| !e.tls) {
         return Err(Error::Config("endpoints mix http:// and https://".into()));
@@ -230,8 +228,8 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
-        let (eps, prefix) = validate(&config(&["http://127.0.0.1:2379", "http://[::1]:2380/"]))
-            .expect("valid");
+        let (eps, prefix) =
+            validate(&config(&["http://127.0.0.1:2379", "http://[::1]:2380/"])).expect("valid");
         assert_eq!(prefix, "/fulcrum/test");
         assert_eq!((eps[0].host.as_str(), eps[0].port, eps[0].tls), ("127.0.0.1", 2379, false));
         assert_eq!((eps[1].host.as_str(), eps[1].port), ("::1", 2380));

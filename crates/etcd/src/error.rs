@@ -143,7 +143,9 @@ mod tests {
     fn retryable_or_not() {
         assert!(etcd(grpc_code::UNAVAILABLE, "etcdserver: no leader").is_retryable());
         assert!(etcd(grpc_code::UNAUTHENTICATED, "etcdserver: invalid auth token").is_retryable());
-        assert!(!etcd(grpc_code::PERMISSION_DENIED, "etcdserver: permission denied").is_retryable());
+        assert!(
+            !etcd(grpc_code::PERMISSION_DENIED, "etcdserver: permission denied").is_retryable()
+        );
         assert!(!Error::Auth("bad password".into()).is_retryable());
         assert!(!Error::TooLarge { what: "value", limit: 1 }.is_retryable());
         assert!(Error::Timeout { op: "get", after: Duration::from_secs(1) }.is_retryable());

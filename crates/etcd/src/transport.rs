@@ -44,7 +44,9 @@ pub(crate) struct Connector {
 impl Connector {
     /// Loads the TLS files now, so a bad file fails the start rather than the first call.
     pub fn new(tls: Option<&TlsFiles>, connect_timeout: Duration) -> Result<Self, Error> {
-        let tls = tls.map(|files| tls_config(files).map(|c| TlsConnector::from(Arc::new(c)))).transpose()?;
+        let tls = tls
+            .map(|files| tls_config(files).map(|c| TlsConnector::from(Arc::new(c))))
+            .transpose()?;
         Ok(Self { tls, connect_timeout })
     }
 
@@ -113,7 +115,9 @@ pub(crate) fn post(
         })?;
         request = request.header(AUTHORIZATION, value);
     }
-    request.body(Full::new(body)).map_err(|e| Error::Protocol { op: "request", reason: e.to_string() })
+    request
+        .body(Full::new(body))
+        .map_err(|e| Error::Protocol { op: "request", reason: e.to_string() })
 }
 
 /// Reads a whole response body, refusing more than `limit` bytes.

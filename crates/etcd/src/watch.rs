@@ -186,9 +186,9 @@ impl Watcher {
     async fn session(&mut self) -> Result<(), Ended> {
         let deadline = Instant::now() + self.shared.timeouts.request;
         let Stream { index, endpoint, mut body, mut lines, created } =
-            tokio::time::timeout_at(deadline, self.establish(deadline))
-                .await
-                .unwrap_or(Err(Error::Timeout { op: "watch", after: self.shared.timeouts.request }))?;
+            tokio::time::timeout_at(deadline, self.establish(deadline)).await.unwrap_or(Err(
+                Error::Timeout { op: "watch", after: self.shared.timeouts.request },
+            ))?;
         self.shared.status.set_watching(true);
         self.shared.status.contact();
         self.backoff.reset();
@@ -236,7 +236,9 @@ impl Watcher {
         loop {
             let token = self.channel.token(deadline).await?;
             match self.open(token.as_deref()).await {
-                Err(e) if e.is_token_rejected() && !refreshed && self.shared.credentials.is_some() => {
+                Err(e)
+                    if e.is_token_rejected() && !refreshed && self.shared.credentials.is_some() =>
+                {
                     self.shared.reject_token(token.as_ref());
                     refreshed = true;
                 }
@@ -441,11 +443,15 @@ mod tests {
     #[test]
     fn cancel_reasons_parse() {
         assert_eq!(
-            cancel_reason("rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"),
+            cancel_reason(
+                "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+            ),
             (16, "etcdserver: invalid auth token".to_owned())
         );
         assert_eq!(
-            cancel_reason("rpc error: code = PermissionDenied desc = etcdserver: permission denied"),
+            cancel_reason(
+                "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+            ),
             (7, "etcdserver: permission denied".to_owned())
         );
         assert_eq!(cancel_reason("something else"), (0, "something else".to_owned()));
