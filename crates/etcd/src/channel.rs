@@ -258,7 +258,7 @@ impl Channel {
             }
             let error = match serde_json::from_slice::<wire::UnaryError>(&bytes) {
                 Ok(e) => Error::Etcd { op, code: e.code, message: e.message },
-                Err(_) => Error::Protocol { op, reason: format!("HTTP status {status}") },
+                Err(_) => protocol(op, http_status(status)),
             };
             // A member cut off from the quorum answers Unavailable: another one may not.
             let elsewhere = matches!(error, Error::Etcd { code: grpc_code::UNAVAILABLE, .. })
@@ -284,6 +284,15 @@ impl Channel {
         let body = Bytes::from(serde_json::to_vec(&request).map_err(|e| protocol(op, e))?);
         let bytes = self.call(op, wire::RANGE, body, deadline, Retry::Idempotent).await?;
         serde_json::from_slice(&bytes).map_err(|e| protocol(op, e))
+    }
+}
+
+/// An HTTP error status without etcd's error body.
+pub(crate) fn http_status(status: http::StatusCode) -> String {
+    if status == http::StatusCode::NOT_FOUND {
+        format!("HTTP status {status}: is this etcd 3.4 or later (the /v3 JSON gateway)?")
+    } else {
+        format!("HTTP status {status}")
     }
 }
 

@@ -38,6 +38,15 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// TLS with etcd failed on certificates or protocol (wrong CA, missing or refused client
+    /// certificate, name mismatch): a configuration problem, not a network one.
+    #[error("TLS with etcd at {endpoint} failed: {reason}")]
+    Tls {
+        /// The endpoint URL.
+        endpoint: String,
+        /// rustls' reason.
+        reason: String,
+    },
     /// The connection failed while a request was in flight.
     #[error("etcd connection to {endpoint} failed: {reason}")]
     Transport {
@@ -110,9 +119,11 @@ impl Error {
                     | grpc_code::UNAVAILABLE
                     | grpc_code::UNAUTHENTICATED
             ),
-            Error::Config(_) | Error::Auth(_) | Error::TooLarge { .. } | Error::Protocol { .. } => {
-                false
-            }
+            Error::Config(_)
+            | Error::Tls { .. }
+            | Error::Auth(_)
+            | Error::TooLarge { .. }
+            | Error::Protocol { .. } => false,
         }
     }
 

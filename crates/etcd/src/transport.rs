@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, crypto};
 
 use crate::config::{Endpoint, TlsFiles};
 use crate::error::Error;
@@ -72,10 +72,10 @@ impl Connector {
                 Some(tls) => {
                     let name = ServerName::try_from(endpoint.host.clone())
                         .map_err(|e| failed(format!("not a TLS server name: {e}")))?;
-                    let stream = tls
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+                    let stream = tls.connect(name, tcp).await.map_err(|e| match tls_cause(&e) {
+                        Some(reason) => Error::Tls { endpoint: endpoint.url.clone(), reason },
+                        None => failed(format!("TLS handshake: {e}")),
+                    })?;
                     Box::new(stream)
                 }
             };
@@ -185,9 +185,29 @@ impl Lines {
     }
 }
 
-/// A connection failure while a request was in flight.
+/// A connection failure while a request was in flight (TLS refusals, such as a client
+/// certificate etcd rejects after the handshake, are told apart).
 pub(crate) fn transport(endpoint: &Endpoint, e: &hyper::Error) -> Error {
-    Error::Transport { endpoint: endpoint.url.clone(), reason: e.to_string() }
+    match tls_cause(e) {
+        Some(reason) => Error::Tls { endpoint: endpoint.url.clone(), reason },
+        None => Error::Transport { endpoint: endpoint.url.clone(), reason: e.to_string() },
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain, if any (an `io::Error` hides its inner error
+/// from `source()`, so those are opened by hand).
+fn tls_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let inner = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        for candidate in [Some(e), inner.map(|i| i as &(dyn std::error::Error + 'static))] {
+            if let Some(tls) = candidate.and_then(|c| c.downcast_ref::<rustls::Error>()) {
+                return Some(tls.to_string());
+            }
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn tls_config(files: &TlsFiles) -> Result<ClientConfig, Error> {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::channel::{Channel, Shared, protocol};
+use crate::channel::{Channel, Shared, http_status, protocol};
 use crate::config::Endpoint;
 use crate::error::{Error, grpc_code};
 use crate::status::StatusHandle;
@@ -265,7 +265,7 @@ impl Watcher {
                 let bytes = transport::read_body(response.body_mut(), limit, &endpoint).await?;
                 return Err(match serde_json::from_slice::<wire::UnaryError>(&bytes) {
                     Ok(e) => Error::Etcd { op: "watch", code: e.code, message: e.message },
-                    Err(_) => protocol("watch", format!("HTTP status {}", response.status())),
+                    Err(_) => protocol("watch", http_status(response.status())),
                 });
             }
             let mut body = response.into_body();
@@ -336,7 +336,11 @@ impl Watcher {
         match behind {
             None => {
                 *behind_since = None;
-                self.emit(WatchEvent::Progress { revision: header }).await
+                // Only informative: dropped rather than waited for when the queue is full.
+                match self.events.try_send(WatchEvent::Progress { revision: header }) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(Ended::Stopped),
+                    _ => Ok(()),
+                }
             }
             Some(behind) => {
                 let since = *behind_since.get_or_insert_with(Instant::now);

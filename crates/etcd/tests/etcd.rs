@@ -355,6 +355,35 @@ async fn a_silent_connection_is_detected_by_the_probe_and_the_watch_comes_back()
 }
 
 #[tokio::test]
+async fn calls_and_watches_fail_over_to_the_next_endpoint() {
+    if !have_etcd() {
+        return;
+    }
+    bounded(async {
+        let etcd = Etcd::start("failover").await;
+        // A port nobody listens on (bound, then released), before the live member.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut config = etcd.config(PREFIX);
+        config.endpoints.insert(0, format!("http://{dead}"));
+        let client = Client::new(config).unwrap();
+        let r1 = write(&client, b"v1").await;
+        let mut watch = client.watch(0).unwrap();
+        assert_eq!(expect_update(&mut watch).await, (r1, Some(b"v1".to_vec())));
+        let r2 = write(&client, b"v2").await;
+        assert_eq!(expect_update(&mut watch).await, (r2, Some(b"v2".to_vec())));
+
+        // Nothing listening anywhere: a retryable error within the call's bound.
+        let mut config = etcd.config(PREFIX);
+        config.endpoints = vec![format!("http://{dead}")];
+        let at = Instant::now();
+        let err = Client::new(config).unwrap().get().await.unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }) && err.is_retryable(), "{err}");
+        assert!(at.elapsed() < Duration::from_secs(4), "{:?}", at.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn auth_with_a_password_and_token_refresh() {
     if !have_etcd() {
         return;
@@ -424,7 +453,7 @@ async fn tls_with_a_ca_file_and_a_client_certificate() {
             tls.key_file = None;
         }
         let err = Client::new(anonymous).unwrap().get().await.unwrap_err();
-        assert!(matches!(err, Error::Connect { .. } | Error::Transport { .. }), "{err}");
+        assert!(matches!(err, Error::Tls { .. }) && !err.is_retryable(), "{err}");
 
         // A CA that did not sign etcd's certificate: refused in the handshake.
         let mut wrong_ca = config.clone();
@@ -432,7 +461,11 @@ async fn tls_with_a_ca_file_and_a_client_certificate() {
             tls.ca_file = tls.cert_file.clone().unwrap();
         }
         let err = Client::new(wrong_ca).unwrap().get().await.unwrap_err();
-        assert!(matches!(&err, Error::Connect { reason, .. } if reason.contains("TLS")), "{err}");
+        assert!(
+            matches!(&err, Error::Tls { reason, .. } if reason.contains("certificate")),
+            "{err}"
+        );
+        eprintln!("TLS refusals: {err}");
 
         // A missing file fails at construction, not at the first call.
         let mut missing = config;
