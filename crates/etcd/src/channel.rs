@@ -187,7 +187,9 @@ impl Channel {
         }
     }
 
-    /// One request, failing over across endpoints while that is safe.
+    /// One request, failing over across endpoints while that is safe. Each endpoint is tried
+    /// once; a kept-alive connection that turns out closed (etcd restarted while it was idle)
+    /// costs no attempt, once per call.
     async fn send(
         &mut self,
         op: &'static str,
@@ -197,16 +199,21 @@ impl Channel {
         retry: Retry,
     ) -> Result<Bytes, Error> {
         let mut last = None;
-        for _ in 0..self.shared.endpoints.len() {
+        let mut attempts = 0;
+        let mut stale_allowance = true;
+        while attempts < self.shared.endpoints.len() {
             // Taken out for the duration: a call cancelled half-way leaves no half-used
             // connection behind.
-            let (index, mut sender) = match self.conn.take() {
-                Some((index, sender)) if !sender.is_closed() => (index, sender),
-                _ => {
+            let kept = self.conn.take().filter(|(_, sender)| !sender.is_closed());
+            let reused = kept.is_some();
+            let (index, mut sender) = match kept {
+                Some(conn) => conn,
+                None => {
                     let (index, endpoint) = self.shared.endpoint();
                     match self.shared.connector.connect(endpoint).await {
                         Ok(sender) => (index, sender),
                         Err(e) => {
+                            attempts += 1;
                             self.shared.rotate(index);
                             last = Some(e);
                             continue;
@@ -215,39 +222,36 @@ impl Channel {
                 }
             };
             let endpoint = &self.shared.endpoints[index];
-            if sender.ready().await.is_err() {
-                // Closed while idle; nothing was sent.
-                self.shared.rotate(index);
-                last = Some(Error::Transport {
-                    endpoint: endpoint.url.clone(),
-                    reason: "connection closed while idle".into(),
-                });
-                continue;
-            }
-            let request = transport::post(endpoint, path, token, body.clone())?;
-            let outcome = async {
+            let sent = async {
+                sender.ready().await.map_err(|e| (false, transport::transport(endpoint, &e)))?;
+                let request =
+                    transport::post(endpoint, path, token, body.clone()).map_err(|e| (false, e))?;
                 let mut response = sender
                     .send_request(request)
                     .await
-                    .map_err(|e| transport::transport(endpoint, &e))?;
+                    .map_err(|e| (true, transport::transport(endpoint, &e)))?;
                 let status = response.status();
-                let bytes = transport::read_body(
-                    response.body_mut(),
-                    self.shared.limits.max_response_bytes,
-                    endpoint,
-                )
-                .await?;
-                Ok::<_, Error>((status, bytes))
+                let limit = self.shared.limits.max_response_bytes;
+                let bytes = transport::read_body(response.body_mut(), limit, endpoint)
+                    .await
+                    .map_err(|e| (true, e))?;
+                Ok::<_, (bool, Error)>((status, bytes))
             }
             .await;
-            let (status, bytes) = match outcome {
+            let (status, bytes) = match sent {
                 Ok(answer) => answer,
-                Err(e @ Error::TooLarge { .. }) => return Err(e),
-                Err(e) => {
-                    self.shared.rotate(index);
-                    if retry == Retry::Once {
+                Err((_, e @ (Error::TooLarge { .. } | Error::Protocol { .. }))) => return Err(e),
+                Err((may_have_arrived, e)) => {
+                    if may_have_arrived && retry == Retry::Once {
+                        self.shared.rotate(index);
                         return Err(e);
                     }
+                    if reused && stale_allowance {
+                        stale_allowance = false;
+                        continue;
+                    }
+                    attempts += 1;
+                    self.shared.rotate(index);
                     last = Some(e);
                     continue;
                 }
@@ -266,6 +270,7 @@ impl Channel {
             if !elsewhere {
                 return Err(error);
             }
+            attempts += 1;
             self.shared.rotate(index);
             self.conn = None;
             last = Some(error);

@@ -117,11 +117,14 @@ impl Client {
     /// the document does not exist yet), in one transaction that reads the current document
     /// when the comparison fails.
     ///
+    /// A current document equal to `value` counts as `Written` (at its revision): the state is
+    /// what the caller wanted either way.
+    ///
     /// When the outcome is unknown (the connection broke or etcd timed out after the request
-    /// left), the document is read once more, within one further `timeouts.request`: if it
-    /// holds `value` the write is reported as `Written`, if it holds something else as a
-    /// `Conflict`; only if it is unchanged, or that read fails too, is the error returned (then
-    /// nothing was written, or it is still unknown).
+    /// left), the document is read, within one further `timeouts.request`: changed, it settles
+    /// the answer as above; unchanged, the transaction is sent once more (the compare keeps that
+    /// safe). Only when that fails too is the first error returned, and then the write may or
+    /// may not happen: read again before deciding.
     pub async fn put_if(
         &self,
         expected_mod_revision: i64,
@@ -139,27 +142,26 @@ impl Client {
         let encoded = wire::encode(value);
         let txn = wire::TxnRequest::cas(&self.shared.key_b64, expected_mod_revision, &encoded);
         let body = Bytes::from(serde_json::to_vec(&txn).map_err(|e| protocol("put_if", e))?);
+        let error =
+            match channel.call("put_if", wire::TXN, body.clone(), deadline, Retry::Once).await {
+                Ok(bytes) => return outcome(&bytes, value),
+                Err(e) if ambiguous(&e) => e,
+                Err(e) => return Err(e),
+            };
+        // The write may or may not have happened: look, within one more request timeout.
+        let deadline = Instant::now() + self.shared.timeouts.request;
+        let Ok(range) = channel.range("put_if", deadline, false).await else {
+            return Err(error);
+        };
+        let current = Snapshot::from_range(range);
+        if current.mod_revision != expected_mod_revision {
+            return Ok(settle(current, value));
+        }
+        // Unchanged, so it did not happen; the compare keeps a second try safe even if the first
+        // one is still on its way inside etcd (then this one finds it, as our own bytes).
         match channel.call("put_if", wire::TXN, body, deadline, Retry::Once).await {
-            Ok(bytes) => {
-                let answer: wire::TxnResponse =
-                    serde_json::from_slice(&bytes).map_err(|e| protocol("put_if", e))?;
-                outcome(answer)
-            }
-            Err(e) if ambiguous(&e) => {
-                let deadline = Instant::now() + self.shared.timeouts.request;
-                let Ok(range) = channel.range("put_if", deadline, false).await else {
-                    return Err(e);
-                };
-                let current = Snapshot::from_range(range);
-                if current.mod_revision == expected_mod_revision {
-                    Err(e)
-                } else if current.value.as_deref() == Some(value) {
-                    Ok(CasOutcome::Written { revision: current.mod_revision })
-                } else {
-                    Ok(CasOutcome::Conflict { current })
-                }
-            }
-            Err(e) => Err(e),
+            Ok(bytes) => outcome(&bytes, value),
+            Err(_) => Err(error),
         }
     }
 
@@ -195,7 +197,9 @@ fn ambiguous(e: &Error) -> bool {
     }
 }
 
-fn outcome(answer: wire::TxnResponse) -> Result<CasOutcome, Error> {
+fn outcome(answer: &[u8], value: &[u8]) -> Result<CasOutcome, Error> {
+    let answer: wire::TxnResponse =
+        serde_json::from_slice(answer).map_err(|e| protocol("put_if", e))?;
     if answer.succeeded {
         return Ok(CasOutcome::Written { revision: answer.header.revision });
     }
@@ -206,5 +210,15 @@ fn outcome(answer: wire::TxnResponse) -> Result<CasOutcome, Error> {
     if current.header_revision == 0 {
         current.header_revision = answer.header.revision;
     }
-    Ok(CasOutcome::Conflict { current })
+    Ok(settle(current, value))
+}
+
+/// A document other than the expected one: a conflict, unless it is exactly what we meant to
+/// write (our own earlier attempt, or an identical write), which is as good as written.
+fn settle(current: Snapshot, value: &[u8]) -> CasOutcome {
+    if current.value.as_deref() == Some(value) {
+        CasOutcome::Written { revision: current.mod_revision }
+    } else {
+        CasOutcome::Conflict { current }
+    }
 }

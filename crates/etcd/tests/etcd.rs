@@ -158,6 +158,64 @@ async fn compare_and_swap_lets_exactly_one_of_two_clients_win() {
 }
 
 #[tokio::test]
+async fn a_write_whose_answer_is_lost_is_settled_by_reading_the_key() {
+    if !have_etcd() {
+        return;
+    }
+    bounded(async {
+        let etcd = Etcd::start("ambiguous").await;
+        let proxy = Proxy::start(etcd.client_port).await;
+        let direct = Client::new(etcd.config(PREFIX)).unwrap();
+        let writer = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
+        let r0 = write(&direct, b"v0").await;
+
+        // The transaction reaches etcd and commits; its answer is lost. (The writer's first
+        // connection is made now, so no earlier one is reset under it.)
+        proxy.deafen();
+        let (outcome, committed) = tokio::join!(writer.put_if(r0, b"mine"), async {
+            let committed = wait_for_change(&direct, r0).await;
+            proxy.open();
+            committed
+        });
+        assert_eq!(outcome.unwrap(), CasOutcome::Written { revision: committed });
+        let lost = writer.status().get().last_error.expect("the lost answer was an error");
+        assert!(matches!(lost.0, Error::Transport { .. }), "{}", lost.0);
+
+        // The transaction never reaches etcd: the read shows the key unchanged, so it is sent
+        // again, safely.
+        let before = proxy.swallowed();
+        proxy.freeze();
+        let (outcome, ()) = tokio::join!(writer.put_if(committed, b"mine again"), async {
+            while proxy.swallowed() == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            proxy.open();
+        });
+        let CasOutcome::Written { revision } = outcome.unwrap() else { panic!("must be written") };
+        let read = direct.get().await.unwrap();
+        assert_eq!(
+            (read.mod_revision, read.value.as_deref()),
+            (revision, Some(&b"mine again"[..]))
+        );
+        assert_eq!(revision, committed + 1, "written exactly once");
+        let second = writer.status().get().last_error.expect("the swallowed request was an error");
+        assert!(matches!(second.0, Error::Transport { .. }) && second.1 > lost.1, "{}", second.0);
+    })
+    .await;
+}
+
+/// Polls (a readiness check) until the document's mod_revision moves past `from`.
+async fn wait_for_change(client: &Client, from: i64) -> i64 {
+    loop {
+        let now = client.get().await.unwrap().mod_revision;
+        if now != from {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
 async fn watch_delivers_another_clients_updates_quickly() {
     if !have_etcd() {
         return;

@@ -1,9 +1,14 @@
 //! A loopback TCP proxy in front of etcd that a test can cut (connections reset, new ones
-//! closed at once: etcd unreachable) or freeze (bytes stop flowing both ways but sockets stay
-//! open: a silent, half-dead path). Runs as tasks on the test's runtime.
+//! reset at once: etcd unreachable), freeze (nothing comes back and nothing goes through, but
+//! sockets stay open: a silent, half-dead path) or deafen (requests reach etcd, answers are
+//! lost). Every change of mode resets the connections open at that moment. Runs as tasks on the
+//! test's runtime.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -13,12 +18,14 @@ enum Mode {
     Open,
     Cut,
     Frozen,
+    Deaf,
 }
 
 /// The proxy; stops on drop.
 pub struct Proxy {
     pub port: u16,
     mode: watch::Sender<Mode>,
+    swallowed: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -28,13 +35,15 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mode, modes) = watch::channel(Mode::Open);
+        let swallowed = Arc::new(AtomicU64::new(0));
+        let counter = swallowed.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { continue };
-                tokio::spawn(serve(client, target, modes.clone()));
+                tokio::spawn(serve(client, target, modes.clone(), counter.clone()));
             }
         });
-        Self { port, mode, task }
+        Self { port, mode, swallowed, task }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -42,19 +51,30 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Resets every connection and closes new ones at once.
+    /// etcd unreachable: connections reset.
     pub fn cut(&self) {
         self.mode.send_replace(Mode::Cut);
     }
 
-    /// Stops all traffic without closing anything.
+    /// Silence: client bytes are read and dropped (counted in [`Proxy::swallowed`]), nothing
+    /// is sent back, nothing is closed.
     pub fn freeze(&self) {
         self.mode.send_replace(Mode::Frozen);
     }
 
-    /// Back to forwarding (frozen connections are closed, new ones forwarded).
+    /// Requests go through, answers are dropped.
+    pub fn deafen(&self) {
+        self.mode.send_replace(Mode::Deaf);
+    }
+
+    /// Back to forwarding.
     pub fn open(&self) {
         self.mode.send_replace(Mode::Open);
+    }
+
+    /// Client bytes dropped while frozen, so far.
+    pub fn swallowed(&self) -> u64 {
+        self.swallowed.load(Ordering::Relaxed)
     }
 }
 
@@ -65,34 +85,78 @@ impl Drop for Proxy {
     }
 }
 
-async fn serve(mut client: TcpStream, target: u16, mut modes: watch::Receiver<Mode>) {
+async fn serve(
+    mut client: TcpStream,
+    target: u16,
+    mut modes: watch::Receiver<Mode>,
+    swallowed: Arc<AtomicU64>,
+) {
     let mode = *modes.borrow_and_update();
     match mode {
-        Mode::Cut => {
-            reset(&client);
-            return;
-        }
+        Mode::Cut => return reset(&client),
         Mode::Frozen => {
-            // Hold the socket, silent, until the mode changes.
-            let _ = modes.changed().await;
-            return;
+            hold(&mut client, &mut modes, &swallowed).await;
+            return reset(&client);
         }
-        Mode::Open => {}
+        Mode::Open | Mode::Deaf => {}
     }
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)).await else { return };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => return,
-        _ = modes.wait_for(|m| *m != Mode::Open) => {}
+        () = pump(&mut client, &mut upstream, mode == Mode::Deaf) => return,
+        _ = modes.changed() => {}
     }
-    if *modes.borrow() == Mode::Frozen {
-        let _ = modes.wait_for(|m| *m != Mode::Frozen).await;
+    if *modes.borrow_and_update() == Mode::Frozen {
+        hold(&mut client, &mut modes, &swallowed).await;
     }
-    // Reset rather than close, like a peer that vanished.
     reset(&client);
     reset(&upstream);
 }
 
-/// Makes the coming close send a reset.
+/// Forwards both ways (answers dropped when `deaf`) until either side closes.
+async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, deaf: bool) {
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.split();
+    let up = tokio::io::copy(&mut client_rx, &mut upstream_tx);
+    let down = async {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            match upstream_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if !deaf => {
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        () = down => {}
+    }
+}
+
+/// Reads and drops client bytes until the mode changes.
+async fn hold(client: &mut TcpStream, modes: &mut watch::Receiver<Mode>, swallowed: &AtomicU64) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = client.read(&mut buf) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = modes.changed().await;
+                    return;
+                }
+                Ok(n) => {
+                    swallowed.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            },
+            _ = modes.changed() => return,
+        }
+    }
+}
+
+/// Makes the coming close send a reset, like a peer that vanished.
 fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
