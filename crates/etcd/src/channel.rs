@@ -146,7 +146,8 @@ impl Channel {
 
     /// The token to send: `None` without credentials or while etcd has auth disabled.
     pub async fn token(&mut self, deadline: Instant) -> Result<Option<Arc<str>>, Error> {
-        let Some((name, password)) = self.shared.credentials.clone() else {
+        let shared = self.shared.clone();
+        let Some((name, password)) = &shared.credentials else {
             return Ok(None);
         };
         match self.shared.token() {
@@ -154,7 +155,7 @@ impl Channel {
             Token::NotNeeded => return Ok(None),
             Token::Unknown => {}
         }
-        let request = wire::AuthenticateRequest { name: &name, password: &password };
+        let request = wire::AuthenticateRequest { name, password };
         let body =
             Bytes::from(serde_json::to_vec(&request).map_err(|e| protocol("authenticate", e))?);
         let answer = tokio::time::timeout_at(

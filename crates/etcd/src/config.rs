@@ -146,10 +146,7 @@ impl Endpoint {
             return Err(bad("must be scheme://host:port with no path"));
         }
         let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, port) = v6.split_once("]:").ok_or_else(|| bad("needs a port"))?;
-                (host, port)
-            }
+            Some(v6) => v6.split_once("]:").ok_or_else(|| bad("needs a port"))?,
             None => authority.rsplit_once(':').ok_or_else(|| bad("needs a port"))?,
         };
         let port: u16 = port.parse().map_err(|_| bad("bad port"))?;

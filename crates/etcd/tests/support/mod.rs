@@ -49,6 +49,8 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     tls: Option<TlsSetup>,
+    /// Where the TLS files are (removed on drop).
+    certs: Option<PathBuf>,
     /// `user:password` for etcdctl once auth is on.
     pub root: Option<String>,
 }
@@ -76,7 +78,9 @@ impl Etcd {
     pub async fn start_tls(name: &str) -> Self {
         let dir = temp_dir(&format!("{name}-certs"));
         let tls = make_certs(&dir);
-        Self::start_with(name, Some(tls)).await
+        let mut etcd = Self::start_with(name, Some(tls)).await;
+        etcd.certs = Some(dir);
+        etcd
     }
 
     async fn start_with(name: &str, tls: Option<TlsSetup>) -> Self {
@@ -88,6 +92,7 @@ impl Etcd {
                 client_port: free_port(),
                 peer_port: free_port(),
                 tls: tls.clone(),
+                certs: None,
                 root: None,
             };
             etcd.spawn();
@@ -271,6 +276,9 @@ impl Drop for Etcd {
         self.kill();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            if let Some(certs) = &self.certs {
+                let _ = std::fs::remove_dir_all(certs);
+            }
         }
     }
 }
