@@ -448,7 +448,6 @@ async fn auth_with_a_password_and_token_refresh() {
     }
     bounded(async {
         let mut etcd = Etcd::start("auth").await;
-        etcd.enable_auth(&format!("{PREFIX}/"), "fulcrum-pw").await;
         let proxy = Proxy::start(etcd.client_port).await;
         let authed = |url: &str, password: &str| {
             let mut config = config_for(url, PREFIX, None);
@@ -458,6 +457,11 @@ async fn auth_with_a_password_and_token_refresh() {
         };
         let client = authed(&etcd.url(), "fulcrum-pw");
         let watcher = authed(&proxy.url(), "fulcrum-pw");
+
+        // Credentials configured before etcd turns auth on: calls go without a token, and the
+        // first refusal once auth is on ("user name is empty") makes the client log in.
+        assert_eq!(client.get().await.unwrap().value, None);
+        etcd.enable_auth(&format!("{PREFIX}/"), "fulcrum-pw").await;
 
         let r1 = write(&client, b"v1").await;
         let mut watch = watcher.watch(r1).unwrap();
