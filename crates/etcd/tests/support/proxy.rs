@@ -1,0 +1,162 @@
+//! A loopback TCP proxy in front of etcd that a test can cut (connections reset, new ones
+//! reset at once: etcd unreachable), freeze (nothing comes back and nothing goes through, but
+//! sockets stay open: a silent, half-dead path) or deafen (requests reach etcd, answers are
+//! lost). Every change of mode resets the connections open at that moment. Runs as tasks on the
+//! test's runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Open,
+    Cut,
+    Frozen,
+    Deaf,
+}
+
+/// The proxy; stops on drop.
+pub struct Proxy {
+    pub port: u16,
+    mode: watch::Sender<Mode>,
+    swallowed: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Listens on an ephemeral 127.0.0.1 port and forwards to `127.0.0.1:target`.
+    pub async fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mode, modes) = watch::channel(Mode::Open);
+        let swallowed = Arc::new(AtomicU64::new(0));
+        let counter = swallowed.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { continue };
+                tokio::spawn(serve(client, target, modes.clone(), counter.clone()));
+            }
+        });
+        Self { port, mode, swallowed, task }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// etcd unreachable: connections reset.
+    pub fn cut(&self) {
+        self.mode.send_replace(Mode::Cut);
+    }
+
+    /// Silence: client bytes are read and dropped (counted in [`Proxy::swallowed`]), nothing
+    /// is sent back, nothing is closed.
+    pub fn freeze(&self) {
+        self.mode.send_replace(Mode::Frozen);
+    }
+
+    /// Requests go through, answers are dropped.
+    pub fn deafen(&self) {
+        self.mode.send_replace(Mode::Deaf);
+    }
+
+    /// Back to forwarding.
+    pub fn open(&self) {
+        self.mode.send_replace(Mode::Open);
+    }
+
+    /// Client bytes dropped while frozen, so far.
+    pub fn swallowed(&self) -> u64 {
+        self.swallowed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.mode.send_replace(Mode::Cut);
+    }
+}
+
+async fn serve(
+    mut client: TcpStream,
+    target: u16,
+    mut modes: watch::Receiver<Mode>,
+    swallowed: Arc<AtomicU64>,
+) {
+    let mode = *modes.borrow_and_update();
+    match mode {
+        Mode::Cut => return reset(&client),
+        Mode::Frozen => {
+            hold(&mut client, &mut modes, &swallowed).await;
+            return reset(&client);
+        }
+        Mode::Open | Mode::Deaf => {}
+    }
+    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)).await else { return };
+    tokio::select! {
+        () = pump(&mut client, &mut upstream, mode == Mode::Deaf) => return,
+        _ = modes.changed() => {}
+    }
+    if *modes.borrow_and_update() == Mode::Frozen {
+        hold(&mut client, &mut modes, &swallowed).await;
+    }
+    reset(&client);
+    reset(&upstream);
+}
+
+/// Forwards both ways (answers dropped when `deaf`) until either side closes.
+async fn pump(client: &mut TcpStream, upstream: &mut TcpStream, deaf: bool) {
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut upstream_rx, mut upstream_tx) = upstream.split();
+    let up = tokio::io::copy(&mut client_rx, &mut upstream_tx);
+    let down = async {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            match upstream_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) if !deaf => {
+                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        () = down => {}
+    }
+}
+
+/// Reads and drops client bytes until the mode changes.
+async fn hold(client: &mut TcpStream, modes: &mut watch::Receiver<Mode>, swallowed: &AtomicU64) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = client.read(&mut buf) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = modes.changed().await;
+                    return;
+                }
+                Ok(n) => {
+                    swallowed.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            },
+            _ = modes.changed() => return,
+        }
+    }
+}
+
+/// Makes the coming close send a reset, like a peer that vanished.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
