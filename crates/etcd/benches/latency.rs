@@ -4,12 +4,11 @@
 //! criterion bench: each sample is a round trip to a separate process, so the percentiles of
 //! plain samples say more than a mean with outliers removed.
 //!
-//! `CARGO_TARGET_DIR=/work/targets/etcd cargo bench --bench latency` (skips without etcd).
+//! `cargo bench -p fulcrum-etcd --bench latency` (skips without etcd).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use fulcrum_etcd_testkit as support;
 
 use std::time::Duration;
 
@@ -48,7 +47,7 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let etcd = support::Etcd::start("bench").await;
+        let etcd = support::Etcd::start("bench");
         let prefix = "/fulcrum/bench";
         let client = Client::new(etcd.config(prefix)).unwrap();
 

@@ -4,16 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod support;
-
 use std::future::Future;
 use std::time::Duration;
 
 use fulcrum_etcd::{CasOutcome, Client, Error, Snapshot, Watch, WatchEvent};
 use tokio::time::Instant;
 
-use support::proxy::Proxy;
-use support::{Etcd, config_for, have_etcd, percentiles};
+use fulcrum_etcd_testkit::{Etcd, Proxy, config_for, have_etcd, percentiles};
 
 /// The most any one test may take.
 const BOUND: Duration = Duration::from_secs(90);
@@ -64,7 +61,7 @@ async fn get_put_round_trip_and_a_value_written_by_hand() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("roundtrip").await;
+        let etcd = Etcd::start("roundtrip");
         let client = Client::new(etcd.config(PREFIX)).unwrap();
         assert_eq!(client.state_key(), "/fulcrum/test/state");
 
@@ -97,7 +94,7 @@ async fn get_put_round_trip_and_a_value_written_by_hand() {
         // An operator's `etcdctl put` is seen by a read and by a watch.
         let mut watch = client.watch(read.header_revision + 1).unwrap();
         let by_hand = r#"{"version":1,"by":"hand"}"#;
-        etcd.etcdctl(&["put", client.state_key(), by_hand]).await;
+        etcd.etcdctl(&["put", client.state_key(), by_hand]);
         let (revision, value) = expect_update(&mut watch).await;
         assert!(revision > r1);
         assert_eq!(value.as_deref(), Some(by_hand.as_bytes()));
@@ -108,7 +105,7 @@ async fn get_put_round_trip_and_a_value_written_by_hand() {
         );
 
         // A deletion by hand is an update to `None`.
-        etcd.etcdctl(&["del", client.state_key()]).await;
+        etcd.etcdctl(&["del", client.state_key()]);
         let (deleted_at, value) = expect_update(&mut watch).await;
         assert!(deleted_at > revision && value.is_none());
         assert_eq!(client.get().await.unwrap().value, None);
@@ -126,7 +123,7 @@ async fn compare_and_swap_lets_exactly_one_of_two_clients_win() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("cas").await;
+        let etcd = Etcd::start("cas");
         let a = Client::new(etcd.config(PREFIX)).unwrap();
         let b = Client::new(etcd.config(PREFIX)).unwrap();
         write(&a, b"seed").await;
@@ -163,8 +160,8 @@ async fn a_write_whose_answer_is_lost_is_settled_by_reading_the_key() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("ambiguous").await;
-        let proxy = Proxy::start(etcd.client_port).await;
+        let etcd = Etcd::start("ambiguous");
+        let proxy = Proxy::start(etcd.client_port);
         let direct = Client::new(etcd.config(PREFIX)).unwrap();
         let writer = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
         let r0 = write(&direct, b"v0").await;
@@ -222,7 +219,7 @@ async fn watch_delivers_another_clients_updates_quickly() {
     }
     bounded(async {
         const UPDATES: usize = 100;
-        let etcd = Etcd::start("latency").await;
+        let etcd = Etcd::start("latency");
         let client = Client::new(etcd.config(PREFIX)).unwrap();
         let start = client.get().await.unwrap();
         let mut watch = client.watch(start.header_revision + 1).unwrap();
@@ -285,9 +282,9 @@ async fn watch_resumes_after_etcd_is_killed_and_restarted_without_losing_a_revis
         return;
     }
     bounded(async {
-        let mut etcd = Etcd::start("restart").await;
+        let mut etcd = Etcd::start("restart");
         // The watcher reaches etcd through a proxy, so the test decides when it may come back.
-        let proxy = Proxy::start(etcd.client_port).await;
+        let proxy = Proxy::start(etcd.client_port);
         let direct = Client::new(etcd.config(PREFIX)).unwrap();
         let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
         let start = watcher.get().await.unwrap();
@@ -304,7 +301,7 @@ async fn watch_resumes_after_etcd_is_killed_and_restarted_without_losing_a_revis
         assert!(!status.watching && !status.connected && status.last_error.is_some());
 
         proxy.cut();
-        etcd.restart().await;
+        etcd.restart();
         let mut written = Vec::new();
         for doc in [&b"v2"[..], b"v3", b"v4"] {
             written.push((write(&direct, doc).await, Some(doc.to_vec())));
@@ -333,8 +330,8 @@ async fn watch_reports_compaction_while_disconnected_and_the_caller_resyncs() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("compact").await;
-        let proxy = Proxy::start(etcd.client_port).await;
+        let etcd = Etcd::start("compact");
+        let proxy = Proxy::start(etcd.client_port);
         let direct = Client::new(etcd.config(PREFIX)).unwrap();
         let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
         let start = watcher.get().await.unwrap();
@@ -348,8 +345,8 @@ async fn watch_reports_compaction_while_disconnected_and_the_caller_resyncs() {
         for i in 2..=5 {
             last = write(&direct, format!("v{i}").as_bytes()).await;
         }
-        let compact_to = etcd.revision().await;
-        etcd.etcdctl(&["compact", &compact_to.to_string()]).await;
+        let compact_to = etcd.revision();
+        etcd.etcdctl(&["compact", &compact_to.to_string()]);
         proxy.open();
 
         assert!(matches!(next_change(&mut watch).await, WatchEvent::Reconnected { revision } if revision == r1 + 1));
@@ -380,8 +377,8 @@ async fn a_silent_connection_is_detected_by_the_probe_and_the_watch_comes_back()
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("silent").await;
-        let proxy = Proxy::start(etcd.client_port).await;
+        let etcd = Etcd::start("silent");
+        let proxy = Proxy::start(etcd.client_port);
         let direct = Client::new(etcd.config(PREFIX)).unwrap();
         let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
         let r1 = write(&direct, b"v1").await;
@@ -418,7 +415,7 @@ async fn calls_and_watches_fail_over_to_the_next_endpoint() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start("failover").await;
+        let etcd = Etcd::start("failover");
         // A port nobody listens on (bound, then released), before the live member.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut config = etcd.config(PREFIX);
@@ -447,8 +444,8 @@ async fn auth_with_a_password_and_token_refresh() {
         return;
     }
     bounded(async {
-        let mut etcd = Etcd::start("auth").await;
-        let proxy = Proxy::start(etcd.client_port).await;
+        let mut etcd = Etcd::start("auth");
+        let proxy = Proxy::start(etcd.client_port);
         let authed = |url: &str, password: &str| {
             let mut config = config_for(url, PREFIX, None);
             config.username = Some("fulcrum".into());
@@ -461,7 +458,7 @@ async fn auth_with_a_password_and_token_refresh() {
         // Credentials configured before etcd turns auth on: calls go without a token, and the
         // first refusal once auth is on ("user name is empty") makes the client log in.
         assert_eq!(client.get().await.unwrap().value, None);
-        etcd.enable_auth(&format!("{PREFIX}/"), "fulcrum-pw").await;
+        etcd.enable_auth(&format!("{PREFIX}/"), "fulcrum-pw");
 
         let r1 = write(&client, b"v1").await;
         let mut watch = watcher.watch(r1).unwrap();
@@ -479,8 +476,8 @@ async fn auth_with_a_password_and_token_refresh() {
         let stale = raw_token(etcd.client_port, "fulcrum", "fulcrum-pw").await;
         proxy.cut();
         assert!(matches!(next_change(&mut watch).await, WatchEvent::Disconnected { .. }));
-        etcd.etcdctl(&["auth", "disable"]).await;
-        etcd.etcdctl(&["auth", "enable"]).await;
+        etcd.etcdctl(&["auth", "disable"]);
+        etcd.etcdctl(&["auth", "enable"]);
         assert!(raw_range(etcd.client_port, &stale).await.contains("invalid auth token"));
 
         // Both clients fetch a new token by themselves.
@@ -499,7 +496,7 @@ async fn tls_with_a_ca_file_and_a_client_certificate() {
         return;
     }
     bounded(async {
-        let etcd = Etcd::start_tls("tls").await;
+        let etcd = Etcd::start_tls("tls");
         let config = etcd.config(PREFIX);
         assert!(config.endpoints[0].starts_with("https://"));
         let client = Client::new(config.clone()).unwrap();

@@ -1,51 +1,28 @@
-//! Test support: a real `etcd` (Debian's etcd-server) on 127.0.0.1 with ephemeral ports and a
-//! temporary data directory, killed on drop; `etcdctl` against it; and a loopback TCP proxy
-//! that can cut or freeze the path to it. Runs on the test's current-thread runtime.
-
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
-
-pub mod proxy;
+//! One etcd member on 127.0.0.1: started on ephemeral ports with a temporary data directory,
+//! waited for with `etcdctl endpoint health` (a readiness check, not a sleep), killed like a
+//! crash and restarted on the same ports and data, removed on drop. Blocking; runs on the
+//! test's thread.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use fulcrum_etcd::{EtcdConfig, Timeouts, TlsFiles};
-use tokio::time::Instant;
+use fulcrum_etcd::EtcdConfig;
+
+use crate::tls::{TlsSetup, make_certs};
 
 /// How long etcd may take to answer `endpoint health` after a start.
 const READY_WITHIN: Duration = Duration::from_secs(20);
-
-/// Whether the etcd binaries are on the PATH; says why a test skips when not.
-pub fn have_etcd() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = ["etcd", "etcdctl"]
-        .iter()
-        .all(|bin| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()));
-    if !found {
-        eprintln!(
-            "SKIP: the `etcd`/`etcdctl` binaries are not installed \
-             (apt-get install etcd-server etcd-client); this test needs a real etcd"
-        );
-    }
-    found
-}
-
-/// TLS material for a server started with [`Etcd::start_tls`].
-#[derive(Debug, Clone)]
-pub struct TlsSetup {
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
+/// Bounds of one `etcdctl` run (its own flags: it gives up by itself).
+const DIAL_TIMEOUT: &str = "--dial-timeout=2s";
+const COMMAND_TIMEOUT: &str = "--command-timeout=10s";
 
 /// One etcd member.
 pub struct Etcd {
     child: Option<Child>,
     dir: PathBuf,
+    /// The client port (the peer port is private).
     pub client_port: u16,
     peer_port: u16,
     tls: Option<TlsSetup>,
@@ -68,22 +45,28 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Sleeps between two polls of a readiness check.
+#[expect(clippy::disallowed_methods, reason = "the poll interval of a readiness check")]
+fn pause() {
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 impl Etcd {
     /// A plain-HTTP member, ready to serve.
-    pub async fn start(name: &str) -> Self {
-        Self::start_with(name, None).await
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, None)
     }
 
     /// A member serving clients over TLS with client-certificate authentication.
-    pub async fn start_tls(name: &str) -> Self {
+    pub fn start_tls(name: &str) -> Self {
         let dir = temp_dir(&format!("{name}-certs"));
         let tls = make_certs(&dir);
-        let mut etcd = Self::start_with(name, Some(tls)).await;
+        let mut etcd = Self::start_with(name, Some(tls));
         etcd.certs = Some(dir);
         etcd
     }
 
-    async fn start_with(name: &str, tls: Option<TlsSetup>) -> Self {
+    fn start_with(name: &str, tls: Option<TlsSetup>) -> Self {
         // A port picked free can be taken before etcd binds it: try a few times.
         for _ in 0..3 {
             let mut etcd = Etcd {
@@ -96,7 +79,7 @@ impl Etcd {
                 root: None,
             };
             etcd.spawn();
-            if etcd.wait_ready().await {
+            if etcd.wait_ready() {
                 return etcd;
             }
             eprintln!("etcd did not start; log:\n{}", etcd.log());
@@ -113,6 +96,11 @@ impl Etcd {
     /// The TLS files of a TLS member.
     pub fn tls(&self) -> Option<&TlsSetup> {
         self.tls.as_ref()
+    }
+
+    /// Whether the process runs (it may still be starting).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     fn spawn(&mut self) {
@@ -146,7 +134,7 @@ impl Etcd {
     }
 
     /// Polls `etcdctl endpoint health` until it succeeds; false if etcd exited or took too long.
-    async fn wait_ready(&mut self) -> bool {
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + READY_WITHIN;
         while Instant::now() < deadline {
             if let Some(child) = &mut self.child
@@ -154,11 +142,11 @@ impl Etcd {
             {
                 return false;
             }
-            let out = self.etcdctl_raw(&["endpoint", "health", "--command-timeout=1s"]).await;
+            let out = self.etcdctl_raw(&["endpoint", "health", "--command-timeout=1s"]);
             if out.status.success() {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            pause();
         }
         false
     }
@@ -171,12 +159,12 @@ impl Etcd {
         }
     }
 
-    /// Starts again on the same ports and data directory.
-    pub async fn restart(&mut self) {
+    /// Starts again on the same ports and data directory (kills first if it runs).
+    pub fn restart(&mut self) {
         self.kill();
         for _ in 0..3 {
             self.spawn();
-            if self.wait_ready().await {
+            if self.wait_ready() {
                 return;
             }
             // The old socket may linger for a moment; the port is ours, so try again.
@@ -190,9 +178,10 @@ impl Etcd {
         std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
     }
 
-    async fn etcdctl_raw(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = tokio::process::Command::new("etcdctl");
+    fn etcdctl_raw(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(self.url());
+        cmd.args([DIAL_TIMEOUT, COMMAND_TIMEOUT]);
         if let Some(tls) = &self.tls {
             cmd.arg("--cacert")
                 .arg(&tls.ca)
@@ -204,14 +193,12 @@ impl Etcd {
         if let Some(root) = &self.root {
             cmd.arg("--user").arg(root);
         }
-        cmd.args(args).kill_on_drop(true).output().await.expect("run etcdctl")
+        cmd.args(args).stdin(Stdio::null()).output().expect("run etcdctl")
     }
 
     /// Runs etcdctl (as root once auth is on); panics with its output if it fails.
-    pub async fn etcdctl(&self, args: &[&str]) -> String {
-        let out = tokio::time::timeout(Duration::from_secs(20), self.etcdctl_raw(args))
-            .await
-            .expect("etcdctl timed out");
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let out = self.etcdctl_raw(args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -221,11 +208,30 @@ impl Etcd {
         stdout
     }
 
+    /// `etcdctl put KEY VALUE`.
+    pub fn put(&self, key: &str, value: &str) {
+        self.etcdctl(&["put", key, value]);
+    }
+
+    /// `etcdctl get KEY --print-value-only`: the value, `None` when the key does not exist.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.etcdctl(&["get", key, "--print-value-only"]);
+        let value = out.strip_suffix('\n').unwrap_or(&out);
+        (!out.is_empty()).then(|| value.to_owned())
+    }
+
+    /// Compacts the history up to the current revision; returns that revision.
+    pub fn compact(&self) -> i64 {
+        let revision = self.revision();
+        self.etcdctl(&["compact", &revision.to_string()]);
+        revision
+    }
+
     /// Turns auth on: a `root` user and a `fulcrum` user with read-write on `prefix`.
-    pub async fn enable_auth(&mut self, prefix: &str, password: &str) {
-        self.etcdctl(&["user", "add", "root:rootpw"]).await;
-        self.etcdctl(&["user", "add", &format!("fulcrum:{password}")]).await;
-        self.etcdctl(&["role", "add", "fulcrum"]).await;
+    pub fn enable_auth(&mut self, prefix: &str, password: &str) {
+        self.etcdctl(&["user", "add", "root:rootpw"]);
+        self.etcdctl(&["user", "add", &format!("fulcrum:{password}")]);
+        self.etcdctl(&["role", "add", "fulcrum"]);
         self.etcdctl(&[
             "role",
             "grant-permission",
@@ -233,42 +239,23 @@ impl Etcd {
             "--prefix=true",
             "readwrite",
             prefix,
-        ])
-        .await;
-        self.etcdctl(&["user", "grant-role", "fulcrum", "fulcrum"]).await;
-        self.etcdctl(&["auth", "enable"]).await;
+        ]);
+        self.etcdctl(&["user", "grant-role", "fulcrum", "fulcrum"]);
+        self.etcdctl(&["auth", "enable"]);
         self.root = Some("root:rootpw".into());
     }
 
     /// The current store revision.
-    pub async fn revision(&self) -> i64 {
-        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]).await;
+    pub fn revision(&self) -> i64 {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v[0]["Status"]["header"]["revision"].as_i64().unwrap()
     }
 
     /// A client configuration for this member with short, test-sized timings.
     pub fn config(&self, prefix: &str) -> EtcdConfig {
-        config_for(&self.url(), prefix, self.tls.as_ref())
+        crate::config_for(&self.url(), prefix, self.tls.as_ref())
     }
-}
-
-/// A client configuration for `url` with short, test-sized timings.
-pub fn config_for(url: &str, prefix: &str, tls: Option<&TlsSetup>) -> EtcdConfig {
-    let mut config = EtcdConfig::new(vec![url.to_owned()], prefix);
-    config.timeouts = Timeouts {
-        connect: Duration::from_secs(1),
-        request: Duration::from_secs(3),
-        watch_probe: Duration::from_millis(500),
-        backoff_min: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-    };
-    config.tls = tls.map(|t| TlsFiles {
-        ca_file: t.ca.clone(),
-        cert_file: Some(t.client_cert.clone()),
-        key_file: Some(t.client_key.clone()),
-    });
-    config
 }
 
 impl Drop for Etcd {
@@ -281,48 +268,4 @@ impl Drop for Etcd {
             }
         }
     }
-}
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files.
-fn make_certs(dir: &Path) -> TlsSetup {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let leaf = |names: Vec<String>, purposes| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = purposes;
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    // etcd 3.4's JSON gateway dials etcd itself with the server certificate as its client
-    // certificate, so under --client-cert-auth that certificate needs ClientAuth too.
-    let (server_cert, server_key) =
-        leaf(vec!["127.0.0.1".into(), "localhost".into()], vec![ServerAuth, ClientAuth]);
-    let (client_cert, client_key) = leaf(vec!["fulcrum".into()], vec![ClientAuth]);
-    let write = |name: &str, pem: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).unwrap();
-        path
-    };
-    TlsSetup {
-        ca: write("ca.pem", &ca_cert.pem()),
-        server_cert: write("server.pem", &server_cert),
-        server_key: write("server-key.pem", &server_key),
-        client_cert: write("client.pem", &client_cert),
-        client_key: write("client-key.pem", &client_key),
-    }
-}
-
-/// p50 and p99 of `samples` (sorted in place).
-pub fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
 }

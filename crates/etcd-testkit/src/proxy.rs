@@ -1,17 +1,17 @@
 //! A loopback TCP proxy in front of etcd that a test can cut (connections reset, new ones
 //! reset at once: etcd unreachable), freeze (nothing comes back and nothing goes through, but
 //! sockets stay open: a silent, half-dead path) or deafen (requests reach etcd, answers are
-//! lost). Every change of mode resets the connections open at that moment. Runs as tasks on the
-//! test's runtime.
+//! lost). Every change of mode resets the connections open at that moment. Forwards on a thread
+//! of its own (`etcd-proxy`, a current-thread tokio runtime); the handle is used from any thread.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -19,31 +19,34 @@ enum Mode {
     Cut,
     Frozen,
     Deaf,
+    /// The proxy is dropped: the thread ends.
+    Stopped,
 }
 
-/// The proxy; stops on drop.
+/// The proxy; stops (and resets its connections) on drop.
 pub struct Proxy {
+    /// Its port on 127.0.0.1.
     pub port: u16,
     mode: watch::Sender<Mode>,
     swallowed: Arc<AtomicU64>,
-    task: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Proxy {
     /// Listens on an ephemeral 127.0.0.1 port and forwards to `127.0.0.1:target`.
-    pub async fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pub fn start(target: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let (mode, modes) = watch::channel(Mode::Open);
         let swallowed = Arc::new(AtomicU64::new(0));
         let counter = swallowed.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else { continue };
-                tokio::spawn(serve(client, target, modes.clone(), counter.clone()));
-            }
-        });
-        Self { port, mode, swallowed, task }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let thread = std::thread::Builder::new()
+            .name("etcd-proxy".into())
+            .spawn(move || runtime.block_on(accept(listener, target, modes, counter)))
+            .unwrap();
+        Self { port, mode, swallowed, thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -80,8 +83,33 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.task.abort();
-        self.mode.send_replace(Mode::Cut);
+        self.mode.send_replace(Mode::Stopped);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The accept loop; returns (dropping every connection task with the runtime) once stopped.
+async fn accept(
+    listener: std::net::TcpListener,
+    target: u16,
+    mut modes: watch::Receiver<Mode>,
+    swallowed: Arc<AtomicU64>,
+) {
+    let listener = TcpListener::from_std(listener).unwrap();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((client, _)) = accepted else { continue };
+                tokio::spawn(serve(client, target, modes.clone(), swallowed.clone()));
+            }
+            changed = modes.changed() => {
+                if changed.is_err() || *modes.borrow_and_update() == Mode::Stopped {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -93,7 +121,7 @@ async fn serve(
 ) {
     let mode = *modes.borrow_and_update();
     match mode {
-        Mode::Cut => return reset(&client),
+        Mode::Cut | Mode::Stopped => return reset(&client),
         Mode::Frozen => {
             hold(&mut client, &mut modes, &swallowed).await;
             return reset(&client);
