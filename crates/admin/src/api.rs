@@ -44,8 +44,8 @@ pub struct BackendOut {
     /// Server-assigned identifier (never reused).
     #[schema(example = 1)]
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -155,8 +155,8 @@ impl From<&BackendView> for BackendOut {
 pub struct BackendCreated {
     /// Server-assigned identifier.
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight.
     #[schema(minimum = 1, maximum = 10000)]
@@ -179,9 +179,10 @@ pub struct BackendCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBackend {
-    /// `http://host[:port]` (HTTP/1.1) or `h2c://host[:port]` (HTTP/2 cleartext, gRPC); the
-    /// port defaults to 80 and the host is resolved once, when the backend is added.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+/?$")]
+    /// `http://host[:port]` (HTTP/1.1), `h2c://host[:port]` (HTTP/2 cleartext, gRPC), or
+    /// `https://` and `h2://` for the same over TLS; the port defaults to 80 (443 over TLS) and
+    /// the host is resolved once, when the backend is added.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+/?$")]
     pub url: String,
     /// Relative weight, 1..=10000 (default 1).
     #[schema(example = 1, minimum = 1, maximum = 10000)]
