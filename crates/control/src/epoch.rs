@@ -136,6 +136,7 @@ pub(crate) fn initial_document(config: &Config) -> Result<StateDocument, Control
         cache: config.cache.clone(),
         cache_generation: 0,
         timeouts: config.timeouts,
+        written_by: None,
     })
 }
 
@@ -165,6 +166,7 @@ pub(crate) fn document_of(epoch: &Epoch, next_backend_id: BackendId) -> StateDoc
         cache: epoch.cache.clone(),
         cache_generation: epoch.cache_generation,
         timeouts: epoch.timeouts,
+        written_by: None,
     }
 }
 

@@ -151,6 +151,8 @@ pub(crate) fn start(
         seen: 0,
         reached: None,
         retries: store.conflict_retries,
+        instance: format!("pid {} started {}", std::process::id(), unix_ms()),
+        writes: 0,
     };
     let thread = std::thread::Builder::new().name("lb-store".into()).spawn(move || {
         runtime.block_on(async move {
@@ -165,6 +167,11 @@ pub(crate) fn start(
         Duration::from_millis(store.request_timeout_ms.saturating_mul(4)) + Duration::from_secs(5);
     let initial = initial_rx.recv_timeout(bound).map_err(|_| StartError::Silent(bound))?;
     Ok(Started { initial, requests, companion: Companion { stop, thread }, status })
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
 /// The `lb-store` thread's state.
@@ -187,9 +194,21 @@ struct Store {
     /// watch then starts with a read of the document, which decides like the first contact).
     reached: Option<i64>,
     retries: u32,
+    /// This instance in `written_by` (process id and start time).
+    instance: String,
+    /// Writes made so far.
+    writes: u64,
 }
 
 impl Store {
+    /// `doc` as this instance writes it: stamped with who writes it.
+    fn stamped(&mut self, doc: &StateDocument) -> StateDocument {
+        self.writes += 1;
+        let mut doc = doc.clone();
+        doc.written_by = Some(format!("{}, write {}", self.instance, self.writes));
+        doc
+    }
+
     /// Reads the document once: runs it, creates it from `seed` when absent, or falls back to
     /// `seed` when etcd cannot be reached or the document cannot run.
     async fn first_contact(&mut self, seed: Seed) -> Initial {
@@ -198,6 +217,9 @@ impl Store {
             store.applied = seed.revision.unwrap_or(0);
             store.head = store.applied;
             store.seen = store.applied;
+            if let Some(revision) = seed.revision {
+                store.status.remembered(revision);
+            }
             Initial { doc: seed.doc, revision: seed.revision, source: seed.source }
         };
         let snapshot = match self.client.get().await {
@@ -214,9 +236,10 @@ impl Store {
             }
         };
         self.reached = Some(snapshot.header_revision + 1);
+        let stamped_seed = self.stamped(&seed.doc).to_json();
         let current = match snapshot.value {
             Some(_) => snapshot,
-            None => match self.client.put_if(0, &seed.doc.to_json()).await {
+            None => match self.client.put_if(0, &stamped_seed).await {
                 Ok(CasOutcome::Written { revision }) => {
                     info!(
                         "shared state created in etcd from this instance's state",
@@ -365,7 +388,7 @@ impl Store {
             self.seen = self.seen.max(revision);
             if first {
                 // Never created (or lost with etcd's data): from what this instance runs.
-                let doc = self.doc.clone();
+                let doc = self.stamped(&self.doc.clone());
                 match self.client.put_if(0, &doc.to_json()).await {
                     Ok(CasOutcome::Written { revision }) => {
                         info!(
@@ -442,6 +465,7 @@ impl Store {
         let mut lost = 0;
         loop {
             let (doc, created) = change::apply(&self.doc, change.clone())?;
+            let doc = self.stamped(&doc);
             let outcome = self.client.put_if(self.head, &doc.to_json()).await;
             match outcome {
                 Ok(CasOutcome::Written { revision }) => {

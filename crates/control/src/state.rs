@@ -88,6 +88,7 @@ impl PersistedState {
             cache: self.cache.clone(),
             cache_generation: self.cache_generation,
             timeouts: self.timeouts,
+            written_by: None,
         }
     }
 }
@@ -125,6 +126,11 @@ pub struct StateDocument {
     /// Phase timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// Which instance wrote this revision, and its how-manyth write (for operators, and so
+    /// that two instances making the same change at once write different documents: the
+    /// compare-and-swap counts a document equal to its own as its own earlier write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
 }
 
 impl StateDocument {

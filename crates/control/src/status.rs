@@ -184,6 +184,12 @@ impl StoreStatus {
         self.last().source = Source::Etcd;
     }
 
+    /// The running state is shared revision `revision`, from the last-known-good file (etcd
+    /// not reached yet: the source stays).
+    pub(crate) fn remembered(&self, revision: i64) {
+        self.inner.applied_revision.store(revision, Ordering::Relaxed);
+    }
+
     /// The running state matches etcd again without a new revision (etcd holds what the
     /// last-known-good file held).
     pub(crate) fn in_sync(&self) {

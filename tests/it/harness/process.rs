@@ -36,7 +36,14 @@ pub fn test_io_driver() -> String {
     }
 }
 
-/// How to start the binary; see [`Fulcrum::builder`].
+/// `[store]` timings for tests: etcd calls bounded at 2 s, a quiet watch checked every 0.5 s,
+/// reconnects after 20 ms to 0.3 s.
+const STORE_TIMINGS: &str = "connect_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
+    watch_probe_ms = 500\nbackoff_min_ms = 20\nbackoff_max_ms = 300\n";
+
+/// How to start the binary; see [`Fulcrum::builder`]. Cloneable, so one builder can start
+/// several instances of a cluster ([`Builder::start_many`]).
+#[derive(Clone)]
 pub struct Builder {
     workers: Option<usize>,
     backends: Vec<String>,
@@ -48,6 +55,12 @@ pub struct Builder {
     io_driver: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
+    /// The `[store]` table, written after everything `config` appended.
+    store: Option<String>,
+    /// The working directory of the process.
+    workdir: Option<PathBuf>,
+    /// Give each process a working directory of its own (removed with it).
+    own_workdir: bool,
 }
 
 impl Builder {
@@ -125,10 +138,44 @@ impl Builder {
         self
     }
 
+    /// The etcd store at `endpoints` under `prefix`, with test-sized timings; unless
+    /// [`Builder::workdir`] says otherwise, each process gets a working directory of its own,
+    /// where its last-known-good file (`fulcrum-state.json`) goes.
+    pub fn etcd_store<S: AsRef<str>>(mut self, endpoints: &[S], prefix: &str) -> Self {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.as_ref())).collect();
+        self.store = Some(format!(
+            "[store]\nkind = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\n{STORE_TIMINGS}",
+            list.join(", ")
+        ));
+        self.own_workdir = true;
+        self
+    }
+    /// More `[store]` keys (after [`Builder::etcd_store`]), e.g. `conflict_retries = 0`.
+    pub fn store_option(mut self, toml: &str) -> Self {
+        let store = self.store.as_mut().expect("store_option after etcd_store");
+        store.push_str(toml);
+        store.push('\n');
+        self
+    }
+    /// Runs the process in `dir` (which the test owns, e.g. to restart on the same files).
+    pub fn workdir(mut self, dir: &Path) -> Self {
+        self.workdir = Some(dir.to_owned());
+        self
+    }
+
+    /// Starts `n` instances of this builder one after the other (each waited for).
+    pub fn start_many(self, n: usize) -> Vec<Fulcrum> {
+        (0..n).map(|_| self.clone().start()).collect()
+    }
+
     /// Spawns the process and returns at once (see [`Fulcrum::wait_listening`]).
     pub fn spawn(self) -> Fulcrum {
         let mut argv = Vec::new();
-        let dir = match (&self.config, &self.config_file) {
+        let config = match (&self.config, &self.store) {
+            (text, Some(store)) => Some(format!("{}{store}", text.as_deref().unwrap_or(""))),
+            (text, None) => text.clone(),
+        };
+        let dir = match (&config, &self.config_file) {
             (Some(_), Some(_)) => panic!("both config text and a config file"),
             (Some(text), None) => {
                 let dir = TempDir::new("config");
@@ -158,6 +205,11 @@ impl Builder {
         argv.extend(self.args);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
         cmd.args(&argv).stdin(Stdio::null()).stderr(Stdio::piped());
+        let own = (self.workdir.is_none() && self.own_workdir).then(|| TempDir::new("workdir"));
+        let workdir = self.workdir.clone().or_else(|| own.as_ref().map(|d| d.path().to_owned()));
+        if let Some(dir) = &workdir {
+            cmd.current_dir(dir);
+        }
         cmd.stdout(if self.stdout { Stdio::piped() } else { Stdio::null() });
         cmd.env_remove("FULCRUM_JWT_SECRET");
         if let Some(secret) = &self.secret {
@@ -177,6 +229,7 @@ impl Builder {
         };
         f.expect_admin = self.expect_admin;
         f._config = dir;
+        f._workdir = own;
         f
     }
 
@@ -279,6 +332,9 @@ pub struct Fulcrum {
     admin: Option<SocketAddr>,
     expect_admin: bool,
     _config: Option<TempDir>,
+    /// The working directory the builder made for it (with the etcd store: where its
+    /// last-known-good file goes), removed with it.
+    _workdir: Option<TempDir>,
 }
 
 impl Fulcrum {
@@ -295,6 +351,9 @@ impl Fulcrum {
             io_driver: None,
             stdout: false,
             deny_io_uring: false,
+            store: None,
+            workdir: None,
+            own_workdir: false,
         }
     }
 
@@ -329,7 +388,15 @@ impl Fulcrum {
                 cv.notify_all();
             }
         });
-        Self { child, log, addr: None, admin: None, expect_admin: false, _config: None }
+        Self {
+            child,
+            log,
+            addr: None,
+            admin: None,
+            expect_admin: false,
+            _config: None,
+            _workdir: None,
+        }
     }
 
     /// Waits up to `timeout` for the `msg=listening` line and records its address (then
