@@ -659,6 +659,24 @@ pub enum ReadErrors {
     Unavailable(#[to_schema] ErrorBody),
 }
 
+/// Errors a read that never asks the control thread can answer with (no `503`).
+#[derive(IntoResponses)]
+pub enum AuthErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
+}
+
 /// Errors every mutation can answer with.
 #[derive(IntoResponses)]
 pub enum WriteErrors {
@@ -1121,7 +1139,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
 /// runs, where its state came from, the latest error and the latest refused revision.
 #[utoipa::path(
     get, path = "/api/v1/store", tag = "store", operation_id = "get_store",
-    responses((status = 200, description = "The store's status.", body = StoreOut), ReadErrors),
+    responses((status = 200, description = "The store's status.", body = StoreOut), AuthErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_store(app: &App) -> Resp {

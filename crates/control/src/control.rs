@@ -70,8 +70,8 @@ pub struct Ack {
 pub(crate) enum Command {
     /// Apply a change (file store, or no persistence).
     Apply(Change, Sender<Result<Applied, ControlError>>),
-    /// Run a shared revision (etcd store, from `lb-store`).
-    Install(Install),
+    /// Run a shared revision (etcd store, from `lb-store`; boxed: a document is large).
+    Install(Box<Install>),
     /// Report the state.
     Snapshot(Sender<StateView>),
     /// Tell the workers to drain and stop, then exit.
@@ -153,7 +153,7 @@ pub(crate) fn run(mut state: ControlState, commands: Receiver<Command>) {
             Command::Apply(change, reply) => {
                 let _ = reply.send(state.apply(change));
             }
-            Command::Install(install) => state.install(install),
+            Command::Install(install) => state.install(*install),
             Command::Snapshot(reply) => {
                 let _ = reply.send(state.view());
             }

@@ -448,7 +448,7 @@ impl Store {
     ) -> Result<Applied, ControlError> {
         let (reply, answer) = oneshot::channel();
         let install = Install { doc: doc.clone(), revision, created, reply };
-        if self.control.send(Command::Install(install)).is_err() {
+        if self.control.send(Command::Install(Box::new(install))).is_err() {
             return Err(ControlError::Stopped);
         }
         let result = answer.await.map_err(|_| ControlError::Stopped)?;

@@ -1,7 +1,9 @@
 //! A loopback TCP proxy in front of etcd that a test can cut (connections reset, new ones
 //! reset at once: etcd unreachable), freeze (nothing comes back and nothing goes through, but
-//! sockets stay open: a silent, half-dead path) or deafen (requests reach etcd, answers are
-//! lost). Every change of mode resets the connections open at that moment. Forwards on a thread
+//! sockets stay open: a silent, half-dead path), deafen (requests reach etcd, answers are
+//! lost) or stall watches (calls go through, watch streams deliver nothing: a client that
+//! learns of changes only from its own calls). Every change of mode resets the connections open
+//! at that moment. Forwards on a thread
 //! of its own (`etcd-proxy`, a current-thread tokio runtime); the handle is used from any thread.
 
 use std::sync::Arc;
@@ -19,6 +21,8 @@ enum Mode {
     Cut,
     Frozen,
     Deaf,
+    /// Watch streams (`POST /v3/watch`) are deaf; everything else goes through.
+    StallWatches,
     /// The proxy is dropped: the thread ends.
     Stopped,
 }
@@ -68,6 +72,11 @@ impl Proxy {
     /// Requests go through, answers are dropped.
     pub fn deafen(&self) {
         self.mode.send_replace(Mode::Deaf);
+    }
+
+    /// Calls go through; watch streams are opened at etcd but deliver nothing.
+    pub fn stall_watches(&self) {
+        self.mode.send_replace(Mode::StallWatches);
     }
 
     /// Back to forwarding.
@@ -126,11 +135,16 @@ async fn serve(
             hold(&mut client, &mut modes, &swallowed).await;
             return reset(&client);
         }
-        Mode::Open | Mode::Deaf => {}
+        Mode::Open | Mode::Deaf | Mode::StallWatches => {}
     }
+    let deaf = match mode {
+        Mode::Deaf => true,
+        Mode::StallWatches => is_watch(&client).await,
+        _ => false,
+    };
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)).await else { return };
     tokio::select! {
-        () = pump(&mut client, &mut upstream, mode == Mode::Deaf) => return,
+        () = pump(&mut client, &mut upstream, deaf) => return,
         _ = modes.changed() => {}
     }
     if *modes.borrow_and_update() == Mode::Frozen {
@@ -138,6 +152,16 @@ async fn serve(
     }
     reset(&client);
     reset(&upstream);
+}
+
+/// Whether the connection's first request is a watch (its request line, peeked, not read).
+async fn is_watch(client: &TcpStream) -> bool {
+    const WATCH: &[u8] = b"POST /v3/watch";
+    let mut buf = [0; WATCH.len()];
+    match tokio::time::timeout(Duration::from_secs(5), client.peek(&mut buf)).await {
+        Ok(Ok(n)) => n > 0 && buf[..n] == WATCH[..n] && n == WATCH.len(),
+        _ => false,
+    }
 }
 
 /// Forwards both ways (answers dropped when `deaf`) until either side closes.
