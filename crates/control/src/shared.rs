@@ -226,7 +226,7 @@ impl Store {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 warn!(
-                    "etcd unreachable at start: serving the state it last gave this instance until it answers",
+                    "etcd unreachable at start: serving the last-known-good state (the configuration without one) until etcd answers",
                     source = seed.source.as_str(),
                     file = self.file_name(),
                     revision = seed.revision.unwrap_or(0),
