@@ -659,7 +659,8 @@ pub enum ReadErrors {
     Unavailable(#[to_schema] ErrorBody),
 }
 
-/// Errors a read that never asks the control thread can answer with (no `503`).
+/// Errors of a call that never asks the control thread (no `503`): the store's status, the
+/// TLS inventory and its reload.
 #[derive(IntoResponses)]
 pub enum AuthErrors {
     /// Missing, malformed, badly signed, expired or not-yet-valid token.
@@ -668,11 +669,12 @@ pub enum AuthErrors {
         headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
     )]
     Unauthorized(#[to_schema] ErrorBody),
-    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
+    /// Valid token without the scope the call needs (`fulcrum:read`, or `fulcrum:write` for
+    /// the TLS reload).
     #[response(
         status = 403,
         headers(("WWW-Authenticate" = String,
-            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"` (or `fulcrum:write`)"))
     )]
     Forbidden(#[to_schema] ErrorBody),
 }
@@ -1711,7 +1713,7 @@ fn tls_out(app: &App) -> TlsOut {
 /// The TLS listener's certificates in service: file, DNS names, not-after, SHA-256 fingerprint.
 #[utoipa::path(
     get, path = "/api/v1/tls", tag = "tls", operation_id = "get_tls",
-    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), ReadErrors),
+    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), AuthErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_tls(app: &App) -> Result<Resp, ApiError> {
@@ -1726,7 +1728,7 @@ fn get_tls(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Reloaded; the certificates now in service.", body = TlsOut),
         (status = 400, description = "A file is missing, unreadable, malformed, expired or its key does not match (`invalid_certificate`, naming the file); the certificates in service stay.", body = ErrorBody),
         (status = 409, description = "No TLS listener is configured (`tls_not_configured`).", body = ErrorBody),
-        ReadErrors,
+        AuthErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
