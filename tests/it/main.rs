@@ -33,5 +33,6 @@ mod retries;
 mod routing;
 mod store;
 mod strict_http;
+mod tls;
 mod upstream_limits;
 mod weights;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::harness::admin::{SECRET, now, sign_hs};
 use crate::harness::http1::request_chunked;
+use crate::harness::tls::{CertFiles, Pki};
 use crate::harness::{
     Etcd, Fulcrum, Proxy, Response, TempDir, TestBackend, expect_within, have_etcd,
 };
@@ -479,8 +480,8 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
         ("/api/v1/pools/{name}/backends/{id}", pool_backend.as_str()),
         ("/api/v1/pools/{name}/algorithm", pool_algorithm.as_str()),
         ("/api/v1/routes", "/api/v1/routes"),
-        ("/api/v1/store", "/api/v1/store"),
         ("/api/v1/tls", "/api/v1/tls"),
+        ("/api/v1/store", "/api/v1/store"),
     ];
     for (template, path) in routes {
         cx.call(f, 200, ("GET", template, path), &t.read, None);
@@ -642,6 +643,26 @@ fn algorithm_and_cache(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
         let r = cx.call(f, 200, ("GET", "/api/v1/backends", "/api/v1/backends"), &t.read, None);
         r.json().as_array().unwrap().iter().any(|b| b["avg_response_ms"].is_number())
     });
+}
+
+/// The TLS reload: authentication, then `409` without a TLS listener; with one (`tls`: its CA
+/// and certificate), `200`, and `400` while its key file is missing (nothing changes, so the
+/// next reload succeeds again).
+fn tls_reload(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, tls: Option<(&Pki, &CertFiles)>) {
+    let reload = ("POST", "/api/v1/tls/reload", "/api/v1/tls/reload");
+    mutation_auth(cx, f, t, reload);
+    let Some((pki, cert)) = tls else {
+        let r = cx.call(f, 409, reload, &t.write, None);
+        assert_eq!(r.json()["error"]["code"], "tls_not_configured");
+        return;
+    };
+    cx.call(f, 200, reload, &t.write, None);
+    std::fs::remove_file(&cert.key).unwrap();
+    let r = cx.call(f, 400, reload, &t.write, None);
+    assert_eq!(r.json()["error"]["code"], "invalid_certificate");
+    pki.write("server.key", &cert.key_pem);
+    cx.call(f, 200, reload, &t.write, None);
+    cx.call(f, 200, ("GET", "/api/v1/tls", "/api/v1/tls"), &t.read, None);
 }
 
 /// Sends `body` to `route` with a write token, expects `status` with error `code`.
@@ -882,48 +903,6 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
     }
 }
 
-/// A self-signed certificate for `localhost` and its key (openssl), in `dir`.
-fn self_signed(dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"])
-        .args(["-days", "30", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
-}
-
-/// The TLS reload: auth; without a TLS listener `409 tls_not_configured`; with one (`files`:
-/// its certificate and key) `200`, then `400 invalid_certificate` for a certificate file that
-/// no longer parses (the certificates in service stay), then `200` once it is fixed.
-fn tls(
-    cx: &mut Conformance,
-    f: &Fulcrum,
-    t: &Tokens,
-    files: Option<(&std::path::Path, &std::path::Path)>,
-) {
-    let reload = ("POST", "/api/v1/tls/reload", "/api/v1/tls/reload");
-    mutation_auth(cx, f, t, reload);
-    let Some((cert, _key)) = files else {
-        refused(cx, f, t, reload, None, (409, "tls_not_configured"));
-        return;
-    };
-    let r = cx.call(f, 200, reload, &t.write, None);
-    assert_eq!(r.json()["certificates"].as_array().map(Vec::len), Some(1), "{}", r.text());
-    let good = std::fs::read(cert).unwrap();
-    std::fs::write(cert, b"not a certificate").unwrap();
-    refused(cx, f, t, reload, None, (400, "invalid_certificate"));
-    std::fs::write(cert, good).unwrap();
-    cx.call(f, 200, reload, &t.write, None);
-    let r = cx.call(f, 200, ("GET", "/api/v1/tls", "/api/v1/tls"), &t.read, None);
-    assert!(r.json()["listen"].is_string(), "{}", r.text());
-}
-
 /// A server with defaults: active health checks off (`disabled`), no issuer or audience, no
 /// state file (`null`s), public metrics. Ends with every route, pool (but `default`) and
 /// backend removed: `/readyz` is 503.
@@ -942,7 +921,7 @@ fn plain_server() -> Conformance {
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
     reads(cx, &f, &t, &known);
-    tls(cx, &f, &t, None);
+    tls_reload(cx, &f, &t, None);
     unowned(cx, &f, &t, &known);
 
     // Without routes, every pool but `default` can go; then its backends.
@@ -973,7 +952,8 @@ fn plain_server() -> Conformance {
 
 /// A server with everything on: issuer and audience, `metrics_auth`, a state file, active
 /// health checks with one backend up and one down (`up`, `down` with its last error, then
-/// `unknown` for a new one). Ends with the state file unwritable: every mutation is 500.
+/// `unknown` for a new one), a TLS listener. Ends with the state file unwritable: every
+/// mutation is 500.
 fn configured_server(cx: &mut Conformance) {
     let up = TestBackend::named("up");
     let down = TestBackend::named("down");
@@ -981,9 +961,6 @@ fn configured_server(cx: &mut Conformance) {
     let spare = TestBackend::named("spare");
     let dir = TempDir::new("conformance");
     let state = dir.join("state.json");
-    let (cert, key) = self_signed(&dir);
-    // A port for the TLS listener (free now; `listen` is port 0, which the TLS one may not be).
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.write(
         "fulcrum.toml",
         &format!(
@@ -992,17 +969,15 @@ fn configured_server(cx: &mut Conformance) {
              [telemetry]\nmetrics_auth = true\n\
              [health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 100\n\
              timeout_ms = 100\nrise = 1\nfall = 1\nslow_start_ms = 60000\n\
-             [[backends]]\nurl = \"{}\"\n[[backends]]\nurl = \"{}\"\n\
-             [tls]\nlisten = \"127.0.0.1:{tls_port}\"\n\
-             [[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+             [[backends]]\nurl = \"{}\"\n[[backends]]\nurl = \"{}\"\n",
             state.display(),
             up.url(),
-            down.url(),
-            cert.display(),
-            key.display()
+            down.url()
         ),
     );
-    let f = Fulcrum::builder().config_file(&config).start();
+    let pki = Pki::new("conformance");
+    let cert = pki.issue("server", &["fulcrum.test"]);
+    let f = Fulcrum::builder().config_file(&config).tls_listener(&[&cert]).start();
     let t = Tokens::new(Some(("fulcrum-test", "fulcrum-admin")));
     // A token without the configured issuer and audience is invalid here.
     let foreign = Tokens::new(None).write;
@@ -1026,7 +1001,7 @@ fn configured_server(cx: &mut Conformance) {
     routes(cx, &f, &t);
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
-    tls(cx, &f, &t, Some((&cert, &key)));
+    tls_reload(cx, &f, &t, Some((&pki, &cert)));
     unowned(cx, &f, &t, &known);
     cx.call(&f, 200, ("GET", "/readyz", "/readyz"), &Auth::None, None);
 
@@ -1153,7 +1128,7 @@ fn etcd_server(cx: &mut Conformance) {
     let f = Fulcrum::builder()
         .workers(1)
         .etcd_store(&[proxy.url()], "/fulcrum/conformance")
-        .store_option("conflict_retries = 0")
+        .setting("store", "conflict_retries = 0")
         .backend(&a)
         .start();
     let t = Tokens::new(None);

@@ -659,26 +659,6 @@ pub enum ReadErrors {
     Unavailable(#[to_schema] ErrorBody),
 }
 
-/// Errors of a call that never asks the control thread (no `503`): the store's status, the
-/// TLS inventory and its reload.
-#[derive(IntoResponses)]
-pub enum AuthErrors {
-    /// Missing, malformed, badly signed, expired or not-yet-valid token.
-    #[response(
-        status = 401,
-        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
-    )]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// Valid token without the scope the call needs (`fulcrum:read`, or `fulcrum:write` for
-    /// the TLS reload).
-    #[response(
-        status = 403,
-        headers(("WWW-Authenticate" = String,
-            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"` (or `fulcrum:write`)"))
-    )]
-    Forbidden(#[to_schema] ErrorBody),
-}
-
 /// Errors every mutation can answer with.
 #[derive(IntoResponses)]
 pub enum WriteErrors {
@@ -711,6 +691,44 @@ pub enum StoreConflict {
     /// Lost `store.conflict_retries + 1` compare-and-swaps in a row; nothing changed.
     #[response(status = 409)]
     Conflict(#[to_schema] ErrorBody),
+}
+
+/// Errors an authenticated read that never waits on the control plane can answer with (the
+/// TLS inventory, the store's status): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalReadErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
+}
+
+/// Errors a mutation that never waits on the control plane nor writes the state file can answer
+/// with (the TLS reload): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalWriteErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:write` scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
 }
 
 /// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
@@ -1141,7 +1159,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
 /// runs, where its state came from, the latest error and the latest refused revision.
 #[utoipa::path(
     get, path = "/api/v1/store", tag = "store", operation_id = "get_store",
-    responses((status = 200, description = "The store's status.", body = StoreOut), AuthErrors),
+    responses((status = 200, description = "The store's status.", body = StoreOut), LocalReadErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_store(app: &App) -> Resp {
@@ -1713,7 +1731,7 @@ fn tls_out(app: &App) -> TlsOut {
 /// The TLS listener's certificates in service: file, DNS names, not-after, SHA-256 fingerprint.
 #[utoipa::path(
     get, path = "/api/v1/tls", tag = "tls", operation_id = "get_tls",
-    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), AuthErrors),
+    responses((status = 200, description = "The TLS listener and its certificates (none, and a `null` listener, without one).", body = TlsOut), LocalReadErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_tls(app: &App) -> Result<Resp, ApiError> {
@@ -1728,7 +1746,7 @@ fn get_tls(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Reloaded; the certificates now in service.", body = TlsOut),
         (status = 400, description = "A file is missing, unreadable, malformed, expired or its key does not match (`invalid_certificate`, naming the file); the certificates in service stay.", body = ErrorBody),
         (status = 409, description = "No TLS listener is configured (`tls_not_configured`).", body = ErrorBody),
-        AuthErrors,
+        LocalWriteErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]

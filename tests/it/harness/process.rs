@@ -11,7 +11,7 @@
 //! work in every test. It is killed on drop, and its stderr is kept for assertions and shown
 //! when a test fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::admin::{AdminClient, SECRET};
 use super::http1::{Client, Response, get_once};
+use super::tls::{CertFiles, Pki};
 use super::{TempDir, expect_within};
 
 /// How long a start may take before the test fails.
@@ -38,8 +39,13 @@ pub fn test_io_driver() -> String {
 
 /// `[store]` timings for tests: etcd calls bounded at 2 s, a quiet watch checked every 0.5 s,
 /// reconnects after 20 ms to 0.3 s.
-const STORE_TIMINGS: &str = "connect_timeout_ms = 500\nrequest_timeout_ms = 2000\n\
-    watch_probe_ms = 500\nbackoff_min_ms = 20\nbackoff_max_ms = 300\n";
+const STORE_TIMINGS: [&str; 5] = [
+    "connect_timeout_ms = 500",
+    "request_timeout_ms = 2000",
+    "watch_probe_ms = 500",
+    "backoff_min_ms = 20",
+    "backoff_max_ms = 300",
+];
 
 /// How to start the binary; see [`Fulcrum::builder`]. Cloneable, so one builder can start
 /// several instances of a cluster ([`Builder::start_many`]).
@@ -55,12 +61,48 @@ pub struct Builder {
     io_driver: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
-    /// The `[store]` table, written after everything `config` appended.
-    store: Option<String>,
+    /// `key = value` lines per configuration table, written once each after `config`.
+    tables: BTreeMap<&'static str, Vec<String>>,
     /// The working directory of the process.
     workdir: Option<PathBuf>,
     /// Give each process a working directory of its own (removed with it).
     own_workdir: bool,
+}
+
+/// How Fulcrum speaks TLS to `https://` and `h2://` backends (`[upstream_tls]`), for
+/// [`Builder::upstream_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    ca: Option<PathBuf>,
+    no_verify: bool,
+    server_name: Option<String>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+impl UpstreamTls {
+    /// Verifies backends against `pki`'s CA (`ca_file`).
+    pub fn trusting(pki: &Pki) -> Self {
+        Self { ca: Some(pki.ca.clone()), ..Self::default() }
+    }
+    /// Does not verify backend certificates (`verify = false`).
+    pub fn no_verify() -> Self {
+        Self { no_verify: true, ..Self::default() }
+    }
+    /// Checks every backend certificate against `name` (`server_name`).
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_owned());
+        self
+    }
+    /// Presents `cert` to backends that ask for one (`client_cert_file`, `client_key_file`).
+    pub fn client_cert(mut self, cert: &CertFiles) -> Self {
+        self.client = Some((cert.cert.clone(), cert.key.clone()));
+        self
+    }
+}
+
+/// A TOML string (the paths tests write need no more than Rust's escapes, which TOML shares).
+fn toml_str(s: impl std::fmt::Display) -> String {
+    format!("{:?}", s.to_string())
 }
 
 impl Builder {
@@ -131,30 +173,67 @@ impl Builder {
         self.stdout = true;
         self
     }
-    /// Runs the process under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
-    /// Docker's default profile does.
-    pub fn deny_io_uring(mut self) -> Self {
-        self.deny_io_uring = true;
+    /// The TLS listener on an ephemeral loopback port (`--tls-listen`) serving `certs`
+    /// (`--tls-cert`/`--tls-key` pairs; the first is the default); see [`Fulcrum::tls_addr`].
+    pub fn tls_listener(mut self, certs: &[&CertFiles]) -> Self {
+        self = self.arg("--tls-listen").arg("127.0.0.1:0");
+        for c in certs {
+            self = self.arg("--tls-cert").arg(c.cert.display().to_string());
+            self = self.arg("--tls-key").arg(c.key.display().to_string());
+        }
         self
     }
-
+    /// `tls.handshake_timeout_ms`.
+    pub fn tls_handshake_timeout(self, timeout: Duration) -> Self {
+        self.setting("tls", format!("handshake_timeout_ms = {}", timeout.as_millis()))
+    }
+    /// `tls.max_handshakes_per_worker`.
+    pub fn tls_max_handshakes(self, n: usize) -> Self {
+        self.setting("tls", format!("max_handshakes_per_worker = {n}"))
+    }
+    /// `[upstream_tls]`.
+    pub fn upstream_tls(mut self, u: &UpstreamTls) -> Self {
+        if let Some(ca) = &u.ca {
+            self = self.setting("upstream_tls", format!("ca_file = {}", toml_str(ca.display())));
+        }
+        if u.no_verify {
+            self = self.setting("upstream_tls", "verify = false");
+        }
+        if let Some(name) = &u.server_name {
+            self = self.setting("upstream_tls", format!("server_name = {}", toml_str(name)));
+        }
+        if let Some((cert, key)) = &u.client {
+            self = self
+                .setting("upstream_tls", format!("client_cert_file = {}", toml_str(cert.display())))
+                .setting("upstream_tls", format!("client_key_file = {}", toml_str(key.display())));
+        }
+        self
+    }
+    /// The admin API over HTTPS only, with `cert` (`admin.tls_cert_file`, `tls_key_file`).
+    pub fn admin_tls(self, cert: &CertFiles) -> Self {
+        self.setting("admin", format!("tls_cert_file = {}", toml_str(cert.cert.display())))
+            .setting("admin", format!("tls_key_file = {}", toml_str(cert.key.display())))
+    }
+    /// One `key = value` line of the configuration table `[table]`. Each table is written once,
+    /// after the [`config`](Self::config) text (which must not open the same table).
+    pub fn setting(mut self, table: &'static str, line: impl Into<String>) -> Self {
+        self.tables.entry(table).or_default().push(line.into());
+        self
+    }
     /// The etcd store at `endpoints` under `prefix`, with test-sized timings; unless
     /// [`Builder::workdir`] says otherwise, each process gets a working directory of its own,
-    /// where its last-known-good file (`fulcrum-state.json`) goes.
+    /// where its last-known-good file (`fulcrum-state.json`) goes. More `[store]` keys:
+    /// [`Builder::setting`]`("store", ...)`.
     pub fn etcd_store<S: AsRef<str>>(mut self, endpoints: &[S], prefix: &str) -> Self {
         let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.as_ref())).collect();
-        self.store = Some(format!(
-            "[store]\nkind = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\n{STORE_TIMINGS}",
-            list.join(", ")
-        ));
+        self = self
+            .setting("store", "kind = \"etcd\"")
+            .setting("store", format!("endpoints = [{}]", list.join(", ")))
+            .setting("store", format!("prefix = \"{prefix}\""));
+        for line in STORE_TIMINGS {
+            self = self.setting("store", line);
+        }
         self.own_workdir = true;
-        self
-    }
-    /// More `[store]` keys (after [`Builder::etcd_store`]), e.g. `conflict_retries = 0`.
-    pub fn store_option(mut self, toml: &str) -> Self {
-        let store = self.store.as_mut().expect("store_option after etcd_store");
-        store.push_str(toml);
-        store.push('\n');
         self
     }
     /// Runs the process in `dir` (which the test owns, e.g. to restart on the same files).
@@ -162,20 +241,24 @@ impl Builder {
         self.workdir = Some(dir.to_owned());
         self
     }
-
     /// Starts `n` instances of this builder one after the other (each waited for).
     pub fn start_many(self, n: usize) -> Vec<Fulcrum> {
         (0..n).map(|_| self.clone().start()).collect()
     }
+    /// Runs the process under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
+    /// Docker's default profile does.
+    pub fn deny_io_uring(mut self) -> Self {
+        self.deny_io_uring = true;
+        self
+    }
 
     /// Spawns the process and returns at once (see [`Fulcrum::wait_listening`]).
-    pub fn spawn(self) -> Fulcrum {
+    pub fn spawn(mut self) -> Fulcrum {
         let mut argv = Vec::new();
-        let config = match (&self.config, &self.store) {
-            (text, Some(store)) => Some(format!("{}{store}", text.as_deref().unwrap_or(""))),
-            (text, None) => text.clone(),
-        };
-        let dir = match (&config, &self.config_file) {
+        for (table, lines) in std::mem::take(&mut self.tables) {
+            self = self.config(&format!("[{table}]\n{}", lines.join("\n")));
+        }
+        let dir = match (&self.config, &self.config_file) {
             (Some(_), Some(_)) => panic!("both config text and a config file"),
             (Some(text), None) => {
                 let dir = TempDir::new("config");
@@ -206,8 +289,7 @@ impl Builder {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
         cmd.args(&argv).stdin(Stdio::null()).stderr(Stdio::piped());
         let own = (self.workdir.is_none() && self.own_workdir).then(|| TempDir::new("workdir"));
-        let workdir = self.workdir.clone().or_else(|| own.as_ref().map(|d| d.path().to_owned()));
-        if let Some(dir) = &workdir {
+        if let Some(dir) = self.workdir.as_deref().or(own.as_ref().map(TempDir::path)) {
             cmd.current_dir(dir);
         }
         cmd.stdout(if self.stdout { Stdio::piped() } else { Stdio::null() });
@@ -330,6 +412,7 @@ pub struct Fulcrum {
     log: Arc<(Mutex<LogState>, Condvar)>,
     addr: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     expect_admin: bool,
     _config: Option<TempDir>,
     /// The working directory the builder made for it (with the etcd store: where its
@@ -351,7 +434,7 @@ impl Fulcrum {
             io_driver: None,
             stdout: false,
             deny_io_uring: false,
-            store: None,
+            tables: BTreeMap::new(),
             workdir: None,
             own_workdir: false,
         }
@@ -393,6 +476,7 @@ impl Fulcrum {
             log,
             addr: None,
             admin: None,
+            tls: None,
             expect_admin: false,
             _config: None,
             _workdir: None,
@@ -405,6 +489,12 @@ impl Fulcrum {
         let line = self.wait_for_line(timeout, |l| l.contains("msg=listening"))?;
         let addr = line_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}"));
         self.addr = Some(addr);
+        // The TLS listener is logged before the cleartext one.
+        self.tls = self
+            .lines()
+            .iter()
+            .find(|l| l.contains("msg=\"tls listening\""))
+            .map(|l| line_addr(l).unwrap_or_else(|| panic!("no addr= in {l:?}")));
         Some(addr)
     }
 
@@ -455,6 +545,11 @@ impl Fulcrum {
     /// The data-plane address.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("fulcrum is not listening (spawned without waiting?)")
+    }
+
+    /// The TLS listener's address (panics without one: see [`Builder::tls_listener`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("fulcrum has no TLS listener")
     }
 
     /// The admin listener's address (panics when the admin API is off).
