@@ -242,7 +242,9 @@ pub enum StoreError {
     },
 }
 
-/// The control plane's persistence: load once at start, save after every accepted change.
+/// A local copy of the state: load once at start, save after every accepted change (the file
+/// store), or after every shared revision run (the etcd store's last-known-good copy). The etcd
+/// store itself is not behind this trait: its writes are compare-and-swaps on `lb-store`.
 pub trait StateStore: Send + std::fmt::Debug {
     /// The saved state, or `None` when nothing was saved yet.
     fn load(&self) -> Result<Option<PersistedState>, StoreError>;
