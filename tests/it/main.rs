@@ -35,4 +35,5 @@ mod store;
 mod strict_http;
 mod tls;
 mod upstream_limits;
+mod websocket;
 mod weights;

@@ -448,6 +448,8 @@ pub struct LimitsOut {
     pub response_time_window_ms: u64,
     /// How often workers publish their per-backend counters, in milliseconds.
     pub stats_publish_ms: u64,
+    /// Protocols whose HTTP/1.1 upgrades are passed through as tunnels (`upgrade.protocols`).
+    pub upgrade_protocols: Vec<String>,
 }
 
 /// Admin API settings (keys are never shown).
@@ -1141,6 +1143,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             pool_queue_timeout_ms: c.pool.queue_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,
             stats_publish_ms: c.balance.stats_publish_ms,
+            upgrade_protocols: c.upgrade.protocols.clone(),
         },
         admin: AdminOut {
             jwt_algorithms: app.verifier.algorithms().iter().map(|a| format!("{a:?}")).collect(),

@@ -171,8 +171,11 @@ pub struct TimeoutsOut {
     /// From request sent to response head received, and the longest gap between two reads of
     /// a response body.
     pub upstream_response_ms: u64,
-    /// Graceful shutdown: how long in-flight requests may take to finish.
+    /// Graceful shutdown: how long in-flight requests (and open tunnels) may take to finish.
     pub drain_ms: u64,
+    /// How long an upgraded connection (a WebSocket tunnel) may pass no byte in either
+    /// direction before it is closed.
+    pub tunnel_idle_ms: u64,
 }
 
 impl From<&Timeouts> for TimeoutsOut {
@@ -186,6 +189,7 @@ impl From<&Timeouts> for TimeoutsOut {
             upstream_connect_ms: t.upstream_connect_ms,
             upstream_response_ms: t.upstream_response_ms,
             drain_ms: t.drain_ms,
+            tunnel_idle_ms: t.tunnel_idle_ms,
         }
     }
 }

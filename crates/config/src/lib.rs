@@ -18,6 +18,7 @@ mod routing;
 mod store;
 mod telemetry;
 mod tls;
+mod upgrade;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use cache::{CachePolicy, CachePolicyError};
@@ -29,6 +30,7 @@ pub use routing::{
 pub use store::{DEFAULT_STATE_FILE, MAX_DOCUMENT_BYTES, StoreConfig, StoreKind};
 pub use telemetry::{AccessLogFormat, TelemetryConfig};
 pub use tls::{CertificateFiles, MAX_CERTIFICATES, TlsConfig, UpstreamTlsConfig};
+pub use upgrade::{MAX_UPGRADE_PROTOCOLS, UpgradeConfig};
 
 /// Errors found while loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// TLS to `https://` and `h2://` backends (`[upstream_tls]`).
     pub upstream_tls: UpstreamTlsConfig,
+    /// Which HTTP/1.1 protocol upgrades (WebSocket) are passed through as tunnels
+    /// (`[upgrade]`; see `docs/websocket.md`).
+    pub upgrade: UpgradeConfig,
 }
 
 impl Default for Config {
@@ -151,6 +156,7 @@ impl Default for Config {
             http2: Http2Config::default(),
             tls: TlsConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
+            upgrade: UpgradeConfig::default(),
         }
     }
 }
@@ -355,8 +361,11 @@ pub struct Timeouts {
     /// From request sent to response head received, and the longest gap between two reads of
     /// a response body.
     pub upstream_response_ms: u64,
-    /// Graceful shutdown: how long in-flight requests may take to finish.
+    /// Graceful shutdown: how long in-flight requests (and open tunnels) may take to finish.
     pub drain_ms: u64,
+    /// How long an upgraded connection (a WebSocket tunnel) may pass no byte in either
+    /// direction before it is closed (as HAProxy's `timeout tunnel`).
+    pub tunnel_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -370,6 +379,7 @@ impl Default for Timeouts {
             upstream_connect_ms: 3_000,
             upstream_response_ms: 60_000,
             drain_ms: 10_000,
+            tunnel_idle_ms: 3_600_000,
         }
     }
 }
@@ -402,6 +412,10 @@ impl Timeouts {
     /// `drain_ms` as a duration.
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
+    }
+    /// `tunnel_idle_ms` as a duration.
+    pub fn tunnel_idle(&self) -> Duration {
+        Duration::from_millis(self.tunnel_idle_ms)
     }
 }
 
@@ -801,6 +815,7 @@ impl Config {
             ("timeouts.client_send_ms", t.client_send_ms),
             ("timeouts.upstream_connect_ms", t.upstream_connect_ms),
             ("timeouts.upstream_response_ms", t.upstream_response_ms),
+            ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
             ("balance.response_time_window_ms", self.balance.response_time_window_ms),
             ("balance.stats_publish_ms", self.balance.stats_publish_ms),
         ] {
@@ -837,6 +852,7 @@ impl Config {
         self.http2.validate()?;
         self.tls.validate()?;
         self.upstream_tls.validate()?;
+        self.upgrade.validate()?;
         if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
                 "admin.tls_cert_file",

@@ -21,6 +21,7 @@ pub mod http1;
 pub mod load;
 pub mod process;
 pub mod tls;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -36,6 +37,7 @@ pub use load::Load;
 pub use process::{
     Fulcrum, UpstreamTls, check_config, log_field, quiet_in_process_logs, test_io_driver,
 };
+pub use ws::{WsBackend, ws_connect, ws_connect_tls};
 
 /// Polls `cond` every 2 ms until it holds or `timeout` passes; returns whether it held.
 #[allow(clippy::disallowed_methods)] // the poll interval of a readiness check, not synchronisation
