@@ -31,6 +31,7 @@ mod openapi_conformance;
 mod packaging;
 mod retries;
 mod routing;
+mod store;
 mod strict_http;
 mod tls;
 mod upstream_limits;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 mod algorithm;
 mod cache;
 mod routing;
+mod store;
 mod telemetry;
 mod tls;
 mod upgrade;
@@ -26,6 +27,7 @@ pub use routing::{
     BackendPoolConfig, DEFAULT_POOL, MAX_POOL_NAME, MAX_POOLS, MAX_ROUTE_HEADERS, MAX_ROUTES,
     RouteConfig, RouteError, check_pool_name, validate_routes,
 };
+pub use store::{DEFAULT_STATE_FILE, MAX_DOCUMENT_BYTES, StoreConfig, StoreKind};
 pub use telemetry::{AccessLogFormat, TelemetryConfig};
 pub use tls::{CertificateFiles, MAX_CERTIFICATES, TlsConfig, UpstreamTlsConfig};
 pub use upgrade::{MAX_UPGRADE_PROTOCOLS, UpgradeConfig};
@@ -108,9 +110,13 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where run-time changes are persisted (JSON, replaced atomically). When the file exists at
     /// start it supersedes `backends`, `algorithm`, `pools`, `routes`, `cache` and `timeouts`.
-    /// Unset: not persisted.
+    /// Unset: not persisted. With the etcd store it is the last-known-good copy of the shared
+    /// state, [`DEFAULT_STATE_FILE`] in the working directory when unset (see
+    /// [`Config::state_file_path`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// Where the run-time state lives: the state file (default) or etcd (`[store]`).
+    pub store: StoreConfig,
     /// Access log, metrics and tracing (`[telemetry]`).
     pub telemetry: TelemetryConfig,
     /// HTTP/2 and gRPC: limits on client connections, windows on upstream connections.
@@ -145,6 +151,7 @@ impl Default for Config {
             cache: CachePolicy::default(),
             admin: AdminConfig::default(),
             state_file: None,
+            store: StoreConfig::default(),
             telemetry: TelemetryConfig::default(),
             http2: Http2Config::default(),
             tls: TlsConfig::default(),
@@ -864,7 +871,18 @@ impl Config {
         }
         self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
+        self.store.validate()?;
         Ok(())
+    }
+
+    /// The state file in effect: `state_file`, or with the etcd store [`DEFAULT_STATE_FILE`]
+    /// (the last-known-good copy is always kept there).
+    pub fn state_file_path(&self) -> Option<PathBuf> {
+        match (&self.state_file, self.store.kind) {
+            (Some(path), _) => Some(path.clone()),
+            (None, StoreKind::Etcd) => Some(PathBuf::from(DEFAULT_STATE_FILE)),
+            (None, StoreKind::File) => None,
+        }
     }
 
     /// Pool names unique and valid, their backends valid, the routes valid and reachable.
@@ -1061,5 +1079,26 @@ mod tests {
         let c = Config::default();
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(c, back);
+    }
+
+    #[test]
+    fn the_etcd_store_round_trips_without_its_password_and_has_a_state_file() {
+        let c: Config = toml::from_str(
+            "[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\
+             prefix = \"/fulcrum/a\"\nusername = \"fulcrum\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.state_file_path(), Some(PathBuf::from(DEFAULT_STATE_FILE)));
+        let text = c.to_toml();
+        assert!(text.contains("kind = \"etcd\"") && !text.contains("hunter2"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.store.password, None);
+        assert_eq!(back.store.endpoints, c.store.endpoints);
+        assert_eq!(Config::default().state_file_path(), None);
+        let c = Config { state_file: Some("/var/lib/fulcrum/state.json".into()), ..c };
+        assert_eq!(c.state_file_path(), c.state_file);
+        let err = toml::from_str::<Config>("[store]\nkind = \"consul\"").unwrap_err();
+        assert!(err.to_string().contains("consul"), "{err}");
     }
 }
