@@ -111,10 +111,11 @@ pub struct Running {
 impl Running {
     /// Re-reads every configured certificate and key of the TLS listener: all of them, or none
     /// changes (the error names the file). New connections get the new certificates; open ones
-    /// are undisturbed. Returns how many are in service.
-    pub fn reload_tls(&self) -> Result<usize, String> {
-        let Some(tls) = &self.tls else { return Err("no TLS listener is configured".into()) };
-        tls.reload_files().map_err(|e| e.to_string())
+    /// are undisturbed. Returns how many are in service, or `None` without a TLS listener
+    /// (nothing to reload, which is not a failure).
+    pub fn reload_tls(&self) -> Option<Result<usize, String>> {
+        let tls = self.tls.as_ref()?;
+        Some(tls.reload_files().map_err(|e| e.to_string()))
     }
 
     /// A handle for configuration changes.

@@ -585,6 +585,28 @@ fn sigterm_closes_idle_keep_alive_connections_while_a_request_finishes() {
     assert_eq!(status.code(), Some(0), "{}", f.log_text());
 }
 
+/// Without a TLS listener SIGHUP has nothing to reload: one info line each time, no error, and
+/// the process keeps serving (only SIGTERM stops it).
+#[test]
+fn sighup_without_tls_is_an_info_note_and_never_stops_the_process() {
+    let backend = TestBackend::named("a");
+    let mut f = Fulcrum::builder().backend(&backend).start();
+    let note = "SIGHUP: no TLS listener, nothing to reload";
+    for n in 1..=2 {
+        f.signal("HUP");
+        expect_within(Duration::from_secs(10), "the SIGHUP note", || {
+            f.lines().iter().filter(|l| l.contains(note)).count() == n
+        });
+        assert_eq!(f.get("/").status(), 200, "{}", f.log_text());
+    }
+    let log = f.log_text();
+    let notes: Vec<_> = f.lines().into_iter().filter(|l| l.contains("SIGHUP")).collect();
+    assert!(notes.iter().all(|l| l.contains("level=info")), "{log}");
+    assert!(!log.contains("level=error") && !log.contains("draining"), "{log}");
+    f.sigterm();
+    assert_eq!(f.wait_exit(Duration::from_secs(10)).code(), Some(0), "{}", f.log_text());
+}
+
 #[test]
 fn a_taken_port_is_refused_at_start() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
