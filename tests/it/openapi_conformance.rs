@@ -975,8 +975,8 @@ fn configured_server(cx: &mut Conformance) {
             "state_file = \"{}\"\n\
              [admin]\njwt_issuer = \"fulcrum-test\"\njwt_audience = \"fulcrum-admin\"\n\
              [telemetry]\nmetrics_auth = true\n\
-             [health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 100\n\
-             timeout_ms = 100\nrise = 1\nfall = 1\nslow_start_ms = 60000\n\
+             [health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 500\n\
+             timeout_ms = 500\nrise = 1\nfall = 1\nslow_start_ms = 60000\n\
              [[backends]]\nurl = \"{}\"\n[[backends]]\nurl = \"{}\"\n",
             state.display(),
             up.url(),
