@@ -149,8 +149,8 @@ impl Tally {
 /// with chance share / 2, so b's traffic is measured in batches of requests between two readings
 /// of its share, and compared with that prediction early (share <= 30%) and late (share >= 70%)
 /// in the ramp: without the ramp b would take half of the early requests; stuck at its floor,
-/// far too few of the late ones. The ramp is long enough for 50 requests in each of those
-/// windows on a loaded machine.
+/// far too few of the late ones. Four connections send each batch at once, so a slow machine
+/// still fits 50 requests in each of those windows.
 #[test]
 fn a_returning_backend_ramps_up_during_slow_start() {
     const RAMP_MS: u64 = 6000;
@@ -159,7 +159,7 @@ fn a_returning_backend_ramps_up_during_slow_start() {
         .workers(1)
         .algorithm("random")
         .backends([&a, &b])
-        // One keep-alive connection carries every request.
+        // Keep-alive connections carry every request.
         .config(&health_config(&format!("slow_start_ms = {RAMP_MS}")))
         .config("[limits]\nmax_requests_per_connection = 0")
         .start();
@@ -187,21 +187,30 @@ fn a_returning_backend_ramps_up_during_slow_start() {
         );
         share
     };
-    let mut client = Client::connect(lb.addr());
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(lb.addr())).collect();
+    // Five requests on each connection, concurrently: how many reached b.
+    let mut batch = || {
+        std::thread::scope(|s| {
+            let sent = clients.iter_mut().map(|c| {
+                s.spawn(move || (0..5).filter(|_| c.get("/").unwrap().backend() == "b").count())
+            });
+            sent.collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+        })
+    };
     let (mut early, mut late) = (Tally::default(), Tally::default());
     let mut shares = vec![share()];
     while shares.last() != Some(&100) {
         let waited = logged.elapsed();
         assert!(waited < Duration::from_millis(RAMP_MS) + DEADLINE, "no end: {shares:?}");
         let before = *shares.last().unwrap();
-        let to_b = (0..10).filter(|_| client.get("/").unwrap().backend() == "b").count();
+        let to_b = batch();
         let after = share();
         shares.push(after);
         let chance = (before + after) as f64 / 400.0;
         if after <= 30 {
-            early.add(10, to_b, chance);
+            early.add(20, to_b, chance);
         } else if before >= 70 && after < 100 {
-            late.add(10, to_b, chance);
+            late.add(20, to_b, chance);
         }
     }
     assert!(shares.windows(2).all(|w| w[0] <= w[1]), "the share only rises: {shares:?}");
@@ -214,7 +223,7 @@ fn a_returning_backend_ramps_up_during_slow_start() {
     // Ramp over: b takes its full half.
     let before = b.requests();
     for _ in 0..200 {
-        assert_eq!(client.get("/").unwrap().status(), 200);
+        assert_eq!(clients[0].get("/").unwrap().status(), 200);
     }
     let to_b = b.requests() - before;
     assert!((65..=135).contains(&to_b), "{to_b} of 200 after the ramp");
