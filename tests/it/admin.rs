@@ -660,3 +660,51 @@ fn the_example_config_is_valid_and_persists() {
     assert!(effective.contains("state_file = "), "{effective}");
     assert!(!effective.contains("jwt_secret"), "secrets are never printed back");
 }
+
+#[test]
+fn a_body_no_handler_reads_is_drained_and_the_connection_stays_usable() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let f = Fulcrum::builder().start();
+    let mut conn = std::net::TcpStream::connect(f.admin_addr()).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut exchange = |parts: &[&str], want: &str| {
+        // Each part is its own write: the body of a refused or body-less request arrives
+        // after its head, as it does from a client that streams its body.
+        for part in parts {
+            conn.write_all(part.as_bytes()).unwrap();
+            conn.flush().unwrap();
+        }
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(&format!("HTTP/1.1 {want} ")), "{parts:?} -> {line:?}");
+        let mut length = None;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header == "\r\n" || header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; length.expect("a content-length")];
+        reader.read_exact(&mut body).unwrap();
+    };
+    let healthz = "GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n";
+    // A refused POST (no token) whose body is never decoded, then a GET with a body the
+    // OpenAPI handler does not read; each followed on the same connection by a plain GET.
+    exchange(
+        &["POST /api/v1/backends HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n", "{}"],
+        "401",
+    );
+    exchange(&[healthz], "200");
+    exchange(
+        &["GET /api/v1/openapi.json HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\n", "null"],
+        "200",
+    );
+    exchange(&[healthz], "200");
+}

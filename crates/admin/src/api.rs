@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -877,16 +877,23 @@ impl Route {
 }
 
 /// Serves one request; every failure goes through [`ApiError::into_response`].
-pub(crate) async fn serve(app: Arc<App>, req: Request<Incoming>) -> Resp {
-    let mut resp = match dispatch(&app, req).await {
+pub(crate) async fn serve(app: Arc<App>, mut req: Request<Incoming>) -> Resp {
+    let mut resp = match dispatch(&app, &mut req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
+    // A body no handler read (a `GET` with a body, a request refused before its body was
+    // read) is read and dropped, up to the body cap, so that the connection stays usable: a
+    // connection closed with unread input is reset by the kernel, which can cut off the answer
+    // before the client has read it.
+    if !req.body().is_end_stream() {
+        let _ = Limited::new(req.body_mut(), app.max_body_bytes).collect().await;
+    }
     resp.headers_mut().entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp
 }
 
-async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn dispatch(app: &Arc<App>, req: &mut Request<Incoming>) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_owned();
     let route = Route::parse(&path).ok_or_else(|| ApiError::NotFound(path.clone()))?;
     let method = req.method().clone();
@@ -962,7 +969,10 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
 }
 
 /// Reads a capped body and decodes it; unknown fields, wrong types and bad JSON are 400.
-async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(
+    app: &App,
+    req: &mut Request<Incoming>,
+) -> Result<T, ApiError> {
     let cap = app.max_body_bytes;
     let declared = req
         .headers()
@@ -972,7 +982,7 @@ async fn read_json<T: DeserializeOwned>(app: &App, req: Request<Incoming>) -> Re
     if declared.is_some_and(|len| len > cap as u64) {
         return Err(ApiError::PayloadTooLarge(cap));
     }
-    let bytes = match Limited::new(req.into_body(), cap).collect().await {
+    let bytes = match Limited::new(req.body_mut(), cap).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge(cap));
