@@ -1,0 +1,2 @@
+//! Placeholder until the HPACK bench lands.
+fn main() {}
