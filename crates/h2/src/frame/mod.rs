@@ -42,3 +42,6 @@ pub const MAX_WINDOW_SIZE: u32 = (1 << 31) - 1;
 /// The client connection preface that precedes the client's first SETTINGS frame (RFC 9113
 /// section 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+#[cfg(test)]
+mod tests;

@@ -39,7 +39,7 @@ pub enum HpackError {
     /// The block ends inside a field representation.
     #[error("HPACK block truncated")]
     Truncated,
-    /// An integer is longer than 5 continuation octets or above 2^32-1.
+    /// An integer with more than 4 continuation octets.
     #[error("HPACK integer overflow")]
     IntegerOverflow,
     /// An index of 0, or one past the static and dynamic tables.
@@ -179,7 +179,9 @@ impl<'a> Field<'a> {
 }
 
 /// Reads an HPACK integer with an `n`-bit prefix (RFC 7541 section 5.1) at `*pos`, advancing
-/// `*pos` past it. Values above 2^32-1 or longer than 5 continuation octets are refused.
+/// `*pos` past it. At most 4 continuation octets are read (values below 2^28 + 2^n, far above
+/// any legitimate length, index or table size; the same limit as the `hpack` family of
+/// crates), so a run of continuation octets stops at the fifth.
 fn decode_int(buf: &[u8], pos: &mut usize, n: u32) -> Result<u32, HpackError> {
     let mask = (1u32 << n) - 1;
     let first = *buf.get(*pos).ok_or(HpackError::Truncated)?;
@@ -192,7 +194,7 @@ fn decode_int(buf: &[u8], pos: &mut usize, n: u32) -> Result<u32, HpackError> {
     loop {
         let b = *buf.get(*pos).ok_or(HpackError::Truncated)?;
         *pos += 1;
-        if shift > 28 {
+        if shift > 21 {
             return Err(HpackError::IntegerOverflow);
         }
         let add = u64::from(b & 0x7f) << shift;
@@ -250,7 +252,7 @@ mod tests {
     #[test]
     fn integer_round_trips_at_every_prefix() {
         for n in 1..=8 {
-            for v in [0usize, 1, 30, 31, 127, 128, 255, 256, 16_383, 1 << 21, u32::MAX as usize] {
+            for v in [0usize, 1, 30, 31, 127, 128, 255, 256, 16_383, 1 << 21, (1 << 28) - 1] {
                 let mut out = Vec::new();
                 encode_int(&mut out, n, 0, v);
                 assert_eq!(int(&out, n), Ok((v as u32, out.len())), "n={n} v={v}");
@@ -261,20 +263,25 @@ mod tests {
     #[test]
     fn integer_overflow_and_truncation_are_refused() {
         assert_eq!(int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0x7f], 5), Err(HpackError::IntegerOverflow));
-        // Six continuation octets, even zero ones.
-        assert_eq!(
-            int(&[0x1f, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00], 5),
-            Err(HpackError::IntegerOverflow)
-        );
-        // A million continuation octets stop at the sixth.
+        // Five continuation octets, even zero ones; four are fine.
+        assert_eq!(int(&[0x1f, 0x80, 0x80, 0x80, 0x80, 0x00], 5), Err(HpackError::IntegerOverflow));
+        assert_eq!(int(&[0x1f, 0x80, 0x80, 0x80, 0x00], 5), Ok((31, 5)));
+        // A million continuation octets stop at the fifth.
         let mut huge = vec![0x1f];
         huge.extend(std::iter::repeat_n(0xff, 1_000_000));
         assert_eq!(int(&huge, 5), Err(HpackError::IntegerOverflow));
         assert_eq!(int(&[0x1f, 0x80], 5), Err(HpackError::Truncated));
         assert_eq!(int(&[], 5), Err(HpackError::Truncated));
-        // 2^32-1 is the largest accepted.
+        // 31 + 2^28 - 1 is the largest accepted.
+        let largest = 31 + (1 << 28) - 1;
         let mut max = Vec::new();
-        encode_int(&mut max, 5, 0, u32::MAX as usize);
-        assert_eq!(int(&max, 5), Ok((u32::MAX, max.len())));
+        encode_int(&mut max, 5, 0, largest);
+        assert_eq!(int(&max, 5), Ok((largest as u32, max.len())));
+        max.clear();
+        encode_int(&mut max, 5, 0, largest + 1);
+        assert_eq!(int(&max, 5), Err(HpackError::IntegerOverflow));
     }
 }
+
+#[cfg(test)]
+mod differential;
