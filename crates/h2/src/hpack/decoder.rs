@@ -1,28 +1,48 @@
 //! The HPACK decoder: one per connection, fed each complete field block (HEADERS plus its
 //! CONTINUATION fragments, joined by the engine) in the order received.
 
-use super::table::{DynamicTable, STATIC, static_pseudo};
+use super::table::{DynamicTable, STATIC, STATIC_BLOB, STATIC_OFFSET, static_pseudo};
 use super::{DEFAULT_TABLE_SIZE, ENTRY_OVERHEAD, Field, HpackError, Pseudo, decode_int, huffman};
 
-/// Where a decoded name or value lives.
+/// Which buffer a decoded name or value lives in: an index into `HeaderBlock::bases`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Src {
+    /// A raw literal in the block.
+    Input = 0,
+    /// Huffman-decoded, or copied from the dynamic table, in the scratch buffer.
+    Scratch = 1,
+    /// A dynamic-table entry's bytes, valid until the table changes (fields are copied to the
+    /// scratch buffer before that).
+    Table = 2,
+    /// The static table ([`STATIC_BLOB`]).
+    Static = 3,
+}
+
+/// Where a decoded name or value lives: `bases[src][start..start + len]`. One shape for all
+/// four buffers, so resolving a field is two indexed slices, not a branch per source.
 #[derive(Debug, Clone, Copy)]
-enum Str {
-    /// The static table.
-    Static(&'static [u8]),
-    /// A raw literal: `block[start..start + len]`.
-    Input { start: usize, len: usize },
-    /// Huffman-decoded, or copied from the dynamic table: `scratch[start..start + len]`.
-    Scratch { start: usize, len: usize },
+struct Str {
+    src: Src,
+    start: usize,
+    len: usize,
 }
 
 impl Str {
-    fn resolve<'a>(self, block: &'a [u8], scratch: &'a [u8]) -> &'a [u8] {
-        match self {
-            Str::Static(s) => s,
-            Str::Input { start, len } => block.get(start..start + len).unwrap_or_default(),
-            Str::Scratch { start, len } => scratch.get(start..start + len).unwrap_or_default(),
-        }
+    const fn new(src: Src, start: usize, len: usize) -> Str {
+        Str { src, start, len }
     }
+
+    fn resolve<'a>(self, bases: &[&'a [u8]; 4]) -> &'a [u8] {
+        bases[self.src as usize].get(self.start..self.start + self.len).unwrap_or_default()
+    }
+}
+
+/// Static entry `index` (1-based) as name and value locations.
+fn static_strs(index: usize) -> (Str, Str) {
+    let (name, value) = STATIC[index - 1];
+    let at = usize::from(STATIC_OFFSET[index - 1]);
+    (Str::new(Src::Static, at, name.len()), Str::new(Src::Static, at + name.len(), value.len()))
 }
 
 /// A decoded field as the decoder keeps it: two locations and the facts about the name.
@@ -65,10 +85,13 @@ pub struct Decoder {
     /// update.
     update_required: bool,
     max_list_size: usize,
-    /// Huffman-decoded strings and dynamic-table copies of the current block.
+    /// Huffman-decoded strings of the current block, and copies of dynamic-table entries
+    /// it references before changing the table.
     scratch: Vec<u8>,
     /// The current block's fields.
     fields: Vec<Span>,
+    /// Some of them borrow dynamic-table bytes ([`Src::Table`]).
+    table_refs: bool,
 }
 
 impl Default for Decoder {
@@ -91,6 +114,7 @@ impl Decoder {
             max_list_size,
             scratch: Vec::new(),
             fields: Vec::new(),
+            table_refs: false,
         }
     }
 
@@ -129,6 +153,17 @@ impl Decoder {
         self.table.get(index).map(|(_, name, value)| (name, value))
     }
 
+    /// Heap bytes the decoder holds (dynamic table, scratch buffer, field list), for a
+    /// connection's memory accounting. Bounded by its limits: about 2 * `max_table_size` for
+    /// the table, and for the buffers of one block `max_list_size + max_table_size` bytes plus
+    /// a 56-byte record per stored field, each of which counts at least 32 bytes against
+    /// `max_list_size` (allocation rounding can double both).
+    pub fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes()
+            + self.scratch.capacity()
+            + self.fields.capacity() * std::mem::size_of::<Span>()
+    }
+
     /// Decodes one complete field block.
     ///
     /// The fields borrow from `block` and from the decoder, which cannot decode the next block
@@ -140,6 +175,7 @@ impl Decoder {
     pub fn decode<'a>(&'a mut self, block: &'a [u8]) -> Result<HeaderBlock<'a>, HpackError> {
         self.scratch.clear();
         self.fields.clear();
+        self.table_refs = false;
         if self.update_required && block.first().is_none_or(|&b| b & 0xe0 != 0x20) {
             return Err(HpackError::MissingTableSizeUpdate);
         }
@@ -161,6 +197,7 @@ impl Decoder {
                     let max = self.max_table_size;
                     return Err(HpackError::TableSizeTooLarge { requested: size, max });
                 }
+                self.detach_table_refs();
                 self.table.set_max_size(size as usize);
                 self.update_required = false;
                 continue;
@@ -175,8 +212,7 @@ impl Decoder {
             return Err(HpackError::HeaderListTooLarge { limit: self.max_list_size });
         }
         Ok(HeaderBlock {
-            block,
-            scratch: &self.scratch,
+            bases: [block, &self.scratch, self.table.bytes(), &STATIC_BLOB],
             fields: &self.fields,
             list_size: st.list_size,
         })
@@ -195,11 +231,11 @@ impl Decoder {
     fn indexed(&mut self, index: u32, st: &mut BlockState) -> Result<(), HpackError> {
         let i = index as usize;
         if (1..=STATIC.len()).contains(&i) {
-            let (name, value) = STATIC[i - 1];
-            if self.admit(st, name.len() + value.len() + ENTRY_OVERHEAD) {
+            let (name, value) = static_strs(i);
+            if self.admit(st, name.len + value.len + ENTRY_OVERHEAD) {
                 self.fields.push(Span {
-                    name: Str::Static(name),
-                    value: Str::Static(value),
+                    name,
+                    value,
                     pseudo: static_pseudo(i),
                     never_indexed: false,
                     static_name: Some(index as u8),
@@ -207,26 +243,39 @@ impl Decoder {
             }
             return Ok(());
         }
-        let Some((entry, name, value)) =
-            i.checked_sub(STATIC.len()).and_then(|d| self.table.get(d))
-        else {
+        let Some(&e) = i.checked_sub(STATIC.len()).and_then(|d| self.table.entry(d)) else {
             return Err(HpackError::BadIndex(index));
         };
-        let (pseudo, static_name) = (entry.pseudo, entry.static_name);
-        if self.admit(st, name.len() + value.len() + ENTRY_OVERHEAD) {
-            // A copy: a later field of this block may evict the entry.
-            let start = self.scratch.len();
-            self.scratch.extend_from_slice(name);
-            self.scratch.extend_from_slice(value);
+        if self.admit(st, e.name_len + e.value_len + ENTRY_OVERHEAD) {
+            // Borrowed from the table: no copy unless a later field of this block changes it.
+            self.table_refs = true;
             self.fields.push(Span {
-                name: Str::Scratch { start, len: name.len() },
-                value: Str::Scratch { start: start + name.len(), len: value.len() },
-                pseudo,
+                name: Str::new(Src::Table, e.offset, e.name_len),
+                value: Str::new(Src::Table, e.offset + e.name_len, e.value_len),
+                pseudo: e.pseudo,
                 never_indexed: false,
-                static_name,
+                static_name: e.static_name,
             });
         }
         Ok(())
+    }
+
+    /// Copies the fields that borrow dynamic-table bytes into the scratch buffer, before the
+    /// table changes under them.
+    fn detach_table_refs(&mut self) {
+        if !std::mem::take(&mut self.table_refs) {
+            return;
+        }
+        let table = self.table.bytes();
+        for span in &mut self.fields {
+            for s in [&mut span.name, &mut span.value] {
+                if s.src == Src::Table {
+                    let at = self.scratch.len();
+                    self.scratch.extend_from_slice(s.resolve(&[&[], &[], table, &[]]));
+                    *s = Str::new(Src::Scratch, at, s.len);
+                }
+            }
+        }
     }
 
     /// A literal field (RFC 7541 sections 6.2.1-6.2.3): name `index` (0 for a literal name).
@@ -247,7 +296,7 @@ impl Decoder {
         let i = index as usize;
         let (name, pseudo, static_name) = if i == 0 {
             let name = self.string(block, &mut st.pos, cap)?;
-            let bytes = name.at.resolve(block, &self.scratch);
+            let bytes = name.at.resolve(&[block, &self.scratch, &[], &[]]);
             let pseudo = if name.complete && bytes.first() == Some(&b':') {
                 Pseudo::from_name(bytes)
             } else {
@@ -255,9 +304,8 @@ impl Decoder {
             };
             (name, pseudo, None)
         } else if i <= STATIC.len() {
-            let name = STATIC[i - 1].0;
-            let at = Str::Static(name);
-            (Decoded { at, len: name.len(), complete: true }, static_pseudo(i), Some(index as u8))
+            let (at, _) = static_strs(i);
+            (Decoded { at, len: at.len, complete: true }, static_pseudo(i), Some(index as u8))
         } else {
             let Some((entry, name, _)) =
                 i.checked_sub(STATIC.len()).and_then(|d| self.table.get(d))
@@ -269,7 +317,7 @@ impl Decoder {
             // At most one table entry long.
             self.scratch.extend_from_slice(name);
             (
-                Decoded { at: Str::Scratch { start: mark, len }, len, complete: true },
+                Decoded { at: Str::new(Src::Scratch, mark, len), len, complete: true },
                 pseudo,
                 static_name,
             )
@@ -278,11 +326,12 @@ impl Decoder {
         let value = self.string(block, &mut st.pos, value_cap)?;
         let store = self.admit(st, name.len + value.len + ENTRY_OVERHEAD);
         if mode == Indexing::Incremental {
+            self.detach_table_refs();
             if self.table.fits(name.len, value.len) {
                 // Both strings fit the table, hence the cap: they are complete.
                 debug_assert!(name.complete && value.complete);
-                let n = name.at.resolve(block, &self.scratch);
-                let v = value.at.resolve(block, &self.scratch);
+                let bases = [block, &self.scratch[..], &[], &STATIC_BLOB[..]];
+                let (n, v) = (name.at.resolve(&bases), value.at.resolve(&bases));
                 self.table.insert(n, v, pseudo, static_name);
             } else {
                 self.table.clear();
@@ -312,13 +361,13 @@ impl Decoder {
         let raw = block.get(start..start.saturating_add(len)).ok_or(HpackError::Truncated)?;
         *pos = start + len;
         if !huffman {
-            return Ok(Decoded { at: Str::Input { start, len }, len, complete: true });
+            return Ok(Decoded { at: Str::new(Src::Input, start, len), len, complete: true });
         }
         let at = self.scratch.len();
         let decoded = huffman::decode(raw, &mut self.scratch, cap)?;
         let stored = self.scratch.len() - at;
         Ok(Decoded {
-            at: Str::Scratch { start: at, len: stored },
+            at: Str::new(Src::Scratch, at, stored),
             len: decoded,
             complete: stored == decoded,
         })
@@ -343,8 +392,8 @@ struct BlockState {
 /// A decoded field block: the fields in order, borrowed from the block and the decoder.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderBlock<'a> {
-    block: &'a [u8],
-    scratch: &'a [u8],
+    /// The buffers fields point into, indexed by [`Src`].
+    bases: [&'a [u8]; 4],
     fields: &'a [Span],
     list_size: usize,
 }
@@ -377,8 +426,8 @@ impl<'a> HeaderBlock<'a> {
 
     fn field(&self, s: &Span) -> Field<'a> {
         Field {
-            name: s.name.resolve(self.block, self.scratch),
-            value: s.value.resolve(self.block, self.scratch),
+            name: s.name.resolve(&self.bases),
+            value: s.value.resolve(&self.bases),
             pseudo: s.pseudo,
             never_indexed: s.never_indexed,
             static_name: s.static_name,

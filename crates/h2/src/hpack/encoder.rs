@@ -8,7 +8,7 @@
 //! no Huffman coding unless asked for: the cost of a field is a couple of lookups and copies.
 
 use super::table::{static_name_index, static_pair_index};
-use super::{DEFAULT_TABLE_SIZE, Field, encode_int, huffman};
+use super::{DEFAULT_TABLE_SIZE, Field, INT_MAX_LEN, encode_int, huffman, put_int};
 
 /// Encodes field blocks for the peer's decoder (see the module docs for the representation).
 #[derive(Debug, Clone)]
@@ -104,23 +104,32 @@ impl Encoder {
             "HTTP/2 field names are lower case"
         );
         self.begin_block(dst);
-        match name_index {
-            Some(index) => {
-                if !never_indexed && let Some(pair) = static_pair_index(index, value) {
-                    // Indexed field (1xxxxxxx).
-                    dst.push(0x80 | pair);
-                    return;
-                }
-                // Literal without indexing (0000xxxx) or never indexed (0001xxxx), indexed
-                // name.
-                encode_int(dst, 4, if never_indexed { 0x10 } else { 0 }, usize::from(index));
-            }
-            None => {
-                dst.push(if never_indexed { 0x10 } else { 0 });
-                self.string(name, dst);
-            }
+        // Literal without indexing (0000xxxx) or never indexed (0001xxxx).
+        let flags = if never_indexed { 0x10 } else { 0 };
+        let Some(index) = name_index else {
+            dst.push(flags);
+            self.string(name, dst);
+            self.string(value, dst);
+            return;
+        };
+        if !never_indexed && let Some(pair) = static_pair_index(index, value) {
+            // Indexed field (1xxxxxxx).
+            dst.push(0x80 | pair);
+            return;
         }
-        self.string(value, dst);
+        if self.huffman {
+            encode_int(dst, 4, flags, usize::from(index));
+            self.string(value, dst);
+            return;
+        }
+        // The common case in one go: name index, raw value length, value.
+        let (mut a, mut b) = ([0; INT_MAX_LEN], [0; INT_MAX_LEN]);
+        let (la, lb) =
+            (put_int(&mut a, 4, flags, usize::from(index)), put_int(&mut b, 7, 0, value.len()));
+        dst.reserve(la + lb + value.len());
+        dst.extend_from_slice(&a[..la]);
+        dst.extend_from_slice(&b[..lb]);
+        dst.extend_from_slice(value);
     }
 
     fn string(&self, s: &[u8], dst: &mut Vec<u8>) {

@@ -4,11 +4,13 @@
 //! the peer), used by the thread that owns the connection; neither is shared or locked.
 //!
 //! The decoder returns a whole field block as a [`HeaderBlock`]: fields whose name or value is
-//! a literal in the block borrow from the block itself; Huffman-decoded strings and copies of
-//! dynamic-table entries live in one scratch buffer the decoder reuses from block to block. No
-//! allocation or hashing happens per field once the buffers have grown to the connection's
-//! working size, and the decoded list is counted as RFC 9113 says (name + value + 32 per field)
-//! against a limit, so a compression bomb cannot make it hold more than that.
+//! a literal in the block borrow from the block itself, static entries from the static table,
+//! dynamic entries from the dynamic table's buffer (copied only if a later field of the same
+//! block changes the table), and Huffman-decoded strings live in one scratch buffer the decoder
+//! reuses from block to block. No allocation or hashing happens per field once the buffers have
+//! grown to the connection's working size, and the decoded list is counted as RFC 9113 says
+//! (name + value + 32 per field) against a limit, so a compression bomb cannot make it hold
+//! more than that.
 //!
 //! The encoder follows HAProxy: names are looked up in the static table only, values are raw
 //! literals "without indexing" (or "never indexed" on request), the common exact pairs
@@ -208,19 +210,34 @@ fn decode_int(buf: &[u8], pos: &mut usize, n: u32) -> Result<u32, HpackError> {
 
 /// Appends `value` as an HPACK integer with an `n`-bit prefix; `flags` holds the bits of the
 /// first octet above the prefix.
+#[inline]
 fn encode_int(dst: &mut Vec<u8>, n: u32, flags: u8, value: usize) {
+    let mut buf = [0; INT_MAX_LEN];
+    let len = put_int(&mut buf, n, flags, value);
+    dst.extend_from_slice(&buf[..len]);
+}
+
+/// Longest HPACK integer of a `usize`: the prefix octet and ten continuation octets.
+const INT_MAX_LEN: usize = 11;
+
+/// Writes `value` as an HPACK integer at the start of `buf`, returning its length.
+#[inline]
+fn put_int(buf: &mut [u8; INT_MAX_LEN], n: u32, flags: u8, value: usize) -> usize {
     let mask = (1usize << n) - 1;
     if value < mask {
-        dst.push(flags | value as u8);
-        return;
+        buf[0] = flags | value as u8;
+        return 1;
     }
-    dst.push(flags | mask as u8);
+    buf[0] = flags | mask as u8;
     let mut rest = value - mask;
-    while rest >= 0x80 {
-        dst.push(0x80 | (rest & 0x7f) as u8);
+    let mut len = 1;
+    while rest >= 0x80 && len < INT_MAX_LEN - 1 {
+        buf[len] = 0x80 | (rest & 0x7f) as u8;
         rest >>= 7;
+        len += 1;
     }
-    dst.push(rest as u8);
+    buf[len] = rest as u8;
+    len + 1
 }
 
 #[cfg(test)]
@@ -258,6 +275,14 @@ mod tests {
                 assert_eq!(int(&out, n), Ok((v as u32, out.len())), "n={n} v={v}");
             }
         }
+    }
+
+    #[test]
+    fn the_longest_integers_fit() {
+        let mut buf = [0; INT_MAX_LEN];
+        assert_eq!(put_int(&mut buf, 1, 0, usize::MAX), INT_MAX_LEN);
+        assert_eq!(buf[INT_MAX_LEN - 1], 1);
+        assert_eq!(put_int(&mut buf, 8, 0, usize::MAX), INT_MAX_LEN);
     }
 
     #[test]

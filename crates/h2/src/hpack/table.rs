@@ -69,6 +69,56 @@ pub(crate) const STATIC: [(&[u8], &[u8]); 61] = [
     (b"www-authenticate", b""),
 ];
 
+/// Total bytes of the static table's names and values.
+const STATIC_BLOB_LEN: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < STATIC.len() {
+        n += STATIC[i].0.len() + STATIC[i].1.len();
+        i += 1;
+    }
+    n
+};
+
+/// The static table's names and values back to back (entry `i`'s name at
+/// `STATIC_OFFSET[i]`, its value right after), so decoded fields can point into it the same
+/// way they point into the block or the dynamic table.
+pub(crate) const STATIC_BLOB: [u8; STATIC_BLOB_LEN] = {
+    let mut blob = [0u8; STATIC_BLOB_LEN];
+    let mut at = 0;
+    let mut i = 0;
+    while i < STATIC.len() {
+        let (name, value) = STATIC[i];
+        let mut j = 0;
+        while j < name.len() {
+            blob[at] = name[j];
+            at += 1;
+            j += 1;
+        }
+        let mut j = 0;
+        while j < value.len() {
+            blob[at] = value[j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    blob
+};
+
+/// Offset of each static entry in [`STATIC_BLOB`].
+pub(crate) const STATIC_OFFSET: [u16; 61] = {
+    let mut offsets = [0u16; 61];
+    let mut at = 0;
+    let mut i = 0;
+    while i < STATIC.len() {
+        offsets[i] = at as u16;
+        at += STATIC[i].0.len() + STATIC[i].1.len();
+        i += 1;
+    }
+    offsets
+};
+
 /// The pseudo-header named by static entry `index` (1-based), without comparing bytes.
 pub(crate) fn static_pseudo(index: usize) -> Option<Pseudo> {
     match index {
@@ -81,64 +131,120 @@ pub(crate) fn static_pseudo(index: usize) -> Option<Pseudo> {
     }
 }
 
-/// The first static index whose name is `name` (a length switch and a few compares: the
-/// compiler lowers this match well, and no hashing is involved).
+/// The first static index whose name is `name`: a jump on the length, then at most six
+/// compares (a flat match on 52 byte strings compiles to a chain of compares, which costs a
+/// miss like `te` or `grpc-timeout` every one of them). No hashing involved.
 pub(crate) fn static_name_index(name: &[u8]) -> Option<u8> {
-    Some(match name {
-        b":authority" => 1,
-        b":method" => 2,
-        b":path" => 4,
-        b":scheme" => 6,
-        b":status" => 8,
-        b"accept-charset" => 15,
-        b"accept-encoding" => 16,
-        b"accept-language" => 17,
-        b"accept-ranges" => 18,
-        b"accept" => 19,
-        b"access-control-allow-origin" => 20,
-        b"age" => 21,
-        b"allow" => 22,
-        b"authorization" => 23,
-        b"cache-control" => 24,
-        b"content-disposition" => 25,
-        b"content-encoding" => 26,
-        b"content-language" => 27,
-        b"content-length" => 28,
-        b"content-location" => 29,
-        b"content-range" => 30,
-        b"content-type" => 31,
-        b"cookie" => 32,
-        b"date" => 33,
-        b"etag" => 34,
-        b"expect" => 35,
-        b"expires" => 36,
-        b"from" => 37,
-        b"host" => 38,
-        b"if-match" => 39,
-        b"if-modified-since" => 40,
-        b"if-none-match" => 41,
-        b"if-range" => 42,
-        b"if-unmodified-since" => 43,
-        b"last-modified" => 44,
-        b"link" => 45,
-        b"location" => 46,
-        b"max-forwards" => 47,
-        b"proxy-authenticate" => 48,
-        b"proxy-authorization" => 49,
-        b"range" => 50,
-        b"referer" => 51,
-        b"refresh" => 52,
-        b"retry-after" => 53,
-        b"server" => 54,
-        b"set-cookie" => 55,
-        b"strict-transport-security" => 56,
-        b"transfer-encoding" => 57,
-        b"user-agent" => 58,
-        b"vary" => 59,
-        b"via" => 60,
-        b"www-authenticate" => 61,
+    let index = match name.len() {
+        3 => match name {
+            b"age" => 21,
+            b"via" => 60,
+            _ => return None,
+        },
+        4 => match name {
+            b"date" => 33,
+            b"etag" => 34,
+            b"from" => 37,
+            b"host" => 38,
+            b"link" => 45,
+            b"vary" => 59,
+            _ => return None,
+        },
+        5 => match name {
+            b":path" => 4,
+            b"allow" => 22,
+            b"range" => 50,
+            _ => return None,
+        },
+        6 => match name {
+            b"accept" => 19,
+            b"cookie" => 32,
+            b"expect" => 35,
+            b"server" => 54,
+            _ => return None,
+        },
+        7 => match name {
+            b":method" => 2,
+            b":scheme" => 6,
+            b":status" => 8,
+            b"expires" => 36,
+            b"referer" => 51,
+            b"refresh" => 52,
+            _ => return None,
+        },
+        8 => match name {
+            b"if-match" => 39,
+            b"if-range" => 42,
+            b"location" => 46,
+            _ => return None,
+        },
+        10 => match name {
+            b":authority" => 1,
+            b"set-cookie" => 55,
+            b"user-agent" => 58,
+            _ => return None,
+        },
+        11 => match name {
+            b"retry-after" => 53,
+            _ => return None,
+        },
+        12 => match name {
+            b"content-type" => 31,
+            b"max-forwards" => 47,
+            _ => return None,
+        },
+        13 => match name {
+            b"accept-ranges" => 18,
+            b"authorization" => 23,
+            b"cache-control" => 24,
+            b"content-range" => 30,
+            b"if-none-match" => 41,
+            b"last-modified" => 44,
+            _ => return None,
+        },
+        14 => match name {
+            b"accept-charset" => 15,
+            b"content-length" => 28,
+            _ => return None,
+        },
+        15 => match name {
+            b"accept-encoding" => 16,
+            b"accept-language" => 17,
+            _ => return None,
+        },
+        16 => match name {
+            b"content-encoding" => 26,
+            b"content-language" => 27,
+            b"content-location" => 29,
+            b"www-authenticate" => 61,
+            _ => return None,
+        },
+        17 => match name {
+            b"if-modified-since" => 40,
+            b"transfer-encoding" => 57,
+            _ => return None,
+        },
+        18 => match name {
+            b"proxy-authenticate" => 48,
+            _ => return None,
+        },
+        19 => match name {
+            b"content-disposition" => 25,
+            b"if-unmodified-since" => 43,
+            b"proxy-authorization" => 49,
+            _ => return None,
+        },
+        25 => match name {
+            b"strict-transport-security" => 56,
+            _ => return None,
+        },
+        27 => match name {
+            b"access-control-allow-origin" => 20,
+            _ => return None,
+        },
         _ => return None,
-    })
+    };
+    Some(index)
 }
 
 /// The static index of an exact (name, value) pair worth one byte: the pseudo-header pairs
@@ -212,6 +318,16 @@ impl DynamicTable {
 
     pub(crate) fn max_size(&self) -> usize {
         self.max_size
+    }
+
+    /// The buffer entries' bytes live in, for fields that borrow them until the table changes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Entry `index` (1 = newest), without slicing its bytes.
+    pub(crate) fn entry(&self, index: usize) -> Option<&Entry> {
+        self.entries.get(self.entries.len().checked_sub(index)?)
     }
 
     /// Entry `index` (1 = newest) and its name and value bytes.
@@ -293,11 +409,25 @@ impl DynamicTable {
     pub(crate) fn buffer_len(&self) -> usize {
         self.bytes.len()
     }
+
+    /// Heap bytes allocated for the table.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_blob_holds_every_entry() {
+        for (i, (name, value)) in STATIC.iter().enumerate() {
+            let at = usize::from(STATIC_OFFSET[i]);
+            assert_eq!(&STATIC_BLOB[at..at + name.len()], *name);
+            assert_eq!(&STATIC_BLOB[at + name.len()..at + name.len() + value.len()], *value);
+        }
+    }
 
     #[test]
     fn static_lookups_agree_with_the_table() {
