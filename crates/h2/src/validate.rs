@@ -154,15 +154,16 @@ pub struct ResponsePseudo {
 }
 
 /// Walks a field section: pseudo-headers first (each passed to `pseudo`), then regular fields
-/// (each checked with [`check_field`]).
+/// (each checked with [`check_field`], then its name passed to `regular`).
 fn walk<'a>(
     fields: impl IntoIterator<Item = Field<'a>>,
     mut pseudo: impl FnMut(Pseudo, &'a [u8]) -> Result<(), MessageError>,
+    mut regular: impl FnMut(&[u8]),
 ) -> Result<(), MessageError> {
-    let mut regular = false;
+    let mut seen_regular = false;
     for f in fields {
         if f.name.first() == Some(&b':') {
-            if regular {
+            if seen_regular {
                 return Err(MessageError::PseudoAfterRegular);
             }
             let kind = f.pseudo.ok_or(MessageError::UnknownPseudo)?;
@@ -171,8 +172,9 @@ fn walk<'a>(
             }
             pseudo(kind, f.value)?;
         } else {
-            regular = true;
+            seen_regular = true;
             check_field(f.name, f.value)?;
+            regular(f.name);
         }
     }
     Ok(())
@@ -189,20 +191,26 @@ fn set<'a>(slot: &mut Option<&'a [u8]>, kind: Pseudo, value: &'a [u8]) -> Result
 ///
 /// `:method` is always required; `:scheme` and `:path` too, except in a plain CONNECT, which
 /// must have `:authority` and neither of them (RFC 9113 section 8.5); `:protocol` is allowed
-/// only with CONNECT (RFC 8441), and such an extended CONNECT needs all of them.
+/// only with CONNECT (RFC 8441), and such an extended CONNECT needs all of them. An `http` or
+/// `https` request needs `:authority` or `host`; whether the two agree is for the engine.
 pub fn request<'a>(
     fields: impl IntoIterator<Item = Field<'a>>,
 ) -> Result<RequestPseudo<'a>, MessageError> {
     let (mut method, mut scheme, mut authority, mut path, mut protocol) =
         (None, None, None, None, None);
-    walk(fields, |kind, value| match kind {
-        Pseudo::Method => set(&mut method, kind, value),
-        Pseudo::Scheme => set(&mut scheme, kind, value),
-        Pseudo::Authority => set(&mut authority, kind, value),
-        Pseudo::Path => set(&mut path, kind, value),
-        Pseudo::Protocol => set(&mut protocol, kind, value),
-        Pseudo::Status => Err(MessageError::UnexpectedPseudo(kind)),
-    })?;
+    let mut host = false;
+    walk(
+        fields,
+        |kind, value| match kind {
+            Pseudo::Method => set(&mut method, kind, value),
+            Pseudo::Scheme => set(&mut scheme, kind, value),
+            Pseudo::Authority => set(&mut authority, kind, value),
+            Pseudo::Path => set(&mut path, kind, value),
+            Pseudo::Protocol => set(&mut protocol, kind, value),
+            Pseudo::Status => Err(MessageError::UnexpectedPseudo(kind)),
+        },
+        |name| host |= name == b"host",
+    )?;
     let method = method.ok_or(MessageError::MissingPseudo(Pseudo::Method))?;
     let req = RequestPseudo { method, scheme, authority, path, protocol };
     if req.is_connect() && protocol.is_none() {
@@ -220,14 +228,19 @@ pub fn request<'a>(
     if protocol.is_some() && !req.is_connect() {
         return Err(MessageError::ProtocolWithoutConnect);
     }
-    if scheme.is_none() {
+    let Some(scheme) = scheme else {
         return Err(MessageError::MissingPseudo(Pseudo::Scheme));
-    }
+    };
     match path {
-        None => Err(MessageError::MissingPseudo(Pseudo::Path)),
-        Some([]) => Err(MessageError::EmptyPath),
-        Some(_) => Ok(req),
+        None => return Err(MessageError::MissingPseudo(Pseudo::Path)),
+        Some([]) => return Err(MessageError::EmptyPath),
+        Some(_) => {}
     }
+    // Schemes with a mandatory authority need `:authority` or `host` (RFC 9113 section 8.3.1).
+    if authority.is_none() && !host && matches!(scheme, b"http" | b"https") {
+        return Err(MessageError::MissingPseudo(Pseudo::Authority));
+    }
+    Ok(req)
 }
 
 /// Checks a response's field section (an informational or final head) and returns its status.
@@ -235,10 +248,14 @@ pub fn response<'a>(
     fields: impl IntoIterator<Item = Field<'a>>,
 ) -> Result<ResponsePseudo, MessageError> {
     let mut status = None;
-    walk(fields, |kind, value| match kind {
-        Pseudo::Status => set(&mut status, kind, value),
-        other => Err(MessageError::UnexpectedPseudo(other)),
-    })?;
+    walk(
+        fields,
+        |kind, value| match kind {
+            Pseudo::Status => set(&mut status, kind, value),
+            other => Err(MessageError::UnexpectedPseudo(other)),
+        },
+        |_| (),
+    )?;
     match status.ok_or(MessageError::MissingPseudo(Pseudo::Status))? {
         &[a, b, c]
             if a.is_ascii_digit() && a != b'0' && b.is_ascii_digit() && c.is_ascii_digit() =>
@@ -252,7 +269,7 @@ pub fn response<'a>(
 
 /// Checks a trailer section: regular fields only.
 pub fn trailers<'a>(fields: impl IntoIterator<Item = Field<'a>>) -> Result<(), MessageError> {
-    walk(fields, |_, _| Err(MessageError::PseudoInTrailers))
+    walk(fields, |_, _| Err(MessageError::PseudoInTrailers), |_| ())
 }
 
 #[cfg(test)]
@@ -303,6 +320,13 @@ mod tests {
             E::MissingPseudo(Pseudo::Path)
         );
         assert_eq!(req_err(&[(":method", "GET"), (":scheme", "h"), (":path", "")]), E::EmptyPath);
+        // http and https need an authority, as :authority or host.
+        let no_authority = [(":method", "GET"), (":scheme", "https"), (":path", "/")];
+        assert_eq!(req_err(&no_authority), E::MissingPseudo(Pseudo::Authority));
+        let mut with_host = no_authority.to_vec();
+        with_host.push(("host", "example.com"));
+        assert_eq!(request(fields(&with_host)).unwrap().authority, None);
+        assert!(request(fields(&[(":method", "GET"), (":scheme", "urn"), (":path", "/")])).is_ok());
         assert_eq!(
             req_err(&[(":method", "GET"), (":method", "GET"), (":scheme", "h"), (":path", "/")]),
             E::DuplicatePseudo(Pseudo::Method)
