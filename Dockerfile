@@ -73,7 +73,7 @@ RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registr
 FROM demo-deps AS demo-builder
 COPY src ./src
 COPY examples ./examples
-COPY tests/grpc_common ./tests/grpc_common
+COPY tests/it/harness/echo.rs ./tests/it/harness/echo.rs
 RUN --mount=type=cache,id=fulcrum-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=fulcrum-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     touch src/lib.rs src/main.rs examples/grpc_echo.rs \

@@ -47,6 +47,9 @@ Environment:
   BENCH_PORT_BASE first of the fixed loopback ports used (default 39100;
                   uses BASE+1..BASE+2 for backends, BASE+10..BASE+13 for balancers)
   FULCRUM_BIN     binary to measure (default target/release/fulcrum; use with --no-build)
+  FULCRUM_BASELINE_BIN
+                  another Fulcrum build measured beside it in the http and grpc suites, as
+                  targets base-io_uring and base-epoll (an A/B of two commits in one run)
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -75,6 +78,10 @@ FULCRUM_URING_PORT=$((PORT_BASE + 10))
 FULCRUM_EPOLL_PORT=$((PORT_BASE + 11))
 NGINX_PORT=$((PORT_BASE + 12))
 HAPROXY_PORT=$((PORT_BASE + 13))
+BASE_URING_PORT=$((PORT_BASE + 14))
+BASE_EPOLL_PORT=$((PORT_BASE + 15))
+# A second Fulcrum binary measured side by side (an A/B of two builds in one run), when set.
+FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -409,12 +416,13 @@ prepare_fulcrum() {
 # $FULCRUM_BENCH_TOML plus TOML (more config text, may be empty), registered as a target once
 # READY_FN (wait_ready or wait_ready_grpc) accepts http://127.0.0.1:PORT/READY_PATH.
 start_fulcrum() {
-    local driver=$1 port=$2 scheme=$3 ready=$4 path=$5 toml=$6 name=fulcrum-$1
+    local driver=$1 port=$2 scheme=$3 ready=$4 path=$5 toml=$6
+    local name=${START_AS:-fulcrum}-$1 bin=${START_BIN:-$FULCRUM_BIN}
     shift 6
     [[ -n $FULCRUM_OK ]] || return 0
     local err=$TMP/$name.stderr
     printf '%s%s' "$FULCRUM_BENCH_TOML" "$toml" >"$TMP/$name.toml"
-    taskset -c "$LB_CPU" "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
+    taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
         --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
@@ -427,6 +435,21 @@ start_fulcrum() {
     fi
     register_target "$name" "$pid" "$port" "file:$err"
     TARGETS+=("$name")
+}
+
+# start_baseline SCHEME READY_FN READY_PATH: $FULCRUM_BASELINE_BIN, when set, on both drivers
+# beside the measured build (targets base-io_uring, base-epoll).
+start_baseline() {
+    [[ -n $FULCRUM_BASELINE_BIN ]] || return 0
+    if [[ ! -x $FULCRUM_BASELINE_BIN ]]; then
+        log "SKIPPING the baseline: $FULCRUM_BASELINE_BIN is not an executable"
+        return 0
+    fi
+    check_ports_free "$BASE_URING_PORT" "$BASE_EPOLL_PORT"
+    START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
+        start_fulcrum io_uring "$BASE_URING_PORT" "$1" "$2" "$3" ""
+    START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
+        start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" ""
 }
 
 # The io driver Fulcrum reported (`driver=...` on stderr, one per worker).
@@ -659,6 +682,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     start_backends
     start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    start_baseline http wait_ready /small
     start_nginx_proxy
     start_haproxy
     log "targets: direct ${TARGETS[*]}"
@@ -904,6 +928,7 @@ suite_grpc() {
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
+    start_baseline h2c wait_ready_grpc ""
 
     local dir=$TMP/nginx-grpc
     mkdir -p "$dir/tmp"

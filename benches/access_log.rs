@@ -11,8 +11,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fulcrum::telemetry::AccessRecord;
 use fulcrum::telemetry::AccessSink;
-use fulcrum::telemetry::json::JsonLinesSink;
-use fulcrum::telemetry::tracing_sink::TracingSink;
+use fulcrum::telemetry::JsonLinesSink;
+use fulcrum::telemetry::TracingSink;
 
 fn record(body: Vec<u8>) -> AccessRecord {
     AccessRecord {

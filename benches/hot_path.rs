@@ -7,10 +7,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fulcrum::balance::stats::LocalStats;
-use fulcrum::balance::{Algorithm, Candidate, Picker};
-use fulcrum::proxy::body::ChunkedDecoder;
-use fulcrum::proxy::h1::{self, ClientSide};
+use fulcrum::balance::{Algorithm, Candidate, LocalStats, Picker};
+use fulcrum::http::h1::{self, ChunkedDecoder, ClientSide, Forwarded};
+use fulcrum::model::SharedStats;
 
 const REQUEST: &[u8] = b"GET /api/items?id=42 HTTP/1.1\r\nHost: example.test\r\n\
 User-Agent: bench/1.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\
@@ -23,7 +22,8 @@ Content-Type: application/json\r\nContent-Length: 512\r\nConnection: keep-alive\
 fn heads(c: &mut Criterion) {
     let mut out = Vec::with_capacity(1024);
     c.bench_function("parse+rewrite request head", |b| {
-        b.iter(|| h1::parse_request(black_box(REQUEST), 100, "127.0.0.1", &mut out).unwrap())
+        let client = Forwarded { ip: "127.0.0.1", proto: "http" };
+        b.iter(|| h1::parse_request(black_box(REQUEST), 100, &client, &mut out).unwrap())
     });
     let client = ClientSide { is_head: false, http10: false, keep_alive: true };
     c.bench_function("parse+rewrite response head", |b| {
@@ -52,8 +52,10 @@ impl Candidate for B {
 }
 
 fn pickers(c: &mut Criterion) {
-    let backends: Vec<B> =
-        (0..8).map(|i| B(LocalStats::new(Duration::from_secs(300)), i + 1)).collect();
+    let shared = SharedStats::new(2);
+    let backends: Vec<B> = (0..8)
+        .map(|i| B(LocalStats::new(Duration::from_secs(300), shared.writer(0)), i + 1))
+        .collect();
     for (i, b) in backends.iter().enumerate() {
         b.0.record_response_time(1, Duration::from_micros(100 + i as u64 * 10));
     }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/grpc_common/echo.rs"]
+#[path = "../tests/it/harness/echo.rs"]
 mod echo;
 
 use std::net::SocketAddr;

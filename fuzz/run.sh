@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # fuzz/run.sh [SECONDS] [TARGET...] - runs each cargo-fuzz target for SECONDS (default 60) with
-# libFuzzer's -max_total_time, starting from the committed seeds (fuzz/seeds/TARGET) plus the
-# corpus kept from earlier runs (fuzz/corpus/TARGET, not committed). Exits non-zero on the first
-# crash or failed invariant and names the input that caused it (fuzz/artifacts/TARGET/...).
+# libFuzzer's -max_total_time, starting from the committed seeds (fuzz/seeds/TARGET) and
+# regression inputs (fuzz/regressions/TARGET) plus the corpus kept from earlier runs
+# (fuzz/corpus/TARGET, not committed). Exits non-zero on the first crash or failed invariant and
+# names the input that caused it (fuzz/artifacts/TARGET/...). Once its cause is fixed, copy that
+# input into fuzz/regressions/TARGET: tests/it/fuzz_replay.rs replays it in the normal test suite.
+# A target with a dictionary (fuzz/dicts/TARGET.dict: tokens the code compares byte by byte)
+# gets it with -dict.
 #
 # Toolchain: the pinned stable Rust (rust-toolchain.toml) with RUSTC_BOOTSTRAP=1 for the
 # nightly-only flags cargo-fuzz passes (-Zsanitizer=address, sancov); no nightly needed.
@@ -38,18 +42,23 @@ cargo fuzz build --debug-assertions --sanitizer "$SANITIZER"
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     seeds=()
-    [[ -d seeds/$t ]] && seeds=("seeds/$t")
+    for dir in "seeds/$t" "regressions/$t"; do
+        [[ -d $dir ]] && seeds+=("$dir")
+    done
+    dict=()
+    [[ -f dicts/$t.dict ]] && dict=(-dict="dicts/$t.dict")
     log "$t: ${SECONDS_PER_TARGET} s"
     rc=0
     cargo fuzz run --debug-assertions --sanitizer "$SANITIZER" --jobs "$JOBS" "$t" \
-        "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
-        2>"artifacts/$t.log" || rc=$?
+        "corpus/$t" "${seeds[@]}" -- -max_total_time="$SECONDS_PER_TARGET" \
+        -print_final_stats=1 "${dict[@]}" 2>"artifacts/$t.log" || rc=$?
     grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "artifacts/$t.log" >&2 || true
     if ((rc)); then
         tail -n 40 "artifacts/$t.log" >&2
         crash=$(grep -o "artifacts/$t/[A-Za-z0-9_-]*" "artifacts/$t.log" | tail -n 1 || true)
         log "$t FAILED (exit $rc); input: fuzz/${crash:-artifacts/$t/}; full log: fuzz/artifacts/$t.log"
         log "reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --debug-assertions $t ${crash:-<input>})"
+        log "once fixed, keep it: cp fuzz/${crash:-<input>} fuzz/regressions/$t/"
         exit 1
     fi
 done

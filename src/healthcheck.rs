@@ -87,7 +87,7 @@ pub fn probe(url: &str, timeout: Duration) -> Result<String, ProbeError> {
 }
 
 fn is_2xx(status_line: &str) -> bool {
-    crate::health::check::status_code(status_line.as_bytes())
+    fulcrum_health::status_code(status_line.as_bytes())
         .is_some_and(|code| (200..300).contains(&code))
 }
 

@@ -7,24 +7,28 @@
 //!                                crossbeam channels, waits for every worker's ack
 //! lb-admin                       admin REST API (hyper on a current-thread tokio runtime, JWT)
 //! lb-health                      active health checks (current-thread tokio runtime, optional)
+//! lb-log                         access-log writer
 //! main                           CLI, signals, graceful shutdown
 //! ```
 //!
-//! A request runs on the epoch that was current when its head was read; a new epoch is
-//! installed between requests. Per-backend counters (in flight, latency window, health) live
-//! outside the pickers, so algorithm switches and other changes keep them.
+//! This crate is the composition root: it wires the layers' threads together ([`start`]) and
+//! holds the CLI's helpers. Each layer is a crate of the workspace, importing only those below
+//! it (`docs/architecture.md`); they are re-exported here under their layer names.
 
-pub mod admin;
-pub mod balance;
-pub mod cache;
-pub mod config;
-pub mod control;
 pub mod demo;
-pub mod health;
 pub mod healthcheck;
-pub mod proxy;
 pub mod server;
-pub mod telemetry;
-pub mod worker;
 
+pub use fulcrum_admin as admin;
+pub use fulcrum_balance as balance;
+pub use fulcrum_cache as cache;
+pub use fulcrum_config as config;
+pub use fulcrum_control as control;
+pub use fulcrum_health as health;
+pub use fulcrum_http as http;
+pub use fulcrum_model as model;
+pub use fulcrum_proxy as proxy;
+pub use fulcrum_telemetry as telemetry;
+pub use fulcrum_util as util;
+pub use fulcrum_worker as worker;
 pub use server::{Running, StartError, StartOptions, start, start_with};

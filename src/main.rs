@@ -6,18 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fulcrum::balance::Algorithm;
-use fulcrum::config::{BackendConfig, Config, IoDriverChoice};
+use fulcrum::config::Algorithm;
+use fulcrum::config::{BackendConfig, CertificateFiles, Config, IoDriverChoice};
 use fulcrum::telemetry::{self, Level, StderrSink};
-use fulcrum::{error, info};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use fulcrum::telemetry::{error, info};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// jemalloc instead of glibc malloc. Per-thread caches suit thread-per-core workers, and the
 /// HTTP/2 path (hyperium h2's frames, header maps, stream slabs) allocates a few dozen small
 /// blocks per call: glibc spent ~6k instructions per gRPC call in malloc/free (8.5% of
 /// Fulcrum's). Its background thread returns freed pages to the system within about a second
 /// (`.cargo/config.toml`), so RSS goes back to the baseline after a connection flood, where
-/// glibc kept the flood's peak (README, Soak).
+/// glibc kept the flood's peak (docs/performance.md, Soak).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -93,8 +93,8 @@ struct RunArgs {
     /// Admin API listen address.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
-    /// Backend URL (http://host:port or h2c://host:port); repeatable; replaces the file's
-    /// backends.
+    /// Backend URL (http://, https://, h2c:// or h2:// host:port); repeatable; replaces the
+    /// file's backends.
     #[arg(long = "backend", value_name = "URL")]
     backends: Vec<String>,
     /// Balancing algorithm: round_robin, random, least_connections, response_time.
@@ -113,6 +113,16 @@ struct RunArgs {
     /// `telemetry.access_log`).
     #[arg(long, value_name = "PATH")]
     access_log: Option<String>,
+    /// TLS listen address (needs at least one --tls-cert/--tls-key pair).
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) of the TLS listener; repeatable, in pairs with --tls-key; the
+    /// first pair is the default, the others are chosen by SNI. Replaces the file's list.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_certs: Vec<PathBuf>,
+    /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of the --tls-cert given in the same position.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_keys: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -227,6 +237,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(path) = args.access_log {
         config.telemetry.access_log = Some(path);
     }
+    if let Some(addr) = args.tls_listen {
+        config.tls.listen = Some(addr);
+    }
+    if args.tls_certs.len() != args.tls_keys.len() {
+        return Err(anyhow::anyhow!(
+            "--tls-cert and --tls-key come in pairs ({} certificates, {} keys)",
+            args.tls_certs.len(),
+            args.tls_keys.len()
+        ));
+    }
+    if !args.tls_certs.is_empty() {
+        config.tls.certificates = args
+            .tls_certs
+            .into_iter()
+            .zip(args.tls_keys)
+            .map(|(cert_file, key_file)| CertificateFiles { cert_file, key_file })
+            .collect();
+    }
     apply_env_secret(&mut config);
     let demo_secret = args.demo
         && config.admin.jwt_secret.is_none()
@@ -243,7 +271,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if config.backends.is_empty() {
         info!("no backends configured: every request gets 503 until one is added");
     }
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let admin = config.admin.clone();
     let running = fulcrum::start(config)?;
     if args.demo && running.admin_listen.is_some() && admin.jwt_secret.is_some() {
@@ -261,8 +289,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 format!("curl -H 'Authorization: Bearer {token}' http://{addr}/api/v1/config"),
         );
     }
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            // Re-read every certificate and key: all of them, or none changes.
+            match running.reload_tls() {
+                Ok(certs) => info!("tls certificates reloaded (SIGHUP)", certificates = certs),
+                Err(e) => error!("tls reload refused (SIGHUP): certificates unchanged", error = e),
+            }
+            continue;
+        }
         info!("signal received, draining", signal = signal);
+        break;
     }
     running.shutdown();
     Ok(())

@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 
-use crate::admin::{self, AdminError, AdminServer};
-use crate::config::{Config, ConfigError};
-use crate::control::{self, ControlError, ControlHandle, RestoreError, WorkerLink};
-use crate::health;
-use crate::info;
-use crate::telemetry::{AccessSink, Metrics, Telemetry, TelemetryError};
-use crate::worker::{self, IoDriver, WorkerSpec, listener};
+use fulcrum_admin::{self as admin, AdminError, AdminServer};
+use fulcrum_config::{AccessLogFormat, Config, ConfigError};
+use fulcrum_control::{self as control, ControlError, ControlHandle, RestoreError, WorkerLink};
+use fulcrum_health::{self as health, CheckTls, HealthMetrics};
+use fulcrum_proxy::{Shared, UpstreamTls, WorkerTelemetrySpec};
+use fulcrum_telemetry::{
+    AccessLogSettings, AccessLogTarget, AccessSink, Registry, Telemetry, TelemetryError, info, warn,
+};
+use fulcrum_tls::{CertPaths, ServerOptions, TlsAcceptor};
+use fulcrum_worker::{self as worker, IoDriver, IoDrivers, WorkerSpec};
 
 /// How long workers get to bind and report ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +61,9 @@ pub enum StartError {
     /// The access log could not be opened or its writer started.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The TLS listener's certificates or the backends' TLS settings are unusable.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// How long shutdown waits for the access-log writer to drain its queues.
@@ -93,17 +99,27 @@ pub struct Running {
     admin: Option<AdminServer>,
     workers_up: Arc<AtomicBool>,
     telemetry: Telemetry,
+    /// The TLS listener's certificates (reloadable), when `[tls] listen` is set.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Running {
+    /// Re-reads every configured certificate and key of the TLS listener: all of them, or none
+    /// changes (the error names the file). New connections get the new certificates; open ones
+    /// are undisturbed. Returns how many are in service.
+    pub fn reload_tls(&self) -> Result<usize, String> {
+        let Some(tls) = &self.tls else { return Err("no TLS listener is configured".into()) };
+        tls.reload_files().map_err(|e| e.to_string())
+    }
+
     /// A handle for configuration changes.
     pub fn control(&self) -> &ControlHandle {
         &self.control
     }
 
     /// The metrics registry (what `GET /metrics` renders).
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.telemetry.metrics
+    pub fn metrics(&self) -> &Arc<Registry> {
+        &self.telemetry.registry
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the drain timeout), and returns
@@ -145,6 +161,53 @@ fn allowed_cpus() -> Vec<usize> {
     cpus
 }
 
+/// The TLS listener's side: its certificates loaded and checked (all of them, or the start
+/// fails naming the file), ALPN `h2` and `http/1.1`, one session ticketer for every worker.
+fn tls_acceptor(config: &Config) -> Result<TlsAcceptor, StartError> {
+    let certs = cert_paths(&config.tls.certificates);
+    let acceptor =
+        TlsAcceptor::new(&ServerOptions::new(certs)).map_err(|e| StartError::Tls(e.to_string()))?;
+    for cert in acceptor.inventory() {
+        info!(
+            "tls certificate",
+            file = cert.cert_file.display(),
+            names = cert.dns_names.join(","),
+            not_after = cert.not_after,
+            default = cert.default
+        );
+    }
+    Ok(acceptor)
+}
+
+/// The `[[tls.certificates]]` pairs as the TLS layer takes them.
+pub fn cert_paths(files: &[fulcrum_config::CertificateFiles]) -> Vec<CertPaths> {
+    files.iter().map(|f| CertPaths { cert: f.cert_file.clone(), key: f.key_file.clone() }).collect()
+}
+
+/// TLS to `https://` and `h2://` backends. When `[upstream_tls]` names files, or a configured
+/// backend speaks TLS, a failure to set it up stops the start; otherwise it is logged and TLS
+/// backends added later fail to connect, saying why.
+fn upstream_tls(config: &Config) -> Result<Option<Arc<UpstreamTls>>, StartError> {
+    let cfg = &config.upstream_tls;
+    if !cfg.verify {
+        warn!("upstream_tls.verify = false: backend certificates are not checked (tests only)");
+    }
+    let needed = cfg.ca_file.is_some()
+        || cfg.client_cert_file.is_some()
+        || config
+            .backends
+            .iter()
+            .any(|b| b.url.starts_with("https://") || b.url.starts_with("h2://"));
+    match UpstreamTls::new(cfg) {
+        Ok(tls) => Ok(Some(Arc::new(tls))),
+        Err(e) if needed => Err(StartError::Tls(format!("upstream_tls: {e}"))),
+        Err(e) => {
+            warn!("TLS to backends unavailable", error = e);
+            Ok(None)
+        }
+    }
+}
+
 /// Starts workers and the control thread; returns once every worker listens.
 pub fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, StartOptions::default())
@@ -158,18 +221,48 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         0 => cpus.len().max(1),
         n => n,
     };
-    let listen = listener::reserve(config.listen)
+    let listen = worker::reserve(config.listen)
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let tls_listen = match config.tls.listen {
+        Some(addr) => {
+            Some(worker::reserve(addr).map_err(|source| StartError::Listen { addr, source })?)
+        }
+        None => None,
+    };
+    let tls_acceptor = tls_listen.map(|_| tls_acceptor(&config)).transpose()?;
+    let upstream_tls = upstream_tls(&config)?;
     let restored = control::restore(&config, workers)?;
     let first = restored.first.clone();
-    let (telemetry, telemetry_specs) =
-        Telemetry::start(&config.telemetry, workers, options.access_sink)?;
+    let t = &config.telemetry;
+    let access_log = t.destination().map(|path| AccessLogSettings {
+        target: path.map_or(AccessLogTarget::Stdout, AccessLogTarget::File),
+        format: match t.access_log_format {
+            AccessLogFormat::JsonLines => fulcrum_telemetry::AccessLogFormat::JsonLines,
+            AccessLogFormat::Tracing => fulcrum_telemetry::AccessLogFormat::Tracing,
+        },
+    });
+    let (telemetry, producers) = Telemetry::start(
+        access_log.as_ref(),
+        t.log_queue_capacity,
+        t.trace_sample_rate,
+        workers,
+        options.access_sink,
+    )?;
+    // Every feature's metrics, in the order `GET /metrics` shows them.
+    let shared = Shared::new(workers, upstream_tls.clone(), tls_acceptor.clone());
+    let health_metrics = Arc::new(HealthMetrics::default());
+    let io_drivers = Arc::new(IoDrivers::default());
+    let registry = &telemetry.registry;
+    registry.register(shared.metrics.clone());
+    registry.register(health_metrics.clone());
+    registry.register(shared.cache_metrics.clone());
+    registry.register(io_drivers.clone());
 
     let (ack_tx, ack_rx) = unbounded();
     let (started_tx, started_rx) = bounded(workers);
     let mut links = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    for (index, telemetry) in telemetry_specs.into_iter().enumerate() {
+    for (index, producer) in producers.into_iter().enumerate() {
         let (inbox_tx, inbox_rx) = unbounded();
         let (control_end, worker_end) = UnixStream::pair()?;
         control_end.set_nonblocking(true)?;
@@ -178,12 +271,18 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
             workers,
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
             listen,
+            tls_listen,
             config: config.clone(),
             first: first.clone(),
             inbox: inbox_rx,
             wake: worker_end,
             acks: ack_tx.clone(),
-            telemetry,
+            telemetry: WorkerTelemetrySpec {
+                producer,
+                body_max: t.log_body_max_bytes,
+                trace_rate: t.trace_sample_rate,
+            },
+            shared: shared.clone(),
         };
         handles.push(worker::spawn(spec, started_tx.clone())?);
         links.push(WorkerLink { inbox: inbox_tx, wake: control_end });
@@ -221,15 +320,19 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         admin: None,
         workers_up,
         telemetry,
+        tls: tls_acceptor.clone(),
     };
-    running.telemetry.metrics.set_drivers(running.drivers.clone());
+    io_drivers.set(running.drivers.clone());
     if let Some(err) = failure {
         running.shutdown();
         return Err(err);
     }
     if health_check.enabled {
-        let metrics = running.telemetry.metrics.clone();
-        match health::spawn(health_check, running.control.backends(), metrics) {
+        let check_tls = upstream_tls.as_ref().map(|tls| {
+            let (config, name) = tls.client_config();
+            CheckTls::new(config, name.map(str::to_owned))
+        });
+        match health::spawn(health_check, running.control.backends(), health_metrics, check_tls) {
             Ok(thread) => running.health_thread = Some(thread),
             Err(e) => {
                 running.shutdown();
@@ -241,7 +344,9 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         listen,
         drivers: running.drivers.clone(),
         workers_up: running.workers_up.clone(),
-        metrics: running.telemetry.metrics.clone(),
+        registry: running.telemetry.registry.clone(),
+        cache_metrics: shared.cache_metrics.clone(),
+        tls: tls_listen.zip(tls_acceptor),
     };
     match admin::spawn(&admin_config, running.control.clone(), runtime) {
         Ok(admin) => {

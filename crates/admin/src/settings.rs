@@ -1,0 +1,243 @@
+//! The admin API's own shapes of the configuration sections it reports, with their OpenAPI
+//! schemas. The configuration layer is plain data; these types give each section its JSON
+//! form (the same keys as the TOML tables) and its documentation in the published document.
+
+use fulcrum_config::{ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, Timeouts};
+use serde::Serialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+/// The schema of one response status in the cache settings: an integer in 100..=599, the
+/// range the cache accepts (a `u16` alone would document 0..=65535). Schema only.
+pub(crate) struct CacheStatus;
+
+impl PartialSchema for CacheStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+            .minimum(Some(100))
+            .maximum(Some(599))
+            .description(Some("An HTTP response status."))
+            .into()
+    }
+}
+
+impl ToSchema for CacheStatus {}
+
+/// The schema of an HTTP method or header name in the cache settings: an RFC 9110 `token`,
+/// which is what the cache accepts. Schema only.
+pub(crate) struct Token;
+
+impl PartialSchema for Token {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$"))
+            .description(Some("An RFC 9110 token (a method or a header name)."))
+            .into()
+    }
+}
+
+impl ToSchema for Token {}
+
+/// Response cache settings (the `[cache]` table).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = CachePolicy)]
+pub struct CacheSettings {
+    /// Whether cacheable responses are stored and served (default off).
+    pub enabled: bool,
+    /// Longest freshness lifetime, in milliseconds; also the lifetime of responses without
+    /// `max-age`/`s-maxage` (default 60 000).
+    #[schema(example = 60000)]
+    pub ttl_ms: u64,
+    /// Memory budget over all workers' shards, in bytes (default 256 MiB); each worker gets
+    /// `max_bytes / workers`.
+    #[schema(example = 268435456)]
+    pub max_bytes: u64,
+    /// Largest body stored, in bytes (default 1 MiB); larger ones pass through uncached.
+    #[schema(example = 1048576)]
+    pub max_object_bytes: u64,
+    /// Request methods looked up and stored, case-sensitive (default `GET`, `HEAD`, `POST`).
+    #[schema(value_type = Vec<Token>, example = json!(["GET", "HEAD", "POST"]))]
+    pub methods: Vec<String>,
+    /// Response statuses stored (default 200, 203, 204, 301, 404, 410).
+    #[schema(value_type = Vec<CacheStatus>, example = json!([200, 203, 204, 301, 404, 410]))]
+    pub statuses: Vec<u16>,
+    /// Request headers left out of the key, case-insensitive (e.g. `x-request-id`; default
+    /// none).
+    #[schema(value_type = Vec<Token>, example = json!(["x-request-id"]))]
+    pub ignore_headers: Vec<String>,
+}
+
+impl From<&CachePolicy> for CacheSettings {
+    fn from(p: &CachePolicy) -> Self {
+        Self {
+            enabled: p.enabled,
+            ttl_ms: p.ttl_ms,
+            max_bytes: p.max_bytes,
+            max_object_bytes: p.max_object_bytes,
+            methods: p.methods.clone(),
+            statuses: p.statuses.clone(),
+            ignore_headers: p.ignore_headers.clone(),
+        }
+    }
+}
+
+/// Timeouts for every phase of a proxied exchange, in milliseconds (the `[timeouts]` table).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = Timeouts)]
+pub struct TimeoutsOut {
+    /// Time allowed for a whole request head once its first byte arrived.
+    pub client_header_ms: u64,
+    /// How long a keep-alive client connection may sit idle between requests.
+    pub client_idle_ms: u64,
+    /// Longest gap between two reads of a request body.
+    pub client_body_ms: u64,
+    /// Slowest average a request body may arrive at, in bytes per second, once its first
+    /// `client_body_ms` have passed (each byte buys `1/rate` s more); 0 turns the check off.
+    pub client_body_min_rate: u64,
+    /// Longest a write to the client may stall.
+    pub client_send_ms: u64,
+    /// Upstream TCP connect.
+    pub upstream_connect_ms: u64,
+    /// From request sent to response head received, and the longest gap between two reads of
+    /// a response body.
+    pub upstream_response_ms: u64,
+    /// Graceful shutdown: how long in-flight requests may take to finish.
+    pub drain_ms: u64,
+}
+
+impl From<&Timeouts> for TimeoutsOut {
+    fn from(t: &Timeouts) -> Self {
+        Self {
+            client_header_ms: t.client_header_ms,
+            client_idle_ms: t.client_idle_ms,
+            client_body_ms: t.client_body_ms,
+            client_body_min_rate: t.client_body_min_rate,
+            client_send_ms: t.client_send_ms,
+            upstream_connect_ms: t.upstream_connect_ms,
+            upstream_response_ms: t.upstream_response_ms,
+            drain_ms: t.drain_ms,
+        }
+    }
+}
+
+/// Passive health (`[health]`): eject a backend after `max_fails` consecutive connect failures
+/// for `eject_ms`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = PassiveHealth)]
+pub struct PassiveHealthOut {
+    /// Consecutive connect failures that eject a backend (K).
+    pub max_fails: u32,
+    /// How long an ejected backend is skipped before it is tried again (T).
+    pub eject_ms: u64,
+}
+
+impl From<&PassiveHealth> for PassiveHealthOut {
+    fn from(h: &PassiveHealth) -> Self {
+        Self { max_fails: h.max_fails, eject_ms: h.eject_ms }
+    }
+}
+
+/// Active health checks (`[health_check]`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = ActiveHealth)]
+pub struct ActiveHealthOut {
+    /// Whether the checks run at all.
+    pub enabled: bool,
+    /// Path of the HTTP check (`http://` backends), sent as `GET path HTTP/1.1`.
+    #[schema(example = "/healthz")]
+    pub path: String,
+    /// Service name sent in the gRPC check (`h2c://` backends); empty means the whole server.
+    pub grpc_service: String,
+    /// Time between the starts of two checks of one backend.
+    pub interval_ms: u64,
+    /// Time allowed for one whole check (connect, request, answer); at most `interval_ms`.
+    pub timeout_ms: u64,
+    /// Consecutive passed checks that bring a down backend back.
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out.
+    pub fall: u32,
+    /// After a backend comes back from `down`, its share of new requests ramps up linearly over
+    /// this long (from 10%); 0 turns slow start off.
+    pub slow_start_ms: u64,
+}
+
+impl From<&ActiveHealth> for ActiveHealthOut {
+    fn from(h: &ActiveHealth) -> Self {
+        Self {
+            enabled: h.enabled,
+            path: h.path.clone(),
+            grpc_service: h.grpc_service.clone(),
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            rise: h.rise,
+            fall: h.fall,
+            slow_start_ms: h.slow_start_ms,
+        }
+    }
+}
+
+/// When a failed upstream attempt is tried again (`[retries]`), per worker.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[schema(as = RetryConfig)]
+pub struct RetriesOut {
+    /// Tries per request, the first included (1 disables retries).
+    pub max_attempts: u32,
+    /// Retries allowed as a share of the requests seen (0.2: at most 20% more upstream tries).
+    pub budget_ratio: f64,
+    /// Retries allowed per second on top of the ratio, so light traffic can still retry.
+    pub budget_min_per_sec: u32,
+}
+
+impl From<&RetryConfig> for RetriesOut {
+    fn from(r: &RetryConfig) -> Self {
+        Self {
+            max_attempts: r.max_attempts,
+            budget_ratio: r.budget_ratio,
+            budget_min_per_sec: r.budget_min_per_sec,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each shape serialises with exactly the keys of its configuration table.
+    #[test]
+    fn shapes_have_the_keys_of_their_tables() {
+        fn keys(v: serde_json::Value) -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        }
+        let cache = CachePolicy::default();
+        assert_eq!(
+            keys(serde_json::to_value(CacheSettings::from(&cache)).unwrap()),
+            keys(serde_json::to_value(&cache).unwrap())
+        );
+        let t = Timeouts::default();
+        assert_eq!(
+            keys(serde_json::to_value(TimeoutsOut::from(&t)).unwrap()),
+            keys(serde_json::to_value(t).unwrap())
+        );
+        let h = ActiveHealth::default();
+        assert_eq!(
+            keys(serde_json::to_value(ActiveHealthOut::from(&h)).unwrap()),
+            keys(serde_json::to_value(&h).unwrap())
+        );
+        let p = PassiveHealth::default();
+        assert_eq!(
+            keys(serde_json::to_value(PassiveHealthOut::from(&p)).unwrap()),
+            keys(serde_json::to_value(p).unwrap())
+        );
+        let r = RetryConfig::default();
+        assert_eq!(
+            keys(serde_json::to_value(RetriesOut::from(&r)).unwrap()),
+            keys(serde_json::to_value(r).unwrap())
+        );
+    }
+}

@@ -1,0 +1,757 @@
+//! HTTP/1.1 heads, both roles, with `httparse` and without allocating: a client's request head
+//! is parsed and the head to forward written in one pass ([`parse_request`]); a backend's
+//! response head is parsed and validated once ([`parse_backend_response`]) into a
+//! [`BackendResponse`], then rendered for whichever protocol the client speaks: HTTP/1.1 bytes
+//! ([`BackendResponse::write_h1`]) or an HTTP/2 head ([`BackendResponse::to_h2`]). A request that
+//! arrived over HTTP/2 is written for an HTTP/1.1 backend by [`write_h2_request`].
+//!
+//! The same rules hold in every direction: framing is strict ([`Framing`]: one plain
+//! Content-Length or one `chunked`, never both), hop-by-hop fields are dropped by the one rule in
+//! [`super::hop`], and framing fields are re-emitted from the framing validated here. Requests
+//! gain `X-Forwarded-For`, `X-Forwarded-Proto` and `Via`; `Host` is forwarded untouched.
+
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+
+use super::hop::{Connection, is_hop_by_hop};
+
+/// Most header fields Fulcrum parses in one head (`limits.max_headers` is capped to this).
+pub const MAX_HEADERS: usize = 256;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    /// The head is not valid HTTP/1.x.
+    #[error("malformed head: {0}")]
+    Malformed(&'static str),
+    /// Framing headers conflict or are invalid.
+    #[error("invalid framing: {0}")]
+    Framing(&'static str),
+    /// An `Expect` other than `100-continue`.
+    #[error("unsupported expectation")]
+    Expectation,
+    /// The head has more fields than allowed.
+    #[error("too many header fields")]
+    TooManyHeaders,
+}
+
+/// What the proxy needs to know about a parsed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Bytes of the head in the input buffer.
+    pub head_len: usize,
+    /// Request body framing.
+    pub framing: Framing,
+    /// `HEAD` requests get no response body.
+    pub is_head: bool,
+    /// Safe to send twice (RFC 9110 9.2.2).
+    pub idempotent: bool,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+    /// HTTP/1.0 client.
+    pub http10: bool,
+    /// The request carried a `Host` header (if not, one is added for the backend).
+    pub has_host: bool,
+}
+
+/// What the proxy needs to know about a parsed response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseInfo {
+    /// Bytes of the head in the input buffer.
+    pub head_len: usize,
+    /// Status code.
+    pub status: u16,
+    /// Upstream body framing.
+    pub framing: Framing,
+    /// The backend keeps the connection open after this response.
+    pub upstream_keep_alive: bool,
+    /// The client connection stays open after this response.
+    pub client_keep_alive: bool,
+    /// The body must be de-chunked for an HTTP/1.0 client.
+    pub dechunk: bool,
+    /// Length of the client head's prefix without the `Connection` line this proxy adds and
+    /// the final empty line: the status line and the forwarded headers (what the cache
+    /// stores, and where it inserts `X-Cache`).
+    pub end_to_end_len: usize,
+}
+
+/// A parse outcome: a complete head, or more bytes needed.
+pub type Parsed<T> = Result<Option<T>, HeadError>;
+
+/// Validated message framing from `Content-Length` and `Transfer-Encoding`.
+fn body_framing(headers: &[httparse::Header<'_>]) -> Result<Option<Framing>, HeadError> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let value = trim(h.value);
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Framing("Content-Length is not a plain number"));
+            }
+            let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|prev| prev != n) {
+                return Err(HeadError::Framing("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !trim(h.value).eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::Framing("Transfer-Encoding other than a single chunked"));
+            }
+            chunked = true;
+        }
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(HeadError::Framing("both Content-Length and Transfer-Encoding")),
+        (_, true) => Ok(Some(Framing::Chunked)),
+        (Some(n), false) => Ok(Some(Framing::Length(n))),
+        (None, false) => Ok(None),
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    v.trim_ascii()
+}
+
+/// Room for the fields of one head ([`MAX_HEADERS`]), filled by the parser.
+pub type HeaderStorage<'h> = [MaybeUninit<httparse::Header<'h>>; MAX_HEADERS];
+
+/// Empty field storage for one parse (on the stack; nothing is initialised).
+pub fn header_storage<'h>() -> HeaderStorage<'h> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+fn map_parse_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Status => HeadError::Malformed("invalid status"),
+        httparse::Error::Token => HeadError::Malformed("invalid token"),
+    }
+}
+
+/// Parses a request head from `input` and writes the head to send upstream into `out`, without
+/// the final empty line (the caller may still add `Host`, see [`finish_request_head`]).
+///
+/// `client` says who sent it (`X-Forwarded-For`, `X-Forwarded-Proto`).
+pub fn parse_request(
+    input: &[u8],
+    max_headers: usize,
+    client: &Forwarded<'_>,
+    out: &mut Vec<u8>,
+) -> Parsed<RequestInfo> {
+    let mut storage = header_storage();
+    let mut req = httparse::Request::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(
+            &mut req,
+            input,
+            &mut storage[..max_headers.clamp(1, MAX_HEADERS)],
+        )
+        .map_err(map_parse_error)?;
+    let httparse::Status::Complete(head_len) = status else { return Ok(None) };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    let headers = &*req.headers;
+    let http10 = minor == 0;
+    let connection = Connection::of(headers);
+    let declared = body_framing(headers)?;
+    if http10 && declared == Some(Framing::Chunked) {
+        return Err(HeadError::Framing("chunked request body in HTTP/1.0"));
+    }
+    let framing = declared.unwrap_or(Framing::None);
+    let keep_alive = if http10 { connection.has(b"keep-alive") } else { !connection.has(b"close") };
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut has_host = false;
+    let mut expect_continue = false;
+    for h in headers {
+        let name = h.name;
+        if connection.drops(name.as_bytes()) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("expect") {
+            if !trim(h.value).eq_ignore_ascii_case(b"100-continue") {
+                return Err(HeadError::Expectation);
+            }
+            expect_continue = !http10;
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host") {
+            if has_host {
+                return Err(HeadError::Malformed("more than one Host"));
+            }
+            has_host = true;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    if !http10 && !has_host {
+        return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
+    }
+    // Every incoming X-Forwarded-For folds into one line that ends with this client (none when
+    // a Connection line names the field: it is hop-by-hop then, like any other).
+    out.extend_from_slice(b"x-forwarded-for: ");
+    let folded = |h: &&httparse::Header<'_>| {
+        h.name.eq_ignore_ascii_case("x-forwarded-for") && !connection.drops(h.name.as_bytes())
+    };
+    for h in headers.iter().filter(folded) {
+        out.extend_from_slice(trim(h.value));
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client.ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(client.proto.as_bytes());
+    out.extend_from_slice(b"\r\nvia: 1.1 fulcrum\r\n");
+    push_framing(out, framing);
+    Ok(Some(RequestInfo {
+        head_len,
+        framing,
+        is_head: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        keep_alive,
+        expect_continue: expect_continue && framing != Framing::None,
+        http10,
+        has_host,
+    }))
+}
+
+/// Ends an upstream request head: adds `Host` for HTTP/1.0 clients that sent none, then the
+/// empty line.
+pub fn finish_request_head(out: &mut Vec<u8>, info: &RequestInfo, backend_authority: &str) {
+    if !info.has_host {
+        push_header(out, b"host", backend_authority.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Who a forwarded request came from, for the fields Fulcrum adds.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The client's address, formatted (`X-Forwarded-For`).
+    pub ip: &'a str,
+    /// `http` or `https`: the scheme the client used (`X-Forwarded-Proto`).
+    pub proto: &'a str,
+}
+
+/// Appends the framing field of a body Fulcrum re-frames (nothing for no body, or a body that
+/// ends with the connection).
+fn push_framing(out: &mut Vec<u8>, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+}
+
+/// What the client side of the exchange allows for the response.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    /// The request was `HEAD`.
+    pub is_head: bool,
+    /// The client is HTTP/1.0.
+    pub http10: bool,
+    /// Keep the client connection open if the response framing allows it.
+    pub keep_alive: bool,
+}
+
+/// The start of a backend's answer.
+#[derive(Debug)]
+pub enum ResponseStart<'h> {
+    /// The final response head.
+    Final(BackendResponse<'h>),
+    /// An interim (1xx) response of `len` bytes, which is not forwarded.
+    Interim {
+        /// Bytes of the interim head in the input.
+        len: usize,
+        /// Its status.
+        status: u16,
+    },
+}
+
+/// A backend's final response head, validated once, whatever protocol the client speaks:
+/// framing strict as for requests, hop-by-hop fields known. Borrows the input buffer.
+#[derive(Debug)]
+pub struct BackendResponse<'h> {
+    /// Bytes of the head in the input buffer.
+    pub head_len: usize,
+    /// Status code (200..=599, or 1xx never: those are [`ResponseStart::Interim`]).
+    pub status: u16,
+    /// Reason phrase as sent.
+    pub reason: &'h str,
+    /// Body framing; [`Framing::None`] for `HEAD` requests, `204` and `304` whatever the
+    /// fields say, [`Framing::UntilClose`] when the backend declares none.
+    pub framing: Framing,
+    /// The backend keeps the connection open after this response.
+    pub keep_alive: bool,
+    /// The response has no body whatever its fields say (its Content-Length describes the
+    /// body a GET would get, and is forwarded as is).
+    pub bodiless: bool,
+    headers: &'h [httparse::Header<'h>],
+}
+
+/// Parses a backend's response head from `input` (fields into `storage`, at most
+/// `max_headers`), for a request that was `HEAD` or not.
+pub fn parse_backend_response<'h>(
+    input: &'h [u8],
+    storage: &'h mut HeaderStorage<'h>,
+    max_headers: usize,
+    is_head: bool,
+) -> Parsed<ResponseStart<'h>> {
+    let mut res = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(
+            &mut res,
+            input,
+            &mut storage[..max_headers.clamp(1, MAX_HEADERS)],
+        )
+        .map_err(map_parse_error)?;
+    let httparse::Status::Complete(head_len) = status else { return Ok(None) };
+    let (Some(code), Some(minor)) = (res.code, res.version) else {
+        return Err(HeadError::Malformed("incomplete status line"));
+    };
+    if code == 101 {
+        return Err(HeadError::Malformed("protocol upgrade is not supported"));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Some(ResponseStart::Interim { len: head_len, status: code }));
+    }
+    if !(200..=599).contains(&code) {
+        return Err(HeadError::Malformed("status code out of range"));
+    }
+    let headers = res.headers;
+    let connection = Connection::of(headers);
+    let declared = body_framing(headers)?;
+    let bodiless = is_head || code == 204 || code == 304;
+    let framing = match declared {
+        _ if bodiless => Framing::None,
+        Some(f) => f,
+        None => Framing::UntilClose,
+    };
+    let keep_alive = framing != Framing::UntilClose
+        && if minor == 0 { connection.has(b"keep-alive") } else { !connection.has(b"close") };
+    Ok(Some(ResponseStart::Final(BackendResponse {
+        head_len,
+        status: code,
+        reason: res.reason.unwrap_or(""),
+        framing,
+        keep_alive,
+        bodiless,
+        headers,
+    })))
+}
+
+impl<'h> BackendResponse<'h> {
+    /// The fields to forward: hop-by-hop fields and `Content-Length` dropped (framing is
+    /// re-emitted from [`framing`](Self::framing)), except that a bodiless response keeps its
+    /// `Content-Length`.
+    pub fn end_to_end(&self) -> impl Iterator<Item = &httparse::Header<'h>> {
+        let connection = Connection::of(self.headers);
+        let bodiless = self.bodiless;
+        self.headers.iter().filter(move |h| {
+            !connection.drops(h.name.as_bytes())
+                && (bodiless || !h.name.eq_ignore_ascii_case("content-length"))
+        })
+    }
+
+    /// Writes the head for an HTTP/1.1 (or 1.0) client into `out` and says how the exchange
+    /// continues.
+    pub fn write_h1(&self, client: ClientSide, out: &mut Vec<u8>) -> ResponseInfo {
+        let dechunk = client.http10 && self.framing == Framing::Chunked;
+        let client_keep_alive =
+            client.keep_alive && self.framing != Framing::UntilClose && !dechunk;
+        out.clear();
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        for h in self.end_to_end() {
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+        if !dechunk {
+            push_framing(out, self.framing);
+        }
+        let end_to_end_len = out.len();
+        if !client_keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if client.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        ResponseInfo {
+            head_len: self.head_len,
+            status: self.status,
+            framing: self.framing,
+            upstream_keep_alive: self.keep_alive,
+            client_keep_alive,
+            dechunk,
+            end_to_end_len,
+        }
+    }
+
+    /// The head for an HTTP/2 client: names lower-cased, no connection-specific field (RFC 9113
+    /// 8.2.2; they are all hop-by-hop), and a `content-length` only where the framing validated
+    /// one.
+    pub fn to_h2(&self) -> Result<http::Response<()>, HeadError> {
+        let mut res = http::Response::new(());
+        *res.status_mut() = http::StatusCode::from_u16(self.status)
+            .map_err(|_| HeadError::Malformed("status code out of range"))?;
+        let fields = res.headers_mut();
+        for h in self.end_to_end() {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| HeadError::Malformed("invalid header name"))?;
+            let value = http::HeaderValue::from_bytes(h.value)
+                .map_err(|_| HeadError::Malformed("invalid header value"))?;
+            fields.append(name, value);
+        }
+        if let Framing::Length(n) = self.framing {
+            fields.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+        }
+        Ok(res)
+    }
+}
+
+/// Outcome of reading a response head for an HTTP/1.1 client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseHead {
+    /// A final response; its head for the client is in `out`.
+    Final(ResponseInfo),
+    /// An interim (1xx) response of this many bytes, to be skipped.
+    Interim(usize),
+}
+
+/// Parses a response head from `input` and writes the head to send to an HTTP/1.1 client
+/// into `out` ([`parse_backend_response`] then [`BackendResponse::write_h1`]).
+pub fn parse_response(
+    input: &[u8],
+    max_headers: usize,
+    client: ClientSide,
+    out: &mut Vec<u8>,
+) -> Parsed<ResponseHead> {
+    let mut storage = header_storage();
+    Ok(match parse_backend_response(input, &mut storage, max_headers, client.is_head)? {
+        None => None,
+        Some(ResponseStart::Interim { len, .. }) => Some(ResponseHead::Interim(len)),
+        Some(ResponseStart::Final(res)) => Some(ResponseHead::Final(res.write_h1(client, out))),
+    })
+}
+
+/// Writes the HTTP/1.1 head of a request that arrived over HTTP/2, for an HTTP/1.1 backend:
+/// `Host` from `:authority` (else the request's `host`, else the backend's authority), cookie
+/// fields joined into one (RFC 9113 8.2.3), hop-by-hop fields (`te`) and any incoming
+/// `X-Forwarded-Proto` dropped, then `X-Forwarded-Proto`, `Via` and the body framing.
+/// `X-Forwarded-For` is expected among the request's fields already.
+pub fn write_h2_request(
+    parts: &http::request::Parts,
+    backend_authority: &str,
+    proto: &str,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let _ = write!(out, "{} {} HTTP/1.1\r\nhost: ", parts.method, path);
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(http::header::HOST).map(http::HeaderValue::as_bytes))
+        .unwrap_or(backend_authority.as_bytes());
+    out.extend_from_slice(host);
+    out.extend_from_slice(b"\r\n");
+    let mut cookies = parts.headers.get_all(http::header::COOKIE).iter();
+    if let Some(first) = cookies.next() {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(first.as_bytes());
+        for more in cookies {
+            out.extend_from_slice(b"; ");
+            out.extend_from_slice(more.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        let skip = is_hop_by_hop(name.as_str().as_bytes())
+            || name == http::header::HOST
+            || name == http::header::COOKIE
+            || name == http::header::CONTENT_LENGTH
+            || name.as_str() == "x-forwarded-proto";
+        if !skip {
+            push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"x-forwarded-proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\nvia: 2 fulcrum\r\n");
+    push_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> (Parsed<RequestInfo>, String) {
+        let mut out = Vec::new();
+        let client = Forwarded { ip: "10.0.0.9", proto: "http" };
+        let r = parse_request(raw.as_bytes(), 100, &client, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn request_rewrite() {
+        let raw = "POST /a?b=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
+             Keep-Alive: 5\r\nX-Forwarded-For: 1.1.1.1\r\nContent-Length: 3\r\nX-Other: y\r\n\r\nabc";
+        let (r, out) = req(raw);
+        let info = r.unwrap().unwrap();
+        assert_eq!(info.framing, Framing::Length(3));
+        assert!(info.keep_alive && !info.http10 && info.has_host && !info.idempotent);
+        assert_eq!(
+            out,
+            "POST /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Other: y\r\nx-forwarded-for: 1.1.1.1, 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\nvia: 1.1 fulcrum\r\ncontent-length: 3\r\n"
+        );
+        assert_eq!(info.head_len, raw.len() - 3);
+    }
+
+    #[test]
+    fn request_framing_errors() {
+        for bad in [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            assert!(req(bad).0.is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            req("PUT / HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n").0,
+            Err(HeadError::Expectation)
+        );
+        assert_eq!(req("GET / HTTP/1.1\r\nHost: x\r\n").0, Ok(None));
+    }
+
+    #[test]
+    fn x_forwarded_for_named_by_connection_is_not_folded() {
+        let raw = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                   Connection: X-Forwarded-For\r\n\r\n";
+        let (r, out) = req(raw);
+        r.unwrap().unwrap();
+        assert!(!out.contains("6.6.6.6"), "{out:?}");
+        assert!(out.contains("x-forwarded-for: 10.0.0.9\r\n"), "{out:?}");
+    }
+
+    #[test]
+    fn http10_and_expect() {
+        let (r, out) = req("GET / HTTP/1.0\r\n\r\n");
+        let info = r.unwrap().unwrap();
+        assert!(!info.keep_alive && info.http10 && !info.has_host);
+        let mut out = out.into_bytes();
+        finish_request_head(&mut out, &info, "b:1");
+        assert!(String::from_utf8(out).unwrap().ends_with("host: b:1\r\n\r\n"));
+        let (r, out) =
+            req("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+        assert!(r.unwrap().unwrap().expect_continue);
+        assert!(!out.to_ascii_lowercase().contains("expect"));
+    }
+
+    fn res(raw: &str, client: ClientSide) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let r = parse_response(raw.as_bytes(), 100, client, &mut out).unwrap().unwrap();
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    const KA: ClientSide = ClientSide { is_head: false, http10: false, keep_alive: true };
+
+    #[test]
+    fn response_framing() {
+        let (r, out) = res("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", KA);
+        let ResponseHead::Final(info) = r else { panic!() };
+        assert_eq!(
+            (info.framing, info.upstream_keep_alive, info.client_keep_alive),
+            (Framing::Length(2), false, true)
+        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n");
+        assert_eq!(info.end_to_end_len, out.len() - 2);
+
+        let (r, out) = res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", KA);
+        assert!(matches!(r, ResponseHead::Final(ResponseInfo { framing: Framing::Chunked, .. })));
+        assert!(out.contains("transfer-encoding: chunked"));
+
+        let (r, out) = res("HTTP/1.1 200 OK\r\n\r\n", KA);
+        let ResponseHead::Final(info) = r else { panic!() };
+        assert_eq!((info.framing, info.client_keep_alive), (Framing::UntilClose, false));
+        assert!(out.contains("connection: close"));
+        assert_eq!(&out[info.end_to_end_len..], "connection: close\r\n\r\n");
+
+        let head = ClientSide { is_head: true, ..KA };
+        let (r, out) = res("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", head);
+        assert!(matches!(r, ResponseHead::Final(ResponseInfo { framing: Framing::None, .. })));
+        assert!(out.contains("Content-Length: 99"));
+
+        let old = ClientSide { is_head: false, http10: true, keep_alive: true };
+        let (r, out) = res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", old);
+        assert!(matches!(
+            r,
+            ResponseHead::Final(ResponseInfo { dechunk: true, client_keep_alive: false, .. })
+        ));
+        assert!(!out.contains("chunked"));
+
+        let (r, _) = res("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", KA);
+        assert_eq!(r, ResponseHead::Interim(25));
+    }
+}
+
+#[cfg(test)]
+mod backend_response_tests {
+    use super::*;
+
+    fn parse(raw: &str, is_head: bool) -> Result<Option<(u16, Framing, bool)>, HeadError> {
+        let mut storage = header_storage();
+        Ok(match parse_backend_response(raw.as_bytes(), &mut storage, 100, is_head)? {
+            Some(ResponseStart::Final(r)) => Some((r.status, r.framing, r.keep_alive)),
+            Some(ResponseStart::Interim { status, .. }) => Some((status, Framing::None, true)),
+            None => None,
+        })
+    }
+
+    /// Every framing rule that holds for requests holds for backend responses, whatever the
+    /// client speaks: the one parser refuses these before either renderer runs.
+    #[test]
+    fn malformed_backend_heads_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\n\r\n",
+            "HTTP/1.1 700 Odd\r\n\r\n",
+            "HTTP/2.0 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false), Ok(None));
+        assert_eq!(
+            parse("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", false),
+            Ok(Some((103, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", false),
+            Ok(Some((204, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
+            Ok(Some((200, Framing::None, true)))
+        );
+        assert_eq!(
+            parse("HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n", false),
+            Ok(Some((200, Framing::Length(7), false)))
+        );
+    }
+
+    #[test]
+    fn the_http2_head_carries_no_connection_field_and_a_validated_length() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\n\
+                   X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n\
+                   Proxy-Connection: close\r\nContent-Length: 5\r\nX-End: ok\r\n\r\nhello";
+        let mut storage = header_storage();
+        let Ok(Some(ResponseStart::Final(res))) =
+            parse_backend_response(raw.as_bytes(), &mut storage, 100, false)
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(res.head_len, raw.len() - 5);
+        let h2 = res.to_h2().unwrap();
+        let names: Vec<&str> = h2.headers().keys().map(http::HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-end", "content-length"]);
+        assert_eq!(h2.headers()["content-length"], "5");
+        let mut out = Vec::new();
+        let client = ClientSide { is_head: false, http10: false, keep_alive: true };
+        let info = res.write_h1(client, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-End: ok\r\ncontent-length: 5\r\n\r\n"
+        );
+        assert!(info.client_keep_alive && info.upstream_keep_alive);
+
+        // Chunked: no content-length for HTTP/2 (DATA frames end the body).
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut storage = header_storage();
+        let Ok(Some(ResponseStart::Final(res))) =
+            parse_backend_response(raw.as_bytes(), &mut storage, 100, false)
+        else {
+            panic!("not parsed")
+        };
+        assert_eq!(res.framing, Framing::Chunked);
+        assert!(res.to_h2().unwrap().headers().is_empty());
+    }
+
+    #[test]
+    fn an_http2_request_is_written_once_for_an_http1_backend() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://example.test/a?b=1")
+            .header("te", "trailers")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_h2_request(&parts, "backend:1", "http", Framing::Length(3), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a?b=1 HTTP/1.1\r\nhost: example.test\r\ncookie: a=1; b=2\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nvia: 2 fulcrum\r\n\
+             content-length: 3\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! Everything one worker owns for the data path ([`WorkerCtx`]): the epoch it runs, its view of
+//! every backend, its picker, retry budget, cache shard and telemetry, and the counts that
+//! bound it (connections, requests in progress). Lives in an `Rc` on the worker's thread;
+//! never shared. The worker layer above drives it: accept loop, epoch inbox, ticker.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fulcrum_balance::Picker;
+use fulcrum_cache::CacheMetrics;
+use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
+use fulcrum_http::h1::MAX_HEADERS;
+use fulcrum_model::{BackendId, Epoch};
+use fulcrum_telemetry::error;
+use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
+use fulcrum_util::{CatchUnwind, Event, EventWait, Notified, Notify, now_ms};
+use monoio::net::TcpStream;
+
+use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
+use crate::metrics::{ProxyMetrics, RequestSlot, TlsOutcome};
+use crate::retry::Retries;
+use crate::upstream::{Upstream, UpstreamSettings, UpstreamTls};
+use crate::worker_cache::WorkerCache;
+
+/// An epoch as installed on one worker: the shared epoch plus this worker's view of each
+/// backend, in the epoch's order.
+#[derive(Debug)]
+pub struct WorkerEpoch {
+    /// The shared, immutable epoch.
+    pub epoch: Arc<Epoch>,
+    /// This worker's per-backend state, index-aligned with `epoch.backends`.
+    pub upstreams: Vec<Rc<Upstream>>,
+    /// Whether the backends' weights differ, so the pickers weigh them (computed once here,
+    /// not per request).
+    pub weighted: bool,
+}
+
+impl WorkerEpoch {
+    /// This worker's metrics slot and the URL of the backend at `index` (as noted by an
+    /// exchange), for the access log and the per-backend metrics.
+    pub fn metrics_of(&self, index: Option<usize>) -> Option<(&RequestSlot, &str)> {
+        let up = self.upstreams.get(index?)?;
+        Some((up.slot(), up.backend.url.url.as_str()))
+    }
+}
+
+/// The process-wide pieces every worker's context shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The data path's metrics.
+    pub metrics: Arc<ProxyMetrics>,
+    /// The response cache's metrics.
+    pub cache_metrics: Arc<CacheMetrics>,
+    /// TLS to `https://` and `h2://` backends, when it could be set up (else their connects
+    /// fail, and say so).
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// The TLS listener's side: certificates (reloadable), ALPN, the session ticketer.
+    pub tls_acceptor: Option<TlsAcceptor>,
+}
+
+impl Shared {
+    /// Fresh metrics for `workers` workers, the backends' TLS and the TLS listener's.
+    pub fn new(
+        workers: usize,
+        upstream_tls: Option<Arc<UpstreamTls>>,
+        tls_acceptor: Option<TlsAcceptor>,
+    ) -> Self {
+        Self {
+            metrics: Arc::new(ProxyMetrics::new(workers)),
+            cache_metrics: Arc::new(CacheMetrics::new(workers)),
+            upstream_tls,
+            tls_acceptor,
+        }
+    }
+}
+
+/// Everything one worker owns. Lives in an `Rc` on the worker thread; never shared.
+pub struct WorkerCtx {
+    /// Worker index (0-based).
+    pub index: usize,
+    /// Buffer sizes and protocol limits.
+    pub limits: Limits,
+    /// HTTP/2 limits and windows (`[http2]`).
+    pub http2: Http2Config,
+    /// Per-worker selection state.
+    pub picker: Picker,
+    /// When failed upstream attempts are tried again, and this worker's retry budget.
+    pub retries: Retries,
+    /// Access log producer, metrics and tracing for this worker.
+    pub telemetry: WorkerTelemetry,
+    /// This worker's response cache shard (reconciled with each installed epoch).
+    pub cache: WorkerCache,
+    upstream_settings: UpstreamSettings,
+    upstream_tls: Option<Arc<UpstreamTls>>,
+    tls: Option<TlsListener>,
+    stats_publish: Duration,
+    current: RefCell<Rc<WorkerEpoch>>,
+    /// Every backend this worker knows, kept across epochs so counters survive changes.
+    upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
+    /// Fired when the worker starts draining.
+    drain: Event,
+    busy: Cell<usize>,
+    /// Client connections this worker serves now (HTTP/1.1 and HTTP/2).
+    open_connections: Cell<usize>,
+    /// Wakes the accept loops paused at `limits.max_connections_per_worker` (or the TLS one at
+    /// `tls.max_handshakes_per_worker`) when a connection or a handshake ends.
+    accept_resume: Notify,
+}
+
+impl std::fmt::Debug for WorkerCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerCtx").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+/// Counts one client connection against `limits.max_connections_per_worker` (and in
+/// `fulcrum_client_connections`) until dropped; dropping it resumes a paused accept loop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Rc<WorkerCtx>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.open_connections.set(ctx.open_connections.get() - 1);
+        ctx.telemetry.worker().client_connections.add(-1);
+        ctx.accept_resume.notify();
+    }
+}
+
+/// The worker's side of the TLS listener.
+#[derive(Debug)]
+struct TlsListener {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+    /// Handshakes in progress on this worker.
+    handshakes: Cell<usize>,
+}
+
+/// Counts one TLS handshake in progress against `tls.max_handshakes_per_worker` until dropped;
+/// dropping it resumes a TLS accept loop paused at the cap.
+#[derive(Debug)]
+pub struct HandshakeSlot(Rc<WorkerCtx>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        if let Some(tls) = &ctx.tls {
+            tls.handshakes.set(tls.handshakes.get() - 1);
+        }
+        ctx.accept_resume.notify();
+    }
+}
+
+/// Counts a request in progress for graceful drain.
+#[derive(Debug)]
+pub struct Busy<'a>(&'a WorkerCtx);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get() - 1);
+    }
+}
+
+impl WorkerCtx {
+    /// Worker `index` of `workers`, configured by `config`, running `first`.
+    pub fn new(
+        index: usize,
+        workers: usize,
+        config: &Config,
+        first: Arc<Epoch>,
+        telemetry: WorkerTelemetrySpec,
+        shared: &Shared,
+    ) -> Self {
+        let limits =
+            Limits { max_headers: config.limits.max_headers.min(MAX_HEADERS), ..config.limits };
+        let upstream_settings = UpstreamSettings {
+            worker: index,
+            pool: config.pool,
+            buffer_bytes: limits.buffer_bytes,
+            window: Duration::from_millis(config.balance.response_time_window_ms),
+        };
+        let ctx = Self {
+            index,
+            limits,
+            http2: config.http2,
+            picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
+            retries: Retries::new(&config.retries, index, shared.metrics.retries.clone()),
+            telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
+            cache: WorkerCache::new(index, workers, shared.cache_metrics.clone()),
+            upstream_settings,
+            upstream_tls: shared.upstream_tls.clone(),
+            tls: shared.tls_acceptor.clone().map(|acceptor| TlsListener {
+                acceptor,
+                handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
+                max_handshakes: config.tls.max_handshakes_per_worker,
+                handshakes: Cell::new(0),
+            }),
+            stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
+            current: RefCell::new(Rc::new(WorkerEpoch {
+                epoch: first.clone(),
+                upstreams: Vec::new(),
+                weighted: false,
+            })),
+            upstreams: RefCell::new(HashMap::new()),
+            drain: Event::default(),
+            busy: Cell::new(0),
+            open_connections: Cell::new(0),
+            accept_resume: Notify::default(),
+        };
+        ctx.install(first);
+        ctx
+    }
+
+    /// The epoch new requests start on.
+    pub fn current_epoch(&self) -> Rc<WorkerEpoch> {
+        self.current.borrow().clone()
+    }
+
+    /// `pool` settings.
+    pub fn pool(&self) -> &PoolConfig {
+        &self.upstream_settings.pool
+    }
+
+    /// How often the worker's ticker runs (`balance.stats_publish_ms`).
+    pub fn tick_period(&self) -> Duration {
+        self.stats_publish
+    }
+
+    /// Installs a new epoch: reuses this worker's state for backends it already knew, creates
+    /// it for new ones, and retires removed ones (idle connections close; requests in flight
+    /// keep their `Rc` and finish).
+    pub fn install(&self, epoch: Arc<Epoch>) {
+        let mut known = self.upstreams.borrow_mut();
+        let upstreams: Vec<Rc<Upstream>> = epoch
+            .backends
+            .iter()
+            .map(|b| {
+                known
+                    .entry(b.id)
+                    .or_insert_with(|| {
+                        let metrics = self.telemetry.metrics.backend(b);
+                        let tls = self.upstream_tls.clone();
+                        Rc::new(Upstream::new(b.clone(), self.upstream_settings, metrics, tls))
+                    })
+                    .clone()
+            })
+            .collect();
+        known.retain(|id, up| {
+            let keep = epoch.backends.iter().any(|b| b.id == *id);
+            if !keep {
+                up.retire();
+            }
+            keep
+        });
+        self.cache.reconcile(&epoch.cache, epoch.cache_generation);
+        self.telemetry.worker().epoch.set(i64::try_from(epoch.id).unwrap_or(i64::MAX));
+        let weighted = epoch.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
+        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams, weighted });
+    }
+
+    /// Whether the worker is shutting down (finish the current request, then close).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_fired()
+    }
+
+    /// Marks a request in progress until the guard drops.
+    pub fn busy(&self) -> Busy<'_> {
+        self.busy.set(self.busy.get() + 1);
+        Busy(self)
+    }
+
+    /// Requests in progress.
+    pub fn busy_count(&self) -> usize {
+        self.busy.get()
+    }
+
+    /// Starts draining: the accept loop stops, idle connections close, the others finish
+    /// their request and close.
+    pub fn begin_drain(&self) {
+        self.drain.fire();
+    }
+
+    /// Resolves once draining starts (any number of tasks may wait).
+    pub fn drained_signal(&self) -> EventWait<'_> {
+        self.drain.wait()
+    }
+
+    /// Counts a new client connection until the slot drops.
+    pub fn connection_slot(self: &Rc<Self>) -> ConnectionSlot {
+        self.open_connections.set(self.open_connections.get() + 1);
+        self.telemetry.worker().client_connections.add(1);
+        ConnectionSlot(self.clone())
+    }
+
+    /// Whether the worker serves `limits.max_connections_per_worker` connections (0: never).
+    pub fn at_connection_limit(&self) -> bool {
+        let max = self.limits.max_connections_per_worker;
+        max > 0 && self.open_connections.get() >= max
+    }
+
+    /// Resolves at the next end of a connection or of a TLS handshake (a paused accept loop
+    /// then looks at its limit again).
+    pub fn accept_resumed(&self) -> Notified<'_> {
+        self.accept_resume.notified()
+    }
+
+    /// Whether this worker has a TLS listener (`[tls] listen`).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether the worker runs `tls.max_handshakes_per_worker` handshakes (the TLS accept loop
+    /// pauses until one ends).
+    pub fn at_handshake_limit(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshakes.get() >= t.max_handshakes)
+    }
+
+    /// Counts a new TLS handshake until the slot drops.
+    pub fn handshake_slot(self: &Rc<Self>) -> HandshakeSlot {
+        if let Some(tls) = &self.tls {
+            tls.handshakes.set(tls.handshakes.get() + 1);
+        }
+        HandshakeSlot(self.clone())
+    }
+
+    /// The server side of the TLS handshake on an accepted `stream`, within
+    /// `tls.handshake_timeout_ms`, counted in `fulcrum_tls_handshakes_total{result}`; `None`
+    /// when it failed (the connection is then dropped).
+    pub async fn tls_handshake(
+        &self,
+        stream: TcpStream,
+        slot: HandshakeSlot,
+    ) -> Option<TlsStream<TcpStream>> {
+        let tls = self.tls.as_ref()?;
+        let result = tls.acceptor.accept(stream, tls.handshake_timeout).await;
+        drop(slot);
+        let worker = self.telemetry.worker();
+        match result {
+            Ok(stream) => {
+                let resumed = stream.info().resumed;
+                worker.tls_handshake(if resumed { TlsOutcome::Resumed } else { TlsOutcome::Full });
+                Some(stream)
+            }
+            Err(HandshakeError::Timeout(_)) => {
+                worker.tls_handshake(TlsOutcome::Timeout);
+                None
+            }
+            Err(_) => {
+                worker.tls_handshake(TlsOutcome::Failed);
+                None
+            }
+        }
+    }
+
+    /// The ticker's work: publishes the latency windows for the other workers, closes stale
+    /// idle connections (when `evict`), and sweeps the cache.
+    pub fn tick(&self, evict: bool) {
+        let now = now_ms();
+        let current = self.current_epoch();
+        let max_age = Duration::from_millis(self.upstream_settings.pool.idle_timeout_ms);
+        for up in &current.upstreams {
+            up.stats.publish(now);
+            if evict {
+                up.evict_idle(max_age);
+            }
+        }
+        self.cache.tick();
+    }
+
+    /// Spawns `fut` (a connection or an HTTP/2 stream) on this worker, so that a panic inside
+    /// it is logged and loses only that task (monoio does not catch panics in tasks: one would
+    /// unwind the whole worker).
+    pub fn spawn_contained<F: Future<Output = ()> + 'static>(&self, fut: Pin<Box<F>>) {
+        let worker = self.index;
+        monoio::spawn(async move {
+            if let Err(panic) = CatchUnwind::new(fut).await {
+                error!(
+                    "connection task panicked; connection closed",
+                    worker = worker,
+                    panic = panic
+                );
+            }
+        });
+    }
+}

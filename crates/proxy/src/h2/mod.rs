@@ -1,0 +1,14 @@
+//! The HTTP/2 client side (h2c with prior knowledge, and gRPC), run by each worker: the
+//! connection loop with its limits ([`server`]), each stream forwarded through the attempt loop
+//! ([`stream`]), and a stream's attempt on an HTTP/1.1 backend ([`to_h1`]). Upstream HTTP/2
+//! sessions are the upstream layer's (`crate::upstream::h2`).
+//!
+//! Built on hyperium `h2` 0.4 over monoio's poll-io layer. Every stream is balanced on its own:
+//! one client connection's calls spread over the backends as the algorithm says.
+
+pub(crate) mod server;
+mod stream;
+mod to_h1;
+
+/// The client connection preface of HTTP/2 (RFC 9113 3.4).
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

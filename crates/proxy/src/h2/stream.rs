@@ -1,0 +1,674 @@
+//! One HTTP/2 stream from a client, forwarded through the attempt loop to the backend its own
+//! pick chose: an h2c backend over a multiplexed upstream session (here), or an HTTP/1.1
+//! backend through the HTTP/1.1 codec ([`super::to_h1`]). Runs in the stream's own task on the
+//! worker's thread.
+//!
+//! Request and response flow at once (bidirectional streaming), each DATA chunk moved only
+//! when the receiving side granted capacity and released on the sending side afterwards, so a
+//! slow reader back-pressures the writer through both hops' windows. END_STREAM rides on the
+//! last DATA frame when the client's did; that last chunk is queued without waiting (h2 sends
+//! it as the window allows, and its capacity returns to the sender only when the stream ends),
+//! so a unary request's HEADERS and DATA leave together. Resets cross in both directions: a
+//! client RST_STREAM cancels the upstream stream, a backend RST_STREAM is passed on with its
+//! reason. A stream the backend refused is sent again elsewhere while the request bytes seen
+//! so far are still held (at most [`REPLAY_LIMIT`]).
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fulcrum_config::BackendProtocol;
+use fulcrum_http::grpc::{GRPC_TIMEOUT, grpc_status, is_grpc, parse_grpc_timeout};
+use fulcrum_http::h1::{BodyError, BodyTap as _};
+use fulcrum_telemetry::CacheStatus;
+use fulcrum_util::now_ms;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::header::Entry;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use monoio::time::timeout;
+
+use super::server::ConnState;
+use crate::attempt::{self, AttemptError, Forward};
+use crate::ctx::{WorkerCtx, WorkerEpoch};
+use crate::error::ProxyError;
+use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::upstream::Upstream;
+use crate::upstream::h2::{Lease, LeaseError};
+
+/// Header names used on every stream, built at compile time: a lookup by `&str` parses and
+/// validates the name on each call.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Request bytes kept for a resend on another connection until the response head arrives.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// How a call ended early.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// Fulcrum failed the call: answer with its synthetic response.
+    Error(ProxyError),
+    /// The client reset the stream or its connection is gone: nothing to answer.
+    ClientGone,
+    /// The backend reset its stream: pass the reset on with the same reason.
+    UpstreamReset(Reason),
+}
+
+impl From<ProxyError> for Fail {
+    fn from(e: ProxyError) -> Self {
+        Fail::Error(e)
+    }
+}
+
+/// Which side of a [`pump`] failed.
+#[derive(Debug)]
+enum PumpError {
+    /// Reading from the source stream.
+    Src(h2::Error),
+    /// Writing to the destination stream (or it was reset).
+    Dst,
+}
+
+/// Serves one client stream to its end, and logs it: one access record, the metrics, the
+/// spans (as for an HTTP/1.1 exchange).
+pub(crate) async fn serve_stream(
+    ctx: &Rc<WorkerCtx>,
+    conn: &Rc<ConnState>,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let epoch = ctx.current_epoch();
+    let _busy = ctx.busy();
+    let grpc = is_grpc(req.headers());
+    let deadline = req
+        .headers()
+        .get(GRPC_TIMEOUT)
+        .filter(|_| grpc)
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    let (mut parts, mut body) = req.into_parts();
+    let (mut log, traceparent) = ctx.telemetry.begin_stream(
+        parts.method.as_str(),
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+        request_head_bytes(&parts),
+        epoch.epoch.id,
+        &conn.info,
+    );
+    // A traced stream is forwarded with Fulcrum's span as the parent.
+    if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        parts.headers.insert(TRACEPARENT, v);
+    }
+    // Added once to the request itself (every attempt and either backend protocol sends it),
+    // where the decoded map usually has room, rather than to each attempt's copy.
+    append_forwarded_for(&mut parts.headers, &conn.client_ip);
+    if grpc {
+        log.capture.set_binary();
+    }
+    // HTTP/2 responses (gRPC above all) are never cached.
+    if epoch.epoch.cache.enabled {
+        log.note.set_cache(CacheStatus::Bypass);
+    }
+    let headers_only = body.is_end_stream();
+    let mut down: Option<SendStream<Bytes>> = None;
+    let result = {
+        let mut call = Call {
+            ctx,
+            epoch: &epoch,
+            conn,
+            grpc,
+            note: &log.note,
+            parts: &parts,
+            body: &mut body,
+            capture: &mut log.capture,
+            respond: &mut respond,
+            down: &mut down,
+            replay: RefCell::new(Replay {
+                recording: true,
+                ended: headers_only,
+                ..Default::default()
+            }),
+            headers_only,
+        };
+        // Pinned here so the deadline wraps a reference: the call's (large) future is stored
+        // once in this one, not once bare and once inside the timeout.
+        let run = std::pin::pin!(attempt::forward(ctx, &epoch, &log.note, &mut call));
+        match deadline {
+            // The timer is boxed (and only made when the call has a deadline): monoio's timer
+            // entry is cache-line aligned (128 bytes), which inline would make every stream
+            // task an aligned allocation.
+            Some(limit) => match Box::pin(timeout(limit, run)).await {
+                Ok(r) => r,
+                Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
+            },
+            None => run.await,
+        }
+    };
+    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
+        ctx.telemetry.worker().body_too_slow.inc();
+    }
+    let status = match result {
+        Ok(()) => log.note.status(),
+        Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
+    };
+    let backend = epoch.metrics_of(log.note.backend());
+    ctx.telemetry.finish(log, backend, status);
+}
+
+/// Answers a failed call: before the response head, with Fulcrum's synthetic response (an
+/// HTTP error, or a gRPC trailers-only answer); after it, with gRPC trailers or a reset.
+/// Returns the HTTP status the client got (499: none, the stream was reset before a response
+/// head) and notes the gRPC status Fulcrum generated.
+fn finish_failed(
+    fail: Fail,
+    grpc: bool,
+    respond: &mut SendResponse<Bytes>,
+    down: Option<&mut SendStream<Bytes>>,
+    note: &ExchangeNote,
+) -> u16 {
+    // After a response head the client has its status; before one, a reset gives it none.
+    let head_sent = down.is_some();
+    let relayed = if head_sent { note.status() } else { 499 };
+    let reset =
+        |down: Option<&mut SendStream<Bytes>>, respond: &mut SendResponse<_>, reason| match down {
+            Some(d) => d.send_reset(reason),
+            None => respond.send_reset(reason),
+        };
+    let error = match fail {
+        Fail::ClientGone => {
+            reset(down, respond, Reason::CANCEL);
+            return relayed;
+        }
+        Fail::UpstreamReset(reason) => {
+            reset(down, respond, reason);
+            return if head_sent { relayed } else { 502 };
+        }
+        Fail::Error(e) => e,
+    };
+    let Some(answer) = error.synthetic() else {
+        reset(down, respond, Reason::CANCEL);
+        return relayed;
+    };
+    match (grpc, down) {
+        (true, None) => {
+            let res = answer.to_grpc();
+            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
+            note.sent(response_head_bytes(res.headers()));
+            let _ = respond.send_response(res, true);
+            200
+        }
+        (true, Some(d)) => {
+            let t = answer.grpc_trailers();
+            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
+            note.sent(header_bytes(&t));
+            let _ = d.send_trailers(t);
+            relayed
+        }
+        (false, None) => {
+            let res = answer.to_h2();
+            note.sent(response_head_bytes(res.headers()) + answer.body.len() as u64);
+            if let Ok(mut s) = respond.send_response(res, false) {
+                let _ = s.send_data(Bytes::from_static(answer.body.as_bytes()), true);
+            }
+            answer.status
+        }
+        (false, Some(d)) => {
+            d.send_reset(Reason::INTERNAL_ERROR);
+            relayed
+        }
+    }
+}
+
+/// The size of a header block as HPACK counts it before compression (name and value bytes;
+/// the 32-byte per-field overhead is left out).
+pub(super) fn header_bytes(headers: &HeaderMap) -> u64 {
+    headers.iter().map(|(n, v)| (n.as_str().len() + v.len()) as u64).sum()
+}
+
+/// The size of a request's header block, pseudo-headers included (the record's `bytes_in`
+/// starts with it).
+fn request_head_bytes(parts: &http::request::Parts) -> usize {
+    let path = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let pseudo = ":method".len() + parts.method.as_str().len() + ":path".len() + path;
+    let pseudo = pseudo + if authority > 0 { ":authority".len() + authority } else { 0 };
+    pseudo + header_bytes(&parts.headers) as usize
+}
+
+/// The size of a response's header block, `:status` included.
+pub(super) fn response_head_bytes(headers: &HeaderMap) -> u64 {
+    ":status".len() as u64 + 3 + header_bytes(headers)
+}
+
+/// The request bytes seen so far, kept until the response head so a refused stream can be
+/// sent again.
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// Still recording (no response head yet, under the limit, nothing forwarded unrecorded).
+    recording: bool,
+    /// The request body and trailers are all in `chunks` / `trailers`.
+    ended: bool,
+    trailers: Option<HeaderMap>,
+}
+
+impl Replay {
+    fn record(&mut self, chunk: &Bytes) {
+        if !self.recording {
+            return;
+        }
+        if self.bytes + chunk.len() > REPLAY_LIMIT {
+            self.stop();
+        } else {
+            self.bytes += chunk.len();
+            self.chunks.push(chunk.clone());
+        }
+    }
+
+    /// Stops recording and forgets what was kept: the request can no longer be sent again.
+    pub(super) fn stop(&mut self) {
+        self.recording = false;
+        self.chunks = Vec::new();
+        self.trailers = None;
+    }
+}
+
+/// One call on a pinned epoch: the stream's request, its answer channel, and what the attempt
+/// loop needs to know about it.
+pub(super) struct Call<'a> {
+    pub(super) ctx: &'a WorkerCtx,
+    pub(super) epoch: &'a WorkerEpoch,
+    pub(super) conn: &'a ConnState,
+    grpc: bool,
+    /// Telemetry: backend, status, timings and spans of this stream.
+    pub(super) note: &'a ExchangeNote,
+    pub(super) parts: &'a http::request::Parts,
+    pub(super) body: &'a mut RecvStream,
+    pub(super) capture: &'a mut BodyCapture,
+    pub(super) respond: &'a mut SendResponse<Bytes>,
+    pub(super) down: &'a mut Option<SendStream<Bytes>>,
+    pub(super) replay: RefCell<Replay>,
+    /// The client sent END_STREAM with its headers: there is no body.
+    pub(super) headers_only: bool,
+}
+
+impl Forward for Call<'_> {
+    type Output = ();
+    type Failure = Fail;
+
+    fn serves(&self, protocol: BackendProtocol) -> bool {
+        // gRPC goes only to HTTP/2 backends.
+        !self.grpc || protocol == BackendProtocol::H2c
+    }
+
+    fn idempotent(&self) -> bool {
+        matches!(
+            self.parts.method.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
+    }
+
+    fn replayable(&self) -> bool {
+        self.replay.borrow().recording
+    }
+
+    async fn attempt(
+        &mut self,
+        index: usize,
+        up: &Upstream,
+        fresh: bool,
+    ) -> Result<(), AttemptError<Fail>> {
+        match up.backend.url.protocol {
+            BackendProtocol::H2c => self.attempt_h2(index, up).await,
+            // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)
+            // never run; inline it would be copied with every stream task.
+            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, fresh)).await,
+        }
+    }
+}
+
+impl Call<'_> {
+    /// One attempt on an h2c backend: a stream on one of this worker's sessions to it.
+    async fn attempt_h2(&mut self, index: usize, up: &Upstream) -> Result<(), AttemptError<Fail>> {
+        let timeouts = &self.epoch.epoch.timeouts;
+        let connect = self.note.phase("upstream_connect");
+        let leased = up.lease_h2(&self.ctx.http2, timeouts.upstream_connect()).await;
+        drop(connect);
+        let lease = match leased {
+            Ok(lease) => lease,
+            Err(LeaseError::Connect(e)) => {
+                up.connect_failed(self.epoch.epoch.health, &e.to_string());
+                return Err(AttemptError::ConnectFailed);
+            }
+            Err(LeaseError::Retired) => return Err(AttemptError::Gone),
+        };
+        up.stats.record_connect_success();
+        self.note.set_backend(index);
+        let request = upstream_request(self.parts, &up.backend.url.authority)?;
+        let Ok(mut sender) = lease.sender().ready().await else {
+            lease.session().mark_closed();
+            return Err(AttemptError::Refused);
+        };
+        let headers_only = self.headers_only;
+        let Ok((response, mut up_send)) = sender.send_request(request, headers_only) else {
+            lease.session().mark_closed();
+            return Err(AttemptError::Refused);
+        };
+        // Counted until the backend's response has ended (not until the client has it).
+        let in_flight = std::cell::Cell::new(Some(up.stats.begin()));
+        let _span = self.note.phase("upstream_exchange");
+        let started = Instant::now();
+        let note = self.note;
+        let replay = &self.replay;
+        let body = &mut *self.body;
+        let capture = &mut *self.capture;
+        let respond = &mut *self.respond;
+        let down = &mut *self.down;
+        let conn = self.conn;
+        let grpc = self.grpc;
+        let response_timeout = timeouts.upstream_response();
+
+        // The request side: what was already seen (after a refused attempt), then the rest.
+        let send = async {
+            if headers_only {
+                return Ok(());
+            }
+            let (chunks, ended, trailers) = {
+                let r = replay.borrow();
+                (r.chunks.clone(), r.ended, r.trailers.clone())
+            };
+            let n = chunks.len();
+            for (k, chunk) in chunks.into_iter().enumerate() {
+                let last = ended && trailers.is_none() && k + 1 == n;
+                send_data(&mut up_send, chunk, last).await.map_err(|_| PumpError::Dst)?;
+            }
+            if ended {
+                return match trailers {
+                    Some(t) => up_send.send_trailers(t).map_err(|_| PumpError::Dst),
+                    None if n == 0 => {
+                        up_send.send_data(Bytes::new(), true).map_err(|_| PumpError::Dst)
+                    }
+                    None => Ok(()),
+                };
+            }
+            // Chunks resent from `replay` were captured when they first arrived.
+            pump(body, &mut up_send, Some(replay), |c| capture.tap(c), |_| {}, || {}).await
+        };
+
+        // The response side: the head, then the body and trailers.
+        let relay = async {
+            // Plain HTTP waits `upstream_response_ms` for the head; gRPC calls (often
+            // long-lived streams) are bounded by their own `grpc-timeout` instead.
+            let limit = (!grpc).then_some(response_timeout);
+            let head_wait = async {
+                match limit {
+                    // Boxed for the same reason as the deadline in `serve_stream`.
+                    Some(limit) => Box::pin(timeout(limit, response)).await.ok(),
+                    None => Some(response.await),
+                }
+            };
+            let head = monoio::select! {
+                biased;
+                r = head_wait => match r {
+                    Some(r) => r,
+                    None => return Err(AttemptError::Fail(ProxyError::UpstreamTimeout.into())),
+                },
+                _ = poll_fn(|cx| respond.poll_reset(cx)) => {
+                    // RST_STREAM from the client: it counts against the rapid-reset cap.
+                    conn.client_reset();
+                    return Err(AttemptError::Fail(Fail::ClientGone));
+                }
+            };
+            let res = match head {
+                Ok(res) => res,
+                Err(e) => return Err(upstream_failed(&lease, &e)),
+            };
+            replay.borrow_mut().stop();
+            let elapsed = started.elapsed();
+            up.stats.record_response_time(now_ms(), elapsed);
+            note.response(res.status().as_u16(), elapsed);
+            let _respond = note.phase("respond");
+            // A trailers-only response carries its grpc-status in the headers.
+            if let Some(code) = grpc_status(res.headers()) {
+                note.set_grpc_status(code);
+            }
+            note.sent(response_head_bytes(res.headers()));
+            let (head, mut res_body) = res.into_parts();
+            let eos = res_body.is_end_stream();
+            if eos {
+                in_flight.take();
+            }
+            let d = respond
+                .send_response(Response::from_parts(head, ()), eos)
+                .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+            if eos {
+                return Ok(());
+            }
+            let d = down.insert(d);
+            let on_trailers = |t: &HeaderMap| {
+                note.sent(header_bytes(t));
+                if let Some(code) = grpc_status(t) {
+                    note.set_grpc_status(code);
+                }
+            };
+            let ended = || drop(in_flight.take());
+            let sent = |c: &[u8]| note.sent(c.len() as u64);
+            match pump(&mut res_body, d, None, sent, on_trailers, ended).await {
+                Ok(()) => Ok(()),
+                Err(PumpError::Dst) => Err(AttemptError::Fail(Fail::ClientGone)),
+                Err(PumpError::Src(e)) => match upstream_failed(&lease, &e) {
+                    AttemptError::Fail(f) => Err(AttemptError::Fail(f)),
+                    // The response had started: nothing can be sent again.
+                    _ => Err(AttemptError::Fail(
+                        ProxyError::BadGateway("upstream connection lost").into(),
+                    )),
+                },
+            }
+        };
+
+        let mut send = std::pin::pin!(send);
+        let mut relay = std::pin::pin!(relay);
+        let mut sent = headers_only;
+        loop {
+            monoio::select! {
+                r = &mut send, if !sent => {
+                    sent = true;
+                    match r {
+                        Ok(()) => {}
+                        // The backend stopped reading (an early answer, or a reset the
+                        // response side reports).
+                        Err(PumpError::Dst) => {}
+                        Err(PumpError::Src(e)) => {
+                            if e.is_reset() && e.is_remote() {
+                                conn.client_reset();
+                            }
+                            return Err(AttemptError::Fail(Fail::ClientGone));
+                        }
+                    }
+                }
+                r = &mut relay => return r,
+            }
+        }
+    }
+}
+
+/// Classifies an upstream stream error: refused (retry), reset (pass on) or lost.
+fn upstream_failed(lease: &Lease, e: &h2::Error) -> AttemptError<Fail> {
+    if e.is_go_away() && e.is_remote() {
+        lease.session().mark_closed();
+        return AttemptError::Refused;
+    }
+    if e.is_reset() && e.is_remote() {
+        return match e.reason() {
+            Some(Reason::REFUSED_STREAM) => AttemptError::Refused,
+            Some(reason) => AttemptError::Fail(Fail::UpstreamReset(reason)),
+            None => AttemptError::Fail(Fail::UpstreamReset(Reason::INTERNAL_ERROR)),
+        };
+    }
+    lease.session().mark_closed();
+    AttemptError::Fail(ProxyError::BadGateway("upstream connection lost").into())
+}
+
+/// The request for an h2c backend: the client's method, URI and headers (`x-forwarded-for`
+/// already among them).
+fn upstream_request(
+    parts: &http::request::Parts,
+    backend_authority: &str,
+) -> Result<Request<()>, Fail> {
+    let uri = if parts.uri.scheme().is_some() && parts.uri.authority().is_some() {
+        parts.uri.clone()
+    } else {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        http::Uri::builder()
+            .scheme("http")
+            .authority(backend_authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Fail::Error(ProxyError::BadGateway("invalid request URI")))?
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.headers_mut() = parts.headers.clone();
+    Ok(req)
+}
+
+/// Folds existing `x-forwarded-for` values and the client (its address as a header value, made
+/// once per connection) into one header. Without an incoming one this is a single insert.
+pub(super) fn append_forwarded_for(headers: &mut HeaderMap, client: &HeaderValue) {
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(e) => {
+            e.insert(client.clone());
+        }
+        Entry::Occupied(mut e) => {
+            let mut value = Vec::new();
+            for v in e.iter() {
+                value.extend_from_slice(v.as_bytes());
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(client.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                e.insert(v);
+            }
+        }
+    }
+}
+
+/// Moves a stream's DATA and trailers from `src` to `dst`, chunk by chunk, under flow control.
+/// `on_data` sees each DATA payload and `on_trailers` the trailers, as they pass; `on_end` runs
+/// once the source has ended, before its last frame is sent on.
+async fn pump(
+    src: &mut RecvStream,
+    dst: &mut SendStream<Bytes>,
+    replay: Option<&RefCell<Replay>>,
+    mut on_data: impl FnMut(&[u8]),
+    on_trailers: impl FnOnce(&HeaderMap),
+    on_end: impl FnOnce(),
+) -> Result<(), PumpError> {
+    loop {
+        // Data first: when it is already there the reset watch is not registered (a registered
+        // one is woken for nothing when h2 opens or closes the stream).
+        let next = monoio::select! {
+            biased;
+            d = src.data() => d,
+            _ = poll_fn(|cx| dst.poll_reset(cx)) => return Err(PumpError::Dst),
+        };
+        let chunk = match next {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => return Err(PumpError::Src(e)),
+            None => break,
+        };
+        let len = chunk.len();
+        let end = src.is_end_stream();
+        on_data(&chunk);
+        if let Some(r) = replay {
+            let mut r = r.borrow_mut();
+            r.record(&chunk);
+            r.ended = end;
+        }
+        if end {
+            on_end();
+            // The chunk that ends the stream is queued at once instead of after waiting for
+            // the peer's window. h2 still sends it only as that window allows and nothing
+            // follows it on this stream; its receive capacity is not released here but by h2
+            // when the stream is dropped, so the sender's connection window still bounds what
+            // is buffered. For a unary call the request's DATA then leaves with its HEADERS:
+            // the upstream stream is not open yet when the call is forwarded, and waiting for
+            // capacity cost a second pass of the connection and a wake-up of this task.
+            return dst.send_data(chunk, true).map_err(|_| PumpError::Dst);
+        }
+        send_data(dst, chunk, false).await.map_err(|_| PumpError::Dst)?;
+        let _ = src.flow_control().release_capacity(len);
+    }
+    let trailers = monoio::select! {
+        biased;
+        t = src.trailers() => t.map_err(PumpError::Src)?,
+        _ = poll_fn(|cx| dst.poll_reset(cx)) => return Err(PumpError::Dst),
+    };
+    if let Some(r) = replay {
+        let mut r = r.borrow_mut();
+        r.ended = true;
+        if r.recording {
+            r.trailers = trailers.clone();
+        }
+    }
+    on_end();
+    match trailers {
+        Some(t) => {
+            on_trailers(&t);
+            dst.send_trailers(t).map_err(|_| PumpError::Dst)
+        }
+        None => dst.send_data(Bytes::new(), true).map_err(|_| PumpError::Dst),
+    }
+}
+
+/// Sends `data` as the peer's window allows: reserve, wait for capacity, send what fits.
+pub(super) async fn send_data(
+    dst: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return dst.send_data(data, end);
+    }
+    while !data.is_empty() {
+        dst.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| dst.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(Reason::STREAM_CLOSED)),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        dst.send_data(chunk, end && data.is_empty())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_added_or_folded() {
+        let client = HeaderValue::from_static("127.0.0.1");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, &client);
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["127.0.0.1"]);
+
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        append_forwarded_for(&mut h, &client);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.7, 198.51.100.1, 127.0.0.1"]
+        );
+    }
+}

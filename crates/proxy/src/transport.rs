@@ -1,0 +1,142 @@
+//! The transports under the HTTP paths: a connection is plain TCP or TLS, on the client side
+//! and on the backend side alike. [`ConnRead`] and [`ConnWrite`] are its two halves (so a
+//! request body and a response flow at once); both implement monoio's owned-buffer IO traits,
+//! so the HTTP/1.1 codec and the body copy loop run over either without knowing which. Runs on
+//! the worker that owns the connection.
+
+use std::os::fd::RawFd;
+
+use fulcrum_tls::{SessionInfo, TlsReadHalf, TlsStream, TlsWriteHalf};
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
+use monoio::net::TcpStream;
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+
+/// The reading half of a connection.
+pub enum ConnRead {
+    /// Plain TCP.
+    Tcp(TcpOwnedReadHalf),
+    /// TLS over TCP.
+    Tls(TlsReadHalf<TcpStream>),
+}
+
+/// The writing half of a connection.
+pub enum ConnWrite {
+    /// Plain TCP.
+    Tcp(TcpOwnedWriteHalf),
+    /// TLS over TCP.
+    Tls(TlsWriteHalf<TcpStream>),
+}
+
+/// Splits a plain TCP connection.
+pub fn split_tcp(stream: TcpStream) -> (ConnRead, ConnWrite) {
+    let (r, w) = stream.into_split();
+    (ConnRead::Tcp(r), ConnWrite::Tcp(w))
+}
+
+/// Splits a TLS connection.
+pub fn split_tls(stream: TlsStream<TcpStream>) -> (ConnRead, ConnWrite) {
+    let (r, w) = stream.into_split();
+    (ConnRead::Tls(r), ConnWrite::Tls(w))
+}
+
+impl AsyncReadRent for ConnRead {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ConnRead::Tcp(r) => r.read(buf).await,
+            ConnRead::Tls(r) => r.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ConnRead::Tcp(r) => r.readv(buf).await,
+            ConnRead::Tls(r) => r.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for ConnWrite {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ConnWrite::Tcp(w) => w.write(buf).await,
+            ConnWrite::Tls(w) => w.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            ConnWrite::Tcp(w) => w.writev(buf).await,
+            ConnWrite::Tls(w) => w.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ConnWrite::Tcp(w) => w.flush().await,
+            ConnWrite::Tls(w) => w.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            ConnWrite::Tcp(w) => w.shutdown().await,
+            ConnWrite::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
+/// What a client connection is: the scheme it came in with and, over TLS, its session.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The TLS session, `None` for cleartext.
+    pub tls: Option<SessionInfo>,
+}
+
+impl ConnInfo {
+    /// `https` over TLS, `http` otherwise (`X-Forwarded-Proto`).
+    pub fn proto(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The TLS version as the access log names it (`TLSv1.3`), if over TLS.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        use fulcrum_tls::rustls::ProtocolVersion;
+        Some(match self.tls.as_ref()?.version? {
+            ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "other",
+        })
+    }
+
+    /// The server name the client asked for, if over TLS with SNI.
+    pub fn sni(&self) -> Option<&str> {
+        self.tls.as_ref()?.sni.as_deref()
+    }
+}
+
+/// Whether the backend closed an idle connection (or sent something unasked, which makes a
+/// plain HTTP/1.1 connection unusable). Plain TCP: a non-blocking peek reads EOF or a byte. TLS:
+/// the peer's FIN (`POLLRDHUP`), since a TLS peer may legitimately send records while idle
+/// (session tickets, key updates) that the next read processes.
+pub fn peer_closed(fd: RawFd, tls: bool) -> bool {
+    if tls {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: `pfd` is one valid pollfd for an open socket owned by the pooled connection;
+        // a zero timeout never blocks.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        return n != 0
+            && (n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0);
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: `fd` is a valid, open socket owned by the pooled connection for the duration of
+    // the call, and `byte` is a valid one-byte buffer. MSG_PEEK leaves the socket's data
+    // untouched.
+    #[allow(unsafe_code)]
+    let n =
+        unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    // 0 = orderly close; >0 = unsolicited bytes (unusable); EAGAIN = open and quiet.
+    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
+}

@@ -1,0 +1,23 @@
+//! Fulcrum's bottom layer: what every other layer may use and that knows nothing of HTTP,
+//! backends or configuration.
+//!
+//! - [`clock`]: the process-wide monotonic millisecond clock.
+//! - [`buf`]: [`ReadBuf`], a fixed-capacity read buffer over monoio's owned-buffer IO.
+//! - [`notify`]: a single-threaded notification for tasks of one worker.
+//! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
+//! - [`panic`]: panic containment for worker tasks.
+//! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
+
+mod buf;
+mod clock;
+mod notify;
+mod panic;
+mod rewind;
+mod runtime;
+
+pub use buf::ReadBuf;
+pub use clock::now_ms;
+pub use notify::{Event, EventWait, Notified, Notify};
+pub use panic::CatchUnwind;
+pub use rewind::Rewind;
+pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};

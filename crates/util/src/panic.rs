@@ -1,0 +1,55 @@
+//! Panic containment for tasks on a worker: monoio does not catch panics in tasks, so one
+//! panicking connection would unwind the whole worker thread and every connection on it.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Polls the inner future inside `catch_unwind`; resolves to `Err(message)` if it panicked.
+///
+/// The future comes boxed: the task that runs this then stays small, and spawning it copies a
+/// pointer rather than the (several KiB) state of a connection or stream.
+#[derive(Debug)]
+pub struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> CatchUnwind<F> {
+    /// Wraps `fut`.
+    pub fn new(fut: Pin<Box<F>>) -> Self {
+        Self(fut)
+    }
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(move || fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_task_does_not_take_the_runtime_down() {
+        let mut rt =
+            crate::runtime::build_runtime(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
+        let survived = rt.block_on(async {
+            let panicked = CatchUnwind::new(Box::pin(async { panic!("boom") })).await;
+            assert_eq!(panicked, Err("boom".to_owned()));
+            // The runtime (and its other tasks) keep running after the contained panic.
+            monoio::spawn(async { 42 }).await
+        });
+        assert_eq!(survived, 42);
+    }
+}
