@@ -56,6 +56,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod validate;
