@@ -20,7 +20,9 @@ usage() {
 Usage: ./bench.sh [SUITE] [OPTIONS]
 
 Suites:
-  http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default)
+  http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default); Fulcrum also
+                  as routes20-*: 20 routes (host and path matchers) in front of the route
+                  that takes the benchmarked requests, against no routes
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
                   (h2c://) against nginx grpc_pass and HAProxy proto h2
@@ -45,7 +47,7 @@ Options:
 
 Environment:
   BENCH_PORT_BASE first of the fixed loopback ports used (default 39100;
-                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+13 for balancers)
+                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+17 for balancers)
   FULCRUM_BIN     binary to measure (default target/release/fulcrum; use with --no-build)
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it in the http and grpc suites, as
@@ -80,6 +82,8 @@ NGINX_PORT=$((PORT_BASE + 12))
 HAPROXY_PORT=$((PORT_BASE + 13))
 BASE_URING_PORT=$((PORT_BASE + 14))
 BASE_EPOLL_PORT=$((PORT_BASE + 15))
+ROUTES_URING_PORT=$((PORT_BASE + 16))
+ROUTES_EPOLL_PORT=$((PORT_BASE + 17))
 # A second Fulcrum binary measured side by side (an A/B of two builds in one run), when set.
 FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 
@@ -452,6 +456,40 @@ start_baseline() {
         start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" ""
 }
 
+# routes_toml SCHEME: a pool `bench` of both backends, and 20 routes that the benchmarked
+# requests pass (10 host routes, exact and wildcard, and 10 path routes) before the 21st, which
+# takes them (host 127.0.0.1, path prefix /): every request runs 21 route matches.
+routes_toml() {
+    local scheme=$1 i
+    printf '[[pools]]
+name = "bench"
+'
+    printf '[[pools.backends]]
+url = "%s://127.0.0.1:%s"
+' "$scheme" "$BE1_PORT" "$scheme" "$BE2_PORT"
+    for ((i = 0; i < 5; i++)); do
+        printf '[[routes]]
+pool = "bench"
+host = "svc%d.bench.internal"
+' "$i"
+        printf '[[routes]]
+pool = "bench"
+host = "*.svc%d.bench.internal"
+' "$i"
+    done
+    for ((i = 0; i < 10; i++)); do
+        printf '[[routes]]
+pool = "bench"
+path_prefix = "/svc%d/api"
+' "$i"
+    done
+    printf '[[routes]]
+pool = "bench"
+host = "127.0.0.1"
+path_prefix = "/"
+'
+}
+
 # The io driver Fulcrum reported (`driver=...` on stderr, one per worker).
 driver_of() {
     local d=${T_DRIVER[$1]}
@@ -677,16 +715,40 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
 
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT"
+        "$NGINX_PORT" "$HAPROXY_PORT" "$ROUTES_URING_PORT" "$ROUTES_EPOLL_PORT"
     prepare_fulcrum
     start_backends
     start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    # The same build with 20 routes in front of the one that takes the benchmarked requests.
+    local routes
+    routes=$(routes_toml http)
+    START_AS=routes20 start_fulcrum io_uring "$ROUTES_URING_PORT" http wait_ready /small "$routes"
+    START_AS=routes20 start_fulcrum epoll "$ROUTES_EPOLL_PORT" http wait_ready /small "$routes"
     start_baseline http wait_ready /small
     start_nginx_proxy
     start_haproxy
     log "targets: direct ${TARGETS[*]}"
     bench_matrix
+    routes_notes
+}
+
+# routes_notes: CPU per request of routes20-* against fulcrum-* (no routes), per workload.
+routes_notes() {
+    local wl d base with
+    SUITE_NOTES+=$'\n### Routing cost: 20 routes in front of the benchmarked route\n\n'
+    SUITE_NOTES+=$'| workload | io driver | CPU us/req median, no routes | CPU us/req median, 20 routes | difference (target <= +3%) |\n|---|---|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        for d in io_uring epoll; do
+            [[ -s $RESULTS/$wl.fulcrum-$d && -s $RESULTS/$wl.routes20-$d ]] || continue
+            base=$(median_of "$RESULTS/$wl.fulcrum-$d" 4)
+            with=$(median_of "$RESULTS/$wl.routes20-$d" 4)
+            SUITE_NOTES+=$(awk -v w="${W_TITLE[$wl]}" -v d="$d" -v b="$base" -v r="$with" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %+.1f%% |", w, d, b, r, (b > 0 ? (r / b - 1) * 100 : 0) }')
+            SUITE_NOTES+=$'\n'
+        done
+    done
+    SUITE_NOTES+=$'\nroutes20-*: pool `bench` (both backends) behind 21 routes; each request fails 20 (5 exact hosts, 5 wildcard hosts, 10 path prefixes) and matches the 21st (host 127.0.0.1 and path prefix /).\n'
 }
 
 # start_fulcrum_variant NAME PORT [FLAGS...]: Fulcrum (io_uring, 1 worker) under NAME, with

@@ -1,6 +1,7 @@
 //! Question: what do the pure per-request steps of the data plane cost on one core — parsing
-//! and rewriting a request head, parsing a response head, decoding a chunked body, and each
-//! picker over 8 backends, with equal and with different weights? (End-to-end figures come from `bench.sh`.)
+//! and rewriting a request head, routing it past 20 routes, parsing a response head, decoding a
+//! chunked body, and each picker over 8 backends, with equal and with different weights?
+//! (End-to-end figures come from `bench.sh`.)
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -8,8 +9,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::balance::{Algorithm, Candidate, LocalStats, Picker};
+use fulcrum::config::RouteConfig;
 use fulcrum::http::h1::{self, ChunkedDecoder, ClientSide, Forwarded};
-use fulcrum::model::SharedStats;
+use fulcrum::model::{RequestFields, RouteRequest, RouteTable, SharedStats};
 
 const REQUEST: &[u8] = b"GET /api/items?id=42 HTTP/1.1\r\nHost: example.test\r\n\
 User-Agent: bench/1.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n\
@@ -41,6 +43,57 @@ fn heads(c: &mut Criterion) {
     });
 }
 
+/// An HTTP/1.1 head's fields, as the proxy presents them to the matchers.
+struct Fields<'h>(&'h [httparse::Header<'h>]);
+
+impl RequestFields for Fields<'_> {
+    fn is_grpc(&self) -> bool {
+        false
+    }
+    fn has(&self, name: &str, value: &[u8]) -> bool {
+        self.0.iter().any(|h| h.name.eq_ignore_ascii_case(name) && h.value.trim_ascii() == value)
+    }
+}
+
+/// The table of `bench.sh`'s routes20 targets: 20 routes the request fails (5 exact hosts,
+/// 5 wildcard hosts, 10 path prefixes), then the one it matches.
+fn bench_routes() -> RouteTable {
+    let route = |host: Option<String>, path: Option<String>| RouteConfig {
+        pool: "bench".into(),
+        host,
+        path_prefix: path,
+        ..RouteConfig::default()
+    };
+    let mut routes = Vec::new();
+    for i in 0..5 {
+        routes.push(route(Some(format!("svc{i}.bench.internal")), None));
+        routes.push(route(Some(format!("*.svc{i}.bench.internal")), None));
+    }
+    routes.extend((0..10).map(|i| route(None, Some(format!("/svc{i}/api")))));
+    routes.push(route(Some("example.test".into()), Some("/".into())));
+    RouteTable::compile(routes, &["default", "bench"]).unwrap()
+}
+
+fn routing(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(1024);
+    let client = Forwarded { ip: "127.0.0.1", proto: "http" };
+    for (label, table) in [("no routes", RouteTable::default()), ("21 routes", bench_routes())] {
+        c.bench_function(&format!("parse+rewrite+route request head, {label}"), |b| {
+            b.iter(|| {
+                let parsed =
+                    h1::parse_request_with(black_box(REQUEST), 100, &client, &mut out, |h| {
+                        if table.is_empty() {
+                            return 0;
+                        }
+                        let req = RouteRequest::from_target(h.target.as_bytes(), h.host, None);
+                        table.route(&req, &Fields(h.headers)).pool
+                    });
+                parsed.unwrap()
+            })
+        });
+    }
+}
+
 struct B(LocalStats, u32);
 impl Candidate for B {
     fn stats(&self) -> &LocalStats {
@@ -69,5 +122,5 @@ fn pickers(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, heads, pickers);
+criterion_group!(benches, heads, routing, pickers);
 criterion_main!(benches);

@@ -13,12 +13,14 @@ use fulcrum::config::{BackendConfig, Config};
 use fulcrum::telemetry::{AccessRecord, AccessSink};
 use serde_json::Value;
 
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 18] = [
     "ts",
     "worker",
     "epoch",
     "method",
     "path",
+    "pool",
+    "route",
     "backend",
     "status",
     "duration_us",
@@ -64,6 +66,8 @@ fn check_shape(v: &Value) {
         assert!(v[k].is_u64(), "{k} is an unsigned integer: {v}");
     }
     assert!(v["epoch"].as_u64().unwrap() >= 1);
+    // No routes: every request goes to `default` by the fallback.
+    assert_eq!((&v["pool"], &v["route"]), (&Value::from("default"), &Value::Null));
     assert_eq!(v["cache"], "off");
     assert!(v["body_truncated"].is_boolean());
     assert!(matches!(v["body_encoding"].as_str(), Some("utf8" | "base64")));

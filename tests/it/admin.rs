@@ -231,7 +231,7 @@ fn backends_create_list_get_delete_with_every_status() {
         .send("POST", "/api/v1/backends", Some(&t), &json!({"url": format!("{}/", a.url())}))
         .expect(409, Some("duplicate_backend"));
     // Bad URLs and unsupported schemes: 400.
-    for url in ["https://127.0.0.1:1", "ftp://x:1", "127.0.0.1:1", "http://", "http://h:1/path"] {
+    for url in ["h3://127.0.0.1:1", "ftp://x:1", "127.0.0.1:1", "http://", "http://h:1/path"] {
         f.admin()
             .send("POST", "/api/v1/backends", Some(&t), &json!({"url": url}))
             .expect(400, Some("invalid_url"));

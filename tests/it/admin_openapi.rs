@@ -66,9 +66,11 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
                 "{what}"
             );
             assert!(has("401") && has("403"), "{what}: 401 and 403 documented");
-            // Only a mutation that reads a body can refuse one (DELETEs never read theirs).
+            // Only a mutation that reads a body can refuse one (DELETEs never read theirs, nor
+            // does the TLS reload, an action without parameters).
             let reads_body = op.request_body.is_some();
-            assert_eq!(reads_body, method == "POST" || method == "PUT", "{what}: request body");
+            let takes_body = (method == "POST" || method == "PUT") && path != "/api/v1/tls/reload";
+            assert_eq!(reads_body, takes_body, "{what}: request body");
             assert_eq!(has("400") && has("413"), reads_body, "{what}: 400 and 413 documented");
         } else {
             assert!(op.security.is_empty(), "{what}: public route with security");
@@ -89,6 +91,14 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/api/v1/algorithm",
         "/api/v1/cache",
         "/api/v1/cache/entries",
+        "/api/v1/pools",
+        "/api/v1/pools/{name}",
+        "/api/v1/pools/{name}/backends",
+        "/api/v1/pools/{name}/backends/{id}",
+        "/api/v1/pools/{name}/algorithm",
+        "/api/v1/routes",
+        "/api/v1/tls",
+        "/api/v1/tls/reload",
     ]
     .into();
     assert_eq!(paths, expected);
@@ -97,16 +107,32 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
     // other method on a documented path is 405.
     let t = write_token();
     let id = f.admin().get("/api/v1/backends", Some(&t)).json()[0]["id"].as_u64().unwrap();
+    // A pool with a backend of its own for the `{name}` and `{name}/backends/{id}` paths.
+    let created = f.admin().send(
+        "POST",
+        "/api/v1/pools",
+        Some(&t),
+        &json!({"name": "spec", "backends": [{"url": "http://127.0.0.1:2"}]}),
+    );
+    let pool_backend = created.expect(201, None).json()["backends"][0]["id"].as_u64().unwrap();
     let bodies = BTreeMap::from([
         ("POST /api/v1/backends", json!({"url": "http://127.0.0.1:1"})),
         ("PUT /api/v1/algorithm", json!({"algorithm": "random"})),
         ("PUT /api/v1/cache", json!({"enabled": true})),
+        ("POST /api/v1/pools", json!({"name": "another"})),
+        ("POST /api/v1/pools/{name}/backends", json!({"url": "http://127.0.0.1:3"})),
+        ("PUT /api/v1/pools/{name}/algorithm", json!({"algorithm": "random"})),
+        ("PUT /api/v1/routes", json!({"routes": [{"pool": "spec", "path_prefix": "/spec"}]})),
     ]);
-    // DELETE last, so the backend exists for the other calls.
+    // DELETE last, so the backends and the pool exist for the other calls.
     let mut order: Vec<(&String, &BTreeSet<String>)> = documented.iter().collect();
-    order.sort_by_key(|(p, _)| p.contains("{id}"));
+    order.sort_by_key(|(p, _)| (p.contains("{id}"), p.as_str() == "/api/v1/pools/{name}"));
     for (template, methods) in order {
-        let path = template.replace("{id}", &id.to_string()).replace("{file}", "swagger-ui.css");
+        let backend = if template.starts_with("/api/v1/pools/") { pool_backend } else { id };
+        let path = template
+            .replace("{id}", &backend.to_string())
+            .replace("{name}", "spec")
+            .replace("{file}", "swagger-ui.css");
         for method in METHODS {
             let key = format!("{method} {template}");
             let body = bodies.get(key.as_str()).cloned().unwrap_or(json!(null));
@@ -144,6 +170,11 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/api/v1/configs",
         "/api/v1/cache/purge",
         "/api/v1/openapi.yaml",
+        "/api/v1/pools/",
+        "/api/v1/pools/spec/",
+        "/api/v1/pools/spec/backends/",
+        "/api/v1/pools/spec/other",
+        "/api/v1/routes/",
         "/openapi.json",
         "/healthz/",
     ] {

@@ -92,7 +92,7 @@ fn least_connections_steers_away_from_a_busy_backend() {
     // Each worker sees the others' counts as last published (every few ms); wait until what
     // it reads is settled, so the picks below see a busy and b, c idle.
     let published = |b: &TestBackend| {
-        f.metric(&format!("fulcrum_backend_in_flight{{backend=\"{}\"}}", b.url()))
+        f.metric(&format!("fulcrum_backend_in_flight{{pool=\"default\",backend=\"{}\"}}", b.url()))
     };
     expect_within(Duration::from_secs(10), "published in-flight counts settled", || {
         published(&bs[0]) == Some(held_on_a as f64)
@@ -119,7 +119,7 @@ fn least_connections_never_sends_a_quick_request_to_the_busy_backend() {
     let bs = [TestBackend::named("a"), TestBackend::named("b")];
     let f = Fulcrum::builder().backends(&bs).algorithm("least_connections").start();
     let published = |b: &TestBackend| {
-        f.metric(&format!("fulcrum_backend_in_flight{{backend=\"{}\"}}", b.url()))
+        f.metric(&format!("fulcrum_backend_in_flight{{pool=\"default\",backend=\"{}\"}}", b.url()))
     };
     let mut kept = Client::connect(f.addr());
     for round in 0..50 {

@@ -86,10 +86,19 @@ fn every_grpc_call_gets_one_record_with_its_grpc_status_and_is_counted() {
     });
     // Metrics: every call counted against the backend, by HTTP status class, like HTTP/1.1.
     let m = lb.f.metrics_counting(4);
-    assert_eq!(m.value(&format!("fulcrum_requests_total{{backend=\"{url}\",class=\"2xx\"}}")), 4.0);
-    let count = format!("fulcrum_request_duration_seconds_count{{backend=\"{url}\"}}");
+    assert_eq!(
+        m.value(&format!(
+            "fulcrum_requests_total{{pool=\"default\",backend=\"{url}\",class=\"2xx\"}}"
+        )),
+        4.0
+    );
+    let count =
+        format!("fulcrum_request_duration_seconds_count{{pool=\"default\",backend=\"{url}\"}}");
     assert_eq!(m.value(&count), 4.0);
-    assert_eq!(m.value(&format!("fulcrum_backend_in_flight{{backend=\"{url}\"}}")), 0.0);
+    assert_eq!(
+        m.value(&format!("fulcrum_backend_in_flight{{pool=\"default\",backend=\"{url}\"}}")),
+        0.0
+    );
 
     let (records, _) = lb.records();
     assert_eq!(records.len(), 4, "one record per call: {records:#?}");
@@ -140,8 +149,11 @@ fn no_backend_calls_and_plain_http2_requests_are_recorded_and_traced() {
     let forwarded = seen.header("traceparent").unwrap();
     assert!(forwarded.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{forwarded}");
     assert!(!forwarded.contains("b7ad6b7169203331") && forwarded.ends_with("-01"), "{forwarded}");
-    let plain_ok = format!("fulcrum_requests_total{{backend=\"{}\",class=\"2xx\"}}", http1.url());
-    let none_ok = "fulcrum_requests_total{backend=\"none\",class=\"2xx\"}";
+    let plain_ok = format!(
+        "fulcrum_requests_total{{pool=\"default\",backend=\"{}\",class=\"2xx\"}}",
+        http1.url()
+    );
+    let none_ok = "fulcrum_requests_total{pool=\"default\",backend=\"none\",class=\"2xx\"}";
     assert!(wait_until(Duration::from_secs(5), || lb.metric(&plain_ok) == 1.0
         && lb.metric(none_ok) == 1.0));
     // Spans of the plain request's phases, reported off the data path.

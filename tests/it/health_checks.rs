@@ -65,7 +65,7 @@ fn failing_backend_is_taken_out_after_fall_checks_and_back_after_rise() {
     wait_state(&lb, &a.url(), "up");
     wait_state(&lb, &b.url(), "up");
     assert_eq!(served_by(&lb, 8), HashSet::from(["a".into(), "b".into()]));
-    let label = format!("backend=\"{}\"", b.url());
+    let label = format!("pool=\"default\",backend=\"{}\"", b.url());
     assert_eq!(metric(&lb, "fulcrum_backend_up", &label), Some(1.0));
 
     b.set_health_status(503);
@@ -407,9 +407,13 @@ fn max_fails_connect_failures_eject_a_backend_for_eject_ms() {
     }
     // Once all twelve are published: three connects were tried, then the backend was skipped.
     let m = lb.metrics_counting(12);
-    let errors = format!("fulcrum_upstream_connect_errors_total{{backend=\"{dead}\"}}");
+    let errors =
+        format!("fulcrum_upstream_connect_errors_total{{pool=\"default\",backend=\"{dead}\"}}");
     assert_eq!(m.value(&errors), 3.0);
-    assert_eq!(m.value(&format!("fulcrum_backend_healthy{{backend=\"{dead}\"}}")), 0.0);
+    assert_eq!(
+        m.value(&format!("fulcrum_backend_healthy{{pool=\"default\",backend=\"{dead}\"}}")),
+        0.0
+    );
     let listed = lb.admin().get("/api/v1/backends", Some(&read_token())).json();
     let ejected = listed.as_array().unwrap().iter().find(|b| b["url"] == dead.as_str()).unwrap();
     assert_eq!(ejected["healthy"], false, "{listed}");
@@ -427,5 +431,8 @@ fn max_fails_connect_failures_eject_a_backend_for_eject_ms() {
     // The third failure came after `started`, so no correct ejection ends any earlier.
     assert!(back_after >= Duration::from_millis(EJECT_MS), "tried again after {back_after:?}");
     assert_eq!(back.requests(), 1);
-    lb.wait_metric(&format!("fulcrum_backend_healthy{{backend=\"{dead}\"}}"), |v| v == 1.0);
+    lb.wait_metric(
+        &format!("fulcrum_backend_healthy{{pool=\"default\",backend=\"{dead}\"}}"),
+        |v| v == 1.0,
+    );
 }

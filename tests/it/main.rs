@@ -30,6 +30,7 @@ mod metrics;
 mod openapi_conformance;
 mod packaging;
 mod retries;
+mod routing;
 mod strict_http;
 mod upstream_limits;
 mod weights;

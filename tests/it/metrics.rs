@@ -22,25 +22,48 @@ fn metrics_after_known_traffic() {
     // Workers publish every few milliseconds: a scrape that shows every request.
     let m = f.metrics_counting(n + 1);
     let get = |series: &str| m.value(series);
-    assert_eq!(get(&format!("fulcrum_requests_total{{backend=\"{l}\",class=\"2xx\"}}")), n as f64);
-    assert_eq!(get(&format!("fulcrum_requests_total{{backend=\"{l}\",class=\"5xx\"}}")), 1.0);
-    assert_eq!(get(&format!("fulcrum_requests_total{{backend=\"{l}\",class=\"4xx\"}}")), 0.0);
-    let count = get(&format!("fulcrum_request_duration_seconds_count{{backend=\"{l}\"}}"));
+    assert_eq!(
+        get(&format!("fulcrum_requests_total{{pool=\"default\",backend=\"{l}\",class=\"2xx\"}}")),
+        n as f64
+    );
+    assert_eq!(
+        get(&format!("fulcrum_requests_total{{pool=\"default\",backend=\"{l}\",class=\"5xx\"}}")),
+        1.0
+    );
+    assert_eq!(
+        get(&format!("fulcrum_requests_total{{pool=\"default\",backend=\"{l}\",class=\"4xx\"}}")),
+        0.0
+    );
+    let count =
+        get(&format!("fulcrum_request_duration_seconds_count{{pool=\"default\",backend=\"{l}\"}}"));
     assert_eq!(count, (n + 1) as f64);
     assert_eq!(
-        get(&format!("fulcrum_request_duration_seconds_bucket{{backend=\"{l}\",le=\"+Inf\"}}")),
+        get(&format!(
+            "fulcrum_request_duration_seconds_bucket{{pool=\"default\",backend=\"{l}\",le=\"+Inf\"}}"
+        )),
         count
     );
-    let under_10s =
-        get(&format!("fulcrum_request_duration_seconds_bucket{{backend=\"{l}\",le=\"10\"}}"));
+    let under_10s = get(&format!(
+        "fulcrum_request_duration_seconds_bucket{{pool=\"default\",backend=\"{l}\",le=\"10\"}}"
+    ));
     assert_eq!(under_10s, count, "buckets are cumulative");
-    assert!(get(&format!("fulcrum_request_duration_seconds_sum{{backend=\"{l}\"}}")) > 0.0);
-    assert_eq!(get(&format!("fulcrum_backend_in_flight{{backend=\"{l}\"}}")), 0.0);
-    assert_eq!(get(&format!("fulcrum_backend_healthy{{backend=\"{l}\"}}")), 1.0);
+    assert!(
+        get(&format!("fulcrum_request_duration_seconds_sum{{pool=\"default\",backend=\"{l}\"}}"))
+            > 0.0
+    );
+    assert_eq!(get(&format!("fulcrum_backend_in_flight{{pool=\"default\",backend=\"{l}\"}}")), 0.0);
+    assert_eq!(get(&format!("fulcrum_backend_healthy{{pool=\"default\",backend=\"{l}\"}}")), 1.0);
     // Round robin sent some requests to the dead backend first: each was a connect error and a
     // retry on the live one.
-    assert!(get(&format!("fulcrum_upstream_connect_errors_total{{backend=\"{dead}\"}}")) >= 1.0);
-    assert_eq!(get(&format!("fulcrum_upstream_connect_errors_total{{backend=\"{l}\"}}")), 0.0);
+    assert!(
+        get(&format!(
+            "fulcrum_upstream_connect_errors_total{{pool=\"default\",backend=\"{dead}\"}}"
+        )) >= 1.0
+    );
+    assert_eq!(
+        get(&format!("fulcrum_upstream_connect_errors_total{{pool=\"default\",backend=\"{l}\"}}")),
+        0.0
+    );
     for zero in ["fulcrum_cache_hits_total", "fulcrum_cache_misses_total", "fulcrum_cache_bytes"] {
         assert_eq!(get(zero), 0.0, "{zero}");
     }
@@ -69,7 +92,10 @@ fn requests_that_reach_no_backend_are_counted_under_none() {
         assert!(status == 502 || status == 503);
     }
     let m = f.metrics_counting(3);
-    assert_eq!(m.value("fulcrum_requests_total{backend=\"none\",class=\"5xx\"}"), 3.0);
+    assert_eq!(
+        m.value("fulcrum_requests_total{pool=\"default\",backend=\"none\",class=\"5xx\"}"),
+        3.0
+    );
 }
 
 #[test]

@@ -42,6 +42,18 @@ const UNREACHABLE: &[(&str, u16, &str)] = &[
     ("put_algorithm", 503, UNAVAILABLE),
     ("put_cache", 503, UNAVAILABLE),
     ("purge_cache", 503, UNAVAILABLE),
+    ("list_pools", 503, UNAVAILABLE),
+    ("create_pool", 503, UNAVAILABLE),
+    ("get_pool", 503, UNAVAILABLE),
+    ("delete_pool", 503, UNAVAILABLE),
+    ("list_pool_backends", 503, UNAVAILABLE),
+    ("create_pool_backend", 503, UNAVAILABLE),
+    ("get_pool_backend", 503, UNAVAILABLE),
+    ("delete_pool_backend", 503, UNAVAILABLE),
+    ("get_pool_algorithm", 503, UNAVAILABLE),
+    ("put_pool_algorithm", 503, UNAVAILABLE),
+    ("get_routes", 503, UNAVAILABLE),
+    ("put_routes", 503, UNAVAILABLE),
 ];
 
 const UNAVAILABLE: &str = "`unavailable` needs a worker that does not acknowledge an epoch for \
@@ -405,9 +417,21 @@ impl Tokens {
     }
 }
 
+/// What the answers are asked about: a backend of `default`, a pool other than `default` that
+/// a route names, and a backend of that pool.
+struct Known {
+    backend: u64,
+    pool: &'static str,
+    pool_backend: u64,
+}
+
 /// A concrete path for a documented path template.
-fn concrete(template: &str, id: u64) -> String {
-    template.replace("{id}", &id.to_string()).replace("{file}", "swagger-ui.css")
+fn concrete(template: &str, k: &Known) -> String {
+    let id = if template.starts_with("/api/v1/pools/") { k.pool_backend } else { k.backend };
+    template
+        .replace("{name}", k.pool)
+        .replace("{id}", &id.to_string())
+        .replace("{file}", "swagger-ui.css")
 }
 
 /// Every public endpoint: health, readiness, the document, the docs page and its assets,
@@ -443,15 +467,26 @@ fn public_endpoints(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, metrics_auth:
 }
 
 /// Every authenticated read with every token: 200 with a read or write token, 401 for each
-/// invalid one, 403 without the scope; `404` for unknown backend ids.
-fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
-    let backend = format!("/api/v1/backends/{id}");
+/// invalid one, 403 without the scope; `404` for unknown backend ids (a backend of another pool
+/// included) and unknown pools.
+fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
+    let backend = format!("/api/v1/backends/{}", k.backend);
+    let pool = format!("/api/v1/pools/{}", k.pool);
+    let pool_backends = format!("{pool}/backends");
+    let pool_backend = format!("{pool}/backends/{}", k.pool_backend);
+    let pool_algorithm = format!("{pool}/algorithm");
     let routes = [
         ("/api/v1/config", "/api/v1/config"),
         ("/api/v1/backends", "/api/v1/backends"),
         ("/api/v1/backends/{id}", backend.as_str()),
         ("/api/v1/algorithm", "/api/v1/algorithm"),
         ("/api/v1/cache", "/api/v1/cache"),
+        ("/api/v1/pools", "/api/v1/pools"),
+        ("/api/v1/pools/{name}", pool.as_str()),
+        ("/api/v1/pools/{name}/backends", pool_backends.as_str()),
+        ("/api/v1/pools/{name}/backends/{id}", pool_backend.as_str()),
+        ("/api/v1/pools/{name}/algorithm", pool_algorithm.as_str()),
+        ("/api/v1/routes", "/api/v1/routes"),
     ];
     for (template, path) in routes {
         cx.call(f, 200, ("GET", template, path), &t.read, None);
@@ -461,8 +496,28 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
             cx.call(f, 401, ("GET", template, path), auth, None);
         }
     }
-    for unknown in ["/api/v1/backends/999999", "/api/v1/backends/abc", "/api/v1/backends/-1"] {
-        cx.call(f, 404, ("GET", "/api/v1/backends/{id}", unknown), &t.read, None);
+    let of_pool = format!("/api/v1/backends/{}", k.pool_backend);
+    for unknown in
+        ["/api/v1/backends/999999", "/api/v1/backends/abc", "/api/v1/backends/-1", &of_pool]
+    {
+        let r = cx.call(f, 404, ("GET", "/api/v1/backends/{id}", unknown), &t.read, None);
+        assert_eq!(r.json()["error"]["code"], "unknown_backend");
+    }
+    let of_default = format!("{pool}/backends/{}", k.backend);
+    for unknown in [format!("{pool}/backends/999999"), format!("{pool}/backends/abc"), of_default] {
+        let route = ("GET", "/api/v1/pools/{name}/backends/{id}", unknown.as_str());
+        let r = cx.call(f, 404, route, &t.read, None);
+        assert_eq!(r.json()["error"]["code"], "unknown_backend");
+    }
+    for template in [
+        "/api/v1/pools/{name}",
+        "/api/v1/pools/{name}/backends",
+        "/api/v1/pools/{name}/backends/{id}",
+        "/api/v1/pools/{name}/algorithm",
+    ] {
+        let path = template.replace("{name}", "nope").replace("{id}", &k.pool_backend.to_string());
+        let r = cx.call(f, 404, ("GET", template, &path), &t.read, None);
+        assert_eq!(r.json()["error"]["code"], "unknown_pool");
     }
 }
 
@@ -470,9 +525,15 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
 /// (a valid body, so only authentication decides).
 fn mutation_auth(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, route: (&str, &str, &str)) {
     let body = match route.1 {
-        "/api/v1/backends" => Some(json!({"url": "http://127.0.0.1:9"})),
-        "/api/v1/algorithm" => Some(json!({"algorithm": "random"})),
+        "/api/v1/backends" | "/api/v1/pools/{name}/backends" => {
+            Some(json!({"url": "http://127.0.0.1:9"}))
+        }
+        "/api/v1/algorithm" | "/api/v1/pools/{name}/algorithm" => {
+            Some(json!({"algorithm": "random"}))
+        }
         "/api/v1/cache" => Some(json!({"enabled": false})),
+        "/api/v1/pools" => Some(json!({"name": "refused"})),
+        "/api/v1/routes" => Some(json!({"routes": []})),
         _ => None,
     };
     for auth in &t.invalid {
@@ -589,13 +650,205 @@ fn algorithm_and_cache(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
     });
 }
 
+/// Sends `body` to `route` with a write token, expects `status` with error `code`.
+fn refused(
+    cx: &mut Conformance,
+    f: &Fulcrum,
+    t: &Tokens,
+    route: (&str, &str, &str),
+    body: Option<&Value>,
+    (status, code): (u16, &str),
+) {
+    let r = cx.call(f, status, route, &t.write, body);
+    assert_eq!(r.json()["error"]["code"], code, "{} {} {body:?}: {}", route.0, route.2, r.text());
+}
+
+/// Pools: create (201: backends of every scheme, or none and the defaults), a taken name
+/// (409, `default` included), each refusal of a pool body (400), body errors, auth; a pool's
+/// backends (201, 409 within the pool, 400, 404 for an unknown pool, delete 204 then 404, a
+/// backend of `default` not found there); its algorithm; delete (204, 404, 409 for `default`).
+/// The pool `api` stays, with the spare's backend; so does an empty pool `bare`.
+fn pools(
+    cx: &mut Conformance,
+    f: &Fulcrum,
+    t: &Tokens,
+    spare: &TestBackend,
+    backend: u64,
+) -> Known {
+    let create = ("POST", "/api/v1/pools", "/api/v1/pools");
+    let url = spare.url();
+    let body = json!({"name": "api", "algorithm": "least_connections", "backends": [
+        {"url": url, "weight": 2}, {"url": "https://127.0.0.1:9"}, {"url": "h2://127.0.0.1:9/"},
+        {"url": "h2c://127.0.0.1:9"},
+    ]});
+    let r = cx.call(f, 201, create, &t.write, Some(&body));
+    assert_eq!(r.header("location"), Some("/api/v1/pools/api"));
+    let created = r.json();
+    assert_eq!(
+        (&created["name"], &created["algorithm"]),
+        (&json!("api"), &json!("least_connections"))
+    );
+    let urls: Vec<&str> = created["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [url.as_str(), "https://127.0.0.1:9", "h2://127.0.0.1:9", "h2c://127.0.0.1:9"]
+    );
+    let kept = created["backends"][0]["id"].as_u64().unwrap();
+    let r = cx.call(f, 201, create, &t.write, Some(&json!({"name": "bare"})));
+    assert_eq!(
+        (&r.json()["algorithm"], &r.json()["backends"]),
+        (&json!("round_robin"), &json!([]))
+    );
+    for name in ["api", "default"] {
+        refused(cx, f, t, create, Some(&json!({"name": name})), (409, "duplicate_pool"));
+    }
+    let twice = json!([{"url": "http://127.0.0.1:9"}, {"url": "http://127.0.0.1:9/"}]);
+    let invalid = [
+        (json!({"name": ""}), "invalid_pool"),
+        (json!({"name": "-api"}), "invalid_pool"),
+        (json!({"name": "a/b"}), "invalid_pool"),
+        (json!({"name": "x".repeat(65)}), "invalid_pool"),
+        (json!({"name": "x", "backends": twice}), "invalid_pool"),
+        (json!({"name": "x", "algorithm": "fastest"}), "invalid_algorithm"),
+        (json!({"name": "x", "backends": [{"url": "ftp://127.0.0.1:21"}]}), "invalid_url"),
+        (
+            json!({"name": "x", "backends": [{"url": "http://127.0.0.1:9", "weight": 0}]}),
+            "invalid_weight",
+        ),
+        (json!({"name": 1}), "invalid_body"),
+        (json!({"algorithm": "random"}), "invalid_body"),
+        (json!({"name": "x", "backends": {}}), "invalid_body"),
+        (json!({"name": "x", "backends": [{"weight": 1}]}), "invalid_body"),
+    ];
+    for (body, code) in invalid {
+        refused(cx, f, t, create, Some(&body), (400, code));
+    }
+    body_errors(cx, f, t, create);
+    mutation_auth(cx, f, t, create);
+
+    let add = ("POST", "/api/v1/pools/{name}/backends", "/api/v1/pools/api/backends");
+    let r =
+        cx.call(f, 201, add, &t.write, Some(&json!({"url": "http://127.0.0.1:9", "weight": 5})));
+    let gone = r.json()["id"].as_u64().unwrap();
+    assert_eq!(r.header("location"), Some(format!("/api/v1/pools/api/backends/{gone}").as_str()));
+    refused(cx, f, t, add, Some(&json!({"url": url})), (409, "duplicate_backend"));
+    for (body, code) in [
+        (json!({"url": "ftp://127.0.0.1:21"}), "invalid_url"),
+        (json!({"url": "http://127.0.0.1:9", "weight": 10001}), "invalid_weight"),
+        (json!({"weight": 1}), "invalid_body"),
+    ] {
+        refused(cx, f, t, add, Some(&body), (400, code));
+    }
+    let unknown = ("POST", "/api/v1/pools/{name}/backends", "/api/v1/pools/nope/backends");
+    refused(cx, f, t, unknown, Some(&json!({"url": "http://127.0.0.1:7"})), (404, "unknown_pool"));
+    body_errors(cx, f, t, add);
+    mutation_auth(cx, f, t, add);
+
+    let template = "/api/v1/pools/{name}/backends/{id}";
+    let path = format!("/api/v1/pools/api/backends/{gone}");
+    let delete = ("DELETE", template, path.as_str());
+    mutation_auth(cx, f, t, delete);
+    cx.call(f, 204, delete, &t.write, None);
+    refused(cx, f, t, delete, None, (404, "unknown_backend"));
+    let of_default = format!("/api/v1/pools/api/backends/{backend}");
+    let of_unknown = format!("/api/v1/pools/nope/backends/{kept}");
+    for (path, code) in [
+        (of_default.as_str(), "unknown_backend"),
+        ("/api/v1/pools/api/backends/abc", "unknown_backend"),
+        (of_unknown.as_str(), "unknown_pool"),
+    ] {
+        refused(cx, f, t, ("DELETE", template, path), None, (404, code));
+    }
+
+    let put = ("PUT", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/api/algorithm");
+    let get = ("GET", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/api/algorithm");
+    for name in ["random", "round_robin", "response_time", "least_connections"] {
+        cx.call(f, 200, put, &t.write, Some(&json!({"algorithm": name})));
+        assert_eq!(cx.call(f, 200, get, &t.read, None).json()["algorithm"], name);
+    }
+    for (body, code) in [
+        (json!({"algorithm": "fastest"}), "invalid_algorithm"),
+        (json!({"algorithm": 1}), "invalid_body"),
+        (json!({}), "invalid_body"),
+    ] {
+        refused(cx, f, t, put, Some(&body), (400, code));
+    }
+    let unknown = ("PUT", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/nope/algorithm");
+    refused(cx, f, t, unknown, Some(&json!({"algorithm": "random"})), (404, "unknown_pool"));
+    body_errors(cx, f, t, put);
+    mutation_auth(cx, f, t, put);
+
+    let r = cx.call(f, 201, create, &t.write, Some(&json!({"name": "gone"})));
+    assert_eq!(r.header("location"), Some("/api/v1/pools/gone"));
+    let delete = ("DELETE", "/api/v1/pools/{name}", "/api/v1/pools/gone");
+    mutation_auth(cx, f, t, delete);
+    cx.call(f, 204, delete, &t.write, None);
+    refused(cx, f, t, delete, None, (404, "unknown_pool"));
+    let default = ("DELETE", "/api/v1/pools/{name}", "/api/v1/pools/default");
+    refused(cx, f, t, default, None, (409, "pool_in_use"));
+    Known { backend, pool: "api", pool_backend: kept }
+}
+
+/// Routes: a list with every matcher (200, read back as sent), each refusal (400
+/// `invalid_route`, nothing changed), body errors, auth; a pool a route names cannot be
+/// deleted (409). The list stays: `api` is in use.
+fn routes(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
+    let get = ("GET", "/api/v1/routes", "/api/v1/routes");
+    let put = ("PUT", "/api/v1/routes", "/api/v1/routes");
+    let list = json!([
+        {"pool": "api", "host": "api.example.com"},
+        {"pool": "api", "host": "*.example.org", "path_prefix": "/api",
+            "headers": {"x-canary": "1"}, "cache": false},
+        {"pool": "api", "grpc_service": "echo.Echo"},
+        {"pool": "default", "path_prefix": "/static", "cache": true},
+    ]);
+    let r = cx.call(f, 200, put, &t.write, Some(&json!({"routes": list})));
+    let epoch = r.json()["epoch"].clone();
+    assert_eq!(r.header("fulcrum-epoch").map(str::to_owned), Some(epoch.to_string()));
+    assert_eq!(r.json()["routes"], list);
+    let too_many: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("x-h{i}"), json!("1"))).collect();
+    for bad in [
+        json!([{"pool": "nope"}]),
+        json!([{"pool": "api"}, {"pool": "api", "host": "a.example.com"}]),
+        json!([{"pool": "api", "host": "*"}]),
+        json!([{"pool": "api", "host": "a.example.com:80"}]),
+        json!([{"pool": "api", "path_prefix": "api"}]),
+        json!([{"pool": "api", "grpc_service": "echo/Echo"}]),
+        json!([{"pool": "api", "grpc_service": "echo.Echo", "path_prefix": "/other"}]),
+        json!([{"pool": "api", "headers": {"host": "x"}}]),
+        json!([{"pool": "api", "headers": {"bad name": "x"}}]),
+        json!([{"pool": "api", "headers": too_many}]),
+        json!([{"pool": "api", "nope": 1}]),
+        json!([{"host": "a.example.com"}]),
+        json!([{"pool": "api", "cache": "yes"}]),
+        json!([1]),
+    ] {
+        refused(cx, f, t, put, Some(&json!({"routes": bad})), (400, "invalid_route"));
+    }
+    for bad in [json!({}), json!({"routes": {}}), json!({"routes": [], "pools": []})] {
+        refused(cx, f, t, put, Some(&bad), (400, "invalid_body"));
+    }
+    body_errors(cx, f, t, put);
+    mutation_auth(cx, f, t, put);
+    let r = cx.call(f, 200, get, &t.read, None);
+    assert_eq!((r.json()["epoch"].clone(), r.json()["routes"].clone()), (epoch, list));
+    let delete = ("DELETE", "/api/v1/pools/{name}", "/api/v1/pools/api");
+    refused(cx, f, t, delete, None, (409, "pool_in_use"));
+}
+
 /// Every other method on each documented path is 405 with `Allow` naming exactly the
 /// documented methods; paths the document does not have are 404.
-fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
+fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
     let templates: Vec<String> = cx.doc["paths"].as_object().unwrap().keys().cloned().collect();
     for template in templates {
         let documented = cx.methods(&template);
-        let path = concrete(&template, id);
+        let path = concrete(&template, k);
         for method in METHODS.iter().filter(|m| !documented.contains(**m)) {
             let r = f.admin().request(method, &path, None, &t.write.headers(), Some(b"{}"));
             assert_eq!(r.status(), 405, "{method} {path}: {}", r.text());
@@ -617,6 +870,14 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
         "/api/v1/backends/1/x",
         "/api/v1/configs",
         "/api/v1/cache/purge",
+        "/api/v1/pools/",
+        "/api/v1/pools/api/",
+        "/api/v1/pools/api/backends/",
+        "/api/v1/pools/api/backends/1/x",
+        "/api/v1/pools/api/algorithm/x",
+        "/api/v1/pools/api/other",
+        "/api/v1/routes/",
+        "/api/v1/routes/0",
         "/openapi.json",
     ] {
         for auth in [&Auth::None, &t.write] {
@@ -628,7 +889,8 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, id: u64) {
 }
 
 /// A server with defaults: active health checks off (`disabled`), no issuer or audience, no
-/// state file (`null`s), public metrics. Ends with every backend removed: `/readyz` is 503.
+/// state file (`null`s), public metrics. Ends with every route, pool (but `default`) and
+/// backend removed: `/readyz` is 503.
 /// The document is fetched from it.
 fn plain_server() -> Conformance {
     let a = TestBackend::named("plain-a");
@@ -639,11 +901,28 @@ fn plain_server() -> Conformance {
     let t = Tokens::new(None);
     public_endpoints(cx, &f, &t, false);
     let id = backends(cx, &f, &t, &spare);
-    reads(cx, &f, &t, id);
+    let known = pools(cx, &f, &t, &spare, id);
+    routes(cx, &f, &t);
+    reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
-    reads(cx, &f, &t, id);
-    unowned(cx, &f, &t, id);
+    reads(cx, &f, &t, &known);
+    unowned(cx, &f, &t, &known);
 
+    // Without routes, every pool but `default` can go; then its backends.
+    let r = cx.call(
+        &f,
+        200,
+        ("PUT", "/api/v1/routes", "/api/v1/routes"),
+        &t.write,
+        Some(&json!({"routes": []})),
+    );
+    assert_eq!(r.json()["routes"], json!([]));
+    for name in ["api", "bare"] {
+        let path = format!("/api/v1/pools/{name}");
+        cx.call(&f, 204, ("DELETE", "/api/v1/pools/{name}", &path), &t.write, None);
+    }
+    let r = cx.call(&f, 200, ("GET", "/api/v1/pools", "/api/v1/pools"), &t.read, None);
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "only `default` is left: {}", r.text());
     let list = cx.call(&f, 200, ("GET", "/api/v1/backends", "/api/v1/backends"), &t.read, None);
     for b in list.json().as_array().unwrap() {
         let path = format!("/api/v1/backends/{}", b["id"]);
@@ -699,9 +978,11 @@ fn configured_server(cx: &mut Conformance) {
     });
     public_endpoints(cx, &f, &t, true);
     let id = backends(cx, &f, &t, &spare);
-    reads(cx, &f, &t, id);
+    let known = pools(cx, &f, &t, &spare, id);
+    routes(cx, &f, &t);
+    reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
-    unowned(cx, &f, &t, id);
+    unowned(cx, &f, &t, &known);
     cx.call(&f, 200, ("GET", "/readyz", "/readyz"), &Auth::None, None);
 
     // The down backend passes again: `up`, its last error kept, a share below 100% while its
@@ -722,7 +1003,8 @@ fn configured_server(cx: &mut Conformance) {
     std::fs::remove_file(&state).unwrap();
     std::fs::create_dir(&state).unwrap();
     let backend = format!("/api/v1/backends/{id}");
-    let refused = [
+    let pool_backend = format!("/api/v1/pools/api/backends/{}", known.pool_backend);
+    let unsaved = [
         (
             ("POST", "/api/v1/backends", "/api/v1/backends"),
             Some(json!({"url": "http://127.0.0.1:7"})),
@@ -731,12 +1013,33 @@ fn configured_server(cx: &mut Conformance) {
         (("PUT", "/api/v1/algorithm", "/api/v1/algorithm"), Some(json!({"algorithm": "random"}))),
         (("PUT", "/api/v1/cache", "/api/v1/cache"), Some(json!({"enabled": false}))),
         (("DELETE", "/api/v1/cache/entries", "/api/v1/cache/entries"), None),
+        (("POST", "/api/v1/pools", "/api/v1/pools"), Some(json!({"name": "unsaved"}))),
+        (("DELETE", "/api/v1/pools/{name}", "/api/v1/pools/bare"), None),
+        (
+            ("POST", "/api/v1/pools/{name}/backends", "/api/v1/pools/api/backends"),
+            Some(json!({"url": "http://127.0.0.1:7"})),
+        ),
+        (("DELETE", "/api/v1/pools/{name}/backends/{id}", pool_backend.as_str()), None),
+        (
+            ("PUT", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/api/algorithm"),
+            Some(json!({"algorithm": "random"})),
+        ),
+        (("PUT", "/api/v1/routes", "/api/v1/routes"), Some(json!({"routes": []}))),
     ];
-    for (route, body) in refused {
-        let r = cx.call(&f, 500, route, &t.write, body.as_ref());
-        assert_eq!(r.json()["error"]["code"], "state_not_saved");
+    let before = cx.call(&f, 200, ("GET", "/api/v1/config", "/api/v1/config"), &t.read, None);
+    for (route, body) in unsaved {
+        refused(cx, &f, &t, route, body.as_ref(), (500, "state_not_saved"));
     }
-    reads(cx, &f, &t, id);
+    // Nothing was applied: the same epoch, pools and routes (`reads` finds the backends).
+    let after = cx.call(&f, 200, ("GET", "/api/v1/config", "/api/v1/config"), &t.read, None);
+    for key in ["epoch", "routes", "algorithm"] {
+        assert_eq!(after.json()[key], before.json()[key], "{key}");
+    }
+    let names = |r: &Response| -> Vec<Value> {
+        r.json()["pools"].as_array().unwrap().iter().map(|p| p["name"].clone()).collect()
+    };
+    assert_eq!(names(&after), names(&before));
+    reads(cx, &f, &t, &known);
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn hold_request(addr: SocketAddr) -> JoinHandle<Response> {
 }
 
 fn gauge(f: &Fulcrum, name: &str, backend: &TestBackend) -> Option<f64> {
-    f.metric(&format!("{name}{{backend=\"{}\"}}", backend.url()))
+    f.metric(&format!("{name}{{pool=\"default\",backend=\"{}\"}}", backend.url()))
 }
 
 #[test]

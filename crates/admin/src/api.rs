@@ -15,15 +15,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoResponses, ToSchema};
 
-use fulcrum_config::{Algorithm, CachePolicy, UnknownAlgorithm};
-use fulcrum_control::{Applied, BackendView, Change, ControlHandle, DEFAULT_WEIGHT, StateView};
+use fulcrum_config::{Algorithm, BackendConfig, CachePolicy, RouteConfig, UnknownAlgorithm};
+use fulcrum_control::{
+    Applied, BackendView, Change, ControlHandle, DEFAULT_WEIGHT, PoolView, StateView,
+};
 use fulcrum_model::{HealthSnapshot, HealthState};
 
 use crate::App;
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::settings::{
-    ActiveHealthOut, CacheSettings, CacheStatus, PassiveHealthOut, RetriesOut, TimeoutsOut, Token,
+    ActiveHealthOut, CacheSettings, CacheStatus, PassiveHealthOut, RetriesOut, RouteBody,
+    TimeoutsOut, Token,
 };
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
@@ -40,8 +43,8 @@ pub struct BackendOut {
     /// Server-assigned identifier (never reused).
     #[schema(example = 1)]
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight: the backend's share of requests under every algorithm.
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -151,8 +154,8 @@ impl From<&BackendView> for BackendOut {
 pub struct BackendCreated {
     /// Server-assigned identifier.
     pub id: u64,
-    /// Normalised `http://host:port` or `h2c://host:port`.
-    #[schema(pattern = "^(http|h2c)://[^/?#@]+$")]
+    /// Normalised `scheme://host:port`: `http`, `https`, `h2c` or `h2`.
+    #[schema(pattern = "^(https?|h2c?)://[^/?#@]+$")]
     pub url: String,
     /// Relative weight.
     #[schema(minimum = 1, maximum = 10000)]
@@ -175,9 +178,10 @@ pub struct BackendCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBackend {
-    /// `http://host[:port]` (HTTP/1.1) or `h2c://host[:port]` (HTTP/2 cleartext, gRPC); the
-    /// port defaults to 80 and the host is resolved once, when the backend is added.
-    #[schema(example = "http://127.0.0.1:9001", pattern = "^(http|h2c)://[^/?#@]+/?$")]
+    /// `http://host[:port]` (HTTP/1.1), `h2c://host[:port]` (HTTP/2 cleartext, gRPC), or
+    /// `https://` and `h2://` for the same over TLS; the port defaults to 80 (443 over TLS) and
+    /// the host is resolved once, when the backend is added.
+    #[schema(example = "http://127.0.0.1:9001", pattern = "^(https?|h2c?)://[^/?#@]+/?$")]
     pub url: String,
     /// Relative weight, 1..=10000 (default 1).
     #[schema(example = 1, minimum = 1, maximum = 10000)]
@@ -232,6 +236,73 @@ pub struct AlgorithmApplied {
     pub algorithm: AlgorithmName,
     /// The epoch every worker runs now.
     pub epoch: u64,
+}
+
+/// A pool with its backends and their counters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolOut {
+    /// The pool's name (`default`: the top-level backends).
+    #[schema(example = "api")]
+    pub name: String,
+    /// Its balancing algorithm.
+    pub algorithm: AlgorithmName,
+    /// Its backends in operator order, with merged counters.
+    pub backends: Vec<BackendOut>,
+}
+
+impl From<&PoolView> for PoolOut {
+    fn from(p: &PoolView) -> Self {
+        Self {
+            name: p.name.clone(),
+            algorithm: p.algorithm.into(),
+            backends: p.backends.iter().map(BackendOut::from).collect(),
+        }
+    }
+}
+
+/// `POST /api/v1/pools` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPool {
+    /// `[A-Za-z0-9_.-]`, 1..=64 characters, starting with a letter or digit.
+    #[schema(example = "api")]
+    pub name: String,
+    /// Its algorithm (default `round_robin`).
+    #[schema(value_type = Option<AlgorithmName>)]
+    pub algorithm: Option<String>,
+    /// Its backends (default none).
+    pub backends: Option<Vec<NewBackend>>,
+}
+
+/// A pool just created, with the epoch that contains it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolCreated {
+    /// The pool's name.
+    pub name: String,
+    /// Its balancing algorithm.
+    pub algorithm: AlgorithmName,
+    /// Its backends, with their ids.
+    pub backends: Vec<BackendOut>,
+    /// The epoch every worker runs now.
+    pub epoch: u64,
+}
+
+/// The routes, with the epoch that carries them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoutesOut {
+    /// The epoch every worker runs.
+    pub epoch: u64,
+    /// The routes in order (the first match wins; the rest go to `default`).
+    pub routes: Vec<RouteBody>,
+}
+
+/// `PUT /api/v1/routes` body: the whole ordered list, replaced in one epoch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoutes {
+    /// The routes in order (decoded one by one, so an error names the route).
+    #[schema(value_type = Vec<RouteBody>)]
+    pub routes: Vec<serde_json::Value>,
 }
 
 /// Response cache settings and counters summed over every worker's shard (counters are
@@ -398,10 +469,14 @@ pub struct AdminOut {
 pub struct ConfigOut {
     /// The epoch every worker runs.
     pub epoch: u64,
-    /// Balancing algorithm.
+    /// Balancing algorithm of the `default` pool.
     pub algorithm: AlgorithmName,
-    /// Backends in operator order, with merged counters.
+    /// Backends of the `default` pool in operator order, with merged counters.
     pub backends: Vec<BackendOut>,
+    /// Every pool (`default` first) with its backends.
+    pub pools: Vec<PoolOut>,
+    /// The routes in order.
+    pub routes: Vec<RouteBody>,
     /// Response cache settings.
     pub cache: CacheSettings,
     /// Listen addresses.
@@ -523,6 +598,12 @@ enum Route {
     CacheEntries,
     Tls,
     TlsReload,
+    Pools,
+    Pool(String),
+    PoolBackends(String),
+    PoolBackend(String, String),
+    PoolAlgorithm(String),
+    Routes,
 }
 
 impl Route {
@@ -540,6 +621,8 @@ impl Route {
             "/api/v1/cache/entries" => Route::CacheEntries,
             "/api/v1/tls" => Route::Tls,
             "/api/v1/tls/reload" => Route::TlsReload,
+            "/api/v1/pools" => Route::Pools,
+            "/api/v1/routes" => Route::Routes,
             _ => {
                 if let Some(file) = path.strip_prefix("/docs/") {
                     if file.is_empty() || file.contains('/') {
@@ -551,6 +634,8 @@ impl Route {
                         return None;
                     }
                     Route::Backend(id.to_owned())
+                } else if let Some(rest) = path.strip_prefix("/api/v1/pools/") {
+                    Route::parse_pool(rest)?
                 } else {
                     return None;
                 }
@@ -558,12 +643,27 @@ impl Route {
         })
     }
 
+    /// `{name}`, `{name}/backends`, `{name}/backends/{id}` or `{name}/algorithm`.
+    fn parse_pool(rest: &str) -> Option<Route> {
+        let segment = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let mut parts = rest.split('/');
+        let name = segment(parts.next()?)?;
+        let route = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => Route::Pool(name),
+            (Some("backends"), None, _) => Route::PoolBackends(name),
+            (Some("backends"), Some(id), None) => Route::PoolBackend(name, segment(id)?),
+            (Some("algorithm"), None, _) => Route::PoolAlgorithm(name),
+            _ => return None,
+        };
+        Some(route)
+    }
+
     /// The `Allow` header value.
     fn allow(&self) -> &'static str {
         match self {
-            Route::Backends => "GET, POST",
-            Route::Backend(_) => "GET, DELETE",
-            Route::Algorithm | Route::Cache => "GET, PUT",
+            Route::Backends | Route::Pools | Route::PoolBackends(_) => "GET, POST",
+            Route::Backend(_) | Route::Pool(_) | Route::PoolBackend(..) => "GET, DELETE",
+            Route::Algorithm | Route::Cache | Route::PoolAlgorithm(_) | Route::Routes => "GET, PUT",
             Route::CacheEntries => "DELETE",
             Route::TlsReload => "POST",
             _ => "GET",
@@ -585,6 +685,12 @@ impl Route {
                 | Route::CacheEntries
                 | Route::Tls
                 | Route::TlsReload
+                | Route::Pools
+                | Route::Pool(_)
+                | Route::PoolBackends(_)
+                | Route::PoolBackend(..)
+                | Route::PoolAlgorithm(_)
+                | Route::Routes
         )
     }
 }
@@ -639,6 +745,30 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
         (Route::CacheEntries, _) => purge_cache(app).await,
         (Route::Tls, _) => get_tls(app),
         (Route::TlsReload, _) => reload_tls(app).await,
+        (Route::Pools, Method::GET) => list_pools(app).await,
+        (Route::Pools, _) => {
+            let body: NewPool = read_json(app, req).await?;
+            create_pool(app, body).await
+        }
+        (Route::Pool(name), Method::GET) => get_pool(app, &name).await,
+        (Route::Pool(name), _) => delete_pool(app, &name).await,
+        (Route::PoolBackends(name), Method::GET) => list_pool_backends(app, &name).await,
+        (Route::PoolBackends(name), _) => {
+            let body: NewBackend = read_json(app, req).await?;
+            create_pool_backend(app, &name, body).await
+        }
+        (Route::PoolBackend(name, id), Method::GET) => get_pool_backend(app, &name, &id).await,
+        (Route::PoolBackend(name, id), _) => delete_pool_backend(app, &name, &id).await,
+        (Route::PoolAlgorithm(name), Method::GET) => get_pool_algorithm(app, &name).await,
+        (Route::PoolAlgorithm(name), _) => {
+            let body: SetAlgorithm = read_json(app, req).await?;
+            put_pool_algorithm(app, &name, body).await
+        }
+        (Route::Routes, Method::GET) => get_routes(app).await,
+        (Route::Routes, _) => {
+            let body: SetRoutes = read_json(app, req).await?;
+            put_routes(app, body).await
+        }
     }
 }
 
@@ -745,7 +875,8 @@ async fn readyz(app: &App) -> Result<Resp, ApiError> {
         return Err(ApiError::NotReady("workers are not running".into()));
     }
     let view = snapshot(app).await.map_err(|e| ApiError::NotReady(e.to_string()))?;
-    let healthy = view.backends.iter().filter(|b| !b.stats.ejected).count();
+    let all = view.pools.iter().flat_map(|p| p.backends.iter());
+    let healthy = all.filter(|b| !b.stats.ejected).count();
     if healthy == 0 {
         return Err(ApiError::NotReady("no healthy backend".into()));
     }
@@ -810,6 +941,8 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
         epoch: v.epoch,
         algorithm: v.algorithm.into(),
         backends: v.backends.iter().map(BackendOut::from).collect(),
+        pools: v.pools.iter().map(PoolOut::from).collect(),
+        routes: v.routes.iter().map(RouteBody::from).collect(),
         cache: CacheSettings::from(&v.cache),
         listeners: ListenersOut {
             listen: app.listen.to_string(),
@@ -882,6 +1015,11 @@ async fn list_backends(app: &App) -> Result<Resp, ApiError> {
 async fn create_backend(app: &App, body: NewBackend) -> Result<Resp, ApiError> {
     let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
     let applied = apply(app, Change::AddWeightedBackend { url: body.url, weight }).await?;
+    backend_created(applied, "/api/v1/backends")
+}
+
+/// `201` with the backend an `applied` change created, `Location` under `collection`.
+fn backend_created(applied: Applied, collection: &str) -> Result<Resp, ApiError> {
     let b = applied
         .backend
         .ok_or_else(|| ApiError::Internal("the control plane returned no backend".into()))?;
@@ -898,7 +1036,7 @@ async fn create_backend(app: &App, body: NewBackend) -> Result<Resp, ApiError> {
         epoch: applied.epoch,
     };
     let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);
-    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/backends/{}", b.id)) {
+    if let Ok(loc) = HeaderValue::from_str(&format!("{collection}/{}", b.id)) {
         resp.headers_mut().insert(hyper::header::LOCATION, loc);
     }
     Ok(resp)
@@ -974,10 +1112,7 @@ async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
 async fn put_algorithm(app: &App, body: SetAlgorithm) -> Result<Resp, ApiError> {
-    let algorithm: Algorithm = body
-        .algorithm
-        .parse()
-        .map_err(|e: UnknownAlgorithm| ApiError::InvalidAlgorithm(e.to_string()))?;
+    let algorithm = parse_algorithm(&body.algorithm)?;
     let applied = apply(app, Change::SetAlgorithm(algorithm)).await?;
     let out = AlgorithmApplied { algorithm: algorithm.into(), epoch: applied.epoch };
     Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
@@ -1048,6 +1183,285 @@ async fn purge_cache(app: &App) -> Result<Resp, ApiError> {
     Ok(with_epoch(json(StatusCode::OK, &CachePurged { epoch: applied.epoch }), applied.epoch))
 }
 
+/// Parses an algorithm name (400 `invalid_algorithm` otherwise).
+fn parse_algorithm(name: &str) -> Result<Algorithm, ApiError> {
+    name.parse().map_err(|e: UnknownAlgorithm| ApiError::InvalidAlgorithm(e.to_string()))
+}
+
+/// The pool named `name` in a snapshot (404 `unknown_pool` otherwise).
+fn find_pool<'v>(view: &'v StateView, name: &str) -> Result<&'v PoolView, ApiError> {
+    view.pools
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::UnknownPool(format!("no pool named `{name}`")))
+}
+
+/// Every pool, `default` first, with its backends.
+#[utoipa::path(
+    get, path = "/api/v1/pools", tag = "pools", operation_id = "list_pools",
+    responses((status = 200, description = "The pools.", body = Vec<PoolOut>), ReadErrors),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn list_pools(app: &App) -> Result<Resp, ApiError> {
+    let v = snapshot(app).await?;
+    let list: Vec<PoolOut> = v.pools.iter().map(PoolOut::from).collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// Creates a pool; routes may send requests to it from the next epoch on.
+#[utoipa::path(
+    post, path = "/api/v1/pools", tag = "pools", operation_id = "create_pool",
+    request_body(content = NewPool, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; every worker runs the returned epoch.", body = PoolCreated,
+            headers(
+                ("Location" = String, description = "`/api/v1/pools/{name}`"),
+                ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
+            )),
+        (status = 409, description = "A pool of that name exists.", body = ErrorBody),
+        WriteErrors,
+        BodyErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn create_pool(app: &App, body: NewPool) -> Result<Resp, ApiError> {
+    let algorithm = match &body.algorithm {
+        Some(name) => parse_algorithm(name)?,
+        None => Algorithm::RoundRobin,
+    };
+    let backends = body
+        .backends
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| BackendConfig { url: b.url, weight: b.weight.unwrap_or(DEFAULT_WEIGHT) })
+        .collect();
+    let change = Change::CreatePool { name: body.name, algorithm, backends };
+    let applied = apply(app, change).await?;
+    let pool = applied
+        .pool
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("the control plane returned no pool".into()))?;
+    let out = PoolOut::from(pool);
+    let created = PoolCreated {
+        name: out.name,
+        algorithm: out.algorithm,
+        backends: out.backends,
+        epoch: applied.epoch,
+    };
+    let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/pools/{}", pool.name)) {
+        resp.headers_mut().insert(hyper::header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// One pool with its backends.
+#[utoipa::path(
+    get, path = "/api/v1/pools/{name}", tag = "pools", operation_id = "get_pool",
+    params(("name" = String, Path, description = "Pool name.")),
+    responses(
+        (status = 200, description = "The pool.", body = PoolOut),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        ReadErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn get_pool(app: &App, name: &str) -> Result<Resp, ApiError> {
+    let v = snapshot(app).await?;
+    Ok(json(StatusCode::OK, &PoolOut::from(find_pool(&v, name)?)))
+}
+
+/// Deletes a pool and its backends (in-flight requests finish). Refused for `default` and
+/// while a route names the pool.
+#[utoipa::path(
+    delete, path = "/api/v1/pools/{name}", tag = "pools", operation_id = "delete_pool",
+    params(("name" = String, Path, description = "Pool name.")),
+    responses(
+        (status = 204, description = "Deleted; every worker runs the epoch in `Fulcrum-Epoch`.",
+            headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        (status = 409, description = "`default`, or a route names the pool.", body = ErrorBody),
+        WriteErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn delete_pool(app: &App, name: &str) -> Result<Resp, ApiError> {
+    let applied = apply(app, Change::DeletePool(name.to_owned())).await?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(with_epoch(resp, applied.epoch))
+}
+
+/// A pool's backends, in operator order.
+#[utoipa::path(
+    get, path = "/api/v1/pools/{name}/backends", tag = "pools", operation_id = "list_pool_backends",
+    params(("name" = String, Path, description = "Pool name.")),
+    responses(
+        (status = 200, description = "The pool's backends.", body = Vec<BackendOut>),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        ReadErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn list_pool_backends(app: &App, name: &str) -> Result<Resp, ApiError> {
+    let v = snapshot(app).await?;
+    let list: Vec<BackendOut> =
+        find_pool(&v, name)?.backends.iter().map(BackendOut::from).collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+/// Adds a backend to a pool (as `POST /api/v1/backends` does to `default`).
+#[utoipa::path(
+    post, path = "/api/v1/pools/{name}/backends", tag = "pools", operation_id = "create_pool_backend",
+    params(("name" = String, Path, description = "Pool name.")),
+    request_body(content = NewBackend, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; every worker runs the returned epoch.", body = BackendCreated,
+            headers(
+                ("Location" = String, description = "`/api/v1/pools/{name}/backends/{id}`"),
+                ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
+            )),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        (status = 409, description = "That URL is already a backend of the pool.", body = ErrorBody),
+        WriteErrors,
+        BodyErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn create_pool_backend(app: &App, name: &str, body: NewBackend) -> Result<Resp, ApiError> {
+    let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
+    let change = Change::AddPoolBackend { pool: name.to_owned(), url: body.url, weight };
+    let applied = apply(app, change).await?;
+    backend_created(applied, &format!("/api/v1/pools/{name}/backends"))
+}
+
+/// One backend of a pool.
+#[utoipa::path(
+    get, path = "/api/v1/pools/{name}/backends/{id}", tag = "pools", operation_id = "get_pool_backend",
+    params(
+        ("name" = String, Path, description = "Pool name."),
+        ("id" = u64, Path, description = "Backend id."),
+    ),
+    responses(
+        (status = 200, description = "The backend.", body = BackendOut),
+        (status = 404, description = "No pool of that name, or no backend with that id in it.", body = ErrorBody),
+        ReadErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn get_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiError> {
+    let id = parse_id(id)?;
+    let v = snapshot(app).await?;
+    let b = find_pool(&v, name)?
+        .backends
+        .iter()
+        .find(|b| b.id == id)
+        .ok_or_else(|| ApiError::UnknownBackend(format!("no backend with id {id}")))?;
+    Ok(json(StatusCode::OK, &BackendOut::from(b)))
+}
+
+/// Removes a backend from a pool (as `DELETE /api/v1/backends/{id}` does from `default`).
+#[utoipa::path(
+    delete, path = "/api/v1/pools/{name}/backends/{id}", tag = "pools", operation_id = "delete_pool_backend",
+    params(
+        ("name" = String, Path, description = "Pool name."),
+        ("id" = u64, Path, description = "Backend id."),
+    ),
+    responses(
+        (status = 204, description = "Removed; every worker runs the epoch in `Fulcrum-Epoch`.",
+            headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
+        (status = 404, description = "No pool of that name, or no backend with that id in it.", body = ErrorBody),
+        WriteErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn delete_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiError> {
+    let id = parse_id(id)?;
+    let applied = apply(app, Change::RemovePoolBackend { pool: name.to_owned(), id }).await?;
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(with_epoch(resp, applied.epoch))
+}
+
+/// A pool's balancing algorithm.
+#[utoipa::path(
+    get, path = "/api/v1/pools/{name}/algorithm", tag = "pools", operation_id = "get_pool_algorithm",
+    params(("name" = String, Path, description = "Pool name.")),
+    responses(
+        (status = 200, description = "The pool's algorithm.", body = AlgorithmOut),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        ReadErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn get_pool_algorithm(app: &App, name: &str) -> Result<Resp, ApiError> {
+    let v = snapshot(app).await?;
+    Ok(json(StatusCode::OK, &AlgorithmOut { algorithm: find_pool(&v, name)?.algorithm.into() }))
+}
+
+/// Switches a pool's algorithm live; per-backend counters are kept.
+#[utoipa::path(
+    put, path = "/api/v1/pools/{name}/algorithm", tag = "pools", operation_id = "put_pool_algorithm",
+    params(("name" = String, Path, description = "Pool name.")),
+    request_body(content = SetAlgorithm, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Switched; every worker runs the returned epoch.", body = AlgorithmApplied,
+            headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
+        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        WriteErrors,
+        BodyErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn put_pool_algorithm(app: &App, name: &str, body: SetAlgorithm) -> Result<Resp, ApiError> {
+    let algorithm = parse_algorithm(&body.algorithm)?;
+    let applied = apply(app, Change::SetPoolAlgorithm { pool: name.to_owned(), algorithm }).await?;
+    let out = AlgorithmApplied { algorithm: algorithm.into(), epoch: applied.epoch };
+    Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
+}
+
+/// The routes in order, with the epoch that carries them.
+#[utoipa::path(
+    get, path = "/api/v1/routes", tag = "routes", operation_id = "get_routes",
+    responses((status = 200, description = "The routes.", body = RoutesOut), ReadErrors),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+async fn get_routes(app: &App) -> Result<Resp, ApiError> {
+    let v = snapshot(app).await?;
+    let out = RoutesOut { epoch: v.epoch, routes: v.routes.iter().map(RouteBody::from).collect() };
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// Replaces the whole ordered route list in one epoch: a request sees the old routes or the
+/// new ones, never a mix. A bad list changes nothing (400 naming the route).
+#[utoipa::path(
+    put, path = "/api/v1/routes", tag = "routes", operation_id = "put_routes",
+    request_body(content = SetRoutes, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Replaced; every worker runs the returned epoch.", body = RoutesOut,
+            headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
+        WriteErrors,
+        BodyErrors,
+    ),
+    security(("bearer_auth" = ["fulcrum:write"]))
+)]
+async fn put_routes(app: &App, body: SetRoutes) -> Result<Resp, ApiError> {
+    let routes: Vec<RouteConfig> = body
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            serde_json::from_value::<RouteBody>(value)
+                .map(RouteConfig::from)
+                .map_err(|e| ApiError::InvalidRoute(format!("invalid `routes[{i}]`: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let out_routes = routes.iter().map(RouteBody::from).collect();
+    let applied = apply(app, Change::SetRoutes(routes)).await?;
+    let out = RoutesOut { epoch: applied.epoch, routes: out_routes };
+    Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1067,6 +1481,35 @@ mod tests {
         assert!(Route::CacheEntries.allows(&Method::DELETE));
         assert!(!Route::CacheEntries.allows(&Method::GET));
         assert!(Route::CacheEntries.protected());
+        assert_eq!(Route::parse("/api/v1/pools"), Some(Route::Pools));
+        assert_eq!(Route::parse("/api/v1/pools/api"), Some(Route::Pool("api".into())));
+        assert_eq!(
+            Route::parse("/api/v1/pools/api/backends"),
+            Some(Route::PoolBackends("api".into()))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/pools/api/backends/3"),
+            Some(Route::PoolBackend("api".into(), "3".into()))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/pools/api/algorithm"),
+            Some(Route::PoolAlgorithm("api".into()))
+        );
+        for bad in [
+            "/api/v1/pools/",
+            "/api/v1/pools//backends",
+            "/api/v1/pools/api/",
+            "/api/v1/pools/api/backends/",
+            "/api/v1/pools/api/backends/3/x",
+            "/api/v1/pools/api/algorithm/x",
+            "/api/v1/pools/api/other",
+            "/api/v1/routes/",
+        ] {
+            assert_eq!(Route::parse(bad), None, "{bad}");
+        }
+        assert!(Route::Routes.allows(&Method::PUT) && !Route::Routes.allows(&Method::POST));
+        assert!(Route::Pool("a".into()).allows(&Method::DELETE));
+        assert!(Route::Routes.protected() && Route::PoolAlgorithm("a".into()).protected());
     }
 }
 

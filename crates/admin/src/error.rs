@@ -47,6 +47,22 @@ pub enum ApiError {
     /// No backend with that id.
     #[error("{0}")]
     UnknownBackend(String),
+    /// No pool with that name.
+    #[error("{0}")]
+    UnknownPool(String),
+    /// A pool with that name exists already.
+    #[error("{0}")]
+    DuplicatePool(String),
+    /// A pool that cannot be created as given (its name, its backends, too many pools).
+    #[error("{0}")]
+    InvalidPool(String),
+    /// The pool cannot be deleted: it is `default`, or a route names it.
+    #[error("{0}")]
+    PoolInUse(String),
+    /// A route list that is malformed, names an unknown pool or has a route that can never
+    /// match (the message names the route).
+    #[error("{0}")]
+    InvalidRoute(String),
     /// Readiness failed.
     #[error("not ready: {0}")]
     NotReady(String),
@@ -81,6 +97,13 @@ impl From<ControlError> for ApiError {
             }
             ControlError::Persist(_) => ApiError::StateNotSaved(message),
             ControlError::InvalidCache(_) => ApiError::InvalidCache(message),
+            ControlError::UnknownPool(_) => ApiError::UnknownPool(message),
+            ControlError::DuplicatePool(_) => ApiError::DuplicatePool(message),
+            ControlError::InvalidPool(_) => ApiError::InvalidPool(message),
+            ControlError::DefaultPool | ControlError::PoolInUse { .. } => {
+                ApiError::PoolInUse(message)
+            }
+            ControlError::InvalidRoutes(_) => ApiError::InvalidRoute(message),
         }
     }
 }
@@ -130,6 +153,16 @@ pub enum ErrorCode {
     DuplicateBackend,
     /// `404`: no backend with that id.
     UnknownBackend,
+    /// `404`: no pool with that name.
+    UnknownPool,
+    /// `409`: the pool name is taken.
+    DuplicatePool,
+    /// `400`: a pool body that cannot work (name, algorithm or backends).
+    InvalidPool,
+    /// `409`: the pool is `default` or a route names it.
+    PoolInUse,
+    /// `400`: a route table that cannot work (unknown pool, malformed matcher, shadowed route).
+    InvalidRoute,
     /// `503`: readiness failed.
     NotReady,
     /// `503`: the control plane cannot serve the request right now.
@@ -166,6 +199,11 @@ impl ApiError {
             ApiError::InvalidCache(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidCache),
             ApiError::DuplicateBackend(_) => (StatusCode::CONFLICT, ErrorCode::DuplicateBackend),
             ApiError::UnknownBackend(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownBackend),
+            ApiError::UnknownPool(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownPool),
+            ApiError::DuplicatePool(_) => (StatusCode::CONFLICT, ErrorCode::DuplicatePool),
+            ApiError::InvalidPool(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPool),
+            ApiError::PoolInUse(_) => (StatusCode::CONFLICT, ErrorCode::PoolInUse),
+            ApiError::InvalidRoute(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRoute),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             ApiError::StateNotSaved(_) => {

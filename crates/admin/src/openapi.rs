@@ -16,7 +16,7 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
 #[openapi(
     info(
         title = "Fulcrum admin API",
-        description = "Change a running Fulcrum load balancer: backends, algorithm, cache. \
+        description = "Change a running Fulcrum load balancer: pools, backends, algorithms, routes, cache. \
             Every mutation answers after every worker runs the new epoch, and carries that epoch. \
             Authenticate with `Authorization: Bearer <JWT>`; the `scope` claim grants \
             `fulcrum:read` (GET) or `fulcrum:write` (mutations; implies read). Mint one with \
@@ -44,13 +44,27 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
         api::purge_cache,
         api::get_tls,
         api::reload_tls,
+        api::list_pools,
+        api::create_pool,
+        api::get_pool,
+        api::delete_pool,
+        api::list_pool_backends,
+        api::create_pool_backend,
+        api::get_pool_backend,
+        api::delete_pool_backend,
+        api::get_pool_algorithm,
+        api::put_pool_algorithm,
+        api::get_routes,
+        api::put_routes,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
     modifiers(&BearerScheme, &SharedResponses),
     tags(
         (name = "config", description = "The whole effective configuration and state."),
-        (name = "backends", description = "Add, list and remove backends."),
-        (name = "algorithm", description = "The balancing algorithm."),
+        (name = "backends", description = "Add, list and remove backends of the `default` pool."),
+        (name = "algorithm", description = "The balancing algorithm of the `default` pool."),
+        (name = "pools", description = "Pools of backends, each with its own algorithm: create, list, delete; their backends and algorithm."),
+        (name = "routes", description = "Which requests go to which pool: the ordered route list, replaced as a whole."),
         (name = "cache", description = "Response cache: settings, counters and purge."),
         (name = "tls", description = "The TLS listener's certificates: inventory and live reload."),
         (name = "health", description = "Liveness and readiness (no authentication)."),

@@ -2,8 +2,12 @@
 //! schemas. The configuration layer is plain data; these types give each section its JSON
 //! form (the same keys as the TOML tables) and its documentation in the published document.
 
-use fulcrum_config::{ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, Timeouts};
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use fulcrum_config::{
+    ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, RouteConfig, Timeouts,
+};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::{PartialSchema, ToSchema};
@@ -41,6 +45,67 @@ impl PartialSchema for Token {
 }
 
 impl ToSchema for Token {}
+
+/// One route (a `[[routes]]` table): requests matching every matcher it sets go to `pool`.
+/// Routes are tried in order; the first match wins; the rest go to `default`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Route)]
+pub struct RouteBody {
+    /// The pool matching requests go to.
+    #[schema(example = "api")]
+    pub pool: String,
+    /// `Host`/`:authority` without port, case-insensitive: an exact name, or `*.` and a suffix
+    /// (`*.example.com` matches `a.example.com`, not `example.com`). A request with neither
+    /// is matched on its TLS SNI name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "api.example.com")]
+    pub host: Option<String>,
+    /// Path prefix on segment boundaries (`/api` matches `/api`, `/api/x`, `/api?q`, not
+    /// `/apix`), compared byte for byte with the path as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/api")]
+    pub path_prefix: Option<String>,
+    /// gRPC service (`package.Service`): matches gRPC calls to `/<service>/<method>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "echo.Echo")]
+    pub grpc_service: Option<String>,
+    /// Header fields that must be present with exactly these values (names case-insensitive,
+    /// at most 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!({"x-canary": "1"}))]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `true` caches what the route matches (with the `[cache]` settings, even while the cache
+    /// is off), `false` never; unset follows `cache.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+}
+
+impl From<&RouteConfig> for RouteBody {
+    fn from(r: &RouteConfig) -> Self {
+        Self {
+            pool: r.pool.clone(),
+            host: r.host.clone(),
+            path_prefix: r.path_prefix.clone(),
+            grpc_service: r.grpc_service.clone(),
+            headers: (!r.headers.is_empty()).then(|| r.headers.clone()),
+            cache: r.cache,
+        }
+    }
+}
+
+impl From<RouteBody> for RouteConfig {
+    fn from(r: RouteBody) -> Self {
+        Self {
+            pool: r.pool,
+            host: r.host,
+            path_prefix: r.path_prefix,
+            grpc_service: r.grpc_service,
+            headers: r.headers.unwrap_or_default(),
+            cache: r.cache,
+        }
+    }
+}
 
 /// Response cache settings (the `[cache]` table).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -238,6 +303,23 @@ mod tests {
         assert_eq!(
             keys(serde_json::to_value(RetriesOut::from(&r)).unwrap()),
             keys(serde_json::to_value(r).unwrap())
+        );
+        let route = RouteConfig {
+            pool: "api".into(),
+            host: Some("a.com".into()),
+            path_prefix: Some("/a".into()),
+            grpc_service: Some("p.S".into()),
+            headers: [("x-a".to_owned(), "1".to_owned())].into(),
+            cache: Some(true),
+        };
+        let body = serde_json::to_value(RouteBody::from(&route)).unwrap();
+        assert_eq!(keys(body.clone()), keys(serde_json::to_value(&route).unwrap()));
+        let back: RouteBody = serde_json::from_value(body).unwrap();
+        assert_eq!(RouteConfig::from(back), route);
+        let bare = RouteConfig { pool: "api".into(), ..RouteConfig::default() };
+        assert_eq!(
+            serde_json::to_value(RouteBody::from(&bare)).unwrap(),
+            serde_json::to_value(&bare).unwrap()
         );
     }
 }

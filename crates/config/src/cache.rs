@@ -90,7 +90,7 @@ impl CachePolicy {
 }
 
 /// RFC 9110 `token`: one or more tchars.
-fn is_token(s: &str) -> bool {
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 

@@ -14,12 +14,17 @@ use serde::{Deserialize, Serialize};
 
 mod algorithm;
 mod cache;
+mod routing;
 mod telemetry;
 mod tls;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use cache::{CachePolicy, CachePolicyError};
 pub use fulcrum_util::IoDriverChoice;
+pub use routing::{
+    BackendPoolConfig, DEFAULT_POOL, MAX_POOL_NAME, MAX_POOLS, MAX_ROUTE_HEADERS, MAX_ROUTES,
+    RouteConfig, RouteError, check_pool_name, validate_routes,
+};
 pub use telemetry::{AccessLogFormat, TelemetryConfig};
 pub use tls::{CertificateFiles, MAX_CERTIFICATES, TlsConfig, UpstreamTlsConfig};
 
@@ -68,12 +73,19 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Number of worker threads; 0 means one per CPU the process may run on.
     pub workers: usize,
-    /// Balancing algorithm at start.
+    /// Balancing algorithm of the `default` pool at start.
     pub algorithm: Algorithm,
     /// Which io driver the workers use.
     pub io_driver: IoDriverChoice,
-    /// Backends at start.
+    /// Backends of the `default` pool at start.
     pub backends: Vec<BackendConfig>,
+    /// More pools of backends, each with its own algorithm (`[[pools]]`; see `docs/routing.md`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<BackendPoolConfig>,
+    /// Which requests go to which pool, tried in order (`[[routes]]`); the rest go to
+    /// `default`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     /// Phase timeouts.
     pub timeouts: Timeouts,
     /// Passive health checking (ejection after consecutive connect failures).
@@ -93,7 +105,8 @@ pub struct Config {
     /// Admin API: JWT keys and request limits.
     pub admin: AdminConfig,
     /// Where run-time changes are persisted (JSON, replaced atomically). When the file exists at
-    /// start it supersedes `backends`, `algorithm`, `cache` and `timeouts`. Unset: not persisted.
+    /// start it supersedes `backends`, `algorithm`, `pools`, `routes`, `cache` and `timeouts`.
+    /// Unset: not persisted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
     /// Access log, metrics and tracing (`[telemetry]`).
@@ -115,6 +128,8 @@ impl Default for Config {
             algorithm: Algorithm::RoundRobin,
             io_driver: IoDriverChoice::Auto,
             backends: Vec::new(),
+            pools: Vec::new(),
+            routes: Vec::new(),
             timeouts: Timeouts::default(),
             health: PassiveHealth::default(),
             health_check: ActiveHealth::default(),
@@ -727,6 +742,27 @@ impl BackendUrl {
     }
 }
 
+/// Every backend of one list (`key`: `backends` or `pools[i].backends`) well-formed, weighted
+/// in range, and listed once.
+fn validate_backends(key: &str, backends: &[BackendConfig]) -> Result<(), ConfigError> {
+    for (i, backend) in backends.iter().enumerate() {
+        BackendUrl::parse(&backend.url)
+            .map_err(|e| ConfigError::invalid(format!("{key}[{i}].url"), e.to_string()))?;
+        if !(1..=MAX_WEIGHT).contains(&backend.weight) {
+            return Err(ConfigError::invalid(
+                format!("{key}[{i}].weight"),
+                format!("must be 1..={MAX_WEIGHT}"),
+            ));
+        }
+    }
+    let mut urls: Vec<&str> = backends.iter().map(|b| b.url.as_str()).collect();
+    urls.sort_unstable();
+    if let Some(dup) = urls.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ConfigError::invalid(key, format!("`{}` listed twice", dup[0])));
+    }
+    Ok(())
+}
+
 fn has_port(authority: &str) -> bool {
     match authority.rsplit_once(':') {
         // `[::1]` has colons but no port; `[::1]:80` has one.
@@ -748,21 +784,8 @@ impl Config {
 
     /// Checks the values the type system cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (i, backend) in self.backends.iter().enumerate() {
-            BackendUrl::parse(&backend.url)
-                .map_err(|e| ConfigError::invalid(format!("backends[{i}].url"), e.to_string()))?;
-            if !(1..=MAX_WEIGHT).contains(&backend.weight) {
-                return Err(ConfigError::invalid(
-                    format!("backends[{i}].weight"),
-                    format!("must be 1..={MAX_WEIGHT}"),
-                ));
-            }
-        }
-        let mut urls: Vec<&str> = self.backends.iter().map(|b| b.url.as_str()).collect();
-        urls.sort_unstable();
-        if let Some(dup) = urls.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::invalid("backends", format!("`{}` listed twice", dup[0])));
-        }
+        validate_backends("backends", &self.backends)?;
+        self.validate_pools()?;
         let t = &self.timeouts;
         for (key, value) in [
             ("timeouts.client_header_ms", t.client_header_ms),
@@ -824,6 +847,37 @@ impl Config {
         self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
         Ok(())
+    }
+
+    /// Pool names unique and valid, their backends valid, the routes valid and reachable.
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        if self.pools.len() >= MAX_POOLS {
+            return Err(ConfigError::invalid(
+                "pools",
+                format!("at most {} pools besides `{DEFAULT_POOL}`", MAX_POOLS - 1),
+            ));
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            let key = format!("pools[{i}].name");
+            check_pool_name(&pool.name).map_err(|reason| ConfigError::invalid(&key, reason))?;
+            if pool.name == DEFAULT_POOL {
+                return Err(ConfigError::invalid(
+                    key,
+                    "`default` is the pool of the top-level `backends` and `algorithm`",
+                ));
+            }
+            if self.pools[..i].iter().any(|p| p.name == pool.name) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("duplicate pool name `{}`", pool.name),
+                ));
+            }
+            validate_backends(&format!("pools[{i}].backends"), &pool.backends)?;
+        }
+        let has_pool =
+            |name: &str| name == DEFAULT_POOL || self.pools.iter().any(|p| p.name == name);
+        validate_routes(&self.routes, has_pool)
+            .map_err(|e| ConfigError::Invalid { key: e.key, reason: e.reason })
     }
 
     /// The effective configuration as TOML, for `check-config`.
@@ -928,6 +982,44 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
         assert!(toml::from_str::<Config>("[health_check]\ncheck = true").is_err());
+    }
+
+    #[test]
+    fn pools_and_routes_are_validated_with_their_keys() {
+        let base = "[[pools]]\nname = \"api\"\n[[pools.backends]]\nurl = \"http://127.0.0.1:1\"\n";
+        for (extra, key) in [
+            ("[[pools]]\nname = \"api\"\n", "pools[1].name"),
+            ("[[pools]]\nname = \"default\"\n", "pools[1].name"),
+            ("[[pools]]\nname = \"a b\"\n", "pools[1].name"),
+            (
+                "[[pools]]\nname = \"b\"\n[[pools.backends]]\nurl = \"ftp://x:1\"\n",
+                "pools[1].backends[0].url",
+            ),
+            (
+                "[[pools]]\nname = \"b\"\n[[pools.backends]]\nurl = \"http://127.0.0.1:1\"\nweight = 0\n",
+                "pools[1].backends[0].weight",
+            ),
+            ("[[routes]]\npool = \"nope\"\n", "routes[0].pool"),
+            (
+                "[[routes]]\npool = \"api\"\n[[routes]]\npool = \"default\"\nhost = \"a\"\n",
+                "routes[1]",
+            ),
+        ] {
+            let c: Config = toml::from_str(&format!("{base}{extra}")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{extra}: {err}");
+        }
+        let c: Config =
+            toml::from_str(&format!("{base}[[routes]]\npool = \"api\"\npath_prefix = \"/api\"\n"))
+                .unwrap();
+        c.validate().unwrap();
+        // The same URL may serve two pools; within one it is listed once.
+        let c: Config =
+            toml::from_str(&format!("backends = [{{ url = \"http://127.0.0.1:1\" }}]\n{base}"))
+                .unwrap();
+        c.validate().unwrap();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 mod store;
 
 pub use store::{
-    FileStore, PersistedBackend, PersistedState, STATE_VERSION, StateStore, StoreError,
+    FileStore, PersistedBackend, PersistedPool, PersistedState, STATE_VERSION, StateStore,
+    StoreError,
 };
 
 use std::io::Write as _;
@@ -19,9 +20,11 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use tokio::sync::watch;
 
 use fulcrum_config::{
-    Algorithm, BackendUrl, BackendUrlError, CachePolicy, CachePolicyError, Config, Timeouts,
+    Algorithm, BackendConfig, BackendUrl, BackendUrlError, CachePolicy, CachePolicyError, Config,
+    DEFAULT_POOL, MAX_POOLS, RouteConfig, RouteError, Timeouts, check_pool_name,
 };
 pub use fulcrum_model::{Backend, BackendId, Epoch};
+use fulcrum_model::{EpochSettings, Pool};
 use fulcrum_model::{HealthSnapshot, StatsSnapshot};
 use fulcrum_telemetry::{info, warn};
 use fulcrum_util::now_ms;
@@ -29,17 +32,19 @@ use fulcrum_util::now_ms;
 /// How long a change waits for every worker to acknowledge its epoch.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A change to the running configuration.
+/// A change to the running configuration. Each one becomes exactly one epoch (or none, when it
+/// is refused).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Switch the balancing algorithm.
+    /// Switch the balancing algorithm of the `default` pool.
     SetAlgorithm(Algorithm),
-    /// Add a backend by URL.
+    /// Add a backend to the `default` pool by URL.
     AddBackend {
         /// `http://host:port`.
         url: String,
     },
-    /// Remove a backend: it gets no new requests, in-flight ones finish, idle connections close.
+    /// Remove a backend of the `default` pool: it gets no new requests, in-flight ones finish,
+    /// idle connections close.
     RemoveBackend(BackendId),
     /// Replace the cache settings (validated; refused with [`ControlError::InvalidCache`]).
     SetCache(CachePolicy),
@@ -49,13 +54,50 @@ pub enum Change {
     PurgeCache,
     /// Replace the phase timeouts.
     SetTimeouts(Timeouts),
-    /// Add a backend by URL with a relative weight (`AddBackend` means weight 1).
+    /// Add a backend to the `default` pool by URL with a relative weight (`AddBackend` means
+    /// weight 1).
     AddWeightedBackend {
         /// `http://host:port`.
         url: String,
         /// Relative weight, 1..=[`MAX_WEIGHT`].
         weight: u32,
     },
+    /// Create a pool (refused with [`ControlError::DuplicatePool`] when the name is taken).
+    CreatePool {
+        /// Its name (see [`check_pool_name`]).
+        name: String,
+        /// Its algorithm.
+        algorithm: Algorithm,
+        /// Its backends.
+        backends: Vec<BackendConfig>,
+    },
+    /// Delete a pool and its backends; refused for `default` and while a route names it.
+    DeletePool(String),
+    /// Add a backend to a pool.
+    AddPoolBackend {
+        /// The pool.
+        pool: String,
+        /// `http://host:port`.
+        url: String,
+        /// Relative weight, 1..=[`MAX_WEIGHT`].
+        weight: u32,
+    },
+    /// Remove a backend from a pool.
+    RemovePoolBackend {
+        /// The pool.
+        pool: String,
+        /// The backend.
+        id: BackendId,
+    },
+    /// Switch a pool's balancing algorithm.
+    SetPoolAlgorithm {
+        /// The pool.
+        pool: String,
+        /// The algorithm.
+        algorithm: Algorithm,
+    },
+    /// Replace the whole ordered route list.
+    SetRoutes(Vec<RouteConfig>),
 }
 
 pub use fulcrum_config::{DEFAULT_WEIGHT, MAX_WEIGHT};
@@ -65,8 +107,10 @@ pub use fulcrum_config::{DEFAULT_WEIGHT, MAX_WEIGHT};
 pub struct Applied {
     /// The epoch every worker now runs.
     pub epoch: u64,
-    /// The backend a [`Change::AddBackend`] created.
+    /// The backend an `AddBackend`, `AddWeightedBackend` or `AddPoolBackend` created.
     pub backend: Option<BackendView>,
+    /// The pool a [`Change::CreatePool`] created.
+    pub pool: Option<PoolView>,
 }
 
 /// Why a change or query was refused.
@@ -96,6 +140,30 @@ pub enum ControlError {
     /// Cache settings that cannot work.
     #[error(transparent)]
     InvalidCache(#[from] CachePolicyError),
+    /// No pool has that name.
+    #[error("no pool named `{0}`")]
+    UnknownPool(String),
+    /// A pool of that name exists already.
+    #[error("pool `{0}` already exists")]
+    DuplicatePool(String),
+    /// A pool that cannot be created as given (its name, its backends, too many pools).
+    #[error("{0}")]
+    InvalidPool(String),
+    /// The `default` pool cannot be deleted.
+    #[error("the `default` pool cannot be deleted")]
+    DefaultPool,
+    /// A route still sends requests to the pool.
+    #[error("pool `{pool}` is in use by routes[{route}]; change the routes first")]
+    PoolInUse {
+        /// The pool.
+        pool: String,
+        /// The first route that names it.
+        route: usize,
+    },
+    /// A route list that is malformed, names an unknown pool or has a route that can never
+    /// match; nothing was changed.
+    #[error(transparent)]
+    InvalidRoutes(#[from] RouteError),
 }
 
 /// A backend as reported to operators.
@@ -113,15 +181,30 @@ pub struct BackendView {
     pub health: Option<HealthSnapshot>,
 }
 
+/// A pool as reported to operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolView {
+    /// Its name.
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its backends with merged counters.
+    pub backends: Vec<BackendView>,
+}
+
 /// The current configuration and state, as reported to operators.
 #[derive(Debug, Clone)]
 pub struct StateView {
     /// Current epoch number.
     pub epoch: u64,
-    /// Current algorithm.
+    /// The `default` pool's algorithm.
     pub algorithm: Algorithm,
-    /// Backends with merged counters.
+    /// The `default` pool's backends with merged counters.
     pub backends: Vec<BackendView>,
+    /// Every pool, `default` first.
+    pub pools: Vec<PoolView>,
+    /// The routes, in order.
+    pub routes: Vec<RouteConfig>,
     /// Cache settings.
     pub cache: CachePolicy,
     /// Phase timeouts.
@@ -213,8 +296,8 @@ impl ControlHandle {
         rx.recv().map_err(|_| ControlError::Stopped)
     }
 
-    /// The current backends, updated after every epoch that adds or removes one (for
-    /// `lb-health`). The sender closes when the control thread stops.
+    /// The current backends of every pool, updated after every epoch that adds or removes one
+    /// (for `lb-health`). The sender closes when the control thread stops.
     pub fn backends(&self) -> watch::Receiver<Vec<Arc<Backend>>> {
         self.backends.clone()
     }
@@ -237,27 +320,37 @@ struct ControlState {
     backends_tx: watch::Sender<Vec<Arc<Backend>>>,
 }
 
-/// Builds the first epoch from the configuration (backend URLs resolved here).
+/// Builds the first epoch from the configuration (backend URLs resolved here): the `default`
+/// pool from `backends` and `algorithm`, then `pools` in order, ids numbered across them.
 pub fn initial_epoch(config: &Config, workers: usize) -> Result<Arc<Epoch>, ControlError> {
-    let backends = config
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
+    let mut next_id: BackendId = 1;
+    let mut build = |name: &str, algorithm: Algorithm, list: &[BackendConfig]| {
+        let mut pool = Pool::new(name, algorithm);
+        for b in list {
             let url = BackendUrl::parse(&b.url)?;
             check_weight(b.weight)?;
-            Ok(Arc::new(Backend::new(i as BackendId + 1, url, b.weight, workers)))
-        })
-        .collect::<Result<Vec<_>, ControlError>>()?;
-    Ok(Arc::new(Epoch {
-        id: 1,
-        algorithm: config.algorithm,
-        backends,
+            pool.backends.push(Arc::new(Backend::new(
+                next_id,
+                pool.name.clone(),
+                url,
+                b.weight,
+                workers,
+            )));
+            next_id += 1;
+        }
+        Ok::<_, ControlError>(pool)
+    };
+    let mut pools = vec![build(DEFAULT_POOL, config.algorithm, &config.backends)?];
+    for p in &config.pools {
+        pools.push(build(&p.name, p.algorithm, &p.backends)?);
+    }
+    let settings = EpochSettings {
         cache: config.cache.clone(),
         cache_generation: 0,
         timeouts: config.timeouts,
         health: config.health,
-    }))
+    };
+    Ok(Arc::new(Epoch::new(1, pools, config.routes.clone(), settings)?))
 }
 
 /// Why the saved state could not be restored at start.
@@ -297,43 +390,50 @@ pub fn restore(config: &Config, workers: usize) -> Result<Restored, RestoreError
     };
     let restored = match saved {
         None => {
-            let first = initial_epoch(config, workers)
-                .map_err(|source| RestoreError::Backend { origin: "backends".into(), source })?;
-            let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+            let first = initial_epoch(config, workers).map_err(|source| RestoreError::Backend {
+                origin: "configuration".into(),
+                source,
+            })?;
+            let next_backend_id = next_id_after(&first);
             Restored { first, next_backend_id, store }
         }
         Some(saved) => {
             let origin = || config.state_file.as_ref().map(|p| p.display().to_string());
-            let backends = saved
-                .backends
-                .iter()
-                .map(|b| {
+            let error =
+                |source| RestoreError::Backend { origin: origin().unwrap_or_default(), source };
+            let build = |name: &str, algorithm: Algorithm, list: &[PersistedBackend]| {
+                let mut pool = Pool::new(name, algorithm);
+                for b in list {
                     let url = BackendUrl::parse(&b.url)?;
                     check_weight(b.weight)?;
-                    Ok(Arc::new(Backend::new(b.id, url, b.weight, workers)))
-                })
-                .collect::<Result<Vec<_>, ControlError>>()
-                .map_err(|source| RestoreError::Backend {
-                    origin: origin().unwrap_or_default(),
-                    source,
-                })?;
-            info!(
-                "state restored",
-                file = origin().unwrap_or_default(),
-                epoch = saved.epoch,
-                backends = backends.len(),
-                algorithm = saved.algorithm
-            );
-            let first = Arc::new(Epoch {
-                id: saved.epoch + 1,
-                algorithm: saved.algorithm,
-                backends,
+                    let backend = Backend::new(b.id, pool.name.clone(), url, b.weight, workers);
+                    pool.backends.push(Arc::new(backend));
+                }
+                Ok::<_, ControlError>(pool)
+            };
+            let mut pools =
+                vec![build(DEFAULT_POOL, saved.algorithm, &saved.backends).map_err(error)?];
+            for p in &saved.pools {
+                pools.push(build(&p.name, p.algorithm, &p.backends).map_err(error)?);
+            }
+            let settings = EpochSettings {
                 cache: saved.cache,
                 cache_generation: 0,
                 timeouts: saved.timeouts,
                 health: config.health,
-            });
-            Restored { first, next_backend_id: saved.next_backend_id, store }
+            };
+            let first = Epoch::new(saved.epoch + 1, pools, saved.routes, settings)
+                .map_err(|e| error(e.into()))?;
+            info!(
+                "state restored",
+                file = origin().unwrap_or_default(),
+                epoch = saved.epoch,
+                backends = first.backends().count(),
+                pools = first.pools().len(),
+                routes = first.routes().configs().len(),
+                algorithm = saved.algorithm
+            );
+            Restored { first: Arc::new(first), next_backend_id: saved.next_backend_id, store }
         }
     };
     if let Some(store) = &restored.store {
@@ -351,18 +451,35 @@ fn check_weight(weight: u32) -> Result<(), ControlError> {
     }
 }
 
+/// The id after the largest one in `epoch`.
+fn next_id_after(epoch: &Epoch) -> BackendId {
+    epoch.backends().map(|b| b.id).max().unwrap_or(0) + 1
+}
+
 /// The persisted form of an epoch.
 fn persisted(epoch: &Epoch, next_backend_id: BackendId) -> PersistedState {
+    let backends = |pool: &Pool| {
+        pool.backends
+            .iter()
+            .map(|b| PersistedBackend { id: b.id, url: b.url.url.clone(), weight: b.weight })
+            .collect()
+    };
+    let default = epoch.default_pool();
     PersistedState {
         version: STATE_VERSION,
         epoch: epoch.id,
         next_backend_id,
-        algorithm: epoch.algorithm,
-        backends: epoch
-            .backends
+        algorithm: default.algorithm,
+        backends: backends(default),
+        pools: epoch.pools()[1..]
             .iter()
-            .map(|b| PersistedBackend { id: b.id, url: b.url.url.clone(), weight: b.weight })
+            .map(|p| PersistedPool {
+                name: p.name.to_string(),
+                algorithm: p.algorithm,
+                backends: backends(p),
+            })
             .collect(),
+        routes: epoch.routes().configs().to_vec(),
         cache: epoch.cache.clone(),
         timeouts: epoch.timeouts,
     }
@@ -376,7 +493,7 @@ pub fn spawn(
     workers: Vec<WorkerLink>,
     acks: Receiver<Ack>,
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
-    let next_backend_id = first.backends.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+    let next_backend_id = next_id_after(&first);
     spawn_restored(config, Restored { first, next_backend_id, store: None }, workers, acks)
 }
 
@@ -390,7 +507,7 @@ pub fn spawn_restored(
 ) -> std::io::Result<(ControlHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = unbounded();
     let Restored { first, next_backend_id, store } = restored;
-    let (backends_tx, backends) = watch::channel(first.backends.clone());
+    let (backends_tx, backends) = watch::channel(first.backends().cloned().collect());
     let state =
         ControlState { config, current: first, next_backend_id, workers, acks, store, backends_tx };
     let thread =
@@ -419,44 +536,86 @@ fn run(mut state: ControlState, commands: Receiver<Command>) {
 impl ControlState {
     fn apply(&mut self, change: Change) -> Result<Applied, ControlError> {
         let cur = &self.current;
-        let mut next = Epoch {
-            id: cur.id + 1,
-            algorithm: cur.algorithm,
-            backends: cur.backends.clone(),
-            cache: cur.cache.clone(),
-            cache_generation: cur.cache_generation,
-            timeouts: cur.timeouts,
-            health: cur.health,
-        };
+        let mut pools = cur.pools().to_vec();
+        let mut routes = cur.routes().configs().to_vec();
+        let mut settings = cur.settings();
         let mut created = None;
+        let mut created_pool = None;
         let mut next_backend_id = self.next_backend_id;
         match change {
-            Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
+            Change::SetAlgorithm(algorithm) => pools[0].algorithm = algorithm,
+            Change::SetPoolAlgorithm { pool, algorithm } => {
+                pool_mut(&mut pools, &pool)?.algorithm = algorithm;
+            }
             Change::SetCache(cache) => {
                 cache.validate()?;
-                next.cache = cache;
+                settings.cache = cache;
             }
-            Change::PurgeCache => next.cache_generation += 1,
-            Change::SetTimeouts(timeouts) => next.timeouts = timeouts,
+            Change::PurgeCache => settings.cache_generation += 1,
+            Change::SetTimeouts(timeouts) => settings.timeouts = timeouts,
             Change::AddBackend { url } => {
-                let backend =
-                    self.new_backend(&next, &url, DEFAULT_WEIGHT, &mut next_backend_id)?;
+                let pool = &mut pools[0];
+                let backend = self.new_backend(pool, &url, DEFAULT_WEIGHT, &mut next_backend_id)?;
                 created = Some(backend.clone());
-                next.backends.push(backend);
+                pool.backends.push(backend);
             }
             Change::AddWeightedBackend { url, weight } => {
-                let backend = self.new_backend(&next, &url, weight, &mut next_backend_id)?;
+                let pool = &mut pools[0];
+                let backend = self.new_backend(pool, &url, weight, &mut next_backend_id)?;
                 created = Some(backend.clone());
-                next.backends.push(backend);
+                pool.backends.push(backend);
             }
-            Change::RemoveBackend(id) => {
-                let before = next.backends.len();
-                next.backends.retain(|b| b.id != id);
-                if next.backends.len() == before {
-                    return Err(ControlError::UnknownBackend(id));
+            Change::AddPoolBackend { pool, url, weight } => {
+                let pool = pool_mut(&mut pools, &pool)?;
+                let backend = self.new_backend(pool, &url, weight, &mut next_backend_id)?;
+                created = Some(backend.clone());
+                pool.backends.push(backend);
+            }
+            Change::RemoveBackend(id) => remove_backend(&mut pools[0], id)?,
+            Change::RemovePoolBackend { pool, id } => {
+                remove_backend(pool_mut(&mut pools, &pool)?, id)?;
+            }
+            Change::CreatePool { name, algorithm, backends } => {
+                if pools.iter().any(|p| *p.name == name) {
+                    return Err(ControlError::DuplicatePool(name));
                 }
+                check_pool_name(&name).map_err(ControlError::InvalidPool)?;
+                if pools.len() >= MAX_POOLS {
+                    return Err(ControlError::InvalidPool(format!(
+                        "at most {MAX_POOLS} pools (`default` included)"
+                    )));
+                }
+                let mut pool = Pool::new(&name, algorithm);
+                for (i, b) in backends.iter().enumerate() {
+                    let backend = self
+                        .new_backend(&pool, &b.url, b.weight, &mut next_backend_id)
+                        .map_err(|e| match e {
+                        ControlError::DuplicateBackend(url) => ControlError::InvalidPool(format!(
+                            "backends[{i}]: `{url}` listed twice"
+                        )),
+                        other => other,
+                    })?;
+                    pool.backends.push(backend);
+                }
+                created_pool = Some(pool.clone());
+                pools.push(pool);
             }
+            Change::DeletePool(name) => {
+                if name == DEFAULT_POOL {
+                    return Err(ControlError::DefaultPool);
+                }
+                let index = pools
+                    .iter()
+                    .position(|p| *p.name == name)
+                    .ok_or_else(|| ControlError::UnknownPool(name.clone()))?;
+                if let Some(route) = cur.routes().uses_pool(&name) {
+                    return Err(ControlError::PoolInUse { pool: name, route });
+                }
+                pools.remove(index);
+            }
+            Change::SetRoutes(list) => routes = list,
         }
+        let next = Epoch::new(cur.id + 1, pools, routes, settings)?;
         // Persist first: a change the store refuses is not applied at all.
         if let Some(store) = &self.store {
             store
@@ -472,40 +631,44 @@ impl ControlState {
         info!(
             "epoch applied",
             epoch = epoch.id,
-            algorithm = epoch.algorithm,
-            backends = epoch.backends.len()
+            algorithm = epoch.default_pool().algorithm,
+            backends = epoch.default_pool().backends.len(),
+            pools = epoch.pools().len(),
+            routes = epoch.routes().configs().len()
         );
         self.current = epoch;
         let now = now_ms();
         let backend = created.map(|b| self.view_of(&b, now));
-        Ok(Applied { epoch: self.current.id, backend })
+        let pool = created_pool.map(|p| self.pool_view(&p, now));
+        Ok(Applied { epoch: self.current.id, backend, pool })
     }
 
-    /// Validates and builds a backend for `next`, taking the next id.
+    /// Validates and builds a backend for `pool`, taking the next id.
     fn new_backend(
         &self,
-        next: &Epoch,
+        pool: &Pool,
         url: &str,
         weight: u32,
         next_backend_id: &mut BackendId,
     ) -> Result<Arc<Backend>, ControlError> {
         check_weight(weight)?;
         let url = BackendUrl::parse(url)?;
-        if next.backends.iter().any(|b| b.url.url == url.url) {
+        if pool.backends.iter().any(|b| b.url.url == url.url) {
             return Err(ControlError::DuplicateBackend(url.url));
         }
-        let backend = Arc::new(Backend::new(*next_backend_id, url, weight, self.workers.len()));
+        let backend =
+            Backend::new(*next_backend_id, pool.name.clone(), url, weight, self.workers.len());
         *next_backend_id += 1;
-        Ok(backend)
+        Ok(Arc::new(backend))
     }
 
     /// Tells [`ControlHandle::backends`] receivers about `epoch`'s backends if the set changed.
     fn publish_backends(&self, epoch: &Epoch) {
         self.backends_tx.send_if_modified(|list| {
-            let same = list.len() == epoch.backends.len()
-                && list.iter().zip(&epoch.backends).all(|(a, b)| a.id == b.id);
+            let same = list.len() == epoch.backends().count()
+                && list.iter().zip(epoch.backends()).all(|(a, b)| a.id == b.id);
             if !same {
-                list.clone_from(&epoch.backends);
+                *list = epoch.backends().cloned().collect();
             }
             !same
         });
@@ -543,14 +706,25 @@ impl ControlState {
     fn view(&self) -> StateView {
         let now = now_ms();
         let e = &self.current;
+        let pools: Vec<PoolView> = e.pools().iter().map(|p| self.pool_view(p, now)).collect();
         StateView {
             epoch: e.id,
-            algorithm: e.algorithm,
-            backends: e.backends.iter().map(|b| self.view_of(b, now)).collect(),
+            algorithm: e.default_pool().algorithm,
+            backends: pools[0].backends.clone(),
+            pools,
+            routes: e.routes().configs().to_vec(),
             cache: e.cache.clone(),
             timeouts: e.timeouts,
             config: self.config.clone(),
             state_file: self.config.state_file.clone(),
+        }
+    }
+
+    fn pool_view(&self, pool: &Pool, now: u64) -> PoolView {
+        PoolView {
+            name: pool.name.to_string(),
+            algorithm: pool.algorithm,
+            backends: pool.backends.iter().map(|b| self.view_of(b, now)).collect(),
         }
     }
 
@@ -563,4 +737,19 @@ impl ControlState {
             health: self.config.health_check.enabled.then(|| backend.health.snapshot(now)),
         }
     }
+}
+
+/// The pool named `name` in `pools`.
+fn pool_mut<'p>(pools: &'p mut [Pool], name: &str) -> Result<&'p mut Pool, ControlError> {
+    pools
+        .iter_mut()
+        .find(|p| *p.name == *name)
+        .ok_or_else(|| ControlError::UnknownPool(name.into()))
+}
+
+/// Removes backend `id` from `pool`.
+fn remove_backend(pool: &mut Pool, id: BackendId) -> Result<(), ControlError> {
+    let before = pool.backends.len();
+    pool.backends.retain(|b| b.id != id);
+    if pool.backends.len() == before { Err(ControlError::UnknownBackend(id)) } else { Ok(()) }
 }

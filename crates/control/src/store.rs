@@ -10,11 +10,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use fulcrum_config::{Algorithm, CachePolicy, Timeouts};
+use fulcrum_config::{
+    Algorithm, CachePolicy, DEFAULT_POOL, RouteConfig, Timeouts, check_pool_name, validate_routes,
+};
 use fulcrum_model::BackendId;
 
-/// Current version of the persisted format.
-pub const STATE_VERSION: u32 = 1;
+/// Current version of the persisted format. Version 2 added `pools` and `routes`; files of
+/// version 1 (without them) still load.
+pub const STATE_VERSION: u32 = 2;
+/// The oldest version that still loads.
+const OLDEST_VERSION: u32 = 1;
 
 /// Everything an operator can change at run time, as persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,15 +31,33 @@ pub struct PersistedState {
     pub epoch: u64,
     /// The id the next added backend gets (ids are never reused).
     pub next_backend_id: BackendId,
-    /// Balancing algorithm.
+    /// Balancing algorithm of the `default` pool.
     pub algorithm: Algorithm,
-    /// Backends in operator order.
+    /// Backends of the `default` pool in operator order.
     pub backends: Vec<PersistedBackend>,
+    /// The other pools, in order.
+    #[serde(default)]
+    pub pools: Vec<PersistedPool>,
+    /// The routes, in order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     /// Response cache settings (files written before the full policy existed hold only
     /// `enabled`; the other keys take their defaults).
     pub cache: CachePolicy,
     /// Phase timeouts.
     pub timeouts: Timeouts,
+}
+
+/// One persisted pool besides `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedPool {
+    /// Its name.
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its backends in operator order.
+    pub backends: Vec<PersistedBackend>,
 }
 
 /// One persisted backend.
@@ -118,13 +141,23 @@ impl StateStore for FileStore {
         let corrupt = |reason: String| StoreError::Corrupt { path: self.path.clone(), reason };
         let state: PersistedState =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if state.version != STATE_VERSION {
+        if !(OLDEST_VERSION..=STATE_VERSION).contains(&state.version) {
             return Err(corrupt(format!(
-                "unsupported version {} (expected {STATE_VERSION})",
+                "unsupported version {} (expected {OLDEST_VERSION}..={STATE_VERSION})",
                 state.version
             )));
         }
-        let mut ids: Vec<_> = state.backends.iter().map(|b| b.id).collect();
+        let names: Vec<&str> = state.pools.iter().map(|p| p.name.as_str()).collect();
+        for (i, name) in names.iter().enumerate() {
+            check_pool_name(name).map_err(&corrupt)?;
+            if *name == DEFAULT_POOL || names[..i].contains(name) {
+                return Err(corrupt(format!("pool `{name}` listed twice")));
+            }
+        }
+        validate_routes(&state.routes, |p| p == DEFAULT_POOL || names.contains(&p))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let pooled = state.pools.iter().flat_map(|p| p.backends.iter());
+        let mut ids: Vec<_> = state.backends.iter().chain(pooled).map(|b| b.id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return Err(corrupt("duplicate backend id".into()));
@@ -171,6 +204,20 @@ mod tests {
             next_backend_id: 4,
             algorithm: Algorithm::LeastConnections,
             backends: vec![PersistedBackend { id: 3, url: "http://127.0.0.1:9".into(), weight: 2 }],
+            pools: vec![PersistedPool {
+                name: "api".into(),
+                algorithm: Algorithm::Random,
+                backends: vec![PersistedBackend {
+                    id: 2,
+                    url: "http://127.0.0.1:9".into(),
+                    weight: 1,
+                }],
+            }],
+            routes: vec![RouteConfig {
+                pool: "api".into(),
+                path_prefix: Some("/api".into()),
+                ..RouteConfig::default()
+            }],
             cache: CachePolicy { enabled: true, ttl_ms: 5_000, ..CachePolicy::default() },
             timeouts: Timeouts::default(),
         }
@@ -199,6 +246,22 @@ mod tests {
     }
 
     #[test]
+    fn version_1_files_without_pools_still_load() {
+        let dir = temp_dir("v1");
+        let store = FileStore::new(dir.join("state.json"));
+        let mut old: serde_json::Value = serde_json::to_value(sample()).unwrap();
+        old["version"] = 1.into();
+        let map = old.as_object_mut().unwrap();
+        map.remove("pools");
+        map.remove("routes");
+        std::fs::write(store.path(), old.to_string()).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert!(loaded.pools.is_empty() && loaded.routes.is_empty());
+        assert_eq!(loaded.backends, sample().backends);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn files_with_only_the_cache_switch_still_load() {
         let dir = temp_dir("old-cache");
         let store = FileStore::new(dir.join("state.json"));
@@ -218,7 +281,12 @@ mod tests {
         for bad in [
             "{not json".to_owned(),
             serde_json::to_string(&sample()).unwrap().replace("\"epoch\"", "\"epok\""),
-            serde_json::to_string(&sample()).unwrap().replace("\"version\":1", "\"version\":99"),
+            serde_json::to_string(&sample()).unwrap().replace("\"version\":2", "\"version\":99"),
+            serde_json::to_string(&sample()).unwrap().replace("\"id\":2", "\"id\":3"),
+            serde_json::to_string(&sample()).unwrap().replace("\"pool\":\"api\"", "\"pool\":\"x\""),
+            serde_json::to_string(&sample())
+                .unwrap()
+                .replace("\"name\":\"api\"", "\"name\":\"default\""),
             serde_json::to_string(&sample())
                 .unwrap()
                 .replace("\"next_backend_id\":4", "\"next_backend_id\":2"),

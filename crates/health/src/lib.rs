@@ -1,9 +1,10 @@
 //! Active health checks on their own thread, `lb-health`: a current-thread tokio runtime with
 //! one task per backend, never on a data-plane worker.
 //!
-//! The thread learns the backend set from `lb-control` (a watch channel the control thread
-//! updates after every epoch, see `ControlHandle::backends` in the control layer, handed over by the composition root): a backend that
-//! appears gets a checker task, one that disappears loses it. Results land in the backend's
+//! The thread learns the backend set of every pool from `lb-control` (a watch channel the
+//! control thread updates after every epoch, see `ControlHandle::backends` in the control
+//! layer, handed over by the composition root): a backend that appears gets a checker task,
+//! one that disappears loses it. Results land in the backend's
 //! shared [`BackendHealth`] (through its `Arc<Backend>`), which the pickers read with two
 //! relaxed loads (state, slow-start ramp). The thread republishes the `fulcrum_backend_up` and
 //! `fulcrum_health_checks_total` rows once per interval and at every state change, when it also
@@ -15,7 +16,7 @@ mod check;
 pub use check::{CheckTls, status_code};
 mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,8 +57,9 @@ struct Checker {
     changed: Arc<Notify>,
     backends: Vec<Arc<Backend>>,
     tasks: HashMap<BackendId, TaskHandle<()>>,
-    /// Per protocol (`http`, `h2c`): whether every backend of it is down (pickers fail open).
-    failing_open: [bool; 2],
+    /// Per pool and protocol (`http`, `h2c`): whether every backend of it is down (the pool's
+    /// pickers fail open). Only groups failing open are kept.
+    failing_open: HashSet<(Arc<str>, BackendProtocol)>,
 }
 
 impl Checker {
@@ -69,7 +71,7 @@ impl Checker {
             changed: Arc::new(Notify::new()),
             backends: Vec::new(),
             tasks: HashMap::new(),
-            failing_open: [false; 2],
+            failing_open: HashSet::new(),
         }
     }
 
@@ -136,6 +138,7 @@ impl Checker {
         let rows = self.backends.iter().map(|b| {
             let s = b.health.snapshot(now);
             HealthRow {
+                pool: b.pool.to_string(),
                 url: b.url.url.clone(),
                 up: s.state != HealthState::Down,
                 checks_ok: s.counters.checks_ok,
@@ -143,24 +146,33 @@ impl Checker {
             }
         });
         self.metrics.publish(rows.collect());
-        for (slot, protocol, name) in
-            [(0, BackendProtocol::Http1, "http"), (1, BackendProtocol::H2c, "h2c")]
-        {
-            let mut group = self.backends.iter().filter(|b| b.url.protocol == protocol).peekable();
-            let all_down = group.peek().is_some() && group.all(|b| b.health.is_down());
-            if all_down == self.failing_open[slot] {
-                continue;
-            }
-            self.failing_open[slot] = all_down;
-            if all_down {
-                warn!(
-                    "every backend is down: failing open, requests go to all of them",
-                    protocol = name
-                );
-            } else {
-                info!("a backend is up again: fail-open over", protocol = name);
-            }
+        let mut groups: Vec<(Arc<str>, BackendProtocol)> =
+            self.backends.iter().map(|b| (b.pool.clone(), b.url.protocol)).collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0).then((a.1 as u8).cmp(&(b.1 as u8))));
+        groups.dedup();
+        let all_down = |(pool, protocol): &(Arc<str>, BackendProtocol)| {
+            self.backends
+                .iter()
+                .filter(|b| b.pool == *pool && b.url.protocol == *protocol)
+                .all(|b| b.health.is_down())
+        };
+        let down: HashSet<(Arc<str>, BackendProtocol)> =
+            groups.into_iter().filter(|g| all_down(g)).collect();
+        for (pool, protocol) in down.difference(&self.failing_open) {
+            warn!(
+                "every backend is down: failing open, requests go to all of them",
+                pool = pool,
+                protocol = protocol_name(*protocol)
+            );
         }
+        for (pool, protocol) in self.failing_open.difference(&down) {
+            info!(
+                "a backend is up again: fail-open over",
+                pool = pool,
+                protocol = protocol_name(*protocol)
+            );
+        }
+        self.failing_open = down;
     }
 }
 
@@ -190,6 +202,7 @@ async fn check_loop(
         match transition {
             Some(Transition { from, to: HealthState::Down }) => warn!(
                 "backend down: active health check failed",
+                pool = backend.pool,
                 backend = backend.url,
                 from = from.as_str(),
                 to = "down",
@@ -202,6 +215,7 @@ async fn check_loop(
                 health.start_slow_start(now_ms(), slow_start_ms);
                 info!(
                     "backend up: active health check passed",
+                    pool = backend.pool,
                     backend = backend.url,
                     from = from.as_str(),
                     to = to.as_str(),
@@ -220,4 +234,12 @@ async fn check_loop(
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The log name of a backend protocol.
+fn protocol_name(protocol: BackendProtocol) -> &'static str {
+    match protocol {
+        BackendProtocol::Http1 => "http",
+        BackendProtocol::H2c => "h2c",
+    }
 }

@@ -8,6 +8,8 @@ use fulcrum_telemetry::{Collect, Encoder, Kind};
 /// What `lb-health` publishes about one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HealthRow {
+    /// The backend's pool (label value).
+    pub pool: String,
     /// Backend URL (label value).
     pub url: String,
     /// `false` only while the active checks hold the backend down.
@@ -45,13 +47,15 @@ impl Collect for HealthMetrics {
             "0 while active health checks hold the backend down, 1 otherwise (up or not yet checked).",
         );
         for r in rows.iter() {
-            out.sample("fulcrum_backend_up", &[("backend", &r.url)], u8::from(r.up));
+            let labels = [("pool", r.pool.as_str()), ("backend", r.url.as_str())];
+            out.sample("fulcrum_backend_up", &labels, u8::from(r.up));
         }
         let name = "fulcrum_health_checks_total";
         out.family(name, Kind::Counter, "Active health checks by result.");
         for r in rows.iter() {
             for (result, n) in [("ok", r.checks_ok), ("failed", r.checks_failed)] {
-                out.sample(name, &[("backend", &r.url), ("result", result)], n);
+                let labels = [("pool", r.pool.as_str()), ("backend", &r.url), ("result", result)];
+                out.sample(name, &labels, n);
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The one attempt loop, for every request whatever the client's and the backend's protocol:
-//! pick a backend, let the protocol acquire a connection or stream and send one attempt,
+//! pick a backend of the pool the request was routed to, let the protocol acquire a connection or stream and send one attempt,
 //! classify how it failed, and decide on a retry. Runs on the worker's thread, inside the
 //! request's task.
 //!
@@ -22,7 +22,7 @@
 use fulcrum_config::BackendProtocol;
 use fulcrum_util::now_ms;
 
-use crate::ctx::{WorkerCtx, WorkerEpoch};
+use crate::ctx::{WorkerCtx, WorkerPool};
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
 use crate::retry::RetryReason;
@@ -74,7 +74,7 @@ pub(crate) trait Forward {
     /// Whether everything sent so far is still in hand, so the request can be sent again.
     fn replayable(&self) -> bool;
 
-    /// One attempt on `up` (backend `index` of the pinned epoch): acquire a connection or a
+    /// One attempt on `up` (backend `index` of the routed pool): acquire a connection or a
     /// stream (a new connection when `fresh`), send, relay the answer.
     async fn attempt(
         &mut self,
@@ -111,10 +111,11 @@ impl Tried {
     }
 }
 
-/// Sends a request until an attempt succeeds or the rules above say stop.
+/// Sends a request to a backend of `pool` (of the pinned epoch) until an attempt succeeds or
+/// the rules above say stop.
 pub(crate) async fn forward<P: Forward>(
     ctx: &WorkerCtx,
-    epoch: &WorkerEpoch,
+    pool: &WorkerPool,
     note: &ExchangeNote,
     request: &mut P,
 ) -> Result<P::Output, P::Failure> {
@@ -132,11 +133,11 @@ pub(crate) async fn forward<P: Forward>(
         let picking = note.phase("pick");
         let fresh = fresh_on.is_some();
         let picked = match fresh_on.take() {
-            Some(i) => epoch.upstreams.get(i).map(|up| (i, &**up)),
+            Some(i) => pool.upstreams.get(i).map(|up| (i, &**up)),
             // After a reset, the backends already tried are used again once every other one
             // was: better the same backend than no retry.
-            None => pick(ctx, epoch, request, &tried).or_else(|| match &last {
-                Some((_, RetryReason::Reset)) => pick(ctx, epoch, request, &unreachable),
+            None => pick(pool, request, &tried).or_else(|| match &last {
+                Some((_, RetryReason::Reset)) => pick(pool, request, &unreachable),
                 _ => None,
             }),
         };
@@ -203,12 +204,11 @@ pub(crate) async fn forward<P: Forward>(
 /// Picks a backend that can serve `request`, not in `skip` and not ejected, preferring those the
 /// active health checks have not taken out (failing open when every candidate is down).
 fn pick<'e, P: Forward>(
-    ctx: &WorkerCtx,
-    epoch: &'e WorkerEpoch,
+    pool: &'e WorkerPool,
     request: &P,
     skip: &Tried,
 ) -> Option<(usize, &'e Upstream)> {
-    let ups = &epoch.upstreams;
+    let ups = &pool.upstreams;
     let now = now_ms();
     let excluded = |i: usize| {
         skip.contains(i)
@@ -216,7 +216,6 @@ fn pick<'e, P: Forward>(
             || ups[i].stats.is_ejected(now)
     };
     let health = |i: usize| &ups[i].backend.health;
-    let algorithm = epoch.epoch.algorithm;
-    let i = ctx.picker.pick_healthy(algorithm, epoch.weighted, ups, excluded, health, now)?;
+    let i = pool.picker.pick_healthy(pool.algorithm, pool.weighted, ups, excluded, health, now)?;
     Some((i, &*ups[i]))
 }

@@ -1,6 +1,6 @@
-//! Everything one worker owns for the data path ([`WorkerCtx`]): the epoch it runs, its view of
-//! every backend, its picker, retry budget, cache shard and telemetry, and the counts that
-//! bound it (connections, requests in progress). Lives in an `Rc` on the worker's thread;
+//! Everything one worker owns for the data path ([`WorkerCtx`]): the epoch it runs with its view
+//! of every pool ([`WorkerPool`]: backends, picker, metrics), its retry budget, cache shard and
+//! telemetry, and the counts that bound it (connections, requests in progress). Lives in an `Rc` on the worker's thread;
 //! never shared. The worker layer above drives it: accept loop, epoch inbox, ticker.
 
 use std::cell::{Cell, RefCell};
@@ -13,40 +13,86 @@ use std::time::Duration;
 
 use fulcrum_balance::Picker;
 use fulcrum_cache::CacheMetrics;
-use fulcrum_config::{Config, Http2Config, Limits, PoolConfig};
+use fulcrum_config::{Algorithm, Config, DEFAULT_POOL, Http2Config, Limits, PoolConfig};
 use fulcrum_http::h1::MAX_HEADERS;
-use fulcrum_model::{BackendId, Epoch};
+use fulcrum_model::{BackendId, Epoch, Routed};
 use fulcrum_telemetry::error;
 use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
 use fulcrum_util::{CatchUnwind, Event, EventWait, Notified, Notify, now_ms};
 use monoio::net::TcpStream;
 
-use crate::exchange::{WorkerTelemetry, WorkerTelemetrySpec};
-use crate::metrics::{ProxyMetrics, RequestSlot, TlsOutcome};
+use crate::exchange::{Target, WorkerTelemetry, WorkerTelemetrySpec};
+use crate::metrics::{PoolMetrics, ProxyMetrics, TlsOutcome};
 use crate::retry::Retries;
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamTls};
 use crate::worker_cache::WorkerCache;
 
-/// An epoch as installed on one worker: the shared epoch plus this worker's view of each
-/// backend, in the epoch's order.
+/// An epoch as installed on one worker: the shared epoch plus this worker's view of each of its
+/// pools, in the epoch's order (`default` first).
 #[derive(Debug)]
 pub struct WorkerEpoch {
     /// The shared, immutable epoch.
     pub epoch: Arc<Epoch>,
-    /// This worker's per-backend state, index-aligned with `epoch.backends`.
+    pools: Box<[WorkerPool]>,
+}
+
+impl WorkerEpoch {
+    /// The pool a routing decision of this epoch names (`default` for an index this epoch
+    /// does not have, which its own route table never yields).
+    #[inline]
+    pub fn pool(&self, routed: &Routed) -> &WorkerPool {
+        self.pools.get(routed.pool).unwrap_or(&self.pools[0])
+    }
+
+    /// Every pool, `default` first.
+    pub fn pools(&self) -> &[WorkerPool] {
+        &self.pools
+    }
+}
+
+/// One pool as one worker runs it: its backends' per-worker state, its picker and metrics.
+#[derive(Debug)]
+pub struct WorkerPool {
+    /// The pool's name.
+    pub name: Arc<str>,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// This worker's per-backend state, index-aligned with the pool's backends.
     pub upstreams: Vec<Rc<Upstream>>,
     /// Whether the backends' weights differ, so the pickers weigh them (computed once here,
     /// not per request).
     pub weighted: bool,
+    /// The pool's selection state on this worker (kept across epochs).
+    pub picker: Rc<Picker>,
+    metrics: Arc<PoolMetrics>,
 }
 
-impl WorkerEpoch {
-    /// This worker's metrics slot and the URL of the backend at `index` (as noted by an
-    /// exchange), for the access log and the per-backend metrics.
-    pub fn metrics_of(&self, index: Option<usize>) -> Option<(&RequestSlot, &str)> {
-        let up = self.upstreams.get(index?)?;
-        Some((up.slot(), up.backend.url.url.as_str()))
+impl WorkerPool {
+    /// Where an exchange routed here by `route` went, given the backend `index` it noted:
+    /// the metrics slot and URL of that backend, or the pool's `none` row.
+    pub fn target(&self, worker: usize, route: Option<u32>, index: Option<usize>) -> Target<'_> {
+        match index.and_then(|i| self.upstreams.get(i)) {
+            Some(up) => Target {
+                pool: &self.name,
+                route,
+                slot: up.slot(),
+                backend: Some(up.backend.url.url.as_str()),
+            },
+            None => Target {
+                pool: &self.name,
+                route,
+                slot: self.metrics.no_backend(worker),
+                backend: None,
+            },
+        }
     }
+}
+
+/// What a worker keeps of a pool across epochs: its picker (cursor, RNG) and metrics.
+#[derive(Debug, Clone)]
+struct PoolState {
+    picker: Rc<Picker>,
+    metrics: Arc<PoolMetrics>,
 }
 
 /// The process-wide pieces every worker's context shares.
@@ -87,8 +133,6 @@ pub struct WorkerCtx {
     pub limits: Limits,
     /// HTTP/2 limits and windows (`[http2]`).
     pub http2: Http2Config,
-    /// Per-worker selection state.
-    pub picker: Picker,
     /// When failed upstream attempts are tried again, and this worker's retry budget.
     pub retries: Retries,
     /// Access log producer, metrics and tracing for this worker.
@@ -102,6 +146,8 @@ pub struct WorkerCtx {
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
     upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
+    /// Every pool this worker knows, by name, kept across epochs.
+    pool_states: RefCell<HashMap<Arc<str>, PoolState>>,
     /// Fired when the worker starts draining.
     drain: Event,
     busy: Cell<usize>,
@@ -189,7 +235,6 @@ impl WorkerCtx {
             index,
             limits,
             http2: config.http2,
-            picker: Picker::new(0x9e37_79b9_7f4a_7c15 ^ index as u64),
             retries: Retries::new(&config.retries, index, shared.metrics.retries.clone()),
             telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
             cache: WorkerCache::new(index, workers, shared.cache_metrics.clone()),
@@ -204,10 +249,10 @@ impl WorkerCtx {
             stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
-                upstreams: Vec::new(),
-                weighted: false,
+                pools: Box::default(),
             })),
             upstreams: RefCell::new(HashMap::new()),
+            pool_states: RefCell::new(HashMap::new()),
             drain: Event::default(),
             busy: Cell::new(0),
             open_connections: Cell::new(0),
@@ -232,36 +277,65 @@ impl WorkerCtx {
         self.stats_publish
     }
 
-    /// Installs a new epoch: reuses this worker's state for backends it already knew, creates
-    /// it for new ones, and retires removed ones (idle connections close; requests in flight
-    /// keep their `Rc` and finish).
+    /// Installs a new epoch: reuses this worker's state for backends and pools it already
+    /// knew, creates it for new ones, and retires removed backends (idle connections close;
+    /// requests in flight keep their `Rc` and finish) and pools.
     pub fn install(&self, epoch: Arc<Epoch>) {
         let mut known = self.upstreams.borrow_mut();
-        let upstreams: Vec<Rc<Upstream>> = epoch
-            .backends
+        let mut states = self.pool_states.borrow_mut();
+        let pools: Box<[WorkerPool]> = epoch
+            .pools()
             .iter()
-            .map(|b| {
-                known
-                    .entry(b.id)
-                    .or_insert_with(|| {
-                        let metrics = self.telemetry.metrics.backend(b);
-                        let tls = self.upstream_tls.clone();
-                        Rc::new(Upstream::new(b.clone(), self.upstream_settings, metrics, tls))
+            .map(|pool| {
+                let upstreams: Vec<Rc<Upstream>> = pool
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        known
+                            .entry(b.id)
+                            .or_insert_with(|| {
+                                let metrics = self.telemetry.metrics.backend(b);
+                                let tls = self.upstream_tls.clone();
+                                Rc::new(Upstream::new(
+                                    b.clone(),
+                                    self.upstream_settings,
+                                    metrics,
+                                    tls,
+                                ))
+                            })
+                            .clone()
                     })
-                    .clone()
+                    .collect();
+                let state = states
+                    .entry(pool.name.clone())
+                    .or_insert_with(|| PoolState {
+                        picker: Rc::new(Picker::new(picker_seed(self.index, &pool.name))),
+                        metrics: self.telemetry.metrics.pool(&pool.name),
+                    })
+                    .clone();
+                let weighted =
+                    pool.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
+                WorkerPool {
+                    name: pool.name.clone(),
+                    algorithm: pool.algorithm,
+                    upstreams,
+                    weighted,
+                    picker: state.picker,
+                    metrics: state.metrics,
+                }
             })
             .collect();
         known.retain(|id, up| {
-            let keep = epoch.backends.iter().any(|b| b.id == *id);
+            let keep = epoch.backends().any(|b| b.id == *id);
             if !keep {
                 up.retire();
             }
             keep
         });
-        self.cache.reconcile(&epoch.cache, epoch.cache_generation);
+        states.retain(|name, _| epoch.pool(name).is_some());
+        self.cache.reconcile(epoch.shard_policy(), epoch.cache_generation);
         self.telemetry.worker().epoch.set(i64::try_from(epoch.id).unwrap_or(i64::MAX));
-        let weighted = epoch.backends.windows(2).any(|pair| pair[0].weight != pair[1].weight);
-        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, upstreams, weighted });
+        *self.current.borrow_mut() = Rc::new(WorkerEpoch { epoch, pools });
     }
 
     /// Whether the worker is shutting down (finish the current request, then close).
@@ -364,7 +438,7 @@ impl WorkerCtx {
         let now = now_ms();
         let current = self.current_epoch();
         let max_age = Duration::from_millis(self.upstream_settings.pool.idle_timeout_ms);
-        for up in &current.upstreams {
+        for up in current.pools.iter().flat_map(|p| p.upstreams.iter()) {
             up.stats.publish(now);
             if evict {
                 up.evict_idle(max_age);
@@ -388,4 +462,17 @@ impl WorkerCtx {
             }
         });
     }
+}
+
+/// A picker seed for `pool` on worker `worker`, so workers and pools do not move in lockstep
+/// (`default` keeps the seed the single picker had before pools).
+fn picker_seed(worker: usize, pool: &str) -> u64 {
+    let base = 0x9e37_79b9_7f4a_7c15 ^ worker as u64;
+    if pool == DEFAULT_POOL {
+        return base;
+    }
+    // FNV-1a over the name.
+    base ^ pool
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

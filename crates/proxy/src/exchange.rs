@@ -137,18 +137,16 @@ impl WorkerTelemetry {
         }
     }
 
-    /// Ends an exchange: counts it against `backend` (this worker's metrics slot for it and
-    /// its URL; `None` when no backend answered) and queues its access record. `status` is
-    /// what the client got.
-    pub fn finish(&self, log: ExchangeLog, backend: Option<(&RequestSlot, &str)>, status: u16) {
+    /// Ends an exchange: counts it in `target`'s metrics slot and queues its access record.
+    /// `status` is what the client got.
+    pub fn finish(&self, log: ExchangeLog, target: Target<'_>, status: u16) {
         let ExchangeLog { capture, note } = log;
         let duration_us = note.start.elapsed().as_micros() as u64;
-        match backend {
-            Some((m, _)) => m.record(status, duration_us),
-            None => self.metrics.no_backend(self.index).record(status, duration_us),
-        }
+        target.slot.record(status, duration_us);
         if let (Some(mut r), Some(p)) = (capture.record, &self.producer) {
-            if let Some((_, url)) = backend {
+            r.pool.push_str(target.pool);
+            r.route = target.route;
+            if let Some(url) = target.backend {
                 r.backend_url.push_str(url);
             }
             r.status = status;
@@ -163,6 +161,19 @@ impl WorkerTelemetry {
         }
         note.trace.note("status", || status.to_string());
     }
+}
+
+/// Where an exchange went: its pool and route, and the metrics slot it counts in.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The pool's name.
+    pub pool: &'a str,
+    /// The index of the route that chose it (`None`: the fallback to `default`).
+    pub route: Option<u32>,
+    /// This worker's slot of the backend that answered, or of the pool's `none` row.
+    pub slot: &'a RequestSlot,
+    /// The backend's URL, when one answered.
+    pub backend: Option<&'a str>,
 }
 
 /// What the proxy notes about one exchange while it runs: the request body as it streams
@@ -245,7 +256,7 @@ impl ExchangeNote {
         }
     }
 
-    /// The request is being sent to backend `index` (in the pinned epoch's backends).
+    /// The request is being sent to backend `index` (in its pool's backends).
     #[inline]
     pub fn set_backend(&self, index: usize) {
         self.backend.set(Some(index));

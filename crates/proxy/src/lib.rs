@@ -8,8 +8,9 @@
 //! accept -> serve_connection -> HTTP/2 preface? -> h2::server -> one task per stream ─┐
 //!                             -> otherwise      -> h1::serve  -> one exchange at a time┤
 //!                                                                                      v
-//!     pin the epoch -> (cache lookup) -> attempt loop: pick, acquire, send one attempt,
-//!     classify the failure, retry within the budget -> stream the response back -> log
+//!     pin the epoch -> route to a pool -> (cache lookup) -> attempt loop: pick in the pool,
+//!     acquire, send one attempt, classify the failure, retry within the budget -> stream the
+//!     response back -> log
 //! ```
 //!
 //! A new client protocol supplies its "send one attempt" step (`attempt::Forward`); a new
@@ -23,6 +24,7 @@ mod h1;
 mod h2;
 mod metrics;
 mod retry;
+mod route;
 mod transport;
 mod upstream;
 mod worker_cache;
@@ -36,10 +38,10 @@ use fulcrum_util::{ReadBuf, Rewind};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 
-pub use ctx::{ConnectionSlot, HandshakeSlot, Shared, WorkerCtx, WorkerEpoch};
+pub use ctx::{ConnectionSlot, HandshakeSlot, Shared, WorkerCtx, WorkerEpoch, WorkerPool};
 pub use error::{ProxyError, QueueError, Side};
-pub use exchange::WorkerTelemetrySpec;
-pub use metrics::ProxyMetrics;
+pub use exchange::{Target, WorkerTelemetrySpec};
+pub use metrics::{PoolMetrics, ProxyMetrics};
 pub use transport::ConnInfo;
 pub use upstream::UpstreamTls;
 

@@ -1,6 +1,7 @@
-//! The data path's metrics, beside it: requests and latency per backend, in-flight requests,
-//! upstream connections and queues, passive health, client connections, and the worker-level
-//! counters. Workers write their own slots as things happen (see `fulcrum_telemetry::metrics`);
+//! The data path's metrics, beside it: requests and latency per pool and backend, in-flight
+//! requests, upstream connections and queues, passive health, client connections, and the
+//! worker-level counters. Every per-backend series carries its pool (`pool`, `backend`), and
+//! each pool has a `backend="none"` row for its requests that reached no backend. Workers write their own slots as things happen (see `fulcrum_telemetry::metrics`);
 //! a scrape on `lb-admin` sums them. Nothing is published on a timer.
 
 use std::sync::{Arc, Mutex, Weak};
@@ -75,6 +76,23 @@ impl BackendMetrics {
     }
 }
 
+/// The metrics of one pool that belong to none of its backends: the requests routed to it that
+/// reached no backend. Each worker's view of the pool holds an `Arc`; the series go with the
+/// last one (the pool was deleted and its requests finished).
+#[derive(Debug)]
+pub struct PoolMetrics {
+    name: Arc<str>,
+    no_backend: PerWorker<RequestSlot>,
+}
+
+impl PoolMetrics {
+    /// Worker `worker`'s slot for requests that reached no backend of the pool.
+    #[inline]
+    pub fn no_backend(&self, worker: usize) -> &RequestSlot {
+        self.no_backend.get(worker)
+    }
+}
+
 /// One worker's counters that belong to no backend.
 #[derive(Debug, Default)]
 pub struct WorkerSlot {
@@ -135,7 +153,7 @@ impl WorkerSlot {
 pub struct ProxyMetrics {
     workers: usize,
     backends: Mutex<Vec<Weak<BackendMetrics>>>,
-    no_backend: PerWorker<RequestSlot>,
+    pools: Mutex<Vec<Weak<PoolMetrics>>>,
     worker: PerWorker<WorkerSlot>,
     /// Retries and retry-budget refusals.
     pub retries: Arc<RetryMetrics>,
@@ -147,7 +165,7 @@ impl ProxyMetrics {
         Self {
             workers,
             backends: Mutex::new(Vec::new()),
-            no_backend: PerWorker::new(workers),
+            pools: Mutex::new(Vec::new()),
             worker: PerWorker::new(workers),
             retries: Arc::new(RetryMetrics::new(workers)),
         }
@@ -176,10 +194,30 @@ impl ProxyMetrics {
         made
     }
 
-    /// Worker `worker`'s slot for requests that reached no backend.
-    #[inline]
-    pub fn no_backend(&self, worker: usize) -> &RequestSlot {
-        self.no_backend.get(worker)
+    /// The metrics of pool `name`, shared by every worker's view of it (taken on epoch
+    /// installs, never per request).
+    pub fn pool(&self, name: &Arc<str>) -> Arc<PoolMetrics> {
+        let make = || {
+            Arc::new(PoolMetrics { name: name.clone(), no_backend: PerWorker::new(self.workers) })
+        };
+        let Ok(mut list) = self.pools.lock() else { return make() };
+        list.retain(|w| w.strong_count() > 0);
+        if let Some(found) = list.iter().filter_map(Weak::upgrade).find(|m| m.name == *name) {
+            return found;
+        }
+        let made = make();
+        list.push(Arc::downgrade(&made));
+        made
+    }
+
+    fn live_pools(&self) -> Vec<Arc<PoolMetrics>> {
+        let mut live: Vec<Arc<PoolMetrics>> = match self.pools.lock() {
+            Ok(list) => list.iter().filter_map(Weak::upgrade).collect(),
+            Err(_) => Vec::new(),
+        };
+        live.sort_by(|a, b| a.name.cmp(&b.name));
+        live.dedup_by(|a, b| a.name == b.name);
+        live
     }
 
     /// Worker `worker`'s own counters.
@@ -227,28 +265,36 @@ fn gauge_sum(slots: &PerWorker<RequestSlot>, value: impl Fn(&RequestSlot) -> &Ga
 impl Collect for ProxyMetrics {
     fn collect(&self, out: &mut Encoder) {
         let backends = self.live_backends();
+        let pools = self.live_pools();
         let now = now_ms();
-        let mut rows: Vec<(&str, Merged)> =
-            backends.iter().map(|b| (b.backend.url.url.as_str(), merge(&b.slots))).collect();
-        rows.push(("none", merge(&self.no_backend)));
+        let mut rows: Vec<(&str, &str, Merged)> = backends
+            .iter()
+            .map(|b| (&*b.backend.pool, b.backend.url.url.as_str(), merge(&b.slots)))
+            .collect();
+        rows.extend(pools.iter().map(|p| (&*p.name, "none", merge(&p.no_backend))));
 
         let name = "fulcrum_requests_total";
         out.family(
             name,
             Kind::Counter,
-            "Proxied requests by backend (\"none\": no backend reached) and status class.",
+            "Proxied requests by pool, backend (\"none\": no backend reached) and status class.",
         );
-        for (url, m) in &rows {
+        for (pool, url, m) in &rows {
             for (class, n) in CLASSES.iter().zip(m.classes) {
                 if n > 0 || *class != "other" {
-                    out.sample(name, &[("backend", url), ("class", class)], n);
+                    out.sample(name, &[("pool", pool), ("backend", url), ("class", class)], n);
                 }
             }
         }
         let name = "fulcrum_request_duration_seconds";
-        out.family(name, Kind::Histogram, "Time from request head to response sent, by backend.");
-        for (url, m) in &rows {
-            out.histogram(name, &[("backend", url)], &LATENCY_BUCKETS_US, 1e6, &m.counts, m.sum_us);
+        out.family(
+            name,
+            Kind::Histogram,
+            "Time from request head to response sent, by pool and backend.",
+        );
+        for (pool, url, m) in &rows {
+            let labels = [("pool", *pool), ("backend", *url)];
+            out.histogram(name, &labels, &LATENCY_BUCKETS_US, 1e6, &m.counts, m.sum_us);
         }
         let snapshots: Vec<_> = backends.iter().map(|b| b.backend.stats.snapshot(now)).collect();
         let per_backend: [PerBackend<'_>; 5] = [
@@ -283,7 +329,8 @@ impl Collect for ProxyMetrics {
         for (name, kind, help, value) in per_backend {
             out.family(name, kind, help);
             for (i, b) in backends.iter().enumerate() {
-                out.sample(name, &[("backend", &b.backend.url.url)], value(i));
+                let labels = [("pool", &*b.backend.pool), ("backend", b.backend.url.url.as_str())];
+                out.sample(name, &labels, value(i));
             }
         }
         self.retries.collect(out);
@@ -352,7 +399,7 @@ mod tests {
 
     fn backend(id: BackendId, port: u16) -> Arc<Backend> {
         let url = BackendUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        Arc::new(Backend::new(id, url, 1, 2))
+        Arc::new(Backend::new(id, "api".into(), url, 1, 2))
     }
 
     #[test]
@@ -364,24 +411,32 @@ mod tests {
         assert!(Arc::ptr_eq(&w0, &w1));
         w0.slot(0).record(200, 400);
         w1.slot(1).record(503, 3000);
-        m.no_backend(0).record(503, 10);
+        let pool = m.pool(&"api".into());
+        assert!(Arc::ptr_eq(&pool, &m.pool(&"api".into())));
+        pool.no_backend(0).record(503, 10);
         let text = {
             let r = fulcrum_telemetry::Registry::default();
             let m = Arc::new(m);
             r.register(m.clone());
             let text = r.render();
-            drop((w0, w1));
-            assert!(!r.render().contains("127.0.0.1:9001"), "gone with the last view");
+            drop((w0, w1, pool));
+            let after = r.render();
+            assert!(!after.contains("127.0.0.1:9001"), "gone with the last view");
+            assert!(!after.contains("pool=\"api\""), "gone with the last view");
             text
         };
-        let backend_label = "backend=\"http://127.0.0.1:9001\"";
+        let backend_label = "pool=\"api\",backend=\"http://127.0.0.1:9001\"";
         assert!(
             text.contains(&format!("fulcrum_requests_total{{{backend_label},class=\"2xx\"}} 1\n"))
         );
         assert!(
             text.contains(&format!("fulcrum_requests_total{{{backend_label},class=\"5xx\"}} 1\n"))
         );
-        assert!(text.contains("fulcrum_requests_total{backend=\"none\",class=\"5xx\"} 1\n"));
+        assert!(
+            text.contains(
+                "fulcrum_requests_total{pool=\"api\",backend=\"none\",class=\"5xx\"} 1\n"
+            )
+        );
         assert!(
             text.contains(&format!(
                 "fulcrum_request_duration_seconds_count{{{backend_label}}} 2\n"

@@ -76,6 +76,10 @@ pub struct AccessRecord {
     pub method: String,
     /// Request target as received (path and query).
     pub path: String,
+    /// The pool the request was routed to (`default` when no route matched).
+    pub pool: String,
+    /// The index of the route that matched, or `None` for the fallback to `default`.
+    pub route: Option<u32>,
     /// The backend URL; empty when the request reached none (see [`backend`](Self::backend)).
     pub backend_url: String,
     /// HTTP status sent to the client (499: the client went away before any response).
@@ -135,6 +139,8 @@ impl AccessRecord {
     pub fn clear(&mut self) {
         self.method.clear();
         self.path.clear();
+        self.pool.clear();
+        self.route = None;
         self.backend_url.clear();
         self.body.clear();
         self.status = 0;

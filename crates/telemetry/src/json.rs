@@ -51,6 +51,13 @@ impl<W: Write> JsonLinesSink<W> {
         push_str(line, record.method.as_bytes());
         line.extend_from_slice(b",\"path\":");
         push_str(line, record.path.as_bytes());
+        line.extend_from_slice(b",\"pool\":");
+        push_str(line, record.pool.as_bytes());
+        line.extend_from_slice(b",\"route\":");
+        match record.route {
+            Some(index) => push_u64(line, u64::from(index)),
+            None => line.extend_from_slice(b"null"),
+        }
         line.extend_from_slice(b",\"backend\":");
         match record.backend() {
             Some(url) => push_str(line, url.as_bytes()),
@@ -227,6 +234,8 @@ mod tests {
             epoch: 7,
             method: "POST".into(),
             path: "/a?q=\"x\"".into(),
+            pool: "api".into(),
+            route: Some(3),
             status: 200,
             body: vec![0, 1, 2, 255],
             body_bytes: 10,
@@ -238,12 +247,17 @@ mod tests {
         assert_eq!(v["ts"], "2026-01-01T00:00:00.000042Z");
         assert_eq!(v["path"], "/a?q=\"x\"");
         assert_eq!(v["backend"], serde_json::Value::Null);
+        assert_eq!((&v["pool"], &v["route"]), (&"api".into(), &3.into()));
         assert_eq!(v["body"], "AAEC/w==");
         assert_eq!(v["body_encoding"], "base64");
         assert_eq!(v["body_truncated"], true);
         assert_eq!(v["cache"], "off");
         assert!(v.get("grpc_status").is_none());
-        assert_eq!(v.as_object().unwrap().len(), 16);
+        assert_eq!(v.as_object().unwrap().len(), 18);
+        let mut line = Vec::new();
+        sink.format(&AccessRecord { route: None, ..record }, &mut line);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["route"], serde_json::Value::Null);
     }
 
     #[test]

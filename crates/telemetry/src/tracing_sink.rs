@@ -57,6 +57,8 @@ impl AccessSink for TracingSink {
                 epoch = r.epoch,
                 method = r.method.as_str(),
                 path = r.path.as_str(),
+                pool = r.pool.as_str(),
+                route = r.route,
                 backend = r.backend(),
                 status = r.status,
                 grpc_status = r.grpc_status,
@@ -93,6 +95,7 @@ struct JsonSubscriber {
 struct JsonVisitor<'a> {
     line: &'a mut Vec<u8>,
     saw_backend: bool,
+    saw_route: bool,
 }
 
 impl JsonVisitor<'_> {
@@ -102,8 +105,10 @@ impl JsonVisitor<'_> {
         }
         let _ = serde_json::to_writer(&mut *self.line, field.name());
         self.line.push(b':');
-        if field.name() == "backend" {
-            self.saw_backend = true;
+        match field.name() {
+            "backend" => self.saw_backend = true,
+            "route" => self.saw_route = true,
+            _ => {}
         }
     }
 }
@@ -147,11 +152,16 @@ impl Subscriber for JsonSubscriber {
         let Ok(mut line) = self.line.lock() else { return };
         line.clear();
         line.push(b'{');
-        let mut visitor = JsonVisitor { line: &mut line, saw_backend: false };
+        let mut visitor = JsonVisitor { line: &mut line, saw_backend: false, saw_route: false };
         event.record(&mut visitor);
-        // `tracing` skips `None` fields; the record schema has `"backend": null` instead.
-        if !visitor.saw_backend {
+        // `tracing` skips `None` fields; the record schema has `"backend": null` (and
+        // `"route": null`) instead.
+        let (saw_backend, saw_route) = (visitor.saw_backend, visitor.saw_route);
+        if !saw_backend {
             line.extend_from_slice(b",\"backend\":null");
+        }
+        if !saw_route {
+            line.extend_from_slice(b",\"route\":null");
         }
         line.extend_from_slice(b"}\n");
         if let Ok(mut out) = self.out.lock() {

@@ -299,7 +299,9 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let state = self.state.clone();
         match req.uri().path() {
-            "/echo.Echo/Unary" => {
+            // `echo.Mirror` is the same unary method under a second service name, so one
+            // backend serves two services (routing tests send them to different pools).
+            "/echo.Echo/Unary" | "/echo.Mirror/Unary" => {
                 Box::pin(async move { Ok(grpc().unary(Unary(state), req).await) })
             }
             "/echo.Echo/ServerStream" => {

@@ -114,6 +114,14 @@ impl GrpcClient {
         Ok(self.unary(Request::new(msg(message))).await?.into_inner())
     }
 
+    /// A unary call with `message` to `/<service>/Unary` (`echo.Echo` or `echo.Mirror`).
+    pub async fn say_to(&mut self, service: &str, message: &str) -> Result<EchoReply, Status> {
+        self.0.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
+        let path = PathAndQuery::try_from(format!("/{service}/Unary")).unwrap();
+        let res = self.0.unary(Request::new(msg(message)), path, ProstCodec::default()).await;
+        Ok(res?.into_inner())
+    }
+
     pub async fn server_stream(
         &mut self,
         req: EchoRequest,

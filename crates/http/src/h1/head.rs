@@ -157,6 +157,33 @@ pub fn parse_request(
     client: &Forwarded<'_>,
     out: &mut Vec<u8>,
 ) -> Parsed<RequestInfo> {
+    Ok(parse_request_with(input, max_headers, client, out, |_| ())?.map(|(info, ())| info))
+}
+
+/// The parsed parts of a valid request head, lent to [`parse_request_with`]'s `inspect` while
+/// the parser's field storage is still alive (the proxy routes on them: no second parse, no
+/// copy).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'h> {
+    /// The method.
+    pub method: &'h str,
+    /// The request target as received.
+    pub target: &'h str,
+    /// The `Host` field's value, if any.
+    pub host: Option<&'h [u8]>,
+    /// Every header field as received.
+    pub headers: &'h [httparse::Header<'h>],
+}
+
+/// [`parse_request`] that also hands the parsed head to `inspect` once it is complete and
+/// valid, and returns what `inspect` made of it with the request's facts.
+pub fn parse_request_with<R>(
+    input: &[u8],
+    max_headers: usize,
+    client: &Forwarded<'_>,
+    out: &mut Vec<u8>,
+    inspect: impl FnOnce(&RequestHead<'_>) -> R,
+) -> Parsed<(RequestInfo, R)> {
     let mut storage = header_storage();
     let mut req = httparse::Request::new(&mut []);
     let status = httparse::ParserConfig::default()
@@ -186,7 +213,7 @@ pub fn parse_request(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
-    let mut has_host = false;
+    let mut host = None;
     let mut expect_continue = false;
     for h in headers {
         let name = h.name;
@@ -206,16 +233,17 @@ pub fn parse_request(
             continue;
         }
         if name.eq_ignore_ascii_case("host") {
-            if has_host {
+            if host.is_some() {
                 return Err(HeadError::Malformed("more than one Host"));
             }
-            has_host = true;
+            host = Some(h.value);
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
             continue;
         }
         push_header(out, name.as_bytes(), h.value);
     }
+    let has_host = host.is_some();
     if !http10 && !has_host {
         return Err(HeadError::Malformed("HTTP/1.1 request without Host"));
     }
@@ -234,7 +262,8 @@ pub fn parse_request(
     out.extend_from_slice(client.proto.as_bytes());
     out.extend_from_slice(b"\r\nvia: 1.1 fulcrum\r\n");
     push_framing(out, framing);
-    Ok(Some(RequestInfo {
+    let inspected = inspect(&RequestHead { method, target: path, host, headers });
+    let info = RequestInfo {
         head_len,
         framing,
         is_head: method == "HEAD",
@@ -243,7 +272,8 @@ pub fn parse_request(
         expect_continue: expect_continue && framing != Framing::None,
         http10,
         has_host,
-    }))
+    };
+    Ok(Some((info, inspected)))
 }
 
 /// Ends an upstream request head: adds `Host` for HTTP/1.0 clients that sent none, then the

@@ -219,30 +219,41 @@ fn header_lines(block: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
     })
 }
 
-/// Decides how the cache treats a request whose head was just read (the cache is on in the
-/// pinned epoch), reading the rest of a small body into the client buffer when needed, and
-/// looks it up. Notes the outcome for the access log.
+/// What a lookup runs under: the pinned epoch, the cache settings the request's route gives it,
+/// and its pool (part of the key, so two pools never share an entry).
+pub(super) struct Lookup<'a> {
+    /// The pinned epoch.
+    pub epoch: &'a WorkerEpoch,
+    /// The settings in force for this request.
+    pub policy: &'a CachePolicy,
+    /// The pool it was routed to.
+    pub pool: &'a str,
+}
+
+/// Decides how the cache treats a request whose head was just read (the cache is on for it),
+/// reading the rest of a small body into the client buffer when needed, and looks it up. Notes
+/// the outcome for the access log.
 pub(super) async fn prepare(
     ctx: &WorkerCtx,
-    epoch: &WorkerEpoch,
+    at: &Lookup<'_>,
     req: &RequestInfo,
     client: &mut ClientConn,
     raw_head: &[u8],
     note: &ExchangeNote,
 ) -> Result<CacheMark, Failure> {
-    let mark = lookup(ctx, epoch, req, client, raw_head).await?;
+    let mark = lookup(ctx, at, req, client, raw_head).await?;
     note.set_cache(mark.status());
     Ok(mark)
 }
 
 async fn lookup(
     ctx: &WorkerCtx,
-    epoch: &WorkerEpoch,
+    at: &Lookup<'_>,
     req: &RequestInfo,
     client: &mut ClientConn,
     raw_head: &[u8],
 ) -> Result<CacheMark, Failure> {
-    let policy = &epoch.epoch.cache;
+    let (epoch, policy) = (at.epoch, at.policy);
     let method = raw_head.split(|&b| b == b' ').next().unwrap_or_default();
     let method_ok = std::str::from_utf8(method).is_ok_and(|m| policy.allows_method(m));
     let max_body = ctx.limits.max_body_bytes;
@@ -263,8 +274,8 @@ async fn lookup(
     if client.buf.len() < body_len {
         read_body(epoch, req, client, body_len).await?;
     }
-    let Some((key, authorized)) = key_of(ctx, policy, raw_head, &client.buf.data()[..body_len])
-    else {
+    let body = &client.buf.data()[..body_len];
+    let Some((key, authorized)) = key_of(ctx, policy, raw_head, body, at.pool) else {
         return Ok(CacheMark::Bypass);
     };
     let now = Instant::now();
@@ -328,13 +339,14 @@ async fn read_body(
     Ok(())
 }
 
-/// The key of a request (from its head as received and its body) and whether it carries
-/// `Authorization`; `None` when the policy bypasses it.
+/// The key of a request (from its pool, its head as received and its body) and whether it
+/// carries `Authorization`; `None` when the policy bypasses it.
 fn key_of(
     ctx: &WorkerCtx,
     policy: &CachePolicy,
     raw_head: &[u8],
     body: &[u8],
+    pool: &str,
 ) -> Option<(CacheKey, bool)> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -353,8 +365,10 @@ fn key_of(
     let RequestDecision::Cacheable { authorized } = policy.check_request(method, headers()) else {
         return None;
     };
+    // The pool goes in as a field no request can carry (`:` is not a token character).
+    let fields = std::iter::once((":pool", pool.as_bytes())).chain(headers());
     let key =
-        ctx.cache.keys.borrow_mut().compute(method, path, headers(), body, &policy.ignore_headers);
+        ctx.cache.keys.borrow_mut().compute(method, path, fields, body, &policy.ignore_headers);
     Some((key, authorized))
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP/1.1 client side, run by each worker for each HTTP/1.1 client connection: read a
-//! request head, consult the response cache, forward the request through the attempt loop
+//! request head and route it to a pool (on the parsed head, before it is consumed), consult the
+//! response cache, forward the request through the attempt loop
 //! (this module supplies the HTTP/1.1-to-HTTP/1.1 attempt), stream the response back, repeat
 //! while keep-alive allows.
 
@@ -17,14 +18,16 @@ use fulcrum_http::h1::{
     self, BodyError, BodyTap, ClientSide, CopySpec, Forwarded, Framing, MinRate, RequestInfo,
     ResponseHead, copy_body,
 };
+use fulcrum_model::Routed;
 use fulcrum_util::{ReadBuf, now_ms};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
 use crate::attempt::{self, AttemptError, Forward};
-use crate::ctx::{WorkerCtx, WorkerEpoch};
+use crate::ctx::{WorkerCtx, WorkerEpoch, WorkerPool};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 use crate::upstream::{Reuse, Upstream, UpstreamConn};
 
@@ -56,10 +59,13 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
     let mut requests_left = ctx.limits.max_requests_per_connection;
     loop {
         let timeouts = ctx.current_epoch().epoch.timeouts;
-        let head =
-            read_request_head(ctx, &mut client, &mut out, &forwarded, &timeouts, &mut raw_head);
-        let mut req = match head.await {
-            Ok(Some(req)) => req,
+        let reading =
+            RequestReading { forwarded: &forwarded, sni: conn.sni(), timeouts: &timeouts };
+        let head = read_request_head(ctx, &mut client, &mut out, &reading, &mut raw_head);
+        // The epoch is pinned once the head is complete (and routed on it): this request runs
+        // on it to the end.
+        let (mut req, epoch, routed) = match head.await {
+            Ok(Some(head)) => head,
             Ok(None) => return,
             Err(e) => return respond_error(&mut client.w, &e).await,
         };
@@ -69,16 +75,17 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
             req.keep_alive = false;
         }
         requests_left = requests_left.saturating_sub(1);
-        // The epoch is pinned once the head is complete: this request runs on it to the end.
-        let epoch = ctx.current_epoch();
+        let pool = epoch.pool(&routed);
         let _busy = ctx.busy();
         // Telemetry hook: one log per exchange (access record, metrics, spans).
         let mut log = ctx.telemetry.begin(&mut out, req.head_len, epoch.epoch.id, conn);
-        // Response cache: one branch while it is off.
-        let cache = if epoch.epoch.cache.enabled {
-            caching::prepare(ctx, &epoch, &req, &mut client, &raw_head, &log.note).await
-        } else {
-            Ok(CacheMark::Off)
+        // Response cache (on for this request by `[cache]` or its route): one branch while off.
+        let cache = match epoch.epoch.cache_for(routed.cache) {
+            Some(policy) => {
+                let lookup = caching::Lookup { epoch: &epoch, policy, pool: &pool.name };
+                caching::prepare(ctx, &lookup, &req, &mut client, &raw_head, &log.note).await
+            }
+            None => Ok(CacheMark::Off),
         };
         let result = match cache {
             Ok(CacheMark::Hit(hit)) => {
@@ -88,6 +95,7 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
                 let exchange = Exchange {
                     ctx,
                     epoch: &epoch,
+                    pool,
                     req,
                     timeouts: epoch.epoch.timeouts,
                     replayable: false,
@@ -118,8 +126,8 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
             },
             _ => (log.note.status(), None),
         };
-        let backend = epoch.metrics_of(log.note.backend());
-        ctx.telemetry.finish(log, backend, status);
+        let target = pool.target(ctx.index, routed.route, log.note.backend());
+        ctx.telemetry.finish(log, target, status);
         match result {
             Ok(true) if !ctx.is_draining() => {}
             Ok(_) => return,
@@ -133,25 +141,41 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
     }
 }
 
-/// Reads and parses the next request head; `Ok(None)` is a quiet close (EOF or idle timeout).
+/// What reading one request head needs to know about the connection.
+struct RequestReading<'a> {
+    forwarded: &'a Forwarded<'a>,
+    sni: Option<&'a str>,
+    timeouts: &'a Timeouts,
+}
+
+/// Reads and parses the next request head, and routes it on the epoch current when it is
+/// complete (returned with it: the request runs on that epoch); `Ok(None)` is a quiet close
+/// (EOF or idle timeout).
 async fn read_request_head(
     ctx: &WorkerCtx,
     client: &mut ClientConn,
     out: &mut Vec<u8>,
-    forwarded: &Forwarded<'_>,
-    timeouts: &Timeouts,
+    reading: &RequestReading<'_>,
     raw_head: &mut Vec<u8>,
-) -> Result<Option<RequestInfo>, ProxyError> {
+) -> Result<Option<(RequestInfo, Rc<WorkerEpoch>, Routed)>, ProxyError> {
     let cbuf = &mut client.buf;
+    let timeouts = reading.timeouts;
     let mut deadline: Option<Instant> = None;
     loop {
         if !cbuf.is_empty() {
-            if let Some(req) =
-                h1::parse_request(cbuf.data(), ctx.limits.max_headers, forwarded, out)?
-            {
+            let epoch = ctx.current_epoch();
+            let routes = epoch.epoch.routes();
+            let parsed = h1::parse_request_with(
+                cbuf.data(),
+                ctx.limits.max_headers,
+                reading.forwarded,
+                out,
+                |head| route::h1(routes, head, reading.sni),
+            )?;
+            if let Some((req, routed)) = parsed {
                 ctx.cache.keep_head(raw_head, &cbuf.data()[..req.head_len]);
                 cbuf.consume(req.head_len);
-                return Ok(Some(req));
+                return Ok(Some((req, epoch, routed)));
             }
             if cbuf.is_full() {
                 let line_complete = cbuf.data().contains(&b'\n');
@@ -223,6 +247,8 @@ fn responded(error: ProxyError) -> Failure {
 struct Exchange<'a> {
     ctx: &'a WorkerCtx,
     epoch: &'a WorkerEpoch,
+    /// The pool the request was routed to.
+    pool: &'a WorkerPool,
     req: RequestInfo,
     timeouts: Timeouts,
     /// The whole request is in hand, so it can be sent again on a new connection.
@@ -264,8 +290,8 @@ impl Exchange<'_> {
             Framing::Chunked | Framing::UntilClose => false,
         };
         self.head_len = self.out.len();
-        let (ctx, epoch, note) = (self.ctx, self.epoch, self.note);
-        let keep_alive = attempt::forward(ctx, epoch, note, &mut self).await?;
+        let (ctx, pool, note) = (self.ctx, self.pool, self.note);
+        let keep_alive = attempt::forward(ctx, pool, note, &mut self).await?;
         if self.replayable {
             // Held back until now in case the request had to be sent again.
             self.client.buf.consume(self.body_in_head);
@@ -488,7 +514,7 @@ async fn relay_response(
     note.response(res.status, started.elapsed());
     let _span = note.phase("respond");
     conn.buf.consume(res.head_len);
-    let mut tee = cache.on_head(&res, out, &epoch.epoch.cache);
+    let mut tee = cache.on_head(&res, out, epoch.epoch.shard_policy());
 
     // Send the head, with as much of a sized body as already arrived.
     let mut body_in_head = 0;

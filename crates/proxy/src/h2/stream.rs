@@ -35,6 +35,7 @@ use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::route;
 use crate::upstream::Upstream;
 use crate::upstream::h2::{Lease, LeaseError};
 
@@ -89,6 +90,9 @@ pub(crate) async fn serve_stream(
         .filter(|_| grpc)
         .and_then(|v| parse_grpc_timeout(v.as_bytes()));
     let (mut parts, mut body) = req.into_parts();
+    // Each stream is routed on its own pseudo-headers and fields.
+    let routed = route::h2(epoch.epoch.routes(), &parts, grpc, conn.info.sni());
+    let pool = epoch.pool(&routed);
     let (mut log, traceparent) = ctx.telemetry.begin_stream(
         parts.method.as_str(),
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
@@ -108,7 +112,7 @@ pub(crate) async fn serve_stream(
         log.capture.set_binary();
     }
     // HTTP/2 responses (gRPC above all) are never cached.
-    if epoch.epoch.cache.enabled {
+    if epoch.epoch.cache_for(routed.cache).is_some() {
         log.note.set_cache(CacheStatus::Bypass);
     }
     let headers_only = body.is_end_stream();
@@ -134,7 +138,7 @@ pub(crate) async fn serve_stream(
         };
         // Pinned here so the deadline wraps a reference: the call's (large) future is stored
         // once in this one, not once bare and once inside the timeout.
-        let run = std::pin::pin!(attempt::forward(ctx, &epoch, &log.note, &mut call));
+        let run = std::pin::pin!(attempt::forward(ctx, pool, &log.note, &mut call));
         match deadline {
             // The timer is boxed (and only made when the call has a deadline): monoio's timer
             // entry is cache-line aligned (128 bytes), which inline would make every stream
@@ -153,8 +157,8 @@ pub(crate) async fn serve_stream(
         Ok(()) => log.note.status(),
         Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
     };
-    let backend = epoch.metrics_of(log.note.backend());
-    ctx.telemetry.finish(log, backend, status);
+    let target = pool.target(ctx.index, routed.route, log.note.backend());
+    ctx.telemetry.finish(log, target, status);
 }
 
 /// Answers a failed call: before the response head, with Fulcrum's synthetic response (an

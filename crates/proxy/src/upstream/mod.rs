@@ -550,7 +550,7 @@ mod tests {
 
     fn new_gate(max: usize, queue_size: usize) -> ConnGate {
         let url = fulcrum_config::BackendUrl::parse("http://127.0.0.1:1").unwrap();
-        let backend = Arc::new(Backend::new(1, url, 1, 1));
+        let backend = Arc::new(Backend::new(1, "default".into(), url, 1, 1));
         let metrics = crate::metrics::ProxyMetrics::new(1).backend(&backend);
         ConnGate::new(max, queue_size, Gauges { metrics, worker: 0 })
     }
