@@ -22,6 +22,7 @@ mod error;
 mod exchange;
 mod h1;
 mod h2;
+mod h2n;
 mod metrics;
 mod retry;
 mod route;
@@ -33,6 +34,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use fulcrum_config::Http2Engine;
 use fulcrum_tls::AppProtocol;
 use fulcrum_util::{ReadBuf, Rewind};
 use monoio::net::TcpStream;
@@ -72,6 +74,10 @@ pub async fn serve_connection(
             break;
         }
         if n == h2::PREFACE.len() {
+            if ctx.http2.engine == Http2Engine::Native {
+                let halves = transport::split_tcp(stream);
+                return h2n::server::serve(ctx, halves, buf, peer, ConnInfo::default()).await;
+            }
             let pre = Bytes::copy_from_slice(data);
             let Ok(io) = Rewind::new(stream, pre) else { return };
             return h2::server::serve(ctx, io, peer, ConnInfo::default()).await;
@@ -97,6 +103,10 @@ pub async fn serve_tls_connection(
     let Some(stream) = ctx.tls_handshake(stream, handshake).await else { return };
     let info = ConnInfo { tls: Some(stream.info().clone()) };
     if stream.info().alpn == Some(AppProtocol::H2) {
+        if ctx.http2.engine == Http2Engine::Native {
+            let buf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+            return h2n::server::serve(ctx, transport::split_tls(stream), buf, peer, info).await;
+        }
         let Ok(io) = stream.into_poll_io() else { return };
         return h2::server::serve(ctx, io, peer, info).await;
     }

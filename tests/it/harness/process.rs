@@ -36,6 +36,17 @@ pub fn test_io_driver() -> String {
     }
 }
 
+/// The HTTP/2 engine every test process runs: `FULCRUM_TEST_H2_ENGINE` (`h2` or `native`), or
+/// the binary's default when unset.
+pub fn test_h2_engine() -> Option<String> {
+    match std::env::var("FULCRUM_TEST_H2_ENGINE") {
+        Ok(e) if ["h2", "native"].contains(&e.as_str()) => Some(e),
+        Ok(e) if e.is_empty() => None,
+        Ok(e) => panic!("FULCRUM_TEST_H2_ENGINE={e:?}: want h2 or native"),
+        Err(_) => None,
+    }
+}
+
 /// How to start the binary; see [`Fulcrum::builder`].
 pub struct Builder {
     workers: Option<usize>,
@@ -152,6 +163,9 @@ impl Builder {
         }
         let driver = self.io_driver.unwrap_or_else(test_io_driver);
         argv.extend(["--io-driver".to_owned(), driver]);
+        if let Some(engine) = test_h2_engine() {
+            argv.extend(["--http2-engine".to_owned(), engine]);
+        }
         for b in &self.backends {
             argv.extend(["--backend".to_owned(), b.clone()]);
         }
