@@ -22,6 +22,8 @@ mod epochs;
 mod fuzz_replay;
 mod grpc;
 mod grpc_access_log;
+mod h2_attacks;
+mod h2_conformance;
 mod h2_limits;
 mod health_checks;
 mod interim;

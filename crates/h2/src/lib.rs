@@ -12,8 +12,11 @@
 //!   no dynamic table).
 //! - [`validate`]: the RFC 9113 section 8 rules on field names, values and pseudo-headers that
 //!   the engine applies to a decoded header block.
+//! - [`conn`]: the connection state machine for either end (stream states, SETTINGS, flow
+//!   control, GOAWAY, the defences against floods and resets), sans-IO: bytes in, events out,
+//!   frames written into a buffer the driver sends.
 //!
-//! Connection and stream state machines, flow control and IO live above this crate.
+//! IO lives above this crate (Fulcrum's driver is `fulcrum-proxy`'s `h2n` module).
 //!
 //! The proxy path in brief: a request HEADERS frame is parsed in place, its block decoded,
 //! validated and re-encoded straight into the upstream connection's write buffer.

@@ -57,6 +57,7 @@ pub struct Builder {
     secret: Option<String>,
     expect_admin: bool,
     io_driver: Option<String>,
+    h2_engine: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
 }
@@ -101,6 +102,11 @@ impl Builder {
     /// `--access-log TARGET` (a path, `-` or `off`).
     pub fn access_log(self, target: &str) -> Self {
         self.arg("--access-log").arg(target)
+    }
+    /// `--http2-engine E`, instead of the one `FULCRUM_TEST_H2_ENGINE` names.
+    pub fn h2_engine(mut self, engine: &str) -> Self {
+        self.h2_engine = Some(engine.to_owned());
+        self
     }
     /// `--io-driver D`, instead of the suite's driver.
     pub fn io_driver(mut self, driver: &str) -> Self {
@@ -163,7 +169,7 @@ impl Builder {
         }
         let driver = self.io_driver.unwrap_or_else(test_io_driver);
         argv.extend(["--io-driver".to_owned(), driver]);
-        if let Some(engine) = test_h2_engine() {
+        if let Some(engine) = self.h2_engine.or_else(test_h2_engine) {
             argv.extend(["--http2-engine".to_owned(), engine]);
         }
         for b in &self.backends {
@@ -307,6 +313,7 @@ impl Fulcrum {
             secret: Some(SECRET.to_owned()),
             expect_admin: true,
             io_driver: None,
+            h2_engine: None,
             stdout: false,
             deny_io_uring: false,
         }

@@ -30,11 +30,11 @@ impl Connection {
         if let Some(note) = c.notes.pop_front() {
             return Ok(Received { used: 0, event: Some(note.event()) });
         }
-        if c.preface_pending {
-            return c.preface(input).map(|used| Received { used, event: None });
-        }
         if c.out_full() {
             return Ok(Received { used: 0, event: None });
+        }
+        if c.preface_pending {
+            return c.preface(input).map(|used| Received { used, event: None });
         }
         let (frame, used) = match frame::parse(input, c.config.max_frame_size) {
             Ok(Some(parsed)) => parsed,

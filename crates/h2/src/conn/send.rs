@@ -202,6 +202,29 @@ impl Connection {
         c.streams.close(stream, Closure::ResetByUs);
     }
 
+    /// The application is done with `stream`. One whose outgoing side was not ended is reset
+    /// (CANCEL) and its queue dropped; one whose end is queued keeps it, and once it is out a
+    /// peer still sending is told to stop with RST_STREAM NO_ERROR (RFC 9113 section 8.1), as
+    /// is one whose end already went. Nothing happens for a stream already gone.
+    pub fn finish(&mut self, stream: StreamId) {
+        let c = &mut self.c;
+        if c.error.is_some() {
+            return;
+        }
+        let Some(s) = c.streams.get_mut(stream) else { return };
+        if s.send == Half::Closed {
+            if s.recv != Half::Closed {
+                frame::write_rst_stream(&mut c.out, stream, ErrorCode::NO_ERROR);
+                c.streams.close(stream, Closure::ResetByUs);
+            }
+        } else if s.end_queued {
+            s.finish_when_sent = true;
+        } else {
+            frame::write_rst_stream(&mut c.out, stream, ErrorCode::CANCEL);
+            c.streams.close(stream, Closure::ResetByUs);
+        }
+    }
+
     /// Gives back `n` bytes of receive credit for DATA of `stream` the application consumed.
     /// WINDOW_UPDATE frames go out once half a window has been released, so a reader that
     /// does not consume stops its writer, and one that does is never held up. Credit for a
@@ -325,8 +348,14 @@ impl Core {
             }
         }
         let waiting = !s.queue.is_empty();
+        let stop_peer = s.finish_when_sent && s.send == Half::Closed && s.recv != Half::Closed;
         if moved > 0 {
             self.sent.push_back((stream, moved));
+        }
+        if stop_peer {
+            frame::write_rst_stream(&mut self.out, stream, ErrorCode::NO_ERROR);
+            self.streams.close(stream, Closure::ResetByUs);
+            return false;
         }
         self.remove_if_done(stream);
         waiting

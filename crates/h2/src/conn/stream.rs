@@ -49,6 +49,9 @@ pub(super) struct Stream {
     pub(super) pending: bool,
     /// The request was HEAD, or the response 204/304: a content-length says nothing of DATA.
     pub(super) no_body: bool,
+    /// The application is done with the stream: once its queued end is out, a peer still
+    /// sending is told to stop (RST_STREAM NO_ERROR).
+    pub(super) finish_when_sent: bool,
 }
 
 impl Stream {
@@ -68,6 +71,7 @@ impl Stream {
             trailers: None,
             pending: false,
             no_body: false,
+            finish_when_sent: false,
         }
     }
 

@@ -1052,3 +1052,38 @@ fn a_head_response_may_declare_a_length_without_data() {
     assert_eq!(err, None);
     assert!(matches!(events[..], [Ev::Response { status: 200, end: true, .. }]));
 }
+
+#[test]
+fn a_finished_stream_keeps_its_queued_end_then_stops_the_peer() {
+    let (mut conn, mut peer) = server_with(small(), &[Setting::InitialWindowSize(3)]);
+    feed(&mut conn, &peer.headers(1, POST, false));
+    conn.send_response(sid(1), 200, [], false).unwrap();
+    conn.send_data(sid(1), b"hello", true).unwrap();
+    conn.finish(sid(1));
+    assert!(conn.is_open(sid(1)), "the queued end is kept");
+    let frames = out(&mut conn, &mut peer);
+    assert_eq!(frames[1], Out::Data { stream: 1, len: 3, end: false });
+    let mut wu = Vec::new();
+    write_window_update(&mut wu, sid(1), 10);
+    feed(&mut conn, &wu);
+    // The rest with END_STREAM, then RST_STREAM(NO_ERROR): the client still had its body open.
+    assert_eq!(
+        out(&mut conn, &mut peer),
+        [
+            Out::Data { stream: 1, len: 2, end: true },
+            Out::Rst { stream: 1, code: ErrorCode::NO_ERROR }
+        ]
+    );
+    assert!(!conn.is_open(sid(1)));
+    // A stream whose outgoing side is not ended is reset at once.
+    feed(&mut conn, &peer.headers(3, POST, false));
+    conn.send_response(sid(3), 200, [], false).unwrap();
+    conn.finish(sid(3));
+    let frames = out(&mut conn, &mut peer);
+    assert_eq!(frames.last(), Some(&Out::Rst { stream: 3, code: ErrorCode::CANCEL }));
+    // One whose both sides ended is left alone.
+    feed(&mut conn, &peer.headers(5, GET, true));
+    conn.send_response(sid(5), 204, [], true).unwrap();
+    conn.finish(sid(5));
+    assert_eq!(resets(&out(&mut conn, &mut peer)), []);
+}

@@ -26,7 +26,7 @@ use fulcrum_h2::conn::{Config, Connection, Event, Role, SendError};
 use fulcrum_h2::hpack::Field;
 use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_util::{Notify, ReadBuf};
-use monoio::io::AsyncWriteRentExt;
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use super::fields::Fields;
 use crate::transport::{ConnRead, ConnWrite};
@@ -378,7 +378,8 @@ impl H2Conn {
         n
     }
 
-    /// Drops `stream`'s slot; a stream still open in the engine is reset with CANCEL.
+    /// Drops `stream`'s slot: a stream whose outgoing side was not ended is reset with CANCEL,
+    /// one whose end is still queued is left to finish (see `Connection::finish`).
     pub(crate) fn detach(&self, stream: StreamId) {
         let mut s = self.state.borrow_mut();
         let State { conn, slots, lost } = &mut *s;
@@ -388,8 +389,9 @@ impl H2Conn {
             // Credit for what nobody will read.
             conn.release(stream, slot.data.len());
         }
-        if !*lost && conn.is_open(stream) {
-            conn.reset(stream, ErrorCode::CANCEL);
+        if !*lost {
+            // An abandoned stream is reset; a finished one keeps its queued end.
+            conn.finish(stream);
         }
         drop(s);
         self.output.wake();
@@ -584,28 +586,44 @@ impl H2Conn {
     }
 }
 
-/// Reads and handles frames until the peer closes, the connection fails or `buf` runs dry.
-async fn read_loop(conn: &Rc<H2Conn>, mut r: ConnRead, mut buf: ReadBuf, on: &mut impl OnEvent) {
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The peer closed its side (or the socket failed).
+    Eof,
+    /// The connection failed: a GOAWAY waits to be flushed.
+    Failed,
+    /// The connection was marked lost.
+    Lost,
+}
+
+/// Reads and handles frames until the peer closes, the connection fails or is lost.
+async fn read_loop(
+    conn: &Rc<H2Conn>,
+    r: &mut ConnRead,
+    buf: &mut ReadBuf,
+    on: &mut impl OnEvent,
+) -> ReadEnd {
     loop {
-        if !conn.process(&mut buf, on) {
-            return;
+        if !conn.process(buf, on) {
+            return ReadEnd::Failed;
         }
         if conn.is_lost() {
-            return;
+            return ReadEnd::Lost;
         }
         if !conn.wants_read() {
             conn.drained.wait().await;
             continue;
         }
-        match buf.fill(&mut r).await {
-            Ok(0) | Err(_) => return,
+        match buf.fill(r).await {
+            Ok(0) | Err(_) => return ReadEnd::Eof,
             Ok(_) => {}
         }
     }
 }
 
 /// Writes what the engine produces until the connection is finished (or lost) and flushed.
-async fn write_loop(conn: &H2Conn, mut w: ConnWrite) {
+async fn write_loop(conn: &H2Conn, w: &mut ConnWrite) {
     let mut spare = Vec::new();
     loop {
         let (out, done) = {
@@ -639,29 +657,75 @@ async fn write_loop(conn: &H2Conn, mut w: ConnWrite) {
 
 /// Drives `conn` over a socket: reads (starting with what `buf` already holds) and writes
 /// until the connection is finished, lost, or `stop` resolves (then it closes at once).
+///
+/// A connection that ends while the peer may still be sending (a GOAWAY for an error or a
+/// flood, a graceful finish) is closed the lingering way: our side shut down, then the peer's
+/// bytes read and dropped for at most [`LINGER`] (or until it closes), so unread input does not
+/// make the kernel reset the connection and destroy the GOAWAY on its way.
 pub(crate) async fn drive(
     conn: &Rc<H2Conn>,
-    r: ConnRead,
-    w: ConnWrite,
-    buf: ReadBuf,
+    mut r: ConnRead,
+    mut w: ConnWrite,
+    mut buf: ReadBuf,
     on: &mut impl OnEvent,
     stop: impl Future<Output = ()>,
 ) {
-    let mut reader = pin!(read_loop(conn, r, buf, on));
-    let mut writer = pin!(write_loop(conn, w));
-    let mut stop = pin!(stop);
-    let read_first = monoio::select! {
-        _ = &mut reader => true,
-        _ = &mut writer => false,
-        _ = &mut stop => false,
+    let linger = {
+        let mut reader = pin!(read_loop(conn, &mut r, &mut buf, on));
+        let mut writer = pin!(write_loop(conn, &mut w));
+        let mut stop = pin!(stop);
+        let ended = monoio::select! {
+            end = &mut reader => Some(end),
+            _ = &mut writer => None,
+            _ = &mut stop => Some(ReadEnd::Lost),
+        };
+        match ended {
+            Some(ReadEnd::Failed) => {
+                // Flush the GOAWAY.
+                conn.state.borrow_mut().lost = true;
+                conn.output.wake();
+                let _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
+                true
+            }
+            Some(ReadEnd::Eof) => {
+                // The peer stopped sending: flush what is left for it.
+                conn.state.borrow_mut().lost = true;
+                conn.output.wake();
+                let _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
+                false
+            }
+            Some(ReadEnd::Lost) => false,
+            // Finished and flushed.
+            None => true,
+        }
     };
-    if read_first {
-        // The peer stopped sending (or broke the protocol): flush what is left (a GOAWAY).
-        conn.state.borrow_mut().lost = true;
-        conn.output.wake();
-        let _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
-    }
     conn.lose();
+    if linger {
+        let _ = w.shutdown().await;
+        let _ = monoio::time::timeout(LINGER, drain(&mut r)).await;
+    }
+}
+
+/// How long a closing connection keeps reading (and dropping) what its peer still sends.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes read and dropped while lingering.
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Reads and drops the peer's bytes until it closes or [`LINGER_BYTES`] went by.
+async fn drain(r: &mut ConnRead) {
+    use monoio::io::AsyncReadRent;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        buf.clear();
+        let (result, back) = r.read(buf).await;
+        buf = back;
+        match result {
+            Ok(n) if n > 0 => total += n,
+            _ => return,
+        }
+    }
 }
 
 /// Whether `code` with `remote` means the peer refused the stream unprocessed.
