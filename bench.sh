@@ -25,7 +25,8 @@ Suites:
                   that takes the benchmarked requests, against no routes
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
-                  (h2c://) against nginx grpc_pass and HAProxy proto h2
+                  (h2c://) on either HTTP/2 engine (fulcrum-*: hyperium h2, native-*:
+                  fulcrum-h2) against nginx grpc_pass and HAProxy proto h2
   cache           cache hits, GET 1 KiB and 16 KiB: Fulcrum's response cache against
                   nginx proxy_cache
   all             every suite above, one after another, then one combined table
@@ -47,7 +48,7 @@ Options:
 
 Environment:
   BENCH_PORT_BASE first of the fixed loopback ports used (default 39100;
-                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+17 for balancers)
+                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+19 for balancers)
   FULCRUM_BIN     binary to measure (default target/release/fulcrum; use with --no-build)
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it in the http and grpc suites, as
@@ -84,6 +85,8 @@ BASE_URING_PORT=$((PORT_BASE + 14))
 BASE_EPOLL_PORT=$((PORT_BASE + 15))
 ROUTES_URING_PORT=$((PORT_BASE + 16))
 ROUTES_EPOLL_PORT=$((PORT_BASE + 17))
+NATIVE_URING_PORT=$((PORT_BASE + 18))
+NATIVE_EPOLL_PORT=$((PORT_BASE + 19))
 # A second Fulcrum binary measured side by side (an A/B of two builds in one run), when set.
 FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 
@@ -990,6 +993,12 @@ suite_grpc() {
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
+    # The same build on its own HTTP/2 engine (fulcrum-h2), both sides of the proxy.
+    check_ports_free "$NATIVE_URING_PORT" "$NATIVE_EPOLL_PORT"
+    START_AS=native start_fulcrum io_uring "$NATIVE_URING_PORT" h2c wait_ready_grpc "" "" \
+        --http2-engine native
+    START_AS=native start_fulcrum epoll "$NATIVE_EPOLL_PORT" h2c wait_ready_grpc "" "" \
+        --http2-engine native
     start_baseline h2c wait_ready_grpc ""
 
     local dir=$TMP/nginx-grpc

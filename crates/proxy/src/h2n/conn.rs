@@ -378,8 +378,9 @@ impl H2Conn {
         n
     }
 
-    /// Drops `stream`'s slot: a stream whose outgoing side was not ended is reset with CANCEL,
-    /// one whose end is still queued is left to finish (see `Connection::finish`).
+    /// Drops `stream`'s slot. Server: a stream whose response was not ended is reset with
+    /// CANCEL, one whose end is still queued is left to finish (see `Connection::finish`).
+    /// Client: a stream still open is reset with CANCEL (its answer is no longer wanted).
     pub(crate) fn detach(&self, stream: StreamId) {
         let mut s = self.state.borrow_mut();
         let State { conn, slots, lost } = &mut *s;
@@ -390,8 +391,13 @@ impl H2Conn {
             conn.release(stream, slot.data.len());
         }
         if !*lost {
-            // An abandoned stream is reset; a finished one keeps its queued end.
-            conn.finish(stream);
+            match conn.role() {
+                // A response whose end is queued goes out; an abandoned one is reset.
+                Role::Server => conn.finish(stream),
+                // A request whose answer is no longer wanted is cancelled.
+                Role::Client if conn.is_open(stream) => conn.reset(stream, ErrorCode::CANCEL),
+                Role::Client => {}
+            }
         }
         drop(s);
         self.output.wake();
