@@ -46,6 +46,7 @@ use guard::Guard;
 use stream::Streams;
 
 pub use send::Sent;
+pub use stream::IdHasher;
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

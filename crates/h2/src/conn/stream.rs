@@ -104,9 +104,10 @@ pub(super) enum Closure {
 }
 
 /// A hasher for stream identifiers: they are distinct small integers, so one multiply
-/// spreads them well; no SipHash per frame.
+/// spreads them well; no SipHash per frame. Not for keys a peer chooses freely in a map that
+/// could grow without bound (identifiers are bounded by the concurrency limit here).
 #[derive(Debug, Default, Clone, Copy)]
-pub(super) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {

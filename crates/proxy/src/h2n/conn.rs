@@ -16,13 +16,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use fulcrum_h2::conn::{Config, Connection, Event, Role, SendError};
+use fulcrum_h2::conn::{Config, Connection, Event, IdHasher, Role, SendError};
 use fulcrum_h2::hpack::Field;
 use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_util::{Notify, ReadBuf};
@@ -109,11 +110,14 @@ impl Slot {
     }
 }
 
+/// The slots of a connection's streams, by stream identifier.
+type Slots = HashMap<u32, Slot, BuildHasherDefault<IdHasher>>;
+
 /// The engine and the slots of the streams whose tasks are running.
 #[derive(Debug)]
 struct State {
     conn: Connection,
-    slots: HashMap<u32, Slot>,
+    slots: Slots,
     /// The socket is gone (or going): nothing more will be read.
     lost: bool,
 }
@@ -145,7 +149,7 @@ impl H2Conn {
         Rc::new(H2Conn {
             state: RefCell::new(State {
                 conn: Connection::new(role, config),
-                slots: HashMap::new(),
+                slots: Slots::default(),
                 lost: false,
             }),
             output: Signal::default(),
@@ -418,7 +422,7 @@ impl H2Conn {
     }
 
     /// Server: attaches a slot for a stream the peer opened.
-    fn attach(slots: &mut HashMap<u32, Slot>, stream: StreamId, ended: bool) {
+    fn attach(slots: &mut Slots, stream: StreamId, ended: bool) {
         slots.insert(stream.get(), Slot { ended, ..Slot::default() });
     }
 }
