@@ -44,6 +44,10 @@ Options:
                   third of `ulimit -n`)
   --quick         smoke test: 1 run of 2 s
   --no-build      do not run `cargo build --release` (use target/release/fulcrum as is)
+  --grpc-backend B
+                  grpc: the backends, `tonic` (examples/grpc_echo.rs, the default) or
+                  `nghttpd` (Debian's nghttp2-server, not Rust: it echoes the call's message
+                  back with a `grpc-status: 0` trailer)
   -h, --help      this text
 
 Environment:
@@ -93,6 +97,7 @@ FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
+GRPC_BACKEND=tonic
 while (($#)); do
     case $1 in
         --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
@@ -107,6 +112,7 @@ while (($#)); do
         --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
         --quick) RUNS=1; DURATION=2; DURATION_SET=1; shift ;;
         --no-build) BUILD=0; shift ;;
+        --grpc-backend) GRPC_BACKEND=${2:?--grpc-backend needs a value}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
         *) SUITE=$1; shift ;;
@@ -116,6 +122,8 @@ done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive integer"
 [[ $FLOOD =~ ^[1-9][0-9]*$ ]] || die "--flood must be a positive integer"
+[[ $GRPC_BACKEND == tonic || $GRPC_BACKEND == nghttpd ]] ||
+    die "--grpc-backend must be tonic or nghttpd"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -970,7 +978,7 @@ suite_grpc() {
     # EchoRequest { message: "hello" } in one gRPC frame (uncompressed, 7-byte message).
     printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/grpc-body"
     workload unary /echo.Echo/Unary \
-        "gRPC unary (12-byte call), h2c, $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
+        "gRPC unary (12-byte call), h2c, $GRPC_BACKEND backends, $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
         "$NGINX_PORT" "$HAPROXY_PORT"
     prepare_fulcrum
@@ -980,13 +988,27 @@ suite_grpc() {
             { tail -n 20 "$TMP/cargo-build-echo.log" >&2; die "cannot build examples/grpc_echo.rs"; }
     fi
     local echo_bin=$ROOT/target/release/examples/grpc_echo pid
-    [[ -x $echo_bin ]] || die "$echo_bin missing (run without --no-build once)"
-    taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/echo.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    { wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE1_PORT" &&
-        wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE2_PORT"; } ||
-        die "grpc_echo backend failed to start: $(tail -n 5 "$TMP/echo.log")"
+    if [[ $GRPC_BACKEND == nghttpd ]]; then
+        command -v nghttpd >/dev/null 2>&1 || die "nghttpd not found: apt-get install -y nghttp2-server"
+        mkdir -p "$TMP/htdocs"
+        local port
+        for port in "$BE1_PORT" "$BE2_PORT"; do
+            taskset -c "$GEN_CPU" nghttpd --no-tls --echo-upload --trailer 'grpc-status: 0' \
+                -d "$TMP/htdocs" "$port" >"$TMP/nghttpd-$port.log" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            wait_ready_grpc backend "$pid" "http://127.0.0.1:$port" ||
+                die "nghttpd failed to start: $(tail -n 5 "$TMP/nghttpd-$port.log")"
+        done
+    else
+        [[ -x $echo_bin ]] || die "$echo_bin missing (run without --no-build once)"
+        taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/echo.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        { wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE1_PORT" &&
+            wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE2_PORT"; } ||
+            die "grpc_echo backend failed to start: $(tail -n 5 "$TMP/echo.log")"
+    fi
     T_URL[direct]="http://127.0.0.1:$BE1_PORT"
     T_PID[direct]=""
     T_DRIVER[direct]="-"
