@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use crate::harness::admin::{SECRET, now, sign_hs};
 use crate::harness::http1::request_chunked;
-use crate::harness::{Fulcrum, Response, TempDir, TestBackend, expect_within};
+use crate::harness::tls::{CertFiles, Pki};
+use crate::harness::{
+    Etcd, Fulcrum, Proxy, Response, TempDir, TestBackend, expect_within, have_etcd,
+};
 use jsonschema::{Draft, Registry, Validator};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -37,27 +40,17 @@ const UNREACHABLE: &[(&str, u16, &str)] = &[
     ("get_backend", 503, UNAVAILABLE),
     ("get_algorithm", 503, UNAVAILABLE),
     ("get_cache", 503, UNAVAILABLE),
-    ("create_backend", 503, UNAVAILABLE),
-    ("delete_backend", 503, UNAVAILABLE),
-    ("put_algorithm", 503, UNAVAILABLE),
-    ("put_cache", 503, UNAVAILABLE),
-    ("purge_cache", 503, UNAVAILABLE),
     ("list_pools", 503, UNAVAILABLE),
-    ("create_pool", 503, UNAVAILABLE),
     ("get_pool", 503, UNAVAILABLE),
-    ("delete_pool", 503, UNAVAILABLE),
     ("list_pool_backends", 503, UNAVAILABLE),
-    ("create_pool_backend", 503, UNAVAILABLE),
     ("get_pool_backend", 503, UNAVAILABLE),
-    ("delete_pool_backend", 503, UNAVAILABLE),
     ("get_pool_algorithm", 503, UNAVAILABLE),
-    ("put_pool_algorithm", 503, UNAVAILABLE),
     ("get_routes", 503, UNAVAILABLE),
-    ("put_routes", 503, UNAVAILABLE),
 ];
 
 const UNAVAILABLE: &str = "`unavailable` needs a worker that does not acknowledge an epoch for \
-    5 s or a stopped control thread; the admin listener closes before the control thread stops";
+    5 s or a stopped control thread; the admin listener closes before the control thread stops \
+    (a mutation's 503 is `store_unavailable` with etcd unreachable, see `etcd_server`)";
 
 /// The published document, compiled validators for the schemas in it, and what was checked.
 struct Conformance {
@@ -487,6 +480,8 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
         ("/api/v1/pools/{name}/backends/{id}", pool_backend.as_str()),
         ("/api/v1/pools/{name}/algorithm", pool_algorithm.as_str()),
         ("/api/v1/routes", "/api/v1/routes"),
+        ("/api/v1/tls", "/api/v1/tls"),
+        ("/api/v1/store", "/api/v1/store"),
     ];
     for (template, path) in routes {
         cx.call(f, 200, ("GET", template, path), &t.read, None);
@@ -648,6 +643,26 @@ fn algorithm_and_cache(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
         let r = cx.call(f, 200, ("GET", "/api/v1/backends", "/api/v1/backends"), &t.read, None);
         r.json().as_array().unwrap().iter().any(|b| b["avg_response_ms"].is_number())
     });
+}
+
+/// The TLS reload: authentication, then `409` without a TLS listener; with one (`tls`: its CA
+/// and certificate), `200`, and `400` while its key file is missing (nothing changes, so the
+/// next reload succeeds again).
+fn tls_reload(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, tls: Option<(&Pki, &CertFiles)>) {
+    let reload = ("POST", "/api/v1/tls/reload", "/api/v1/tls/reload");
+    mutation_auth(cx, f, t, reload);
+    let Some((pki, cert)) = tls else {
+        let r = cx.call(f, 409, reload, &t.write, None);
+        assert_eq!(r.json()["error"]["code"], "tls_not_configured");
+        return;
+    };
+    cx.call(f, 200, reload, &t.write, None);
+    std::fs::remove_file(&cert.key).unwrap();
+    let r = cx.call(f, 400, reload, &t.write, None);
+    assert_eq!(r.json()["error"]["code"], "invalid_certificate");
+    pki.write("server.key", &cert.key_pem);
+    cx.call(f, 200, reload, &t.write, None);
+    cx.call(f, 200, ("GET", "/api/v1/tls", "/api/v1/tls"), &t.read, None);
 }
 
 /// Sends `body` to `route` with a write token, expects `status` with error `code`.
@@ -906,6 +921,7 @@ fn plain_server() -> Conformance {
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
     reads(cx, &f, &t, &known);
+    tls_reload(cx, &f, &t, None);
     unowned(cx, &f, &t, &known);
 
     // Without routes, every pool but `default` can go; then its backends.
@@ -936,7 +952,8 @@ fn plain_server() -> Conformance {
 
 /// A server with everything on: issuer and audience, `metrics_auth`, a state file, active
 /// health checks with one backend up and one down (`up`, `down` with its last error, then
-/// `unknown` for a new one). Ends with the state file unwritable: every mutation is 500.
+/// `unknown` for a new one), a TLS listener. Ends with the state file unwritable: every
+/// mutation is 500.
 fn configured_server(cx: &mut Conformance) {
     let up = TestBackend::named("up");
     let down = TestBackend::named("down");
@@ -958,7 +975,9 @@ fn configured_server(cx: &mut Conformance) {
             down.url()
         ),
     );
-    let f = Fulcrum::builder().config_file(&config).start();
+    let pki = Pki::new("conformance");
+    let cert = pki.issue("server", &["fulcrum.test"]);
+    let f = Fulcrum::builder().config_file(&config).tls_listener(&[&cert]).start();
     let t = Tokens::new(Some(("fulcrum-test", "fulcrum-admin")));
     // A token without the configured issuer and audience is invalid here.
     let foreign = Tokens::new(None).write;
@@ -982,6 +1001,7 @@ fn configured_server(cx: &mut Conformance) {
     routes(cx, &f, &t);
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
+    tls_reload(cx, &f, &t, Some((&pki, &cert)));
     unowned(cx, &f, &t, &known);
     cx.call(&f, 200, ("GET", "/readyz", "/readyz"), &Auth::None, None);
 
@@ -1042,10 +1062,149 @@ fn configured_server(cx: &mut Conformance) {
     reads(cx, &f, &t, &known);
 }
 
+/// A mutation: method, path template, path, and its body.
+type Mutation = ((&'static str, &'static str, String), Option<Value>);
+
+/// Every mutation with a body that applies on `etcd_server`'s state, in the order that keeps
+/// it applicable when they do apply.
+fn etcd_mutations(k: &Known) -> Vec<Mutation> {
+    let route = |m, t, p: &str| (m, t, p.to_owned());
+    vec![
+        (
+            route("POST", "/api/v1/backends", "/api/v1/backends"),
+            Some(json!({"url": "http://127.0.0.1:7"})),
+        ),
+        (
+            route("DELETE", "/api/v1/backends/{id}", &format!("/api/v1/backends/{}", k.backend)),
+            None,
+        ),
+        (
+            route("PUT", "/api/v1/algorithm", "/api/v1/algorithm"),
+            Some(json!({"algorithm": "random"})),
+        ),
+        (route("PUT", "/api/v1/cache", "/api/v1/cache"), Some(json!({"enabled": true}))),
+        (route("DELETE", "/api/v1/cache/entries", "/api/v1/cache/entries"), None),
+        (route("POST", "/api/v1/pools", "/api/v1/pools"), Some(json!({"name": "more"}))),
+        (route("DELETE", "/api/v1/pools/{name}", "/api/v1/pools/bare"), None),
+        (
+            route("POST", "/api/v1/pools/{name}/backends", "/api/v1/pools/api/backends"),
+            Some(json!({"url": "http://127.0.0.1:7"})),
+        ),
+        (
+            route(
+                "DELETE",
+                "/api/v1/pools/{name}/backends/{id}",
+                &format!("/api/v1/pools/api/backends/{}", k.pool_backend),
+            ),
+            None,
+        ),
+        (
+            route("PUT", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/api/algorithm"),
+            Some(json!({"algorithm": "random"})),
+        ),
+        (
+            route("PUT", "/api/v1/routes", "/api/v1/routes"),
+            Some(json!({"routes": [{"pool": "api", "path_prefix": "/v2"}]})),
+        ),
+    ]
+}
+
+/// A server with the etcd store (`conflict_retries = 0`), reaching etcd through a proxy: its
+/// store status (`GET /api/v1/store`, also in `reads`); every mutation losing its
+/// compare-and-swap to a write by hand that the server's watch has not delivered (the proxy
+/// stalls watch streams) answers `409 store_conflict`; with the path to etcd cut, every mutation
+/// answers `503 store_unavailable` and nothing changes.
+fn etcd_server(cx: &mut Conformance) {
+    assert!(
+        have_etcd(),
+        "this test needs a real etcd: install it with `apt-get install -y etcd-server etcd-client` \
+         (Debian; .ci/test does)"
+    );
+    const KEY: &str = "/fulcrum/conformance/state";
+    let etcd = Etcd::start("conformance");
+    let proxy = Proxy::start(etcd.client_port);
+    let a = TestBackend::named("etcd-a");
+    let spare = TestBackend::named("etcd-spare");
+    let f = Fulcrum::builder()
+        .workers(1)
+        .etcd_store(&[proxy.url()], "/fulcrum/conformance")
+        .setting("store", "conflict_retries = 0")
+        .backend(&a)
+        .start();
+    let t = Tokens::new(None);
+    let store = ("GET", "/api/v1/store", "/api/v1/store");
+    let s = cx.call(&f, 200, store, &t.read, None).json();
+    assert_eq!(
+        (&s["kind"], &s["source"], &s["connected"]),
+        (&json!("etcd"), &json!("etcd"), &json!(true))
+    );
+    let backend = cx
+        .call(
+            &f,
+            201,
+            ("POST", "/api/v1/backends", "/api/v1/backends"),
+            &t.write,
+            Some(&json!({"url": spare.url()})),
+        )
+        .json()["id"]
+        .as_u64()
+        .unwrap();
+    let create = ("POST", "/api/v1/pools", "/api/v1/pools");
+    let api = cx.call(
+        &f,
+        201,
+        create,
+        &t.write,
+        Some(&json!({"name": "api", "backends": [{"url": spare.url()}]})),
+    );
+    let pool_backend = api.json()["backends"][0]["id"].as_u64().unwrap();
+    cx.call(&f, 201, create, &t.write, Some(&json!({"name": "bare"})));
+    let routes = ("PUT", "/api/v1/routes", "/api/v1/routes");
+    cx.call(
+        &f,
+        200,
+        routes,
+        &t.write,
+        Some(&json!({"routes": [{"pool": "api", "path_prefix": "/api"}]})),
+    );
+    let known = Known { backend, pool: "api", pool_backend };
+    reads(cx, &f, &t, &known);
+    let config = ("GET", "/api/v1/config", "/api/v1/config");
+    let revision =
+        |cx: &mut Conformance| cx.call(&f, 200, config, &t.read, None).json()["revision"].clone();
+
+    // Each mutation after a write by hand the server has not seen: lost once, refused.
+    proxy.stall_watches();
+    for (i, ((method, template, path), body)) in etcd_mutations(&known).into_iter().enumerate() {
+        let mut doc: Value = serde_json::from_str(&etcd.get(KEY).unwrap()).unwrap();
+        doc["written_by"] = json!(format!("the conformance test, write {i}"));
+        etcd.put(KEY, &doc.to_string());
+        refused(cx, &f, &t, (method, template, &path), body.as_ref(), (409, "store_conflict"));
+    }
+    let s = cx.call(&f, 200, store, &t.read, None).json();
+    assert!(s["conflicts"].as_u64().unwrap() >= 11, "{s}");
+    proxy.open();
+
+    // etcd unreachable: refused, nothing changed; reads answer from the running state.
+    proxy.cut();
+    expect_within(SETTLE, "etcd unreachable", || {
+        cx.call(&f, 200, store, &t.read, None).json()["connected"] == false
+    });
+    let before = revision(cx);
+    for ((method, template, path), body) in etcd_mutations(&known) {
+        refused(cx, &f, &t, (method, template, &path), body.as_ref(), (503, "store_unavailable"));
+    }
+    assert_eq!(revision(cx), before);
+    let s = cx.call(&f, 200, store, &t.read, None).json();
+    assert!(s["last_error"]["message"].is_string(), "{s}");
+    reads(cx, &f, &t, &known);
+}
+
 #[test]
 fn every_admin_answer_matches_the_published_document() {
     let mut cx = plain_server();
     configured_server(&mut cx);
+    etcd_server(&mut cx);
 
     let mismatches: Vec<String> =
         cx.mismatches.iter().map(|(what, why)| format!("{what}: {why}")).collect();

@@ -11,7 +11,7 @@
 //! work in every test. It is killed on drop, and its stderr is kept for assertions and shown
 //! when a test fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::admin::{AdminClient, SECRET};
 use super::http1::{Client, Response, get_once};
+use super::tls::{CertFiles, Pki};
 use super::{TempDir, expect_within};
 
 /// How long a start may take before the test fails.
@@ -47,7 +48,19 @@ pub fn test_h2_engine() -> Option<String> {
     }
 }
 
-/// How to start the binary; see [`Fulcrum::builder`].
+/// `[store]` timings for tests: etcd calls bounded at 2 s, a quiet watch checked every 0.5 s,
+/// reconnects after 20 ms to 0.3 s.
+const STORE_TIMINGS: [&str; 5] = [
+    "connect_timeout_ms = 500",
+    "request_timeout_ms = 2000",
+    "watch_probe_ms = 500",
+    "backoff_min_ms = 20",
+    "backoff_max_ms = 300",
+];
+
+/// How to start the binary; see [`Fulcrum::builder`]. Cloneable, so one builder can start
+/// several instances of a cluster ([`Builder::start_many`]).
+#[derive(Clone)]
 pub struct Builder {
     workers: Option<usize>,
     backends: Vec<String>,
@@ -60,6 +73,48 @@ pub struct Builder {
     h2_engine: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
+    /// `key = value` lines per configuration table, written once each after `config`.
+    tables: BTreeMap<&'static str, Vec<String>>,
+    /// The working directory of the process.
+    workdir: Option<PathBuf>,
+    /// Give each process a working directory of its own (removed with it).
+    own_workdir: bool,
+}
+
+/// How Fulcrum speaks TLS to `https://` and `h2://` backends (`[upstream_tls]`), for
+/// [`Builder::upstream_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    ca: Option<PathBuf>,
+    no_verify: bool,
+    server_name: Option<String>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+impl UpstreamTls {
+    /// Verifies backends against `pki`'s CA (`ca_file`).
+    pub fn trusting(pki: &Pki) -> Self {
+        Self { ca: Some(pki.ca.clone()), ..Self::default() }
+    }
+    /// Does not verify backend certificates (`verify = false`).
+    pub fn no_verify() -> Self {
+        Self { no_verify: true, ..Self::default() }
+    }
+    /// Checks every backend certificate against `name` (`server_name`).
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_owned());
+        self
+    }
+    /// Presents `cert` to backends that ask for one (`client_cert_file`, `client_key_file`).
+    pub fn client_cert(mut self, cert: &CertFiles) -> Self {
+        self.client = Some((cert.cert.clone(), cert.key.clone()));
+        self
+    }
+}
+
+/// A TOML string (the paths tests write need no more than Rust's escapes, which TOML shares).
+fn toml_str(s: impl std::fmt::Display) -> String {
+    format!("{:?}", s.to_string())
 }
 
 impl Builder {
@@ -135,6 +190,78 @@ impl Builder {
         self.stdout = true;
         self
     }
+    /// The TLS listener on an ephemeral loopback port (`--tls-listen`) serving `certs`
+    /// (`--tls-cert`/`--tls-key` pairs; the first is the default); see [`Fulcrum::tls_addr`].
+    pub fn tls_listener(mut self, certs: &[&CertFiles]) -> Self {
+        self = self.arg("--tls-listen").arg("127.0.0.1:0");
+        for c in certs {
+            self = self.arg("--tls-cert").arg(c.cert.display().to_string());
+            self = self.arg("--tls-key").arg(c.key.display().to_string());
+        }
+        self
+    }
+    /// `tls.handshake_timeout_ms`.
+    pub fn tls_handshake_timeout(self, timeout: Duration) -> Self {
+        self.setting("tls", format!("handshake_timeout_ms = {}", timeout.as_millis()))
+    }
+    /// `tls.max_handshakes_per_worker`.
+    pub fn tls_max_handshakes(self, n: usize) -> Self {
+        self.setting("tls", format!("max_handshakes_per_worker = {n}"))
+    }
+    /// `[upstream_tls]`.
+    pub fn upstream_tls(mut self, u: &UpstreamTls) -> Self {
+        if let Some(ca) = &u.ca {
+            self = self.setting("upstream_tls", format!("ca_file = {}", toml_str(ca.display())));
+        }
+        if u.no_verify {
+            self = self.setting("upstream_tls", "verify = false");
+        }
+        if let Some(name) = &u.server_name {
+            self = self.setting("upstream_tls", format!("server_name = {}", toml_str(name)));
+        }
+        if let Some((cert, key)) = &u.client {
+            self = self
+                .setting("upstream_tls", format!("client_cert_file = {}", toml_str(cert.display())))
+                .setting("upstream_tls", format!("client_key_file = {}", toml_str(key.display())));
+        }
+        self
+    }
+    /// The admin API over HTTPS only, with `cert` (`admin.tls_cert_file`, `tls_key_file`).
+    pub fn admin_tls(self, cert: &CertFiles) -> Self {
+        self.setting("admin", format!("tls_cert_file = {}", toml_str(cert.cert.display())))
+            .setting("admin", format!("tls_key_file = {}", toml_str(cert.key.display())))
+    }
+    /// One `key = value` line of the configuration table `[table]`. Each table is written once,
+    /// after the [`config`](Self::config) text (which must not open the same table).
+    pub fn setting(mut self, table: &'static str, line: impl Into<String>) -> Self {
+        self.tables.entry(table).or_default().push(line.into());
+        self
+    }
+    /// The etcd store at `endpoints` under `prefix`, with test-sized timings; unless
+    /// [`Builder::workdir`] says otherwise, each process gets a working directory of its own,
+    /// where its last-known-good file (`fulcrum-state.json`) goes. More `[store]` keys:
+    /// [`Builder::setting`]`("store", ...)`.
+    pub fn etcd_store<S: AsRef<str>>(mut self, endpoints: &[S], prefix: &str) -> Self {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.as_ref())).collect();
+        self = self
+            .setting("store", "kind = \"etcd\"")
+            .setting("store", format!("endpoints = [{}]", list.join(", ")))
+            .setting("store", format!("prefix = \"{prefix}\""));
+        for line in STORE_TIMINGS {
+            self = self.setting("store", line);
+        }
+        self.own_workdir = true;
+        self
+    }
+    /// Runs the process in `dir` (which the test owns, e.g. to restart on the same files).
+    pub fn workdir(mut self, dir: &Path) -> Self {
+        self.workdir = Some(dir.to_owned());
+        self
+    }
+    /// Starts `n` instances of this builder one after the other (each waited for).
+    pub fn start_many(self, n: usize) -> Vec<Fulcrum> {
+        (0..n).map(|_| self.clone().start()).collect()
+    }
     /// Runs the process under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
     /// Docker's default profile does.
     pub fn deny_io_uring(mut self) -> Self {
@@ -143,8 +270,11 @@ impl Builder {
     }
 
     /// Spawns the process and returns at once (see [`Fulcrum::wait_listening`]).
-    pub fn spawn(self) -> Fulcrum {
+    pub fn spawn(mut self) -> Fulcrum {
         let mut argv = Vec::new();
+        for (table, lines) in std::mem::take(&mut self.tables) {
+            self = self.config(&format!("[{table}]\n{}", lines.join("\n")));
+        }
         let dir = match (&self.config, &self.config_file) {
             (Some(_), Some(_)) => panic!("both config text and a config file"),
             (Some(text), None) => {
@@ -178,6 +308,10 @@ impl Builder {
         argv.extend(self.args);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
         cmd.args(&argv).stdin(Stdio::null()).stderr(Stdio::piped());
+        let own = (self.workdir.is_none() && self.own_workdir).then(|| TempDir::new("workdir"));
+        if let Some(dir) = self.workdir.as_deref().or(own.as_ref().map(TempDir::path)) {
+            cmd.current_dir(dir);
+        }
         cmd.stdout(if self.stdout { Stdio::piped() } else { Stdio::null() });
         cmd.env_remove("FULCRUM_JWT_SECRET");
         if let Some(secret) = &self.secret {
@@ -197,6 +331,7 @@ impl Builder {
         };
         f.expect_admin = self.expect_admin;
         f._config = dir;
+        f._workdir = own;
         f
     }
 
@@ -297,8 +432,12 @@ pub struct Fulcrum {
     log: Arc<(Mutex<LogState>, Condvar)>,
     addr: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     expect_admin: bool,
     _config: Option<TempDir>,
+    /// The working directory the builder made for it (with the etcd store: where its
+    /// last-known-good file goes), removed with it.
+    _workdir: Option<TempDir>,
 }
 
 impl Fulcrum {
@@ -316,6 +455,9 @@ impl Fulcrum {
             h2_engine: None,
             stdout: false,
             deny_io_uring: false,
+            tables: BTreeMap::new(),
+            workdir: None,
+            own_workdir: false,
         }
     }
 
@@ -350,7 +492,16 @@ impl Fulcrum {
                 cv.notify_all();
             }
         });
-        Self { child, log, addr: None, admin: None, expect_admin: false, _config: None }
+        Self {
+            child,
+            log,
+            addr: None,
+            admin: None,
+            tls: None,
+            expect_admin: false,
+            _config: None,
+            _workdir: None,
+        }
     }
 
     /// Waits up to `timeout` for the `msg=listening` line and records its address (then
@@ -359,6 +510,12 @@ impl Fulcrum {
         let line = self.wait_for_line(timeout, |l| l.contains("msg=listening"))?;
         let addr = line_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}"));
         self.addr = Some(addr);
+        // The TLS listener is logged before the cleartext one.
+        self.tls = self
+            .lines()
+            .iter()
+            .find(|l| l.contains("msg=\"tls listening\""))
+            .map(|l| line_addr(l).unwrap_or_else(|| panic!("no addr= in {l:?}")));
         Some(addr)
     }
 
@@ -409,6 +566,11 @@ impl Fulcrum {
     /// The data-plane address.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("fulcrum is not listening (spawned without waiting?)")
+    }
+
+    /// The TLS listener's address (panics without one: see [`Builder::tls_listener`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("fulcrum has no TLS listener")
     }
 
     /// The admin listener's address (panics when the admin API is off).

@@ -16,8 +16,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::future::{Future, poll_fn};
+use std::hash::BuildHasherDefault;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};

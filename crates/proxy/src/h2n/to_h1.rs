@@ -181,9 +181,12 @@ pub(super) async fn attempt(
                 is_head,
             );
             match parsed {
-                Ok(Some(ResponseStart::Interim { len, .. })) => {
-                    conn.buf.consume(len);
+                Ok(Some(ResponseStart::Interim(res))) => {
+                    conn.buf.consume(res.head_len);
                     continue;
+                }
+                Ok(Some(ResponseStart::Switching(_))) => {
+                    return Err(bad("protocol switch nobody asked for"));
                 }
                 Ok(Some(ResponseStart::Final(res))) => {
                     let fields =
