@@ -31,6 +31,7 @@ mod route;
 mod transport;
 mod tunnel;
 mod upstream;
+mod websocket;
 mod worker_cache;
 
 use std::net::SocketAddr;

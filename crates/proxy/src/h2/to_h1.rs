@@ -79,12 +79,12 @@ pub(super) async fn attempt(
     let authority = &up.backend.url.authority;
     // An extended CONNECT goes as a WebSocket upgrade, with a key of Fulcrum's own; its stream
     // carries no body until the tunnel.
-    let ws_key = call.upgrade.then(websocket::new_key);
+    let ws_key = call.upgrade.then(crate::websocket::new_key);
     let framing = if call.upgrade { Framing::None } else { request_framing(call) };
     match &ws_key {
         Some(key) => {
             let extra = [("sec-websocket-key", key.as_bytes())];
-            let ws = websocket::WEBSOCKET;
+            let ws = crate::websocket::WEBSOCKET;
             h1::write_h2_upgrade(call.parts, authority, proto, ws, &extra, &mut head);
         }
         None => h1::write_h2_request(call.parts, authority, proto, framing, &mut head),
@@ -179,7 +179,7 @@ pub(super) async fn attempt(
                     let Some(key) = &ws_key else {
                         return Err(bad("protocol switch nobody asked for"));
                     };
-                    if !websocket::switch_is_valid(&res, key) {
+                    if !crate::websocket::switch_is_valid(&res, key) {
                         return Err(bad("invalid WebSocket handshake"));
                     }
                     let head = websocket::client_head(&res)

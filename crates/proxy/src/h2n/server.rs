@@ -42,6 +42,8 @@ pub(crate) fn engine_config(cfg: &Http2Config) -> Config {
         // A stream's queue must hold what one stream window lets the other side send.
         max_send_buffer: cfg.max_send_buffer.max(cfg.initial_stream_window as usize),
         max_write_buffer: MAX_WRITE_BUFFER,
+        // Set on client connections that pass WebSocket (see `serve`).
+        enable_connect_protocol: false,
         limits: Limits { max_resets_per_sec: cfg.max_resets_per_sec, ..Limits::default() },
     }
 }
@@ -131,7 +133,12 @@ pub(crate) async fn serve(
 ) {
     buf.grow_to(read_capacity(&ctx));
     let cfg = ctx.http2;
-    let conn = H2Conn::new(Role::Server, engine_config(&cfg));
+    // WebSocket over HTTP/2 (RFC 8441) while WebSocket upgrades are passed.
+    let config = Config {
+        enable_connect_protocol: crate::websocket::enabled(&ctx.upgrades),
+        ..engine_config(&cfg)
+    };
+    let conn = H2Conn::new(Role::Server, config);
     let state = Rc::new(ConnState {
         client_ip: peer.ip().to_string(),
         info,
