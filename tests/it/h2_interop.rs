@@ -36,6 +36,7 @@ fn have(program: &str, args: &[&str], install: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(!required(), "FULCRUM_REQUIRE_INTEROP=1 and `{program}` is missing ({install})");
+        #[allow(clippy::print_stderr)] // the loud skip
         eprintln!(
             "!!! SKIPPED: `{program}` is not installed ({install}); this interop test did not run"
         );
