@@ -25,6 +25,7 @@ fn required() -> bool {
     std::env::var("FULCRUM_REQUIRE_INTEROP").as_deref() == Ok("1")
 }
 
+#[allow(clippy::print_stderr)] // the loud skip
 /// Whether `program args` runs and succeeds: a tool is present. When it is not, fails the test
 /// if the tools are required, else prints why the test is skipped and returns false.
 fn have(program: &str, args: &[&str], install: &str) -> bool {
@@ -36,7 +37,6 @@ fn have(program: &str, args: &[&str], install: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(!required(), "FULCRUM_REQUIRE_INTEROP=1 and `{program}` is missing ({install})");
-        #[allow(clippy::print_stderr)] // the loud skip
         eprintln!(
             "!!! SKIPPED: `{program}` is not installed ({install}); this interop test did not run"
         );
