@@ -23,7 +23,7 @@ use super::websocket;
 use crate::attempt::{AttemptError, Forward as _};
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
-use crate::tunnel::{Tunnel, TunnelEnd};
+use crate::tunnel::TunnelEnd;
 use crate::upstream::{Reuse, Upstream};
 
 fn bad(msg: &'static str) -> AttemptError<Fail> {
@@ -197,12 +197,13 @@ pub(super) async fn attempt(
                     let d = call.down.insert(d);
                     let _span = note.phase("tunnel");
                     let ctx = call.ctx;
-                    let tunnel = Tunnel::open(ctx);
+                    let tunnel = ctx.open_tunnel();
                     let (r, buf, w) = (&mut conn.r, &mut conn.buf, &mut conn.w);
                     let up_flow = websocket::up(&tunnel, call.body, w);
                     let down_flow = websocket::down(&tunnel, r, buf, d);
                     let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
-                    let report = tunnel.run(ctx, idle, drain, up_flow, down_flow).await;
+                    let report =
+                        tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
                     if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
                         d.send_reset(h2::Reason::CANCEL);
                     }

@@ -26,13 +26,13 @@ use fulcrum_telemetry::CacheStatus;
 use fulcrum_util::now_ms;
 use monoio::time::timeout;
 
-use super::conn::{H2Conn, Incoming, PumpError, is_refusal, move_data};
-use super::fields::Fields;
 use super::server::ConnState;
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::h2conn::fields::Fields;
+use crate::h2conn::{H2Conn, Incoming, PumpError, is_refusal, move_data};
 use crate::route;
 use crate::tunnel::TunnelReport;
 use crate::upstream::Upstream;

@@ -24,13 +24,13 @@ use fulcrum_util::now_ms;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
-use super::conn::Incoming;
-use super::fields::Fields;
 use super::stream::{Call, Fail, response_head_bytes};
 use crate::attempt::{AttemptError, Forward as _};
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
-use crate::tunnel::{Tunnel, TunnelEnd};
+use crate::h2conn::Incoming;
+use crate::h2conn::fields::Fields;
+use crate::tunnel::TunnelEnd;
 use crate::upstream::{Reuse, Upstream};
 use crate::websocket::{self, WEBSOCKET};
 
@@ -234,12 +234,13 @@ pub(super) async fn attempt(
                     call.head_sent.set(true);
                     let _span = note.phase("tunnel");
                     let ctx = call.ctx;
-                    let tunnel = Tunnel::open(ctx);
+                    let tunnel = ctx.open_tunnel();
                     let up_flow = super::websocket::up(&tunnel, client, id, &mut conn.w);
                     let down_flow =
                         super::websocket::down(&tunnel, &mut conn.r, &mut conn.buf, client, id);
                     let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
-                    let report = tunnel.run(ctx, idle, drain, up_flow, down_flow).await;
+                    let report =
+                        tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
                     if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
                         client.reset(id, fulcrum_h2::ErrorCode::CANCEL);
                     }

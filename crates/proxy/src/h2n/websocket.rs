@@ -11,7 +11,7 @@ use fulcrum_h2::StreamId;
 use fulcrum_util::ReadBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
-use super::conn::{H2Conn, Incoming};
+use crate::h2conn::{H2Conn, Incoming};
 use crate::transport::{ConnRead, ConnWrite};
 use crate::tunnel::{Direction, Flow, Tunnel};
 
