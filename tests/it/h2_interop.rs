@@ -25,9 +25,9 @@ fn required() -> bool {
     std::env::var("FULCRUM_REQUIRE_INTEROP").as_deref() == Ok("1")
 }
 
-#[allow(clippy::print_stderr)] // the loud skip
 /// Whether `program args` runs and succeeds: a tool is present. When it is not, fails the test
 /// if the tools are required, else prints why the test is skipped and returns false.
+#[allow(clippy::print_stderr)] // the loud skip
 fn have(program: &str, args: &[&str], install: &str) -> bool {
     let ok = Command::new(program)
         .args(args)
@@ -87,13 +87,36 @@ fn tls_pki() -> (Pki, CertFiles) {
     (pki, server)
 }
 
+/// Fulcrum (one worker) in front of an HTTP/1.1 test backend named `b1`.
+fn in_front_of_b1() -> (TestBackend, Fulcrum) {
+    let backend = TestBackend::named("b1");
+    let lb = Fulcrum::builder().workers(1).backend(&backend).start();
+    (backend, lb)
+}
+
+/// POSTs `body` to `url` with curl over h2c (prior knowledge); returns what curl's `-w`
+/// printed (`%{http_version} %{http_code}`) and the response body.
+fn curl_upload(url: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let dir = TempDir::new("interop-curl");
+    let (up, down) = (dir.join("up.bin"), dir.join("down.bin"));
+    std::fs::write(&up, body).unwrap();
+    let out = Command::new("timeout")
+        .args(["30", "curl", "-sS", "--http2-prior-knowledge", "--data-binary"])
+        .arg(format!("@{}", up.display()))
+        .arg("-o")
+        .arg(&down)
+        .args(["-w", "%{http_version} %{http_code}", url])
+        .output()
+        .unwrap();
+    (stdout_of(&out, "curl upload"), std::fs::read(&down).unwrap())
+}
+
 #[test]
 fn curl_with_prior_knowledge_gets_and_uploads_over_h2c() {
     if !have_curl() {
         return;
     }
-    let backend = TestBackend::named("b1");
-    let lb = Fulcrum::builder().workers(1).backend(&backend).start();
+    let (_backend, lb) = in_front_of_b1();
     let url = format!("http://{}", lb.addr());
     let out = run_for(
         30,
@@ -103,21 +126,10 @@ fn curl_with_prior_knowledge_gets_and_uploads_over_h2c() {
     assert_eq!(stdout_of(&out, "curl GET"), "b1\n2 200");
 
     // 1 MiB up and back: more than the default windows on both hops.
-    let dir = TempDir::new("interop-curl");
     let body = pattern(1 << 20);
-    let (up, down) = (dir.join("up.bin"), dir.join("down.bin"));
-    std::fs::write(&up, &body).unwrap();
-    let data = format!("@{}", up.display());
-    let echo = format!("{url}/echo");
-    let out = Command::new("timeout")
-        .args(["30", "curl", "-sS", "--http2-prior-knowledge", "--data-binary", &data])
-        .arg("-o")
-        .arg(&down)
-        .args(["-w", "%{http_version} %{http_code}", &echo])
-        .output()
-        .unwrap();
-    assert_eq!(stdout_of(&out, "curl upload"), "2 200");
-    assert!(std::fs::read(&down).unwrap() == body, "the echoed body differs");
+    let (status, echoed) = curl_upload(&format!("{url}/echo"), &body);
+    assert_eq!(status, "2 200");
+    assert!(echoed == body, "the echoed body differs");
 }
 
 #[test]
@@ -198,8 +210,7 @@ fn h2load_bounded_runs_all_succeed() {
         return;
     }
     // Plain HTTP/2 requests to an HTTP/1.1 backend.
-    let backend = TestBackend::named("b1");
-    let lb = Fulcrum::builder().workers(1).backend(&backend).start();
+    let (_backend, lb) = in_front_of_b1();
     let url = format!("http://{}/", lb.addr());
     let out = run_for(60, "h2load", &["-n", "2000", "-c", "4", "-m", "10", &url]);
     assert_h2load_all_ok(&out, 2000);
@@ -310,18 +321,7 @@ fn nghttpd_as_an_h2c_backend() {
     assert_eq!(stdout_of(&out, "curl"), "hello from nghttpd\n2");
     // An upload nghttpd echoes back (`--echo-upload`), 512 KiB through both hops' windows.
     let body = pattern(512 << 10);
-    let up = docs.join("up.bin");
-    std::fs::write(&up, &body).unwrap();
-    let down = docs.join("down.bin");
-    let out = Command::new("timeout")
-        .args(["30", "curl", "-sS", "--http2-prior-knowledge", "--data-binary"])
-        .arg(format!("@{}", up.display()))
-        .arg("-o")
-        .arg(&down)
-        .args(["-w", "%{http_code}"])
-        .arg(format!("http://{}/upload", lb.addr()))
-        .output()
-        .unwrap();
-    assert_eq!(stdout_of(&out, "curl upload"), "200");
-    assert!(std::fs::read(&down).unwrap() == body, "the echoed upload differs");
+    let (status, echoed) = curl_upload(&format!("http://{}/upload", lb.addr()), &body);
+    assert_eq!(status, "2 200");
+    assert!(echoed == body, "the echoed upload differs");
 }
