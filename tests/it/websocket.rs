@@ -549,3 +549,26 @@ fn websocket_over_http2_extended_connect() {
     assert_eq!(r["tunnel_bytes_client_to_backend"], 11 + 9 + 8);
     expect_within(Duration::from_secs(5), "the backend connection closed", || backend.open() == 0);
 }
+
+/// Without `websocket` on `upgrade.protocols` the HTTP/2 listener does not enable extended
+/// CONNECT (no SETTINGS_ENABLE_CONNECT_PROTOCOL), on either engine.
+#[test]
+fn extended_connect_is_off_without_websocket_upgrades() {
+    let backend = TestBackend::named("b1");
+    let f =
+        Fulcrum::builder().workers(1).backend(&backend).config("[upgrade]\nprotocols = []").start();
+    let addr = f.addr();
+    run(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        // One exchange first: the server's SETTINGS have arrived by its answer.
+        let req = http::Request::get(format!("http://{addr}/")).body(()).unwrap();
+        let (res, _) = send.send_request(req, true).unwrap();
+        assert_eq!(res.await.unwrap().status(), 200);
+        assert!(!send.is_extended_connect_protocol_enabled());
+    });
+}
