@@ -25,7 +25,8 @@ Suites:
                   that takes the benchmarked requests, against no routes
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
-                  (h2c://) against nginx grpc_pass and HAProxy proto h2
+                  (h2c://) on either HTTP/2 engine (fulcrum-*: hyperium h2, native-*:
+                  fulcrum-h2) against nginx grpc_pass and HAProxy proto h2
   cache           cache hits, GET 1 KiB and 16 KiB: Fulcrum's response cache against
                   nginx proxy_cache
   ws              WebSocket: small text messages echoed on 50 tunnels (examples/ws_load.rs)
@@ -51,6 +52,10 @@ Options:
                   third of `ulimit -n`)
   --quick         smoke test: 1 run of 2 s
   --no-build      do not run `cargo build --release` (use the existing release build as is)
+  --grpc-backend B
+                  grpc: the backends, `tonic` (examples/grpc_echo.rs, the default) or
+                  `nghttpd` (Debian's nghttp2-server, not Rust: it echoes the call's message
+                  back with a `grpc-status: 0` trailer)
   -h, --help      this text
 
 Environment:
@@ -93,12 +98,17 @@ BASE_URING_PORT=$((PORT_BASE + 14))
 BASE_EPOLL_PORT=$((PORT_BASE + 15))
 ROUTES_URING_PORT=$((PORT_BASE + 16))
 ROUTES_EPOLL_PORT=$((PORT_BASE + 17))
+NATIVE_URING_PORT=$((PORT_BASE + 18))
+NATIVE_EPOLL_PORT=$((PORT_BASE + 19))
 # A second Fulcrum binary measured side by side (an A/B of two builds in one run), when set.
 FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
+GRPC_BACKEND=tonic
+# What wait_ready_grpc looks for in a call's answer.
+GRPC_READY='^grpc-status: 0'
 while (($#)); do
     case $1 in
         --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
@@ -113,6 +123,7 @@ while (($#)); do
         --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
         --quick) RUNS=1; DURATION=2; DURATION_SET=1; shift ;;
         --no-build) BUILD=0; shift ;;
+        --grpc-backend) GRPC_BACKEND=${2:?--grpc-backend needs a value}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
         *) SUITE=$1; shift ;;
@@ -122,6 +133,8 @@ done
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
 [[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "--connections must be a positive integer"
 [[ $FLOOD =~ ^[1-9][0-9]*$ ]] || die "--flood must be a positive integer"
+[[ $GRPC_BACKEND == tonic || $GRPC_BACKEND == nghttpd ]] ||
+    die "--grpc-backend must be tonic or nghttpd"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
@@ -959,7 +972,7 @@ wait_ready_grpc() {
         if curl -s --http2-prior-knowledge --max-time 1 -o /dev/null -D - \
             -H 'content-type: application/grpc' -H 'te: trailers' \
             --data-binary @"$TMP/grpc-body" "$url/echo.Echo/Unary" 2>/dev/null |
-            grep -qi '^grpc-status: 0'; then
+            grep -qi "$GRPC_READY"; then
             return 0
         fi
         sleep 0.1
@@ -1024,18 +1037,40 @@ suite_grpc() {
     # EchoRequest { message: "hello" } in one gRPC frame (uncompressed, 7-byte message).
     printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/grpc-body"
     workload unary /echo.Echo/Unary \
-        "gRPC unary (12-byte call), h2c, $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
+        "gRPC unary (12-byte call), h2c, $GRPC_BACKEND backends, $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
         "$NGINX_PORT" "$HAPROXY_PORT"
     prepare_fulcrum
-    start_grpc_echo "$BE1_PORT" "$BE2_PORT"
+    local pid
+    if [[ $GRPC_BACKEND == nghttpd ]]; then
+        # curl shows no HTTP/2 trailers with -D: a 200 has to do for readiness.
+        GRPC_READY='^HTTP/2 200'
+        command -v nghttpd >/dev/null 2>&1 || die "nghttpd not found: apt-get install -y nghttp2-server"
+        mkdir -p "$TMP/htdocs"
+        local port
+        for port in "$BE1_PORT" "$BE2_PORT"; do
+            taskset -c "$GEN_CPU" nghttpd --no-tls --echo-upload --trailer 'grpc-status: 0' \
+                -d "$TMP/htdocs" "$port" >"$TMP/nghttpd-$port.log" 2>&1 &
+            pid=$!
+            PIDS+=("$pid")
+            wait_ready_grpc backend "$pid" "http://127.0.0.1:$port" ||
+                die "nghttpd failed to start: $(tail -n 5 "$TMP/nghttpd-$port.log")"
+        done
+    else
+        start_grpc_echo "$BE1_PORT" "$BE2_PORT"
+    fi
     T_URL[direct]="http://127.0.0.1:$BE1_PORT"
     T_PID[direct]=""
     T_DRIVER[direct]="-"
-    local pid
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
+    # The same build on its own HTTP/2 engine (fulcrum-h2), both sides of the proxy.
+    check_ports_free "$NATIVE_URING_PORT" "$NATIVE_EPOLL_PORT"
+    START_AS=native start_fulcrum io_uring "$NATIVE_URING_PORT" h2c wait_ready_grpc "" "" \
+        --http2-engine native
+    START_AS=native start_fulcrum epoll "$NATIVE_EPOLL_PORT" h2c wait_ready_grpc "" "" \
+        --http2-engine native
     start_baseline h2c wait_ready_grpc ""
 
     local dir=$TMP/nginx-grpc

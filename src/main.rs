@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fulcrum::config::Algorithm;
-use fulcrum::config::{BackendConfig, CertificateFiles, Config, IoDriverChoice};
+use fulcrum::config::{BackendConfig, CertificateFiles, Config, Http2Engine, IoDriverChoice};
 use fulcrum::telemetry::{self, Level, StderrSink};
 use fulcrum::telemetry::{error, info};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -114,6 +114,10 @@ struct RunArgs {
     /// io driver: auto, io_uring or epoll.
     #[arg(long, value_name = "DRIVER")]
     io_driver: Option<IoDriverChoice>,
+    /// HTTP/2 engine: native (Fulcrum's own, the default) or h2 (hyperium, the reference)
+    /// (overrides `http2.engine`).
+    #[arg(long, value_name = "ENGINE")]
+    http2_engine: Option<Http2Engine>,
     /// Also start three demo backends on loopback and balance over them.
     #[arg(long)]
     demo: bool,
@@ -241,6 +245,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(driver) = args.io_driver {
         config.io_driver = driver;
+    }
+    if let Some(engine) = args.http2_engine {
+        config.http2.engine = engine;
     }
     if let Some(path) = args.access_log {
         config.telemetry.access_log = Some(path);

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 mod cache_key;
 #[path = "../../fuzz/checks/chunked.rs"]
 mod chunked;
+#[path = "../../fuzz/checks/h2_conn.rs"]
+mod h2_conn;
 #[path = "../../fuzz/checks/request_head.rs"]
 mod request_head;
 #[path = "../../fuzz/checks/response_head.rs"]
@@ -64,4 +66,9 @@ fn chunked() {
 #[test]
 fn cache_key() {
     replay("cache_key", cache_key::check);
+}
+
+#[test]
+fn h2_conn() {
+    replay("h2_conn", h2_conn::check);
 }

@@ -169,6 +169,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http2Config {
+    /// Which HTTP/2 implementation serves client connections and h2c/h2 backends.
+    pub engine: Http2Engine,
     /// Most concurrent streams one client connection may open (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_concurrent_streams: u32,
     /// Largest decoded header list accepted, in bytes (also bounds CONTINUATION frames and
@@ -204,6 +206,7 @@ pub struct Http2Config {
 impl Default for Http2Config {
     fn default() -> Self {
         Self {
+            engine: Http2Engine::Native,
             max_concurrent_streams: 256,
             max_header_list_size: 64 * 1024,
             header_table_size: 4096,
@@ -218,6 +221,45 @@ impl Default for Http2Config {
             keepalive_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
             max_connections_per_backend: 16,
+        }
+    }
+}
+
+/// The HTTP/2 implementation (`[http2] engine`, `--http2-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Http2Engine {
+    /// hyperium `h2`, the reference implementation the native engine is tested against.
+    H2,
+    /// Fulcrum's own engine (`fulcrum-h2`), the default: in-place frames, HPACK without a
+    /// dynamic table or Huffman coding on output, streams handled by the connection.
+    #[default]
+    Native,
+}
+
+impl Http2Engine {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Http2Engine::H2 => "h2",
+            Http2Engine::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for Http2Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Http2Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "h2" => Ok(Http2Engine::H2),
+            "native" => Ok(Http2Engine::Native),
+            other => Err(format!("unknown HTTP/2 engine `{other}` (expected h2 or native)")),
         }
     }
 }

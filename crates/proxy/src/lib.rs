@@ -1,11 +1,13 @@
 //! Fulcrum's data path, run by every worker on its own thread: the client connection loops for
-//! HTTP/1.1 ([`h1`]) and HTTP/2 ([`h2`]), the one attempt loop every request goes through
+//! HTTP/1.1 ([`h1`]) and HTTP/2 ([`h2`] on hyperium `h2`, or [`h2n`] on Fulcrum's own engine,
+//! as `[http2] engine` says), the one attempt loop every request goes through
 //! whatever the client's and the backend's protocol (`attempt`), the worker's view of each
 //! backend with its connection pools and HTTP/2 sessions ([`upstream`]), the worker's response
 //! cache ([`worker_cache`]), and the metrics and access records of each exchange.
 //!
 //! ```text
-//! accept -> serve_connection -> HTTP/2 preface? -> h2::server -> one task per stream ─┐
+//! accept -> serve_connection -> HTTP/2 preface? -> h2::server  -> one task per stream ┐
+//!                                                   (or h2n::server, engine = native)  │
 //!                             -> otherwise      -> h1::serve  -> one exchange at a time┤
 //!                                                                                      v
 //!     pin the epoch -> route to a pool -> (cache lookup) -> attempt loop: pick in the pool,
@@ -22,18 +24,22 @@ mod error;
 mod exchange;
 mod h1;
 mod h2;
+mod h2conn;
+mod h2n;
 mod metrics;
 mod retry;
 mod route;
 mod transport;
 mod tunnel;
 mod upstream;
+mod websocket;
 mod worker_cache;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use fulcrum_config::Http2Engine;
 use fulcrum_tls::AppProtocol;
 use fulcrum_util::{ReadBuf, Rewind};
 use monoio::net::TcpStream;
@@ -74,6 +80,10 @@ pub async fn serve_connection(
             break;
         }
         if n == h2::PREFACE.len() {
+            if ctx.http2.engine == Http2Engine::Native {
+                let halves = transport::split_tcp(stream);
+                return h2n::server::serve(ctx, halves, buf, peer, ConnInfo::default()).await;
+            }
             let pre = Bytes::copy_from_slice(data);
             let Ok(io) = Rewind::new(stream, pre) else { return };
             return h2::server::serve(ctx, io, peer, ConnInfo::default()).await;
@@ -99,6 +109,10 @@ pub async fn serve_tls_connection(
     let Some(stream) = ctx.tls_handshake(stream, handshake).await else { return };
     let info = ConnInfo { tls: Some(stream.info().clone()) };
     if stream.info().alpn == Some(AppProtocol::H2) {
+        if ctx.http2.engine == Http2Engine::Native {
+            let buf = ReadBuf::with_capacity(ctx.limits.buffer_bytes);
+            return h2n::server::serve(ctx, transport::split_tls(stream), buf, peer, info).await;
+        }
         let Ok(io) = stream.into_poll_io() else { return };
         return h2::server::serve(ctx, io, peer, info).await;
     }

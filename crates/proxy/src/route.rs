@@ -42,6 +42,24 @@ pub(crate) fn h2(
     routes.route(&request, &H2Fields { headers: &parts.headers, grpc })
 }
 
+/// Routes an HTTP/2 request of the native engine by its pseudo-header fields and fields.
+#[inline]
+pub(crate) fn h2_native(
+    routes: &RouteTable,
+    head: &crate::h2conn::fields::Fields,
+    grpc: bool,
+    sni: Option<&str>,
+) -> Routed {
+    use fulcrum_h2::hpack::Pseudo;
+    if routes.is_empty() {
+        return Routed::FALLBACK;
+    }
+    let authority = head.pseudo(Pseudo::Authority).or_else(|| head.get(b"host"));
+    let path = head.pseudo(Pseudo::Path).unwrap_or(b"/");
+    let request = RouteRequest { authority, sni, path };
+    routes.route(&request, &crate::h2conn::fields::RouteFields { fields: head, grpc })
+}
+
 /// An HTTP/1.1 head's fields.
 struct H1Fields<'h>(&'h [httparse::Header<'h>]);
 

@@ -19,6 +19,15 @@ impl ReadBuf {
         Self { buf: Vec::with_capacity(capacity), start: 0, capacity }
     }
 
+    /// Raises the capacity to at least `capacity` (a protocol whose unit, such as an HTTP/2
+    /// frame, must fit whole), keeping the unread bytes.
+    pub fn grow_to(&mut self, capacity: usize) {
+        if capacity > self.capacity {
+            self.capacity = capacity;
+            self.buf.reserve(capacity.saturating_sub(self.buf.len()));
+        }
+    }
+
     /// The unread bytes.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]

@@ -339,6 +339,13 @@ impl H2Conn {
             .map(|s| s.1)
     }
 
+    /// Takes the next stream identifier for a stream the caller opens with raw frames.
+    pub fn next_stream_id(&mut self) -> u32 {
+        let id = self.next_stream;
+        self.next_stream += 2;
+        id
+    }
+
     /// Writes raw bytes.
     pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
         self.writer.lock().unwrap().write_all(bytes)

@@ -9,7 +9,9 @@
 //! Everything talks to 127.0.0.1 on ephemeral ports. Waiting is done on conditions with
 //! deadlines ([`wait_until`], [`Fulcrum::wait_for_line`]), never on fixed sleeps. The balancer
 //! runs on the io driver named by `FULCRUM_TEST_IO_DRIVER` (`auto`, `io_uring` or `epoll`;
-//! `auto` when unset), so the same suite runs once per driver (`.ci/test`).
+//! `auto` when unset), so the same suite runs once per driver (`.ci/test`), and on the HTTP/2
+//! engine named by `FULCRUM_TEST_H2_ENGINE` (`h2` or `native`; the binary's default when
+//! unset), so the HTTP/2 modules run on both engines.
 
 pub mod admin;
 pub mod backend;

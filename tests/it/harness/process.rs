@@ -37,6 +37,17 @@ pub fn test_io_driver() -> String {
     }
 }
 
+/// The HTTP/2 engine every test process runs: `FULCRUM_TEST_H2_ENGINE` (`h2` or `native`), or
+/// the binary's default when unset.
+pub fn test_h2_engine() -> Option<String> {
+    match std::env::var("FULCRUM_TEST_H2_ENGINE") {
+        Ok(e) if ["h2", "native"].contains(&e.as_str()) => Some(e),
+        Ok(e) if e.is_empty() => None,
+        Ok(e) => panic!("FULCRUM_TEST_H2_ENGINE={e:?}: want h2 or native"),
+        Err(_) => None,
+    }
+}
+
 /// `[store]` timings for tests: etcd calls bounded at 2 s, a quiet watch checked every 0.5 s,
 /// reconnects after 20 ms to 0.3 s.
 const STORE_TIMINGS: [&str; 5] = [
@@ -59,6 +70,7 @@ pub struct Builder {
     secret: Option<String>,
     expect_admin: bool,
     io_driver: Option<String>,
+    h2_engine: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
     /// `key = value` lines per configuration table, written once each after `config`.
@@ -145,6 +157,11 @@ impl Builder {
     /// `--access-log TARGET` (a path, `-` or `off`).
     pub fn access_log(self, target: &str) -> Self {
         self.arg("--access-log").arg(target)
+    }
+    /// `--http2-engine E`, instead of the one `FULCRUM_TEST_H2_ENGINE` names.
+    pub fn h2_engine(mut self, engine: &str) -> Self {
+        self.h2_engine = Some(engine.to_owned());
+        self
     }
     /// `--io-driver D`, instead of the suite's driver.
     pub fn io_driver(mut self, driver: &str) -> Self {
@@ -282,6 +299,9 @@ impl Builder {
         }
         let driver = self.io_driver.unwrap_or_else(test_io_driver);
         argv.extend(["--io-driver".to_owned(), driver]);
+        if let Some(engine) = self.h2_engine.or_else(test_h2_engine) {
+            argv.extend(["--http2-engine".to_owned(), engine]);
+        }
         for b in &self.backends {
             argv.extend(["--backend".to_owned(), b.clone()]);
         }
@@ -432,6 +452,7 @@ impl Fulcrum {
             secret: Some(SECRET.to_owned()),
             expect_admin: true,
             io_driver: None,
+            h2_engine: None,
             stdout: false,
             deny_io_uring: false,
             tables: BTreeMap::new(),

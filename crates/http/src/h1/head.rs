@@ -684,7 +684,47 @@ pub fn write_h2_request(
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
-    write_h2_head(parts, parts.method.as_str(), backend_authority, proto, out);
+    let head = H2RequestHead::of(parts);
+    let fields = || parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    write_h2_request_fields(&head, fields, backend_authority, proto, framing, out);
+}
+
+/// The pseudo-header fields of an HTTP/2 request that [`write_h2_request_fields`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct H2RequestHead<'a> {
+    /// `:method`.
+    pub method: &'a [u8],
+    /// `:path` (`/` when absent).
+    pub path: &'a [u8],
+    /// `:authority`, if present.
+    pub authority: Option<&'a [u8]>,
+}
+
+impl<'a> H2RequestHead<'a> {
+    /// The pseudo-header fields of a request held as [`http::request::Parts`].
+    fn of(parts: &'a http::request::Parts) -> Self {
+        H2RequestHead {
+            method: parts.method.as_str().as_bytes(),
+            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
+            authority: parts.uri.authority().map(|a| a.as_str().as_bytes()),
+        }
+    }
+}
+
+/// [`write_h2_request`] for a request whose fields are name/value pairs (names lower case, as
+/// HTTP/2 requires), without the pseudo-header fields; `fields` iterates them afresh at each
+/// call (the head is written in three passes: host, cookies, the rest).
+pub fn write_h2_request_fields<'a, I>(
+    head: &H2RequestHead<'_>,
+    fields: impl Fn() -> I,
+    backend_authority: &str,
+    proto: &str,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    write_h2_head(head, fields, backend_authority, proto, out);
     push_framing(out, framing);
     out.extend_from_slice(b"\r\n");
 }
@@ -701,7 +741,26 @@ pub fn write_h2_upgrade(
     extra: &[(&str, &[u8])],
     out: &mut Vec<u8>,
 ) {
-    write_h2_head(parts, "GET", backend_authority, proto, out);
+    let head = H2RequestHead::of(parts);
+    let fields = || parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    write_h2_upgrade_fields(&head, fields, backend_authority, proto, protocol, extra, out);
+}
+
+/// [`write_h2_upgrade`] for a request whose fields are name/value pairs, as
+/// [`write_h2_request_fields`] takes them (`head.method` is ignored: the upgrade is a `GET`).
+pub fn write_h2_upgrade_fields<'a, I>(
+    head: &H2RequestHead<'_>,
+    fields: impl Fn() -> I,
+    backend_authority: &str,
+    proto: &str,
+    protocol: &str,
+    extra: &[(&str, &[u8])],
+    out: &mut Vec<u8>,
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let head = H2RequestHead { method: b"GET", ..*head };
+    write_h2_head(&head, fields, backend_authority, proto, out);
     out.extend_from_slice(b"connection: upgrade\r\n");
     push_header(out, b"upgrade", protocol.as_bytes());
     for (name, value) in extra {
@@ -710,43 +769,43 @@ pub fn write_h2_upgrade(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The request line and fields of [`write_h2_request`], without framing or the empty line.
-fn write_h2_head(
-    parts: &http::request::Parts,
-    method: &str,
+/// The request line and fields of [`write_h2_request_fields`], without framing or the empty
+/// line.
+fn write_h2_head<'a, I>(
+    head: &H2RequestHead<'_>,
+    fields: impl Fn() -> I,
     backend_authority: &str,
     proto: &str,
     out: &mut Vec<u8>,
-) {
+) where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
     out.clear();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let _ = write!(out, "{method} {path} HTTP/1.1\r\nhost: ");
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or_else(|| parts.headers.get(http::header::HOST).map(http::HeaderValue::as_bytes))
+    out.extend_from_slice(head.method);
+    out.push(b' ');
+    out.extend_from_slice(head.path);
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    let host = head
+        .authority
+        .or_else(|| fields().find(|(n, _)| *n == b"host").map(|(_, v)| v))
         .unwrap_or(backend_authority.as_bytes());
     out.extend_from_slice(host);
     out.extend_from_slice(b"\r\n");
-    let mut cookies = parts.headers.get_all(http::header::COOKIE).iter();
-    if let Some(first) = cookies.next() {
+    let mut cookies = fields().filter(|(n, _)| *n == b"cookie");
+    if let Some((_, first)) = cookies.next() {
         out.extend_from_slice(b"cookie: ");
-        out.extend_from_slice(first.as_bytes());
-        for more in cookies {
+        out.extend_from_slice(first);
+        for (_, more) in cookies {
             out.extend_from_slice(b"; ");
-            out.extend_from_slice(more.as_bytes());
+            out.extend_from_slice(more);
         }
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in &parts.headers {
-        let skip = is_hop_by_hop(name.as_str().as_bytes())
-            || name == http::header::HOST
-            || name == http::header::COOKIE
-            || name == http::header::CONTENT_LENGTH
-            || name.as_str() == "x-forwarded-proto";
+    for (name, value) in fields() {
+        let skip = is_hop_by_hop(name)
+            || matches!(name, b"host" | b"cookie" | b"content-length" | b"x-forwarded-proto");
         if !skip {
-            push_header(out, name.as_str().as_bytes(), value.as_bytes());
+            push_header(out, name, value);
         }
     }
     out.extend_from_slice(b"x-forwarded-proto: ");
@@ -757,6 +816,42 @@ fn write_h2_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_h2_request_becomes_an_h1_head() {
+        let fields: &[(&[u8], &[u8])] = &[
+            (b"cookie", b"a=1"),
+            (b"te", b"trailers"),
+            (b"x-forwarded-proto", b"gopher"),
+            (b"cookie", b"b=2"),
+            (b"x-forwarded-for", b"10.0.0.1"),
+            (b"host", b"from-host"),
+            (b"content-length", b"3"),
+        ];
+        let mut out = Vec::new();
+        let head = H2RequestHead { method: b"POST", path: b"/p?q", authority: Some(b"a.example") };
+        let iter = || fields.iter().copied();
+        write_h2_request_fields(&head, iter, "backend:80", "https", Framing::Length(3), &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "POST /p?q HTTP/1.1\r\nhost: a.example\r\ncookie: a=1; b=2\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: https\r\nvia: 2 fulcrum\r\n\
+             content-length: 3\r\n\r\n"
+        );
+        // Without :authority, `host`; without either, the backend's authority.
+        let head = H2RequestHead { authority: None, ..head };
+        write_h2_request_fields(&head, iter, "backend:80", "http", Framing::None, &mut out);
+        assert!(out.starts_with(b"POST /p?q HTTP/1.1\r\nhost: from-host\r\n"));
+        write_h2_request_fields(
+            &head,
+            || [].into_iter(),
+            "backend:80",
+            "http",
+            Framing::None,
+            &mut out,
+        );
+        assert!(out.starts_with(b"POST /p?q HTTP/1.1\r\nhost: backend:80\r\n"));
+    }
 
     fn req(raw: &str) -> (Parsed<RequestInfo>, String) {
         let mut out = Vec::new();

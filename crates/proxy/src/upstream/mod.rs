@@ -34,6 +34,7 @@ use crate::metrics::{BackendMetrics, RequestSlot, WorkerSlot};
 use crate::transport::{self, ConnRead, ConnWrite};
 
 pub mod h2;
+pub mod h2n;
 mod tls;
 
 pub use tls::{UpstreamTls, tcp_connect};
@@ -125,6 +126,8 @@ pub struct Upstream {
     pub metrics: Arc<BackendMetrics>,
     /// This worker's multiplexed HTTP/2 connections to it (h2c backends only).
     pub h2: h2::SessionPool,
+    /// The same on the native engine (`[http2] engine = "native"`).
+    pub h2n: h2n::NativePool,
     settings: UpstreamSettings,
     /// TLS to the backend (`https://`, `h2://`), when it could be set up.
     tls: Option<Arc<UpstreamTls>>,
@@ -166,6 +169,7 @@ impl Upstream {
             backend,
             metrics,
             h2: Default::default(),
+            h2n: Default::default(),
             settings,
             tls,
             idle: RefCell::new(Vec::new()),
@@ -296,6 +300,7 @@ impl Upstream {
         self.retired.set(true);
         self.idle.borrow_mut().clear();
         self.h2.retire();
+        self.h2n.retire();
     }
 
     /// Idle connections currently pooled.
@@ -380,6 +385,16 @@ impl Upstream {
         connect_timeout: Duration,
     ) -> Result<h2::Lease, h2::LeaseError> {
         self.h2.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
+    }
+
+    /// A stream slot on one of this worker's native HTTP/2 sessions to the backend, opening a
+    /// session when every one is full.
+    pub async fn lease_h2n(
+        &self,
+        cfg: &fulcrum_config::Http2Config,
+        connect_timeout: Duration,
+    ) -> Result<h2n::Lease, h2n::LeaseError> {
+        self.h2n.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
     }
 
     /// A new HTTP/1.1 connection to the backend, TLS (ALPN `http/1.1`, the certificate checked)

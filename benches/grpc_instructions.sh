@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# benches/grpc_instructions.sh - instructions per proxied gRPC unary call, counted by callgrind
+# (deterministic, unlike CPU time on a shared machine): Fulcrum on each HTTP/2 engine (h2 and
+# native) and, when installed, HAProxy (proto h2), each in front of the tonic echo backend
+# (examples/grpc_echo.rs), driven by h2load over h2c.
+#
+# Each balancer runs under `valgrind --tool=callgrind` twice, for N1 and N2 calls; the
+# difference of the two instruction totals divided by N2 - N1 is the cost of one call, without
+# start-up and shut-down. Every thread of the process counts (Fulcrum's other threads are idle).
+#
+# Usage: benches/grpc_instructions.sh [N1] [N2]   (defaults 2000 and 12000)
+# Needs: valgrind, h2load (nghttp2-client), target/release/fulcrum and
+# target/release/examples/grpc_echo (cargo build --release --bin fulcrum --example grpc_echo).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N1=${1:-2000}
+N2=${2:-12000}
+PORT_BASE=${BENCH_PORT_BASE:-39300}
+BE1=$((PORT_BASE + 1))
+BE2=$((PORT_BASE + 2))
+LB=$((PORT_BASE + 10))
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+log() { printf '[callgrind] %s\n' "$*" >&2; }
+
+command -v valgrind >/dev/null || { log "valgrind not found"; exit 2; }
+command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
+FULCRUM=target/release/fulcrum
+ECHO=target/release/examples/grpc_echo
+[[ -x $FULCRUM && -x $ECHO ]] || { log "build first: cargo build --release --bin fulcrum --example grpc_echo"; exit 2; }
+
+# EchoRequest { message: "hello" } in one gRPC frame.
+printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
+"$ECHO" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
+PIDS+=($!)
+
+# wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
+wait_port() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
+
+cat >"$TMP/fulcrum.toml" <<EOF
+[limits]
+max_requests_per_connection = 0
+EOF
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$LB proto h2
+    default_backend be
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1 proto h2
+    server b2 127.0.0.1:$BE2 proto h2
+EOF
+
+# instructions NAME CALLS COMMAND...: total Ir of COMMAND under callgrind after CALLS calls.
+instructions() {
+    local name=$1 calls=$2 out=$TMP/$1.$2.out pid
+    shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$TMP/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
+    h2load -n "$calls" -c 4 -m 8 -d "$TMP/body" -H 'content-type: application/grpc' \
+        -H 'te: trailers' "http://127.0.0.1:$LB/echo.Echo/Unary" >"$TMP/$name.h2load" 2>&1
+    grep -q "$calls succeeded" "$TMP/$name.h2load" ||
+        { log "$name: not every call succeeded: $(grep requests: "$TMP/$name.h2load")"; exit 1; }
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    awk '/^summary:|^totals:/ { print $2; exit }' "$out"
+}
+
+measure() {
+    local name=$1 a b
+    shift
+    a=$(instructions "$name" "$N1" "$@")
+    b=$(instructions "$name" "$N2" "$@")
+    printf '| %s | %d |\n' "$name" $(((b - a) / (N2 - N1)))
+}
+
+echo "| balancer | instructions per gRPC unary call |"
+echo "|---|---|"
+for engine in h2 native; do
+    measure "fulcrum-$engine" "$FULCRUM" --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB" \
+        --admin-listen "127.0.0.1:$((LB + 1))" --backend "h2c://127.0.0.1:$BE1" \
+        --backend "h2c://127.0.0.1:$BE2" --workers 1 --io-driver epoll --access-log off \
+        --http2-engine "$engine"
+done
+if command -v haproxy >/dev/null; then
+    measure haproxy haproxy -db -f "$TMP/haproxy.cfg"
+fi
