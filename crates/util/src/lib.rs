@@ -4,12 +4,14 @@
 //! - [`clock`]: the process-wide monotonic millisecond clock.
 //! - [`buf`]: [`ReadBuf`], a fixed-capacity read buffer over monoio's owned-buffer IO.
 //! - [`notify`]: a single-threaded notification for tasks of one worker.
+//! - [`deadline`]: when a worker's upkeep (its ticker) must run next.
 //! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
 //! - [`panic`]: panic containment for worker tasks.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
 mod buf;
 mod clock;
+mod deadline;
 mod notify;
 mod panic;
 mod rewind;
@@ -17,6 +19,7 @@ mod runtime;
 
 pub use buf::ReadBuf;
 pub use clock::now_ms;
+pub use deadline::Deadline;
 pub use notify::{Event, EventWait, Notified, Notify};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;

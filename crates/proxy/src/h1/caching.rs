@@ -200,7 +200,7 @@ impl CacheMark {
         }
         let response =
             CachedResponse::new(p.head, tee.buf, Instant::now(), p.fresh_for).with_base_age(p.age);
-        let outcome = cache.shard.borrow_mut().insert(fill.key, Rc::new(response));
+        let outcome = cache.insert(fill.key, Rc::new(response));
         if let InsertOutcome::Stored { .. } = outcome
             && let Some(guard) = fill.guard.borrow_mut().take()
         {
@@ -278,14 +278,10 @@ async fn lookup(
     let Some((key, authorized)) = key_of(ctx, policy, raw_head, body, at.pool) else {
         return Ok(CacheMark::Bypass);
     };
-    let now = Instant::now();
-    let role = {
-        let mut shard = ctx.cache.shard.borrow_mut();
-        if let Some(hit) = shard.get(&key, now) {
-            return Ok(CacheMark::Hit(hit));
-        }
-        shard.begin_fill(key)
-    };
+    if let Some(hit) = ctx.cache.get(&key, Instant::now()) {
+        return Ok(CacheMark::Hit(hit));
+    }
+    let role = ctx.cache.shard.borrow_mut().begin_fill(key);
     let generation = epoch.epoch.cache_generation;
     let miss = |guard| {
         CacheMark::Miss(Fill {
@@ -301,7 +297,7 @@ async fn lookup(
         FillRole::Waiter(wait) => {
             let limit = epoch.epoch.timeouts.upstream_response().min(MAX_FILL_WAIT);
             if wait.wait(limit).await == Some(FillOutcome::Stored)
-                && let Some(hit) = ctx.cache.shard.borrow_mut().get(&key, Instant::now())
+                && let Some(hit) = ctx.cache.get(&key, Instant::now())
             {
                 return Ok(CacheMark::Hit(hit));
             }

@@ -2,9 +2,10 @@
 //! keep-alive connections and its multiplexed HTTP/2 sessions ([`h2`]), and how an attempt gets
 //! a connection ([`Upstream::connection`]).
 //!
-//! Owned by one worker (`Rc`, never shared); runs on that worker's thread. The pool is LIFO (the warmest connection first),
-//! bounded by `pool.max_idle_per_backend`, and connections idle for longer than
-//! `pool.idle_timeout_ms` are closed by the worker's ticker.
+//! Owned by one worker (`Rc`, never shared); runs on that worker's thread. The pool is LIFO (the
+//! warmest connection first), bounded by `pool.max_idle_per_backend`, and connections idle for
+//! `pool.idle_timeout_ms` are closed by the worker's ticker, which a check-in wakes for it
+//! when nothing sooner is planned.
 //!
 //! Every open HTTP/1.1 connection (idle or busy) holds a [`Slot`] of its backend's
 //! [`ConnGate`]; with `pool.max_connections_per_backend` set, a request that finds the backend at
@@ -26,7 +27,7 @@ use fulcrum_config::{PassiveHealth, PoolConfig, Timeouts};
 use fulcrum_model::Backend;
 use fulcrum_telemetry::warn;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{ReadBuf, now_ms};
+use fulcrum_util::{Deadline, ReadBuf, now_ms};
 
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
@@ -53,6 +54,9 @@ pub struct UpstreamSettings {
     pub buffer_bytes: usize,
     /// The `response_time` window (`balance.response_time_window_ms`).
     pub window: Duration,
+    /// How often a `response_time` pick reads the other workers' windows at most
+    /// (`balance.stats_publish_ms`).
+    pub stats_publish: Duration,
 }
 
 /// An upstream connection, split so the request body and the response can flow at once, with
@@ -71,7 +75,8 @@ pub struct UpstreamConn {
     /// Whether it has served a request before (a reused connection may have been closed by the
     /// backend meanwhile).
     pub reused: bool,
-    idle_since: Instant,
+    /// When it was last checked in (process-clock ms).
+    idle_since_ms: u64,
     /// Its place under the backend's connection cap, given back when the connection closes.
     slot: Slot,
 }
@@ -99,14 +104,14 @@ impl UpstreamConn {
             tls,
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
-            idle_since: Instant::now(),
+            idle_since_ms: 0,
             slot,
         }
     }
 
-    /// How long the connection has sat in the pool.
-    pub fn idle_for(&self) -> Duration {
-        self.idle_since.elapsed()
+    /// How long the connection has sat in the pool, at `now_ms`.
+    fn idle_for(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.idle_since_ms))
     }
 }
 
@@ -127,6 +132,8 @@ pub struct Upstream {
     idle: RefCell<Vec<UpstreamConn>>,
     retired: Cell<bool>,
     gate: Rc<ConnGate>,
+    /// The worker's upkeep deadline (idle connections to close, a latency window to age).
+    upkeep: Rc<Deadline>,
 }
 
 impl Candidate for Upstream {
@@ -140,12 +147,14 @@ impl Candidate for Upstream {
 
 impl Upstream {
     /// A worker-local view of `backend`; its open HTTP/1.1 connections are capped by the pool
-    /// settings.
+    /// settings, and what must be done later (closing idle connections, ageing the latency
+    /// window) is told to the worker's ticker through `upkeep`.
     pub fn new(
         backend: Arc<Backend>,
         settings: UpstreamSettings,
         metrics: Arc<BackendMetrics>,
         tls: Option<Arc<UpstreamTls>>,
+        upkeep: Rc<Deadline>,
     ) -> Self {
         let pool = settings.pool;
         let gate = ConnGate::new(
@@ -154,7 +163,9 @@ impl Upstream {
             Gauges { metrics: metrics.clone(), worker: settings.worker },
         );
         Self {
-            stats: LocalStats::new(settings.window, backend.stats.writer(settings.worker)),
+            stats: LocalStats::new(settings.window, backend.stats.writer(settings.worker))
+                .merge_every(settings.stats_publish)
+                .upkeep(upkeep.clone()),
             backend,
             metrics,
             h2: Default::default(),
@@ -163,6 +174,7 @@ impl Upstream {
             idle: RefCell::new(Vec::new()),
             retired: Cell::new(false),
             gate: Rc::new(gate),
+            upkeep,
         }
     }
 
@@ -172,11 +184,11 @@ impl Upstream {
         self.metrics.slot(self.settings.worker)
     }
 
-    /// Takes the most recently used idle connection younger than `max_idle_age`.
-    pub fn checkout(&self, max_idle_age: Duration) -> Option<UpstreamConn> {
+    /// Takes the most recently used idle connection younger than `max_idle_age` at `now_ms`.
+    fn checkout(&self, max_idle_age: Duration, now_ms: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < max_idle_age {
+            if conn.idle_for(now_ms) < max_idle_age {
                 return Some(conn);
             }
         }
@@ -191,10 +203,12 @@ impl Upstream {
         }
         let mut idle = self.idle.borrow_mut();
         if idle.len() < self.settings.pool.max_idle_per_backend {
+            let now = now_ms();
             conn.reused = true;
-            conn.idle_since = Instant::now();
+            conn.idle_since_ms = now;
             idle.push(conn);
             drop(idle);
+            self.upkeep.need_by(now.saturating_add(self.settings.pool.idle_timeout_ms));
             // A request queued at the connection cap can take it.
             self.gate.wake_one();
         }
@@ -261,9 +275,21 @@ impl Upstream {
         self.gate.waiters.borrow().len()
     }
 
-    /// Closes idle connections older than `max_idle_age`.
-    pub fn evict_idle(&self, max_idle_age: Duration) {
-        self.idle.borrow_mut().retain(|c| c.idle_since.elapsed() < max_idle_age);
+    /// The ticker's work at `now_ms`: closes the idle connections that reached
+    /// `pool.idle_timeout_ms` and publishes the latency window if it aged; returns when there is
+    /// more to do (`None`: nothing until new traffic).
+    pub fn upkeep(&self, now_ms: u64) -> Option<u64> {
+        let timeout = self.settings.pool.idle_timeout_ms;
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|c| now_ms.saturating_sub(c.idle_since_ms) < timeout);
+        // Checked in in order: the first is the oldest.
+        let close_next = idle.first().map(|c| c.idle_since_ms.saturating_add(timeout));
+        drop(idle);
+        let age_next = self.stats.publish(now_ms);
+        match (close_next, age_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The backend left the configuration: close idle connections and pool no more.
@@ -315,8 +341,9 @@ impl Upstream {
             }
             if let Reuse::Pooled { probe } = reuse {
                 let max_age = Duration::from_millis(self.settings.pool.idle_timeout_ms);
-                while let Some(conn) = self.checkout(max_age) {
-                    if (!probe && conn.idle_for() < PROBE_IDLE_AFTER)
+                let now = now_ms();
+                while let Some(conn) = self.checkout(max_age, now) {
+                    if (!probe && conn.idle_for(now) < PROBE_IDLE_AFTER)
                         || !transport::peer_closed(conn.fd, conn.tls)
                     {
                         if deadline.is_some() {
