@@ -33,6 +33,11 @@ Suites:
                   (h2c://) against nginx grpc_pass and HAProxy proto h2
   cache           cache hits, GET 1 KiB and 16 KiB: Fulcrum's response cache against
                   nginx proxy_cache
+  tls             TLS termination with one ECDSA P-256 certificate (made with openssl in
+                  a temp dir): keep-alive HTTPS GET 100 B and 16 KiB (wrk), full handshakes
+                  (openssl s_time -new: a new connection, no resumption, per GET) and gRPC
+                  unary over TLS (h2load, ALPN h2): Fulcrum against nginx and HAProxy with
+                  the same protocols, cipher suites, groups and session tickets
   all             every suite above, one after another, then one combined table
                   (each suite also keeps its own report)
   soak            not part of `all`: Fulcrum alone under steady wrk load for --duration
@@ -47,7 +52,7 @@ Options:
   --flood N       soak: concurrent connections of each flood round (default 2000, at most a
                   third of `ulimit -n`)
   --quick         smoke test: 1 run of 2 s
-  --no-build      do not run `cargo build --release` (use target/release/fulcrum as is)
+  --no-build      do not run `cargo build --release` (use the existing release build as is)
   --workloads L   only these workloads (comma-separated shell patterns: small,16k,post1k,
                   rate200,rate2000)
   --targets L     only these targets besides direct (comma-separated shell patterns:
@@ -56,11 +61,12 @@ Options:
 
 Environment:
   BENCH_PORT_BASE first of the fixed loopback ports used (default 39100;
-                  uses BASE+1..BASE+2 for backends, BASE+10..BASE+17 for balancers)
-  FULCRUM_BIN     binary to measure (default target/release/fulcrum; use with --no-build)
+                  uses BASE+1..BASE+4 for backends, BASE+10..BASE+65 for balancers)
+  FULCRUM_BIN     binary to measure (default $CARGO_TARGET_DIR/release/fulcrum, or
+                  target/release/fulcrum; use with --no-build)
   FULCRUM_BASELINE_BIN
-                  another Fulcrum build measured beside it in the http and grpc suites, as
-                  targets base-io_uring and base-epoll (an A/B of two commits in one run)
+                  another Fulcrum build measured beside it in the http, grpc and tls suites,
+                  as targets base-io_uring and base-epoll (an A/B of two commits in one run)
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -272,6 +278,7 @@ start_backends() {
     mkdir -p "$dir/www" "$dir/tmp"
     head -c 16384 /dev/zero | tr '\0' 'x' >"$dir/www/16k"
     head -c 1024 /dev/zero | tr '\0' 'x' >"$dir/www/1k"
+    head -c 100 /dev/zero | tr '\0' 'x' >"$dir/www/100b"
     local srv port name
     {
         cat <<EOF
@@ -308,6 +315,7 @@ EOF
         location = /small { return 200 "ok\n"; }
         location = /16k { }
         location = /1k { }
+        location = /100b { }
         location = /post { return 200 "ok\n"; }
         location / { return 404; }
     }
@@ -338,12 +346,13 @@ register_target() {
     check_pinning "$1" "$2" "$LB_CPU"
 }
 
-# write_nginx_proxy_conf DIR PORT [HTTP_LINES [LOCATION_LINES]]: DIR/nginx.conf for nginx as the
-# HTTP/1.1 proxy of the http and cache suites: one worker listening on PORT, keep-alive on both
-# sides, round robin over both backends. HTTP_LINES are added to the http block and
-# LOCATION_LINES to `location /` (each line indented and ending in `;`, or empty).
+# write_nginx_proxy_conf DIR PORT [HTTP_LINES [LOCATION_LINES [LISTEN_OPTS]]]: DIR/nginx.conf for
+# nginx as the HTTP/1.1 proxy of the http, cache and tls suites: one worker listening on PORT,
+# keep-alive on both sides, round robin over both backends. HTTP_LINES are added to the http
+# block and LOCATION_LINES to `location /` (each line indented and ending in `;`, or empty);
+# LISTEN_OPTS to the listen directive (e.g. `ssl http2`).
 write_nginx_proxy_conf() {
-    local dir=$1 port=$2 http_extra=${3:-} location_extra=${4:-}
+    local dir=$1 port=$2 http_extra=${3:-} location_extra=${4:-} listen_opts=${5:+ $5}
     mkdir -p "$dir/tmp"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
@@ -370,7 +379,7 @@ ${http_extra}    upstream backends {
         keepalive_timeout 75s;
     }
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port$listen_opts backlog=4096;
         location / {
             proxy_pass http://backends;
             proxy_http_version 1.1;
@@ -470,7 +479,9 @@ EOF
     TARGETS+=(relay)
 }
 
-FULCRUM_BIN=${FULCRUM_BIN:-$ROOT/target/release/fulcrum}
+# Where cargo puts the release build (CARGO_TARGET_DIR, when set, is taken from $ROOT).
+RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+FULCRUM_BIN=${FULCRUM_BIN:-$RELEASE_DIR/fulcrum}
 FULCRUM_OK=""
 
 # Builds (unless --no-build) and checks the binary has the flags bench.sh uses.
@@ -588,6 +599,10 @@ driver_of() {
 # -------------------------------------------------------------- workloads --
 
 declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=() W_RATE=()
+# Optional, per workload: the targets measured (space-separated; default: direct and every
+# target), the measuring function (default: measure, i.e. wrk) and the probe run once per
+# target before the warm-up (default: probe; "-" for none).
+declare -A W_TARGETS=() W_MEASURE=() W_PROBE=()
 WORKLOADS=()
 
 # wrk script: optional request setup plus a done() that prints one parseable line.
@@ -632,6 +647,7 @@ rate_workload() {
     W_TITLE[$1]=$4
     W_LUA[$1]=""
     W_CURL[$1]=""
+    W_MEASURE[$1]=measure_rate
     WORKLOADS+=("$1")
 }
 
@@ -675,10 +691,6 @@ timed_run() {
 # measure TARGET WORKLOAD SECONDS [record]: one wrk run; with "record",
 # appends "rps p50_ms p99_ms cpu_us_per_req connect read write status timeout requests".
 measure() {
-    if [[ -n ${W_RATE[$2]:-} ]]; then
-        measure_rate "$@"
-        return 0
-    fi
     local target=$1 wl=$2 secs=$3 record=${4:-}
     local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/wrk.out
     timed_run "$target" "$out" taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" \
@@ -751,21 +763,32 @@ probe() {
     fi
 }
 
+# targets_of WORKLOAD: the workload's targets, one per line (W_TARGETS, or direct and every
+# target).
+targets_of() {
+    local ts
+    read -ra ts <<<"${W_TARGETS[$1]:-direct ${TARGETS[*]}}"
+    printf '%s\n' "${ts[@]}"
+}
+
 # bench_matrix: warm up each target per workload, then RUNS rounds, each
 # round visiting every target once (interleaved), then print the tables.
 bench_matrix() {
-    local wl t r
+    local wl t r fn pr ts
     for wl in "${WORKLOADS[@]}"; do
-        log "workload $wl: keep-alive probe, then warm-up ${WARMUP}s per target"
-        for t in direct "${TARGETS[@]}"; do
-            probe "$t" "$wl"
-            measure "$t" "$wl" "$WARMUP"
+        mapfile -t ts < <(targets_of "$wl")
+        fn=${W_MEASURE[$wl]:-measure}
+        pr=${W_PROBE[$wl]:-probe}
+        log "workload $wl: probe ($pr), then warm-up ${WARMUP}s per target"
+        for t in "${ts[@]}"; do
+            [[ $pr == - ]] || "$pr" "$t" "$wl"
+            "$fn" "$t" "$wl" "$WARMUP"
         done
         for ((r = 1; r <= RUNS; r++)); do
             log "workload $wl: round $r/$RUNS"
-            for t in direct "${TARGETS[@]}"; do
+            for t in "${ts[@]}"; do
                 [[ -z ${T_DEAD[$t]:-} ]] || continue
-                measure "$t" "$wl" "$DURATION" "run$r"
+                "$fn" "$t" "$wl" "$DURATION" "run$r"
             done
         done
     done
@@ -798,12 +821,13 @@ errors_of() {
 }
 
 print_tables() {
-    local wl t f
+    local wl t f ts
     for wl in "${WORKLOADS[@]}"; do
         printf '\n### %s\n\n' "${W_TITLE[$wl]}"
         printf '| target | io driver | req/s min / med / max | p50 ms min / med / max | p99 ms min / med / max | CPU us/req min / med / max | errors |\n'
         printf '|---|---|---|---|---|---|---|\n'
-        for t in direct "${TARGETS[@]}"; do
+        mapfile -t ts < <(targets_of "$wl")
+        for t in "${ts[@]}"; do
             f=$RESULTS/$wl.$t
             if [[ ! -s $f ]]; then
                 printf '| %s | %s | - | - | - | - | %s |\n' "$t" "$(driver_of "$t")" "${T_DEAD[$t]:-no data}"
@@ -833,8 +857,14 @@ print_header() {
     printf -- '- peers: %s, %s, wrk %s\n' "$(nginx -v 2>&1 | sed 's/^nginx version: //')" \
         "$(haproxy -v 2>/dev/null | awk 'NR == 1 { print "haproxy " $3 }')" \
         "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
-    printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
-        "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    printf -- '- load average (1, 5, 15 min) when the suite started: %s\n' "${LOAD_AT_START:-?}"
+    if [[ $SUITE == tls ]]; then
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; the load generators (wrk -t1 -c%s, %s openssl s_time, h2load) and the backends (2 nginx servers in 1 process, 2 tonic echo servers in 1 process) on CPU %s; keep-alive to the backends\n' \
+            "$LB_CPU" "$CONNECTIONS" "$S_TIME_CLIENTS" "$GEN_CPU"
+    else
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
+            "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
+    fi
     if [[ $SUITE == soak ]]; then
         printf -- '- soak: %s s steady load, then %s flood rounds of %s s; RSS = VmRSS of the Fulcrum process, sampled every second\n' \
             "$DURATION" "$SOAK_FLOOD_ROUNDS" "$SOAK_FLOOD_SECS"
@@ -1211,6 +1241,24 @@ measure_h2load() {
     h2load_record "$target" "$wl" "$out" "$reqlog" "$secs"
 }
 
+# start_grpc_echo PORT-A PORT-B: the two tonic echo backends (one process) on the load
+# generator's CPU; builds examples/grpc_echo.rs first unless --no-build. Needs $TMP/grpc-body.
+start_grpc_echo() {
+    if ((BUILD)); then
+        log "cargo build --release --example grpc_echo ..."
+        cargo build --release --example grpc_echo >"$TMP/cargo-build-echo.log" 2>&1 ||
+            { tail -n 20 "$TMP/cargo-build-echo.log" >&2; die "cannot build examples/grpc_echo.rs"; }
+    fi
+    local echo_bin=$RELEASE_DIR/examples/grpc_echo pid
+    [[ -x $echo_bin ]] || die "$echo_bin missing (run without --no-build once)"
+    taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$1" "127.0.0.1:$2" >"$TMP/echo.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    { wait_ready_grpc backend "$pid" "http://127.0.0.1:$1" &&
+        wait_ready_grpc backend "$pid" "http://127.0.0.1:$2"; } ||
+        die "grpc_echo backend failed to start: $(tail -n 5 "$TMP/echo.log")"
+}
+
 suite_grpc() {
     command -v h2load >/dev/null 2>&1 || die "h2load not found: apt-get install -y nghttp2-client"
     # EchoRequest { message: "hello" } in one gRPC frame (uncompressed, 7-byte message).
@@ -1220,22 +1268,11 @@ suite_grpc() {
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
         "$NGINX_PORT" "$HAPROXY_PORT"
     prepare_fulcrum
-    if ((BUILD)); then
-        log "cargo build --release --example grpc_echo ..."
-        cargo build --release --example grpc_echo >"$TMP/cargo-build-echo.log" 2>&1 ||
-            { tail -n 20 "$TMP/cargo-build-echo.log" >&2; die "cannot build examples/grpc_echo.rs"; }
-    fi
-    local echo_bin=$ROOT/target/release/examples/grpc_echo pid
-    [[ -x $echo_bin ]] || die "$echo_bin missing (run without --no-build once)"
-    taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/echo.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    { wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE1_PORT" &&
-        wait_ready_grpc backend "$pid" "http://127.0.0.1:$BE2_PORT"; } ||
-        die "grpc_echo backend failed to start: $(tail -n 5 "$TMP/echo.log")"
+    start_grpc_echo "$BE1_PORT" "$BE2_PORT"
     T_URL[direct]="http://127.0.0.1:$BE1_PORT"
     T_PID[direct]=""
     T_DRIVER[direct]="-"
+    local pid
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
@@ -1331,6 +1368,401 @@ EOF
         done
     done
     SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call. HAProxy to beat: about 19 us per h2c request on this kind of machine.\n'
+}
+
+# ------------------------------------------------------------------- tls --
+# `./bench.sh tls`: TLS termination, Fulcrum against nginx and HAProxy. One ECDSA P-256
+# certificate, made with openssl in $TMP, serves all of them, and they are configured alike:
+# TLS 1.2 and 1.3 only; rustls's default cipher suites (aws-lc-rs provider) in rustls's order,
+# the client's preference honoured (rustls's default; nginx `ssl_prefer_server_ciphers off`,
+# HAProxy `prefer-client-ciphers`); groups X25519, P-256, P-384; session tickets on (two per
+# TLS 1.3 handshake, each server's default) and a session cache; ALPN h2 and http/1.1 (nginx
+# 1.22 predates `http2 on`: `listen ... ssl http2` is the same thing). Workloads:
+#   100b, 16k  keep-alive HTTPS GETs (wrk over TLS; wrk sends no ALPN: HTTP/1.1) through each
+#              balancer to the nginx backends
+#   handshake  a full handshake for every GET: `openssl s_time -new` (a fresh SSL object per
+#              connection that offers no session, so never a resumption) in S_TIME_CLIENTS
+#              processes on the load CPU, each connecting, sending "GET /100b HTTP/1.0" and
+#              reading to the server's close; CPU us/req is the balancer's CPU per connection
+#   grpc       gRPC unary over TLS (h2load, ALPN h2) to two tonic echo backends (h2c), the
+#              grpc suite's calls with TLS in front
+# Fulcrum runs its TLS listener (its cleartext listener is on an unused ephemeral port).
+
+S_TIME_CLIENTS=4
+# rustls 0.23's default suites with the aws-lc-rs provider, in its order, in OpenSSL's names.
+TLS13_SUITES=TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256
+TLS12_CIPHERS=ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305
+TLS_GROUPS=X25519:P-256:P-384
+TLS_CERT=""
+TLS_KEY=""
+TLS_PEM="" # certificate and key in one file (HAProxy's `crt`)
+
+# make_tls_cert: a self-signed ECDSA P-256 certificate for localhost and 127.0.0.1 in $TMP/tls;
+# every curl of this run trusts it (CURL_CA_BUNDLE).
+make_tls_cert() {
+    local dir=$TMP/tls
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1' \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >"$dir/openssl.log" 2>&1 ||
+        die "openssl could not make the certificate: $(tail -n 3 "$dir/openssl.log")"
+    TLS_CERT=$dir/cert.pem
+    TLS_KEY=$dir/key.pem
+    TLS_PEM=$dir/haproxy.pem
+    cat "$TLS_CERT" "$TLS_KEY" >"$TLS_PEM"
+    export CURL_CA_BUNDLE=$TLS_CERT
+}
+
+# start_fulcrum_tls NAME BIN DRIVER PORT SCHEME BE-A BE-B READY-FN READY-PATH: Fulcrum BIN
+# (1 worker, access log off) on CPU 0 with its TLS listener on PORT, in front of the backends on
+# ports BE-A and BE-B spoken to as SCHEME (http or h2c); a target once READY-FN accepts
+# https://127.0.0.1:PORT/READY-PATH.
+start_fulcrum_tls() {
+    local name=$1 bin=$2 driver=$3 port=$4 scheme=$5 be_a=$6 be_b=$7 ready=$8 path=$9
+    [[ -n $FULCRUM_OK && -x $bin ]] || return 0
+    local err=$TMP/$name.stderr
+    printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
+    taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen 127.0.0.1:0 \
+        --tls-listen "127.0.0.1:$port" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY" \
+        --backend "$scheme://127.0.0.1:$be_a" --backend "$scheme://127.0.0.1:$be_b" \
+        --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! "$ready" "$name" "$pid" "https://127.0.0.1:$port$path"; then
+        log "SKIPPING $name: it did not become ready; last stderr lines:"
+        tail -n 10 "$err" >&2 || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 0
+    fi
+    register_target "$name" "$pid" "$port" "file:$err"
+    T_URL[$name]="https://127.0.0.1:$port"
+    TARGETS+=("$name")
+}
+
+# start_tls_peer NAME PORT READY-FN READY-PATH LOG CMD...: CMD (nginx or HAProxy, serving TLS on
+# PORT) on CPU 0; a target once READY-FN accepts https://127.0.0.1:PORT/READY-PATH.
+start_tls_peer() {
+    local name=$1 port=$2 ready=$3 path=$4 out=$5 pid
+    shift 5
+    taskset -c "$LB_CPU" "$@" >"$out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if "$ready" "$name" "$pid" "https://127.0.0.1:$port$path"; then
+        register_target "$name" "$pid" "$port" epoll
+        T_URL[$name]="https://127.0.0.1:$port"
+        TARGETS+=("$name")
+    else
+        log "SKIPPING $name: $(tail -n 5 "$out" 2>/dev/null)"
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+}
+
+# nginx_tls_lines: the TLS directives of the nginx configs (http block).
+nginx_tls_lines() {
+    cat <<EOF
+    ssl_certificate $TLS_CERT;
+    ssl_certificate_key $TLS_KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers $TLS12_CIPHERS;
+    ssl_conf_command Ciphersuites $TLS13_SUITES;
+    ssl_prefer_server_ciphers off;
+    ssl_ecdh_curve $TLS_GROUPS;
+    ssl_session_cache shared:TLS:10m;
+    ssl_session_tickets on;
+EOF
+}
+
+# write_haproxy_tls_conf FILE PORT BE-A BE-B [SERVER-OPTS]: HAProxy (1 thread) terminating TLS
+# on PORT, keep-alive on both sides, round robin over the backends on BE-A and BE-B.
+write_haproxy_tls_conf() {
+    cat >"$1" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:$2 ssl crt $TLS_PEM alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers $TLS12_CIPHERS ciphersuites $TLS13_SUITES curves $TLS_GROUPS prefer-client-ciphers
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$3${5:+ $5}
+    server b2 127.0.0.1:$4${5:+ $5}
+EOF
+    haproxy -c -q -f "$1" || die "haproxy config check failed ($1)"
+}
+
+# stime_clients DIR SECS s_time HOST:PORT PAGE: S_TIME_CLIENTS `openssl s_time -new` processes
+# on the load CPU for SECS seconds, the output of each in DIR.N; fails when one fails. Run by
+# timed_run in a background subshell (whose TERM trap ends the clients).
+stime_clients() {
+    local dir=$1 secs=$2 hostport=$4 page=$5 i rc=0 pids=()
+    trap 'kill -TERM "${pids[@]}" 2>/dev/null; exit 143' TERM
+    for ((i = 0; i < S_TIME_CLIENTS; i++)); do
+        taskset -c "$GEN_CPU" openssl s_time -connect "$hostport" -new -time "$secs" \
+            -www "$page" >"$dir.$i" 2>&1 &
+        pids+=("$!")
+    done
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            rc=1
+            grep -v '^[*]' "$dir.$i" | tail -n 5
+        fi
+    done
+    return "$rc"
+}
+
+# measure_stime TARGET WORKLOAD SECONDS [record]: like `measure`, with stime_clients: req/s is
+# connections (each one full handshake and one GET) per second, CPU us/req the balancer's CPU
+# per connection; s_time gives no latencies.
+measure_stime() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]} pid=${T_PID[$target]} out=$TMP/stime.out f
+    rm -f "$TMP"/stime.[0-9]*
+    timed_run "$target" "$out" stime_clients "$TMP/stime" "$secs" s_time "${url#https://}" \
+        "${W_PATH[$wl]}" || return 0
+    {
+        printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"
+        for f in "$TMP"/stime.[0-9]*; do grep -v '^[*]' "$f"; done
+    } >>"$RAW_LOG"
+    [[ -n $record ]] || return 0
+    local conns bytes
+    read -r conns bytes < <(awk '/connections in [0-9]+ real seconds/ { n += $1; b += $1 * $7 }
+        END { printf "%d %.0f\n", n, (n ? b / n : 0) }' "$TMP"/stime.[0-9]*)
+    # A 100 B body and its head cannot arrive in fewer bytes: anything less is an error page or
+    # nothing at all.
+    if ((bytes < 100)); then
+        T_NOTE[$target,$wl]="short answers ($bytes bytes per connection)"
+    fi
+    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" -v n="$conns" -v secs="$secs" 'BEGIN {
+            cpu = (haspid && n > 0) ? sprintf("%.2f", ns / 1000 / n) : "-"
+            printf "%.0f - - %s 0 0 0 0 0 %d\n", n / secs, cpu, n
+        }' >>"$RESULTS/$wl.$target"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+# probe_http10 TARGET WORKLOAD: the request s_time sends, on a new TLS connection, must be
+# answered 2xx. Warns otherwise.
+probe_http10() {
+    local target=$1 wl=$2 status
+    status=$(printf 'GET %s HTTP/1.0\r\n\r\n' "${W_PATH[$wl]}" |
+        timeout 5 openssl s_client -quiet -connect "${T_URL[$target]#https://}" 2>/dev/null |
+        head -n 1 | tr -d '\r') || true
+    if [[ ! $status =~ ^HTTP/1\.[01]\ 2[0-9][0-9] ]]; then
+        T_NOTE[$target,$wl]="HTTP/1.0 probe failed"
+        log "warning: $target/$wl: HTTP/1.0 over a new TLS connection gave '${status:-nothing}'"
+    fi
+}
+
+# s_client_for SECS ARGS...: openssl s_client ARGS with its standard input open for SECS seconds
+# (long enough to read the session tickets a server sends after the handshake); prints what
+# s_client printed on standard output.
+s_client_for() {
+    local secs=$1
+    shift
+    sleep "$secs" | timeout 5 openssl s_client "$@" 2>/dev/null | tr -d '\000' || true
+}
+
+# tls_check TARGET: one markdown row of what openssl s_client negotiates with the target: TLS 1.3
+# (suite, group, ALPN with h2 and http/1.1 offered), the session tickets it sends after a full
+# handshake and whether one resumes; the TLS 1.2 suite and whether its ticket resumes; whether
+# TLS 1.1 is refused.
+tls_check() {
+    local hostport=${T_URL[$1]#https://} v13 tickets r13 v12 r12 v11 sess=$TMP/tls/$1.session out
+    out=$(s_client_for 0.3 -connect "$hostport" -alpn h2,http/1.1 -sess_out "$sess.13")
+    v13=$(awk '/^New, TLS/ { p = $2; c = $NF; sub(/,$/, "", p) }
+        /^Server Temp Key:/ { g = $4; sub(/,$/, "", g) } /^ALPN protocol:/ { a = $3 }
+        END { printf "%s %s %s, ALPN %s", p, c, g, (a ? a : "none") }' <<<"$out")
+    tickets=$(grep -c 'New Session Ticket arrived' <<<"$out" || true)
+    r13=$(s_client_for 0.3 -connect "$hostport" -sess_in "$sess.13" |
+        awk '/^Reused,/ { print "yes"; exit } /^New,/ { print "no"; exit }')
+    v12=$(s_client_for 0 -tls1_2 -connect "$hostport" -sess_out "$sess.12" |
+        awk '/^New, TLS/ { print $NF; exit }')
+    r12=$(s_client_for 0 -tls1_2 -connect "$hostport" -sess_in "$sess.12" |
+        awk '/^Reused,/ { print "yes"; exit } /^New,/ { print "no"; exit }')
+    # SECLEVEL=0: the client itself would refuse TLS 1.1 at OpenSSL 3.0's default level.
+    if timeout 5 openssl s_client -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' -connect "$hostport" \
+        </dev/null >/dev/null 2>&1; then
+        v11="ACCEPTED"
+    else
+        v11="refused"
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${v13:-?}" "${tickets:-?}" "${r13:-?}" \
+        "${v12:-?}" "${r12:-?}" "$v11"
+}
+
+# tls_ratios: for each workload, the median CPU per request of every Fulcrum target against the
+# peers' (nginx*, haproxy*) as markdown.
+tls_ratios() {
+    local wl t p f cpu best_n best_h ts
+    printf '\n### Fulcrum CPU per request against the peers (medians)\n\n'
+    printf '| workload | target | CPU us/req | nginx | HAProxy | vs nginx | vs HAProxy | below both |\n'
+    printf '|---|---|---|---|---|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        mapfile -t ts < <(targets_of "$wl")
+        best_n="" best_h=""
+        for p in "${ts[@]}"; do
+            f=$RESULTS/$wl.$p
+            [[ -s $f ]] || continue
+            case $p in
+                nginx*) best_n=$(median_of "$f" 4) ;;
+                haproxy*) best_h=$(median_of "$f" 4) ;;
+            esac
+        done
+        for t in "${ts[@]}"; do
+            [[ $t == fulcrum-* || $t == base-* ]] || continue
+            f=$RESULTS/$wl.$t
+            [[ -s $f ]] || continue
+            cpu=$(median_of "$f" 4)
+            awk -v w="$wl" -v t="$t" -v c="$cpu" -v n="${best_n:-0}" -v h="${best_h:-0}" 'BEGIN {
+                rn = n > 0 ? sprintf("%.2f", c / n) : "-"
+                rh = h > 0 ? sprintf("%.2f", c / h) : "-"
+                ok = (n > 0 && h > 0) ? ((c < n && c < h) ? "yes" : "**no**") : "-"
+                printf "| %s | %s | %.2f | %.2f | %.2f | %s | %s | %s |\n", w, t, c, n, h, rn, rh, ok
+            }'
+        done
+    done
+}
+
+# tls_capacity: for the handshake workload, the full handshakes (each with its GET) one core of
+# each balancer can do: 1e6 / its median CPU us per connection.
+tls_capacity() {
+    local t f cpu ts
+    printf '\n### Full handshakes per second on one core (1e6 / median CPU us per connection)\n\n'
+    printf '| target | CPU us per connection (median) | handshakes per CPU-second |\n|---|---|---|\n'
+    mapfile -t ts < <(targets_of handshake)
+    for t in "${ts[@]}"; do
+        f=$RESULTS/handshake.$t
+        [[ -s $f ]] || continue
+        cpu=$(median_of "$f" 4)
+        awk -v t="$t" -v c="$cpu" 'BEGIN { printf "| %s | %.1f | %.0f |\n", t, c, (c > 0 ? 1e6 / c : 0) }'
+    done
+}
+
+suite_tls() {
+    local tool
+    for tool in openssl h2load; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            die "$tool not found: apt-get install -y openssl nghttp2-client"
+    done
+    # EchoRequest { message: "hello" } in one gRPC frame (uncompressed, 7-byte message).
+    printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/grpc-body"
+    local streams=$((CONNECTIONS / H2_CLIENTS))
+    ((streams > 0)) || streams=1
+    workload 100b /100b "HTTPS GET 100 B body, keep-alive (wrk -c$CONNECTIONS, HTTP/1.1)"
+    workload 16k /16k "HTTPS GET 16 KiB body, keep-alive (wrk -c$CONNECTIONS, HTTP/1.1)"
+    workload handshake /100b \
+        "Full TLS handshake + GET 100 B per connection (openssl s_time -new, $S_TIME_CLIENTS clients); req/s = handshakes/s"
+    workload grpc /echo.Echo/Unary \
+        "gRPC unary over TLS (12-byte call, h2load, ALPN h2), $H2_CLIENTS connections x $streams streams"
+    W_MEASURE[handshake]=measure_stime
+    W_PROBE[handshake]=probe_http10
+    W_MEASURE[grpc]=measure_h2load
+    W_PROBE[grpc]=-
+
+    local p=$((PORT_BASE + 40)) g=$((PORT_BASE + 60))
+    local gbe1=$((PORT_BASE + 3)) gbe2=$((PORT_BASE + 4))
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$gbe1" "$gbe2" "$p" $((p + 1)) $((p + 2)) \
+        $((p + 3)) "$g" $((g + 1)) $((g + 2)) $((g + 3))
+    [[ -z $FULCRUM_BASELINE_BIN ]] || check_ports_free $((p + 4)) $((p + 5)) $((g + 4)) $((g + 5))
+    make_tls_cert
+    prepare_fulcrum
+    start_backends
+    start_grpc_echo "$gbe1" "$gbe2"
+    T_URL[direct-grpc]="http://127.0.0.1:$gbe1"
+    T_PID[direct-grpc]=""
+    T_DRIVER[direct-grpc]="-"
+
+    # HTTP/1.1 over TLS, and the handshakes: to the nginx backends.
+    local d base=$FULCRUM_BASELINE_BIN
+    start_fulcrum_tls fulcrum-io_uring "$FULCRUM_BIN" io_uring "$p" http "$BE1_PORT" "$BE2_PORT" wait_ready /100b
+    start_fulcrum_tls fulcrum-epoll "$FULCRUM_BIN" epoll $((p + 1)) http "$BE1_PORT" "$BE2_PORT" wait_ready /100b
+    if [[ -n $base ]]; then
+        start_fulcrum_tls base-io_uring "$base" io_uring $((p + 4)) http "$BE1_PORT" "$BE2_PORT" wait_ready /100b
+        start_fulcrum_tls base-epoll "$base" epoll $((p + 5)) http "$BE1_PORT" "$BE2_PORT" wait_ready /100b
+    fi
+    d=$TMP/nginx-tls
+    write_nginx_proxy_conf "$d" $((p + 2)) "$(nginx_tls_lines)"$'\n' "" "ssl http2"
+    start_tls_peer nginx $((p + 2)) wait_ready /100b "$d/stdout.log" \
+        nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    d=$TMP/haproxy-tls
+    mkdir -p "$d"
+    write_haproxy_tls_conf "$d/haproxy.cfg" $((p + 3)) "$BE1_PORT" "$BE2_PORT"
+    start_tls_peer haproxy $((p + 3)) wait_ready /100b "$d/stdout.log" haproxy -db -f "$d/haproxy.cfg"
+    local http_targets=("${TARGETS[@]}")
+
+    # gRPC over TLS: to the echo backends.
+    start_fulcrum_tls fulcrum-io_uring-grpc "$FULCRUM_BIN" io_uring "$g" h2c "$gbe1" "$gbe2" wait_ready_grpc ""
+    start_fulcrum_tls fulcrum-epoll-grpc "$FULCRUM_BIN" epoll $((g + 1)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
+    if [[ -n $base ]]; then
+        start_fulcrum_tls base-io_uring-grpc "$base" io_uring $((g + 4)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
+        start_fulcrum_tls base-epoll-grpc "$base" epoll $((g + 5)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
+    fi
+    d=$TMP/nginx-tls-grpc
+    mkdir -p "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    http2_max_requests 1000000;
+    keepalive_requests 1000000;
+$(nginx_tls_lines)
+    upstream grpc_backends {
+        server 127.0.0.1:$gbe1;
+        server 127.0.0.1:$gbe2;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$((g + 2)) ssl http2 backlog=4096;
+        location / { grpc_pass grpc://grpc_backends; }
+    }
+}
+EOF
+    start_tls_peer nginx-grpc $((g + 2)) wait_ready_grpc "" "$d/stdout.log" \
+        nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    d=$TMP/haproxy-tls-grpc
+    mkdir -p "$d"
+    write_haproxy_tls_conf "$d/haproxy.cfg" $((g + 3)) "$gbe1" "$gbe2" "proto h2"
+    start_tls_peer haproxy-grpc $((g + 3)) wait_ready_grpc "" "$d/stdout.log" haproxy -db -f "$d/haproxy.cfg"
+    local t grpc_targets=()
+    for t in "${TARGETS[@]}"; do
+        [[ $t == *-grpc ]] && grpc_targets+=("$t")
+    done
+
+    W_TARGETS[100b]="direct ${http_targets[*]}"
+    W_TARGETS[16k]="direct ${http_targets[*]}"
+    W_TARGETS[handshake]="${http_targets[*]}"
+    W_TARGETS[grpc]="direct-grpc ${grpc_targets[*]}"
+    log "targets: direct direct-grpc ${TARGETS[*]}"
+    SUITE_NOTES=$'\n### What each target negotiates (openssl s_client)\n\n| target | TLS 1.3 | tickets sent | TLS 1.3 resumes | TLS 1.2 suite | TLS 1.2 resumes | TLS 1.1 |\n|---|---|---|---|---|---|---|\n'
+    for t in "${TARGETS[@]}"; do
+        SUITE_NOTES+=$(tls_check "$t")$'\n'
+    done
+    bench_matrix
+    SUITE_NOTES+=$(tls_ratios)$'\n'
+    SUITE_NOTES+=$(tls_capacity)$'\n'
+    SUITE_NOTES+=$'\n'"Certificate: ECDSA P-256, self-signed (openssl req -x509). Every balancer: TLS 1.2 and 1.3, suites $TLS13_SUITES and $TLS12_CIPHERS (the client's preference honoured), groups $TLS_GROUPS, session tickets on, ALPN h2 and http/1.1. Fulcrum: rustls with the $(awk -F'"' '/^default = /{ print $2; exit }' crates/tls/Cargo.toml 2>/dev/null || echo '?') provider. Clients: $(openssl version | awk '{ print $1 " " $2 }') (wrk, s_time, h2load). direct = the backend without TLS (the generator's ceiling). handshake: every connection is a full handshake (s_time -new offers no session); its CPU us/req is per connection, so 1e6 / CPU us/req is the handshakes per second one core of the balancer can do.${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
 # ------------------------------------------------------------------ soak --
@@ -1503,11 +1935,15 @@ run_all() {
     # The soak is minutes long and reports memory, not speed, and `http` measures the idle
     # wake-ups too: neither is a suite of its own in `all`.
     mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" && $3 != "suite_idle" { sub(/^suite_/, "", $3); print $3 }')
-    # Every suite's tools before the first one starts (the grpc suite also needs h2load).
+    # Every suite's tools before the first one starts (the grpc and tls suites also need h2load,
+    # the tls suite openssl).
     command -v h2load >/dev/null 2>&1 ||
-        die "missing tool: h2load (grpc suite); install it with: apt-get install -y nghttp2-client"
+        die "missing tool: h2load (grpc and tls suites); install it with: apt-get install -y nghttp2-client"
+    command -v openssl >/dev/null 2>&1 ||
+        die "missing tool: openssl (tls suite); install it with: apt-get install -y openssl"
     check_tools
     CLK_TCK=$(getconf CLK_TCK)
+    LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
     mkdir -p target/bench
     STAMP=$(date -u +%Y%m%dT%H%M%SZ)
     local opts=(--runs "$RUNS" --duration "$DURATION" --connections "$CONNECTIONS")
@@ -1566,6 +2002,7 @@ declare -F "suite_$SUITE" >/dev/null ||
     die "unknown suite '$SUITE' (available: $(declare -F | awk '$3 ~ /^suite_/ { sub(/^suite_/, "", $3); printf "%s%s", sep, $3; sep = " " }'))"
 check_tools
 CLK_TCK=$(getconf CLK_TCK)
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-bench.XXXXXX")
 RESULTS=$TMP/results
 mkdir -p "$RESULTS" target/bench

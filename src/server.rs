@@ -91,6 +91,8 @@ pub struct Running {
     pub drivers: Vec<IoDriver>,
     /// The admin API address (port resolved), or `None` when the admin API is off.
     pub admin_listen: Option<SocketAddr>,
+    /// The TLS listener's address (port resolved), when `[tls] listen` is set.
+    pub tls_listen: Option<SocketAddr>,
     control: ControlHandle,
     control_thread: JoinHandle<()>,
     /// `lb-health`, when active health checks are on (ends with the control thread).
@@ -313,6 +315,7 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         listen,
         drivers,
         admin_listen: None,
+        tls_listen,
         control,
         control_thread,
         health_thread: None,
@@ -357,6 +360,9 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
             running.shutdown();
             return Err(e.into());
         }
+    }
+    if let Some(tls) = tls_listen {
+        info!("tls listening", addr = tls, workers = workers);
     }
     info!("listening", addr = listen, workers = workers);
     Ok(running)

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use crate::harness::echo::EchoRequest;
-use crate::harness::grpc::msg;
+use crate::harness::grpc::four_call_kinds;
 use crate::harness::h2client::{Answer, framed, grpc_call};
 use crate::harness::h2frames::{CANCEL, End, Reply};
 use crate::harness::*;
@@ -30,37 +30,7 @@ fn the_four_call_kinds() {
     let lb = start(&[backend.url()], None);
     run(async {
         let mut c = GrpcClient::connect(lb.addr()).await;
-
-        let res = c.unary(tonic::Request::new(msg("hello"))).await.unwrap();
-        assert_eq!(res.metadata().get("x-backend").unwrap(), "b1");
-        assert_eq!(res.get_ref().message, "hello");
-
-        let mut stream = c
-            .server_stream(EchoRequest { message: "s".into(), count: 5, ..Default::default() })
-            .await
-            .unwrap();
-        let mut seqs = Vec::new();
-        while let Some(m) = stream.message().await.unwrap() {
-            seqs.push(m.seq);
-        }
-        assert_eq!(seqs, [0, 1, 2, 3, 4]);
-
-        let parts = tokio_stream::iter(["a", "b", "c"].map(msg));
-        let joined = c.client_stream(Box::pin(parts)).await.unwrap();
-        assert_eq!((joined.message.as_str(), joined.seq), ("abc", 3));
-
-        // Bidi ping-pong: each request is sent only after the previous reply came back, so
-        // nothing may be held back in either direction.
-        let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
-        let mut replies =
-            c.bidi(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap();
-        for i in 0..5 {
-            tx.send(msg(&format!("ping{i}"))).await.unwrap();
-            let reply = replies.message().await.unwrap().unwrap();
-            assert_eq!((reply.message, reply.seq), (format!("ping{i}"), i));
-        }
-        drop(tx);
-        assert!(replies.message().await.unwrap().is_none());
+        four_call_kinds(&mut c, "b1").await;
     });
 }
 

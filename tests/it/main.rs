@@ -32,5 +32,6 @@ mod packaging;
 mod retries;
 mod routing;
 mod strict_http;
+mod tls;
 mod upstream_limits;
 mod weights;

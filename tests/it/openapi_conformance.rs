@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::harness::admin::{SECRET, now, sign_hs};
 use crate::harness::http1::request_chunked;
+use crate::harness::tls::{CertFiles, Pki};
 use crate::harness::{Fulcrum, Response, TempDir, TestBackend, expect_within};
 use jsonschema::{Draft, Registry, Validator};
 use jsonwebtoken::Algorithm;
@@ -487,6 +488,7 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
         ("/api/v1/pools/{name}/backends/{id}", pool_backend.as_str()),
         ("/api/v1/pools/{name}/algorithm", pool_algorithm.as_str()),
         ("/api/v1/routes", "/api/v1/routes"),
+        ("/api/v1/tls", "/api/v1/tls"),
     ];
     for (template, path) in routes {
         cx.call(f, 200, ("GET", template, path), &t.read, None);
@@ -648,6 +650,26 @@ fn algorithm_and_cache(cx: &mut Conformance, f: &Fulcrum, t: &Tokens) {
         let r = cx.call(f, 200, ("GET", "/api/v1/backends", "/api/v1/backends"), &t.read, None);
         r.json().as_array().unwrap().iter().any(|b| b["avg_response_ms"].is_number())
     });
+}
+
+/// The TLS reload: authentication, then `409` without a TLS listener; with one (`tls`: its CA
+/// and certificate), `200`, and `400` while its key file is missing (nothing changes, so the
+/// next reload succeeds again).
+fn tls_reload(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, tls: Option<(&Pki, &CertFiles)>) {
+    let reload = ("POST", "/api/v1/tls/reload", "/api/v1/tls/reload");
+    mutation_auth(cx, f, t, reload);
+    let Some((pki, cert)) = tls else {
+        let r = cx.call(f, 409, reload, &t.write, None);
+        assert_eq!(r.json()["error"]["code"], "tls_not_configured");
+        return;
+    };
+    cx.call(f, 200, reload, &t.write, None);
+    std::fs::remove_file(&cert.key).unwrap();
+    let r = cx.call(f, 400, reload, &t.write, None);
+    assert_eq!(r.json()["error"]["code"], "invalid_certificate");
+    pki.write("server.key", &cert.key_pem);
+    cx.call(f, 200, reload, &t.write, None);
+    cx.call(f, 200, ("GET", "/api/v1/tls", "/api/v1/tls"), &t.read, None);
 }
 
 /// Sends `body` to `route` with a write token, expects `status` with error `code`.
@@ -906,6 +928,7 @@ fn plain_server() -> Conformance {
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
     reads(cx, &f, &t, &known);
+    tls_reload(cx, &f, &t, None);
     unowned(cx, &f, &t, &known);
 
     // Without routes, every pool but `default` can go; then its backends.
@@ -936,7 +959,8 @@ fn plain_server() -> Conformance {
 
 /// A server with everything on: issuer and audience, `metrics_auth`, a state file, active
 /// health checks with one backend up and one down (`up`, `down` with its last error, then
-/// `unknown` for a new one). Ends with the state file unwritable: every mutation is 500.
+/// `unknown` for a new one), a TLS listener. Ends with the state file unwritable: every
+/// mutation is 500.
 fn configured_server(cx: &mut Conformance) {
     let up = TestBackend::named("up");
     let down = TestBackend::named("down");
@@ -958,7 +982,9 @@ fn configured_server(cx: &mut Conformance) {
             down.url()
         ),
     );
-    let f = Fulcrum::builder().config_file(&config).start();
+    let pki = Pki::new("conformance");
+    let cert = pki.issue("server", &["fulcrum.test"]);
+    let f = Fulcrum::builder().config_file(&config).tls_listener(&[&cert]).start();
     let t = Tokens::new(Some(("fulcrum-test", "fulcrum-admin")));
     // A token without the configured issuer and audience is invalid here.
     let foreign = Tokens::new(None).write;
@@ -982,6 +1008,7 @@ fn configured_server(cx: &mut Conformance) {
     routes(cx, &f, &t);
     reads(cx, &f, &t, &known);
     algorithm_and_cache(cx, &f, &t);
+    tls_reload(cx, &f, &t, Some((&pki, &cert)));
     unowned(cx, &f, &t, &known);
     cx.call(&f, 200, ("GET", "/readyz", "/readyz"), &Auth::None, None);
 

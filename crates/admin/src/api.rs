@@ -566,6 +566,44 @@ pub enum WriteErrors {
     Unavailable(#[to_schema] ErrorBody),
 }
 
+/// Errors an authenticated read that never waits on the control plane can answer with (the
+/// TLS inventory): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalReadErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
+}
+
+/// Errors a mutation that never waits on the control plane nor writes the state file can answer
+/// with (the TLS reload): only the token's.
+#[derive(IntoResponses)]
+pub enum LocalWriteErrors {
+    /// Missing, malformed, badly signed, expired or not-yet-valid token.
+    #[response(
+        status = 401,
+        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
+    )]
+    Unauthorized(#[to_schema] ErrorBody),
+    /// Valid token without the `fulcrum:write` scope.
+    #[response(
+        status = 403,
+        headers(("WWW-Authenticate" = String,
+            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
+    )]
+    Forbidden(#[to_schema] ErrorBody),
+}
+
 /// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
 /// (mutations without a body never read one, so never answer these).
 #[derive(IntoResponses)]
@@ -1538,7 +1576,7 @@ fn tls_out(app: &App) -> TlsOut {
 /// The TLS listener's certificates in service: file, DNS names, not-after, SHA-256 fingerprint.
 #[utoipa::path(
     get, path = "/api/v1/tls", tag = "tls", operation_id = "get_tls",
-    responses((status = 200, description = "The TLS listener and its certificates.", body = TlsOut), ReadErrors),
+    responses((status = 200, description = "The TLS listener and its certificates (none, and a `null` listener, without one).", body = TlsOut), LocalReadErrors),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 fn get_tls(app: &App) -> Result<Resp, ApiError> {
@@ -1553,7 +1591,7 @@ fn get_tls(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Reloaded; the certificates now in service.", body = TlsOut),
         (status = 400, description = "A file is missing, unreadable, malformed, expired or its key does not match (`invalid_certificate`, naming the file); the certificates in service stay.", body = ErrorBody),
         (status = 409, description = "No TLS listener is configured (`tls_not_configured`).", body = ErrorBody),
-        ReadErrors,
+        LocalWriteErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]

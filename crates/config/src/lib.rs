@@ -837,7 +837,9 @@ impl Config {
                 "tls_cert_file and tls_key_file go together",
             ));
         }
+        // Port 0 asks the kernel for a free port: two such listeners never collide.
         if let Some(tls) = self.tls.listen
+            && tls.port() != 0
             && (tls == self.listen || tls == self.admin_listen)
         {
             return Err(ConfigError::invalid(
@@ -917,6 +919,22 @@ mod tests {
         for bad in ["http://", "http://h:0", "http://h:x", "http://h:1/path", "http://u@h:1"] {
             assert!(BackendUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_tls_listener_may_share_port_zero_but_no_fixed_address() {
+        let certs = "[[tls.certificates]]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+        let ephemeral = format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [tls]\nlisten = \"127.0.0.1:0\"\n{certs}"
+        );
+        let c: Config = toml::from_str(&ephemeral).unwrap();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        let clash =
+            format!("listen = \"127.0.0.1:8443\"\n[tls]\nlisten = \"127.0.0.1:8443\"\n{certs}");
+        let c: Config = toml::from_str(&clash).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tls.listen"), "{err}");
     }
 
     #[test]

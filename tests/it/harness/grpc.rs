@@ -146,6 +146,39 @@ impl GrpcClient {
     }
 }
 
+/// Makes one call of each kind through `c` and checks the answers of the echo backend named
+/// `backend`: unary (and its `x-backend`), server streaming (five messages in order), client
+/// streaming (three joined), and a bidi ping-pong (each request sent only after the previous
+/// reply came back, so nothing may be held back in either direction).
+pub async fn four_call_kinds(c: &mut GrpcClient, backend: &str) {
+    let res = c.unary(Request::new(msg("hello"))).await.unwrap();
+    assert_eq!(res.metadata().get("x-backend").unwrap(), backend);
+    assert_eq!(res.get_ref().message, "hello");
+
+    let req = EchoRequest { message: "s".into(), count: 5, ..Default::default() };
+    let mut stream = c.server_stream(req).await.unwrap();
+    let mut seqs = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        seqs.push(m.seq);
+    }
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+
+    let parts = tokio_stream::iter(["a", "b", "c"].map(msg));
+    let joined = c.client_stream(Box::pin(parts)).await.unwrap();
+    assert_eq!((joined.message.as_str(), joined.seq), ("abc", 3));
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+    let mut replies =
+        c.bidi(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap();
+    for i in 0..5 {
+        tx.send(msg(&format!("ping{i}"))).await.unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!((reply.message, reply.seq), (format!("ping{i}"), i));
+    }
+    drop(tx);
+    assert!(replies.message().await.unwrap().is_none());
+}
+
 /// A request with only `message` set.
 pub fn msg(message: &str) -> EchoRequest {
     EchoRequest { message: message.into(), ..Default::default() }

@@ -363,26 +363,7 @@ impl Client {
 
     /// [`Client::read_response`] for a `HEAD` request when `head_request` (no body follows).
     pub fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
-        let mut interim = Vec::new();
-        let head = loop {
-            let head = self.read_head()?;
-            if !head.is_interim() {
-                break head;
-            }
-            interim.push(head);
-        };
-        let mut body = Vec::new();
-        let mut raw_body = Vec::new();
-        let trailers = if head_request {
-            Vec::new()
-        } else {
-            let mut tee = Tee { inner: &mut self.reader, copy: &mut raw_body };
-            read_body(&mut tee, &head, |b| {
-                body.extend_from_slice(b);
-                Ok(())
-            })?
-        };
-        Ok(Response { interim, head, body, raw_body, trailers })
+        read_response(&mut self.reader, head_request)
     }
 
     /// Reads the body of a response whose head was read, streaming it into `sink`.
@@ -437,6 +418,34 @@ impl Client {
             w.flush()
         })
     }
+}
+
+/// Reads the next final response from `r` (any byte stream: a TCP connection, a TLS one),
+/// body and trailers included (no body after a `HEAD` request, `head_request`); interim `1xx`
+/// heads before it are kept in [`Response::interim`].
+pub fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<Response> {
+    let mut interim = Vec::new();
+    let head = loop {
+        let head = read_head(r)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response")
+        })?;
+        if !head.is_interim() {
+            break head;
+        }
+        interim.push(head);
+    };
+    let mut body = Vec::new();
+    let mut raw_body = Vec::new();
+    let trailers = if head_request {
+        Vec::new()
+    } else {
+        let mut tee = Tee { inner: r, copy: &mut raw_body };
+        read_body(&mut tee, &head, |b| {
+            body.extend_from_slice(b);
+            Ok(())
+        })?
+    };
+    Ok(Response { interim, head, body, raw_body, trailers })
 }
 
 /// Reads a response body framed as `head` says (204 and 304 have none; without framing it
@@ -495,7 +504,7 @@ impl<R: BufRead> BufRead for Tee<'_, R> {
 
 /// A request head: `Host: test` unless `headers` name one, then `headers`, then
 /// `Content-Length` when given.
-fn request_head(
+pub fn request_head(
     method: &str,
     path: &str,
     headers: &[(&str, &str)],

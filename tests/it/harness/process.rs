@@ -11,7 +11,7 @@
 //! work in every test. It is killed on drop, and its stderr is kept for assertions and shown
 //! when a test fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::admin::{AdminClient, SECRET};
 use super::http1::{Client, Response, get_once};
+use super::tls::{CertFiles, Pki};
 use super::{TempDir, expect_within};
 
 /// How long a start may take before the test fails.
@@ -48,6 +49,44 @@ pub struct Builder {
     io_driver: Option<String>,
     stdout: bool,
     deny_io_uring: bool,
+    /// `key = value` lines per configuration table, written once each after `config`.
+    tables: BTreeMap<&'static str, Vec<String>>,
+}
+
+/// How Fulcrum speaks TLS to `https://` and `h2://` backends (`[upstream_tls]`), for
+/// [`Builder::upstream_tls`].
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    ca: Option<PathBuf>,
+    no_verify: bool,
+    server_name: Option<String>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+impl UpstreamTls {
+    /// Verifies backends against `pki`'s CA (`ca_file`).
+    pub fn trusting(pki: &Pki) -> Self {
+        Self { ca: Some(pki.ca.clone()), ..Self::default() }
+    }
+    /// Does not verify backend certificates (`verify = false`).
+    pub fn no_verify() -> Self {
+        Self { no_verify: true, ..Self::default() }
+    }
+    /// Checks every backend certificate against `name` (`server_name`).
+    pub fn server_name(mut self, name: &str) -> Self {
+        self.server_name = Some(name.to_owned());
+        self
+    }
+    /// Presents `cert` to backends that ask for one (`client_cert_file`, `client_key_file`).
+    pub fn client_cert(mut self, cert: &CertFiles) -> Self {
+        self.client = Some((cert.cert.clone(), cert.key.clone()));
+        self
+    }
+}
+
+/// A TOML string (the paths tests write need no more than Rust's escapes, which TOML shares).
+fn toml_str(s: impl std::fmt::Display) -> String {
+    format!("{:?}", s.to_string())
 }
 
 impl Builder {
@@ -118,6 +157,53 @@ impl Builder {
         self.stdout = true;
         self
     }
+    /// The TLS listener on an ephemeral loopback port (`--tls-listen`) serving `certs`
+    /// (`--tls-cert`/`--tls-key` pairs; the first is the default); see [`Fulcrum::tls_addr`].
+    pub fn tls_listener(mut self, certs: &[&CertFiles]) -> Self {
+        self = self.arg("--tls-listen").arg("127.0.0.1:0");
+        for c in certs {
+            self = self.arg("--tls-cert").arg(c.cert.display().to_string());
+            self = self.arg("--tls-key").arg(c.key.display().to_string());
+        }
+        self
+    }
+    /// `tls.handshake_timeout_ms`.
+    pub fn tls_handshake_timeout(self, timeout: Duration) -> Self {
+        self.setting("tls", format!("handshake_timeout_ms = {}", timeout.as_millis()))
+    }
+    /// `tls.max_handshakes_per_worker`.
+    pub fn tls_max_handshakes(self, n: usize) -> Self {
+        self.setting("tls", format!("max_handshakes_per_worker = {n}"))
+    }
+    /// `[upstream_tls]`.
+    pub fn upstream_tls(mut self, u: &UpstreamTls) -> Self {
+        if let Some(ca) = &u.ca {
+            self = self.setting("upstream_tls", format!("ca_file = {}", toml_str(ca.display())));
+        }
+        if u.no_verify {
+            self = self.setting("upstream_tls", "verify = false");
+        }
+        if let Some(name) = &u.server_name {
+            self = self.setting("upstream_tls", format!("server_name = {}", toml_str(name)));
+        }
+        if let Some((cert, key)) = &u.client {
+            self = self
+                .setting("upstream_tls", format!("client_cert_file = {}", toml_str(cert.display())))
+                .setting("upstream_tls", format!("client_key_file = {}", toml_str(key.display())));
+        }
+        self
+    }
+    /// The admin API over HTTPS only, with `cert` (`admin.tls_cert_file`, `tls_key_file`).
+    pub fn admin_tls(self, cert: &CertFiles) -> Self {
+        self.setting("admin", format!("tls_cert_file = {}", toml_str(cert.cert.display())))
+            .setting("admin", format!("tls_key_file = {}", toml_str(cert.key.display())))
+    }
+    /// One `key = value` line of the configuration table `[table]`. Each table is written once,
+    /// after the [`config`](Self::config) text (which must not open the same table).
+    pub fn setting(mut self, table: &'static str, line: impl Into<String>) -> Self {
+        self.tables.entry(table).or_default().push(line.into());
+        self
+    }
     /// Runs the process under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
     /// Docker's default profile does.
     pub fn deny_io_uring(mut self) -> Self {
@@ -126,8 +212,11 @@ impl Builder {
     }
 
     /// Spawns the process and returns at once (see [`Fulcrum::wait_listening`]).
-    pub fn spawn(self) -> Fulcrum {
+    pub fn spawn(mut self) -> Fulcrum {
         let mut argv = Vec::new();
+        for (table, lines) in std::mem::take(&mut self.tables) {
+            self = self.config(&format!("[{table}]\n{}", lines.join("\n")));
+        }
         let dir = match (&self.config, &self.config_file) {
             (Some(_), Some(_)) => panic!("both config text and a config file"),
             (Some(text), None) => {
@@ -277,6 +366,7 @@ pub struct Fulcrum {
     log: Arc<(Mutex<LogState>, Condvar)>,
     addr: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     expect_admin: bool,
     _config: Option<TempDir>,
 }
@@ -295,6 +385,7 @@ impl Fulcrum {
             io_driver: None,
             stdout: false,
             deny_io_uring: false,
+            tables: BTreeMap::new(),
         }
     }
 
@@ -329,7 +420,7 @@ impl Fulcrum {
                 cv.notify_all();
             }
         });
-        Self { child, log, addr: None, admin: None, expect_admin: false, _config: None }
+        Self { child, log, addr: None, admin: None, tls: None, expect_admin: false, _config: None }
     }
 
     /// Waits up to `timeout` for the `msg=listening` line and records its address (then
@@ -338,6 +429,12 @@ impl Fulcrum {
         let line = self.wait_for_line(timeout, |l| l.contains("msg=listening"))?;
         let addr = line_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}"));
         self.addr = Some(addr);
+        // The TLS listener is logged before the cleartext one.
+        self.tls = self
+            .lines()
+            .iter()
+            .find(|l| l.contains("msg=\"tls listening\""))
+            .map(|l| line_addr(l).unwrap_or_else(|| panic!("no addr= in {l:?}")));
         Some(addr)
     }
 
@@ -388,6 +485,11 @@ impl Fulcrum {
     /// The data-plane address.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("fulcrum is not listening (spawned without waiting?)")
+    }
+
+    /// The TLS listener's address (panics without one: see [`Builder::tls_listener`]).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("fulcrum has no TLS listener")
     }
 
     /// The admin listener's address (panics when the admin API is off).

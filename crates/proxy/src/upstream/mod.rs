@@ -43,6 +43,10 @@ pub use tls::{UpstreamTls, tcp_connect};
 /// request that must not be sent twice).
 const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// At most one "backend connect failed" warning per backend per worker in this time (a backend
+/// that refuses every connect, or fails TLS verification, would otherwise log per request).
+const CONNECT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// What every upstream of one worker shares: the worker, the pool settings and buffer size.
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamSettings {
@@ -134,6 +138,10 @@ pub struct Upstream {
     gate: Rc<ConnGate>,
     /// The worker's upkeep deadline (idle connections to close, a latency window to age).
     upkeep: Rc<Deadline>,
+    /// When this worker last warned of a failed connect to the backend, and the failures
+    /// since then that it did not log.
+    connect_warned: Cell<Option<Instant>>,
+    connect_unreported: Cell<u64>,
 }
 
 impl Candidate for Upstream {
@@ -175,6 +183,8 @@ impl Upstream {
             retired: Cell::new(false),
             gate: Rc::new(gate),
             upkeep,
+            connect_warned: Cell::new(None),
+            connect_unreported: Cell::new(0),
         }
     }
 
@@ -214,12 +224,27 @@ impl Upstream {
         }
     }
 
-    /// Records a failed connect (or connect timeout) for passive health, logging the ejection
-    /// when `health.max_fails` failures in a row eject the backend. Both the HTTP/1.1 and the
-    /// h2c paths report here.
+    /// Records a failed connect (or connect timeout, or failed TLS handshake: a backend
+    /// certificate that fails verification included) for passive health, logging it with its
+    /// reason (at most once per [`CONNECT_WARN_EVERY`]) and the ejection when `health.max_fails`
+    /// failures in a row eject the backend. Both the HTTP/1.1 and the HTTP/2 paths report here.
     pub fn connect_failed(&self, health: PassiveHealth, reason: &str) {
         let worker = self.settings.worker;
         self.slot().connect_error();
+        let unreported = self.connect_unreported.get() + 1;
+        if self.connect_warned.get().is_none_or(|at| at.elapsed() >= CONNECT_WARN_EVERY) {
+            warn!(
+                "backend connect failed",
+                worker = worker,
+                backend = self.backend.url,
+                failures = unreported,
+                error = reason
+            );
+            self.connect_warned.set(Some(Instant::now()));
+            self.connect_unreported.set(0);
+        } else {
+            self.connect_unreported.set(unreported);
+        }
         let eject = Duration::from_millis(health.eject_ms);
         if self.stats.record_connect_failure(now_ms(), health.max_fails, eject) {
             warn!(
