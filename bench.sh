@@ -64,6 +64,9 @@ Environment:
                   uses BASE+1..BASE+4 for backends, BASE+10..BASE+65 for balancers)
   FULCRUM_BIN     binary to measure (default $CARGO_TARGET_DIR/release/fulcrum, or
                   target/release/fulcrum; use with --no-build)
+  BENCH_ACCESS_LOG
+                  1: every Fulcrum target writes its access log (a file in the run's temporary
+                  directory) instead of running with it off
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it in the http, grpc and tls suites,
                   as targets base-io_uring and base-epoll (an A/B of two commits in one run)
@@ -522,9 +525,11 @@ start_fulcrum() {
     want "$name" "$TARGET_FILTER" || return 0
     local err=$TMP/$name.stderr
     printf '%s%s' "$FULCRUM_BENCH_TOML" "$toml" >"$TMP/$name.toml"
+    local access=off
+    [[ ${BENCH_ACCESS_LOG:-} != 1 ]] || access=$TMP/$name.access.log
     taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
+        --workers 1 --io-driver "$driver" --access-log "$access" "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
     PIDS+=("$pid")
     if ! "$ready" "$name" "$pid" "http://127.0.0.1:$port$path"; then
