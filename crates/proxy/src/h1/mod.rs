@@ -29,7 +29,7 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
-use crate::upstream::{Reuse, Upstream, UpstreamConn};
+use crate::upstream::{Reuse, Upstream, UpstreamConn, UpstreamRead};
 
 pub(crate) use caching::CacheMark;
 use caching::Tee as CacheTee;
@@ -423,9 +423,7 @@ impl Forward for Exchange<'_> {
         up: &Upstream,
         fresh: bool,
     ) -> Result<bool, AttemptError<Failure>> {
-        // A request that cannot be sent twice probes every pooled connection first.
-        let resend_ok = self.replayable && self.req.idempotent;
-        let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+        let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
         let health = self.epoch.epoch.health;
         let worker = self.ctx.telemetry.worker();
         let conn = match up.connection(reuse, &self.timeouts, health, self.note, worker).await {
@@ -499,7 +497,7 @@ async fn relay_response(
             Some(at) => t.upstream_response().saturating_sub(at.elapsed()),
             None => t.upstream_response(),
         };
-        match timeout(remaining, conn.buf.fill(&mut *conn.r)).await {
+        match timeout(remaining, conn.r.fill(conn.buf)).await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => return Ok(Relayed::NoResponse),
@@ -588,7 +586,7 @@ impl BodyTap for RelayTap<'_, '_> {
 /// The reading side of an upstream connection, lent to the response relay while the request
 /// body still streams through the writing side.
 struct UpstreamHalf<'a> {
-    r: &'a mut ConnRead,
+    r: &'a mut UpstreamRead,
     buf: &'a mut ReadBuf,
 }
 

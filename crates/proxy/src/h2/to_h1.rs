@@ -17,7 +17,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
 use super::stream::{Call, Fail, response_head_bytes, send_data};
-use crate::attempt::{AttemptError, Forward as _};
+use crate::attempt::AttemptError;
 use crate::error::{ProxyError, QueueError};
 use crate::upstream::{Reuse, Upstream};
 
@@ -52,9 +52,7 @@ pub(super) async fn attempt(
     fresh: bool,
 ) -> Result<(), AttemptError<Fail>> {
     let timeouts = call.epoch.epoch.timeouts;
-    // A request that cannot be sent twice probes every pooled connection for a close first.
-    let resend_ok = call.replayable() && call.idempotent();
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {
@@ -156,7 +154,7 @@ pub(super) async fn attempt(
                 Err(_) => return Err(bad("malformed response head")),
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
             Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => {
                 return Err(AttemptError::NoResponse { reused: conn.reused });
@@ -236,7 +234,7 @@ pub(super) async fn attempt(
                 Framing::None => break,
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => {
                 return Err(failed(ProxyError::Upstream(BodyError::ReadTimeout)));
             }
