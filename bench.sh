@@ -33,6 +33,9 @@ Suites:
                   (h2c://) against nginx grpc_pass and HAProxy proto h2
   cache           cache hits, GET 1 KiB and 16 KiB: Fulcrum's response cache against
                   nginx proxy_cache
+  ws              WebSocket: small text messages echoed on 50 tunnels (examples/ws_load.rs)
+                  through the balancer to a WebSocket echo backend (examples/ws_echo.rs):
+                  messages/s and CPU per message against nginx and HAProxy
   tls             TLS termination with one ECDSA P-256 certificate (made with openssl in
                   a temp dir): keep-alive HTTPS GET 100 B and 16 KiB (wrk), full handshakes
                   (openssl s_time -new: a new connection, no resumption, per GET) and gRPC
@@ -866,6 +869,9 @@ print_header() {
     if [[ $SUITE == tls ]]; then
         printf -- '- setup: balancer (1 worker) alone on CPU %s; the load generators (wrk -t1 -c%s, %s openssl s_time, h2load) and the backends (2 nginx servers in 1 process, 2 tonic echo servers in 1 process) on CPU %s; keep-alive to the backends\n' \
             "$LB_CPU" "$CONNECTIONS" "$S_TIME_CLIENTS" "$GEN_CPU"
+    elif [[ $SUITE == ws ]]; then
+        printf -- '- setup: balancer (1 worker) alone on CPU %s; examples/ws_load (%s tunnels, %s-byte messages) and examples/ws_echo (2 ports, 1 process) on CPU %s; CPU us/req is per echoed message\n' \
+            "$LB_CPU" "$WS_TUNNELS" "$WS_MESSAGE" "$GEN_CPU"
     else
         printf -- '- setup: balancer (1 worker) alone on CPU %s; wrk -t1 -c%s and 2 nginx backends (1 process) on CPU %s; keep-alive on both sides\n' \
             "$LB_CPU" "$CONNECTIONS" "$GEN_CPU"
@@ -1768,6 +1774,162 @@ EOF
     SUITE_NOTES+=$(tls_ratios)$'\n'
     SUITE_NOTES+=$(tls_capacity)$'\n'
     SUITE_NOTES+=$'\n'"Certificate: ECDSA P-256, self-signed (openssl req -x509). Every balancer: TLS 1.2 and 1.3, suites $TLS13_SUITES and $TLS12_CIPHERS (the client's preference honoured), groups $TLS_GROUPS, session tickets on, ALPN h2 and http/1.1. Fulcrum: rustls with the $(awk -F'"' '/^default = /{ print $2; exit }' crates/tls/Cargo.toml 2>/dev/null || echo '?') provider. Clients: $(openssl version | awk '{ print $1 " " $2 }') (wrk, s_time, h2load). direct = the backend without TLS (the generator's ceiling). handshake: every connection is a full handshake (s_time -new offers no session); its CPU us/req is per connection, so 1e6 / CPU us/req is the handshakes per second one core of the balancer can do.${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
+}
+
+# -------------------------------------------------------------------- ws --
+# examples/ws_load.rs replaces wrk: WS_TUNNELS tunnels, each sending a WS_MESSAGE-byte text
+# message and waiting for its echo, over and over. A "request" is one message and its echo, so
+# CPU us/req is the balancer's CPU per echoed message (one frame each way). The backend is
+# examples/ws_echo.rs (one process, a thread per connection) on the load generator's CPU.
+
+WS_TUNNELS=50
+WS_MESSAGE=32
+WS_LOAD=""
+
+# wait_ready_ws NAME PID URL: one tunnel and one echo through URL (bounded, 5 s).
+wait_ready_ws() {
+    local name=$1 pid=$2 url=${3/http:/ws:} i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        "$WS_LOAD" --check "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "$name: not ready after 5 s ($url)"
+    return 1
+}
+
+# measure_ws TARGET WORKLOAD SECONDS [record]: like `measure`, with ws_load.
+measure_ws() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]/http:/ws:}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/ws_load.out
+    timed_run "$target" "$out" taskset -c "$GEN_CPU" "$WS_LOAD" "$url" "$WS_TUNNELS" "$secs" \
+        "$WS_MESSAGE" || return 0
+    { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
+    [[ -n $record ]] || return 0
+    local line
+    line=$(grep '^BENCH ' "$out") || die "no summary line in ws_load output for $target/$wl"
+    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
+        {
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
+            cpu = (haspid && v["requests"] > 0) ? ticks / hz * 1e6 / v["requests"] : "-"
+            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", rps, v["p50_us"] / 1000, v["p99_us"] / 1000,
+                (cpu == "-" ? "-" : sprintf("%.2f", cpu)),
+                v["connect"], v["read"], v["write"], v["status"], v["timeout"], v["requests"]
+        }' <<<"$line" >>"$RESULTS/$wl.$target"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+suite_ws() {
+    workload ws32 / "WebSocket: $WS_MESSAGE-byte text messages echoed on $WS_TUNNELS tunnels, one in flight per tunnel (req/s = messages/s)"
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT"
+    prepare_fulcrum
+    if ((BUILD)); then
+        log "cargo build --release --example ws_echo --example ws_load ..."
+        cargo build --release --example ws_echo --example ws_load >"$TMP/cargo-build-ws.log" 2>&1 ||
+            { tail -n 20 "$TMP/cargo-build-ws.log" >&2; die "cannot build examples/ws_echo.rs and ws_load.rs"; }
+    fi
+    WS_LOAD=$RELEASE_DIR/examples/ws_load
+    local echo_bin=$RELEASE_DIR/examples/ws_echo pid
+    [[ -x $echo_bin && -x $WS_LOAD ]] || die "$echo_bin or $WS_LOAD missing (run without --no-build once)"
+    taskset -c "$GEN_CPU" "$echo_bin" "127.0.0.1:$BE1_PORT" "127.0.0.1:$BE2_PORT" >"$TMP/ws-echo.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    { wait_ready_ws backend "$pid" "ws://127.0.0.1:$BE1_PORT/" &&
+        wait_ready_ws backend "$pid" "ws://127.0.0.1:$BE2_PORT/"; } ||
+        die "ws_echo backend failed to start: $(tail -n 5 "$TMP/ws-echo.log")"
+    T_URL[direct]="http://127.0.0.1:$BE1_PORT"
+    T_PID[direct]=""
+    T_DRIVER[direct]="-"
+
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready_ws / ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready_ws / ""
+
+    local dir=$TMP/nginx-ws
+    write_nginx_proxy_conf "$dir" "$NGINX_PORT" \
+        "    map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+" \
+        "            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+"
+    # The shared template clears Connection for keep-alive; the upgrade needs its own value.
+    sed -i '/proxy_set_header Connection "";/d' "$dir/nginx.conf"
+    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_ws nginx "$pid" "ws://127.0.0.1:$NGINX_PORT/"; then
+        register_target nginx "$pid" "$NGINX_PORT" epoll
+        TARGETS+=(nginx)
+    else
+        log "SKIPPING nginx: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
+    fi
+
+    dir=$TMP/haproxy-ws
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1_PORT
+    server b2 127.0.0.1:$BE2_PORT
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
+    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_ws haproxy "$pid" "ws://127.0.0.1:$HAPROXY_PORT/"; then
+        register_target haproxy "$pid" "$HAPROXY_PORT" epoll
+        TARGETS+=(haproxy)
+    else
+        log "SKIPPING haproxy: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    fi
+
+    log "targets: direct ${TARGETS[*]}"
+    local wl t r
+    for wl in "${WORKLOADS[@]}"; do
+        for t in direct "${TARGETS[@]}"; do
+            measure_ws "$t" "$wl" "$WARMUP"
+        done
+        for ((r = 1; r <= RUNS; r++)); do
+            log "workload $wl: round $r/$RUNS"
+            for t in direct "${TARGETS[@]}"; do
+                [[ -z ${T_DEAD[$t]:-} ]] || continue
+                measure_ws "$t" "$wl" "$DURATION" "run$r"
+            done
+        done
+    done
+    # Fulcrum's CPU per message against each peer's (target: below both).
+    local f cpu ncpu=0 hcpu=0
+    [[ -s $RESULTS/ws32.nginx ]] && ncpu=$(median_of "$RESULTS/ws32.nginx" 4)
+    [[ -s $RESULTS/ws32.haproxy ]] && hcpu=$(median_of "$RESULTS/ws32.haproxy" 4)
+    SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | ratio to HAProxy |\n|---|---|---|---|---|---|\n'
+    for t in fulcrum-io_uring fulcrum-epoll; do
+        f=$RESULTS/ws32.$t
+        [[ -s $f ]] || continue
+        cpu=$(median_of "$f" 4)
+        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v n="$ncpu" -v h="$hcpu" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |", t, c, n, h, (n > 0 ? c / n : 0), (h > 0 ? c / h : 0) }')
+        SUITE_NOTES+=$'\n'
+    done
+    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.\n'
 }
 
 # ------------------------------------------------------------------ soak --

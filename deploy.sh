@@ -7,6 +7,8 @@
 #   ./deploy.sh logs     follow the logs (extra arguments go to `logs`, e.g. a service name)
 #   ./deploy.sh token    print an admin token (fulcrum:read fulcrum:write, one hour)
 #   ./deploy.sh status   print /api/v1/config (backends, algorithm, drivers, ...)
+#   ./deploy.sh store    print /api/v1/store of every instance that runs (COMPOSE_PROFILES=cluster:
+#                        etcd and three more instances sharing one configuration, docs/store.md)
 #
 # Needs Docker with the compose plugin (`docker compose`) or the standalone `docker-compose`.
 # The first `up` writes .env from .env.example with a fresh random FULCRUM_JWT_SECRET.
@@ -16,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 compose() {
@@ -71,6 +73,13 @@ case $cmd in
         fi
         printf 'data plane: http://127.0.0.1:%s/   admin: http://127.0.0.1:%s/docs\n' \
             "$(env_value FULCRUM_HTTP_PORT 8080)" "$(env_value FULCRUM_ADMIN_PORT 9090)"
+        if [[ ,${COMPOSE_PROFILES:-}, == *,cluster,* ]]; then
+            for n in 1 2 3; do
+                printf 'fulcrum-%s:  data plane: http://127.0.0.1:%s/   admin: http://127.0.0.1:%s/docs\n' "$n" \
+                    "$(env_value "FULCRUM_CLUSTER_HTTP_PORT_$n" "808$n")" \
+                    "$(env_value "FULCRUM_CLUSTER_ADMIN_PORT_$n" "909$n")"
+            done
+        fi
         ;;
     down)
         compose down "$@"
@@ -91,6 +100,23 @@ case $cmd in
         else
             printf '%s\n' "$out"
         fi
+        ;;
+    store)
+        command -v curl >/dev/null 2>&1 || die "store needs curl"
+        tok=$(token) || die "could not mint a token (is the stack up? ./deploy.sh up)"
+        for port in "$(env_value FULCRUM_ADMIN_PORT 9090)" \
+            "$(env_value FULCRUM_CLUSTER_ADMIN_PORT_1 9091)" \
+            "$(env_value FULCRUM_CLUSTER_ADMIN_PORT_2 9092)" \
+            "$(env_value FULCRUM_CLUSTER_ADMIN_PORT_3 9093)"; do
+            out=$(curl -fsS -H "Authorization: Bearer $tok" \
+                "http://127.0.0.1:$port/api/v1/store" 2>/dev/null) || continue
+            printf '== admin port %s\n' "$port"
+            if command -v python3 >/dev/null 2>&1; then
+                python3 -m json.tool <<<"$out"
+            else
+                printf '%s\n' "$out"
+            fi
+        done
         ;;
     -h | --help | help)
         usage

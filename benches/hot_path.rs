@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use fulcrum::balance::{Algorithm, Candidate, LocalStats, Picker};
 use fulcrum::config::RouteConfig;
-use fulcrum::http::h1::{self, ChunkedDecoder, ClientSide, Forwarded};
+use fulcrum::http::h1::{self, ChunkedDecoder, ClientSide, Forwarded, Offered};
 use fulcrum::model::{RequestFields, RouteRequest, RouteTable, SharedStats};
 
 const REQUEST: &[u8] = b"GET /api/items?id=42 HTTP/1.1\r\nHost: example.test\r\n\
@@ -21,15 +21,24 @@ const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 27 Nov 2026 18:00:00 GMT\r\n\
 Content-Type: application/json\r\nContent-Length: 512\r\nConnection: keep-alive\r\n\r\n";
 
+/// The default `[upgrade] protocols`.
+fn upgrades() -> Vec<String> {
+    vec!["websocket".to_owned()]
+}
+
 fn heads(c: &mut Criterion) {
     let mut out = Vec::with_capacity(1024);
+    let upgrades = upgrades();
     c.bench_function("parse+rewrite request head", |b| {
         let client = Forwarded { ip: "127.0.0.1", proto: "http" };
-        b.iter(|| h1::parse_request(black_box(REQUEST), 100, &client, &mut out).unwrap())
+        b.iter(|| h1::parse_request(black_box(REQUEST), 100, &client, &upgrades, &mut out).unwrap())
     });
-    let client = ClientSide { is_head: false, http10: false, keep_alive: true };
+    let client =
+        ClientSide { is_head: false, http10: false, keep_alive: true, upgrade: Offered::NONE };
     c.bench_function("parse+rewrite response head", |b| {
-        b.iter(|| h1::parse_response(black_box(RESPONSE), 100, client, &mut out).unwrap())
+        b.iter(|| {
+            h1::parse_response(black_box(RESPONSE), 100, client, &upgrades, &mut out).unwrap()
+        })
     });
     let mut chunked = Vec::new();
     for _ in 0..64 {
@@ -76,18 +85,25 @@ fn bench_routes() -> RouteTable {
 
 fn routing(c: &mut Criterion) {
     let mut out = Vec::with_capacity(1024);
+    let upgrades = upgrades();
     let client = Forwarded { ip: "127.0.0.1", proto: "http" };
     for (label, table) in [("no routes", RouteTable::default()), ("21 routes", bench_routes())] {
         c.bench_function(&format!("parse+rewrite+route request head, {label}"), |b| {
             b.iter(|| {
-                let parsed =
-                    h1::parse_request_with(black_box(REQUEST), 100, &client, &mut out, |h| {
+                let parsed = h1::parse_request_with(
+                    black_box(REQUEST),
+                    100,
+                    &client,
+                    &upgrades,
+                    &mut out,
+                    |h| {
                         if table.is_empty() {
                             return 0;
                         }
                         let req = RouteRequest::from_target(h.target.as_bytes(), h.host, None);
                         table.route(&req, &Fields(h.headers)).pool
-                    });
+                    },
+                );
                 parsed.unwrap()
             })
         });

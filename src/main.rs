@@ -76,9 +76,17 @@ enum Command {
 /// The environment variable holding the admin API's HMAC secret; overrides the file.
 const JWT_SECRET_ENV: &str = "FULCRUM_JWT_SECRET";
 
+/// The environment variable holding the etcd store's password; overrides the file.
+const STORE_PASSWORD_ENV: &str = "FULCRUM_STORE_PASSWORD";
+
 fn apply_env_secret(config: &mut Config) {
     if let Some(secret) = std::env::var(JWT_SECRET_ENV).ok().filter(|s| !s.is_empty()) {
         config.admin.jwt_secret = Some(secret);
+    }
+    let etcd = config.store.kind == fulcrum::config::StoreKind::Etcd;
+    if let Some(password) = std::env::var(STORE_PASSWORD_ENV).ok().filter(|s| etcd && !s.is_empty())
+    {
+        config.store.password = Some(password);
     }
 }
 

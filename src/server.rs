@@ -1,5 +1,6 @@
-//! Process assembly: reserve the listen address, start the workers, then the control thread
-//! (and `lb-health` when active health checks are on).
+//! Process assembly: reserve the listen address, restore the state (which starts `lb-store` with
+//! the etcd store), start the workers, then the control thread (and `lb-health` when active
+//! health checks are on).
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded};
 
 use fulcrum_admin::{self as admin, AdminError, AdminServer};
-use fulcrum_config::{AccessLogFormat, Config, ConfigError};
+use fulcrum_config::{AccessLogFormat, Config, ConfigError, StoreKind};
 use fulcrum_control::{self as control, ControlError, ControlHandle, RestoreError, WorkerLink};
 use fulcrum_health::{self as health, CheckTls, HealthMetrics};
 use fulcrum_proxy::{Shared, UpstreamTls, WorkerTelemetrySpec};
@@ -52,7 +53,8 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("spawning threads: {0}")]
     Spawn(#[from] std::io::Error),
-    /// The state file is corrupt, unreadable or unwritable, or names an unusable backend.
+    /// The state file is corrupt, unreadable or unwritable, or names an unusable backend; or
+    /// the etcd store could not start.
     #[error(transparent)]
     State(#[from] RestoreError),
     /// The admin API could not start.
@@ -259,6 +261,9 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
     registry.register(health_metrics.clone());
     registry.register(shared.cache_metrics.clone());
     registry.register(io_drivers.clone());
+    if config.store.kind == StoreKind::Etcd {
+        registry.register(Arc::new(restored.store_status().clone()));
+    }
 
     let (ack_tx, ack_rx) = unbounded();
     let (started_tx, started_rx) = bounded(workers);

@@ -200,7 +200,7 @@ fn forwarder_agrees(fields: &[Field], ignore: &[String]) {
     head.extend_from_slice(b"\r\n");
     let client = Forwarded { ip: "192.0.2.7", proto: "http" };
     let mut out = Vec::new();
-    let Ok(Some(info)) = parse_request(&head, MAX_HEADERS, &client, &mut out) else { return };
+    let Ok(Some(info)) = parse_request(&head, MAX_HEADERS, &client, &[], &mut out) else { return };
     finish_request_head(&mut out, &info, "backend.test:8080");
     assert_eq!(
         key_of_head(&head, ignore),

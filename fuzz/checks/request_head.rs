@@ -9,12 +9,21 @@
 //!   it re-emits, none that a `Connection` line of the request names but the fields Fulcrum
 //!   writes itself); its `X-Forwarded-For` is the client's own lines (unless `Connection` names
 //!   the field) and then the client's address; and rewriting it again changes nothing but
-//!   `X-Forwarded-For` and `Via`, which each gain exactly this hop.
+//!   `X-Forwarded-For` and `Via`, which each gain exactly this hop;
+//! - a protocol upgrade is passed only for an HTTP/1.1 request without a body whose
+//!   `Connection` names `upgrade` and whose `Upgrade` offers an allowed protocol: then the
+//!   forwarded head carries exactly `connection: upgrade` and an `upgrade` line of allowed
+//!   protocols only, and it re-parses to the same upgrade.
 
 use fulcrum_http::h1::{self, Forwarded, Framing, RequestInfo, parse_request};
 
 const CLIENT: Forwarded<'static> = Forwarded { ip: "192.0.2.7", proto: "http" };
 const BACKEND: &str = "backend.test:8080";
+
+/// The allowed upgrade protocols (`[upgrade] protocols`).
+fn upgrades() -> Vec<String> {
+    vec!["websocket".to_owned(), "h2c".to_owned()]
+}
 
 /// Runs the invariants on one input (the fuzz target and the replay test call this).
 pub fn check(data: &[u8]) {
@@ -22,24 +31,27 @@ pub fn check(data: &[u8]) {
     // Leave room for the fields the rewrite adds, so the re-parse is never over the limit.
     let max_headers = usize::from(selector) % (h1::MAX_HEADERS - 8) + 1;
     let mut out = Vec::new();
-    let Ok(Some(info)) = parse_request(input, max_headers, &CLIENT, &mut out) else { return };
+    let allowed = upgrades();
+    let Ok(Some(info)) = parse_request(input, max_headers, &CLIENT, &allowed, &mut out) else {
+        return;
+    };
 
     assert!(info.head_len <= input.len(), "head_len beyond the input");
     assert!(input[..info.head_len].ends_with(b"\n"), "head does not end with a line break");
     let mut alone = Vec::new();
     let head = &input[..info.head_len];
-    assert_eq!(parse_request(head, max_headers, &CLIENT, &mut alone), Ok(Some(info)));
+    assert_eq!(parse_request(head, max_headers, &CLIENT, &allowed, &mut alone), Ok(Some(info)));
     assert_eq!(alone, out, "bytes after the head changed the rewrite");
     let shorter = &head[..head.len() - 1];
     assert_eq!(
-        parse_request(shorter, max_headers, &CLIENT, &mut alone),
+        parse_request(shorter, max_headers, &CLIENT, &allowed, &mut alone),
         Ok(None),
         "a head one byte shorter is already complete"
     );
 
     h1::finish_request_head(&mut out, &info, BACKEND);
     let mut again = Vec::new();
-    let re = parse_request(&out, h1::MAX_HEADERS, &CLIENT, &mut again)
+    let re = parse_request(&out, h1::MAX_HEADERS, &CLIENT, &allowed, &mut again)
         .unwrap_or_else(|e| panic!("forwarded head does not re-parse: {e}: {:?}", text(&out)))
         .unwrap_or_else(|| panic!("forwarded head is incomplete: {:?}", text(&out)));
     assert_eq!(re.head_len, out.len());
@@ -52,6 +64,7 @@ pub fn check(data: &[u8]) {
         expect_continue: false,
         http10: false,
         has_host: true,
+        upgrade: info.upgrade,
     };
     assert_eq!(re, expected, "forwarded head reads differently: {:?}", text(&out));
     assert_ne!(re.framing, Framing::UntilClose);
@@ -69,10 +82,35 @@ pub fn check(data: &[u8]) {
     // No hop-by-hop field: none of the fixed list (but the re-emitted framing), none that a
     // Connection line of the request names (but the fields Fulcrum writes itself).
     let connection = connection_values(head);
-    for (name, _) in &first.others {
+    let upgrading = !info.upgrade.is_empty();
+    let asks = named(&connection, b"upgrade")
+        && request_fields(head).iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case(b"upgrade")
+                && v.split(|&b| b == b',').any(|e| {
+                    let name = e.split(|&b| b == b'/').next().unwrap_or_default().trim_ascii();
+                    allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+                })
+        });
+    let bodiless = matches!(info.framing, Framing::None | Framing::Length(0));
+    assert_eq!(upgrading, asks && bodiless && !info.http10, "upgrade passed wrongly");
+    for (name, value) in &first.others {
         let framing = name == b"transfer-encoding" || name == b"content-length";
-        let own = name == b"x-forwarded-proto" || name == b"host" && !info.has_host;
-        assert!(framing || !h1::is_hop_by_hop(name), "hop-by-hop field {} forwarded", text(name));
+        let upgrade_line = upgrading && (name == b"connection" || name == b"upgrade");
+        if upgrade_line && name == b"connection" {
+            assert_eq!(text(value), "upgrade");
+        }
+        if upgrade_line && name == b"upgrade" {
+            for e in value.split(|&b| b == b',') {
+                let p = e.split(|&b| b == b'/').next().unwrap_or_default().trim_ascii();
+                assert!(allowed.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(p)), "{value:?}");
+            }
+        }
+        let own = name == b"x-forwarded-proto" || name == b"host" && !info.has_host || upgrade_line;
+        assert!(
+            framing || upgrade_line || !h1::is_hop_by_hop(name),
+            "hop-by-hop field {} forwarded",
+            text(name)
+        );
         assert!(
             framing || own || !named(&connection, name),
             "field {} forwarded though Connection names it",

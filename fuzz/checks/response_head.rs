@@ -24,15 +24,19 @@
 //!   backend's own in the bodiless case, and the same end-to-end fields as the HTTP/1.1 head.
 
 use fulcrum_http::h1::{
-    self, ClientSide, Framing, HOP_BY_HOP, HeadError, ResponseStart, header_storage,
+    self, ClientSide, Framing, HOP_BY_HOP, HeadError, Offered, ResponseStart, header_storage,
     parse_backend_response,
 };
 
 /// Runs the invariants on one input (the fuzz target and the replay test call this).
 pub fn check(data: &[u8]) {
     let [flags, selector, ref input @ ..] = *data else { return };
-    let client =
-        ClientSide { is_head: flags & 1 != 0, http10: flags & 2 != 0, keep_alive: flags & 4 != 0 };
+    let client = ClientSide {
+        is_head: flags & 1 != 0,
+        http10: flags & 2 != 0,
+        keep_alive: flags & 4 != 0,
+        upgrade: Offered::NONE,
+    };
     // Leave room for the fields the rendering adds, so the re-parse is never over the limit.
     let max_headers = usize::from(selector) % (h1::MAX_HEADERS - 8) + 1;
     let mut rest = input;
@@ -51,11 +55,12 @@ pub fn check(data: &[u8]) {
 enum Expected {
     /// More bytes are needed.
     Incomplete,
-    /// Not HTTP/1.x, too many fields, `101`, or a status out of range.
+    /// Not HTTP/1.x, too many fields, or a status out of range.
     Malformed,
     /// Framing the strict rules refuse.
     BadFraming,
-    /// An interim response of `len` bytes.
+    /// An interim response of `len` bytes (`101` included: a switch, which the caller
+    /// accepts or refuses).
     Interim { len: usize, status: u16 },
     /// A final response.
     Final(Final),
@@ -88,7 +93,6 @@ fn expected(input: &[u8], max_headers: usize, is_head: bool) -> Expected {
     };
     let (Some(status), Some(minor)) = (res.code, res.version) else { return Expected::Malformed };
     match status {
-        101 => return Expected::Malformed,
         100..=199 => return Expected::Interim { len, status },
         200..=599 => {}
         _ => return Expected::Malformed,
@@ -182,11 +186,12 @@ fn check_head(
             return None;
         }
         (
-            Ok(Some(ResponseStart::Interim { len, status })),
+            Ok(Some(ResponseStart::Interim(r) | ResponseStart::Switching(r))),
             &Expected::Interim { len: l, status: s },
         ) => {
-            assert_eq!((len, status), (l, s), "interim head read differently");
-            (len, None)
+            assert_eq!((r.head_len, r.status), (l, s), "interim head read differently");
+            assert_eq!(matches!(first, Summary::Switching(..)), s == 101);
+            (r.head_len, None)
         }
         (Ok(Some(ResponseStart::Final(res))), Expected::Final(f)) => (res.head_len, Some((res, f))),
         (parsed, model) => {
@@ -224,6 +229,7 @@ enum Summary {
     Incomplete,
     Error(HeadError),
     Interim(usize, u16),
+    Switching(usize),
     Final { len: usize, status: u16, reason: String, framing: Framing, keep_alive: bool },
 }
 
@@ -231,7 +237,8 @@ fn summary(parsed: &h1::Parsed<ResponseStart<'_>>) -> Summary {
     match parsed {
         Ok(None) => Summary::Incomplete,
         Err(e) => Summary::Error(*e),
-        Ok(Some(ResponseStart::Interim { len, status })) => Summary::Interim(*len, *status),
+        Ok(Some(ResponseStart::Interim(r))) => Summary::Interim(r.head_len, r.status),
+        Ok(Some(ResponseStart::Switching(r))) => Summary::Switching(r.head_len),
         Ok(Some(ResponseStart::Final(r))) => Summary::Final {
             len: r.head_len,
             status: r.status,

@@ -97,6 +97,7 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/api/v1/pools/{name}/backends/{id}",
         "/api/v1/pools/{name}/algorithm",
         "/api/v1/routes",
+        "/api/v1/store",
         "/api/v1/tls",
         "/api/v1/tls/reload",
     ]
@@ -175,6 +176,7 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
         "/api/v1/pools/spec/backends/",
         "/api/v1/pools/spec/other",
         "/api/v1/routes/",
+        "/api/v1/store/",
         "/openapi.json",
         "/healthz/",
     ] {

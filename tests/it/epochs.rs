@@ -1,8 +1,8 @@
 //! Control-plane changes (epochs) against a running data plane, in process via `fulcrum::start`,
 //! with real backends and real HTTP/1.1 clients on loopback.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -36,80 +36,6 @@ fn start(backends: &[&TestBackend]) -> fulcrum::Running {
 fn id_of(running: &fulcrum::Running, backend: &TestBackend) -> BackendId {
     let view = running.control().snapshot().unwrap();
     view.backends.iter().find(|b| b.url == backend.url()).expect("backend in snapshot").id
-}
-
-/// Client threads doing keep-alive GETs until stopped; every outcome other than 200 is recorded.
-struct Load {
-    stop: Arc<AtomicBool>,
-    done: Arc<Vec<AtomicUsize>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, threads: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done: Arc<Vec<AtomicUsize>> =
-            Arc::new((0..threads).map(|_| AtomicUsize::new(0)).collect());
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|i| {
-                let (stop, done, failures) = (stop.clone(), done.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut client = Client::connect(addr);
-                    let mut n = 0;
-                    while !stop.load(SeqCst) {
-                        // A fresh connection now and then, so both workers see traffic.
-                        if n > 0 && n % 50 == 0 {
-                            client = Client::connect(addr);
-                        }
-                        match client.get("/") {
-                            Ok(r) if r.status() == 200 => {}
-                            Ok(r) => failures.lock().unwrap().push(format!(
-                                "{}: {}",
-                                r.status(),
-                                r.text()
-                            )),
-                            Err(e) => {
-                                failures.lock().unwrap().push(format!("error: {e}"));
-                                client = Client::connect(addr);
-                            }
-                        }
-                        n += 1;
-                        done[i].fetch_add(1, SeqCst);
-                    }
-                })
-            })
-            .collect();
-        Self { stop, done, failures, threads }
-    }
-
-    fn counts(&self) -> Vec<usize> {
-        self.done.iter().map(|d| d.load(SeqCst)).collect()
-    }
-
-    fn total(&self) -> usize {
-        self.counts().iter().sum()
-    }
-
-    /// Waits until every thread completed `n` more requests than now (so every request that
-    /// was in flight at the call has finished, and `n - 1` new ones started after it).
-    fn each_completes(&self, n: usize) {
-        let base = self.counts();
-        expect_within(Duration::from_secs(10), "load progress", || {
-            self.counts().iter().zip(&base).all(|(now, then)| *now >= then + n)
-        });
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let total = self.done.iter().map(|d| d.load(SeqCst)).sum();
-        let failures = self.failures.lock().unwrap().clone();
-        (total, failures)
-    }
 }
 
 #[test]

@@ -17,7 +17,8 @@ use utoipa::{IntoResponses, ToSchema};
 
 use fulcrum_config::{Algorithm, BackendConfig, CachePolicy, RouteConfig, UnknownAlgorithm};
 use fulcrum_control::{
-    Applied, BackendView, Change, ControlHandle, DEFAULT_WEIGHT, PoolView, StateView,
+    Applied, BackendView, Change, ControlHandle, DEFAULT_WEIGHT, PoolView, Source, StateView,
+    StoreView,
 };
 use fulcrum_model::{HealthSnapshot, HealthState};
 
@@ -26,7 +27,7 @@ use crate::auth::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::settings::{
     ActiveHealthOut, CacheSettings, CacheStatus, PassiveHealthOut, RetriesOut, RouteBody,
-    TimeoutsOut, Token,
+    StoreKindName, StoreSettingsOut, TimeoutsOut, Token,
 };
 
 /// Header carrying the epoch a mutation produced (also in the body where there is one).
@@ -447,6 +448,8 @@ pub struct LimitsOut {
     pub response_time_window_ms: u64,
     /// How often workers publish their per-backend counters, in milliseconds.
     pub stats_publish_ms: u64,
+    /// Protocols whose HTTP/1.1 upgrades are passed through as tunnels (`upgrade.protocols`).
+    pub upgrade_protocols: Vec<String>,
 }
 
 /// Admin API settings (keys are never shown).
@@ -467,8 +470,12 @@ pub struct AdminOut {
 /// The whole effective configuration and state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConfigOut {
-    /// The epoch every worker runs.
+    /// The epoch every worker runs (local to this instance).
     pub epoch: u64,
+    /// The shared revision (etcd mod_revision of the state document) that epoch was built
+    /// from: equal on every instance that runs the same state. `null` with the file store, or
+    /// before etcd was reached.
+    pub revision: Option<i64>,
     /// Balancing algorithm of the `default` pool.
     pub algorithm: AlgorithmName,
     /// Backends of the `default` pool in operator order, with merged counters.
@@ -497,8 +504,120 @@ pub struct ConfigOut {
     pub retries: RetriesOut,
     /// Admin API settings.
     pub admin: AdminOut,
-    /// Where run-time changes are persisted; `null` when they are not.
+    /// Where run-time changes are persisted (with the etcd store: the last-known-good copy);
+    /// `null` when they are not.
     pub state_file: Option<String>,
+    /// Where the run-time state lives (`[store]`).
+    pub store: StoreSettingsOut,
+}
+
+/// Where the running state came from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateSource {
+    /// A revision of the shared document in etcd.
+    Etcd,
+    /// The last-known-good file: etcd was unreachable at start and has not answered since.
+    LastKnownGood,
+    /// The configuration file: nothing was saved yet (and, with etcd, etcd has not answered
+    /// since start).
+    Configuration,
+    /// The state file (file store).
+    StateFile,
+}
+
+impl From<Source> for StateSource {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Etcd => Self::Etcd,
+            Source::LastKnownGood => Self::LastKnownGood,
+            Source::Configuration | Source::StartupConfiguration => Self::Configuration,
+            Source::StateFile => Self::StateFile,
+        }
+    }
+}
+
+/// An error of the store, kept after recovery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreErrorOut {
+    /// What failed.
+    #[schema(example = "cannot connect to etcd at http://10.0.0.5:2379: Connection refused")]
+    pub message: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// A shared document this instance refused to run (it keeps the epoch it runs).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedOut {
+    /// Its etcd revision.
+    pub revision: i64,
+    /// Why: not a state document, a failed check (naming the key), a URL that does not
+    /// resolve, or deleted.
+    #[schema(example = "not a state document: expected value at line 1 column 1")]
+    pub reason: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// The state store: where the run-time state lives and how that is going.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreOut {
+    /// `file` (the local state file) or `etcd` (one document shared by the cluster).
+    pub kind: StoreKindName,
+    /// etcd client URLs (empty with the file store).
+    pub endpoints: Vec<String>,
+    /// The etcd key of the shared document (`<prefix>/state`); `null` with the file store.
+    #[schema(example = "/fulcrum/state")]
+    pub key: Option<String>,
+    /// Whether the latest exchange with etcd succeeded (always `true` with the file store).
+    pub connected: bool,
+    /// The shared revision the running epoch was built from; `null` with the file store, or
+    /// before etcd was reached.
+    pub applied_revision: Option<i64>,
+    /// Where the running state came from: with etcd unreachable since start,
+    /// `last_known_good` or `configuration`.
+    pub source: StateSource,
+    /// The state file (with the etcd store: the last-known-good copy of each applied revision).
+    pub state_file: Option<String>,
+    /// The latest error (etcd, or writing the last-known-good file); `null` if none.
+    pub last_error: Option<StoreErrorOut>,
+    /// The latest shared revision this instance refused; `null` if none.
+    pub last_refused: Option<RefusedOut>,
+    /// Admin changes that lost a compare-and-swap to another instance since start (each was
+    /// computed again on the newer document).
+    pub conflicts: u64,
+    /// Watch reconnections to etcd since start.
+    pub reconnects: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl From<StoreView> for StoreOut {
+    fn from(v: StoreView) -> Self {
+        Self {
+            kind: v.kind.into(),
+            endpoints: v.endpoints,
+            key: v.key,
+            connected: v.connected,
+            applied_revision: v.applied_revision,
+            source: v.source.into(),
+            state_file: v.state_file.map(|p| p.display().to_string()),
+            last_error: v
+                .last_error
+                .map(|(message, at)| StoreErrorOut { message, at_unix_ms: unix_ms(at) }),
+            last_refused: v.last_refused.map(|r| RefusedOut {
+                revision: r.revision,
+                reason: r.reason,
+                at_unix_ms: unix_ms(r.at),
+            }),
+            conflicts: v.conflicts,
+            reconnects: v.reconnects,
+        }
+    }
 }
 
 /// Liveness.
@@ -561,13 +680,23 @@ pub enum WriteErrors {
     /// The state file could not be written; nothing was applied.
     #[response(status = 500)]
     StateNotSaved(#[to_schema] ErrorBody),
-    /// Workers did not acknowledge in time, or the control plane is stopping.
+    /// Workers did not acknowledge in time, or the control plane is stopping (`unavailable`);
+    /// or, with the etcd store, etcd cannot be reached (`store_unavailable`): nothing changed.
     #[response(status = 503)]
     Unavailable(#[to_schema] ErrorBody),
 }
 
+/// The `409` of a mutation that has no other: with the etcd store, other instances kept
+/// changing the shared state while this change was computed (`store_conflict`).
+#[derive(IntoResponses)]
+pub enum StoreConflict {
+    /// Lost `store.conflict_retries + 1` compare-and-swaps in a row; nothing changed.
+    #[response(status = 409)]
+    Conflict(#[to_schema] ErrorBody),
+}
+
 /// Errors an authenticated read that never waits on the control plane can answer with (the
-/// TLS inventory): only the token's.
+/// TLS inventory, the store's status): only the token's.
 #[derive(IntoResponses)]
 pub enum LocalReadErrors {
     /// Missing, malformed, badly signed, expired or not-yet-valid token.
@@ -642,6 +771,7 @@ enum Route {
     PoolBackend(String, String),
     PoolAlgorithm(String),
     Routes,
+    Store,
 }
 
 impl Route {
@@ -661,6 +791,7 @@ impl Route {
             "/api/v1/tls/reload" => Route::TlsReload,
             "/api/v1/pools" => Route::Pools,
             "/api/v1/routes" => Route::Routes,
+            "/api/v1/store" => Route::Store,
             _ => {
                 if let Some(file) = path.strip_prefix("/docs/") {
                     if file.is_empty() || file.contains('/') {
@@ -729,6 +860,7 @@ impl Route {
                 | Route::PoolBackend(..)
                 | Route::PoolAlgorithm(_)
                 | Route::Routes
+                | Route::Store
         )
     }
 }
@@ -802,6 +934,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
             let body: SetAlgorithm = read_json(app, req).await?;
             put_pool_algorithm(app, &name, body).await
         }
+        (Route::Store, _) => Ok(get_store(app)),
         (Route::Routes, Method::GET) => get_routes(app).await,
         (Route::Routes, _) => {
             let body: SetRoutes = read_json(app, req).await?;
@@ -977,6 +1110,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
     let t = &v.timeouts;
     let out = ConfigOut {
         epoch: v.epoch,
+        revision: v.revision,
         algorithm: v.algorithm.into(),
         backends: v.backends.iter().map(BackendOut::from).collect(),
         pools: v.pools.iter().map(PoolOut::from).collect(),
@@ -1009,6 +1143,7 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             pool_queue_timeout_ms: c.pool.queue_timeout_ms,
             response_time_window_ms: c.balance.response_time_window_ms,
             stats_publish_ms: c.balance.stats_publish_ms,
+            upgrade_protocols: c.upgrade.protocols.clone(),
         },
         admin: AdminOut {
             jwt_algorithms: app.verifier.algorithms().iter().map(|a| format!("{a:?}")).collect(),
@@ -1018,8 +1153,20 @@ async fn get_config(app: &App) -> Result<Resp, ApiError> {
             max_body_bytes: c.admin.max_body_bytes,
         },
         state_file: v.state_file.as_ref().map(|p| p.display().to_string()),
+        store: (&c.store).into(),
     };
     Ok(json(StatusCode::OK, &out))
+}
+
+/// The state store: kind, endpoints, whether etcd answers, the shared revision this instance
+/// runs, where its state came from, the latest error and the latest refused revision.
+#[utoipa::path(
+    get, path = "/api/v1/store", tag = "store", operation_id = "get_store",
+    responses((status = 200, description = "The store's status.", body = StoreOut), LocalReadErrors),
+    security(("bearer_auth" = ["fulcrum:read"]))
+)]
+fn get_store(app: &App) -> Resp {
+    json(StatusCode::OK, &StoreOut::from(app.control.store_status().view()))
 }
 
 /// Every backend, in operator order.
@@ -1044,7 +1191,7 @@ async fn list_backends(app: &App) -> Result<Resp, ApiError> {
                 ("Location" = String, description = "`/api/v1/backends/{id}`"),
                 ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
             )),
-        (status = 409, description = "That URL is already a backend.", body = ErrorBody),
+        (status = 409, description = "That URL is already a backend; or, with the etcd store, other instances kept changing the shared state (`store_conflict`).", body = ErrorBody),
         WriteErrors,
         BodyErrors,
     ),
@@ -1115,6 +1262,7 @@ async fn get_backend(app: &App, id: &str) -> Result<Resp, ApiError> {
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         (status = 404, description = "No backend with that id.", body = ErrorBody),
         WriteErrors,
+        StoreConflict,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -1145,6 +1293,7 @@ async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Switched; every worker runs the returned epoch.", body = AlgorithmApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        StoreConflict,
         BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
@@ -1184,6 +1333,7 @@ async fn get_cache(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Applied; every worker runs the returned epoch.", body = CacheApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        StoreConflict,
         BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
@@ -1213,6 +1363,7 @@ async fn put_cache(app: &App, body: CacheUpdate) -> Result<Resp, ApiError> {
             body = CachePurged,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        StoreConflict,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -1256,7 +1407,7 @@ async fn list_pools(app: &App) -> Result<Resp, ApiError> {
                 ("Location" = String, description = "`/api/v1/pools/{name}`"),
                 ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
             )),
-        (status = 409, description = "A pool of that name exists.", body = ErrorBody),
+        (status = 409, description = "A pool of that name exists; or, with the etcd store, other instances kept changing the shared state (`store_conflict`).", body = ErrorBody),
         WriteErrors,
         BodyErrors,
     ),
@@ -1318,7 +1469,7 @@ async fn get_pool(app: &App, name: &str) -> Result<Resp, ApiError> {
         (status = 204, description = "Deleted; every worker runs the epoch in `Fulcrum-Epoch`.",
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         (status = 404, description = "No pool of that name.", body = ErrorBody),
-        (status = 409, description = "`default`, or a route names the pool.", body = ErrorBody),
+        (status = 409, description = "`default`, or a route names the pool; or, with the etcd store, other instances kept changing the shared state (`store_conflict`).", body = ErrorBody),
         WriteErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
@@ -1360,7 +1511,7 @@ async fn list_pool_backends(app: &App, name: &str) -> Result<Resp, ApiError> {
                 ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
             )),
         (status = 404, description = "No pool of that name.", body = ErrorBody),
-        (status = 409, description = "That URL is already a backend of the pool.", body = ErrorBody),
+        (status = 409, description = "That URL is already a backend of the pool; or, with the etcd store, other instances kept changing the shared state (`store_conflict`).", body = ErrorBody),
         WriteErrors,
         BodyErrors,
     ),
@@ -1410,6 +1561,7 @@ async fn get_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiEr
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         (status = 404, description = "No pool of that name, or no backend with that id in it.", body = ErrorBody),
         WriteErrors,
+        StoreConflict,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
@@ -1447,6 +1599,7 @@ async fn get_pool_algorithm(app: &App, name: &str) -> Result<Resp, ApiError> {
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         (status = 404, description = "No pool of that name.", body = ErrorBody),
         WriteErrors,
+        StoreConflict,
         BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
@@ -1479,6 +1632,7 @@ async fn get_routes(app: &App) -> Result<Resp, ApiError> {
         (status = 200, description = "Replaced; every worker runs the returned epoch.", body = RoutesOut,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
         WriteErrors,
+        StoreConflict,
         BodyErrors,
     ),
     security(("bearer_auth" = ["fulcrum:write"]))
@@ -1548,6 +1702,10 @@ mod tests {
         assert!(Route::Routes.allows(&Method::PUT) && !Route::Routes.allows(&Method::POST));
         assert!(Route::Pool("a".into()).allows(&Method::DELETE));
         assert!(Route::Routes.protected() && Route::PoolAlgorithm("a".into()).protected());
+        assert_eq!(Route::parse("/api/v1/store"), Some(Route::Store));
+        assert_eq!(Route::parse("/api/v1/store/"), None);
+        assert!(Route::Store.protected() && Route::Store.allows(&Method::GET));
+        assert!(!Route::Store.allows(&Method::PUT));
     }
 }
 

@@ -72,6 +72,12 @@ pub enum ApiError {
     /// The state store refused the change (nothing was applied).
     #[error("{0}")]
     StateNotSaved(String),
+    /// The shared store (etcd) cannot be reached; nothing was changed.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// Other instances kept changing the shared state while the change was computed.
+    #[error("{0}")]
+    StoreConflict(String),
     /// A certificate or key file is missing, unreadable, malformed, expired or does not match
     /// (a TLS reload; the certificates in service stay).
     #[error("{0}")]
@@ -104,6 +110,8 @@ impl From<ControlError> for ApiError {
                 ApiError::PoolInUse(message)
             }
             ControlError::InvalidRoutes(_) => ApiError::InvalidRoute(message),
+            ControlError::StoreUnavailable(_) => ApiError::StoreUnavailable(message),
+            ControlError::StoreConflict(_) => ApiError::StoreConflict(message),
         }
     }
 }
@@ -167,8 +175,15 @@ pub enum ErrorCode {
     NotReady,
     /// `503`: the control plane cannot serve the request right now.
     Unavailable,
-    /// `500`: the state file could not be written; nothing was applied.
+    /// `500`: the state file could not be written (or etcd refused the write: permissions,
+    /// size); nothing was applied.
     StateNotSaved,
+    /// `503`: the shared store (etcd) cannot be reached or did not answer in time; nothing was
+    /// changed (the data plane goes on with the configuration it runs).
+    StoreUnavailable,
+    /// `409`: other instances changed the shared state while this change was computed, more
+    /// often than `store.conflict_retries` allows; nothing was changed, try again.
+    StoreConflict,
     /// `400`: a certificate or key file the TLS reload read is unusable; nothing changed.
     InvalidCertificate,
     /// `409`: there is no TLS listener to reload.
@@ -209,6 +224,10 @@ impl ApiError {
             ApiError::StateNotSaved(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StateNotSaved)
             }
+            ApiError::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreUnavailable)
+            }
+            ApiError::StoreConflict(_) => (StatusCode::CONFLICT, ErrorCode::StoreConflict),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             ApiError::InvalidCertificate(_) => {
                 (StatusCode::BAD_REQUEST, ErrorCode::InvalidCertificate)
@@ -277,6 +296,8 @@ mod tests {
             (ApiError::NotReady(String::new()), 503, "not_ready"),
             (ApiError::Unavailable(String::new()), 503, "unavailable"),
             (ApiError::StateNotSaved(String::new()), 500, "state_not_saved"),
+            (ApiError::StoreUnavailable(String::new()), 503, "store_unavailable"),
+            (ApiError::StoreConflict(String::new()), 409, "store_conflict"),
             (ApiError::Internal(String::new()), 500, "internal"),
             (ApiError::InvalidCertificate(String::new()), 400, "invalid_certificate"),
             (ApiError::TlsNotConfigured, 409, "tls_not_configured"),

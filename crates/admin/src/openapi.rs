@@ -17,7 +17,8 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
     info(
         title = "Fulcrum admin API",
         description = "Change a running Fulcrum load balancer: pools, backends, algorithms, routes, cache. \
-            Every mutation answers after every worker runs the new epoch, and carries that epoch. \
+            Every mutation answers after every worker runs the new epoch, and carries that epoch \
+            (with the etcd store: after etcd accepted it and this instance runs it). \
             Authenticate with `Authorization: Bearer <JWT>`; the `scope` claim grants \
             `fulcrum:read` (GET) or `fulcrum:write` (mutations; implies read). Mint one with \
             `fulcrum token --scope \"fulcrum:read fulcrum:write\" --ttl 1h`. Errors are \
@@ -56,6 +57,7 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
         api::put_pool_algorithm,
         api::get_routes,
         api::put_routes,
+        api::get_store,
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
     modifiers(&BearerScheme, &SharedResponses),
@@ -67,6 +69,7 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
         (name = "routes", description = "Which requests go to which pool: the ordered route list, replaced as a whole."),
         (name = "cache", description = "Response cache: settings, counters and purge."),
         (name = "tls", description = "The TLS listener's certificates: inventory and live reload."),
+        (name = "store", description = "Where the run-time state lives (the state file, or etcd shared by several instances) and how that is going."),
         (name = "health", description = "Liveness and readiness (no authentication)."),
         (name = "metrics", description = "Prometheus metrics (no authentication unless configured)."),
         (name = "docs", description = "This document and its interactive page (no authentication)."),

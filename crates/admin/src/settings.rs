@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use fulcrum_config::{
-    ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, RouteConfig, Timeouts,
+    ActiveHealth, CachePolicy, PassiveHealth, RetryConfig, RouteConfig, StoreConfig, StoreKind,
+    Timeouts,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
@@ -170,8 +171,11 @@ pub struct TimeoutsOut {
     /// From request sent to response head received, and the longest gap between two reads of
     /// a response body.
     pub upstream_response_ms: u64,
-    /// Graceful shutdown: how long in-flight requests may take to finish.
+    /// Graceful shutdown: how long in-flight requests (and open tunnels) may take to finish.
     pub drain_ms: u64,
+    /// How long an upgraded connection (a WebSocket tunnel) may pass no byte in either
+    /// direction before it is closed.
+    pub tunnel_idle_ms: u64,
 }
 
 impl From<&Timeouts> for TimeoutsOut {
@@ -185,6 +189,7 @@ impl From<&Timeouts> for TimeoutsOut {
             upstream_connect_ms: t.upstream_connect_ms,
             upstream_response_ms: t.upstream_response_ms,
             drain_ms: t.drain_ms,
+            tunnel_idle_ms: t.tunnel_idle_ms,
         }
     }
 }
@@ -267,6 +272,82 @@ impl From<&RetryConfig> for RetriesOut {
     }
 }
 
+/// Where the run-time state lives.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKindName {
+    /// The local state file (or nothing): one instance.
+    File,
+    /// One document in etcd shared by every instance with the same endpoints and prefix.
+    Etcd,
+}
+
+impl From<StoreKind> for StoreKindName {
+    fn from(k: StoreKind) -> Self {
+        match k {
+            StoreKind::File => Self::File,
+            StoreKind::Etcd => Self::Etcd,
+        }
+    }
+}
+
+/// The `[store]` settings (never the password).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = StoreConfig)]
+pub struct StoreSettingsOut {
+    /// `file` or `etcd`.
+    pub kind: StoreKindName,
+    /// etcd client URLs, tried in order (empty with the file store).
+    pub endpoints: Vec<String>,
+    /// The key prefix of this cluster's state; the document is `<prefix>/state`.
+    #[schema(example = "/fulcrum")]
+    pub prefix: String,
+    /// The etcd user, if any.
+    pub username: Option<String>,
+    /// The CA file for `https://` endpoints, if any.
+    pub ca_file: Option<String>,
+    /// The client certificate, if any.
+    pub cert_file: Option<String>,
+    /// The client certificate's key file, if any.
+    pub key_file: Option<String>,
+    /// Times a change is computed again after losing a compare-and-swap before `409`.
+    pub conflict_retries: u32,
+    /// TCP connect plus TLS handshake to one endpoint, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// One whole etcd call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// A quiet watch is checked with a read after this many milliseconds.
+    pub watch_probe_ms: u64,
+    /// First reconnect delay, in milliseconds.
+    pub backoff_min_ms: u64,
+    /// Longest reconnect delay, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Largest state document written or accepted, in bytes.
+    pub max_document_bytes: usize,
+}
+
+impl From<&StoreConfig> for StoreSettingsOut {
+    fn from(s: &StoreConfig) -> Self {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        Self {
+            kind: s.kind.into(),
+            endpoints: s.endpoints.clone(),
+            prefix: s.prefix.clone(),
+            username: s.username.clone(),
+            ca_file: path(&s.ca_file),
+            cert_file: path(&s.cert_file),
+            key_file: path(&s.key_file),
+            conflict_retries: s.conflict_retries,
+            connect_timeout_ms: s.connect_timeout_ms,
+            request_timeout_ms: s.request_timeout_ms,
+            watch_probe_ms: s.watch_probe_ms,
+            backoff_min_ms: s.backoff_min_ms,
+            backoff_max_ms: s.backoff_max_ms,
+            max_document_bytes: s.max_document_bytes,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +397,19 @@ mod tests {
         assert_eq!(keys(body.clone()), keys(serde_json::to_value(&route).unwrap()));
         let back: RouteBody = serde_json::from_value(body).unwrap();
         assert_eq!(RouteConfig::from(back), route);
+        let store = StoreConfig {
+            kind: StoreKind::Etcd,
+            endpoints: vec!["https://127.0.0.1:2379".into()],
+            username: Some("fulcrum".into()),
+            password: Some("secret".into()),
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            ..StoreConfig::default()
+        };
+        let shown = serde_json::to_value(StoreSettingsOut::from(&store)).unwrap();
+        assert_eq!(keys(shown.clone()), keys(serde_json::to_value(&store).unwrap()));
+        assert!(!shown.to_string().contains("secret"));
         let bare = RouteConfig { pool: "api".into(), ..RouteConfig::default() };
         assert_eq!(
             serde_json::to_value(RouteBody::from(&bare)).unwrap(),

@@ -304,7 +304,7 @@ mod tests {
         let mut forwarded = Vec::new();
         let client = fulcrum_http::h1::Forwarded { ip: "192.0.2.7", proto: "http" };
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: hok\r\nx-fUZZ-hOp-0: j,\r\n\r\n";
-        fulcrum_http::h1::parse_request(raw, 8, &client, &mut forwarded).unwrap().unwrap();
+        fulcrum_http::h1::parse_request(raw, 8, &client, &[], &mut forwarded).unwrap().unwrap();
         assert!(String::from_utf8(forwarded).unwrap().contains("\r\nx-fUZZ-hOp-0: j,\r\n"));
 
         let plain = key("GET", "/", &[("Host", "h"), ("Connection", "hok")], b"");

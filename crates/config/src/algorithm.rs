@@ -7,10 +7,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// How a worker chooses the backend for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
-    /// Each backend in turn (smooth weighted round robin when weights differ).
+    /// Each backend in turn (smooth weighted round robin when weights differ); the default.
+    #[default]
     RoundRobin,
     /// Uniformly at random (in proportion to weight when weights differ).
     Random,

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 mod algorithm;
 mod cache;
 mod routing;
+mod store;
 mod telemetry;
 mod tls;
+mod upgrade;
 
 pub use algorithm::{Algorithm, UnknownAlgorithm};
 pub use cache::{CachePolicy, CachePolicyError};
@@ -25,8 +27,10 @@ pub use routing::{
     BackendPoolConfig, DEFAULT_POOL, MAX_POOL_NAME, MAX_POOLS, MAX_ROUTE_HEADERS, MAX_ROUTES,
     RouteConfig, RouteError, check_pool_name, validate_routes,
 };
+pub use store::{DEFAULT_STATE_FILE, MAX_DOCUMENT_BYTES, StoreConfig, StoreKind};
 pub use telemetry::{AccessLogFormat, TelemetryConfig};
 pub use tls::{CertificateFiles, MAX_CERTIFICATES, TlsConfig, UpstreamTlsConfig};
+pub use upgrade::{MAX_UPGRADE_PROTOCOLS, UpgradeConfig};
 
 /// Errors found while loading or validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -106,9 +110,13 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Where run-time changes are persisted (JSON, replaced atomically). When the file exists at
     /// start it supersedes `backends`, `algorithm`, `pools`, `routes`, `cache` and `timeouts`.
-    /// Unset: not persisted.
+    /// Unset: not persisted. With the etcd store it is the last-known-good copy of the shared
+    /// state, [`DEFAULT_STATE_FILE`] in the working directory when unset (see
+    /// [`Config::state_file_path`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<PathBuf>,
+    /// Where the run-time state lives: the state file (default) or etcd (`[store]`).
+    pub store: StoreConfig,
     /// Access log, metrics and tracing (`[telemetry]`).
     pub telemetry: TelemetryConfig,
     /// HTTP/2 and gRPC: limits on client connections, windows on upstream connections.
@@ -117,6 +125,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// TLS to `https://` and `h2://` backends (`[upstream_tls]`).
     pub upstream_tls: UpstreamTlsConfig,
+    /// Which HTTP/1.1 protocol upgrades (WebSocket) are passed through as tunnels
+    /// (`[upgrade]`; see `docs/websocket.md`).
+    pub upgrade: UpgradeConfig,
 }
 
 impl Default for Config {
@@ -140,10 +151,12 @@ impl Default for Config {
             cache: CachePolicy::default(),
             admin: AdminConfig::default(),
             state_file: None,
+            store: StoreConfig::default(),
             telemetry: TelemetryConfig::default(),
             http2: Http2Config::default(),
             tls: TlsConfig::default(),
             upstream_tls: UpstreamTlsConfig::default(),
+            upgrade: UpgradeConfig::default(),
         }
     }
 }
@@ -348,8 +361,11 @@ pub struct Timeouts {
     /// From request sent to response head received, and the longest gap between two reads of
     /// a response body.
     pub upstream_response_ms: u64,
-    /// Graceful shutdown: how long in-flight requests may take to finish.
+    /// Graceful shutdown: how long in-flight requests (and open tunnels) may take to finish.
     pub drain_ms: u64,
+    /// How long an upgraded connection (a WebSocket tunnel) may pass no byte in either
+    /// direction before it is closed (as HAProxy's `timeout tunnel`).
+    pub tunnel_idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -363,6 +379,7 @@ impl Default for Timeouts {
             upstream_connect_ms: 3_000,
             upstream_response_ms: 60_000,
             drain_ms: 10_000,
+            tunnel_idle_ms: 3_600_000,
         }
     }
 }
@@ -395,6 +412,10 @@ impl Timeouts {
     /// `drain_ms` as a duration.
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
+    }
+    /// `tunnel_idle_ms` as a duration.
+    pub fn tunnel_idle(&self) -> Duration {
+        Duration::from_millis(self.tunnel_idle_ms)
     }
 }
 
@@ -795,6 +816,7 @@ impl Config {
             ("timeouts.client_send_ms", t.client_send_ms),
             ("timeouts.upstream_connect_ms", t.upstream_connect_ms),
             ("timeouts.upstream_response_ms", t.upstream_response_ms),
+            ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
             ("balance.response_time_window_ms", self.balance.response_time_window_ms),
             ("balance.stats_publish_ms", self.balance.stats_publish_ms),
         ] {
@@ -831,6 +853,7 @@ impl Config {
         self.http2.validate()?;
         self.tls.validate()?;
         self.upstream_tls.validate()?;
+        self.upgrade.validate()?;
         if self.admin.tls_cert_file.is_some() != self.admin.tls_key_file.is_some() {
             return Err(ConfigError::invalid(
                 "admin.tls_cert_file",
@@ -849,7 +872,18 @@ impl Config {
         }
         self.health_check.validate()?;
         self.cache.validate().map_err(|e| ConfigError::invalid("cache", e.to_string()))?;
+        self.store.validate()?;
         Ok(())
+    }
+
+    /// The state file in effect: `state_file`, or with the etcd store [`DEFAULT_STATE_FILE`]
+    /// (the last-known-good copy is always kept there).
+    pub fn state_file_path(&self) -> Option<PathBuf> {
+        match (&self.state_file, self.store.kind) {
+            (Some(path), _) => Some(path.clone()),
+            (None, StoreKind::Etcd) => Some(PathBuf::from(DEFAULT_STATE_FILE)),
+            (None, StoreKind::File) => None,
+        }
     }
 
     /// Pool names unique and valid, their backends valid, the routes valid and reachable.
@@ -1046,5 +1080,26 @@ mod tests {
         let c = Config::default();
         let back: Config = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(c, back);
+    }
+
+    #[test]
+    fn the_etcd_store_round_trips_without_its_password_and_has_a_state_file() {
+        let c: Config = toml::from_str(
+            "[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\
+             prefix = \"/fulcrum/a\"\nusername = \"fulcrum\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.state_file_path(), Some(PathBuf::from(DEFAULT_STATE_FILE)));
+        let text = c.to_toml();
+        assert!(text.contains("kind = \"etcd\"") && !text.contains("hunter2"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.store.password, None);
+        assert_eq!(back.store.endpoints, c.store.endpoints);
+        assert_eq!(Config::default().state_file_path(), None);
+        let c = Config { state_file: Some("/var/lib/fulcrum/state.json".into()), ..c };
+        assert_eq!(c.state_file_path(), c.state_file);
+        let err = toml::from_str::<Config>("[store]\nkind = \"consul\"").unwrap_err();
+        assert!(err.to_string().contains("consul"), "{err}");
     }
 }

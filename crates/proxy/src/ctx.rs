@@ -14,7 +14,7 @@ use std::time::Duration;
 use fulcrum_balance::Picker;
 use fulcrum_cache::CacheMetrics;
 use fulcrum_config::{Algorithm, Config, DEFAULT_POOL, Http2Config, Limits, PoolConfig};
-use fulcrum_http::h1::MAX_HEADERS;
+use fulcrum_http::h1::{MAX_HEADERS, MAX_UPGRADE_PROTOCOLS};
 use fulcrum_model::{BackendId, Epoch, Routed};
 use fulcrum_telemetry::error;
 use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
@@ -26,6 +26,9 @@ use crate::metrics::{PoolMetrics, ProxyMetrics, TlsOutcome};
 use crate::retry::Retries;
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamTls};
 use crate::worker_cache::WorkerCache;
+
+// The configuration's bound on upgrade protocols is the codec's (one bit each).
+const _: () = assert!(fulcrum_config::MAX_UPGRADE_PROTOCOLS == MAX_UPGRADE_PROTOCOLS);
 
 /// An epoch as installed on one worker: the shared epoch plus this worker's view of each of its
 /// pools, in the epoch's order (`default` first).
@@ -133,6 +136,8 @@ pub struct WorkerCtx {
     pub limits: Limits,
     /// HTTP/2 limits and windows (`[http2]`).
     pub http2: Http2Config,
+    /// The protocols whose HTTP/1.1 upgrades are passed (`upgrade.protocols`).
+    pub upgrades: Box<[String]>,
     /// When failed upstream attempts are tried again, and this worker's retry budget.
     pub retries: Retries,
     /// Access log producer, metrics and tracing for this worker.
@@ -238,6 +243,13 @@ impl WorkerCtx {
             index,
             limits,
             http2: config.http2,
+            upgrades: config
+                .upgrade
+                .protocols
+                .iter()
+                .take(MAX_UPGRADE_PROTOCOLS)
+                .cloned()
+                .collect(),
             retries: Retries::new(&config.retries, index, shared.metrics.retries.clone()),
             telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
             cache: WorkerCache::new(index, workers, shared.cache_metrics.clone(), upkeep.clone()),

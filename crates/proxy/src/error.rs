@@ -47,6 +47,10 @@ pub enum ProxyError {
     /// The call's own deadline (gRPC `grpc-timeout`) passed.
     #[error("deadline exceeded")]
     DeadlineExceeded,
+    /// The client asked for something Fulcrum does not do (an extended CONNECT protocol other
+    /// than WebSocket).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 /// Why a request queued for a connection was turned away (answered 503).
@@ -89,6 +93,7 @@ impl ProxyError {
             | ProxyError::UriTooLong
             | ProxyError::BodyTooLarge
             | ProxyError::ClientHeaderTimeout
+            | ProxyError::Unsupported(_)
             | ProxyError::Client(_) => Side::Client,
             ProxyError::UpstreamTimeout | ProxyError::BadGateway(_) | ProxyError::Upstream(_) => {
                 Side::Backend
@@ -130,6 +135,9 @@ impl ProxyError {
                 answer(408, DeadlineExceeded, "request body too slow\n", "request timeout")
             }
             ProxyError::Client(_) => return None,
+            ProxyError::Unsupported(_) => {
+                answer(501, Internal, "not implemented\n", "not implemented")
+            }
             ProxyError::NoBackend => {
                 answer(503, Unavailable, "no backend available\n", "no backend available")
             }
@@ -171,6 +179,7 @@ mod tests {
             ProxyError::Client(BodyError::ReadTimeout),
             ProxyError::Client(BodyError::TooSlow),
             ProxyError::DeadlineExceeded,
+            ProxyError::Unsupported("x"),
         ];
         for e in errors {
             let s = e.synthetic().unwrap();

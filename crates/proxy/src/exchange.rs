@@ -12,6 +12,7 @@ use fulcrum_telemetry::{AccessRecord, CacheStatus, Producer, RequestTrace, unix_
 
 use crate::metrics::{ProxyMetrics, RequestSlot, WorkerSlot};
 use crate::transport::ConnInfo;
+use crate::tunnel::TunnelReport;
 
 /// What a worker is given at spawn for its access log and spans.
 #[derive(Debug, Default)]
@@ -185,6 +186,20 @@ pub struct ExchangeLog {
     pub capture: BodyCapture,
     /// Backend, status, timings, spans.
     pub note: ExchangeNote,
+}
+
+impl ExchangeLog {
+    /// The exchange became a tunnel to `protocol` that has now closed: its bytes each way,
+    /// duration and close go in the record.
+    pub fn note_tunnel(&mut self, protocol: &str, report: &TunnelReport) {
+        if let Some(r) = self.capture.record.as_deref_mut() {
+            r.upgrade.push_str(protocol);
+            r.tunnel_bytes_client_to_backend = report.client_to_backend;
+            r.tunnel_bytes_backend_to_client = report.backend_to_client;
+            r.tunnel_duration_us = report.duration.as_micros() as u64;
+            r.tunnel_close = report.end.as_str();
+        }
+    }
 }
 
 /// The request body as it streams past: counted in full, its first bytes kept for the record.

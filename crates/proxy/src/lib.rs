@@ -26,6 +26,7 @@ mod metrics;
 mod retry;
 mod route;
 mod transport;
+mod tunnel;
 mod upstream;
 mod worker_cache;
 
@@ -43,6 +44,7 @@ pub use error::{ProxyError, QueueError, Side};
 pub use exchange::{Target, WorkerTelemetrySpec};
 pub use metrics::{PoolMetrics, ProxyMetrics};
 pub use transport::ConnInfo;
+pub use tunnel::{TunnelEnd, TunnelMetrics, TunnelReport};
 pub use upstream::UpstreamTls;
 
 /// Serves one client connection until it closes, errs, or the worker drains. `_slot` counts it

@@ -12,6 +12,7 @@ use fulcrum_util::now_ms;
 
 use crate::error::QueueError;
 use crate::retry::RetryMetrics;
+use crate::tunnel::TunnelMetrics;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (then `+Inf`).
 pub const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -157,6 +158,8 @@ pub struct ProxyMetrics {
     worker: PerWorker<WorkerSlot>,
     /// Retries and retry-budget refusals.
     pub retries: Arc<RetryMetrics>,
+    /// Upgraded connections (tunnels) and their bytes.
+    pub tunnels: Arc<TunnelMetrics>,
 }
 
 impl ProxyMetrics {
@@ -168,6 +171,7 @@ impl ProxyMetrics {
             pools: Mutex::new(Vec::new()),
             worker: PerWorker::new(workers),
             retries: Arc::new(RetryMetrics::new(workers)),
+            tunnels: Arc::new(TunnelMetrics::new(workers)),
         }
     }
 
@@ -334,6 +338,7 @@ impl Collect for ProxyMetrics {
             }
         }
         self.retries.collect(out);
+        self.tunnels.collect(out);
         let name = "fulcrum_upstream_queue_rejected_total";
         out.family(
             name,

@@ -111,6 +111,18 @@ pub struct AccessRecord {
     pub tls_version: Option<&'static str>,
     /// The server name the TLS client asked for (SNI); empty without TLS or SNI.
     pub sni: String,
+    /// The protocol the connection switched to (`websocket`) when the exchange became a
+    /// tunnel; empty otherwise (and the `tunnel_*` fields are not written).
+    pub upgrade: String,
+    /// Bytes the tunnel copied from the client to the backend (after the switch).
+    pub tunnel_bytes_client_to_backend: u64,
+    /// Bytes the tunnel copied from the backend to the client (after the switch).
+    pub tunnel_bytes_backend_to_client: u64,
+    /// From the switch to the tunnel's close.
+    pub tunnel_duration_us: u64,
+    /// Why the tunnel closed: `client`, `backend` (the side that closed first), `idle`,
+    /// `drain` or `error`.
+    pub tunnel_close: &'static str,
 }
 
 impl AccessRecord {
@@ -159,6 +171,11 @@ impl AccessRecord {
         self.cache = CacheStatus::Off;
         self.tls_version = None;
         self.sni.clear();
+        self.upgrade.clear();
+        self.tunnel_bytes_client_to_backend = 0;
+        self.tunnel_bytes_backend_to_client = 0;
+        self.tunnel_duration_us = 0;
+        self.tunnel_close = "";
     }
 }
 

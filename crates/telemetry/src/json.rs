@@ -78,6 +78,18 @@ impl<W: Write> JsonLinesSink<W> {
                 sni => push_str(line, sni.as_bytes()),
             }
         }
+        if !record.upgrade.is_empty() {
+            line.extend_from_slice(b",\"upgrade\":");
+            push_str(line, record.upgrade.as_bytes());
+            line.extend_from_slice(b",\"tunnel_bytes_client_to_backend\":");
+            push_u64(line, record.tunnel_bytes_client_to_backend);
+            line.extend_from_slice(b",\"tunnel_bytes_backend_to_client\":");
+            push_u64(line, record.tunnel_bytes_backend_to_client);
+            line.extend_from_slice(b",\"tunnel_duration_us\":");
+            push_u64(line, record.tunnel_duration_us);
+            line.extend_from_slice(b",\"tunnel_close\":");
+            push_str(line, record.tunnel_close.as_bytes());
+        }
         line.extend_from_slice(b",\"duration_us\":");
         push_u64(line, record.duration_us);
         line.extend_from_slice(b",\"upstream_us\":");

@@ -40,6 +40,7 @@ impl TracingSink {
 
 impl AccessSink for TracingSink {
     fn write(&mut self, r: &AccessRecord) -> io::Result<()> {
+        let tunnel = !r.upgrade.is_empty();
         let (encoding, body) = r.body_text();
         let body_b64;
         let body_str = match encoding {
@@ -64,6 +65,11 @@ impl AccessSink for TracingSink {
                 grpc_status = r.grpc_status,
                 tls_version = r.tls_version,
                 sni = (!r.sni.is_empty()).then_some(r.sni.as_str()),
+                upgrade = tunnel.then_some(r.upgrade.as_str()),
+                tunnel_bytes_client_to_backend = tunnel.then_some(r.tunnel_bytes_client_to_backend),
+                tunnel_bytes_backend_to_client = tunnel.then_some(r.tunnel_bytes_backend_to_client),
+                tunnel_duration_us = tunnel.then_some(r.tunnel_duration_us),
+                tunnel_close = tunnel.then_some(r.tunnel_close),
                 duration_us = r.duration_us,
                 upstream_us = r.upstream_us,
                 bytes_in = r.bytes_in,

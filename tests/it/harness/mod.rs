@@ -1,9 +1,10 @@
 //! The integration harness: one way to start the real `fulcrum` binary ([`Fulcrum`]), one way
 //! to start real backends ([`TestBackend`], [`RawBackend`] for HTTP/1.1; [`EchoBackend`] and
 //! [`RawH2Backend`] for h2c), one HTTP/1.1 client ([`Client`]), HTTP/2 clients (the h2 crate in
-//! [`h2client`], raw frames in [`H2Conn`]), the admin API client with its tokens ([`admin`]),
-//! and TLS: certificates made by the tests, HTTPS, HTTP/2 and gRPC clients over TLS, and TLS
-//! backends ([`tls`]).
+//! [`h2client`], raw frames in [`H2Conn`]), the admin API client with its tokens ([`admin`]), TLS
+//! (certificates made by the tests, HTTPS, HTTP/2 and gRPC clients over TLS, and TLS backends:
+//! [`tls`]), and a real etcd with the proxy that cuts the path to it ([`Etcd`], [`Proxy`], shared
+//! with `crates/etcd`'s tests through `fulcrum-etcd-testkit`) for clusters of instances.
 //!
 //! Everything talks to 127.0.0.1 on ephemeral ports. Waiting is done on conditions with
 //! deadlines ([`wait_until`], [`Fulcrum::wait_for_line`]), never on fixed sleeps. The balancer
@@ -17,8 +18,10 @@ pub mod grpc;
 pub mod h2client;
 pub mod h2frames;
 pub mod http1;
+pub mod load;
 pub mod process;
 pub mod tls;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -26,12 +29,15 @@ use std::time::{Duration, Instant};
 
 pub use admin::{read_token, write_token};
 pub use backend::{Failure, RawBackend, TestBackend};
+pub use fulcrum_etcd_testkit::{Etcd, Proxy, have_etcd, percentiles};
 pub use grpc::{EchoBackend, GrpcClient};
 pub use h2frames::{H2Conn, RawH2Backend};
 pub use http1::{Client, Head, Response, get_once, tally};
+pub use load::Load;
 pub use process::{
     Fulcrum, UpstreamTls, check_config, log_field, quiet_in_process_logs, test_io_driver,
 };
+pub use ws::{WsBackend, ws_connect, ws_connect_tls};
 
 /// Polls `cond` every 2 ms until it holds or `timeout` passes; returns whether it held.
 #[allow(clippy::disallowed_methods)] // the poll interval of a readiness check, not synchronisation

@@ -37,7 +37,19 @@ pub fn test_io_driver() -> String {
     }
 }
 
-/// How to start the binary; see [`Fulcrum::builder`].
+/// `[store]` timings for tests: etcd calls bounded at 2 s, a quiet watch checked every 0.5 s,
+/// reconnects after 20 ms to 0.3 s.
+const STORE_TIMINGS: [&str; 5] = [
+    "connect_timeout_ms = 500",
+    "request_timeout_ms = 2000",
+    "watch_probe_ms = 500",
+    "backoff_min_ms = 20",
+    "backoff_max_ms = 300",
+];
+
+/// How to start the binary; see [`Fulcrum::builder`]. Cloneable, so one builder can start
+/// several instances of a cluster ([`Builder::start_many`]).
+#[derive(Clone)]
 pub struct Builder {
     workers: Option<usize>,
     backends: Vec<String>,
@@ -51,6 +63,10 @@ pub struct Builder {
     deny_io_uring: bool,
     /// `key = value` lines per configuration table, written once each after `config`.
     tables: BTreeMap<&'static str, Vec<String>>,
+    /// The working directory of the process.
+    workdir: Option<PathBuf>,
+    /// Give each process a working directory of its own (removed with it).
+    own_workdir: bool,
 }
 
 /// How Fulcrum speaks TLS to `https://` and `h2://` backends (`[upstream_tls]`), for
@@ -204,6 +220,31 @@ impl Builder {
         self.tables.entry(table).or_default().push(line.into());
         self
     }
+    /// The etcd store at `endpoints` under `prefix`, with test-sized timings; unless
+    /// [`Builder::workdir`] says otherwise, each process gets a working directory of its own,
+    /// where its last-known-good file (`fulcrum-state.json`) goes. More `[store]` keys:
+    /// [`Builder::setting`]`("store", ...)`.
+    pub fn etcd_store<S: AsRef<str>>(mut self, endpoints: &[S], prefix: &str) -> Self {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.as_ref())).collect();
+        self = self
+            .setting("store", "kind = \"etcd\"")
+            .setting("store", format!("endpoints = [{}]", list.join(", ")))
+            .setting("store", format!("prefix = \"{prefix}\""));
+        for line in STORE_TIMINGS {
+            self = self.setting("store", line);
+        }
+        self.own_workdir = true;
+        self
+    }
+    /// Runs the process in `dir` (which the test owns, e.g. to restart on the same files).
+    pub fn workdir(mut self, dir: &Path) -> Self {
+        self.workdir = Some(dir.to_owned());
+        self
+    }
+    /// Starts `n` instances of this builder one after the other (each waited for).
+    pub fn start_many(self, n: usize) -> Vec<Fulcrum> {
+        (0..n).map(|_| self.clone().start()).collect()
+    }
     /// Runs the process under a seccomp filter that fails `io_uring_setup` with `EPERM`, as
     /// Docker's default profile does.
     pub fn deny_io_uring(mut self) -> Self {
@@ -247,6 +288,10 @@ impl Builder {
         argv.extend(self.args);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulcrum"));
         cmd.args(&argv).stdin(Stdio::null()).stderr(Stdio::piped());
+        let own = (self.workdir.is_none() && self.own_workdir).then(|| TempDir::new("workdir"));
+        if let Some(dir) = self.workdir.as_deref().or(own.as_ref().map(TempDir::path)) {
+            cmd.current_dir(dir);
+        }
         cmd.stdout(if self.stdout { Stdio::piped() } else { Stdio::null() });
         cmd.env_remove("FULCRUM_JWT_SECRET");
         if let Some(secret) = &self.secret {
@@ -266,6 +311,7 @@ impl Builder {
         };
         f.expect_admin = self.expect_admin;
         f._config = dir;
+        f._workdir = own;
         f
     }
 
@@ -369,6 +415,9 @@ pub struct Fulcrum {
     tls: Option<SocketAddr>,
     expect_admin: bool,
     _config: Option<TempDir>,
+    /// The working directory the builder made for it (with the etcd store: where its
+    /// last-known-good file goes), removed with it.
+    _workdir: Option<TempDir>,
 }
 
 impl Fulcrum {
@@ -386,6 +435,8 @@ impl Fulcrum {
             stdout: false,
             deny_io_uring: false,
             tables: BTreeMap::new(),
+            workdir: None,
+            own_workdir: false,
         }
     }
 
@@ -420,7 +471,16 @@ impl Fulcrum {
                 cv.notify_all();
             }
         });
-        Self { child, log, addr: None, admin: None, tls: None, expect_admin: false, _config: None }
+        Self {
+            child,
+            log,
+            addr: None,
+            admin: None,
+            tls: None,
+            expect_admin: false,
+            _config: None,
+            _workdir: None,
+        }
     }
 
     /// Waits up to `timeout` for the `msg=listening` line and records its address (then

@@ -67,6 +67,11 @@ pub struct RequestInfo {
     pub http10: bool,
     /// The request carried a `Host` header (if not, one is added for the backend).
     pub has_host: bool,
+    /// The protocol upgrades the request asks for that Fulcrum passes (`Connection: upgrade`
+    /// and `Upgrade` protocols on the allowed list, no body): both fields were forwarded,
+    /// narrowed to those protocols, and a `101` naming one of them turns the connection into a
+    /// tunnel.
+    pub upgrade: Offered,
 }
 
 /// What the proxy needs to know about a parsed response.
@@ -150,14 +155,17 @@ fn map_parse_error(e: httparse::Error) -> HeadError {
 /// Parses a request head from `input` and writes the head to send upstream into `out`, without
 /// the final empty line (the caller may still add `Host`, see [`finish_request_head`]).
 ///
-/// `client` says who sent it (`X-Forwarded-For`, `X-Forwarded-Proto`).
+/// `client` says who sent it (`X-Forwarded-For`, `X-Forwarded-Proto`); `upgrades` lists the
+/// protocols whose `Upgrade` is passed (lower-case tokens, see [`Offered`]).
 pub fn parse_request(
     input: &[u8],
     max_headers: usize,
     client: &Forwarded<'_>,
+    upgrades: &[String],
     out: &mut Vec<u8>,
 ) -> Parsed<RequestInfo> {
-    Ok(parse_request_with(input, max_headers, client, out, |_| ())?.map(|(info, ())| info))
+    Ok(parse_request_with(input, max_headers, client, upgrades, out, |_| ())?
+        .map(|(info, ())| info))
 }
 
 /// The parsed parts of a valid request head, lent to [`parse_request_with`]'s `inspect` while
@@ -181,6 +189,7 @@ pub fn parse_request_with<R>(
     input: &[u8],
     max_headers: usize,
     client: &Forwarded<'_>,
+    upgrades: &[String],
     out: &mut Vec<u8>,
     inspect: impl FnOnce(&RequestHead<'_>) -> R,
 ) -> Parsed<(RequestInfo, R)> {
@@ -206,6 +215,19 @@ pub fn parse_request_with<R>(
     }
     let framing = declared.unwrap_or(Framing::None);
     let keep_alive = if http10 { connection.has(b"keep-alive") } else { !connection.has(b"close") };
+    // A protocol upgrade on the allowed list keeps its two hop-by-hop fields (RFC 9110 7.8),
+    // narrowed to the allowed protocols. Not from HTTP/1.0 (RFC 9110 7.8: ignored there), and
+    // not with a body: where the body would end and the new protocol begin is then for the
+    // backend to decide, so such a request is forwarded as an ordinary one.
+    let bodiless = matches!(framing, Framing::None | Framing::Length(0));
+    let mut upgrade = Offered::NONE;
+    if !http10 && bodiless && !upgrades.is_empty() && connection.has(b"upgrade") {
+        for element in upgrade_elements(headers) {
+            if let Some(i) = allowed_index(element, upgrades) {
+                upgrade.0 |= Offered::only(i).0;
+            }
+        }
+    }
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -261,6 +283,17 @@ pub fn parse_request_with<R>(
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
     out.extend_from_slice(client.proto.as_bytes());
     out.extend_from_slice(b"\r\nvia: 1.1 fulcrum\r\n");
+    if !upgrade.is_empty() {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        let offered = upgrade_elements(headers).filter(|e| allowed_index(e, upgrades).is_some());
+        for (k, element) in offered.enumerate() {
+            if k > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(element);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     push_framing(out, framing);
     let inspected = inspect(&RequestHead { method, target: path, host, headers });
     let info = RequestInfo {
@@ -272,8 +305,61 @@ pub fn parse_request_with<R>(
         expect_continue: expect_continue && framing != Framing::None,
         http10,
         has_host,
+        upgrade,
     };
     Ok(Some((info, inspected)))
+}
+
+/// Most protocols `[upgrade] protocols` may list (they index the bits of [`Offered`]).
+pub const MAX_UPGRADE_PROTOCOLS: usize = 32;
+
+/// Which protocols of the allowed list (`[upgrade] protocols`) a request offered in its
+/// `Upgrade` field: bit `i` is protocol `i`. Empty when the request asks for no upgrade
+/// Fulcrum passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offered(u32);
+
+impl Offered {
+    /// No upgrade asked for.
+    pub const NONE: Offered = Offered(0);
+
+    /// Whether no passed protocol was offered.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether protocol `index` of the allowed list was offered.
+    pub fn contains(self, index: usize) -> bool {
+        index < MAX_UPGRADE_PROTOCOLS && self.0 & (1 << index) != 0
+    }
+
+    /// Protocol `index` of the allowed list alone.
+    pub fn only(index: usize) -> Offered {
+        if index < MAX_UPGRADE_PROTOCOLS { Offered(1 << index) } else { Offered::NONE }
+    }
+}
+
+/// The elements of `Upgrade` field values (`name` or `name/version`), trimmed, empty ones
+/// skipped.
+fn upgrade_elements<'h>(
+    headers: &'h [httparse::Header<'h>],
+) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|e| !e.is_empty())
+}
+
+/// The index in `allowed` of the protocol an `Upgrade` element names (its name, before any
+/// `/version`, compared case-insensitively).
+fn allowed_index(element: &[u8], allowed: &[String]) -> Option<usize> {
+    let name = element.split(|&b| b == b'/').next().unwrap_or_default().trim_ascii();
+    allowed
+        .iter()
+        .take(MAX_UPGRADE_PROTOCOLS)
+        .position(|a| !name.is_empty() && a.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Ends an upstream request head: adds `Host` for HTTP/1.0 clients that sent none, then the
@@ -322,6 +408,9 @@ pub struct ClientSide {
     pub http10: bool,
     /// Keep the client connection open if the response framing allows it.
     pub keep_alive: bool,
+    /// The protocol upgrades the request asked for ([`RequestInfo::upgrade`]): a `101` is a
+    /// switch only to one of them.
+    pub upgrade: Offered,
 }
 
 /// The start of a backend's answer.
@@ -329,13 +418,12 @@ pub struct ClientSide {
 pub enum ResponseStart<'h> {
     /// The final response head.
     Final(BackendResponse<'h>),
-    /// An interim (1xx) response of `len` bytes, which is not forwarded.
-    Interim {
-        /// Bytes of the interim head in the input.
-        len: usize,
-        /// Its status.
-        status: u16,
-    },
+    /// An interim (1xx) response other than `101`: `103 Early Hints` is forwarded
+    /// ([`BackendResponse::write_h1_interim`], [`BackendResponse::to_h2`]), the others are not.
+    Interim(BackendResponse<'h>),
+    /// `101 Switching Protocols`: a tunnel when the request asked for the upgrade, a bad
+    /// answer otherwise.
+    Switching(BackendResponse<'h>),
 }
 
 /// A backend's final response head, validated once, whatever protocol the client speaks:
@@ -344,7 +432,8 @@ pub enum ResponseStart<'h> {
 pub struct BackendResponse<'h> {
     /// Bytes of the head in the input buffer.
     pub head_len: usize,
-    /// Status code (200..=599, or 1xx never: those are [`ResponseStart::Interim`]).
+    /// Status code (100..=599; a 1xx comes as [`ResponseStart::Interim`] or
+    /// [`ResponseStart::Switching`]).
     pub status: u16,
     /// Reason phrase as sent.
     pub reason: &'h str,
@@ -379,16 +468,26 @@ pub fn parse_backend_response<'h>(
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
-    if code == 101 {
-        return Err(HeadError::Malformed("protocol upgrade is not supported"));
-    }
-    if (100..200).contains(&code) {
-        return Ok(Some(ResponseStart::Interim { len: head_len, status: code }));
-    }
-    if !(200..=599).contains(&code) {
+    if !(100..=599).contains(&code) {
         return Err(HeadError::Malformed("status code out of range"));
     }
     let headers = res.headers;
+    if code < 200 {
+        let head = BackendResponse {
+            head_len,
+            status: code,
+            reason: res.reason.unwrap_or(""),
+            framing: Framing::None,
+            keep_alive: false,
+            bodiless: false,
+            headers,
+        };
+        return Ok(Some(if code == 101 {
+            ResponseStart::Switching(head)
+        } else {
+            ResponseStart::Interim(head)
+        }));
+    }
     let connection = Connection::of(headers);
     let declared = body_framing(headers)?;
     let bodiless = is_head || code == 204 || code == 304;
@@ -455,6 +554,47 @@ impl<'h> BackendResponse<'h> {
         }
     }
 
+    /// Writes an interim (`103 Early Hints`) head for an HTTP/1.1 client: the status line and
+    /// the end-to-end fields.
+    pub fn write_h1_interim(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        for h in self.end_to_end() {
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes a `101 Switching Protocols` head for an HTTP/1.1 client whose request asked for
+    /// the upgrade: the end-to-end fields plus `Connection: upgrade` and the backend's
+    /// `Upgrade`. `None` when the backend named no protocol.
+    pub fn write_h1_switching(&self, out: &mut Vec<u8>) -> Option<()> {
+        let upgrade = self.field("upgrade")?;
+        out.clear();
+        let _ = write!(out, "HTTP/1.1 101 {}\r\n", self.reason);
+        for h in self.end_to_end() {
+            push_header(out, h.name.as_bytes(), h.value);
+        }
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        push_header(out, b"upgrade", upgrade);
+        out.extend_from_slice(b"\r\n");
+        Some(())
+    }
+
+    /// The value of the first field named `name` (case-insensitive), if any.
+    pub fn field(&self, name: &str) -> Option<&'h [u8]> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+
+    /// For a `101`: the index in `allowed` of the protocol the backend switched to, when it
+    /// names exactly one protocol (its `Upgrade` field) and the request `offered` it; `None`
+    /// is a switch nobody asked for.
+    pub fn switched_to(&self, allowed: &[String], offered: Offered) -> Option<usize> {
+        let mut elements = upgrade_elements(self.headers);
+        let (Some(chosen), None) = (elements.next(), elements.next()) else { return None };
+        allowed_index(chosen, allowed).filter(|&i| offered.contains(i))
+    }
+
     /// The head for an HTTP/2 client: names lower-cased, no connection-specific field (RFC 9113
     /// 8.2.2; they are all hop-by-hop), and a `content-length` only where the framing validated
     /// one.
@@ -482,22 +622,52 @@ impl<'h> BackendResponse<'h> {
 pub enum ResponseHead {
     /// A final response; its head for the client is in `out`.
     Final(ResponseInfo),
-    /// An interim (1xx) response of this many bytes, to be skipped.
-    Interim(usize),
+    /// An interim (1xx) response of `len` bytes; `forward`: it is a `103 Early Hints`, whose
+    /// head for the client is in `out`.
+    Interim {
+        /// Bytes of the interim head in the input.
+        len: usize,
+        /// Whether to forward it (the head is in `out`).
+        forward: bool,
+    },
+    /// `101 Switching Protocols` of `len` bytes. When it switches to a protocol the request
+    /// offered, its head for the client is in `out`; otherwise it is a bad answer.
+    Switching {
+        /// Bytes of the head in the input.
+        len: usize,
+        /// The index in the allowed list of the protocol switched to; `None`: a switch the
+        /// request did not ask for (or to a protocol it did not offer).
+        protocol: Option<usize>,
+    },
 }
 
 /// Parses a response head from `input` and writes the head to send to an HTTP/1.1 client
 /// into `out` ([`parse_backend_response`] then [`BackendResponse::write_h1`]).
+/// A `101` is checked against `upgrades`, the allowed list the request was parsed with.
 pub fn parse_response(
     input: &[u8],
     max_headers: usize,
     client: ClientSide,
+    upgrades: &[String],
     out: &mut Vec<u8>,
 ) -> Parsed<ResponseHead> {
     let mut storage = header_storage();
     Ok(match parse_backend_response(input, &mut storage, max_headers, client.is_head)? {
         None => None,
-        Some(ResponseStart::Interim { len, .. }) => Some(ResponseHead::Interim(len)),
+        Some(ResponseStart::Interim(res)) => {
+            let forward = res.status == 103 && !client.http10;
+            if forward {
+                res.write_h1_interim(out);
+            }
+            Some(ResponseHead::Interim { len: res.head_len, forward })
+        }
+        Some(ResponseStart::Switching(res)) => {
+            let protocol = res.switched_to(upgrades, client.upgrade);
+            if protocol.is_some() {
+                res.write_h1_switching(out);
+            }
+            Some(ResponseHead::Switching { len: res.head_len, protocol })
+        }
         Some(ResponseStart::Final(res)) => Some(ResponseHead::Final(res.write_h1(client, out))),
     })
 }
@@ -514,9 +684,43 @@ pub fn write_h2_request(
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
+    write_h2_head(parts, parts.method.as_str(), backend_authority, proto, out);
+    push_framing(out, framing);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the HTTP/1.1 upgrade request for an HTTP/2 extended CONNECT (RFC 8441) to
+/// `protocol` (`websocket`): a `GET` of the stream's `:path` with the fields as
+/// [`write_h2_request`] writes them, plus `Connection: upgrade`, `Upgrade: protocol` and the
+/// `extra` fields (for WebSocket, the `Sec-WebSocket-Key` HTTP/2 does not carry).
+pub fn write_h2_upgrade(
+    parts: &http::request::Parts,
+    backend_authority: &str,
+    proto: &str,
+    protocol: &str,
+    extra: &[(&str, &[u8])],
+    out: &mut Vec<u8>,
+) {
+    write_h2_head(parts, "GET", backend_authority, proto, out);
+    out.extend_from_slice(b"connection: upgrade\r\n");
+    push_header(out, b"upgrade", protocol.as_bytes());
+    for (name, value) in extra {
+        push_header(out, name.as_bytes(), value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request line and fields of [`write_h2_request`], without framing or the empty line.
+fn write_h2_head(
+    parts: &http::request::Parts,
+    method: &str,
+    backend_authority: &str,
+    proto: &str,
+    out: &mut Vec<u8>,
+) {
     out.clear();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let _ = write!(out, "{} {} HTTP/1.1\r\nhost: ", parts.method, path);
+    let _ = write!(out, "{method} {path} HTTP/1.1\r\nhost: ");
     let host = parts
         .uri
         .authority()
@@ -548,8 +752,6 @@ pub fn write_h2_request(
     out.extend_from_slice(b"x-forwarded-proto: ");
     out.extend_from_slice(proto.as_bytes());
     out.extend_from_slice(b"\r\nvia: 2 fulcrum\r\n");
-    push_framing(out, framing);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -559,8 +761,68 @@ mod tests {
     fn req(raw: &str) -> (Parsed<RequestInfo>, String) {
         let mut out = Vec::new();
         let client = Forwarded { ip: "10.0.0.9", proto: "http" };
-        let r = parse_request(raw.as_bytes(), 100, &client, &mut out);
+        let r = parse_request(raw.as_bytes(), 100, &client, &upgrades(), &mut out);
         (r, String::from_utf8(out).unwrap())
+    }
+
+    fn upgrades() -> Vec<String> {
+        vec!["websocket".to_owned(), "h2c".to_owned()]
+    }
+
+    #[test]
+    fn an_allowed_upgrade_keeps_its_fields_narrowed_to_the_allowed_protocols() {
+        let raw = "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\n\
+                   Upgrade: foo/2, WebSocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        let (r, out) = req(raw);
+        let info = r.unwrap().unwrap();
+        assert_eq!(info.upgrade, Offered::only(0));
+        assert!(info.upgrade.contains(0) && !info.upgrade.contains(1));
+        assert!(out.ends_with("via: 1.1 fulcrum\r\nconnection: upgrade\r\nupgrade: WebSocket\r\n"));
+        assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+        assert!(!out.contains("keep-alive") && !out.contains("foo"));
+
+        // Not passed: no `Connection: upgrade`, a protocol not on the list, HTTP/1.0, a body,
+        // or no list at all. The fields are dropped as hop-by-hop, as before.
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: irc\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+             Content-Length: 2\r\n\r\nab",
+        ] {
+            let (r, out) = req(raw);
+            assert_eq!(r.unwrap().unwrap().upgrade, Offered::NONE, "{raw:?}");
+            assert!(!out.to_ascii_lowercase().contains("upgrade"), "{raw:?}: {out:?}");
+        }
+        let mut out = Vec::new();
+        let client = Forwarded { ip: "10.0.0.9", proto: "http" };
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let info = parse_request(raw, 100, &client, &[], &mut out).unwrap().unwrap();
+        assert_eq!(info.upgrade, Offered::NONE);
+    }
+
+    #[test]
+    fn a_switch_is_valid_only_to_a_protocol_the_request_offered() {
+        let asked = ClientSide { upgrade: Offered::only(0), ..KA };
+        let ok = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                  Upgrade: websocket\r\nSec-WebSocket-Accept: a\r\n\r\n";
+        let (r, out) = res(ok, asked);
+        assert_eq!(r, ResponseHead::Switching { len: ok.len(), protocol: Some(0) });
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: a\r\n\
+             connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        );
+        // Nobody asked, another protocol, no protocol named, two named.
+        for (raw, client) in [
+            (ok, KA),
+            ("HTTP/1.1 101 S\r\nUpgrade: h2c\r\n\r\n", asked),
+            ("HTTP/1.1 101 S\r\n\r\n", asked),
+            ("HTTP/1.1 101 S\r\nUpgrade: websocket, h2c\r\n\r\n", asked),
+        ] {
+            let (r, _) = res(raw, client);
+            assert_eq!(r, ResponseHead::Switching { len: raw.len(), protocol: None }, "{raw:?}");
+        }
     }
 
     #[test]
@@ -625,11 +887,13 @@ mod tests {
 
     fn res(raw: &str, client: ClientSide) -> (ResponseHead, String) {
         let mut out = Vec::new();
-        let r = parse_response(raw.as_bytes(), 100, client, &mut out).unwrap().unwrap();
+        let r =
+            parse_response(raw.as_bytes(), 100, client, &upgrades(), &mut out).unwrap().unwrap();
         (r, String::from_utf8(out).unwrap())
     }
 
-    const KA: ClientSide = ClientSide { is_head: false, http10: false, keep_alive: true };
+    const KA: ClientSide =
+        ClientSide { is_head: false, http10: false, keep_alive: true, upgrade: Offered::NONE };
 
     #[test]
     fn response_framing() {
@@ -657,7 +921,7 @@ mod tests {
         assert!(matches!(r, ResponseHead::Final(ResponseInfo { framing: Framing::None, .. })));
         assert!(out.contains("Content-Length: 99"));
 
-        let old = ClientSide { is_head: false, http10: true, keep_alive: true };
+        let old = ClientSide { http10: true, ..KA };
         let (r, out) = res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", old);
         assert!(matches!(
             r,
@@ -666,7 +930,11 @@ mod tests {
         assert!(!out.contains("chunked"));
 
         let (r, _) = res("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", KA);
-        assert_eq!(r, ResponseHead::Interim(25));
+        assert_eq!(r, ResponseHead::Interim { len: 25, forward: false });
+        let (r, out) =
+            res("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: x\r\n\r\n", KA);
+        assert_eq!(r, ResponseHead::Interim { len: 59, forward: true });
+        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n");
     }
 }
 
@@ -678,7 +946,8 @@ mod backend_response_tests {
         let mut storage = header_storage();
         Ok(match parse_backend_response(raw.as_bytes(), &mut storage, 100, is_head)? {
             Some(ResponseStart::Final(r)) => Some((r.status, r.framing, r.keep_alive)),
-            Some(ResponseStart::Interim { status, .. }) => Some((status, Framing::None, true)),
+            Some(ResponseStart::Interim(r)) => Some((r.status, Framing::None, true)),
+            Some(ResponseStart::Switching(r)) => Some((r.status, Framing::None, true)),
             None => None,
         })
     }
@@ -701,7 +970,6 @@ mod backend_response_tests {
             "HTTP/1.1 700 Odd\r\n\r\n",
             "HTTP/2.0 200 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
         ] {
             assert!(parse(bad, false).is_err(), "{bad:?}");
         }
@@ -741,7 +1009,8 @@ mod backend_response_tests {
         assert_eq!(names, ["content-type", "x-end", "content-length"]);
         assert_eq!(h2.headers()["content-length"], "5");
         let mut out = Vec::new();
-        let client = ClientSide { is_head: false, http10: false, keep_alive: true };
+        let client =
+            ClientSide { is_head: false, http10: false, keep_alive: true, upgrade: Offered::NONE };
         let info = res.write_h1(client, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),

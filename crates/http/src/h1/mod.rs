@@ -8,8 +8,9 @@ pub mod hop;
 
 pub use body::{BodyError, BodyTap, ChunkedDecoder, CopySpec, MinRate, RateClock, copy_body};
 pub use head::{
-    BackendResponse, ClientSide, Forwarded, Framing, HeadError, MAX_HEADERS, Parsed, RequestHead,
-    RequestInfo, ResponseHead, ResponseInfo, ResponseStart, finish_request_head, header_storage,
-    parse_backend_response, parse_request, parse_request_with, parse_response, write_h2_request,
+    BackendResponse, ClientSide, Forwarded, Framing, HeadError, MAX_HEADERS, MAX_UPGRADE_PROTOCOLS,
+    Offered, Parsed, RequestHead, RequestInfo, ResponseHead, ResponseInfo, ResponseStart,
+    finish_request_head, header_storage, parse_backend_response, parse_request, parse_request_with,
+    parse_response, write_h2_request, write_h2_upgrade,
 };
 pub use hop::{HOP_BY_HOP, is_hop_by_hop};

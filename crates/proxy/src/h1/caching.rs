@@ -4,7 +4,8 @@
 //!
 //! Only a request whose whole body fits the client buffer (`limits.buffer_bytes`) is eligible:
 //! the body is part of the key, so it must be in hand before the lookup. Chunked request
-//! bodies, HTTP/1.0 clients and methods outside `cache.methods` bypass (`X-Cache: BYPASS`), as
+//! bodies, HTTP/1.0 clients, protocol upgrades and methods outside `cache.methods` bypass
+//! (`X-Cache: BYPASS`), as
 //! does whatever [`fulcrum_cache::CacheRules::check_request`] refuses. HTTP/2 (and so gRPC) never reaches
 //! this module.
 //!
@@ -268,7 +269,8 @@ async fn lookup(
             return Ok(CacheMark::Bypass);
         }
     };
-    if raw_head.is_empty() || req.http10 || !method_ok {
+    // A protocol upgrade is never answered from or stored in the cache.
+    if raw_head.is_empty() || req.http10 || !method_ok || !req.upgrade.is_empty() {
         return Ok(CacheMark::Bypass);
     }
     if client.buf.len() < body_len {

@@ -3,6 +3,11 @@
 //! response cache, forward the request through the attempt loop
 //! (this module supplies the HTTP/1.1-to-HTTP/1.1 attempt), stream the response back, repeat
 //! while keep-alive allows.
+//!
+//! Interim answers: `103 Early Hints` is forwarded (at most [`MAX_INTERIM`] interim heads per
+//! request), other `1xx` are dropped. A request that asked for a protocol upgrade
+//! (`[upgrade] protocols`) and got `101` to one of them ends the attempt with a tunnel
+//! ([`crate::tunnel`]) instead of a response; the connection closes with the tunnel.
 
 mod caching;
 
@@ -29,6 +34,7 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
+use crate::tunnel::{self, Direction, Tunnel, TunnelReport};
 use crate::upstream::{Reuse, Upstream, UpstreamConn, UpstreamRead};
 
 pub(crate) use caching::CacheMark;
@@ -89,7 +95,9 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
         };
         let result = match cache {
             Ok(CacheMark::Hit(hit)) => {
-                caching::serve_hit(ctx, &epoch, &req, &mut client, &mut out, &hit, &mut log).await
+                caching::serve_hit(ctx, &epoch, &req, &mut client, &mut out, &hit, &mut log)
+                    .await
+                    .map(Outcome::Done)
             }
             Ok(cache) => {
                 let exchange = Exchange {
@@ -126,10 +134,14 @@ pub async fn serve(ctx: &Rc<WorkerCtx>, mut client: ClientConn, peer: SocketAddr
             },
             _ => (log.note.status(), None),
         };
+        if let Ok(Outcome::Tunnel { protocol, report }) = &result {
+            let name = ctx.upgrades.get(*protocol).map_or("", String::as_str);
+            log.note_tunnel(name, report);
+        }
         let target = pool.target(ctx.index, routed.route, log.note.backend());
         ctx.telemetry.finish(log, target, status);
         match result {
-            Ok(true) if !ctx.is_draining() => {}
+            Ok(Outcome::Done(true)) if !ctx.is_draining() => {}
             Ok(_) => return,
             Err(_) => {
                 if let Some(bytes) = answer {
@@ -169,6 +181,7 @@ async fn read_request_head(
                 cbuf.data(),
                 ctx.limits.max_headers,
                 reading.forwarded,
+                &ctx.upgrades,
                 out,
                 |head| route::h1(routes, head, reading.sni),
             )?;
@@ -243,6 +256,24 @@ fn responded(error: ProxyError) -> Failure {
     Failure { error, responded: true }
 }
 
+/// How an exchange that did not fail ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The whole response reached the client; `true`: the connection stays open.
+    Done(bool),
+    /// The backend switched to `protocol` (an index in `upgrade.protocols`) and the tunnel
+    /// that followed has closed; so does the connection.
+    Tunnel {
+        /// The protocol switched to.
+        protocol: usize,
+        /// The tunnel's bytes, duration and close.
+        report: TunnelReport,
+    },
+}
+
+/// Most interim (`1xx`) heads a backend may send before its final answer.
+pub(crate) const MAX_INTERIM: usize = 8;
+
 /// One request/response exchange on a pinned epoch, and its HTTP/1.1-backend attempts.
 struct Exchange<'a> {
     ctx: &'a WorkerCtx,
@@ -269,8 +300,8 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Runs the exchange; `Ok(keep_alive)` once the whole response reached the client.
-    async fn run(mut self) -> Result<bool, Failure> {
+    /// Runs the exchange until the whole response reached the client, or its tunnel closed.
+    async fn run(mut self) -> Result<Outcome, Failure> {
         let max_body = self.ctx.limits.max_body_bytes;
         if let Framing::Length(n) = self.req.framing
             && max_body > 0
@@ -291,12 +322,12 @@ impl Exchange<'_> {
         };
         self.head_len = self.out.len();
         let (ctx, pool, note) = (self.ctx, self.pool, self.note);
-        let keep_alive = attempt::forward(ctx, pool, note, &mut self).await?;
+        let outcome = attempt::forward(ctx, pool, note, &mut self).await?;
         if self.replayable {
             // Held back until now in case the request had to be sent again.
             self.client.buf.consume(self.body_in_head);
         }
-        Ok(keep_alive)
+        Ok(outcome)
     }
 
     /// Sends the request on `conn` and relays the response. A request body streams upstream
@@ -306,7 +337,7 @@ impl Exchange<'_> {
         &mut self,
         up: &Upstream,
         mut conn: UpstreamConn,
-    ) -> Result<bool, AttemptError<Failure>> {
+    ) -> Result<Outcome, AttemptError<Failure>> {
         // Counted until the backend's whole response is read (not until the client has it):
         // `relay_response` ends it there.
         let in_flight = Cell::new(Some(up.stats.begin()));
@@ -382,11 +413,20 @@ impl Exchange<'_> {
                 if res.upstream_keep_alive {
                     up.checkin(conn);
                 }
-                Ok(res.client_keep_alive)
+                Ok(Outcome::Done(res.client_keep_alive))
             }
             // The response finished first: the rest of the request body is unread, so neither
             // connection can carry another exchange.
-            (_, Some(Ok(Relayed::Done(_)))) => Ok(false),
+            (_, Some(Ok(Relayed::Done(_)))) => Ok(Outcome::Done(false)),
+            // Only a bodiless request asks for an upgrade, so its upload is done. The tunnel
+            // keeps the backend's in-flight count and connection (never pooled) until it
+            // closes.
+            (_, Some(Ok(Relayed::Switched(protocol)))) => {
+                let _span = self.note.phase("tunnel");
+                let report = self.tunnel(&mut conn).await;
+                drop(in_flight);
+                Ok(Outcome::Tunnel { protocol, report })
+            }
             (Some(Err(e)), None) => Err(AttemptError::Fail(Failure {
                 error: match e {
                     BodyError::Write(_) => ProxyError::Upstream(e),
@@ -399,10 +439,22 @@ impl Exchange<'_> {
             }
         }
     }
+
+    /// Joins the client connection and the backend connection `conn` after a switch, until
+    /// the tunnel closes.
+    async fn tunnel(&mut self, conn: &mut UpstreamConn) -> TunnelReport {
+        let t = &self.timeouts;
+        let client = &mut *self.client;
+        let tunnel = Tunnel::open(self.ctx);
+        let up = tunnel::copy(&tunnel, Direction::Up, &mut client.r, &mut client.buf, &mut conn.w);
+        let down =
+            tunnel::copy(&tunnel, Direction::Down, &mut conn.r, &mut conn.buf, &mut client.w);
+        tunnel.run(self.ctx, t.tunnel_idle(), t.drain(), up, down).await
+    }
 }
 
 impl Forward for Exchange<'_> {
-    type Output = bool;
+    type Output = Outcome;
     type Failure = Failure;
 
     fn serves(&self, protocol: BackendProtocol) -> bool {
@@ -422,7 +474,7 @@ impl Forward for Exchange<'_> {
         index: usize,
         up: &Upstream,
         fresh: bool,
-    ) -> Result<bool, AttemptError<Failure>> {
+    ) -> Result<Outcome, AttemptError<Failure>> {
         let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
         let health = self.epoch.epoch.health;
         let worker = self.ctx.telemetry.worker();
@@ -466,6 +518,7 @@ async fn relay_response(
     head_written: &Cell<bool>,
     in_flight: &Cell<Option<InFlight<'_>>>,
 ) -> Result<Relayed, Failure> {
+    let mut interim = 0;
     let res = loop {
         let parsed = if conn.buf.is_empty() {
             None
@@ -476,15 +529,40 @@ async fn relay_response(
                 is_head: req.is_head,
                 http10: req.http10,
                 keep_alive: req.keep_alive && !ctx.is_draining(),
+                upgrade: req.upgrade,
             };
-            h1::parse_response(conn.buf.data(), ctx.limits.max_headers, client_side, out)
+            let max = ctx.limits.max_headers;
+            h1::parse_response(conn.buf.data(), max, client_side, &ctx.upgrades, out)
                 .map_err(|_| ProxyError::BadGateway("malformed response head"))?
         };
         match parsed {
             Some(ResponseHead::Final(res)) => break res,
-            Some(ResponseHead::Interim(len)) => {
+            Some(ResponseHead::Interim { len, forward }) => {
                 conn.buf.consume(len);
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(ProxyError::BadGateway("too many interim responses").into());
+                }
+                if forward {
+                    // 103 Early Hints: the client may start fetching while the backend works;
+                    // the final answer (or Fulcrum's error) still follows.
+                    send_head(client_w, out, t).await?;
+                    note.sent(out.len() as u64);
+                }
                 continue;
+            }
+            Some(ResponseHead::Switching { len, protocol: Some(protocol) }) => {
+                conn.buf.consume(len);
+                let started = body_sent.get().unwrap_or_else(Instant::now);
+                up.stats.record_response_time(now_ms(), started.elapsed());
+                note.response(101, started.elapsed());
+                head_written.set(true);
+                send_head(client_w, out, t).await.map_err(|e| responded(e.error))?;
+                note.sent(out.len() as u64);
+                return Ok(Relayed::Switched(protocol));
+            }
+            Some(ResponseHead::Switching { protocol: None, .. }) => {
+                return Err(ProxyError::BadGateway("protocol switch nobody asked for").into());
             }
             None if conn.buf.is_full() => {
                 return Err(ProxyError::BadGateway("response head too large").into());
@@ -500,7 +578,10 @@ async fn relay_response(
         match timeout(remaining, conn.r.fill(conn.buf)).await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
-            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => return Ok(Relayed::NoResponse),
+            // (After an interim head the response has begun: not sent again.)
+            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
+                return Ok(Relayed::NoResponse);
+            }
             Ok(Ok(0) | Err(_)) => {
                 return Err(ProxyError::BadGateway("upstream closed before the response").into());
             }
@@ -590,10 +671,28 @@ struct UpstreamHalf<'a> {
     buf: &'a mut ReadBuf,
 }
 
+/// Writes a head Fulcrum relays (`out`) to the client within `client_send_ms`.
+async fn send_head(
+    client_w: &mut ConnWrite,
+    out: &mut Vec<u8>,
+    t: &Timeouts,
+) -> Result<(), Failure> {
+    let head = std::mem::take(out);
+    let (written, head) = match timeout(t.client_send(), client_w.write_all(head)).await {
+        Ok(r) => r,
+        Err(_) => return Err(ProxyError::Client(BodyError::Write(timed_out())).into()),
+    };
+    *out = head;
+    written.map(|_| ()).map_err(|e| ProxyError::Client(BodyError::Write(e)).into())
+}
+
 /// How relaying a response ended.
 enum Relayed {
     /// The whole response reached the client.
     Done(h1::ResponseInfo),
+    /// The backend switched to this protocol (an index in `upgrade.protocols`); its `101`
+    /// reached the client.
+    Switched(usize),
     /// The connection was reset or closed before any response byte.
     NoResponse,
 }

@@ -95,6 +95,10 @@ where
         .max_send_buffer_size(cfg.max_send_buffer)
         .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
         .data_frame_budget(cfg.data_frame_budget);
+    // WebSocket over HTTP/2 (RFC 8441) while WebSocket upgrades are passed.
+    if ctx.upgrades.iter().any(|p| p.eq_ignore_ascii_case(super::websocket::WEBSOCKET)) {
+        builder.enable_connect_protocol();
+    }
     let timeouts = ctx.current_epoch().epoch.timeouts;
     let mut conn = match timeout(timeouts.client_header(), builder.handshake::<_, Bytes>(io)).await
     {

@@ -13,7 +13,7 @@
 //! reason. A stream the backend refused is sent again elsewhere while the request bytes seen
 //! so far are still held (at most [`REPLAY_LIMIT`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::time::Instant;
@@ -31,11 +31,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use monoio::time::timeout;
 
 use super::server::ConnState;
+use super::websocket::WEBSOCKET;
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
+use crate::tunnel::TunnelReport;
 use crate::upstream::Upstream;
 use crate::upstream::h2::{Lease, LeaseError};
 
@@ -116,8 +118,17 @@ pub(crate) async fn serve_stream(
         log.note.set_cache(CacheStatus::Bypass);
     }
     let headers_only = body.is_end_stream();
+    // RFC 8441 extended CONNECT: only `websocket` is enabled (and only when it is passed).
+    let protocol = (parts.method == http::Method::CONNECT)
+        .then(|| parts.extensions.get::<h2::ext::Protocol>())
+        .flatten();
+    let upgrade = protocol.is_some();
+    let unsupported = protocol.is_some_and(|p| !p.as_str().eq_ignore_ascii_case(WEBSOCKET));
+    let tunnel: Cell<Option<TunnelReport>> = Cell::new(None);
     let mut down: Option<SendStream<Bytes>> = None;
-    let result = {
+    let result = if unsupported {
+        Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
+    } else {
         let mut call = Call {
             ctx,
             epoch: &epoch,
@@ -135,6 +146,8 @@ pub(crate) async fn serve_stream(
                 ..Default::default()
             }),
             headers_only,
+            upgrade,
+            tunnel: &tunnel,
         };
         // Pinned here so the deadline wraps a reference: the call's (large) future is stored
         // once in this one, not once bare and once inside the timeout.
@@ -152,6 +165,9 @@ pub(crate) async fn serve_stream(
     };
     if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
         ctx.telemetry.worker().body_too_slow.inc();
+    }
+    if let Some(report) = tunnel.take() {
+        log.note_tunnel(WEBSOCKET, &report);
     }
     let status = match result {
         Ok(()) => log.note.status(),
@@ -297,6 +313,10 @@ pub(super) struct Call<'a> {
     pub(super) replay: RefCell<Replay>,
     /// The client sent END_STREAM with its headers: there is no body.
     pub(super) headers_only: bool,
+    /// An extended CONNECT for WebSocket (RFC 8441): an upgrade for an HTTP/1.1 backend.
+    pub(super) upgrade: bool,
+    /// The tunnel's report, once an upgraded stream's tunnel has closed.
+    pub(super) tunnel: &'a Cell<Option<TunnelReport>>,
 }
 
 impl Forward for Call<'_> {
@@ -304,15 +324,20 @@ impl Forward for Call<'_> {
     type Failure = Fail;
 
     fn serves(&self, protocol: BackendProtocol) -> bool {
-        // gRPC goes only to HTTP/2 backends.
+        // gRPC goes only to HTTP/2 backends; WebSocket only to HTTP/1.1 ones (as an upgrade).
+        if self.upgrade {
+            return protocol == BackendProtocol::Http1;
+        }
         !self.grpc || protocol == BackendProtocol::H2c
     }
 
     fn idempotent(&self) -> bool {
-        matches!(
-            self.parts.method.as_str(),
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        )
+        // An extended CONNECT goes upstream as a `GET`.
+        self.upgrade
+            || matches!(
+                self.parts.method.as_str(),
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            )
     }
 
     fn replayable(&self) -> bool {

@@ -4,8 +4,10 @@
 //! response head parsed and validated exactly as for an HTTP/1.1 client
 //! ([`h1::parse_backend_response`]) and its body streamed back as DATA frames under the client's
 //! flow control. A response that breaks the framing rules is a `502` before its head reaches the
-//! client, and a reset stream after: never a cleanly ended response. Uses the backend's ordinary
-//! HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
+//! client, and a reset stream after: never a cleanly ended response. `103 Early Hints` goes on
+//! as an informational HEADERS frame; other interim answers are dropped, and a `101` is a
+//! `502` (an HTTP/2 request never asks HTTP/1.1 for an upgrade here). Uses the backend's
+//! ordinary HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
 
 use bytes::Bytes;
 use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
@@ -17,8 +19,11 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
 use super::stream::{Call, Fail, response_head_bytes, send_data};
+use super::websocket;
 use crate::attempt::AttemptError;
 use crate::error::{ProxyError, QueueError};
+use crate::h1::MAX_INTERIM;
+use crate::tunnel::{Tunnel, TunnelEnd};
 use crate::upstream::{Reuse, Upstream};
 
 fn bad(msg: &'static str) -> AttemptError<Fail> {
@@ -67,10 +72,21 @@ pub(super) async fn attempt(
     let mut in_flight = Some(up.stats.begin());
     let _span = note.phase("upstream_exchange");
     let is_head = call.parts.method == http::Method::HEAD;
-    let framing = request_framing(call);
     let mut head = Vec::with_capacity(512);
     let proto = call.conn.info.proto();
-    h1::write_h2_request(call.parts, &up.backend.url.authority, proto, framing, &mut head);
+    let authority = &up.backend.url.authority;
+    // An extended CONNECT goes as a WebSocket upgrade, with a key of Fulcrum's own; its stream
+    // carries no body until the tunnel.
+    let ws_key = call.upgrade.then(websocket::new_key);
+    let framing = if call.upgrade { Framing::None } else { request_framing(call) };
+    match &ws_key {
+        Some(key) => {
+            let extra = [("sec-websocket-key", key.as_bytes())];
+            let ws = websocket::WEBSOCKET;
+            h1::write_h2_upgrade(call.parts, authority, proto, ws, &extra, &mut head);
+        }
+        None => h1::write_h2_request(call.parts, authority, proto, framing, &mut head),
+    }
 
     // Send the head and the body.
     let started = std::time::Instant::now();
@@ -129,6 +145,7 @@ pub(super) async fn attempt(
     }
 
     // Read the response head: the same parser and rules as for an HTTP/1.1 client.
+    let mut interim = 0;
     let (response, res_framing, keep_alive) = loop {
         if !conn.buf.is_empty() {
             let mut storage = header_storage();
@@ -139,9 +156,58 @@ pub(super) async fn attempt(
                 is_head,
             );
             match parsed {
-                Ok(Some(ResponseStart::Interim { len, .. })) => {
+                Ok(Some(ResponseStart::Interim(res))) => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(bad("too many interim responses"));
+                    }
+                    // 103 Early Hints goes on as an informational HEADERS frame.
+                    if res.status == 103 {
+                        let head = res.to_h2().map_err(|_| bad("malformed response head"))?;
+                        note.sent(response_head_bytes(head.headers()));
+                        call.respond
+                            .send_informational(head)
+                            .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    }
+                    let len = res.head_len;
                     conn.buf.consume(len);
                     continue;
+                }
+                Ok(Some(ResponseStart::Switching(res))) => {
+                    let Some(key) = &ws_key else {
+                        return Err(bad("protocol switch nobody asked for"));
+                    };
+                    if !websocket::switch_is_valid(&res, key) {
+                        return Err(bad("invalid WebSocket handshake"));
+                    }
+                    let head = websocket::client_head(&res)
+                        .ok_or_else(|| bad("malformed response head"))?;
+                    let len = res.head_len;
+                    conn.buf.consume(len);
+                    let elapsed = started.elapsed();
+                    up.stats.record_response_time(now_ms(), elapsed);
+                    note.response(200, elapsed);
+                    note.sent(response_head_bytes(head.headers()));
+                    let d = call
+                        .respond
+                        .send_response(head, false)
+                        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    let d = call.down.insert(d);
+                    let _span = note.phase("tunnel");
+                    let ctx = call.ctx;
+                    let tunnel = Tunnel::open(ctx);
+                    let (r, buf, w) = (&mut conn.r, &mut conn.buf, &mut conn.w);
+                    let up_flow = websocket::up(&tunnel, call.body, w);
+                    let down_flow = websocket::down(&tunnel, r, buf, d);
+                    let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
+                    let report = tunnel.run(ctx, idle, drain, up_flow, down_flow).await;
+                    if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
+                        d.send_reset(h2::Reason::CANCEL);
+                    }
+                    call.tunnel.set(Some(report));
+                    // Counted in flight until here; the connection is never pooled.
+                    drop(in_flight);
+                    return Ok(());
                 }
                 Ok(Some(ResponseStart::Final(res))) => {
                     let head = res.to_h2().map_err(|_| bad("malformed response head"))?;
@@ -156,7 +222,8 @@ pub(super) async fn attempt(
         }
         match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
-            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => {
+            // (After an interim head the response has begun: not sent again.)
+            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
                 return Err(AttemptError::NoResponse { reused: conn.reused });
             }
             Ok(Ok(0) | Err(_)) => return Err(bad("upstream closed before the response")),

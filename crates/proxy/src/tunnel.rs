@@ -1,0 +1,260 @@
+//! Upgraded connections: once a backend switched protocols (`101` to a WebSocket upgrade, or
+//! an HTTP/2 extended CONNECT translated to one), the client's side and the backend connection
+//! are joined into a tunnel that copies bytes both ways until either side closes, the tunnel
+//! is idle for `timeouts.tunnel_idle_ms`, or the worker's drain runs out (`timeouts.drain_ms`).
+//! Runs in the client connection's (or stream's) task on the worker's thread.
+//!
+//! Each direction is one loop (read, then write everything read), so a slow reader
+//! back-pressures the sender through one fixed buffer per direction. Bytes already read past
+//! the heads on either side go first. An end of stream from one side is passed on as a
+//! half-close (`shutdown(Write)`, or END_STREAM) and the other direction runs on until it ends
+//! too; an error on either side ends both.
+//!
+//! The idle timeout is one timer per tunnel: a watchdog that sleeps until the last activity
+//! (in either direction) plus the timeout and looks again, instead of a timeout around each
+//! read. A read is never cancelled while the tunnel lives (on io_uring a cancelled read could
+//! take bytes it already received with it); the reads go only when the tunnel closes.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use fulcrum_telemetry::{Collect, Counter, Encoder, Gauge, Kind, PerWorker};
+use fulcrum_util::ReadBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+
+use crate::ctx::WorkerCtx;
+
+/// Why a tunnel closed (the access record's `tunnel_close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEnd {
+    /// The client closed (or half-closed) first, then the backend.
+    Client,
+    /// The backend closed (or half-closed) first, then the client.
+    Backend,
+    /// No byte moved in either direction for `timeouts.tunnel_idle_ms`.
+    Idle,
+    /// The worker drained and `timeouts.drain_ms` ran out.
+    Drain,
+    /// A read or write failed on either side (a reset, a TLS error).
+    Error,
+}
+
+impl TunnelEnd {
+    /// The value written in access records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelEnd::Client => "client",
+            TunnelEnd::Backend => "backend",
+            TunnelEnd::Idle => "idle",
+            TunnelEnd::Drain => "drain",
+            TunnelEnd::Error => "error",
+        }
+    }
+}
+
+/// What a closed tunnel reports for its access record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelReport {
+    /// Bytes copied from the client to the backend.
+    pub client_to_backend: u64,
+    /// Bytes copied from the backend to the client.
+    pub backend_to_client: u64,
+    /// From the switch to the close.
+    pub duration: Duration,
+    /// Why it closed.
+    pub end: TunnelEnd,
+}
+
+/// Tunnels opened and open, and the bytes they carried, one slot per worker
+/// (`fulcrum_tunnels_open`, `fulcrum_tunnels_total`, `fulcrum_tunnel_bytes_total`).
+#[derive(Debug)]
+pub struct TunnelMetrics {
+    slots: PerWorker<TunnelSlot>,
+}
+
+#[derive(Debug, Default)]
+struct TunnelSlot {
+    open: Gauge,
+    total: Counter,
+    /// Client to backend, backend to client.
+    bytes: [Counter; 2],
+}
+
+impl TunnelMetrics {
+    /// Slots for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self { slots: PerWorker::new(workers) }
+    }
+}
+
+impl Collect for TunnelMetrics {
+    fn collect(&self, out: &mut Encoder) {
+        let name = "fulcrum_tunnels_open";
+        out.family(name, Kind::Gauge, "Upgraded connections (WebSocket tunnels) open now.");
+        let open = self.slots.sum(|s| u64::try_from(s.open.get()).unwrap_or(0));
+        out.sample(name, &[], open);
+        let name = "fulcrum_tunnels_total";
+        out.family(name, Kind::Counter, "Upgraded connections (WebSocket tunnels) opened.");
+        out.sample(name, &[], self.slots.sum(|s| s.total.get()));
+        let name = "fulcrum_tunnel_bytes_total";
+        out.family(name, Kind::Counter, "Bytes copied through tunnels, by direction.");
+        for (i, direction) in ["client_to_backend", "backend_to_client"].iter().enumerate() {
+            out.sample(name, &[("direction", direction)], self.slots.sum(|s| s.bytes[i].get()));
+        }
+    }
+}
+
+/// One open tunnel's bookkeeping: its byte counts and last activity, and its place in the
+/// worker's gauge (left when dropped).
+pub(crate) struct Tunnel<'a> {
+    slot: &'a TunnelSlot,
+    started: Instant,
+    last: Cell<Instant>,
+    moved: [Cell<u64>; 2],
+}
+
+/// Which way bytes go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direction {
+    /// Client to backend.
+    Up = 0,
+    /// Backend to client.
+    Down = 1,
+}
+
+/// How one direction of a tunnel stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Its source ended the stream; the end was passed on.
+    Ended,
+    /// A read or a write failed.
+    Broken,
+}
+
+impl<'a> Tunnel<'a> {
+    /// Opens a tunnel on worker `ctx` (counted until dropped).
+    pub(crate) fn open(ctx: &'a WorkerCtx) -> Self {
+        let slot = ctx.telemetry.metrics.tunnels.slots.get(ctx.index);
+        slot.open.add(1);
+        slot.total.inc();
+        let now = Instant::now();
+        Self { slot, started: now, last: Cell::new(now), moved: [Cell::new(0), Cell::new(0)] }
+    }
+
+    /// Counts `n` bytes moved `direction` now (activity for the idle timer).
+    #[inline]
+    pub(crate) fn moved(&self, direction: Direction, n: usize) {
+        let i = direction as usize;
+        self.moved[i].set(self.moved[i].get() + n as u64);
+        self.slot.bytes[i].add(n as u64);
+        self.last.set(Instant::now());
+    }
+
+    /// Something arrived (activity for the idle timer, not yet copied).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+
+    /// Runs the two directions until both ended, one broke, the tunnel idled out or the
+    /// worker's drain ran out; returns the report. Dropping the directions closes nothing by
+    /// itself: the caller drops the connections.
+    pub(crate) async fn run(
+        &self,
+        ctx: &WorkerCtx,
+        idle: Duration,
+        drain: Duration,
+        up: impl Future<Output = Flow>,
+        down: impl Future<Output = Flow>,
+    ) -> TunnelReport {
+        let mut up = std::pin::pin!(up);
+        let mut down = std::pin::pin!(down);
+        let mut watchdog = std::pin::pin!(self.idle_watch(idle));
+        let mut drained = std::pin::pin!(async {
+            ctx.drained_signal().await;
+            monoio::time::sleep(drain).await;
+        });
+        let (mut up_done, mut down_done) = (false, false);
+        let mut first: Option<TunnelEnd> = None;
+        let end = loop {
+            monoio::select! {
+                flow = &mut up, if !up_done => {
+                    if flow == Flow::Broken {
+                        break TunnelEnd::Error;
+                    }
+                    up_done = true;
+                    first.get_or_insert(TunnelEnd::Client);
+                }
+                flow = &mut down, if !down_done => {
+                    if flow == Flow::Broken {
+                        break TunnelEnd::Error;
+                    }
+                    down_done = true;
+                    first.get_or_insert(TunnelEnd::Backend);
+                }
+                _ = &mut watchdog => break TunnelEnd::Idle,
+                _ = &mut drained => break TunnelEnd::Drain,
+            }
+            if up_done && down_done {
+                break first.unwrap_or(TunnelEnd::Client);
+            }
+        };
+        TunnelReport {
+            client_to_backend: self.moved[0].get(),
+            backend_to_client: self.moved[1].get(),
+            duration: self.started.elapsed(),
+            end,
+        }
+    }
+
+    /// Resolves once no byte moved for `idle`: sleeps until the last activity plus `idle`,
+    /// then looks again (one timer, re-armed only when it fires).
+    async fn idle_watch(&self, idle: Duration) {
+        loop {
+            let deadline = self.last.get() + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            monoio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+impl Drop for Tunnel<'_> {
+    fn drop(&mut self) {
+        self.slot.open.add(-1);
+    }
+}
+
+/// Copies one direction between two connections: what `buf` already holds first, then
+/// everything `src` sends, until it ends (then `dst` is shut for writing) or either side fails.
+pub(crate) async fn copy<R, W>(
+    tunnel: &Tunnel<'_>,
+    direction: Direction,
+    src: &mut R,
+    buf: &mut ReadBuf,
+    dst: &mut W,
+) -> Flow
+where
+    R: AsyncReadRent,
+    W: AsyncWriteRent,
+{
+    loop {
+        let n = buf.len();
+        if n > 0 {
+            if buf.write_to(dst, n).await.is_err() {
+                return Flow::Broken;
+            }
+            tunnel.moved(direction, n);
+        }
+        match buf.fill(src).await {
+            Ok(0) => {
+                let _ = dst.shutdown().await;
+                return Flow::Ended;
+            }
+            Ok(_) => tunnel.touch(),
+            Err(_) => return Flow::Broken,
+        }
+    }
+}
