@@ -28,6 +28,9 @@ Suites:
                   route that takes the benchmarked requests, against no routes
   idle            wake-ups per second of each target's threads while idle (after 1 s of
                   load to fill the pools), from /proc/PID/task/*/schedstat
+  syscalls        system calls per request of each target (perf stat on the
+                  raw_syscalls:sys_enter tracepoint, one run per target and workload) for the
+                  http suite's keep-alive workloads; needs perf (Debian: linux-perf)
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
                   (h2c://) against nginx grpc_pass and HAProxy proto h2
@@ -1011,6 +1014,77 @@ idle_wakeups() {
     SUITE_NOTES+="Over ${IDLE_SECS} s with no traffic, ${IDLE_SETTLE} s after the last request (upstream keep-alive connections still pooled): how many times each thread was put on a CPU (/proc/PID/task/TID/schedstat, third field), per second."$'\n\n'
     SUITE_NOTES+=$'| target | thread | wake-ups/s |\n|---|---|---|\n'
     SUITE_NOTES+="$rows"
+}
+
+# `./bench.sh syscalls`: system calls per request, counted by perf on the raw_syscalls:sys_enter
+# tracepoint of the target's process over one run of each workload (the tracepoint slows every
+# system call, so the CPU column of this suite is not comparable to the http suite's). Not
+# affected by the machine's load: the count is what the code does, where CPU time is noisy.
+suite_syscalls() {
+    command -v perf >/dev/null 2>&1 || die "perf not found: apt-get install -y linux-perf"
+    local body
+    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    printf '%s' "$body" >"$TMP/body-1k"
+    workload small /small "GET small body (3 B), keep-alive: system calls per request"
+    workload 16k /16k "GET 16 KiB body, keep-alive: system calls per request"
+    workload post1k /post "POST 1 KiB body, keep-alive: system calls per request" \
+        "wrk.method = \"POST\"
+wrk.body = \"$body\"
+wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
+        "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+    local wl
+    for wl in "${WORKLOADS[@]}"; do W_MEASURE[$wl]=measure_syscalls; done
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
+    prepare_fulcrum
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    start_baseline http wait_ready /small
+    start_nginx_proxy
+    start_haproxy
+    start_relay
+    log "targets: direct ${TARGETS[*]}"
+    bench_matrix
+    local t f line
+    SUITE_NOTES+=$'\n### System calls per request\n\n| workload | target | system calls per request min / med / max |\n|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            f=$RESULTS/$wl.$t.syscalls
+            [[ -s $f ]] || continue
+            line=$(awk '{ print $1 }' "$f" | sort -g | awk -v w="${W_TITLE[$wl]%%:*}" -v t="$t" '
+                { a[n++] = $1 }
+                END { printf "| %s | %s | %.2f / %.2f / %.2f |", w, t, a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }')
+            SUITE_NOTES+="$line"$'\n'
+        done
+    done
+    SUITE_NOTES+=$'\nperf stat -e raw_syscalls:sys_enter on the target process for the length of each wrk run, divided by the requests it served. io_uring operations are not system calls: they are counted in the io_uring_enter calls that submit and reap them.\n'
+}
+
+# measure_syscalls TARGET WORKLOAD SECONDS [record]: `measure`, with perf counting the target's
+# system calls over the run; with "record", appends "syscalls_per_request" to
+# $RESULTS/WORKLOAD.TARGET.syscalls.
+measure_syscalls() {
+    local target=$1 wl=$2 secs=$3 record=${4:-} pid=${T_PID[$1]}
+    if [[ -z $pid || -z $record ]]; then
+        measure "$@"
+        return 0
+    fi
+    local stat=$TMP/perf.stat perf_pid before after calls
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$stat" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.2 # perf attaches
+    before=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
+    measure "$@"
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    after=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
+    ((after > before)) || return 0
+    calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$stat")
+    # Requests of this run: the last column of the line measure appended.
+    awk -v c="${calls:-0}" '{ n = $NF } END { if (n > 0) printf "%.2f\n", c / n }' \
+        <(tail -n 1 "$RESULTS/$wl.$target") >>"$RESULTS/$wl.$target.syscalls"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target.syscalls") system calls per request"
 }
 
 # `./bench.sh idle`: the idle wake-ups alone (Fulcrum on both drivers, the baseline build when
@@ -2099,9 +2173,9 @@ LUA
 
 run_all() {
     local suites=() s rc report failed=() reports=()
-    # The soak is minutes long and reports memory, not speed, and `http` measures the idle
-    # wake-ups too: neither is a suite of its own in `all`.
-    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" && $3 != "suite_idle" { sub(/^suite_/, "", $3); print $3 }')
+    # The soak is minutes long and reports memory, not speed, `http` measures the idle
+    # wake-ups too, and `syscalls` needs perf: none is a suite of its own in `all`.
+    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" && $3 != "suite_idle" && $3 != "suite_syscalls" { sub(/^suite_/, "", $3); print $3 }')
     # Every suite's tools before the first one starts (the grpc and tls suites also need h2load,
     # the tls suite openssl).
     command -v h2load >/dev/null 2>&1 ||
