@@ -29,6 +29,7 @@ use fulcrum_http::h1::{
     BodyError, BodyTap, Framing, MAX_HEADERS, MinRate, RequestInfo, ResponseInfo,
 };
 use fulcrum_telemetry::CacheStatus;
+use fulcrum_util::{Gather, write_all_gathered};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
@@ -41,9 +42,6 @@ use crate::worker_cache::WorkerCache;
 /// Longest a miss waits for another request filling the same key (also capped by the
 /// upstream response timeout); then it goes upstream itself.
 const MAX_FILL_WAIT: Duration = Duration::from_secs(10);
-/// Hit bodies up to this size are copied behind the head and sent in one write; larger ones
-/// are written from the shared buffer without a copy, after the head.
-const INLINE_BODY: usize = 32 * 1024;
 
 /// How the cache treats one exchange.
 #[derive(Debug)]
@@ -371,7 +369,8 @@ fn key_of(
 }
 
 /// Answers a request from the cache: the stored head with `age` and `x-cache: HIT`, then the
-/// body. Consumes the request body from the client buffer. `Ok(keep_alive)` like an exchange.
+/// body, in one gathered write (the stored body is shared, never copied). Consumes the request
+/// body from the client buffer. `Ok(keep_alive)` like an exchange.
 pub(super) async fn serve_hit(
     ctx: &WorkerCtx,
     epoch: &WorkerEpoch,
@@ -399,25 +398,14 @@ pub(super) async fn serve_hit(
         .unwrap_or(0);
     note.response(status, Duration::ZERO);
     let send = epoch.epoch.timeouts.client_send();
-    let body_len = hit.body.len();
-    let inline = body_len <= INLINE_BODY;
-    if inline {
-        out.extend_from_slice(&hit.body);
-    }
-    let head = std::mem::take(out);
-    let (written, head) = timeout(send, client.w.write_all(head))
+    let response = Gather::new(std::mem::take(out), Rc::clone(&hit.body));
+    let (written, response) = timeout(send, write_all_gathered(&mut client.w, response))
         .await
         .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;
-    *out = head;
-    written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
-    if !inline {
-        let (written, _) = timeout(send, client.w.write_all(Rc::clone(&hit.body)))
-            .await
-            .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;
-        written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
-        note.sent(body_len as u64);
-    }
-    note.sent(out.len() as u64);
+    // The head's buffer comes back for the next response on this connection.
+    (*out, _) = response.into_parts();
+    let sent = written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
+    note.sent(sent as u64);
     Ok(keep_alive)
 }
 
