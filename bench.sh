@@ -27,7 +27,8 @@ Suites:
                   also as routes20-*: 20 routes (host and path matchers) in front of the
                   route that takes the benchmarked requests, against no routes
   idle            wake-ups per second of each target's threads while idle (after 1 s of
-                  load to fill the pools), from /proc/PID/task/*/schedstat
+                  load to fill the pools), from /proc/PID/task/*/schedstat, over --runs
+                  windows of 5 s (min / median / max of each target's total)
   syscalls        system calls per request of each target (perf stat on the
                   raw_syscalls:sys_enter tracepoint, one run per target and workload) for the
                   http suite's keep-alive workloads; needs perf (Debian: linux-perf)
@@ -74,8 +75,9 @@ Environment:
                   1: every Fulcrum target writes its access log (a file in the run's temporary
                   directory) instead of running with it off
   FULCRUM_BASELINE_BIN
-                  another Fulcrum build measured beside it in the http, grpc and tls suites,
-                  as targets base-io_uring and base-epoll (an A/B of two commits in one run)
+                  another Fulcrum build measured beside it, as targets base-io_uring and
+                  base-epoll (an A/B of two commits in one run), in the http, idle, syscalls,
+                  cache, grpc and tls suites
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -90,9 +92,9 @@ WORKLOAD_FILTER=""
 TARGET_FILTER=""
 # Light load: the h2load connections that share a fixed request rate.
 RATE_CONNECTIONS=8
-# Idle wake-ups: seconds of quiet before, and seconds measured.
+# Idle wake-ups: seconds of quiet before, and seconds of each of the --runs windows measured.
 IDLE_SETTLE=2
-IDLE_SECS=10
+IDLE_SECS=5
 DURATION_SET=0
 FLOOD=2000
 CONNECTIONS=32
@@ -548,9 +550,11 @@ start_fulcrum() {
     TARGETS+=("$name")
 }
 
-# start_baseline SCHEME READY_FN READY_PATH: $FULCRUM_BASELINE_BIN, when set, on both drivers
-# beside the measured build (targets base-io_uring, base-epoll).
+# start_baseline SCHEME READY_FN READY_PATH [TOML]: $FULCRUM_BASELINE_BIN, when set, on both
+# drivers beside the measured build (targets base-io_uring, base-epoll), configured like
+# start_fulcrum with TOML.
 start_baseline() {
+    local toml=${4:-}
     [[ -n $FULCRUM_BASELINE_BIN ]] || return 0
     if [[ ! -x $FULCRUM_BASELINE_BIN ]]; then
         log "SKIPPING the baseline: $FULCRUM_BASELINE_BIN is not an executable"
@@ -558,9 +562,9 @@ start_baseline() {
     fi
     check_ports_free "$BASE_URING_PORT" "$BASE_EPOLL_PORT"
     START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
-        start_fulcrum io_uring "$BASE_URING_PORT" "$1" "$2" "$3" ""
+        start_fulcrum io_uring "$BASE_URING_PORT" "$1" "$2" "$3" "$toml"
     START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
-        start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" ""
+        start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" "$toml"
 }
 
 # routes_toml SCHEME: a pool `bench` of both backends, and 20 routes that the benchmarked
@@ -985,34 +989,46 @@ thread_wakeups() {
 }
 
 # idle_wakeups: with no traffic (after IDLE_SETTLE s of quiet), how often each thread of each
-# target runs over IDLE_SECS s, from /proc/PID/task/*/schedstat; appended to the suite notes.
+# target runs, from /proc/PID/task/*/schedstat, over RUNS back-to-back windows of IDLE_SECS s
+# (every target measured over the same windows); appended to the suite notes: each target's
+# total per window (min / median / max) and each thread's rate over all windows.
 idle_wakeups() {
-    local t pid before after rows="" line
-    declare -A snap=()
-    log "idle wake-ups: ${IDLE_SETTLE}s quiet, then ${IDLE_SECS}s measured"
+    local t pid r rows="" totals=""
+    declare -A first=() snap=() per=()
+    log "idle wake-ups: ${IDLE_SETTLE}s quiet, then $RUNS windows of ${IDLE_SECS}s"
     sleep "$IDLE_SETTLE"
     for t in "${TARGETS[@]}"; do
         pid=${T_PID[$t]}
         [[ -n $pid && -z ${T_DEAD[$t]:-} ]] || continue
         snap[$t]=$(thread_wakeups "$pid")
+        first[$t]=${snap[$t]}
     done
-    sleep "$IDLE_SECS"
+    for ((r = 1; r <= RUNS; r++)); do
+        sleep "$IDLE_SECS"
+        for t in "${!snap[@]}"; do
+            local now
+            now=$(thread_wakeups "${T_PID[$t]}")
+            per[$t]+=$(awk -v secs="$IDLE_SECS" 'NR == FNR { b[$1] = $3; next }
+                ($1 in b) { n += $3 - b[$1] } END { printf "%.1f ", n / secs }' \
+                <(printf '%s\n' "${snap[$t]}") <(printf '%s\n' "$now"))
+            snap[$t]=$now
+        done
+    done
     for t in "${TARGETS[@]}"; do
         [[ -n ${snap[$t]:-} ]] || continue
-        pid=${T_PID[$t]}
-        after=$(thread_wakeups "$pid")
-        before=${snap[$t]}
-        rows+=$(awk -v t="$t" -v secs="$IDLE_SECS" '
+        rows+=$(awk -v t="$t" -v secs=$((IDLE_SECS * RUNS)) '
             NR == FNR { b[$1] = $3; next }
-            ($1 in b) { n = ($3 - b[$1]) / secs; tot += n; line[k++] = sprintf("| %s | %s | %.1f |", t, $2, n) }
-            END {
-                for (i = 0; i < k; i++) print line[i]
-                printf "| %s | **all threads** | **%.1f** |\n", t, tot
-            }' <(printf '%s\n' "$before") <(printf '%s\n' "$after"))$'\n'
+            ($1 in b) { printf "| %s | %s | %.1f |\n", t, $2, ($3 - b[$1]) / secs }' \
+            <(printf '%s\n' "${first[$t]}") <(printf '%s\n' "${snap[$t]}"))$'\n'
+        totals+=$(tr ' ' '\n' <<<"${per[$t]}" | awk 'NF' | sort -g | awk -v t="$t" '
+            { a[n++] = $1 }
+            END { printf "| %s | %.1f / **%.1f** / %.1f |", t, a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }')$'\n'
     done
     SUITE_NOTES+=$'\n### Idle wake-ups per second (no traffic)\n\n'
-    SUITE_NOTES+="Over ${IDLE_SECS} s with no traffic, ${IDLE_SETTLE} s after the last request (upstream keep-alive connections still pooled): how many times each thread was put on a CPU (/proc/PID/task/TID/schedstat, third field), per second."$'\n\n'
-    SUITE_NOTES+=$'| target | thread | wake-ups/s |\n|---|---|---|\n'
+    SUITE_NOTES+="With no traffic, ${IDLE_SETTLE} s after the last request (upstream keep-alive connections still pooled): how many times each thread was put on a CPU (/proc/PID/task/TID/schedstat, third field), per second, over $RUNS windows of ${IDLE_SECS} s."$'\n\n'
+    SUITE_NOTES+=$'| target | all threads, wake-ups/s per window: min / median / max |\n|---|---|\n'
+    SUITE_NOTES+="$totals"
+    SUITE_NOTES+=$'\n| target | thread | wake-ups/s over all windows |\n|---|---|---|\n'
     SUITE_NOTES+="$rows"
 }
 
@@ -1237,6 +1253,7 @@ suite_cache() {
     local cache=$'[cache]\nenabled = true\nttl_ms = 600000\n'
     start_fulcrum io_uring "$fu" http wait_ready /1k "$cache"
     start_fulcrum epoll "$fe" http wait_ready /1k "$cache"
+    start_baseline http wait_ready /1k "$cache"
 
     local dir=$TMP/nginx-cache
     mkdir -p "$dir/cache"
@@ -1274,7 +1291,7 @@ suite_cache() {
         n=$RESULTS/$wl.nginx-cache
         [[ -s $n ]] || continue
         ncpu=$(median_of "$n" 4)
-        for t in fulcrum-io_uring fulcrum-epoll; do
+        for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
             f=$RESULTS/$wl.$t
             [[ -s $f ]] || continue
             cpu=$(median_of "$f" 4)
