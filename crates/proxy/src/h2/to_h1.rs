@@ -195,12 +195,13 @@ pub(super) async fn attempt(
                     let d = call.down.insert(d);
                     let _span = note.phase("tunnel");
                     let ctx = call.ctx;
-                    let tunnel = Tunnel::open(ctx);
+                    let tunnel = Tunnel::open(&ctx.telemetry.metrics.tunnels, ctx.index);
                     let (r, buf, w) = (&mut conn.r, &mut conn.buf, &mut conn.w);
                     let up_flow = websocket::up(&tunnel, call.body, w);
                     let down_flow = websocket::down(&tunnel, r, buf, d);
                     let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
-                    let report = tunnel.run(ctx, idle, drain, up_flow, down_flow).await;
+                    let report =
+                        tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
                     if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
                         d.send_reset(h2::Reason::CANCEL);
                     }
