@@ -299,10 +299,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for signal in signals.forever() {
         if signal == SIGHUP {
-            // Re-read every certificate and key: all of them, or none changes.
+            // Re-read every certificate and key: all of them, or none changes. Never stops.
             match running.reload_tls() {
-                Ok(certs) => info!("tls certificates reloaded (SIGHUP)", certificates = certs),
-                Err(e) => error!("tls reload refused (SIGHUP): certificates unchanged", error = e),
+                Some(Ok(certs)) => {
+                    info!("tls certificates reloaded (SIGHUP)", certificates = certs);
+                }
+                Some(Err(e)) => {
+                    error!("tls reload refused (SIGHUP): certificates unchanged", error = e);
+                }
+                None => info!("SIGHUP: no TLS listener, nothing to reload"),
             }
             continue;
         }

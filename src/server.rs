@@ -1,6 +1,7 @@
-//! Process assembly: reserve the listen address, restore the state (which starts `lb-store` with
-//! the etcd store), start the workers, then the control thread (and `lb-health` when active
-//! health checks are on).
+//! Process assembly: reserve the listen addresses (every worker's socket bound and listening
+//! before the probe lets go of the port), restore the state (which starts `lb-store` with the
+//! etcd store), start the workers, then the control thread (and `lb-health` when active health
+//! checks are on).
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -110,10 +111,11 @@ pub struct Running {
 impl Running {
     /// Re-reads every configured certificate and key of the TLS listener: all of them, or none
     /// changes (the error names the file). New connections get the new certificates; open ones
-    /// are undisturbed. Returns how many are in service.
-    pub fn reload_tls(&self) -> Result<usize, String> {
-        let Some(tls) = &self.tls else { return Err("no TLS listener is configured".into()) };
-        tls.reload_files().map_err(|e| e.to_string())
+    /// are undisturbed. Returns how many are in service, or `None` without a TLS listener
+    /// (nothing to reload, which is not a failure).
+    pub fn reload_tls(&self) -> Option<Result<usize, String>> {
+        let tls = self.tls.as_ref()?;
+        Some(tls.reload_files().map_err(|e| e.to_string()))
     }
 
     /// A handle for configuration changes.
@@ -225,14 +227,17 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
         0 => cpus.len().max(1),
         n => n,
     };
-    let listen = worker::reserve(config.listen)
+    // Every worker's socket listens from here on (held until the workers take them over).
+    let reservation = worker::reserve(config.listen, workers)
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
-    let tls_listen = match config.tls.listen {
-        Some(addr) => {
-            Some(worker::reserve(addr).map_err(|source| StartError::Listen { addr, source })?)
-        }
+    let tls_reservation = match config.tls.listen {
+        Some(addr) => Some(
+            worker::reserve(addr, workers).map_err(|source| StartError::Listen { addr, source })?,
+        ),
         None => None,
     };
+    let listen = reservation.addr();
+    let tls_listen = tls_reservation.as_ref().map(worker::Reservation::addr);
     let tls_acceptor = tls_listen.map(|_| tls_acceptor(&config)).transpose()?;
     let upstream_tls = upstream_tls(&config)?;
     let restored = control::restore(&config, workers)?;
@@ -269,7 +274,9 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
     let (started_tx, started_rx) = bounded(workers);
     let mut links = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    for (index, producer) in producers.into_iter().enumerate() {
+    let listeners = reservation.into_listeners().into_iter();
+    let mut tls_listeners = tls_reservation.map(|r| r.into_listeners().into_iter());
+    for ((index, producer), listener) in producers.into_iter().enumerate().zip(listeners) {
         let (inbox_tx, inbox_rx) = unbounded();
         let (control_end, worker_end) = UnixStream::pair()?;
         control_end.set_nonblocking(true)?;
@@ -277,8 +284,8 @@ pub fn start_with(config: Config, options: StartOptions) -> Result<Running, Star
             index,
             workers,
             cpu: (!cpus.is_empty()).then(|| cpus[index % cpus.len()]),
-            listen,
-            tls_listen,
+            listener,
+            tls_listener: tls_listeners.as_mut().and_then(Iterator::next),
             config: config.clone(),
             first: first.clone(),
             inbox: inbox_rx,

@@ -136,8 +136,13 @@ fn openapi_documents_exactly_the_routes_the_server_answers() {
             .replace("{file}", "swagger-ui.css");
         for method in METHODS {
             let key = format!("{method} {template}");
-            let body = bodies.get(key.as_str()).cloned().unwrap_or(json!(null));
-            let r = f.admin().send(method, &path, Some(&t), &body);
+            let r = match bodies.get(key.as_str()) {
+                Some(body) => f.admin().send(method, &path, Some(&t), body),
+                // No body where none belongs: the admin server answers and closes
+                // (`Connection: close`) without reading it, and the reset that the unread bytes
+                // cause can cut a long answer (the OpenAPI document) short.
+                None => f.admin().request(method, &path, Some(&t), &[], None),
+            };
             if methods.contains(method) {
                 assert!(
                     r.status() != 404 && r.status() != 405,

@@ -118,16 +118,17 @@ fn a_request_body_below_the_minimum_rate_gets_408() {
 #[test]
 fn a_request_body_that_keeps_the_minimum_rate_is_forwarded() {
     let backend = TestBackend::named("a");
-    // 100 bytes every 50 ms (2 000 B/s) for a second, against a minimum of 1 000 B/s that
-    // applies after the first 200 ms.
-    let config = "[timeouts]\nclient_body_ms = 200\nclient_body_min_rate = 1000\n";
+    // 100 bytes every 50 ms (2 000 B/s) for two seconds, against a minimum of 1 000 B/s that
+    // applies after the first 500 ms: the client is always at least 500 ms ahead of the cut,
+    // so a client thread starved for a moment on a busy machine is not taken for a slow one.
+    let config = "[timeouts]\nclient_body_ms = 500\nclient_body_min_rate = 1000\n";
     let f = start(&backend, config);
     let mut c = Client::connect(f.addr());
-    c.send_raw(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 2000\r\n\r\n").unwrap();
-    let _steady = dribble(&c, pieces(20, 100), Duration::from_millis(50));
+    c.send_raw(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 4000\r\n\r\n").unwrap();
+    let _steady = dribble(&c, pieces(40, 100), Duration::from_millis(50));
     let res = c.read_response().unwrap();
     assert_eq!(res.status(), 200, "{}", res.text());
-    assert_eq!(backend.last_request().unwrap().body_len, 2000);
+    assert_eq!(backend.last_request().unwrap().body_len, 4000);
     let m = f.metrics_counting(1);
     assert_eq!(m.value("fulcrum_client_body_too_slow_total"), 0.0);
 }

@@ -164,8 +164,9 @@ fn least_connections_never_sends_a_quick_request_to_the_busy_backend() {
 #[test]
 fn response_time_prefers_the_fast_backend_then_shifts() {
     let a = TestBackend::named("a");
-    let b = TestBackend::builder().name("b").delay(Duration::from_millis(30)).spawn();
-    let c = TestBackend::builder().name("c").delay(Duration::from_millis(30)).spawn();
+    // 100 ms apart: a request stalled for a while on a loaded machine does not reorder them.
+    let b = TestBackend::builder().name("b").delay(Duration::from_millis(100)).spawn();
+    let c = TestBackend::builder().name("c").delay(Duration::from_millis(100)).spawn();
     let f = Fulcrum::builder()
         .backends([&a, &b, &c])
         .algorithm("response_time")
@@ -177,10 +178,10 @@ fn response_time_prefers_the_fast_backend_then_shifts() {
     assert!(t.get("a").is_some_and(|&n| n >= 32), "fast backend a not preferred: {t:?}");
 
     // A turns slow: within a few windows the others take over.
-    a.set_delay(Duration::from_millis(120));
+    a.set_delay(Duration::from_millis(400));
     let started = Instant::now();
     let mut recent: Vec<String> = Vec::new();
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < Duration::from_secs(20) {
         let r = client.get("/").unwrap();
         assert_eq!(r.status(), 200);
         recent.push(r.backend().to_owned());
@@ -586,6 +587,28 @@ fn sigterm_closes_idle_keep_alive_connections_while_a_request_finishes() {
     assert!(busy.is_closed_by_peer(Duration::from_secs(5)));
     let status = f.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", f.log_text());
+}
+
+/// Without a TLS listener SIGHUP has nothing to reload: one info line each time, no error, and
+/// the process keeps serving (only SIGTERM stops it).
+#[test]
+fn sighup_without_tls_is_an_info_note_and_never_stops_the_process() {
+    let backend = TestBackend::named("a");
+    let mut f = Fulcrum::builder().backend(&backend).start();
+    let note = "SIGHUP: no TLS listener, nothing to reload";
+    for n in 1..=2 {
+        f.signal("HUP");
+        expect_within(Duration::from_secs(10), "the SIGHUP note", || {
+            f.lines().iter().filter(|l| l.contains(note)).count() == n
+        });
+        assert_eq!(f.get("/").status(), 200, "{}", f.log_text());
+    }
+    let log = f.log_text();
+    let notes: Vec<_> = f.lines().into_iter().filter(|l| l.contains("SIGHUP")).collect();
+    assert!(notes.iter().all(|l| l.contains("level=info")), "{log}");
+    assert!(!log.contains("level=error") && !log.contains("draining"), "{log}");
+    f.sigterm();
+    assert_eq!(f.wait_exit(Duration::from_secs(10)).code(), Some(0), "{}", f.log_text());
 }
 
 #[test]

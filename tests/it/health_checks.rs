@@ -1,7 +1,7 @@
 //! Backend health through the real binary. Active checks: HTTP/1.1 test backends whose
 //! `/healthz` can be switched to failing or slow, and tonic echo backends answering
-//! `grpc.health.v1.Health/Check`, checked every 100 ms. Passive health: connect failures that
-//! eject a backend for `health.eject_ms`. Every wait polls `/api/v1/config`, `/metrics`, the
+//! `grpc.health.v1.Health/Check`, checked every [`CHECK_MS`]. Passive health: connect failures
+//! that eject a backend for `health.eject_ms`. Every wait polls `/api/v1/config`, `/metrics`, the
 //! backends or the log with a deadline.
 
 use std::collections::HashSet;
@@ -11,15 +11,21 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 use serde_json::{Value, json};
 
-/// How long a state change may take to show (many check intervals).
-const DEADLINE: Duration = Duration::from_secs(10);
+/// The check interval and timeout, in ms. A check of a healthy loopback backend takes well
+/// under a millisecond, but a loaded machine stalls one for hundreds now and then: at 100 ms
+/// healthy backends were taken out (two timeouts in a row) and `last_error` changed under the
+/// tests. 500 ms keeps a rise or fall of 2 near a second, with a wide margin.
+const CHECK_MS: u64 = 500;
 
-/// `[health_check]` with checks every 100 ms (timing out after 100 ms), rise 2, fall 2, and
-/// `extra` lines.
+/// How long a state change may take to show (many check intervals).
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// `[health_check]` with checks every [`CHECK_MS`] (timing out after as long), rise 2, fall 2,
+/// and `extra` lines.
 fn health_config(extra: &str) -> String {
     format!(
-        "[health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 100\n\
-         timeout_ms = 100\nrise = 2\nfall = 2\n{extra}"
+        "[health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = {CHECK_MS}\n\
+         timeout_ms = {CHECK_MS}\nrise = 2\nfall = 2\n{extra}"
     )
 }
 
@@ -81,8 +87,9 @@ fn failing_backend_is_taken_out_after_fall_checks_and_back_after_rise() {
     expect_within(DEADLINE, "two failed checks counted", || {
         metric(&lb, "fulcrum_health_checks_total", &failed).is_some_and(|n| n >= 2.0)
     });
-    let line = lb.wait_log("backend down: active health check failed");
-    assert!(line.contains(&b.url()) && line.contains("status 503"), "{line}");
+    let line = lb.wait_log(&format!("backend={} from=up to=down", b.url()));
+    assert!(line.contains("backend down: active health check failed"), "{line}");
+    assert!(line.contains("status 503"), "{line}");
 
     // No traffic reaches the down backend.
     let before = b.requests();
@@ -132,20 +139,27 @@ impl Tally {
     }
 }
 
-/// b comes back from `down` with a 10% share that rises to all of it over `slow_start_ms`. With
-/// `random` over two backends a request reaches b with chance share / 2, so b's traffic is
-/// measured in batches of requests between two readings of its share, and compared with that
-/// prediction early (share <= 30%) and late (share >= 70%) in the ramp: without the ramp b
-/// would take half of the early requests; stuck at its floor, far too few of the late ones.
+/// b comes back from `down` with a share of new requests that starts at a 10% floor and grows
+/// linearly to all of it over `slow_start_ms`. Every reading of b's share must lie in the
+/// envelope the test's own clock allows, however slow the machine: the ramp began after b's
+/// check was switched back to passing and before the `from=down to=up` line showed, so a reading
+/// is at most what the ramp reaches by its answer counted from the switch, and at least what it
+/// reaches by its request counted from the line. A missing or instant ramp leaves the envelope
+/// at the top, a stuck one at the bottom. With `random` over two backends a request reaches b
+/// with chance share / 2, so b's traffic is measured in batches of requests between two readings
+/// of its share, and compared with that prediction early (share <= 30%) and late (share >= 70%)
+/// in the ramp: without the ramp b would take half of the early requests; stuck at its floor,
+/// far too few of the late ones. Four connections send each batch at once, so a slow machine
+/// still fits 50 requests in each of those windows.
 #[test]
 fn a_returning_backend_ramps_up_during_slow_start() {
-    const RAMP_MS: u64 = 3000;
+    const RAMP_MS: u64 = 6000;
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     let lb = Fulcrum::builder()
         .workers(1)
         .algorithm("random")
         .backends([&a, &b])
-        // One keep-alive connection carries every request.
+        // Keep-alive connections carry every request.
         .config(&health_config(&format!("slow_start_ms = {RAMP_MS}")))
         .config("[limits]\nmax_requests_per_connection = 0")
         .start();
@@ -153,33 +167,53 @@ fn a_returning_backend_ramps_up_during_slow_start() {
     assert_eq!(health["share_percent"], 100, "no slow start from unknown: {health}");
     b.set_health_status(503);
     wait_state(&lb, &b.url(), "down");
+    let switched = Instant::now();
     b.set_health_status(200);
     wait_state(&lb, &b.url(), "up");
-    let ramp_seen = std::time::Instant::now();
     let line = lb.wait_log(&format!("backend={} from=down to=up", b.url()));
+    let logged = Instant::now();
     assert!(line.contains(&format!("slow_start_ms={RAMP_MS}")), "{line}");
 
-    let share = || health_of(&lb, &b.url())["share_percent"].as_u64().unwrap();
-    let mut client = Client::connect(lb.addr());
+    // The ramp's share in percent `elapsed` after it began (the floor is 10%).
+    let ramp = |elapsed: Duration| (elapsed.as_millis() as u64 * 100 / RAMP_MS).clamp(10, 100);
+    let share = || {
+        let asked = Instant::now();
+        let share = health_of(&lb, &b.url())["share_percent"].as_u64().unwrap();
+        let (low, high) = (ramp(asked - logged), ramp(switched.elapsed()));
+        assert!(
+            low.saturating_sub(2) <= share && share <= high + 2,
+            "share {share}% outside {low}..={high}% at {:?} into the ramp",
+            asked - logged
+        );
+        share
+    };
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(lb.addr())).collect();
+    // Five requests on each connection, concurrently: how many reached b.
+    let mut batch = || {
+        std::thread::scope(|s| {
+            let sent = clients.iter_mut().map(|c| {
+                s.spawn(move || (0..5).filter(|_| c.get("/").unwrap().backend() == "b").count())
+            });
+            sent.collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap()).sum::<usize>()
+        })
+    };
     let (mut early, mut late) = (Tally::default(), Tally::default());
     let mut shares = vec![share()];
     while shares.last() != Some(&100) {
-        assert!(ramp_seen.elapsed() < DEADLINE, "the ramp never ended: {shares:?}");
+        let waited = logged.elapsed();
+        assert!(waited < Duration::from_millis(RAMP_MS) + DEADLINE, "no end: {shares:?}");
         let before = *shares.last().unwrap();
-        let to_b = (0..10).filter(|_| client.get("/").unwrap().backend() == "b").count();
+        let to_b = batch();
         let after = share();
         shares.push(after);
         let chance = (before + after) as f64 / 400.0;
         if after <= 30 {
-            early.add(10, to_b, chance);
+            early.add(20, to_b, chance);
         } else if before >= 70 && after < 100 {
-            late.add(10, to_b, chance);
+            late.add(20, to_b, chance);
         }
     }
-    let ramp_took = ramp_seen.elapsed();
-    assert!(shares[0] <= 20, "the ramp starts near 10%: {shares:?}");
     assert!(shares.windows(2).all(|w| w[0] <= w[1]), "the share only rises: {shares:?}");
-    assert!(ramp_took >= Duration::from_millis(RAMP_MS / 2), "ramp over in {ramp_took:?}");
     for (what, t) in [("early", &early), ("late", &late)] {
         assert!(t.requests >= 50, "{what}: only {} requests measured", t.requests);
         assert!(t.as_predicted(), "{what} in the ramp: {t:?}");
@@ -189,7 +223,7 @@ fn a_returning_backend_ramps_up_during_slow_start() {
     // Ramp over: b takes its full half.
     let before = b.requests();
     for _ in 0..200 {
-        assert_eq!(client.get("/").unwrap().status(), 200);
+        assert_eq!(clients[0].get("/").unwrap().status(), 200);
     }
     let to_b = b.requests() - before;
     assert!((65..=135).contains(&to_b), "{to_b} of 200 after the ramp");
@@ -254,9 +288,9 @@ fn a_check_that_times_out_is_a_failure() {
     let (a, b) = (TestBackend::named("a"), TestBackend::named("b"));
     let lb = start(&[a.url(), b.url()]);
     wait_state(&lb, &b.url(), "up");
-    b.set_health_delay(Duration::from_millis(500));
+    b.set_health_delay(Duration::from_millis(CHECK_MS * 4));
     let health = wait_state(&lb, &b.url(), "down");
-    assert_eq!(health["last_error"], "timed out after 100 ms", "{health}");
+    assert_eq!(health["last_error"], format!("timed out after {CHECK_MS} ms"), "{health}");
     assert_eq!(served_by(&lb, 6), HashSet::from(["a".into()]));
     b.set_health_delay(Duration::ZERO);
     wait_state(&lb, &b.url(), "up");
@@ -328,7 +362,8 @@ fn settings_are_shown_and_checks_are_off_by_default() {
     let good = dir.write("good.toml", &health_config(""));
     let (status, out, err) = check_config(&good);
     assert!(status.success(), "{err}");
-    assert!(out.contains("[health_check]") && out.contains("interval_ms = 100"), "{out}");
+    let interval = format!("interval_ms = {CHECK_MS}");
+    assert!(out.contains("[health_check]") && out.contains(&interval), "{out}");
     let bad = dir.write("bad.toml", "[health_check]\ninterval_ms = 100\ntimeout_ms = 500\n");
     let (status, _, err) = check_config(&bad);
     assert!(!status.success());

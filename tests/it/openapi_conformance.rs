@@ -510,9 +510,11 @@ fn reads(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
         "/api/v1/pools/{name}/backends/{id}",
         "/api/v1/pools/{name}/algorithm",
     ] {
-        let path = template.replace("{name}", "nope").replace("{id}", &k.pool_backend.to_string());
-        let r = cx.call(f, 404, ("GET", template, &path), &t.read, None);
-        assert_eq!(r.json()["error"]["code"], "unknown_pool");
+        for id in [k.pool_backend.to_string(), "abc".into()] {
+            let path = template.replace("{name}", "nope").replace("{id}", &id);
+            let r = cx.call(f, 404, ("GET", template, &path), &t.read, None);
+            assert_eq!(r.json()["error"]["code"], "unknown_pool", "{path}");
+        }
     }
 }
 
@@ -760,7 +762,10 @@ fn pools(
         refused(cx, f, t, add, Some(&body), (400, code));
     }
     let unknown = ("POST", "/api/v1/pools/{name}/backends", "/api/v1/pools/nope/backends");
-    refused(cx, f, t, unknown, Some(&json!({"url": "http://127.0.0.1:7"})), (404, "unknown_pool"));
+    // The pool in the path is looked up before the body.
+    for body in [json!({"url": "http://127.0.0.1:7"}), json!({"url": "ftp://x"}), json!({})] {
+        refused(cx, f, t, unknown, Some(&body), (404, "unknown_pool"));
+    }
     body_errors(cx, f, t, add);
     mutation_auth(cx, f, t, add);
 
@@ -776,6 +781,7 @@ fn pools(
         (of_default.as_str(), "unknown_backend"),
         ("/api/v1/pools/api/backends/abc", "unknown_backend"),
         (of_unknown.as_str(), "unknown_pool"),
+        ("/api/v1/pools/nope/backends/abc", "unknown_pool"),
     ] {
         refused(cx, f, t, ("DELETE", template, path), None, (404, code));
     }
@@ -794,7 +800,9 @@ fn pools(
         refused(cx, f, t, put, Some(&body), (400, code));
     }
     let unknown = ("PUT", "/api/v1/pools/{name}/algorithm", "/api/v1/pools/nope/algorithm");
-    refused(cx, f, t, unknown, Some(&json!({"algorithm": "random"})), (404, "unknown_pool"));
+    for body in [json!({"algorithm": "random"}), json!({"algorithm": "fastest"}), json!({})] {
+        refused(cx, f, t, unknown, Some(&body), (404, "unknown_pool"));
+    }
     body_errors(cx, f, t, put);
     mutation_auth(cx, f, t, put);
 
@@ -967,8 +975,8 @@ fn configured_server(cx: &mut Conformance) {
             "state_file = \"{}\"\n\
              [admin]\njwt_issuer = \"fulcrum-test\"\njwt_audience = \"fulcrum-admin\"\n\
              [telemetry]\nmetrics_auth = true\n\
-             [health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 100\n\
-             timeout_ms = 100\nrise = 1\nfall = 1\nslow_start_ms = 60000\n\
+             [health_check]\nenabled = true\npath = \"/healthz\"\ninterval_ms = 500\n\
+             timeout_ms = 500\nrise = 1\nfall = 1\nslow_start_ms = 60000\n\
              [[backends]]\nurl = \"{}\"\n[[backends]]\nurl = \"{}\"\n",
             state.display(),
             up.url(),

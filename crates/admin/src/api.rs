@@ -839,6 +839,17 @@ impl Route {
         }
     }
 
+    /// The pool a pool-scoped route names.
+    fn pool(&self) -> Option<&str> {
+        match self {
+            Route::Pool(name)
+            | Route::PoolBackends(name)
+            | Route::PoolBackend(name, _)
+            | Route::PoolAlgorithm(name) => Some(name),
+            _ => None,
+        }
+    }
+
     fn allows(&self, method: &Method) -> bool {
         self.allow().split(", ").any(|m| m == method.as_str())
     }
@@ -886,6 +897,13 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiErr
         let needed = if method == Method::GET { Scope::Read } else { Scope::Write };
         let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
         app.verifier.authorize(header, needed)?;
+    }
+    // The pool in the path comes first: naming no pool is `404 unknown_pool`, whatever the id
+    // or the body (the read handlers look the pool up before anything else themselves).
+    if let Some(name) = route.pool()
+        && method != Method::GET
+    {
+        find_pool(&snapshot(app).await?, name)?;
     }
     match (route, method) {
         (Route::Healthz, _) => Ok(healthz()),
@@ -1510,7 +1528,7 @@ async fn list_pool_backends(app: &App, name: &str) -> Result<Resp, ApiError> {
                 ("Location" = String, description = "`/api/v1/pools/{name}/backends/{id}`"),
                 ("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."),
             )),
-        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        (status = 404, description = "No pool of that name (`unknown_pool`, whatever the body).", body = ErrorBody),
         (status = 409, description = "That URL is already a backend of the pool; or, with the etcd store, other instances kept changing the shared state (`store_conflict`).", body = ErrorBody),
         WriteErrors,
         BodyErrors,
@@ -1533,15 +1551,16 @@ async fn create_pool_backend(app: &App, name: &str, body: NewBackend) -> Result<
     ),
     responses(
         (status = 200, description = "The backend.", body = BackendOut),
-        (status = 404, description = "No pool of that name, or no backend with that id in it.", body = ErrorBody),
+        (status = 404, description = "No pool of that name (`unknown_pool`, whatever the id), or no backend with that id in it (`unknown_backend`).", body = ErrorBody),
         ReadErrors,
     ),
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 async fn get_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiError> {
-    let id = parse_id(id)?;
     let v = snapshot(app).await?;
-    let b = find_pool(&v, name)?
+    let pool = find_pool(&v, name)?;
+    let id = parse_id(id)?;
+    let b = pool
         .backends
         .iter()
         .find(|b| b.id == id)
@@ -1559,7 +1578,7 @@ async fn get_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiEr
     responses(
         (status = 204, description = "Removed; every worker runs the epoch in `Fulcrum-Epoch`.",
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
-        (status = 404, description = "No pool of that name, or no backend with that id in it.", body = ErrorBody),
+        (status = 404, description = "No pool of that name (`unknown_pool`, whatever the id), or no backend with that id in it (`unknown_backend`).", body = ErrorBody),
         WriteErrors,
         StoreConflict,
     ),
@@ -1597,7 +1616,7 @@ async fn get_pool_algorithm(app: &App, name: &str) -> Result<Resp, ApiError> {
     responses(
         (status = 200, description = "Switched; every worker runs the returned epoch.", body = AlgorithmApplied,
             headers(("Fulcrum-Epoch" = u64, description = "The epoch every worker runs now."))),
-        (status = 404, description = "No pool of that name.", body = ErrorBody),
+        (status = 404, description = "No pool of that name (`unknown_pool`, whatever the body).", body = ErrorBody),
         WriteErrors,
         StoreConflict,
         BodyErrors,

@@ -7,9 +7,8 @@
 
 mod listener;
 
-pub use listener::reserve;
+pub use listener::{Reservation, reserve};
 
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -34,10 +33,10 @@ pub struct WorkerSpec {
     pub workers: usize,
     /// CPU to pin to, if any.
     pub cpu: Option<usize>,
-    /// The resolved listen address (same port for every worker).
-    pub listen: SocketAddr,
-    /// The resolved TLS listen address, when `[tls] listen` is set.
-    pub tls_listen: Option<SocketAddr>,
+    /// This worker's cleartext listening socket (from a [`Reservation`]).
+    pub listener: std::net::TcpListener,
+    /// This worker's TLS listening socket, when `[tls] listen` is set.
+    pub tls_listener: Option<std::net::TcpListener>,
     /// The configuration at start.
     pub config: Config,
     /// The first epoch.
@@ -92,18 +91,17 @@ fn run_thread(spec: WorkerSpec, started: Sender<(usize, Started)>) {
     };
     let drain = spec.config.timeouts.drain();
     runtime.block_on(async move {
-        let bind = |addr| listener::bind_worker(addr).and_then(TcpListener::from_std);
-        let listener = match bind(spec.listen) {
+        let listener = match TcpListener::from_std(spec.listener) {
             Ok(l) => l,
             Err(e) => {
-                let _ = started.send((index, Err(format!("bind {}: {e}", spec.listen))));
+                let _ = started.send((index, Err(format!("listener: {e}"))));
                 return;
             }
         };
-        let tls_listener = match spec.tls_listen.map(bind).transpose() {
+        let tls_listener = match spec.tls_listener.map(TcpListener::from_std).transpose() {
             Ok(l) => l,
             Err(e) => {
-                let _ = started.send((index, Err(format!("bind the TLS listener: {e}"))));
+                let _ = started.send((index, Err(format!("TLS listener: {e}"))));
                 return;
             }
         };
