@@ -20,9 +20,18 @@ usage() {
 Usage: ./bench.sh [SUITE] [OPTIONS]
 
 Suites:
-  http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default); Fulcrum also
-                  as routes20-*: 20 routes (host and path matchers) in front of the route
-                  that takes the benchmarked requests, against no routes
+  http            keep-alive GET small body, GET 16 KiB, POST 1 KiB (default), each also
+                  against the L4 floor (relay: HAProxy mode tcp, one backend connection per
+                  client connection); light load: GET small body at a fixed 200 and 2000
+                  req/s (h2load --rps); then the targets' idle wake-ups per thread. Fulcrum
+                  also as routes20-*: 20 routes (host and path matchers) in front of the
+                  route that takes the benchmarked requests, against no routes
+  idle            wake-ups per second of each target's threads while idle (after 1 s of
+                  load to fill the pools), from /proc/PID/task/*/schedstat, over --runs
+                  windows of 5 s (min / median / max of each target's total)
+  syscalls        system calls per request of each target (perf stat on the
+                  raw_syscalls:sys_enter tracepoint, one run per target and workload) for the
+                  http suite's keep-alive workloads; needs perf (Debian: linux-perf)
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
                   (h2c://) on either HTTP/2 engine (fulcrum-*: hyperium h2, native-*:
@@ -56,6 +65,10 @@ Options:
                   grpc: the backends, `tonic` (examples/grpc_echo.rs, the default) or
                   `nghttpd` (Debian's nghttp2-server, not Rust: it echoes the call's message
                   back with a `grpc-status: 0` trailer)
+  --workloads L   only these workloads (comma-separated shell patterns: small,16k,post1k,
+                  rate200,rate2000)
+  --targets L     only these targets besides direct (comma-separated shell patterns:
+                  'fulcrum-*,base-*,nginx,haproxy,relay')
   -h, --help      this text
 
 Environment:
@@ -63,9 +76,13 @@ Environment:
                   uses BASE+1..BASE+4 for backends, BASE+10..BASE+65 for balancers)
   FULCRUM_BIN     binary to measure (default $CARGO_TARGET_DIR/release/fulcrum, or
                   target/release/fulcrum; use with --no-build)
+  BENCH_ACCESS_LOG
+                  1: every Fulcrum target writes its access log (a file in the run's temporary
+                  directory) instead of running with it off
   FULCRUM_BASELINE_BIN
-                  another Fulcrum build measured beside it in the http, grpc and tls suites,
-                  as targets base-io_uring and base-epoll (an A/B of two commits in one run)
+                  another Fulcrum build measured beside it, as targets base-io_uring and
+                  base-epoll (an A/B of two commits in one run), in the http, idle, syscalls,
+                  cache, grpc and tls suites
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -76,6 +93,13 @@ EOF
 
 RUNS=3
 DURATION=5
+WORKLOAD_FILTER=""
+TARGET_FILTER=""
+# Light load: the h2load connections that share a fixed request rate.
+RATE_CONNECTIONS=8
+# Idle wake-ups: seconds of quiet before, and seconds of each of the --runs windows measured.
+IDLE_SETTLE=2
+IDLE_SECS=5
 DURATION_SET=0
 FLOOD=2000
 CONNECTIONS=32
@@ -100,6 +124,7 @@ ROUTES_URING_PORT=$((PORT_BASE + 16))
 ROUTES_EPOLL_PORT=$((PORT_BASE + 17))
 NATIVE_URING_PORT=$((PORT_BASE + 18))
 NATIVE_EPOLL_PORT=$((PORT_BASE + 19))
+RELAY_PORT=$((PORT_BASE + 25))
 # A second Fulcrum binary measured side by side (an A/B of two builds in one run), when set.
 FULCRUM_BASELINE_BIN=${FULCRUM_BASELINE_BIN:-}
 
@@ -124,6 +149,8 @@ while (($#)); do
         --quick) RUNS=1; DURATION=2; DURATION_SET=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --grpc-backend) GRPC_BACKEND=${2:?--grpc-backend needs a value}; shift 2 ;;
+        --workloads) WORKLOAD_FILTER=${2:?--workloads needs a value}; shift 2 ;;
+        --targets) TARGET_FILTER=${2:?--targets needs a value}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
         *) SUITE=$1; shift ;;
@@ -233,14 +260,39 @@ check_pinning() {
     done
 }
 
-# utime+stime of a process (all threads, incl. exited ones), in clock ticks.
-cpu_ticks() {
-    local s f
-    s=$(<"/proc/$1/stat")
-    s=${s##*) } # the comm field may contain spaces and ')'
-    read -ra f <<<"$s"
-    # f[0] is field 3 (state), so fields 14 and 15 are f[11] and f[12].
-    echo $((f[11] + f[12]))
+# CPU time of a process in nanoseconds: the sum over its threads of the time each spent on a
+# CPU (first field of /proc/PID/task/TID/schedstat), exact where utime+stime (/proc/PID/stat)
+# counts whole clock ticks (10 ms; a 200 req/s run of 5 s costs a few ticks). Threads that
+# exited are not counted (the measured processes keep theirs). Without schedstat it falls
+# back to utime+stime.
+cpu_ns() {
+    local f v total=0 n=0 s
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r v _ <"$f" 2>/dev/null || continue
+        total=$((total + v))
+        n=$((n + 1))
+    done
+    if ((n == 0)); then
+        s=$(<"/proc/$1/stat")
+        s=${s##*) } # the comm field may contain spaces and ')'
+        read -ra f <<<"$s"
+        # f[0] is field 3 (state), so fields 14 and 15 are f[11] and f[12].
+        total=$(((f[11] + f[12]) * 1000000000 / CLK_TCK))
+    fi
+    echo "$total"
+}
+
+# want NAME FILTER: whether NAME matches one of the comma-separated shell patterns of FILTER
+# (always, for an empty FILTER).
+want() {
+    local name=$1 filter=$2 pat
+    [[ -z $filter ]] && return 0
+    local IFS=,
+    for pat in $filter; do
+        # shellcheck disable=SC2053 # a pattern on purpose
+        [[ $name == $pat ]] && return 0
+    done
+    return 1
 }
 
 # -------------------------------------------------------------- backends --
@@ -363,6 +415,7 @@ EOF
 }
 
 start_nginx_proxy() {
+    want nginx "$TARGET_FILTER" || return 0
     local dir=$TMP/nginx-proxy
     write_nginx_proxy_conf "$dir" "$NGINX_PORT"
     taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" \
@@ -376,6 +429,7 @@ start_nginx_proxy() {
 }
 
 start_haproxy() {
+    want haproxy "$TARGET_FILTER" || return 0
     local dir=$TMP/haproxy
     mkdir -p "$dir"
     cat >"$dir/haproxy.cfg" <<EOF
@@ -409,6 +463,44 @@ EOF
         die "haproxy failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
     register_target haproxy "$pid" "$HAPROXY_PORT" epoll
     TARGETS+=(haproxy)
+}
+
+# start_relay: the L4 floor. HAProxy in `mode tcp` relays each client connection to one backend
+# connection (round robin over the same backends, same pinning) and parses nothing: the same
+# two reads and two writes per request as any proxy, and no more. No L7 balancer can expect to
+# cost less per request.
+start_relay() {
+    want relay "$TARGET_FILTER" || return 0
+    local dir=$TMP/relay
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:$RELAY_PORT
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1_PORT
+    server b2 127.0.0.1:$BE2_PORT
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "relay (haproxy mode tcp) config check failed"
+    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_ready relay "$pid" "http://127.0.0.1:$RELAY_PORT/small" ||
+        die "relay (haproxy mode tcp) failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    register_target relay "$pid" "$RELAY_PORT" epoll
+    TARGETS+=(relay)
 }
 
 # Where cargo puts the release build (CARGO_TARGET_DIR, when set, is taken from $ROOT).
@@ -451,11 +543,14 @@ start_fulcrum() {
     local name=${START_AS:-fulcrum}-$1 bin=${START_BIN:-$FULCRUM_BIN}
     shift 6
     [[ -n $FULCRUM_OK ]] || return 0
+    want "$name" "$TARGET_FILTER" || return 0
     local err=$TMP/$name.stderr
     printf '%s%s' "$FULCRUM_BENCH_TOML" "$toml" >"$TMP/$name.toml"
+    local access=off
+    [[ ${BENCH_ACCESS_LOG:-} != 1 ]] || access=$TMP/$name.access.log
     taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
+        --workers 1 --io-driver "$driver" --access-log "$access" "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
     PIDS+=("$pid")
     if ! "$ready" "$name" "$pid" "http://127.0.0.1:$port$path"; then
@@ -468,9 +563,11 @@ start_fulcrum() {
     TARGETS+=("$name")
 }
 
-# start_baseline SCHEME READY_FN READY_PATH: $FULCRUM_BASELINE_BIN, when set, on both drivers
-# beside the measured build (targets base-io_uring, base-epoll).
+# start_baseline SCHEME READY_FN READY_PATH [TOML]: $FULCRUM_BASELINE_BIN, when set, on both
+# drivers beside the measured build (targets base-io_uring, base-epoll), configured like
+# start_fulcrum with TOML.
 start_baseline() {
+    local toml=${4:-}
     [[ -n $FULCRUM_BASELINE_BIN ]] || return 0
     if [[ ! -x $FULCRUM_BASELINE_BIN ]]; then
         log "SKIPPING the baseline: $FULCRUM_BASELINE_BIN is not an executable"
@@ -478,9 +575,9 @@ start_baseline() {
     fi
     check_ports_free "$BASE_URING_PORT" "$BASE_EPOLL_PORT"
     START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
-        start_fulcrum io_uring "$BASE_URING_PORT" "$1" "$2" "$3" ""
+        start_fulcrum io_uring "$BASE_URING_PORT" "$1" "$2" "$3" "$toml"
     START_AS=base START_BIN=$FULCRUM_BASELINE_BIN \
-        start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" ""
+        start_fulcrum epoll "$BASE_EPOLL_PORT" "$1" "$2" "$3" "$toml"
 }
 
 # routes_toml SCHEME: a pool `bench` of both backends, and 20 routes that the benchmarked
@@ -529,7 +626,7 @@ driver_of() {
 
 # -------------------------------------------------------------- workloads --
 
-declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=()
+declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=() W_RATE=()
 # Optional, per workload: the targets measured (space-separated; default: direct and every
 # target), the measuring function (default: measure, i.e. wrk) and the probe run once per
 # target before the warm-up (default: probe; "-" for none).
@@ -555,11 +652,30 @@ EOF
 # LUA-SETUP sets up wrk's request; CURL-ARGS makes the same request with curl
 # (for the keep-alive probe; split on whitespace).
 workload() {
+    want "$1" "$WORKLOAD_FILTER" || return 0
     W_PATH[$1]=$2
     W_TITLE[$1]=$3
     W_LUA[$1]=$TMP/wrk-$1.lua
     write_lua "${W_LUA[$1]}" "${4:-}"
     W_CURL[$1]=${5:-}
+    WORKLOADS+=("$1")
+}
+
+# rate_workload NAME PATH RPS TITLE: GET PATH at a fixed RPS requests per second in total,
+# paced by h2load (--rps, over RATE_CONNECTIONS keep-alive HTTP/1.1 connections) instead of
+# wrk's closed loop: light load, where the balancer sleeps between requests.
+rate_workload() {
+    want "$1" "$WORKLOAD_FILTER" || return 0
+    if ! command -v h2load >/dev/null 2>&1; then
+        log "skipping workload $1: h2load not found (apt-get install -y nghttp2-client)"
+        return 0
+    fi
+    W_PATH[$1]=$2
+    W_RATE[$1]=$3
+    W_TITLE[$1]=$4
+    W_LUA[$1]=""
+    W_CURL[$1]=""
+    W_MEASURE[$1]=measure_rate
     WORKLOADS+=("$1")
 }
 
@@ -581,7 +697,7 @@ timed_run() {
     T0=0 T1=0
     if [[ -n $pid ]]; then
         kill -0 "$pid" 2>/dev/null || { T_DEAD[$target]="process exited"; return 1; }
-        T0=$(cpu_ticks "$pid")
+        T0=$(cpu_ns "$pid")
     fi
     "$@" >"$out" 2>&1 &
     WRK_PID=$!
@@ -596,7 +712,7 @@ timed_run() {
             T_DEAD[$target]="process exited during a run"
             return 1
         fi
-        T1=$(cpu_ticks "$pid")
+        T1=$(cpu_ns "$pid")
     fi
 }
 
@@ -611,16 +727,54 @@ measure() {
     [[ -n $record ]] || return 0
     local line
     line=$(grep '^BENCH ' "$out") || die "no summary line in wrk output for $target/$wl"
-    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
+    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" '
         {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
-            cpu = (haspid && v["requests"] > 0) ? ticks / hz * 1e6 / v["requests"] : "-"
+            cpu = (haspid && v["requests"] > 0) ? ns / 1000 / v["requests"] : "-"
             printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", rps, v["p50_us"] / 1000, v["p99_us"] / 1000,
                 (cpu == "-" ? "-" : sprintf("%.2f", cpu)),
                 v["connect"], v["read"], v["write"], v["status"], v["timeout"], v["requests"]
         }' <<<"$line" >>"$RESULTS/$wl.$target"
     log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+# h2load_record TARGET WORKLOAD OUT REQLOG SECS: appends the result line of one h2load run
+# (as `measure` does) from its summary and per-request log; p50/p99 come from the log.
+h2load_record() {
+    local target=$1 wl=$2 out=$3 reqlog=$4 secs=$5 pid=${T_PID[$1]}
+    local ok failed errored timedout pcts
+    read -r ok failed errored timedout < <(awk '/^requests:/ {
+        for (i = 2; i <= NF; i++) {
+            if ($i ~ /^succeeded/) s = $(i - 1); if ($i ~ /^failed/) f = $(i - 1)
+            if ($i ~ /^errored/) e = $(i - 1); if ($i ~ /^timeout/) t = $(i - 1)
+        }
+        print s + 0, f + 0, e + 0, t + 0 }' "$out")
+    pcts=$(awk -F'\t' '{ print $3 }' "$reqlog" 2>/dev/null | sort -n | awk '{ a[n++] = $1 }
+        END { if (n == 0) { print "0 0"; exit } print a[int(n * 0.5)], a[int(n * 0.99)] }')
+    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" -v ok="${ok:-0}" \
+        -v failed="${failed:-0}" -v errored="${errored:-0}" -v to="${timedout:-0}" -v secs="$secs" \
+        -v pcts="$pcts" 'BEGIN {
+            split(pcts, p, " ")
+            cpu = (haspid && ok > 0) ? sprintf("%.2f", ns / 1000 / ok) : "-"
+            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", ok / secs, p[1] / 1000, p[2] / 1000, cpu,
+                0, errored, 0, failed, to, ok
+        }' >>"$RESULTS/$wl.$target"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+}
+
+# measure_rate TARGET WORKLOAD SECONDS [record]: like `measure`, at the workload's fixed rate.
+measure_rate() {
+    local target=$1 wl=$2 secs=$3 record=${4:-}
+    local url=${T_URL[$target]}${W_PATH[$wl]} out=$TMP/h2load.out reqlog=$TMP/h2load.reqlog
+    local per=$((W_RATE[$wl] / RATE_CONNECTIONS))
+    ((per > 0)) || per=1
+    rm -f "$reqlog"
+    timed_run "$target" "$out" taskset -c "$GEN_CPU" h2load --h1 -t1 -c"$RATE_CONNECTIONS" \
+        --rps="$per" -D "$secs" --log-file="$reqlog" "$url" || return 0
+    { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
+    [[ -n $record ]] || return 0
+    h2load_record "$target" "$wl" "$out" "$reqlog" "$secs"
 }
 
 # probe TARGET WORKLOAD: the workload's request twice on one connection; both
@@ -749,7 +903,7 @@ print_header() {
     fi
     printf -- '- runs: %s x %ss per target and workload (after %ss warm-up), targets interleaved per round; min / median / max\n' \
         "$RUNS" "$DURATION" "$WARMUP"
-    printf -- '- CPU us/req: balancer process utime+stime (/proc/PID/stat, %s ticks/s) over the run / completed requests\n' "$CLK_TCK"
+    printf -- '- CPU us/req: balancer process CPU time over the run (sum of its threads'"'"' /proc/PID/task/*/schedstat, ns) / completed requests\n'
 }
 
 # ----------------------------------------------------------------- suites --
@@ -765,9 +919,11 @@ suite_http() {
 wrk.body = \"$body\"
 wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+    rate_workload rate200 /small 200 "GET small body (3 B) at a fixed 200 req/s (light load)"
+    rate_workload rate2000 /small 2000 "GET small body (3 B) at a fixed 2000 req/s (light load)"
 
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT" "$ROUTES_URING_PORT" "$ROUTES_EPOLL_PORT"
+        "$NGINX_PORT" "$HAPROXY_PORT" "$ROUTES_URING_PORT" "$ROUTES_EPOLL_PORT" "$RELAY_PORT"
     prepare_fulcrum
     start_backends
     start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
@@ -780,19 +936,220 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     start_baseline http wait_ready /small
     start_nginx_proxy
     start_haproxy
+    start_relay
     log "targets: direct ${TARGETS[*]}"
     bench_matrix
+    floor_notes
+    light_notes
     routes_notes
+    idle_wakeups
+}
+
+# floor_notes: each target's median CPU per request as a ratio to the L4 relay's, per
+# workload (closed-loop workloads).
+floor_notes() {
+    local wl t relay cpu line
+    SUITE_NOTES+=$'\n### CPU per request against the L4 floor (relay = HAProxy mode tcp)\n\n'
+    SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay |\n|---|---|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        [[ -z ${W_RATE[$wl]:-} && -s $RESULTS/$wl.relay ]] || continue
+        relay=$(median_of "$RESULTS/$wl.relay" 4)
+        for t in "${TARGETS[@]}"; do
+            [[ $t != relay && -s $RESULTS/$wl.$t ]] || continue
+            cpu=$(median_of "$RESULTS/$wl.$t" 4)
+            line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v r="$relay" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f |", w, t, c, r, (r > 0 ? c / r : 0) }')
+            SUITE_NOTES+="$line"$'\n'
+        done
+    done
+    SUITE_NOTES+=$'\nThe relay parses nothing and keeps one backend connection per client connection: the same two reads and two writes per request as any proxy, so no L7 balancer can expect to cost less (ratio 1.00).\n'
+}
+
+# light_notes: the fixed-rate workloads' CPU per request and p99 against nginx's.
+light_notes() {
+    local wl t ncpu np99 cpu p99 line any=""
+    for wl in "${WORKLOADS[@]}"; do
+        [[ -n ${W_RATE[$wl]:-} && -s $RESULTS/$wl.nginx ]] || continue
+        if [[ -z $any ]]; then
+            any=1
+            SUITE_NOTES+=$'\n### Light load: CPU per request and p99 against nginx\n\n'
+            SUITE_NOTES+=$'| workload | target | CPU us/req median | nginx CPU us/req median | ratio to nginx | p99 ms median | nginx p99 ms median |\n|---|---|---|---|---|---|---|\n'
+        fi
+        ncpu=$(median_of "$RESULTS/$wl.nginx" 4)
+        np99=$(median_of "$RESULTS/$wl.nginx" 3)
+        for t in "${TARGETS[@]}"; do
+            [[ $t != nginx && -s $RESULTS/$wl.$t ]] || continue
+            cpu=$(median_of "$RESULTS/$wl.$t" 4)
+            p99=$(median_of "$RESULTS/$wl.$t" 3)
+            line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v n="$ncpu" -v p="$p99" -v np="$np99" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %.3f | %.3f |", w, t, c, n, (n > 0 ? c / n : 0), p, np }')
+            SUITE_NOTES+="$line"$'\n'
+        done
+    done
+    [[ -z $any ]] || SUITE_NOTES+=$'\nh2load --h1 paces the requests (--rps per connection, '"$RATE_CONNECTIONS"$' keep-alive connections); between two requests the balancer has nothing to do, so what it costs while waiting counts per request.\n'
+}
+
+# thread_wakeups PID: "TID comm pcount" per thread (pcount, the third field of schedstat, is the
+# number of times the thread was put on a CPU).
+thread_wakeups() {
+    local f tid comm v
+    for f in /proc/"$1"/task/*; do
+        tid=${f##*/}
+        read -r _ _ v <"$f/schedstat" 2>/dev/null || continue
+        comm=$(<"$f/comm") 2>/dev/null || continue
+        printf '%s %s %s\n' "$tid" "${comm// /_}" "$v"
+    done
+}
+
+# idle_wakeups: with no traffic (after IDLE_SETTLE s of quiet), how often each thread of each
+# target runs, from /proc/PID/task/*/schedstat, over RUNS back-to-back windows of IDLE_SECS s
+# (every target measured over the same windows); appended to the suite notes: each target's
+# total per window (min / median / max) and each thread's rate over all windows.
+idle_wakeups() {
+    local t pid r rows="" totals=""
+    declare -A first=() snap=() per=()
+    log "idle wake-ups: ${IDLE_SETTLE}s quiet, then $RUNS windows of ${IDLE_SECS}s"
+    sleep "$IDLE_SETTLE"
+    for t in "${TARGETS[@]}"; do
+        pid=${T_PID[$t]}
+        [[ -n $pid && -z ${T_DEAD[$t]:-} ]] || continue
+        snap[$t]=$(thread_wakeups "$pid")
+        first[$t]=${snap[$t]}
+    done
+    for ((r = 1; r <= RUNS; r++)); do
+        sleep "$IDLE_SECS"
+        for t in "${!snap[@]}"; do
+            local now
+            now=$(thread_wakeups "${T_PID[$t]}")
+            per[$t]+=$(awk -v secs="$IDLE_SECS" 'NR == FNR { b[$1] = $3; next }
+                ($1 in b) { n += $3 - b[$1] } END { printf "%.1f ", n / secs }' \
+                <(printf '%s\n' "${snap[$t]}") <(printf '%s\n' "$now"))
+            snap[$t]=$now
+        done
+    done
+    for t in "${TARGETS[@]}"; do
+        [[ -n ${snap[$t]:-} ]] || continue
+        rows+=$(awk -v t="$t" -v secs=$((IDLE_SECS * RUNS)) '
+            NR == FNR { b[$1] = $3; next }
+            ($1 in b) { printf "| %s | %s | %.1f |\n", t, $2, ($3 - b[$1]) / secs }' \
+            <(printf '%s\n' "${first[$t]}") <(printf '%s\n' "${snap[$t]}"))$'\n'
+        totals+=$(tr ' ' '\n' <<<"${per[$t]}" | awk 'NF' | sort -g | awk -v t="$t" '
+            { a[n++] = $1 }
+            END { printf "| %s | %.1f / **%.1f** / %.1f |", t, a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }')$'\n'
+    done
+    SUITE_NOTES+=$'\n### Idle wake-ups per second (no traffic)\n\n'
+    SUITE_NOTES+="With no traffic, ${IDLE_SETTLE} s after the last request (upstream keep-alive connections still pooled): how many times each thread was put on a CPU (/proc/PID/task/TID/schedstat, third field), per second, over $RUNS windows of ${IDLE_SECS} s."$'\n\n'
+    SUITE_NOTES+=$'| target | all threads, wake-ups/s per window: min / median / max |\n|---|---|\n'
+    SUITE_NOTES+="$totals"
+    SUITE_NOTES+=$'\n| target | thread | wake-ups/s over all windows |\n|---|---|---|\n'
+    SUITE_NOTES+="$rows"
+}
+
+# `./bench.sh syscalls`: system calls per request, counted by perf on the raw_syscalls:sys_enter
+# tracepoint of the target's process over one run of each workload (the tracepoint slows every
+# system call, so the CPU column of this suite is not comparable to the http suite's). Not
+# affected by the machine's load: the count is what the code does, where CPU time is noisy.
+suite_syscalls() {
+    command -v perf >/dev/null 2>&1 || die "perf not found: apt-get install -y linux-perf"
+    local body
+    body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+    printf '%s' "$body" >"$TMP/body-1k"
+    workload small /small "GET small body (3 B), keep-alive: system calls per request"
+    workload 16k /16k "GET 16 KiB body, keep-alive: system calls per request"
+    workload post1k /post "POST 1 KiB body, keep-alive: system calls per request" \
+        "wrk.method = \"POST\"
+wrk.body = \"$body\"
+wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
+        "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+    local wl
+    for wl in "${WORKLOADS[@]}"; do W_MEASURE[$wl]=measure_syscalls; done
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
+    prepare_fulcrum
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    start_baseline http wait_ready /small
+    start_nginx_proxy
+    start_haproxy
+    start_relay
+    log "targets: direct ${TARGETS[*]}"
+    bench_matrix
+    local t f line
+    SUITE_NOTES+=$'\n### System calls per request\n\n| workload | target | system calls per request min / med / max |\n|---|---|---|\n'
+    for wl in "${WORKLOADS[@]}"; do
+        for t in "${TARGETS[@]}"; do
+            f=$RESULTS/$wl.$t.syscalls
+            [[ -s $f ]] || continue
+            line=$(awk '{ print $1 }' "$f" | sort -g | awk -v w="${W_TITLE[$wl]%%:*}" -v t="$t" '
+                { a[n++] = $1 }
+                END { printf "| %s | %s | %.2f / %.2f / %.2f |", w, t, a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }')
+            SUITE_NOTES+="$line"$'\n'
+        done
+    done
+    SUITE_NOTES+=$'\nperf stat -e raw_syscalls:sys_enter on the target process for the length of each wrk run, divided by the requests it served. io_uring operations are not system calls: they are counted in the io_uring_enter calls that submit and reap them.\n'
+}
+
+# measure_syscalls TARGET WORKLOAD SECONDS [record]: `measure`, with perf counting the target's
+# system calls over the run; with "record", appends "syscalls_per_request" to
+# $RESULTS/WORKLOAD.TARGET.syscalls.
+measure_syscalls() {
+    local target=$1 wl=$2 secs=$3 record=${4:-} pid=${T_PID[$1]}
+    if [[ -z $pid || -z $record ]]; then
+        measure "$@"
+        return 0
+    fi
+    local stat=$TMP/perf.stat perf_pid before after calls
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$stat" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.2 # perf attaches
+    before=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
+    measure "$@"
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    after=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
+    ((after > before)) || return 0
+    calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$stat")
+    # Requests of this run: the last column of the line measure appended.
+    awk -v c="${calls:-0}" '{ n = $NF } END { if (n > 0) printf "%.2f\n", c / n }' \
+        <(tail -n 1 "$RESULTS/$wl.$target") >>"$RESULTS/$wl.$target.syscalls"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target.syscalls") system calls per request"
+}
+
+# `./bench.sh idle`: the idle wake-ups alone (Fulcrum on both drivers, the baseline build when
+# set, nginx, HAProxy and the relay), after 1 s of load on each to fill the pools.
+suite_idle() {
+    workload small /small "GET small body (3 B), keep-alive"
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
+    prepare_fulcrum
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    start_baseline http wait_ready /small
+    start_nginx_proxy
+    start_haproxy
+    start_relay
+    log "targets: ${TARGETS[*]}"
+    local t
+    for t in "${TARGETS[@]}"; do
+        measure "$t" small 1
+    done
+    WORKLOADS=() # nothing recorded: no load tables
+    idle_wakeups
 }
 
 # routes_notes: CPU per request of routes20-* against fulcrum-* (no routes), per workload.
 routes_notes() {
-    local wl d base with
-    SUITE_NOTES+=$'\n### Routing cost: 20 routes in front of the benchmarked route\n\n'
-    SUITE_NOTES+=$'| workload | io driver | CPU us/req median, no routes | CPU us/req median, 20 routes | difference (target <= +3%) |\n|---|---|---|---|---|\n'
+    local wl d base with any=""
     for wl in "${WORKLOADS[@]}"; do
         for d in io_uring epoll; do
             [[ -s $RESULTS/$wl.fulcrum-$d && -s $RESULTS/$wl.routes20-$d ]] || continue
+            if [[ -z $any ]]; then
+                any=1
+                SUITE_NOTES+=$'\n### Routing cost: 20 routes in front of the benchmarked route\n\n'
+                SUITE_NOTES+=$'| workload | io driver | CPU us/req median, no routes | CPU us/req median, 20 routes | difference (target <= +3%) |\n|---|---|---|---|---|\n'
+            fi
             base=$(median_of "$RESULTS/$wl.fulcrum-$d" 4)
             with=$(median_of "$RESULTS/$wl.routes20-$d" 4)
             SUITE_NOTES+=$(awk -v w="${W_TITLE[$wl]}" -v d="$d" -v b="$base" -v r="$with" \
@@ -800,6 +1157,7 @@ routes_notes() {
             SUITE_NOTES+=$'\n'
         done
     done
+    [[ -n $any ]] || return 0
     SUITE_NOTES+=$'\nroutes20-*: pool `bench` (both backends) behind 21 routes; each request fails 20 (5 exact hosts, 5 wildcard hosts, 10 path prefixes) and matches the 21st (host 127.0.0.1 and path prefix /).\n'
 }
 
@@ -908,6 +1266,7 @@ suite_cache() {
     local cache=$'[cache]\nenabled = true\nttl_ms = 600000\n'
     start_fulcrum io_uring "$fu" http wait_ready /1k "$cache"
     start_fulcrum epoll "$fe" http wait_ready /1k "$cache"
+    start_baseline http wait_ready /1k "$cache"
 
     local dir=$TMP/nginx-cache
     mkdir -p "$dir/cache"
@@ -945,7 +1304,7 @@ suite_cache() {
         n=$RESULTS/$wl.nginx-cache
         [[ -s $n ]] || continue
         ncpu=$(median_of "$n" 4)
-        for t in fulcrum-io_uring fulcrum-epoll; do
+        for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
             f=$RESULTS/$wl.$t
             [[ -s $f ]] || continue
             cpu=$(median_of "$f" 4)
@@ -985,7 +1344,7 @@ wait_ready_grpc() {
 # from h2load's per-request log.
 measure_h2load() {
     local target=$1 wl=$2 secs=$3 record=${4:-}
-    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/h2load.out
+    local url=${T_URL[$target]}${W_PATH[$wl]} out=$TMP/h2load.out
     local reqlog=$TMP/h2load.reqlog streams=$((CONNECTIONS / H2_CLIENTS))
     ((streams > 0)) || streams=1
     rm -f "$reqlog"
@@ -994,24 +1353,7 @@ measure_h2load() {
         --log-file="$reqlog" "$url" || return 0
     { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
     [[ -n $record ]] || return 0
-    local ok failed errored timedout pcts
-    read -r ok failed errored timedout < <(awk '/^requests:/ {
-        for (i = 2; i <= NF; i++) {
-            if ($i ~ /^succeeded/) s = $(i - 1); if ($i ~ /^failed/) f = $(i - 1)
-            if ($i ~ /^errored/) e = $(i - 1); if ($i ~ /^timeout/) t = $(i - 1)
-        }
-        print s + 0, f + 0, e + 0, t + 0 }' "$out")
-    pcts=$(awk -F'\t' '{ print $3 }' "$reqlog" 2>/dev/null | sort -n | awk '{ a[n++] = $1 }
-        END { if (n == 0) { print "0 0"; exit } print a[int(n * 0.5)], a[int(n * 0.99)] }')
-    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" -v ok="${ok:-0}" \
-        -v failed="${failed:-0}" -v errored="${errored:-0}" -v to="${timedout:-0}" -v secs="$secs" \
-        -v pcts="$pcts" 'BEGIN {
-            split(pcts, p, " ")
-            cpu = (haspid && ok > 0) ? sprintf("%.2f", ticks / hz * 1e6 / ok) : "-"
-            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", ok / secs, p[1] / 1000, p[2] / 1000, cpu,
-                0, errored, 0, failed, to, ok
-        }' >>"$RESULTS/$wl.$target"
-    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+    h2load_record "$target" "$wl" "$out" "$reqlog" "$secs"
 }
 
 # start_grpc_echo PORT-A PORT-B: the two tonic echo backends (one process) on the load
@@ -1338,8 +1680,8 @@ measure_stime() {
     if ((bytes < 100)); then
         T_NOTE[$target,$wl]="short answers ($bytes bytes per connection)"
     fi
-    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" -v n="$conns" -v secs="$secs" 'BEGIN {
-            cpu = (haspid && n > 0) ? sprintf("%.2f", ticks / hz * 1e6 / n) : "-"
+    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" -v n="$conns" -v secs="$secs" 'BEGIN {
+            cpu = (haspid && n > 0) ? sprintf("%.2f", ns / 1000 / n) : "-"
             printf "%.0f - - %s 0 0 0 0 0 %d\n", n / secs, cpu, n
         }' >>"$RESULTS/$wl.$target"
     log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
@@ -1883,8 +2225,9 @@ LUA
 
 run_all() {
     local suites=() s rc report failed=() reports=()
-    # The soak is minutes long and reports memory, not speed: never part of `all`.
-    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" { sub(/^suite_/, "", $3); print $3 }')
+    # The soak is minutes long and reports memory, not speed, `http` measures the idle
+    # wake-ups too, and `syscalls` needs perf: none is a suite of its own in `all`.
+    mapfile -t suites < <(declare -F | awk '$3 ~ /^suite_/ && $3 != "suite_soak" && $3 != "suite_idle" && $3 != "suite_syscalls" { sub(/^suite_/, "", $3); print $3 }')
     # Every suite's tools before the first one starts (the grpc and tls suites also need h2load,
     # the tls suite openssl).
     command -v h2load >/dev/null 2>&1 ||
@@ -1925,7 +2268,7 @@ run_all() {
     {
         print_header
         # The io driver each Fulcrum target reported (peers and direct are left out).
-        printf -- '- io driver: %s\n' "$(awk -F' [|] ' 'NF > 4 && $3 !~ /^(direct|nginx|haproxy)/ && $4 != "-" { print $4 " (" $3 ")" }' <<<"$rows" |
+        printf -- '- io driver: %s\n' "$(awk -F' [|] ' 'NF > 4 && $3 !~ /^(direct|nginx|haproxy|relay)/ && $4 != "-" { print $4 " (" $3 ")" }' <<<"$rows" |
             sort -u | paste -sd, - | sed 's/,/, /g')"
         printf '\n### All suites (min / median / max over the runs)\n\n'
         printf '| suite | workload | target | io driver | req/s | p50 ms | p99 ms | CPU us/req | errors |\n'

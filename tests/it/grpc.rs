@@ -270,7 +270,16 @@ fn http1_and_http2_clients_share_the_port() {
         for i in 0..50 {
             assert_eq!(c.say(&format!("{i}")).await.unwrap().backend, "g1");
         }
-        // A plain HTTP/2 request may go to the HTTP/1.1 backend: it is translated.
+    });
+    for t in h1_clients {
+        t.join().unwrap();
+    }
+    // A plain HTTP/2 request may go to the HTTP/1.1 backend: it is translated. (After the
+    // HTTP/1.1 clients are done: each of their picks can only choose `h1`, which leaves the
+    // round-robin cursor on `g1` for whatever comes next on their worker.)
+    run(async {
+        let channel =
+            Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         let mut plain = 0;
         for _ in 0..6 {
             use tonic::codegen::Service;
@@ -290,9 +299,6 @@ fn http1_and_http2_clients_share_the_port() {
         }
         assert!(plain >= 1, "no plain HTTP/2 request reached the HTTP/1.1 backend");
     });
-    for t in h1_clients {
-        t.join().unwrap();
-    }
     assert_eq!(grpc_backend.calls(), 50);
 }
 

@@ -472,6 +472,41 @@ fn the_inventory_lists_every_certificate_and_never_a_key() {
     reload(&plain).expect(409, Some("tls_not_configured"));
 }
 
+/// A pooled TLS connection that the backend closed while it sat idle is known to be closed
+/// without a probe (the read armed on it completes with the backend's `close_notify` and FIN):
+/// a POST goes out on a new connection and reaches the backend exactly once, on both io drivers.
+#[test]
+fn a_post_does_not_land_on_a_pooled_tls_connection_the_backend_closed() {
+    const POSTS: usize = 3;
+    let pki = Pki::new("upstream");
+    let cert = pki.issue("backend", &["127.0.0.1", "localhost"]);
+    let plain = TestBackend::named("b1");
+    let front = TlsFront::new(&plain.url(), &cert, &["http/1.1"], None);
+    let trust = UpstreamTls::trusting(&pki);
+    for driver in ["io_uring", "epoll"] {
+        let lb = Fulcrum::builder()
+            .workers(1)
+            .backend(front.https_url())
+            .upstream_tls(&trust)
+            .io_driver(driver)
+            .start();
+        let (closed, requests) = (front.closed(), plain.requests());
+        let mut client = Client::connect(lb.addr());
+        for i in 1..=POSTS {
+            // The backend answers keep-alive, then closes; the front closes its TLS side in turn.
+            assert_eq!(client.get("/oneshot").unwrap().status(), 200, "{driver}");
+            expect_within(Duration::from_secs(5), "the front passed the close on", || {
+                front.closed() == closed + i
+            });
+            let r = client.request("POST", "/x", &[], b"payload").unwrap();
+            assert_eq!(r.status(), 200, "{driver}, POST {i}: {}", r.text());
+        }
+        assert_eq!(plain.requests() - requests, 2 * POSTS, "{driver}: each request once");
+        let m = lb.metrics_counting(2 * POSTS as u64);
+        assert_eq!(m.value("fulcrum_retries_total{reason=\"stale\"}"), 0.0, "{driver}");
+    }
+}
+
 #[test]
 fn https_and_h2_backends_pooled_and_health_checked_over_tls() {
     let pki = Pki::new("upstream");

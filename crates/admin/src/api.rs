@@ -306,8 +306,8 @@ pub struct SetRoutes {
     pub routes: Vec<serde_json::Value>,
 }
 
-/// Response cache settings and counters summed over every worker's shard (counters are
-/// published by each worker every `balance.stats_publish_ms`, and at once after a change).
+/// Response cache settings and counters summed over every worker's shard (each worker
+/// publishes its counters as they change, and at once after a settings change).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CacheOut {
     /// The settings in force.

@@ -107,6 +107,11 @@ impl Picker {
         health: impl Fn(usize) -> &'h BackendHealth,
         now_ms: u64,
     ) -> Option<usize> {
+        if algorithm == Algorithm::ResponseTime {
+            for b in backends {
+                b.stats().refresh_merged(now_ms);
+            }
+        }
         let passed_over = Cell::new(false);
         let healthy = self.pick(algorithm, weighted, backends, |i| {
             excluded(i)

@@ -2,13 +2,17 @@
 //! latency window and passive health, in plain `Cell`s on the worker's thread.
 //!
 //! What other workers must see is written to the worker's own slot of the backend's shared
-//! counters ([`fulcrum_model::SharedStats`]) as it changes; the latency window on the worker's
-//! tick. The stats live outside the pickers, so switching the algorithm loses nothing.
+//! counters ([`fulcrum_model::SharedStats`]) as it changes, the latency window included (and
+//! again by the worker's ticker when a bucket of it ages out). The other workers' windows are
+//! read back at most every `balance.stats_publish_ms`, when a `response_time` pick needs them.
+//! The stats live outside the pickers, so switching the algorithm loses nothing.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::Duration;
 
 use fulcrum_model::StatsWriter;
+use fulcrum_util::Deadline;
 
 /// Number of buckets in a latency window; each covers `window / BUCKETS`.
 pub const BUCKETS: usize = 10;
@@ -39,6 +43,20 @@ impl LatencyWindow {
         bucket.2 += 1;
     }
 
+    /// The first time after `now_ms` at which [`totals`](Self::totals) changes with no new
+    /// sample (the oldest bucket with samples leaves the window); `None` when it holds none.
+    pub fn next_change(&self, now_ms: u64) -> Option<u64> {
+        let current = now_ms / self.bucket_ms;
+        let oldest = current.saturating_sub(BUCKETS as u64 - 1);
+        self.buckets
+            .iter()
+            .filter(|(index, _, count)| {
+                *index != u64::MAX && *count > 0 && *index >= oldest && *index <= current
+            })
+            .map(|(index, _, _)| (index + BUCKETS as u64) * self.bucket_ms)
+            .min()
+    }
+
     /// Sum and count of the samples still inside the window at `now_ms`.
     pub fn totals(&self, now_ms: u64) -> (u64, u64) {
         let current = now_ms / self.bucket_ms;
@@ -50,9 +68,9 @@ impl LatencyWindow {
     }
 }
 
-/// A worker's own counters for one backend. In-flight counts, request totals and ejections are
-/// published to the backend's shared slot as they change (so other workers' pickers see them at
-/// once); the latency window is published by [`publish`](Self::publish) on the worker's tick.
+/// A worker's own counters for one backend. In-flight counts, request totals, ejections and the
+/// latency window are published to the backend's shared slot as they change (so other workers'
+/// pickers see them at once); the window again by [`publish`](Self::publish) when it ages.
 #[derive(Debug)]
 pub struct LocalStats {
     in_flight: Cell<u32>,
@@ -62,8 +80,16 @@ pub struct LocalStats {
     ejected_until_ms: Cell<u64>,
     /// This worker's slot of the backend's shared counters.
     shared: StatsWriter,
-    /// Window totals over every worker, as of the last publish.
-    merged_window: Cell<(u64, u64)>,
+    /// This worker's window totals, as last published.
+    own_window: Cell<(u64, u64)>,
+    /// The other workers' window totals, as last read, and when (process-clock ms).
+    others_window: Cell<(u64, u64)>,
+    others_read_at: Cell<Option<u64>>,
+    /// The least time between two reads of the other workers' windows
+    /// (`balance.stats_publish_ms`).
+    merge_every_ms: u64,
+    /// The worker's upkeep deadline: a new sample is due for republishing when it ages out.
+    upkeep: Option<Rc<Deadline>>,
     /// This worker's smooth weighted round-robin "current weight" for the backend.
     round_robin_weight: Cell<i64>,
 }
@@ -78,9 +104,27 @@ impl LocalStats {
             consecutive_failures: Cell::new(0),
             ejected_until_ms: Cell::new(0),
             shared,
-            merged_window: Cell::new((0, 0)),
+            own_window: Cell::new((0, 0)),
+            others_window: Cell::new((0, 0)),
+            others_read_at: Cell::new(None),
+            merge_every_ms: DEFAULT_MERGE_EVERY_MS,
+            upkeep: None,
             round_robin_weight: Cell::new(0),
         }
+    }
+
+    /// Reads the other workers' windows at most every `every` (`balance.stats_publish_ms`;
+    /// 5 ms unless set).
+    pub fn merge_every(mut self, every: Duration) -> Self {
+        self.merge_every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Tells the worker's ticker (through `deadline`) when a sample ages out, so that the
+    /// window is published again then (see [`publish`](Self::publish)).
+    pub fn upkeep(mut self, deadline: Rc<Deadline>) -> Self {
+        self.upkeep = Some(deadline);
+        self
     }
 
     /// Counts a request sent to the backend; the guard uncounts it when dropped, whatever way
@@ -95,10 +139,19 @@ impl LocalStats {
         InFlight { stats: self }
     }
 
-    /// Records the time from request sent to response head received.
-    pub fn record_response_time(&self, now_ms: u64, elapsed: Duration) {
+    /// Records the time from request sent to response head received and publishes the window;
+    /// returns when this sample ages out of it (process-clock ms), the latest the window must
+    /// be published again.
+    pub fn record_response_time(&self, now_ms: u64, elapsed: Duration) -> u64 {
         let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.window.borrow_mut().record(now_ms, micros);
+        let mut window = self.window.borrow_mut();
+        window.record(now_ms, micros);
+        self.set_own(window.totals(now_ms));
+        let ages_out = (now_ms / window.bucket_ms + BUCKETS as u64) * window.bucket_ms;
+        if let Some(upkeep) = &self.upkeep {
+            upkeep.need_by(ages_out);
+        }
+        ages_out
     }
 
     /// A successful connect clears the failure streak.
@@ -137,10 +190,26 @@ impl LocalStats {
         self.in_flight.get()
     }
 
-    /// Average response time over every worker's window, as of the last publish.
+    /// Average response time over every worker's window: this worker's as of its last sample
+    /// (or ageing), the others' as of the last [`refresh_merged`](Self::refresh_merged).
     pub fn merged_avg_us(&self) -> Option<u64> {
-        let (sum, count) = self.merged_window.get();
-        sum.checked_div(count)
+        let (own_sum, own_count) = self.own_window.get();
+        let (sum, count) = self.others_window.get();
+        (own_sum + sum).checked_div(own_count + count)
+    }
+
+    /// Reads the other workers' windows again if the last read is `merge_every` old (a
+    /// `response_time` pick at `now_ms`): other workers' averages are never staler than that
+    /// when they are used, and an idle worker reads nothing.
+    pub fn refresh_merged(&self, now_ms: u64) {
+        if self
+            .others_read_at
+            .get()
+            .is_none_or(|at| now_ms >= at.saturating_add(self.merge_every_ms))
+        {
+            self.others_window.set(self.shared.others_window());
+            self.others_read_at.set(Some(now_ms));
+        }
     }
 
     /// Adds `delta` to the smooth weighted round-robin current weight; returns the new value.
@@ -150,15 +219,29 @@ impl LocalStats {
         current
     }
 
-    /// Publishes this worker's latency-window totals and reads the merged window back (the
-    /// worker's tick).
-    pub fn publish(&self, now_ms: u64) {
-        let (sum, count) = self.window.borrow().totals(now_ms);
-        self.shared.set_window(sum, count);
-        let (others_sum, others_count) = self.shared.others_window();
-        self.merged_window.set((sum + others_sum, count + others_count));
+    /// Publishes this worker's latency-window totals as of `now_ms` (the worker's ticker, when
+    /// a bucket ages out) and returns when they change next with no new sample.
+    pub fn publish(&self, now_ms: u64) -> Option<u64> {
+        let window = self.window.borrow();
+        self.set_own(window.totals(now_ms));
+        window.next_change(now_ms)
+    }
+
+    /// When the published window changes next with no new sample (a bucket ages out).
+    pub fn next_publish(&self, now_ms: u64) -> Option<u64> {
+        self.window.borrow().next_change(now_ms)
+    }
+
+    fn set_own(&self, totals: (u64, u64)) {
+        if self.own_window.replace(totals) != totals {
+            self.shared.set_window(totals.0, totals.1);
+        }
     }
 }
+
+/// How often the other workers' windows are read at most, unless set
+/// (`balance.stats_publish_ms`' default).
+const DEFAULT_MERGE_EVERY_MS: u64 = 5;
 
 /// Decrements a backend's in-flight count when dropped.
 #[derive(Debug)]
@@ -211,14 +294,35 @@ mod tests {
         assert_eq!((a.local_in_flight(), b.total_in_flight()), (0, 1));
         a.record_response_time(5, Duration::from_micros(100));
         b.record_response_time(5, Duration::from_micros(300));
-        b.publish(10);
-        a.publish(10);
+        // Each sample is published as it is recorded; the others' windows are read back when
+        // a pick needs them, at most every `merge_every`.
+        a.refresh_merged(10);
         assert_eq!(a.merged_avg_us(), Some(200));
-        let snap = shared.snapshot(10);
+        b.record_response_time(11, Duration::from_micros(500));
+        a.refresh_merged(12);
+        assert_eq!(a.merged_avg_us(), Some(200), "read again only after merge_every");
+        a.refresh_merged(15);
+        assert_eq!(a.merged_avg_us(), Some(300));
+        let snap = shared.snapshot(15);
         assert_eq!(
             (snap.in_flight, snap.requests_total, snap.avg_response_us()),
-            (1, 3, Some(200))
+            (1, 3, Some(300))
         );
+    }
+
+    #[test]
+    fn window_is_republished_when_it_ages() {
+        let shared = SharedStats::new(1);
+        let s = LocalStats::new(Duration::from_millis(1000), shared.writer(0)); // 100 ms buckets
+        assert_eq!(s.next_publish(0), None, "nothing to age");
+        assert_eq!(s.record_response_time(50, Duration::from_micros(10)), 1000);
+        assert_eq!(s.record_response_time(250, Duration::from_micros(30)), 1200);
+        assert_eq!(shared.snapshot(250).avg_response_us(), Some(20), "published at once");
+        assert_eq!(s.next_publish(300), Some(1000));
+        assert_eq!(s.publish(1000), Some(1200), "bucket 0 aged out; bucket 2 is next");
+        assert_eq!(shared.snapshot(1000).avg_response_us(), Some(30));
+        assert_eq!(s.publish(1200), None);
+        assert_eq!(shared.snapshot(1200).window_count, 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! Expired entries are reclaimed lazily (a lookup that finds one removes it), preferentially
 //! by the eviction hand, and by [`CacheShard::sweep_some`] / [`CacheShard::sweep`] from a
-//! timer.
+//! timer, which [`CacheShard::next_expiry`] tells when there is something to reclaim.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -66,6 +66,11 @@ impl CachedResponse {
     pub fn with_base_age(mut self, age: Duration) -> CachedResponse {
         self.base_age = age;
         self
+    }
+
+    /// When it stops being fresh (`None`: too far away to represent).
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.stored_at.checked_add(self.fresh_for)
     }
 
     /// Whether it may still be served at `now`.
@@ -339,7 +344,23 @@ pub struct CacheShard {
     budget: usize,
     stats: CacheStats,
     sweep_cursor: usize,
+    /// No entry expires before this (a lower bound: exact after a sweep pass, lowered by
+    /// inserts); `None` while no entry can expire.
+    earliest_expiry: Option<Instant>,
+    /// The same bound over the entries the current sweep pass has seen (and those inserted
+    /// meanwhile); becomes `earliest_expiry` when the pass completes.
+    pass_expiry: Option<Instant>,
+    /// Sweep passes completed.
+    passes: u64,
     fills: Rc<Fills>,
+}
+
+/// The earlier of two optional instants (`None` = never).
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl CacheShard {
@@ -370,6 +391,9 @@ impl CacheShard {
             budget,
             stats: CacheStats::default(),
             sweep_cursor: 0,
+            earliest_expiry: None,
+            pass_expiry: None,
+            passes: 0,
             fills: Rc::new(RefCell::new(HashMap::with_hasher(hasher))),
         }
     }
@@ -452,6 +476,9 @@ impl CacheShard {
             return InsertOutcome::TooLarge;
         }
         let now = response.stored_at;
+        let expires = response.expires_at();
+        self.earliest_expiry = earlier(self.earliest_expiry, expires);
+        self.pass_expiry = earlier(self.pass_expiry, expires);
         let mut evicted = 0;
         while self.bytes + cost > self.budget && self.evict_one(Some(now)) {
             evicted += 1;
@@ -494,23 +521,54 @@ impl CacheShard {
     }
 
     /// Examines up to `max_slots` slots, continuing where the previous call stopped (wrapping
-    /// around), and reclaims the expired entries among them; returns how many.
+    /// around), and reclaims the expired entries among them; returns how many. A pass that
+    /// reaches the last slot makes [`next_expiry`](Self::next_expiry) exact.
     pub fn sweep_some(&mut self, now: Instant, max_slots: usize) -> usize {
         let mut removed = 0;
         let n = self.nodes.len();
         for _ in 0..max_slots.min(n) {
             if self.sweep_cursor >= n {
-                self.sweep_cursor = 0;
+                self.end_pass();
+            }
+            if self.sweep_cursor == 0 {
+                // A new pass: nothing is behind the cursor yet.
+                self.pass_expiry = None;
             }
             let i = self.sweep_cursor;
             self.sweep_cursor += 1;
-            if self.nodes[i].value.as_ref().is_some_and(|v| !v.is_fresh(now)) {
-                self.remove_index(i);
-                self.stats.expired += 1;
-                removed += 1;
+            match &self.nodes[i].value {
+                Some(v) if !v.is_fresh(now) => {
+                    self.remove_index(i);
+                    self.stats.expired += 1;
+                    removed += 1;
+                }
+                Some(v) => self.pass_expiry = earlier(self.pass_expiry, v.expires_at()),
+                None => {}
             }
         }
+        if self.sweep_cursor >= n {
+            self.end_pass();
+        }
         removed
+    }
+
+    /// A sweep pass saw every slot: its bound is exact.
+    fn end_pass(&mut self) {
+        self.sweep_cursor = 0;
+        self.earliest_expiry = self.pass_expiry.take();
+        self.passes += 1;
+    }
+
+    /// Sweep passes completed so far (a caller sweeping in steps sees when one ends).
+    pub fn sweep_passes(&self) -> u64 {
+        self.passes
+    }
+
+    /// No entry expires before this; `None` when none can. After a sweep pass (and until
+    /// entries are inserted) it is the earliest expiry of the entries held, so a timer set to
+    /// it wakes only when a sweep has something to reclaim.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.earliest_expiry
     }
 
     /// Drops every entry and frees the shard's memory (responses being sent keep their own
@@ -525,6 +583,8 @@ impl CacheShard {
         self.hand = NIL;
         self.bytes = 0;
         self.sweep_cursor = 0;
+        self.earliest_expiry = None;
+        self.pass_expiry = None;
     }
 
     /// Changes the budget, evicting by SIEVE until the shard fits the new one.
@@ -740,6 +800,32 @@ mod tests {
         assert_eq!(removed, 50);
         assert_eq!(s.len(), 50);
         check_invariants(&s);
+    }
+
+    #[test]
+    fn next_expiry_is_a_bound_made_exact_by_a_pass() {
+        let t0 = Instant::now();
+        let mut s = CacheShard::new(1 << 24);
+        assert_eq!(s.next_expiry(), None);
+        s.insert(k(1), resp(t0, 1, 1));
+        s.insert(k(2), resp(t0, 5, 1));
+        s.insert(k(3), resp(t0, 9, 1));
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(1)));
+        // Removing the earliest leaves the bound low until a pass looks again.
+        assert!(s.remove(&k(1)));
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(1)));
+        s.sweep_some(t0, 1);
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(1)), "pass not done");
+        s.sweep_some(t0, 10);
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(5)), "exact after the pass");
+        // An insert during a pass counts for that pass.
+        s.sweep_some(t0, 1);
+        s.insert(k(4), resp(t0, 2, 1));
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(s.sweep(t0 + Duration::from_secs(6)), 2, "k(2) and k(4) expired");
+        assert_eq!(s.next_expiry(), Some(t0 + Duration::from_secs(9)));
+        s.clear();
+        assert_eq!(s.next_expiry(), None);
     }
 
     #[test]

@@ -702,7 +702,8 @@ impl Default for Limits {
 pub struct BalanceConfig {
     /// Window of the `response_time` average (default five minutes).
     pub response_time_window_ms: u64,
-    /// How often each worker publishes its per-backend counters for the others.
+    /// How stale a `response_time` pick's copy of the other workers' latency windows may be
+    /// (it is read again when older).
     pub stats_publish_ms: u64,
 }
 

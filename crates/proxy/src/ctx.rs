@@ -18,7 +18,7 @@ use fulcrum_http::h1::{MAX_HEADERS, MAX_UPGRADE_PROTOCOLS};
 use fulcrum_model::{BackendId, Epoch, Routed};
 use fulcrum_telemetry::error;
 use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
-use fulcrum_util::{CatchUnwind, Event, EventWait, Notified, Notify, now_ms};
+use fulcrum_util::{CatchUnwind, Deadline, Event, EventWait, Notified, Notify, now_ms};
 use monoio::net::TcpStream;
 
 use crate::exchange::{Target, WorkerTelemetry, WorkerTelemetrySpec};
@@ -148,7 +148,8 @@ pub struct WorkerCtx {
     upstream_settings: UpstreamSettings,
     upstream_tls: Option<Arc<UpstreamTls>>,
     tls: Option<TlsListener>,
-    stats_publish: Duration,
+    /// When the ticker must run next (see [`tick`](Self::tick)).
+    upkeep: Rc<Deadline>,
     current: RefCell<Rc<WorkerEpoch>>,
     /// Every backend this worker knows, kept across epochs so counters survive changes.
     upstreams: RefCell<HashMap<BackendId, Rc<Upstream>>>,
@@ -236,7 +237,9 @@ impl WorkerCtx {
             pool: config.pool,
             buffer_bytes: limits.buffer_bytes,
             window: Duration::from_millis(config.balance.response_time_window_ms),
+            stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
         };
+        let upkeep = Rc::new(Deadline::default());
         let ctx = Self {
             index,
             limits,
@@ -250,7 +253,7 @@ impl WorkerCtx {
                 .collect(),
             retries: Retries::new(&config.retries, index, shared.metrics.retries.clone()),
             telemetry: WorkerTelemetry::new(index, telemetry, shared.metrics.clone()),
-            cache: WorkerCache::new(index, workers, shared.cache_metrics.clone()),
+            cache: WorkerCache::new(index, workers, shared.cache_metrics.clone(), upkeep.clone()),
             upstream_settings,
             upstream_tls: shared.upstream_tls.clone(),
             tls: shared.tls_acceptor.clone().map(|acceptor| TlsListener {
@@ -259,7 +262,7 @@ impl WorkerCtx {
                 max_handshakes: config.tls.max_handshakes_per_worker,
                 handshakes: Cell::new(0),
             }),
-            stats_publish: Duration::from_millis(config.balance.stats_publish_ms),
+            upkeep,
             current: RefCell::new(Rc::new(WorkerEpoch {
                 epoch: first.clone(),
                 pools: Box::default(),
@@ -285,9 +288,10 @@ impl WorkerCtx {
         &self.upstream_settings.pool
     }
 
-    /// How often the worker's ticker runs (`balance.stats_publish_ms`).
-    pub fn tick_period(&self) -> Duration {
-        self.stats_publish
+    /// Resolves when work is created that is due before the ticker's planned deadline (create
+    /// it before [`tick`](Self::tick), so that nothing created meanwhile is missed).
+    pub fn upkeep_sooner(&self) -> Notified<'_> {
+        self.upkeep.sooner()
     }
 
     /// Installs a new epoch: reuses this worker's state for backends and pools it already
@@ -314,6 +318,7 @@ impl WorkerCtx {
                                     self.upstream_settings,
                                     metrics,
                                     tls,
+                                    self.upkeep.clone(),
                                 ))
                             })
                             .clone()
@@ -451,19 +456,25 @@ impl WorkerCtx {
         }
     }
 
-    /// The ticker's work: publishes the latency windows for the other workers, closes stale
-    /// idle connections (when `evict`), and sweeps the cache.
-    pub fn tick(&self, evict: bool) {
+    /// The ticker's work, whatever is due now: closes the pooled connections that reached
+    /// `pool.idle_timeout_ms`, publishes latency windows in which a bucket aged out, runs a step
+    /// of a cache sweep. Returns (and plans) when there is more to do, on the process clock;
+    /// `None` when nothing is pending, so an idle worker sleeps until new traffic creates work
+    /// (counters are published by the data path as they change, not here).
+    pub fn tick(&self) -> Option<u64> {
         let now = now_ms();
         let current = self.current_epoch();
-        let max_age = Duration::from_millis(self.upstream_settings.pool.idle_timeout_ms);
-        for up in current.pools.iter().flat_map(|p| p.upstreams.iter()) {
-            up.stats.publish(now);
-            if evict {
-                up.evict_idle(max_age);
-            }
+        let mut next = current
+            .pools
+            .iter()
+            .flat_map(|p| p.upstreams.iter())
+            .filter_map(|up| up.upkeep(now))
+            .min();
+        if let Some(at) = self.cache.upkeep(std::time::Instant::now(), now) {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
-        self.cache.tick();
+        self.upkeep.plan(next);
+        next
     }
 
     /// Spawns `fut` (a connection or an HTTP/2 stream) on this worker, so that a panic inside

@@ -4,8 +4,6 @@
 //! so the HTTP/1.1 codec and the body copy loop run over either without knowing which. Runs on
 //! the worker that owns the connection.
 
-use std::os::fd::RawFd;
-
 use fulcrum_tls::{SessionInfo, TlsReadHalf, TlsStream, TlsWriteHalf};
 use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
@@ -114,29 +112,4 @@ impl ConnInfo {
     pub fn sni(&self) -> Option<&str> {
         self.tls.as_ref()?.sni.as_deref()
     }
-}
-
-/// Whether the backend closed an idle connection (or sent something unasked, which makes a
-/// plain HTTP/1.1 connection unusable). Plain TCP: a non-blocking peek reads EOF or a byte. TLS:
-/// the peer's FIN (`POLLRDHUP`), since a TLS peer may legitimately send records while idle
-/// (session tickets, key updates) that the next read processes.
-pub fn peer_closed(fd: RawFd, tls: bool) -> bool {
-    if tls {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
-        // SAFETY: `pfd` is one valid pollfd for an open socket owned by the pooled connection;
-        // a zero timeout never blocks.
-        #[allow(unsafe_code)]
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        return n != 0
-            && (n < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0);
-    }
-    let mut byte = [0u8; 1];
-    // SAFETY: `fd` is a valid, open socket owned by the pooled connection for the duration of
-    // the call, and `byte` is a valid one-byte buffer. MSG_PEEK leaves the socket's data
-    // untouched.
-    #[allow(unsafe_code)]
-    let n =
-        unsafe { libc::recv(fd, byte.as_mut_ptr().cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-    // 0 = orderly close; >0 = unsolicited bytes (unusable); EAGAIN = open and quiet.
-    n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
 }

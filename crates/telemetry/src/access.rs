@@ -6,11 +6,16 @@
 //! full the record is dropped and counted. The `lb-log` thread pops records from every queue,
 //! hands them to the sink in batches, flushes after each batch and returns the emptied records
 //! to the worker's free list. On shutdown it drains every queue before it exits.
+//!
+//! When the queues are empty the writer naps [`IDLE_SLEEP`] (records arriving meanwhile are
+//! written together, after at most that long); when they are still empty after the nap, it
+//! sleeps until a worker hands it a record, which wakes it at once. So a busy writer costs no
+//! wake-up per record and an idle one costs nothing.
 
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_queue::ArrayQueue;
@@ -199,12 +204,22 @@ struct WorkerQueue {
     free: ArrayQueue<Box<AccessRecord>>,
 }
 
+/// How a producer wakes the writer from its sleep.
+#[derive(Debug, Default)]
+struct WriterWake {
+    /// Set while the writer sleeps until a record arrives (not during its naps).
+    sleeping: AtomicBool,
+    /// The writer's thread (set by the writer before it first sleeps).
+    thread: OnceLock<Thread>,
+}
+
 /// A worker's end of its access-log queue. Owned by that worker only.
 #[derive(Debug)]
 pub struct Producer {
     worker: usize,
     queue: Arc<WorkerQueue>,
     dropped: Arc<DroppedRecords>,
+    wake: Arc<WriterWake>,
 }
 
 impl Producer {
@@ -219,10 +234,21 @@ impl Producer {
         }
     }
 
-    /// Hands a record to the writer; drops (and counts) it when the queue is full.
+    /// Hands a record to the writer (waking it if it sleeps); drops (and counts) it when the
+    /// queue is full.
     pub fn submit(&self, record: Box<AccessRecord>) {
         if self.queue.full.push(record).is_err() {
             self.dropped.0.get(self.worker).inc();
+            return;
+        }
+        // Pairs with the fence in `Writer::sleep`: either the writer sees this record before it
+        // sleeps, or this sees it asleep.
+        fence(Ordering::SeqCst);
+        if self.wake.sleeping.load(Ordering::Relaxed)
+            && self.wake.sleeping.swap(false, Ordering::Relaxed)
+            && let Some(writer) = self.wake.thread.get()
+        {
+            writer.unpark();
         }
     }
 }
@@ -257,7 +283,7 @@ pub struct AccessLog {
     done: crossbeam_channel::Receiver<()>,
 }
 
-/// How long the writer sleeps when every queue was empty.
+/// How long the writer naps when every queue was empty, before it sleeps until a record comes.
 const IDLE_SLEEP: Duration = Duration::from_millis(2);
 /// How often drops are reported as a warning (when there were new ones).
 const DROP_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -281,6 +307,7 @@ impl AccessLog {
                 })
             })
             .collect();
+        let wake = Arc::new(WriterWake::default());
         let producers = queues
             .iter()
             .enumerate()
@@ -288,12 +315,13 @@ impl AccessLog {
                 worker,
                 queue: queue.clone(),
                 dropped: dropped.clone(),
+                wake: wake.clone(),
             })
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let writer =
-            Writer { queues: queues.clone(), dropped: dropped.clone(), stop: stop.clone() };
+            Writer { queues: queues.clone(), dropped: dropped.clone(), stop: stop.clone(), wake };
         let thread = std::thread::Builder::new().name("lb-log".into()).spawn(move || {
             writer.run(sink);
             let _ = done_tx.send(());
@@ -335,14 +363,17 @@ struct Writer {
     queues: Vec<Arc<WorkerQueue>>,
     dropped: Arc<DroppedRecords>,
     stop: Arc<AtomicBool>,
+    wake: Arc<WriterWake>,
 }
 
 impl Writer {
     fn run(self, mut sink: Box<dyn AccessSink>) {
+        let _ = self.wake.thread.set(std::thread::current());
         let mut written: u64 = 0;
         let mut errors: u64 = 0;
         let mut warned_drops = 0;
         let mut last_warn = Instant::now();
+        let mut napped = false;
         loop {
             // Read the flag before draining: whatever was queued before it was set is written.
             let stopping = self.stop.load(Ordering::Acquire);
@@ -380,8 +411,16 @@ impl Writer {
             if stopping && batch == 0 {
                 break;
             }
-            if batch == 0 {
+            if batch > 0 {
+                napped = false;
+            } else if !napped {
                 std::thread::park_timeout(IDLE_SLEEP);
+                napped = true;
+            } else {
+                // Drops not reported yet are reported on time.
+                let unreported = self.dropped.total() > warned_drops || errors > 0;
+                self.sleep(unreported.then(|| DROP_WARN_EVERY.saturating_sub(last_warn.elapsed())));
+                napped = false;
             }
         }
         let _ = sink.flush();
@@ -394,6 +433,24 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Sleeps until a producer hands over a record (or `at_most`, or shutdown), unless one
+    /// arrived meanwhile.
+    fn sleep(&self, at_most: Option<Duration>) {
+        self.wake.sleeping.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `Producer::submit`.
+        fence(Ordering::SeqCst);
+        let empty = self.queues.iter().all(|q| q.full.is_empty());
+        if empty && !self.stop.load(Ordering::Acquire) {
+            match at_most {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::thread::park(),
+            }
+        }
+        self.wake.sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn unix_micros_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -402,6 +459,40 @@ pub fn unix_micros_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends each record's path to the test.
+    struct ChannelSink(crossbeam_channel::Sender<String>);
+
+    impl AccessSink for ChannelSink {
+        fn write(&mut self, record: &AccessRecord) -> io::Result<()> {
+            let _ = self.0.send(record.path.clone());
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_a_record_wakes_it() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (log, producers) = AccessLog::start(Box::new(ChannelSink(tx)), 1, 8).unwrap();
+        let wake = producers[0].wake.clone();
+        for round in 0..3 {
+            // Idle: after its nap the writer sleeps with no timeout.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !wake.sleeping.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "the writer never went to sleep");
+                std::thread::yield_now();
+            }
+            let mut record = producers[0].take();
+            record.path = format!("/{round}");
+            producers[0].submit(record);
+            let written = rx.recv_timeout(Duration::from_secs(5)).expect("record written");
+            assert_eq!(written, format!("/{round}"));
+        }
+        log.shutdown(Duration::from_secs(5));
+    }
 
     #[test]
     fn body_encodings() {

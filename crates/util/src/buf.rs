@@ -62,6 +62,14 @@ impl ReadBuf {
         }
     }
 
+    /// Moves the buffer out (for an owned-buffer operation that outlives this borrow, such as a
+    /// read armed on a pooled connection), leaving an empty one of the same capacity that
+    /// allocates only when it is filled.
+    pub fn take(&mut self) -> ReadBuf {
+        let start = std::mem::take(&mut self.start);
+        ReadBuf { buf: std::mem::take(&mut self.buf), start, capacity: self.capacity }
+    }
+
     /// Drops every unread byte.
     pub fn clear(&mut self) {
         self.buf.clear();

@@ -3,13 +3,17 @@
 //!
 //! - [`clock`]: the process-wide monotonic millisecond clock.
 //! - [`buf`]: [`ReadBuf`], a fixed-capacity read buffer over monoio's owned-buffer IO.
+//! - [`gather`]: [`Gather`], two owned buffers written in one `writev` without a copy.
 //! - [`notify`]: a single-threaded notification for tasks of one worker.
+//! - [`deadline`]: when a worker's upkeep (its ticker) must run next.
 //! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
 //! - [`panic`]: panic containment for worker tasks.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
 mod buf;
 mod clock;
+mod deadline;
+mod gather;
 mod notify;
 mod panic;
 mod rewind;
@@ -17,6 +21,8 @@ mod runtime;
 
 pub use buf::ReadBuf;
 pub use clock::now_ms;
+pub use deadline::Deadline;
+pub use gather::{Gather, write_all_gathered};
 pub use notify::{Event, EventWait, Notified, Notify};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;

@@ -281,16 +281,45 @@ async fn inbox_task(
     }
 }
 
-/// Publishes counters every `stats_publish_ms`; evicts idle upstream connections once a second.
+/// Runs the worker's timed upkeep ([`WorkerCtx::tick`]) when it is due, and sleeps otherwise:
+/// until the planned deadline, or until the data path creates work due sooner, or forever
+/// when nothing is pending. An idle worker is never woken by it.
 async fn ticker_task(ctx: Rc<WorkerCtx>) {
-    let period = ctx.tick_period();
-    let evict_every = (1000 / period.as_millis().max(1) as u64).max(1);
-    let mut ticks: u64 = 0;
-    while !ctx.is_draining() {
-        monoio::time::sleep(period).await;
-        ticks += 1;
-        ctx.tick(ticks.is_multiple_of(evict_every));
+    loop {
+        let sooner = ctx.upkeep_sooner();
+        let next = ctx.tick();
+        let now = fulcrum_util::now_ms();
+        match next {
+            // A sweep goes on in steps: let the worker's other tasks run first.
+            Some(at) if at <= now => {
+                yield_now().await;
+                continue;
+            }
+            Some(at) => monoio::select! {
+                _ = monoio::time::sleep(Duration::from_millis(at - now)) => {}
+                _ = sooner => {}
+                _ = ctx.drained_signal() => return,
+            },
+            None => monoio::select! {
+                _ = sooner => {}
+                _ = ctx.drained_signal() => return,
+            },
+        }
     }
+}
+
+/// Lets every other task that is ready run once before this one goes on.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 /// The io driver each worker runs (`fulcrum_io_driver`), known once every worker started.

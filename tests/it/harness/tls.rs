@@ -36,6 +36,7 @@ use rustls::{
     ServerConfig, SignatureScheme, StreamOwned, SupportedProtocolVersion,
 };
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt as _;
 
 use super::grpc::GrpcClient;
 use super::http1::{Response, read_response, request_head};
@@ -447,6 +448,9 @@ pub struct FrontStats {
     pub client_certs: AtomicUsize,
     /// The reason of each failed handshake, as rustls gave it.
     pub errors: Mutex<Vec<String>>,
+    /// Connections whose backend closed its side, after which the front closed its TLS side
+    /// in turn (`close_notify` and FIN sent to the client).
+    pub closed: AtomicUsize,
 }
 
 /// A TLS backend: terminates TLS with its certificate (and ALPN protocols) on an ephemeral
@@ -533,6 +537,11 @@ impl TlsFront {
         self.stats.client_certs.load(SeqCst)
     }
 
+    /// Connections the backend closed and the front closed in turn, so far.
+    pub fn closed(&self) -> usize {
+        self.stats.closed.load(SeqCst)
+    }
+
     /// Waits (10 s at most) for `n` failed handshakes; returns their reasons.
     pub fn wait_failed(&self, n: usize) -> Vec<String> {
         let ok = wait_until(Duration::from_secs(10), || self.failed() >= n);
@@ -563,7 +572,7 @@ async fn relay_all(
         let Ok((tcp, _)) = listener.accept().await else { continue };
         let (acceptor, stats) = (acceptor.clone(), stats.clone());
         tokio::spawn(async move {
-            let mut tls = match acceptor.accept(tcp).await {
+            let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
                 Err(e) => {
                     stats.errors.lock().unwrap().push(e.to_string());
@@ -575,9 +584,23 @@ async fn relay_all(
                 stats.client_certs.fetch_add(1, SeqCst);
             }
             stats.handshakes.fetch_add(1, SeqCst);
-            let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else { return };
+            let Ok(plain) = tokio::net::TcpStream::connect(target).await else { return };
             let _ = plain.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            // Each direction to its end, then a shutdown of the other side's writing half (as
+            // copy_bidirectional does), counting the backend's closes once passed on.
+            let (mut tls_r, mut tls_w) = tokio::io::split(tls);
+            let (mut plain_r, mut plain_w) = plain.into_split();
+            let up = async {
+                let _ = tokio::io::copy(&mut tls_r, &mut plain_w).await;
+                let _ = plain_w.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut plain_r, &mut tls_w).await;
+                if tls_w.shutdown().await.is_ok() {
+                    stats.closed.fetch_add(1, SeqCst);
+                }
+            };
+            tokio::join!(up, down);
         });
     }
 }

@@ -29,6 +29,7 @@ use fulcrum_http::h1::{
     BodyError, BodyTap, Framing, MAX_HEADERS, MinRate, RequestInfo, ResponseInfo,
 };
 use fulcrum_telemetry::CacheStatus;
+use fulcrum_util::{Gather, write_all_gathered};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
@@ -41,9 +42,6 @@ use crate::worker_cache::WorkerCache;
 /// Longest a miss waits for another request filling the same key (also capped by the
 /// upstream response timeout); then it goes upstream itself.
 const MAX_FILL_WAIT: Duration = Duration::from_secs(10);
-/// Hit bodies up to this size are copied behind the head and sent in one write; larger ones
-/// are written from the shared buffer without a copy, after the head.
-const INLINE_BODY: usize = 32 * 1024;
 
 /// How the cache treats one exchange.
 #[derive(Debug)]
@@ -201,7 +199,7 @@ impl CacheMark {
         }
         let response =
             CachedResponse::new(p.head, tee.buf, Instant::now(), p.fresh_for).with_base_age(p.age);
-        let outcome = cache.shard.borrow_mut().insert(fill.key, Rc::new(response));
+        let outcome = cache.insert(fill.key, Rc::new(response));
         if let InsertOutcome::Stored { .. } = outcome
             && let Some(guard) = fill.guard.borrow_mut().take()
         {
@@ -280,14 +278,10 @@ async fn lookup(
     let Some((key, authorized)) = key_of(ctx, policy, raw_head, body, at.pool) else {
         return Ok(CacheMark::Bypass);
     };
-    let now = Instant::now();
-    let role = {
-        let mut shard = ctx.cache.shard.borrow_mut();
-        if let Some(hit) = shard.get(&key, now) {
-            return Ok(CacheMark::Hit(hit));
-        }
-        shard.begin_fill(key)
-    };
+    if let Some(hit) = ctx.cache.get(&key, Instant::now()) {
+        return Ok(CacheMark::Hit(hit));
+    }
+    let role = ctx.cache.shard.borrow_mut().begin_fill(key);
     let generation = epoch.epoch.cache_generation;
     let miss = |guard| {
         CacheMark::Miss(Fill {
@@ -303,7 +297,7 @@ async fn lookup(
         FillRole::Waiter(wait) => {
             let limit = epoch.epoch.timeouts.upstream_response().min(MAX_FILL_WAIT);
             if wait.wait(limit).await == Some(FillOutcome::Stored)
-                && let Some(hit) = ctx.cache.shard.borrow_mut().get(&key, Instant::now())
+                && let Some(hit) = ctx.cache.get(&key, Instant::now())
             {
                 return Ok(CacheMark::Hit(hit));
             }
@@ -375,7 +369,8 @@ fn key_of(
 }
 
 /// Answers a request from the cache: the stored head with `age` and `x-cache: HIT`, then the
-/// body. Consumes the request body from the client buffer. `Ok(keep_alive)` like an exchange.
+/// body, in one gathered write (the stored body is shared, never copied). Consumes the request
+/// body from the client buffer. `Ok(keep_alive)` like an exchange.
 pub(super) async fn serve_hit(
     ctx: &WorkerCtx,
     epoch: &WorkerEpoch,
@@ -403,25 +398,14 @@ pub(super) async fn serve_hit(
         .unwrap_or(0);
     note.response(status, Duration::ZERO);
     let send = epoch.epoch.timeouts.client_send();
-    let body_len = hit.body.len();
-    let inline = body_len <= INLINE_BODY;
-    if inline {
-        out.extend_from_slice(&hit.body);
-    }
-    let head = std::mem::take(out);
-    let (written, head) = timeout(send, client.w.write_all(head))
+    let response = Gather::new(std::mem::take(out), Rc::clone(&hit.body));
+    let (written, response) = timeout(send, write_all_gathered(&mut client.w, response))
         .await
         .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;
-    *out = head;
-    written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
-    if !inline {
-        let (written, _) = timeout(send, client.w.write_all(Rc::clone(&hit.body)))
-            .await
-            .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;
-        written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
-        note.sent(body_len as u64);
-    }
-    note.sent(out.len() as u64);
+    // The head's buffer comes back for the next response on this connection.
+    (*out, _) = response.into_parts();
+    let sent = written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
+    note.sent(sent as u64);
     Ok(keep_alive)
 }
 

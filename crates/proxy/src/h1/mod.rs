@@ -35,7 +35,7 @@ use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 use crate::tunnel::{self, Direction, TunnelReport};
-use crate::upstream::{Reuse, Upstream, UpstreamConn};
+use crate::upstream::{Reuse, Upstream, UpstreamConn, UpstreamRead};
 
 pub(crate) use caching::CacheMark;
 use caching::Tee as CacheTee;
@@ -475,9 +475,7 @@ impl Forward for Exchange<'_> {
         up: &Upstream,
         fresh: bool,
     ) -> Result<Outcome, AttemptError<Failure>> {
-        // A request that cannot be sent twice probes every pooled connection first.
-        let resend_ok = self.replayable && self.req.idempotent;
-        let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+        let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
         let health = self.epoch.epoch.health;
         let worker = self.ctx.telemetry.worker();
         let conn = match up.connection(reuse, &self.timeouts, health, self.note, worker).await {
@@ -577,7 +575,7 @@ async fn relay_response(
             Some(at) => t.upstream_response().saturating_sub(at.elapsed()),
             None => t.upstream_response(),
         };
-        match timeout(remaining, conn.buf.fill(&mut *conn.r)).await {
+        match timeout(remaining, conn.r.fill(conn.buf)).await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             // (After an interim head the response has begun: not sent again.)
@@ -669,7 +667,7 @@ impl BodyTap for RelayTap<'_, '_> {
 /// The reading side of an upstream connection, lent to the response relay while the request
 /// body still streams through the writing side.
 struct UpstreamHalf<'a> {
-    r: &'a mut ConnRead,
+    r: &'a mut UpstreamRead,
     buf: &'a mut ReadBuf,
 }
 

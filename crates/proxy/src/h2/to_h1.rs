@@ -20,7 +20,7 @@ use monoio::time::timeout;
 
 use super::stream::{Call, Fail, response_head_bytes, send_data};
 use super::websocket;
-use crate::attempt::{AttemptError, Forward as _};
+use crate::attempt::AttemptError;
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
 use crate::tunnel::TunnelEnd;
@@ -57,9 +57,7 @@ pub(super) async fn attempt(
     fresh: bool,
 ) -> Result<(), AttemptError<Fail>> {
     let timeouts = call.epoch.epoch.timeouts;
-    // A request that cannot be sent twice probes every pooled connection for a close first.
-    let resend_ok = call.replayable() && call.idempotent();
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {
@@ -223,7 +221,7 @@ pub(super) async fn attempt(
                 Err(_) => return Err(bad("malformed response head")),
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
             // (After an interim head the response has begun: not sent again.)
             Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
@@ -304,7 +302,7 @@ pub(super) async fn attempt(
                 Framing::None => break,
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => {
                 return Err(failed(ProxyError::Upstream(BodyError::ReadTimeout)));
             }

@@ -14,8 +14,9 @@ use h2::{RecvStream, SendStream};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use super::stream::send_data;
-use crate::transport::{ConnRead, ConnWrite};
+use crate::transport::ConnWrite;
 use crate::tunnel::{Direction, Flow, Tunnel};
+use crate::upstream::UpstreamRead;
 
 /// The `200` for the client: the backend's end-to-end fields (`Sec-WebSocket-Protocol`,
 /// `Sec-WebSocket-Extensions`, ...) without the HTTP/1.1-only `Sec-WebSocket-Accept`.
@@ -53,7 +54,7 @@ pub(super) async fn up(tunnel: &Tunnel<'_>, body: &mut RecvStream, w: &mut ConnW
 /// under the client's flow control; its end becomes END_STREAM.
 pub(super) async fn down(
     tunnel: &Tunnel<'_>,
-    r: &mut ConnRead,
+    r: &mut UpstreamRead,
     buf: &mut ReadBuf,
     d: &mut SendStream<Bytes>,
 ) -> Flow {
@@ -67,7 +68,7 @@ pub(super) async fn down(
             }
             tunnel.moved(Direction::Down, n);
         }
-        match buf.fill(r).await {
+        match r.fill(buf).await {
             Ok(0) => {
                 return if d.send_data(Bytes::new(), true).is_ok() {
                     Flow::Ended

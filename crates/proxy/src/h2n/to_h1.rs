@@ -25,7 +25,7 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
 use super::stream::{Call, Fail, response_head_bytes};
-use crate::attempt::{AttemptError, Forward as _};
+use crate::attempt::AttemptError;
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
 use crate::h2conn::Incoming;
@@ -90,9 +90,7 @@ pub(super) async fn attempt(
     fresh: bool,
 ) -> Result<(), AttemptError<Fail>> {
     let timeouts = call.epoch.epoch.timeouts;
-    // A request that cannot be sent twice probes every pooled connection for a close first.
-    let resend_ok = call.replayable() && call.idempotent();
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled { probe: !resend_ok } };
+    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {

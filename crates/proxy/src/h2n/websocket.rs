@@ -12,8 +12,9 @@ use fulcrum_util::ReadBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use crate::h2conn::{H2Conn, Incoming};
-use crate::transport::{ConnRead, ConnWrite};
+use crate::transport::ConnWrite;
 use crate::tunnel::{Direction, Flow, Tunnel};
+use crate::upstream::UpstreamRead;
 
 /// Most client bytes taken from the stream per write to the backend.
 const CHUNK: usize = 64 * 1024;
@@ -53,7 +54,7 @@ pub(super) async fn up(
 /// sends, as DATA under the client's flow control; its end becomes END_STREAM.
 pub(super) async fn down(
     tunnel: &Tunnel<'_>,
-    r: &mut ConnRead,
+    r: &mut UpstreamRead,
     buf: &mut ReadBuf,
     client: &H2Conn,
     id: StreamId,
@@ -67,7 +68,7 @@ pub(super) async fn down(
             buf.consume(n);
             tunnel.moved(Direction::Down, n);
         }
-        match buf.fill(r).await {
+        match r.fill(buf).await {
             Ok(0) => {
                 return match client.send_all(id, &[], true).await {
                     Ok(()) => Flow::Ended,

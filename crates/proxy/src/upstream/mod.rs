@@ -2,9 +2,14 @@
 //! keep-alive connections and its multiplexed HTTP/2 sessions ([`h2`]), and how an attempt gets
 //! a connection ([`Upstream::connection`]).
 //!
-//! Owned by one worker (`Rc`, never shared); runs on that worker's thread. The pool is LIFO (the warmest connection first),
-//! bounded by `pool.max_idle_per_backend`, and connections idle for longer than
-//! `pool.idle_timeout_ms` are closed by the worker's ticker.
+//! A pooled connection keeps a read armed ([`read`]), so a close by the backend while it sits
+//! idle is known at checkout without a system call; a connection known closed is never handed
+//! to a request.
+//!
+//! Owned by one worker (`Rc`, never shared); runs on that worker's thread. The pool is LIFO (the
+//! warmest connection first), bounded by `pool.max_idle_per_backend`, and connections idle for
+//! `pool.idle_timeout_ms` are closed by the worker's ticker, which a check-in wakes for it
+//! when nothing sooner is planned.
 //!
 //! Every open HTTP/1.1 connection (idle or busy) holds a [`Slot`] of its backend's
 //! [`ConnGate`]; with `pool.max_connections_per_backend` set, a request that finds the backend at
@@ -19,14 +24,12 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use std::os::fd::{AsRawFd, RawFd};
-
 use fulcrum_balance::{Candidate, LocalStats};
 use fulcrum_config::{PassiveHealth, PoolConfig, Timeouts};
 use fulcrum_model::Backend;
 use fulcrum_telemetry::warn;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{ReadBuf, now_ms};
+use fulcrum_util::{Deadline, ReadBuf, now_ms};
 
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
@@ -35,13 +38,11 @@ use crate::transport::{self, ConnRead, ConnWrite};
 
 pub mod h2;
 pub mod h2n;
+mod read;
 mod tls;
 
+pub use read::UpstreamRead;
 pub use tls::{UpstreamTls, tcp_connect};
-
-/// A pooled connection idle longer than this is probed for a close before reuse (always, for a
-/// request that must not be sent twice).
-const PROBE_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// At most one "backend connect failed" warning per backend per worker in this time (a backend
 /// that refuses every connect, or fails TLS verification, would otherwise log per request).
@@ -58,60 +59,72 @@ pub struct UpstreamSettings {
     pub buffer_bytes: usize,
     /// The `response_time` window (`balance.response_time_window_ms`).
     pub window: Duration,
+    /// How often a `response_time` pick reads the other workers' windows at most
+    /// (`balance.stats_publish_ms`).
+    pub stats_publish: Duration,
 }
 
 /// An upstream connection, split so the request body and the response can flow at once, with
 /// its read buffer.
 pub struct UpstreamConn {
-    /// Reading side.
-    pub r: ConnRead,
+    /// Reading side (its first read after a reuse is the one armed while it was pooled: read
+    /// through [`fill`](Self::fill) or [`UpstreamRead::fill`]).
+    pub r: UpstreamRead,
     /// Writing side.
     pub w: ConnWrite,
-    /// The socket's descriptor, for the liveness probe before reuse.
-    pub fd: RawFd,
-    /// Whether it speaks TLS (the liveness probe differs).
-    tls: bool,
     /// Bytes read from the backend and not yet forwarded.
     pub buf: ReadBuf,
     /// Whether it has served a request before (a reused connection may have been closed by the
     /// backend meanwhile).
     pub reused: bool,
-    idle_since: Instant,
+    /// When it was last checked in (process-clock ms).
+    idle_since_ms: u64,
     /// Its place under the backend's connection cap, given back when the connection closes.
     slot: Slot,
 }
 
 impl std::fmt::Debug for UpstreamConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamConn").field("fd", &self.fd).field("reused", &self.reused).finish()
+        f.debug_struct("UpstreamConn").field("r", &self.r).field("reused", &self.reused).finish()
     }
 }
 
 impl UpstreamConn {
-    /// Wraps the halves of a freshly connected socket `fd` (TLS or not) opened under `slot`.
-    fn new(
-        halves: (ConnRead, ConnWrite),
-        fd: RawFd,
-        tls: bool,
-        buffer_bytes: usize,
-        slot: Slot,
-    ) -> Self {
+    /// Wraps the halves of a freshly connected socket (TLS or not) opened under `slot`.
+    fn new(halves: (ConnRead, ConnWrite), buffer_bytes: usize, slot: Slot) -> Self {
         let (r, w) = halves;
         Self {
-            r,
+            r: UpstreamRead::new(r),
             w,
-            fd,
-            tls,
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
-            idle_since: Instant::now(),
+            idle_since_ms: 0,
             slot,
         }
     }
 
-    /// How long the connection has sat in the pool.
-    pub fn idle_for(&self) -> Duration {
-        self.idle_since.elapsed()
+    /// How long the connection has sat in the pool, at `now_ms`.
+    fn idle_for(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.idle_since_ms))
+    }
+
+    /// Reads once more from the backend into [`buf`](Self::buf) (see [`UpstreamRead::fill`]).
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        self.r.fill(&mut self.buf).await
+    }
+
+    /// Arms a read for the time it is pooled; `None` when the backend closed it already.
+    fn arm(mut self) -> Option<Self> {
+        let storage = self.buf.take();
+        self.r = self.r.arm(storage)?;
+        Some(self)
+    }
+
+    /// `None` when its armed read completed while it was pooled: the backend closed it (or
+    /// sent something unasked), so no request may be sent on it.
+    fn still_open(mut self) -> Option<Self> {
+        self.r = self.r.still_open()?;
+        Some(self)
     }
 }
 
@@ -134,6 +147,8 @@ pub struct Upstream {
     idle: RefCell<Vec<UpstreamConn>>,
     retired: Cell<bool>,
     gate: Rc<ConnGate>,
+    /// The worker's upkeep deadline (idle connections to close, a latency window to age).
+    upkeep: Rc<Deadline>,
     /// When this worker last warned of a failed connect to the backend, and the failures
     /// since then that it did not log.
     connect_warned: Cell<Option<Instant>>,
@@ -151,12 +166,14 @@ impl Candidate for Upstream {
 
 impl Upstream {
     /// A worker-local view of `backend`; its open HTTP/1.1 connections are capped by the pool
-    /// settings.
+    /// settings, and what must be done later (closing idle connections, ageing the latency
+    /// window) is told to the worker's ticker through `upkeep`.
     pub fn new(
         backend: Arc<Backend>,
         settings: UpstreamSettings,
         metrics: Arc<BackendMetrics>,
         tls: Option<Arc<UpstreamTls>>,
+        upkeep: Rc<Deadline>,
     ) -> Self {
         let pool = settings.pool;
         let gate = ConnGate::new(
@@ -165,7 +182,9 @@ impl Upstream {
             Gauges { metrics: metrics.clone(), worker: settings.worker },
         );
         Self {
-            stats: LocalStats::new(settings.window, backend.stats.writer(settings.worker)),
+            stats: LocalStats::new(settings.window, backend.stats.writer(settings.worker))
+                .merge_every(settings.stats_publish)
+                .upkeep(upkeep.clone()),
             backend,
             metrics,
             h2: Default::default(),
@@ -175,6 +194,7 @@ impl Upstream {
             idle: RefCell::new(Vec::new()),
             retired: Cell::new(false),
             gate: Rc::new(gate),
+            upkeep,
             connect_warned: Cell::new(None),
             connect_unreported: Cell::new(0),
         }
@@ -186,32 +206,34 @@ impl Upstream {
         self.metrics.slot(self.settings.worker)
     }
 
-    /// Takes the most recently used idle connection younger than `max_idle_age`.
-    pub fn checkout(&self, max_idle_age: Duration) -> Option<UpstreamConn> {
+    /// Takes the most recently used idle connection younger than `max_idle_age` at `now_ms`.
+    fn checkout(&self, max_idle_age: Duration, now_ms: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < max_idle_age {
+            if conn.idle_for(now_ms) < max_idle_age {
                 return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly; drops it when the pool is full or
-    /// the backend was removed.
-    pub fn checkin(&self, mut conn: UpstreamConn) {
-        if self.retired.get() || !conn.buf.is_empty() {
+    /// Returns a connection whose last exchange ended cleanly, with a read armed on it; drops it
+    /// when the pool is full, the backend was removed, or the backend closed it already.
+    pub fn checkin(&self, conn: UpstreamConn) {
+        if self.retired.get()
+            || !conn.buf.is_empty()
+            || self.idle.borrow().len() >= self.settings.pool.max_idle_per_backend
+        {
             return;
         }
-        let mut idle = self.idle.borrow_mut();
-        if idle.len() < self.settings.pool.max_idle_per_backend {
-            conn.reused = true;
-            conn.idle_since = Instant::now();
-            idle.push(conn);
-            drop(idle);
-            // A request queued at the connection cap can take it.
-            self.gate.wake_one();
-        }
+        let Some(mut conn) = conn.arm() else { return };
+        let now = now_ms();
+        conn.reused = true;
+        conn.idle_since_ms = now;
+        self.idle.borrow_mut().push(conn);
+        self.upkeep.need_by(now.saturating_add(self.settings.pool.idle_timeout_ms));
+        // A request queued at the connection cap can take it.
+        self.gate.wake_one();
     }
 
     /// Records a failed connect (or connect timeout, or failed TLS handshake: a backend
@@ -290,9 +312,21 @@ impl Upstream {
         self.gate.waiters.borrow().len()
     }
 
-    /// Closes idle connections older than `max_idle_age`.
-    pub fn evict_idle(&self, max_idle_age: Duration) {
-        self.idle.borrow_mut().retain(|c| c.idle_since.elapsed() < max_idle_age);
+    /// The ticker's work at `now_ms`: closes the idle connections that reached
+    /// `pool.idle_timeout_ms` and publishes the latency window if it aged; returns when there is
+    /// more to do (`None`: nothing until new traffic).
+    pub fn upkeep(&self, now_ms: u64) -> Option<u64> {
+        let timeout = self.settings.pool.idle_timeout_ms;
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|c| now_ms.saturating_sub(c.idle_since_ms) < timeout);
+        // Checked in in order: the first is the oldest.
+        let close_next = idle.first().map(|c| c.idle_since_ms.saturating_add(timeout));
+        drop(idle);
+        let age_next = self.stats.publish(now_ms);
+        match (close_next, age_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The backend left the configuration: close idle connections and pool no more.
@@ -314,13 +348,8 @@ impl Upstream {
 pub enum Reuse {
     /// A new one (a stale pooled connection's request is sent again).
     Fresh,
-    /// A pooled one when there is one that still looks open; `probe` checks every pooled
-    /// connection for a close first, not only those idle for [`PROBE_IDLE_AFTER`] (for a
-    /// request that must not be sent twice).
-    Pooled {
-        /// Probe even a recently used connection.
-        probe: bool,
-    },
+    /// A pooled one when there is one not known to be closed (its armed read still waits).
+    Pooled,
 }
 
 impl Upstream {
@@ -343,12 +372,12 @@ impl Upstream {
                 self.wait_in_queue(&mut deadline, worker).await?;
                 continue;
             }
-            if let Reuse::Pooled { probe } = reuse {
+            if reuse == Reuse::Pooled {
                 let max_age = Duration::from_millis(self.settings.pool.idle_timeout_ms);
-                while let Some(conn) = self.checkout(max_age) {
-                    if (!probe && conn.idle_for() < PROBE_IDLE_AFTER)
-                        || !transport::peer_closed(conn.fd, conn.tls)
-                    {
+                let now = now_ms();
+                while let Some(conn) = self.checkout(max_age, now) {
+                    // One the backend closed while it was pooled is dropped here.
+                    if let Some(conn) = conn.still_open() {
                         if deadline.is_some() {
                             self.pass_turn();
                         }
@@ -362,10 +391,9 @@ impl Upstream {
                 }
                 let _span = note.phase("upstream_connect");
                 return Ok(match self.connect_h1(timeouts.upstream_connect()).await {
-                    Ok((halves, fd)) => {
+                    Ok(halves) => {
                         self.stats.record_connect_success();
-                        let tls = self.backend.url.tls;
-                        Some(UpstreamConn::new(halves, fd, tls, self.settings.buffer_bytes, slot))
+                        Some(UpstreamConn::new(halves, self.settings.buffer_bytes, slot))
                     }
                     Err(reason) => {
                         self.connect_failed(health, &reason);
@@ -399,21 +427,17 @@ impl Upstream {
 
     /// A new HTTP/1.1 connection to the backend, TLS (ALPN `http/1.1`, the certificate checked)
     /// for `https://`, within `connect_timeout` for the TCP connect and again for the
-    /// handshake; the socket's descriptor with it. `Err` says why it failed.
-    async fn connect_h1(
-        &self,
-        connect_timeout: Duration,
-    ) -> Result<((ConnRead, ConnWrite), RawFd), String> {
+    /// handshake. `Err` says why it failed.
+    async fn connect_h1(&self, connect_timeout: Duration) -> Result<(ConnRead, ConnWrite), String> {
         let stream = tcp_connect(self.backend.url.addr, connect_timeout).await?;
-        let fd = stream.as_raw_fd();
         if !self.backend.url.tls {
-            return Ok((transport::split_tcp(stream), fd));
+            return Ok(transport::split_tcp(stream));
         }
         let tls = self.tls.as_ref().ok_or_else(|| "upstream TLS is not available".to_owned())?;
         let stream = tls
             .connect(stream, &self.backend.url.host, AppProtocol::Http11, connect_timeout)
             .await?;
-        Ok((transport::split_tls(stream), fd))
+        Ok(transport::split_tls(stream))
     }
 
     /// Waits in this backend's connection queue until a connection is returned or closed; the
