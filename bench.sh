@@ -59,7 +59,7 @@ Environment:
   FULCRUM_BIN     binary to measure (default $CARGO_TARGET_DIR/release/fulcrum, or
                   target/release/fulcrum; use with --no-build)
   FULCRUM_BASELINE_BIN
-                  another Fulcrum build measured beside it in the http, grpc and tls suites,
+                  another Fulcrum build measured beside it in the http, grpc, tls and ws suites,
                   as targets base-io_uring and base-epoll (an A/B of two commits in one run)
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
@@ -1594,6 +1594,7 @@ suite_ws() {
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready_ws / ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready_ws / ""
+    start_baseline http wait_ready_ws /
 
     local dir=$TMP/nginx-ws
     write_nginx_proxy_conf "$dir" "$NGINX_PORT" \
@@ -1670,7 +1671,7 @@ EOF
     [[ -s $RESULTS/ws32.nginx ]] && ncpu=$(median_of "$RESULTS/ws32.nginx" 4)
     [[ -s $RESULTS/ws32.haproxy ]] && hcpu=$(median_of "$RESULTS/ws32.haproxy" 4)
     SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | ratio to HAProxy |\n|---|---|---|---|---|---|\n'
-    for t in fulcrum-io_uring fulcrum-epoll; do
+    for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
         f=$RESULTS/ws32.$t
         [[ -s $f ]] || continue
         cpu=$(median_of "$f" 4)
@@ -1678,7 +1679,7 @@ EOF
             'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |", t, c, n, h, (n > 0 ? c / n : 0), (h > 0 ? c / h : 0) }')
         SUITE_NOTES+=$'\n'
     done
-    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.\n'
+    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
 # ------------------------------------------------------------------ soak --
