@@ -11,7 +11,7 @@
 //! too; an error on either side ends both.
 //!
 //! The idle timeout is one coarse timer per tunnel, kept off the per-message path: a read or
-//! write only sets a flag, and a watchdog that wakes [`IDLE_SLICES`] times per timeout takes
+//! write only sets a flag, and a watchdog that wakes `IDLE_SLICES` times per timeout takes
 //! the flag and closes the tunnel once it found it unset for the whole timeout. So a tunnel
 //! closes between `idle` and `idle * (1 + 1 / IDLE_SLICES)` after its last byte, and no clock
 //! is read per message. A read is never cancelled while the tunnel lives (on io_uring a
