@@ -82,7 +82,7 @@ Environment:
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it, as targets base-io_uring and
                   base-epoll (an A/B of two commits in one run), in the http, idle, syscalls,
-                  cache, grpc and tls suites
+                  cache, grpc, tls and ws suites
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -1971,6 +1971,7 @@ suite_ws() {
 
     start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready_ws / ""
     start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready_ws / ""
+    start_baseline http wait_ready_ws /
 
     local dir=$TMP/nginx-ws
     write_nginx_proxy_conf "$dir" "$NGINX_PORT" \
@@ -2047,7 +2048,7 @@ EOF
     [[ -s $RESULTS/ws32.nginx ]] && ncpu=$(median_of "$RESULTS/ws32.nginx" 4)
     [[ -s $RESULTS/ws32.haproxy ]] && hcpu=$(median_of "$RESULTS/ws32.haproxy" 4)
     SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | ratio to HAProxy |\n|---|---|---|---|---|---|\n'
-    for t in fulcrum-io_uring fulcrum-epoll; do
+    for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
         f=$RESULTS/ws32.$t
         [[ -s $f ]] || continue
         cpu=$(median_of "$f" 4)
@@ -2055,7 +2056,7 @@ EOF
             'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |", t, c, n, h, (n > 0 ? c / n : 0), (h > 0 ? c / h : 0) }')
         SUITE_NOTES+=$'\n'
     done
-    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.\n'
+    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
 # ------------------------------------------------------------------ soak --
