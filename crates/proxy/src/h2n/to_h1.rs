@@ -260,7 +260,7 @@ pub(super) async fn attempt(
                 Err(_) => return Err(bad("malformed response head")),
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
             // (After an interim head the response has begun: not sent again.)
             Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
@@ -338,7 +338,7 @@ pub(super) async fn attempt(
                 Framing::None => break,
             }
         }
-        match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
+        match timeout(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => {
                 return Err(failed(ProxyError::Upstream(BodyError::ReadTimeout)));
             }
