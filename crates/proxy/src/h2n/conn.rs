@@ -151,8 +151,6 @@ pub(crate) struct RelayedHead {
     pub(crate) bytes: u64,
     /// When it arrived.
     pub(crate) at: Instant,
-    /// It ended the stream.
-    pub(crate) end_stream: bool,
 }
 
 /// A response head as the stream's task gets it.
@@ -200,7 +198,7 @@ impl Relay {
         }
         let at = Instant::now();
         let grpc_status = grpc_status.flatten();
-        self.report.head = Some(RelayedHead { status, grpc_status, bytes, at, end_stream });
+        self.report.head = Some(RelayedHead { status, grpc_status, bytes, at });
         self.report.ended = end_stream;
         true
     }
