@@ -994,6 +994,8 @@ h2c_notes() {
 # routes_notes: CPU per request of routes20-* against fulcrum-* (no routes), per workload.
 routes_notes() {
     local wl d base with
+    # Nothing to compare when the routes20-* targets were not measured (--workload).
+    compgen -G "$RESULTS/*.routes20-*" >/dev/null || return 0
     SUITE_NOTES+=$'\n### Routing cost: 20 routes in front of the benchmarked route\n\n'
     SUITE_NOTES+=$'| workload | io driver | CPU us/req median, no routes | CPU us/req median, 20 routes | difference (target <= +3%) |\n|---|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
