@@ -114,7 +114,8 @@ struct RunArgs {
     /// io driver: auto, io_uring or epoll.
     #[arg(long, value_name = "DRIVER")]
     io_driver: Option<IoDriverChoice>,
-    /// HTTP/2 engine: h2 (hyperium, the default) or native (overrides `http2.engine`).
+    /// HTTP/2 engine: native (Fulcrum's own, the default) or h2 (hyperium, the reference)
+    /// (overrides `http2.engine`).
     #[arg(long, value_name = "ENGINE")]
     http2_engine: Option<Http2Engine>,
     /// Also start three demo backends on loopback and balance over them.

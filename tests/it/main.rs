@@ -24,6 +24,7 @@ mod grpc;
 mod grpc_access_log;
 mod h2_attacks;
 mod h2_conformance;
+mod h2_interop;
 mod h2_limits;
 mod health_checks;
 mod interim;

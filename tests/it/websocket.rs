@@ -489,6 +489,16 @@ async fn read_data(body: &mut h2::RecvStream, n: usize) -> Vec<u8> {
     got
 }
 
+/// An HTTP/2 client connection (hyperium `h2`, prior knowledge) to `addr`, ready to send.
+async fn h2_client(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send.ready().await.unwrap()
+}
+
 /// WebSocket over HTTP/2 (RFC 8441): an extended CONNECT stream becomes a WebSocket upgrade to
 /// the HTTP/1.1 backend, answered `200`, and its DATA frames carry the WebSocket frames.
 #[test]
@@ -503,12 +513,7 @@ fn websocket_over_http2_extended_connect() {
         .start();
     let addr = f.addr();
     run(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut send = send.ready().await.unwrap();
+        let mut send = h2_client(addr).await;
         wait_for("SETTINGS_ENABLE_CONNECT_PROTOCOL", || {
             send.is_extended_connect_protocol_enabled()
         })
@@ -548,4 +553,22 @@ fn websocket_over_http2_extended_connect() {
     assert!(["client", "backend"].contains(&r["tunnel_close"].as_str().unwrap()), "{r}");
     assert_eq!(r["tunnel_bytes_client_to_backend"], 11 + 9 + 8);
     expect_within(Duration::from_secs(5), "the backend connection closed", || backend.open() == 0);
+}
+
+/// Without `websocket` on `upgrade.protocols` the HTTP/2 listener does not enable extended
+/// CONNECT (no SETTINGS_ENABLE_CONNECT_PROTOCOL), on either engine.
+#[test]
+fn extended_connect_is_off_without_websocket_upgrades() {
+    let backend = TestBackend::named("b1");
+    let f =
+        Fulcrum::builder().workers(1).backend(&backend).config("[upgrade]\nprotocols = []").start();
+    let addr = f.addr();
+    run(async move {
+        let mut send = h2_client(addr).await;
+        // One exchange first: the server's SETTINGS have arrived by its answer.
+        let req = http::Request::get(format!("http://{addr}/")).body(()).unwrap();
+        let (res, _) = send.send_request(req, true).unwrap();
+        assert_eq!(res.await.unwrap().status(), 200);
+        assert!(!send.is_extended_connect_protocol_enabled());
+    });
 }

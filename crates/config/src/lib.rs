@@ -206,7 +206,7 @@ pub struct Http2Config {
 impl Default for Http2Config {
     fn default() -> Self {
         Self {
-            engine: Http2Engine::H2,
+            engine: Http2Engine::Native,
             max_concurrent_streams: 256,
             max_header_list_size: 64 * 1024,
             header_table_size: 4096,
@@ -229,11 +229,11 @@ impl Default for Http2Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Http2Engine {
-    /// hyperium `h2`, the reference implementation.
-    #[default]
+    /// hyperium `h2`, the reference implementation the native engine is tested against.
     H2,
-    /// Fulcrum's own engine (`fulcrum-h2`): in-place frames, HPACK without a dynamic table or
-    /// Huffman coding on output, streams handled by the connection.
+    /// Fulcrum's own engine (`fulcrum-h2`), the default: in-place frames, HPACK without a
+    /// dynamic table or Huffman coding on output, streams handled by the connection.
+    #[default]
     Native,
 }
 

@@ -24,6 +24,7 @@ use monoio::net::TcpStream;
 use crate::exchange::{Target, WorkerTelemetry, WorkerTelemetrySpec};
 use crate::metrics::{PoolMetrics, ProxyMetrics, TlsOutcome};
 use crate::retry::Retries;
+use crate::tunnel::Tunnel;
 use crate::upstream::{Upstream, UpstreamSettings, UpstreamTls};
 use crate::worker_cache::WorkerCache;
 
@@ -375,6 +376,12 @@ impl WorkerCtx {
     /// Resolves once draining starts (any number of tasks may wait).
     pub fn drained_signal(&self) -> EventWait<'_> {
         self.drain.wait()
+    }
+
+    /// Opens a tunnel on this worker (an upgraded connection or stream), counted in the
+    /// tunnel metrics until dropped.
+    pub(crate) fn open_tunnel(&self) -> Tunnel<'_> {
+        Tunnel::open(&self.telemetry.metrics.tunnels, self.index)
     }
 
     /// Counts a new client connection until the slot drops.

@@ -24,6 +24,7 @@ mod error;
 mod exchange;
 mod h1;
 mod h2;
+mod h2conn;
 mod h2n;
 mod metrics;
 mod retry;
@@ -31,6 +32,7 @@ mod route;
 mod transport;
 mod tunnel;
 mod upstream;
+mod websocket;
 mod worker_cache;
 
 use std::net::SocketAddr;

@@ -46,7 +46,7 @@ pub(crate) fn h2(
 #[inline]
 pub(crate) fn h2_native(
     routes: &RouteTable,
-    head: &crate::h2n::fields::Fields,
+    head: &crate::h2conn::fields::Fields,
     grpc: bool,
     sni: Option<&str>,
 ) -> Routed {
@@ -57,7 +57,7 @@ pub(crate) fn h2_native(
     let authority = head.pseudo(Pseudo::Authority).or_else(|| head.get(b"host"));
     let path = head.pseudo(Pseudo::Path).unwrap_or(b"/");
     let request = RouteRequest { authority, sni, path };
-    routes.route(&request, &crate::h2n::fields::RouteFields { fields: head, grpc })
+    routes.route(&request, &crate::h2conn::fields::RouteFields { fields: head, grpc })
 }
 
 /// An HTTP/1.1 head's fields.

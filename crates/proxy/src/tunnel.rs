@@ -2,7 +2,8 @@
 //! an HTTP/2 extended CONNECT translated to one), the client's side and the backend connection
 //! are joined into a tunnel that copies bytes both ways until either side closes, the tunnel
 //! is idle for `timeouts.tunnel_idle_ms`, or the worker's drain runs out (`timeouts.drain_ms`).
-//! Runs in the client connection's (or stream's) task on the worker's thread.
+//! Runs in the client connection's (or stream's) task on the worker's thread; a worker opens
+//! its tunnels with `WorkerCtx::open_tunnel`.
 //!
 //! Each direction is one loop (read, then write everything read), so a slow reader
 //! back-pressures the sender through one fixed buffer per direction. Bytes already read past
@@ -22,8 +23,6 @@ use std::time::{Duration, Instant};
 use fulcrum_telemetry::{Collect, Counter, Encoder, Gauge, Kind, PerWorker};
 use fulcrum_util::ReadBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-
-use crate::ctx::WorkerCtx;
 
 /// Why a tunnel closed (the access record's `tunnel_close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +132,9 @@ pub(crate) enum Flow {
 }
 
 impl<'a> Tunnel<'a> {
-    /// Opens a tunnel on worker `ctx` (counted until dropped).
-    pub(crate) fn open(ctx: &'a WorkerCtx) -> Self {
-        let slot = ctx.telemetry.metrics.tunnels.slots.get(ctx.index);
+    /// Opens a tunnel on worker `worker`, counted in `metrics` until dropped.
+    pub(crate) fn open(metrics: &'a TunnelMetrics, worker: usize) -> Self {
+        let slot = metrics.slots.get(worker);
         slot.open.add(1);
         slot.total.inc();
         let now = Instant::now();
@@ -158,11 +157,11 @@ impl<'a> Tunnel<'a> {
     }
 
     /// Runs the two directions until both ended, one broke, the tunnel idled out or the
-    /// worker's drain ran out; returns the report. Dropping the directions closes nothing by
-    /// itself: the caller drops the connections.
+    /// worker's drain (`drained` resolving, then `drain` more) ran out; returns the report.
+    /// Dropping the directions closes nothing by itself: the caller drops the connections.
     pub(crate) async fn run(
         &self,
-        ctx: &WorkerCtx,
+        drained: impl Future<Output = ()>,
         idle: Duration,
         drain: Duration,
         up: impl Future<Output = Flow>,
@@ -172,7 +171,7 @@ impl<'a> Tunnel<'a> {
         let mut down = std::pin::pin!(down);
         let mut watchdog = std::pin::pin!(self.idle_watch(idle));
         let mut drained = std::pin::pin!(async {
-            ctx.drained_signal().await;
+            drained.await;
             monoio::time::sleep(drain).await;
         });
         let (mut up_done, mut down_done) = (false, false);

@@ -108,6 +108,9 @@ pub struct Config {
     pub max_send_buffer: usize,
     /// Write buffer size above which no more frames are read and no queued DATA is written.
     pub max_write_buffer: usize,
+    /// Server: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL and accept extended CONNECT
+    /// requests (`:protocol`, RFC 8441); without it such a request is malformed.
+    pub enable_connect_protocol: bool,
     /// The defences.
     pub limits: Limits,
 }
@@ -123,6 +126,7 @@ impl Default for Config {
             header_table_size: 4096,
             max_send_buffer: 1 << 20,
             max_write_buffer: 256 * 1024,
+            enable_connect_protocol: false,
             limits: Limits::default(),
         }
     }
@@ -580,6 +584,9 @@ impl Core {
             Role::Client => settings.push(Setting::EnablePush(false)),
             Role::Server => {
                 settings.push(Setting::MaxConcurrentStreams(cfg.max_concurrent_streams));
+                if cfg.enable_connect_protocol {
+                    settings.push(Setting::EnableConnectProtocol(true));
+                }
             }
         }
         settings.push(Setting::InitialWindowSize(cfg.initial_stream_window));
@@ -640,6 +647,8 @@ enum Malformed {
     Sequence,
     /// The head depends on its own stream.
     SelfDependency,
+    /// `:protocol` without SETTINGS_ENABLE_CONNECT_PROTOCOL from us (RFC 8441 section 4).
+    ExtendedConnect,
 }
 
 impl From<MessageError> for Malformed {

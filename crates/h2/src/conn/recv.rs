@@ -192,18 +192,22 @@ struct RequestHead<'a> {
     content_length: Option<u64>,
 }
 
-/// Checks a request head: RFC 9113 section 8 through [`validate::request`], then `host`
-/// against `:authority`, `content-length`, and a non-empty declared body on a head that ends
-/// the stream.
+/// Checks a request head: RFC 9113 section 8 through [`validate::request`], `:protocol` only
+/// when `connect_protocol` (we enabled extended CONNECT), then `host` against `:authority`,
+/// `content-length`, and a non-empty declared body on a head that ends the stream.
 fn request_head<'a>(
     fields: HeaderBlock<'a>,
     end_stream: bool,
     self_dependent: bool,
+    connect_protocol: bool,
 ) -> Result<RequestHead<'a>, Malformed> {
     if self_dependent {
         return Err(Malformed::SelfDependency);
     }
     let pseudo = validate::request(fields.iter())?;
+    if pseudo.protocol.is_some() && !connect_protocol {
+        return Err(Malformed::ExtendedConnect);
+    }
     if let Some(authority) = pseudo.authority
         && fields.iter().any(|f| f.name == b"host" && !f.value.eq_ignore_ascii_case(authority))
     {
@@ -321,7 +325,8 @@ impl Core {
             self.too_large(stream, end_stream)?;
             return Ok(None);
         };
-        let Ok(head) = request_head(fields, end_stream, self_dependent) else {
+        let connect_protocol = self.config.enable_connect_protocol;
+        let Ok(head) = request_head(fields, end_stream, self_dependent, connect_protocol) else {
             return self.refuse(stream, ErrorCode::PROTOCOL_ERROR).map(|()| None);
         };
         if self.streams.len() >= self.config.max_concurrent_streams as usize {

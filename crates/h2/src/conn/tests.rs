@@ -836,6 +836,38 @@ fn malformed_requests_are_reset() {
 }
 
 #[test]
+fn extended_connect_only_when_enabled() {
+    let ws = [
+        (":method", "CONNECT"),
+        (":protocol", "websocket"),
+        (":scheme", "https"),
+        (":path", "/chat"),
+        (":authority", "a"),
+    ];
+    // Not enabled (the default): not advertised, and the request is malformed.
+    let (mut conn, mut peer) = server();
+    let (events, err) = feed(&mut conn, &peer.headers(1, &ws, false));
+    assert_eq!((events, err), (vec![], None));
+    assert_eq!(resets(&out(&mut conn, &mut peer)), [(1, ErrorCode::PROTOCOL_ERROR)]);
+    // Enabled: SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, and the request opens its stream.
+    let config = Config { enable_connect_protocol: true, ..small() };
+    let mut conn = Connection::new(Role::Server, config);
+    let mut peer = Peer::new();
+    let first = out(&mut conn, &mut peer);
+    assert!(
+        matches!(&first[0], Out::Settings { ack: false, values } if values.contains(&Setting::EnableConnectProtocol(true))),
+        "{first:?}"
+    );
+    let (mut conn, mut peer) = server_with(config, &[]);
+    let (events, err) = feed(&mut conn, &peer.headers(1, &ws, false));
+    assert_eq!(err, None);
+    assert!(
+        matches!(&events[..], [Ev::Request { stream: 1, end: false, fields }] if fields[1] == (":protocol".into(), "websocket".into())),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn content_length_and_trailers_rules() {
     let with_length: Vec<(&str, &str)> =
         POST.iter().copied().chain([("content-length", "4")]).collect();

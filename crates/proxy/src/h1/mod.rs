@@ -34,7 +34,7 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
-use crate::tunnel::{self, Direction, Tunnel, TunnelReport};
+use crate::tunnel::{self, Direction, TunnelReport};
 use crate::upstream::{Reuse, Upstream, UpstreamConn};
 
 pub(crate) use caching::CacheMark;
@@ -445,11 +445,11 @@ impl Exchange<'_> {
     async fn tunnel(&mut self, conn: &mut UpstreamConn) -> TunnelReport {
         let t = &self.timeouts;
         let client = &mut *self.client;
-        let tunnel = Tunnel::open(self.ctx);
+        let tunnel = self.ctx.open_tunnel();
         let up = tunnel::copy(&tunnel, Direction::Up, &mut client.r, &mut client.buf, &mut conn.w);
         let down =
             tunnel::copy(&tunnel, Direction::Down, &mut conn.r, &mut conn.buf, &mut client.w);
-        tunnel.run(self.ctx, t.tunnel_idle(), t.drain(), up, down).await
+        tunnel.run(self.ctx.drained_signal(), t.tunnel_idle(), t.drain(), up, down).await
     }
 }
 

@@ -96,7 +96,7 @@ where
         .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
         .data_frame_budget(cfg.data_frame_budget);
     // WebSocket over HTTP/2 (RFC 8441) while WebSocket upgrades are passed.
-    if ctx.upgrades.iter().any(|p| p.eq_ignore_ascii_case(super::websocket::WEBSOCKET)) {
+    if crate::websocket::enabled(&ctx.upgrades) {
         builder.enable_connect_protocol();
     }
     let timeouts = ctx.current_epoch().epoch.timeouts;

@@ -31,7 +31,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use monoio::time::timeout;
 
 use super::server::ConnState;
-use super::websocket::WEBSOCKET;
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
@@ -40,6 +39,7 @@ use crate::route;
 use crate::tunnel::TunnelReport;
 use crate::upstream::Upstream;
 use crate::upstream::h2::{Lease, LeaseError};
+use crate::websocket::WEBSOCKET;
 
 /// Header names used on every stream, built at compile time: a lookup by `&str` parses and
 /// validates the name on each call.

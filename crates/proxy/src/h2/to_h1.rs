@@ -23,7 +23,7 @@ use super::websocket;
 use crate::attempt::{AttemptError, Forward as _};
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
-use crate::tunnel::{Tunnel, TunnelEnd};
+use crate::tunnel::TunnelEnd;
 use crate::upstream::{Reuse, Upstream};
 
 fn bad(msg: &'static str) -> AttemptError<Fail> {
@@ -79,12 +79,12 @@ pub(super) async fn attempt(
     let authority = &up.backend.url.authority;
     // An extended CONNECT goes as a WebSocket upgrade, with a key of Fulcrum's own; its stream
     // carries no body until the tunnel.
-    let ws_key = call.upgrade.then(websocket::new_key);
+    let ws_key = call.upgrade.then(crate::websocket::new_key);
     let framing = if call.upgrade { Framing::None } else { request_framing(call) };
     match &ws_key {
         Some(key) => {
             let extra = [("sec-websocket-key", key.as_bytes())];
-            let ws = websocket::WEBSOCKET;
+            let ws = crate::websocket::WEBSOCKET;
             h1::write_h2_upgrade(call.parts, authority, proto, ws, &extra, &mut head);
         }
         None => h1::write_h2_request(call.parts, authority, proto, framing, &mut head),
@@ -179,7 +179,7 @@ pub(super) async fn attempt(
                     let Some(key) = &ws_key else {
                         return Err(bad("protocol switch nobody asked for"));
                     };
-                    if !websocket::switch_is_valid(&res, key) {
+                    if !crate::websocket::switch_is_valid(&res, key) {
                         return Err(bad("invalid WebSocket handshake"));
                     }
                     let head = websocket::client_head(&res)
@@ -197,12 +197,13 @@ pub(super) async fn attempt(
                     let d = call.down.insert(d);
                     let _span = note.phase("tunnel");
                     let ctx = call.ctx;
-                    let tunnel = Tunnel::open(ctx);
+                    let tunnel = ctx.open_tunnel();
                     let (r, buf, w) = (&mut conn.r, &mut conn.buf, &mut conn.w);
                     let up_flow = websocket::up(&tunnel, call.body, w);
                     let down_flow = websocket::down(&tunnel, r, buf, d);
                     let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
-                    let report = tunnel.run(ctx, idle, drain, up_flow, down_flow).await;
+                    let report =
+                        tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
                     if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
                         d.send_reset(h2::Reason::CANCEL);
                     }

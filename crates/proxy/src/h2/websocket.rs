@@ -3,51 +3,19 @@
 //! `Sec-WebSocket-Key` of Fulcrum's own, which HTTP/2 does not carry), the backend's `101` is
 //! checked (`Sec-WebSocket-Accept` must match that key) and answered to the client with `200`,
 //! and the stream's DATA frames and the backend connection's bytes become the two directions
-//! of a tunnel ([`crate::tunnel`]). The frames inside are the client's and the backend's own,
+//! of a tunnel ([`crate::tunnel`]). The handshake itself is [`crate::websocket`]'s, shared
+//! with the native engine. The frames inside are the client's and the backend's own,
 //! passed through unchanged. Runs in the stream's task on the worker's thread.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use fulcrum_http::h1::{BackendResponse, Offered};
+use fulcrum_http::h1::BackendResponse;
 use fulcrum_util::ReadBuf;
 use h2::{RecvStream, SendStream};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
-use sha1::{Digest, Sha1};
 
 use super::stream::send_data;
 use crate::transport::{ConnRead, ConnWrite};
 use crate::tunnel::{Direction, Flow, Tunnel};
-
-/// The one protocol extended CONNECT is translated for.
-pub(super) const WEBSOCKET: &str = "websocket";
-
-/// RFC 6455 1.3: appended to the key before hashing.
-const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 4.1).
-pub(super) fn new_key() -> String {
-    let bytes: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
-    STANDARD.encode(bytes)
-}
-
-/// The `Sec-WebSocket-Accept` a backend must answer `key` with (RFC 6455 4.2.2).
-fn accept_for(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(ACCEPT_GUID);
-    STANDARD.encode(sha.finalize())
-}
-
-/// Whether a backend's `101` completes the WebSocket handshake Fulcrum started with `key`:
-/// it switches to `websocket` and proves it read the key.
-pub(super) fn switch_is_valid(res: &BackendResponse<'_>, key: &str) -> bool {
-    let websocket = [WEBSOCKET.to_owned()];
-    res.switched_to(&websocket, Offered::only(0)).is_some()
-        && res
-            .field("sec-websocket-accept")
-            .is_some_and(|a| a.trim_ascii() == accept_for(key).as_bytes())
-}
 
 /// The `200` for the client: the backend's end-to-end fields (`Sec-WebSocket-Protocol`,
 /// `Sec-WebSocket-Extensions`, ...) without the HTTP/1.1-only `Sec-WebSocket-Accept`.
@@ -110,19 +78,5 @@ pub(super) async fn down(
             Ok(_) => tunnel.touch(),
             Err(_) => return Flow::Broken,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_accept_value_of_rfc_6455() {
-        // RFC 6455 1.3's example.
-        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let key = new_key();
-        assert_eq!(STANDARD.decode(&key).unwrap().len(), 16);
-        assert_ne!(key, new_key());
     }
 }

@@ -14,37 +14,17 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fulcrum_config::Http2Config;
-use fulcrum_h2::conn::{Config, Connection, Limits, Role};
+use fulcrum_h2::conn::{Config, Connection, Role};
 use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_util::ReadBuf;
 
-use super::conn::{H2Conn, OnEvent, drive};
-use super::fields::Fields;
 use crate::ctx::WorkerCtx;
+use crate::h2conn::fields::Fields;
+use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 
 /// How often a client connection checks its deadlines.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Bytes of engine output held before reading stops (a client that does not read).
-const MAX_WRITE_BUFFER: usize = 256 * 1024;
-
-/// The engine's configuration for one side of the proxy, from `[http2]`.
-pub(crate) fn engine_config(cfg: &Http2Config) -> Config {
-    Config {
-        max_concurrent_streams: cfg.max_concurrent_streams,
-        initial_stream_window: cfg.initial_stream_window,
-        initial_connection_window: cfg.initial_connection_window,
-        max_frame_size: cfg.max_frame_size,
-        max_header_list_size: cfg.max_header_list_size,
-        header_table_size: cfg.header_table_size,
-        // A stream's queue must hold what one stream window lets the other side send.
-        max_send_buffer: cfg.max_send_buffer.max(cfg.initial_stream_window as usize),
-        max_write_buffer: MAX_WRITE_BUFFER,
-        limits: Limits { max_resets_per_sec: cfg.max_resets_per_sec, ..Limits::default() },
-    }
-}
 
 /// The read buffer capacity for a connection: a whole frame of the size we advertise fits.
 pub(crate) fn read_capacity(ctx: &WorkerCtx) -> usize {
@@ -131,7 +111,12 @@ pub(crate) async fn serve(
 ) {
     buf.grow_to(read_capacity(&ctx));
     let cfg = ctx.http2;
-    let conn = H2Conn::new(Role::Server, engine_config(&cfg));
+    // WebSocket over HTTP/2 (RFC 8441) while WebSocket upgrades are passed.
+    let config = Config {
+        enable_connect_protocol: crate::websocket::enabled(&ctx.upgrades),
+        ..engine_config(&cfg)
+    };
+    let conn = H2Conn::new(Role::Server, config);
     let state = Rc::new(ConnState {
         client_ip: peer.ip().to_string(),
         info,

@@ -26,16 +26,18 @@ use fulcrum_telemetry::CacheStatus;
 use fulcrum_util::now_ms;
 use monoio::time::timeout;
 
-use super::conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
-use super::fields::Fields;
 use super::server::ConnState;
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::h2conn::fields::Fields;
+use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
 use crate::route;
+use crate::tunnel::TunnelReport;
 use crate::upstream::Upstream;
 use crate::upstream::h2n::LeaseError;
+use crate::websocket::WEBSOCKET;
 
 /// Request bytes kept for a resend on another connection until the response head arrives.
 pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
@@ -162,7 +164,15 @@ pub(crate) async fn serve_stream(
         log.note.set_cache(CacheStatus::Bypass);
     }
     let head_sent = Cell::new(false);
-    let result = {
+    // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only when
+    // the listener enabled it): only `websocket` is translated.
+    let protocol = request.head.pseudo(Pseudo::Protocol);
+    let upgrade = protocol.is_some();
+    let unsupported = protocol.is_some_and(|p| !p.eq_ignore_ascii_case(WEBSOCKET.as_bytes()));
+    let tunnel: Cell<Option<TunnelReport>> = Cell::new(None);
+    let result = if unsupported {
+        Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
+    } else {
         let mut call = Call {
             ctx,
             epoch: &epoch,
@@ -180,6 +190,8 @@ pub(crate) async fn serve_stream(
             }),
             headers_only: end_stream,
             head_sent: &head_sent,
+            upgrade,
+            tunnel: &tunnel,
         };
         // Pinned here so the deadline wraps a reference: the call's future is stored once.
         let run = std::pin::pin!(attempt::forward(ctx, pool, &log.note, &mut call));
@@ -196,6 +208,9 @@ pub(crate) async fn serve_stream(
     };
     if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
         ctx.telemetry.worker().body_too_slow.inc();
+    }
+    if let Some(report) = tunnel.take() {
+        log.note_tunnel(WEBSOCKET, &report);
     }
     let status = match result {
         Ok(()) => log.note.status(),
@@ -336,6 +351,10 @@ pub(crate) struct Call<'a> {
     pub(crate) headers_only: bool,
     /// The response head went to the client.
     pub(crate) head_sent: &'a Cell<bool>,
+    /// An extended CONNECT for WebSocket (RFC 8441): an upgrade for an HTTP/1.1 backend.
+    pub(crate) upgrade: bool,
+    /// The tunnel's report, once an upgraded stream's tunnel has closed.
+    pub(crate) tunnel: &'a Cell<Option<TunnelReport>>,
 }
 
 impl Forward for Call<'_> {
@@ -343,15 +362,20 @@ impl Forward for Call<'_> {
     type Failure = Fail;
 
     fn serves(&self, protocol: BackendProtocol) -> bool {
-        // gRPC goes only to HTTP/2 backends.
+        // gRPC goes only to HTTP/2 backends; WebSocket only to HTTP/1.1 ones (as an upgrade).
+        if self.upgrade {
+            return protocol == BackendProtocol::Http1;
+        }
         !self.grpc || protocol == BackendProtocol::H2c
     }
 
     fn idempotent(&self) -> bool {
-        matches!(
-            self.request.method(),
-            b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-        )
+        // An extended CONNECT goes upstream as a `GET`.
+        self.upgrade
+            || matches!(
+                self.request.method(),
+                b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+            )
     }
 
     fn replayable(&self) -> bool {

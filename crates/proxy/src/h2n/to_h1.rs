@@ -4,8 +4,12 @@
 //! otherwise, then the response head parsed and validated exactly as for an HTTP/1.1 client
 //! ([`h1::parse_backend_response`]) and its body streamed back as DATA under the client's flow
 //! control. A response that breaks the framing rules is a `502` before its head reaches the
-//! client, and a reset stream after: never a cleanly ended response. Uses the backend's
-//! ordinary HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
+//! client, and a reset stream after: never a cleanly ended response. `103 Early Hints` goes on
+//! as an informational HEADERS frame (at most [`MAX_INTERIM`] interim heads); other interim
+//! answers are dropped. An extended CONNECT for WebSocket (RFC 8441) goes as a WebSocket
+//! upgrade, and the backend's valid `101` turns the stream into a tunnel
+//! ([`super::websocket`]); any other `101` is a `502`. Uses the backend's ordinary HTTP/1.1
+//! keep-alive pool. Runs in the stream's task on the worker's thread.
 
 use std::future::poll_fn;
 
@@ -20,12 +24,15 @@ use fulcrum_util::now_ms;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
-use super::conn::Incoming;
-use super::fields::Fields;
 use super::stream::{Call, Fail, response_head_bytes};
 use crate::attempt::{AttemptError, Forward as _};
 use crate::error::{ProxyError, QueueError};
+use crate::h1::MAX_INTERIM;
+use crate::h2conn::Incoming;
+use crate::h2conn::fields::Fields;
+use crate::tunnel::TunnelEnd;
 use crate::upstream::{Reuse, Upstream};
+use crate::websocket::{self, WEBSOCKET};
 
 /// Request body bytes taken from the stream per write to the backend.
 const CHUNK: usize = 64 * 1024;
@@ -51,16 +58,16 @@ fn request_framing(call: &Call<'_>) -> Framing {
     declared.map_or(Framing::Chunked, Framing::Length)
 }
 
-/// The response head for the client: end-to-end fields with lower-case names, the length
-/// when the body has one; `None` when a field cannot be carried over HTTP/2.
-fn response_fields(res: &BackendResponse<'_>) -> Option<Fields> {
+/// The response head for the client: end-to-end fields with lower-case names but those named in
+/// `skip`, the length when the body has one; `None` when a field cannot be carried over HTTP/2.
+fn response_fields(res: &BackendResponse<'_>, skip: &[&[u8]]) -> Option<Fields> {
     let mut fields = Fields::default();
     let mut name = Vec::new();
     for h in res.end_to_end() {
         name.clear();
         name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
         let value = h.value.trim_ascii();
-        if validate::is_connection_specific(&name) {
+        if validate::is_connection_specific(&name) || skip.contains(&name.as_slice()) {
             continue;
         }
         if !validate::is_valid_name(&name) || !validate::is_valid_value(value) {
@@ -100,7 +107,10 @@ pub(super) async fn attempt(
     let mut in_flight = Some(up.stats.begin());
     let _span = note.phase("upstream_exchange");
     let is_head = call.request.method() == b"HEAD";
-    let framing = request_framing(call);
+    // An extended CONNECT goes as a WebSocket upgrade, with a key of Fulcrum's own; its stream
+    // carries no body until the tunnel.
+    let ws_key = call.upgrade.then(websocket::new_key);
+    let framing = if call.upgrade { Framing::None } else { request_framing(call) };
     let mut head = Vec::with_capacity(512);
     let proto = call.state.info.proto();
     let h = &call.request.head;
@@ -110,14 +120,16 @@ pub(super) async fn attempt(
         authority: h.pseudo(Pseudo::Authority),
     };
     let fields = || call.request.fields().map(|f| (f.name, f.value));
-    h1::write_h2_request_fields(
-        &pseudo,
-        fields,
-        &up.backend.url.authority,
-        proto,
-        framing,
-        &mut head,
-    );
+    let authority = &up.backend.url.authority;
+    match &ws_key {
+        Some(key) => {
+            let extra = [("sec-websocket-key", key.as_bytes())];
+            h1::write_h2_upgrade_fields(
+                &pseudo, fields, authority, proto, WEBSOCKET, &extra, &mut head,
+            );
+        }
+        None => h1::write_h2_request_fields(&pseudo, fields, authority, proto, framing, &mut head),
+    }
 
     // Send the head and the body.
     let started = std::time::Instant::now();
@@ -171,6 +183,7 @@ pub(super) async fn attempt(
     }
 
     // Read the response head: the same parser and rules as for an HTTP/1.1 client.
+    let mut interim = 0;
     let (status, fields, res_framing, keep_alive) = loop {
         if !conn.buf.is_empty() {
             let mut storage = header_storage();
@@ -182,15 +195,63 @@ pub(super) async fn attempt(
             );
             match parsed {
                 Ok(Some(ResponseStart::Interim(res))) => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(bad("too many interim responses"));
+                    }
+                    // 103 Early Hints goes on as an informational HEADERS frame.
+                    if res.status == 103 {
+                        let fields = response_fields(&res, &[])
+                            .ok_or_else(|| bad("malformed response head"))?;
+                        note.sent(response_head_bytes(&fields));
+                        call.conn
+                            .send_response(call.id, 103, fields.iter(), false)
+                            .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    }
                     conn.buf.consume(res.head_len);
                     continue;
                 }
-                Ok(Some(ResponseStart::Switching(_))) => {
-                    return Err(bad("protocol switch nobody asked for"));
+                Ok(Some(ResponseStart::Switching(res))) => {
+                    let Some(key) = &ws_key else {
+                        return Err(bad("protocol switch nobody asked for"));
+                    };
+                    if !websocket::switch_is_valid(&res, key) {
+                        return Err(bad("invalid WebSocket handshake"));
+                    }
+                    // The `200` for the client: the backend's end-to-end fields without the
+                    // HTTP/1.1-only `Sec-WebSocket-Accept`.
+                    let fields = response_fields(&res, &[b"sec-websocket-accept"])
+                        .ok_or_else(|| bad("malformed response head"))?;
+                    conn.buf.consume(res.head_len);
+                    let elapsed = started.elapsed();
+                    up.stats.record_response_time(now_ms(), elapsed);
+                    note.response(200, elapsed);
+                    note.sent(response_head_bytes(&fields));
+                    let (client, id) = (call.conn, call.id);
+                    client
+                        .send_response(id, 200, fields.iter(), false)
+                        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    call.head_sent.set(true);
+                    let _span = note.phase("tunnel");
+                    let ctx = call.ctx;
+                    let tunnel = ctx.open_tunnel();
+                    let up_flow = super::websocket::up(&tunnel, client, id, &mut conn.w);
+                    let down_flow =
+                        super::websocket::down(&tunnel, &mut conn.r, &mut conn.buf, client, id);
+                    let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
+                    let report =
+                        tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
+                    if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
+                        client.reset(id, fulcrum_h2::ErrorCode::CANCEL);
+                    }
+                    call.tunnel.set(Some(report));
+                    // Counted in flight until here; the connection is never pooled.
+                    drop(in_flight);
+                    return Ok(());
                 }
                 Ok(Some(ResponseStart::Final(res))) => {
                     let fields =
-                        response_fields(&res).ok_or_else(|| bad("malformed response head"))?;
+                        response_fields(&res, &[]).ok_or_else(|| bad("malformed response head"))?;
                     let (status, framing, keep_alive, len) =
                         (res.status, res.framing, res.keep_alive, res.head_len);
                     conn.buf.consume(len);
@@ -203,7 +264,8 @@ pub(super) async fn attempt(
         }
         match timeout(timeouts.upstream_response(), conn.buf.fill(&mut conn.r)).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
-            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() => {
+            // (After an interim head the response has begun: not sent again.)
+            Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
                 return Err(AttemptError::NoResponse { reused: conn.reused });
             }
             Ok(Ok(0) | Err(_)) => return Err(bad("upstream closed before the response")),

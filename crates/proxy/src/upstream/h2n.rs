@@ -22,9 +22,8 @@ use fulcrum_util::{Notify, ReadBuf};
 use monoio::time::timeout;
 
 use super::tls::{UpstreamTls, tcp_connect};
-use crate::h2n::conn::{H2Conn, OnEvent, drive};
-use crate::h2n::fields::Fields;
-use crate::h2n::server::engine_config;
+use crate::h2conn::fields::Fields;
+use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
 use crate::transport;
 
 /// Why a native upstream connection could not be opened.

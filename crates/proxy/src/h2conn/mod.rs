@@ -1,6 +1,8 @@
-//! One native HTTP/2 connection on a worker, either end of the proxy: the engine's state
-//! machine (`fulcrum_h2::conn::Connection`) shared, in an `Rc`, by the connection's driver and
-//! the tasks of its streams. Everything runs on the worker's thread; no `RefCell` borrow is
+//! One native HTTP/2 connection on a worker, either end of the proxy (client connections in
+//! `crate::h2n`, upstream sessions in `crate::upstream::h2n`): the engine's state machine
+//! (`fulcrum_h2::conn::Connection`), configured from `[http2]` ([`engine_config`]), shared, in
+//! an `Rc`, by the connection's driver and the tasks of its streams, and the owned field
+//! sections they exchange ([`fields`]). Everything runs on the worker's thread; no `RefCell` borrow is
 //! held across an await.
 //!
 //! The driver ([`drive`]) is one task with two loops: the reader parses frames in place out of
@@ -30,15 +32,39 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use fulcrum_h2::conn::{Config, Connection, Event, IdHasher, Role, SendError};
+use fulcrum_config::Http2Config;
+use fulcrum_h2::conn::{Config, Connection, Event, IdHasher, Limits, Role, SendError};
 use fulcrum_h2::hpack::{Field, HeaderBlock};
 use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_http::grpc::parse_grpc_status;
 use fulcrum_util::{Notify, ReadBuf};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
-use super::fields::Fields;
+use self::fields::Fields;
 use crate::transport::{ConnRead, ConnWrite};
+
+pub(crate) mod fields;
+
+/// Bytes of engine output held before reading stops (a client that does not read).
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
+
+/// The engine's configuration for one side of the proxy, from `[http2]`.
+pub(crate) fn engine_config(cfg: &Http2Config) -> Config {
+    Config {
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        initial_stream_window: cfg.initial_stream_window,
+        initial_connection_window: cfg.initial_connection_window,
+        max_frame_size: cfg.max_frame_size,
+        max_header_list_size: cfg.max_header_list_size,
+        header_table_size: cfg.header_table_size,
+        // A stream's queue must hold what one stream window lets the other side send.
+        max_send_buffer: cfg.max_send_buffer.max(cfg.initial_stream_window as usize),
+        max_write_buffer: MAX_WRITE_BUFFER,
+        // Set on client connections that pass WebSocket (see `serve`).
+        enable_connect_protocol: false,
+        limits: Limits { max_resets_per_sec: cfg.max_resets_per_sec, ..Limits::default() },
+    }
+}
 
 /// How long a connection whose peer stopped sending may take to flush what is left.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
