@@ -1272,8 +1272,9 @@ suite_grpc() {
     T_PID[direct]=""
     T_DRIVER[direct]="-"
 
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
+    # hyperium h2 (the reference engine; native is the default).
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" "" --http2-engine h2
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" "" --http2-engine h2
     # The same build on its own HTTP/2 engine (fulcrum-h2), both sides of the proxy.
     check_ports_free "$NATIVE_URING_PORT" "$NATIVE_EPOLL_PORT"
     START_AS=native start_fulcrum io_uring "$NATIVE_URING_PORT" h2c wait_ready_grpc "" "" \
@@ -1706,9 +1707,11 @@ suite_tls() {
     local http_targets=("${TARGETS[@]}")
 
     # gRPC over TLS: to the echo backends.
-    start_fulcrum_tls fulcrum-io_uring-grpc "$FULCRUM_BIN" io_uring "$g" h2c "$gbe1" "$gbe2" wait_ready_grpc ""
-    start_fulcrum_tls fulcrum-epoll-grpc "$FULCRUM_BIN" epoll $((g + 1)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
-    # The same build on its own HTTP/2 engine (fulcrum-h2) on both sides.
+    # fulcrum-*-grpc on hyperium h2 (the reference engine), native-*-grpc on fulcrum-h2.
+    start_fulcrum_tls fulcrum-io_uring-grpc "$FULCRUM_BIN" io_uring "$g" h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine h2
+    start_fulcrum_tls fulcrum-epoll-grpc "$FULCRUM_BIN" epoll $((g + 1)) h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine h2
     start_fulcrum_tls native-io_uring-grpc "$FULCRUM_BIN" io_uring $((g + 6)) h2c "$gbe1" "$gbe2" \
         wait_ready_grpc "" --http2-engine native
     start_fulcrum_tls native-epoll-grpc "$FULCRUM_BIN" epoll $((g + 7)) h2c "$gbe1" "$gbe2" \
