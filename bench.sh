@@ -25,7 +25,9 @@ Suites:
                   client connection); light load: GET small body at a fixed 200 and 2000
                   req/s (h2load --rps); then the targets' idle wake-ups per thread. Fulcrum
                   also as routes20-*: 20 routes (host and path matchers) in front of the
-                  route that takes the benchmarked requests, against no routes
+                  route that takes the benchmarked requests, against no routes; then the
+                  h2c workload: h2load GETs over h2c through Fulcrum's native HTTP/2 engine,
+                  HAProxy proto h2 and nginx, to the same backends over h2c
   idle            wake-ups per second of each target's threads while idle (after 1 s of
                   load to fill the pools), from /proc/PID/task/*/schedstat, over --runs
                   windows of 5 s (min / median / max of each target's total)
@@ -44,7 +46,8 @@ Suites:
   tls             TLS termination with one ECDSA P-256 certificate (made with openssl in
                   a temp dir): keep-alive HTTPS GET 100 B and 16 KiB (wrk), full handshakes
                   (openssl s_time -new: a new connection, no resumption, per GET) and gRPC
-                  unary over TLS (h2load, ALPN h2): Fulcrum against nginx and HAProxy with
+                  unary over TLS (h2load, ALPN h2; Fulcrum also on its native HTTP/2
+                  engine, native-*-grpc): Fulcrum against nginx and HAProxy with
                   the same protocols, cipher suites, groups and session tickets
   all             every suite above, one after another, then one combined table
                   (each suite also keeps its own report)
@@ -65,8 +68,8 @@ Options:
                   grpc: the backends, `tonic` (examples/grpc_echo.rs, the default) or
                   `nghttpd` (Debian's nghttp2-server, not Rust: it echoes the call's message
                   back with a `grpc-status: 0` trailer)
-  --workloads L   only these workloads (comma-separated shell patterns: small,16k,post1k,
-                  rate200,rate2000)
+  --workloads L   only these workloads (comma-separated shell patterns, e.g. small,16k,post1k,
+                  rate200,rate2000,h2c for http, grpc for tls); --workload is the same
   --targets L     only these targets besides direct (comma-separated shell patterns:
                   'fulcrum-*,base-*,nginx,haproxy,relay')
   -h, --help      this text
@@ -114,6 +117,10 @@ PORT_BASE=${BENCH_PORT_BASE:-39100}
 FULCRUM_BENCH_TOML=$'[limits]\nmax_requests_per_connection = 0\n'
 BE1_PORT=$((PORT_BASE + 1))
 BE2_PORT=$((PORT_BASE + 2))
+# The same two backends spoken to over h2c (nginx `listen ... http2`), for the http suite's
+# h2c workload.
+BE1_H2C_PORT=$((PORT_BASE + 5))
+BE2_H2C_PORT=$((PORT_BASE + 6))
 FULCRUM_URING_PORT=$((PORT_BASE + 10))
 FULCRUM_EPOLL_PORT=$((PORT_BASE + 11))
 NGINX_PORT=$((PORT_BASE + 12))
@@ -149,7 +156,7 @@ while (($#)); do
         --quick) RUNS=1; DURATION=2; DURATION_SET=1; shift ;;
         --no-build) BUILD=0; shift ;;
         --grpc-backend) GRPC_BACKEND=${2:?--grpc-backend needs a value}; shift 2 ;;
-        --workloads) WORKLOAD_FILTER=${2:?--workloads needs a value}; shift 2 ;;
+        --workloads|--workload) WORKLOAD_FILTER=${2:?$1 needs a value}; shift 2 ;;
         --targets) TARGET_FILTER=${2:?--targets needs a value}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option: $1" ;;
@@ -326,14 +333,15 @@ http {
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
 EOF
-        for srv in "b1 $BE1_PORT" "b2 $BE2_PORT"; do
-            read -r name port <<<"$srv"
+        for srv in "b1 $BE1_PORT $BE1_H2C_PORT" "b2 $BE2_PORT $BE2_H2C_PORT"; do
+            read -r name port h2c_port <<<"$srv"
             # `return` answers without reading the request body; nginx then
             # discards the body (ngx_http_discard_request_body) so the
             # connection stays usable for keep-alive.
             cat <<EOF
     server {
         listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$h2c_port http2 backlog=4096;
         root $dir/www;
         add_header X-Backend $name;
         location = /small { return 200 "ok\n"; }
@@ -631,6 +639,9 @@ declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=() W_RATE=()
 # target), the measuring function (default: measure, i.e. wrk) and the probe run once per
 # target before the warm-up (default: probe; "-" for none).
 declare -A W_TARGETS=() W_MEASURE=() W_PROBE=()
+# Optional, per workload measured with measure_h2load: h2load's request options (default: a
+# gRPC unary call).
+declare -A W_H2LOAD=()
 WORKLOADS=()
 
 # wrk script: optional request setup plus a done() that prints one parseable line.
@@ -799,10 +810,22 @@ targets_of() {
     printf '%s\n' "${ts[@]}"
 }
 
+# only_workload: with --workloads, drops the other workloads of suites that declare theirs
+# without `workload` (tls).
+only_workload() {
+    [[ -n $WORKLOAD_FILTER ]] || return 0
+    local wl kept=()
+    for wl in "${WORKLOADS[@]}"; do
+        ! want "$wl" "$WORKLOAD_FILTER" || kept+=("$wl")
+    done
+    WORKLOADS=("${kept[@]}")
+}
+
 # bench_matrix: warm up each target per workload, then RUNS rounds, each
 # round visiting every target once (interleaved), then print the tables.
 bench_matrix() {
     local wl t r fn pr ts
+    only_workload
     for wl in "${WORKLOADS[@]}"; do
         mapfile -t ts < <(targets_of "$wl")
         fn=${W_MEASURE[$wl]:-measure}
@@ -942,6 +965,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     floor_notes
     light_notes
     routes_notes
+    h2c_workload
     idle_wakeups
 }
 
@@ -1137,6 +1161,184 @@ suite_idle() {
     done
     WORKLOADS=() # nothing recorded: no load tables
     idle_wakeups
+}
+
+# ------------------------------------------------------------ http: h2c --
+# The http suite's h2c workload: an HTTP/2 client (h2load over h2c, H2_CLIENTS connections with
+# CONNECTIONS / H2_CLIENTS streams each) GETs /small through each balancer from the same two
+# nginx backends spoken to over h2c: Fulcrum on its native HTTP/2 engine (native-h2c-*),
+# HAProxy `proto h2` on both sides, and nginx (h2c front, `grpc_pass`, its only HTTP/2 upstream
+# module, to the h2c backends). Its own targets, measured after the HTTP/1.1 workloads.
+
+# wait_ready_h2c NAME PID URL: URL answers 200 over h2c with prior knowledge (bounded, 5 s).
+wait_ready_h2c() {
+    local name=$1 pid=$2 url=$3 i
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [[ $(curl -s --http2-prior-knowledge --max-time 1 -o /dev/null -w '%{http_code}' \
+            "$url" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.1
+    done
+    log "$name: not ready after 5 s ($url)"
+    return 1
+}
+
+h2c_workload() {
+    want h2c "$WORKLOAD_FILTER" || return 0
+    command -v h2load >/dev/null 2>&1 || { log "SKIPPING the h2c workload: no h2load"; return 0; }
+    local wl=h2c nu=$((PORT_BASE + 80)) ne=$((PORT_BASE + 81)) ng=$((PORT_BASE + 82))
+    local hp=$((PORT_BASE + 83)) t r pid dir
+    check_ports_free "$nu" "$ne" "$ng" "$hp"
+    W_PATH[$wl]=/small
+    W_TITLE[$wl]="GET small body (3 B) over h2c to h2c backends, h2load $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
+    W_H2LOAD[$wl]=""
+    local targets=(direct-h2c)
+    T_URL[direct-h2c]="http://127.0.0.1:$BE1_H2C_PORT"
+    T_PID[direct-h2c]=""
+    T_DRIVER[direct-h2c]="-"
+    # The backends' own process is not tracked here: the bench shell stands in for it.
+    if ! wait_ready_h2c backend "$$" "${T_URL[direct-h2c]}/small"; then
+        log "SKIPPING the h2c workload: the backends do not answer over h2c"
+        return 0
+    fi
+    WORKLOADS+=("$wl")
+
+    local before=("${TARGETS[@]}")
+    START_AS=native-h2c start_fulcrum_h2c io_uring "$nu"
+    START_AS=native-h2c start_fulcrum_h2c epoll "$ne"
+
+    dir=$TMP/nginx-h2c
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    http2_max_requests 1000000;
+    keepalive_requests 1000000;
+    upstream h2c_backends {
+        server 127.0.0.1:$BE1_H2C_PORT;
+        server 127.0.0.1:$BE2_H2C_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$ng http2 backlog=4096;
+        location / { grpc_pass grpc://h2c_backends; }
+    }
+}
+EOF
+    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_h2c nginx-h2c "$pid" "http://127.0.0.1:$ng/small"; then
+        register_target nginx-h2c "$pid" "$ng" epoll
+        TARGETS+=(nginx-h2c)
+    else
+        log "SKIPPING nginx-h2c: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
+    fi
+
+    dir=$TMP/haproxy-h2c
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:$hp proto h2
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1_H2C_PORT proto h2
+    server b2 127.0.0.1:$BE2_H2C_PORT proto h2
+EOF
+    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_ready_h2c haproxy-h2c "$pid" "http://127.0.0.1:$hp/small"; then
+        register_target haproxy-h2c "$pid" "$hp" epoll
+        TARGETS+=(haproxy-h2c)
+    else
+        log "SKIPPING haproxy-h2c: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    fi
+
+    # This workload's targets: those started above, measured on their own.
+    targets+=("${TARGETS[@]:${#before[@]}}")
+    W_TARGETS[$wl]="${targets[*]}"
+    TARGETS=("${before[@]}")
+    log "workload $wl: targets ${targets[*]}"
+    for t in "${targets[@]}"; do
+        measure_h2load "$t" "$wl" "$WARMUP"
+    done
+    for ((r = 1; r <= RUNS; r++)); do
+        log "workload $wl: round $r/$RUNS"
+        for t in "${targets[@]}"; do
+            [[ -z ${T_DEAD[$t]:-} ]] || continue
+            measure_h2load "$t" "$wl" "$DURATION" "run$r"
+        done
+    done
+    h2c_notes "${targets[@]}"
+}
+
+# start_fulcrum_h2c DRIVER PORT: Fulcrum (1 worker, native HTTP/2 engine, access log off) on
+# CPU 0 in front of the h2c backends, as target ${START_AS}-DRIVER.
+start_fulcrum_h2c() {
+    local driver=$1 port=$2 name=${START_AS:-fulcrum}-$1
+    [[ -n $FULCRUM_OK ]] || return 0
+    printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
+    taskset -c "$LB_CPU" "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
+        --backend "h2c://127.0.0.1:$BE1_H2C_PORT" --backend "h2c://127.0.0.1:$BE2_H2C_PORT" \
+        --workers 1 --io-driver "$driver" --access-log off --http2-engine native \
+        >"$TMP/$name.stdout" 2>"$TMP/$name.stderr" &
+    local pid=$!
+    PIDS+=("$pid")
+    if ! wait_ready_h2c "$name" "$pid" "http://127.0.0.1:$port/small"; then
+        log "SKIPPING $name: it did not become ready; last stderr lines:"
+        tail -n 10 "$TMP/$name.stderr" >&2 || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 0
+    fi
+    register_target "$name" "$pid" "$port" "file:$TMP/$name.stderr"
+    TARGETS+=("$name")
+}
+
+# h2c_notes TARGET...: CPU per request of Fulcrum and nginx against HAProxy's (Fulcrum's
+# target: at most 0.8).
+h2c_notes() {
+    local t f h cpu hcpu
+    h=$RESULTS/h2c.haproxy-h2c
+    [[ -s $h ]] || return 0
+    hcpu=$(median_of "$h" 4)
+    SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) |\n|---|---|---|---|\n'
+    for t in "$@"; do
+        [[ $t == native-h2c-* || $t == nginx-h2c ]] || continue
+        f=$RESULTS/h2c.$t
+        [[ -s $f ]] || continue
+        cpu=$(median_of "$f" 4)
+        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v hc="$hcpu" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f |", t, c, hc, (hc > 0 ? c / hc : 0) }')
+        SUITE_NOTES+=$'\n'
+    done
+    SUITE_NOTES+=$'\nh2c: h2load counts a request as succeeded on a 2xx answer. nginx has no HTTP/2 proxy module but grpc_pass, which it uses here for plain HTTP/2 requests.\n'
 }
 
 # routes_notes: CPU per request of routes20-* against fulcrum-* (no routes), per workload.
@@ -1348,9 +1550,10 @@ measure_h2load() {
     local reqlog=$TMP/h2load.reqlog streams=$((CONNECTIONS / H2_CLIENTS))
     ((streams > 0)) || streams=1
     rm -f "$reqlog"
+    local request=(-d "$TMP/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers')
+    [[ -z ${W_H2LOAD[$wl]+set} ]] || read -ra request <<<"${W_H2LOAD[$wl]}"
     timed_run "$target" "$out" taskset -c "$GEN_CPU" h2load -t1 -c"$H2_CLIENTS" -m"$streams" \
-        -D "$secs" -d "$TMP/grpc-body" -H 'content-type: application/grpc' -H 'te: trailers' \
-        --log-file="$reqlog" "$url" || return 0
+        -D "$secs" "${request[@]}" --log-file="$reqlog" "$url" || return 0
     { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
     [[ -n $record ]] || return 0
     h2load_record "$target" "$wl" "$out" "$reqlog" "$secs"
@@ -1405,8 +1608,9 @@ suite_grpc() {
     T_PID[direct]=""
     T_DRIVER[direct]="-"
 
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" ""
+    # hyperium h2 (the reference engine; native is the default).
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" h2c wait_ready_grpc "" "" --http2-engine h2
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" h2c wait_ready_grpc "" "" --http2-engine h2
     # The same build on its own HTTP/2 engine (fulcrum-h2), both sides of the proxy.
     check_ports_free "$NATIVE_URING_PORT" "$NATIVE_EPOLL_PORT"
     START_AS=native start_fulcrum io_uring "$NATIVE_URING_PORT" h2c wait_ready_grpc "" "" \
@@ -1550,19 +1754,20 @@ make_tls_cert() {
     export CURL_CA_BUNDLE=$TLS_CERT
 }
 
-# start_fulcrum_tls NAME BIN DRIVER PORT SCHEME BE-A BE-B READY-FN READY-PATH: Fulcrum BIN
-# (1 worker, access log off) on CPU 0 with its TLS listener on PORT, in front of the backends on
-# ports BE-A and BE-B spoken to as SCHEME (http or h2c); a target once READY-FN accepts
-# https://127.0.0.1:PORT/READY-PATH.
+# start_fulcrum_tls NAME BIN DRIVER PORT SCHEME BE-A BE-B READY-FN READY-PATH [FLAGS...]:
+# Fulcrum BIN (1 worker, access log off, and FLAGS) on CPU 0 with its TLS listener on PORT, in
+# front of the backends on ports BE-A and BE-B spoken to as SCHEME (http or h2c); a target once
+# READY-FN accepts https://127.0.0.1:PORT/READY-PATH.
 start_fulcrum_tls() {
     local name=$1 bin=$2 driver=$3 port=$4 scheme=$5 be_a=$6 be_b=$7 ready=$8 path=$9
+    shift 9
     [[ -n $FULCRUM_OK && -x $bin ]] || return 0
     local err=$TMP/$name.stderr
     printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
     taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen 127.0.0.1:0 \
         --tls-listen "127.0.0.1:$port" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY" \
         --backend "$scheme://127.0.0.1:$be_a" --backend "$scheme://127.0.0.1:$be_b" \
-        --workers 1 --io-driver "$driver" --access-log off >"$TMP/$name.stdout" 2>"$err" &
+        --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
     local pid=$!
     PIDS+=("$pid")
     if ! "$ready" "$name" "$pid" "https://127.0.0.1:$port$path"; then
@@ -1756,7 +1961,7 @@ tls_ratios() {
             esac
         done
         for t in "${ts[@]}"; do
-            [[ $t == fulcrum-* || $t == base-* ]] || continue
+            [[ $t == fulcrum-* || $t == native-* || $t == base-* ]] || continue
             f=$RESULTS/$wl.$t
             [[ -s $f ]] || continue
             cpu=$(median_of "$f" 4)
@@ -1809,7 +2014,7 @@ suite_tls() {
     local p=$((PORT_BASE + 40)) g=$((PORT_BASE + 60))
     local gbe1=$((PORT_BASE + 3)) gbe2=$((PORT_BASE + 4))
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$gbe1" "$gbe2" "$p" $((p + 1)) $((p + 2)) \
-        $((p + 3)) "$g" $((g + 1)) $((g + 2)) $((g + 3))
+        $((p + 3)) "$g" $((g + 1)) $((g + 2)) $((g + 3)) $((g + 6)) $((g + 7))
     [[ -z $FULCRUM_BASELINE_BIN ]] || check_ports_free $((p + 4)) $((p + 5)) $((g + 4)) $((g + 5))
     make_tls_cert
     prepare_fulcrum
@@ -1838,8 +2043,15 @@ suite_tls() {
     local http_targets=("${TARGETS[@]}")
 
     # gRPC over TLS: to the echo backends.
-    start_fulcrum_tls fulcrum-io_uring-grpc "$FULCRUM_BIN" io_uring "$g" h2c "$gbe1" "$gbe2" wait_ready_grpc ""
-    start_fulcrum_tls fulcrum-epoll-grpc "$FULCRUM_BIN" epoll $((g + 1)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
+    # fulcrum-*-grpc on hyperium h2 (the reference engine), native-*-grpc on fulcrum-h2.
+    start_fulcrum_tls fulcrum-io_uring-grpc "$FULCRUM_BIN" io_uring "$g" h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine h2
+    start_fulcrum_tls fulcrum-epoll-grpc "$FULCRUM_BIN" epoll $((g + 1)) h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine h2
+    start_fulcrum_tls native-io_uring-grpc "$FULCRUM_BIN" io_uring $((g + 6)) h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine native
+    start_fulcrum_tls native-epoll-grpc "$FULCRUM_BIN" epoll $((g + 7)) h2c "$gbe1" "$gbe2" \
+        wait_ready_grpc "" --http2-engine native
     if [[ -n $base ]]; then
         start_fulcrum_tls base-io_uring-grpc "$base" io_uring $((g + 4)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
         start_fulcrum_tls base-epoll-grpc "$base" epoll $((g + 5)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""

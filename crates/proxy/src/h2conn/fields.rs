@@ -13,6 +13,8 @@ struct Span {
     value_end: u32,
     pseudo: Option<Pseudo>,
     never_indexed: bool,
+    /// The name's static-table index, as the decoder found it (spares the encoder a lookup).
+    static_name: Option<u8>,
 }
 
 /// An owned field block (a request or response head, or trailers), in the order received.
@@ -26,12 +28,24 @@ impl Fields {
     /// A copy of a decoded block.
     pub(crate) fn from_block(block: &HeaderBlock<'_>) -> Fields {
         let mut f = Fields::default();
-        f.buf.reserve(block.list_size());
-        f.spans.reserve(block.len());
-        for field in block {
-            f.push_field(&field);
-        }
+        f.copy_block(block);
         f
+    }
+
+    /// Replaces the fields with a copy of a decoded block, reusing the buffers.
+    pub(crate) fn copy_block(&mut self, block: &HeaderBlock<'_>) {
+        self.buf.clear();
+        self.spans.clear();
+        self.buf.reserve(block.list_size());
+        self.spans.reserve(block.len());
+        for field in block {
+            self.push_field(&field);
+        }
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
     }
 
     /// Appends a field.
@@ -52,13 +66,20 @@ impl Fields {
             value_end,
             pseudo: field.pseudo,
             never_indexed: field.never_indexed,
+            static_name: field.static_name,
         });
     }
 
     fn field(&self, s: &Span) -> Field<'_> {
         let name = &self.buf[s.start as usize..s.name_end as usize];
         let value = &self.buf[s.name_end as usize..s.value_end as usize];
-        Field { name, value, pseudo: s.pseudo, never_indexed: s.never_indexed, static_name: None }
+        Field {
+            name,
+            value,
+            pseudo: s.pseudo,
+            never_indexed: s.never_indexed,
+            static_name: s.static_name,
+        }
     }
 
     /// Every field, pseudo-header fields first (as received).
@@ -123,5 +144,29 @@ mod tests {
         assert_eq!(f.iter().count(), 5);
         let route = RouteFields { fields: &f, grpc: true };
         assert!(route.has("x-a", b"2") && !route.has("x-a", b"3") && route.is_grpc());
+    }
+
+    #[test]
+    fn a_block_copied_into_a_used_head_replaces_it_and_keeps_static_names() {
+        use fulcrum_h2::hpack::{Decoder, Encoder};
+        let mut block = Vec::new();
+        let mut encoder = Encoder::new();
+        encoder.encode(b":method", b"POST", &mut block);
+        encoder.encode(b"content-type", b"application/grpc", &mut block);
+        encoder.encode(b"x-custom", b"1", &mut block);
+        let mut decoder = Decoder::default();
+        let decoded = decoder.decode(&block).unwrap();
+
+        let mut f = Fields::default();
+        f.push(b"x-old", b"gone");
+        f.copy_block(&decoded);
+        let fields: Vec<_> = f.iter().collect();
+        assert_eq!(fields.len(), 3);
+        assert_eq!(f.get(b"x-old"), None);
+        assert_eq!(f.pseudo(Pseudo::Method), Some(&b"POST"[..]));
+        // content-type is static entry 31; x-custom is not in the table.
+        assert_eq!(fields[1].static_name, Some(31));
+        assert_eq!(fields[2].static_name, None);
+        assert_eq!(f.size(), b":methodPOSTcontent-typeapplication/grpcx-custom1".len());
     }
 }

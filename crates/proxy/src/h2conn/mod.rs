@@ -15,6 +15,13 @@
 //! DATA moves from one connection to the other with [`move_data`]: as much as the receiving
 //! stream's send buffer takes, whose credit then returns to the sender, so a slow reader on
 //! one side holds the writer on the other to one window.
+//!
+//! The fast path of a response: an upstream stream whose task called [`H2Conn::relay_to`] has
+//! its head, DATA and trailers written by the upstream reader straight into the client
+//! connection's engine as they are parsed (no copy into the slot, no wake-up of the stream's
+//! task per frame), under the same rule: a DATA frame the client's stream does not take whole
+//! ends the fast path, and the rest goes through the slot and [`move_data`]. The task wakes
+//! for the head and for the end, to keep its records.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -23,12 +30,13 @@ use std::hash::BuildHasherDefault;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fulcrum_config::Http2Config;
 use fulcrum_h2::conn::{Config, Connection, Event, IdHasher, Limits, Role, SendError};
-use fulcrum_h2::hpack::Field;
+use fulcrum_h2::hpack::{Field, HeaderBlock};
 use fulcrum_h2::{ErrorCode, StreamId};
+use fulcrum_http::grpc::parse_grpc_status;
 use fulcrum_util::{Notify, ReadBuf};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
@@ -123,6 +131,142 @@ struct Slot {
     reset: Option<(ErrorCode, bool)>,
     recv_waker: Option<Waker>,
     send_waker: Option<Waker>,
+    /// Client: where the reader relays the response inline, while it can.
+    relay: Option<Relay>,
+}
+
+/// A response relayed by the upstream connection's reader straight to the client's stream,
+/// without waking the stream's task per frame or copying the head, DATA or trailers into the
+/// slot: the fast path of a proxied stream. It stops (the task's [`pump`] takes over from the
+/// slot) as soon as the client's stream does not take a DATA frame whole.
+///
+/// [`pump`]: super::stream::pump
+#[derive(Debug)]
+struct Relay {
+    /// The client connection and its stream.
+    to: Rc<H2Conn>,
+    stream: StreamId,
+    /// Frames are still relayed inline.
+    active: bool,
+    /// The task has seen the relayed head.
+    head_seen: bool,
+    report: Relayed,
+}
+
+/// What the reader relayed inline, for the stream task's records.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Relayed {
+    /// The final response head.
+    pub(crate) head: Option<RelayedHead>,
+    /// DATA bytes relayed.
+    pub(crate) body: u64,
+    /// The trailers: name and value bytes, and their `grpc-status`.
+    pub(crate) trailers: Option<(u64, Option<u32>)>,
+    /// The response ended (END_STREAM went to the client).
+    pub(crate) ended: bool,
+}
+
+/// A response head relayed inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelayedHead {
+    /// `:status`.
+    pub(crate) status: u16,
+    /// `grpc-status` in the head (a trailers-only answer).
+    pub(crate) grpc_status: Option<u32>,
+    /// `:status`, its 3 digits, then names and values, as the access record counts them.
+    pub(crate) bytes: u64,
+    /// When it arrived.
+    pub(crate) at: Instant,
+}
+
+/// A response head as the stream's task gets it.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// Copied into the slot: the task forwards it.
+    Fields(u16, Fields),
+    /// Already relayed to the client by the reader.
+    Relayed(RelayedHead),
+}
+
+/// How an inline relay ended, as the stream's task sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayEnd {
+    /// The whole response went to the client.
+    Done,
+    /// The rest waits in the slot (a frame the client's stream did not take whole, or could
+    /// not take at all), or the stream was reset or its connection lost: the task takes over.
+    Fallback,
+}
+
+impl Relay {
+    /// The head arrived and was relayed before: DATA and trailers may follow inline.
+    fn relaying(&self) -> bool {
+        self.active && self.report.head.is_some()
+    }
+
+    /// Relays a final response head; false (and the relay stops) when the client's stream
+    /// does not take it: the task then forwards it from the slot and meets the same failure.
+    fn head(&mut self, status: u16, fields: &HeaderBlock<'_>, end_stream: bool) -> bool {
+        let regular = fields.iter().filter(|f| f.pseudo.is_none() && f.name.first() != Some(&b':'));
+        let mut bytes = (":status".len() + 3) as u64;
+        let mut grpc_status = None;
+        for f in regular.clone() {
+            bytes += (f.name.len() + f.value.len()) as u64;
+            if f.name == b"grpc-status" && grpc_status.is_none() {
+                grpc_status = Some(parse_grpc_status(f.value));
+            }
+        }
+        if self.to.is_lost()
+            || self.to.send_response(self.stream, status, regular, end_stream).is_err()
+        {
+            self.active = false;
+            return false;
+        }
+        let at = Instant::now();
+        let grpc_status = grpc_status.flatten();
+        self.report.head = Some(RelayedHead { status, grpc_status, bytes, at });
+        self.report.ended = end_stream;
+        true
+    }
+
+    /// Relays a DATA frame: the bytes the client's stream took, and whether it took the whole
+    /// frame (END_STREAM included). When not, the relay stops and the rest goes to the slot.
+    fn data(&mut self, data: &[u8], end_stream: bool) -> (usize, bool) {
+        let sent = if self.to.is_lost() {
+            None
+        } else {
+            self.to.with(|c| c.send_data(self.stream, data, end_stream)).ok()
+        };
+        let taken = sent.map_or(0, |s| s.accepted);
+        self.report.body += taken as u64;
+        let whole = sent.is_some() && taken == data.len();
+        if whole {
+            self.report.ended |= end_stream;
+        } else {
+            self.active = false;
+        }
+        (taken, whole)
+    }
+
+    /// Relays the trailers; false (and the relay stops) when the client's stream does not
+    /// take them.
+    fn trailers(&mut self, fields: &HeaderBlock<'_>) -> bool {
+        if self.to.is_lost() || self.to.send_trailers(self.stream, fields.iter()).is_err() {
+            self.active = false;
+            return false;
+        }
+        let mut bytes = 0;
+        let mut grpc_status = None;
+        for f in fields {
+            bytes += (f.name.len() + f.value.len()) as u64;
+            if f.name == b"grpc-status" && grpc_status.is_none() {
+                grpc_status = Some(parse_grpc_status(f.value));
+            }
+        }
+        self.report.trailers = Some((bytes, grpc_status.flatten()));
+        self.report.ended = true;
+        true
+    }
 }
 
 impl Slot {
@@ -158,7 +302,15 @@ pub(crate) struct H2Conn {
     drained: Signal,
     /// Client: a stream ended, or the peer's settings arrived or changed (stream room).
     pub(crate) room: Notify,
+    /// Server: request heads of finished streams, their buffers kept for the next ones.
+    spare_heads: RefCell<Vec<Fields>>,
 }
+
+/// Most request heads a connection keeps for reuse.
+const SPARE_HEADS: usize = 8;
+
+/// Largest request head (buffer bytes) kept for reuse.
+const SPARE_HEAD_BYTES: usize = 4096;
 
 /// Which side of a [`move_data`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +333,23 @@ impl H2Conn {
             output: Signal::default(),
             drained: Signal::default(),
             room: Notify::default(),
+            spare_heads: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Server: gives back the request head of a finished stream, for the next stream's copy.
+    pub(crate) fn recycle(&self, head: Fields) {
+        let mut spare = self.spare_heads.borrow_mut();
+        if spare.len() < SPARE_HEADS && head.capacity() <= SPARE_HEAD_BYTES {
+            spare.push(head);
+        }
+    }
+
+    /// A copy of a request head, in a recycled buffer when there is one.
+    fn copy_head(&self, block: &HeaderBlock<'_>) -> Fields {
+        let mut head = self.spare_heads.borrow_mut().pop().unwrap_or_default();
+        head.copy_block(block);
+        head
     }
 
     /// Runs `f` on the engine, then wakes the writer.
@@ -355,14 +523,21 @@ impl H2Conn {
         &self,
         stream: StreamId,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(u16, Fields), Incoming>> {
+    ) -> Poll<Result<Head, Incoming>> {
         let mut s = self.state.borrow_mut();
         let lost = s.lost;
         let Some(slot) = s.slots.get_mut(&stream.get()) else {
             return Poll::Ready(Err(Incoming::Lost));
         };
-        if let Some(head) = slot.head.take() {
-            return Poll::Ready(Ok(head));
+        if let Some((status, fields)) = slot.head.take() {
+            return Poll::Ready(Ok(Head::Fields(status, fields)));
+        }
+        if let Some(relay) = &mut slot.relay
+            && !relay.head_seen
+            && let Some(head) = relay.report.head
+        {
+            relay.head_seen = true;
+            return Poll::Ready(Ok(Head::Relayed(head)));
         }
         if let Some((code, remote)) = slot.reset {
             return Poll::Ready(Err(Incoming::Reset(code, remote)));
@@ -372,6 +547,53 @@ impl H2Conn {
         }
         slot.recv_waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// Client: relays `stream`'s response to stream `to_stream` of `to` from the reader, frame
+    /// by frame as it arrives (see [`Relay`]).
+    pub(crate) fn relay_to(&self, stream: StreamId, to: &Rc<H2Conn>, to_stream: StreamId) {
+        if let Some(slot) = self.state.borrow_mut().slots.get_mut(&stream.get()) {
+            slot.relay = Some(Relay {
+                to: to.clone(),
+                stream: to_stream,
+                active: true,
+                head_seen: false,
+                report: Relayed::default(),
+            });
+        }
+    }
+
+    /// Client: resolves when the inline relay of `stream` (after its head) is over, and says
+    /// how; [`H2Conn::take_relayed`] then gives what went.
+    pub(crate) fn poll_relay(&self, stream: StreamId, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        let mut s = self.state.borrow_mut();
+        let lost = s.lost;
+        let Some(slot) = s.slots.get_mut(&stream.get()) else {
+            return Poll::Ready(RelayEnd::Fallback);
+        };
+        let Some(relay) = &slot.relay else { return Poll::Ready(RelayEnd::Fallback) };
+        if relay.report.ended {
+            return Poll::Ready(RelayEnd::Done);
+        }
+        if !relay.active || slot.reset.is_some() || lost {
+            return Poll::Ready(RelayEnd::Fallback);
+        }
+        slot.recv_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Client: what the reader relayed of `stream` since the last call (the body bytes and
+    /// trailers are reported once), and stops relaying inline.
+    pub(crate) fn take_relayed(&self, stream: StreamId) -> Relayed {
+        let mut s = self.state.borrow_mut();
+        let Some(relay) = s.slots.get_mut(&stream.get()).and_then(|s| s.relay.as_mut()) else {
+            return Relayed::default();
+        };
+        relay.active = false;
+        let report = relay.report;
+        relay.report.body = 0;
+        relay.report.trailers = None;
+        report
     }
 
     /// Resolves when `stream` is reset or its connection lost (a destination watched while
@@ -517,7 +739,7 @@ pub(crate) trait OnEvent {
 enum Action {
     None,
     Request(StreamId, Fields, bool),
-    /// DATA for a stream whose task is gone: its credit goes back at once.
+    /// DATA relayed inline, or for a stream whose task is gone: its credit goes back at once.
     Release(StreamId, usize),
     Pong,
 }
@@ -539,14 +761,20 @@ impl H2Conn {
             let action = match r.event {
                 None => Action::None,
                 Some(Event::Request { stream, fields, end_stream, .. }) => {
-                    Action::Request(stream, Fields::from_block(&fields), end_stream)
+                    Action::Request(stream, self.copy_head(&fields), end_stream)
                 }
                 Some(Event::Response { stream, status, fields, end_stream }) => {
                     // Informational heads are not forwarded.
                     if let Some(slot) = slots.get_mut(&stream.get())
                         && status >= 200
                     {
-                        slot.head = Some((status, Fields::from_block(&fields)));
+                        let relayed = slot
+                            .relay
+                            .as_mut()
+                            .is_some_and(|r| r.active && r.head(status, &fields, end_stream));
+                        if !relayed {
+                            slot.head = Some((status, Fields::from_block(&fields)));
+                        }
                         slot.ended |= end_stream;
                         slot.wake();
                     }
@@ -555,7 +783,14 @@ impl H2Conn {
                 }
                 Some(Event::Trailers { stream, fields }) => {
                     if let Some(slot) = slots.get_mut(&stream.get()) {
-                        slot.trailers = Some(Fields::from_block(&fields));
+                        let idle = slot.data.is_empty();
+                        let relayed = slot
+                            .relay
+                            .as_mut()
+                            .is_some_and(|r| r.relaying() && idle && r.trailers(&fields));
+                        if !relayed {
+                            slot.trailers = Some(Fields::from_block(&fields));
+                        }
                         slot.ended = true;
                         slot.wake();
                     }
@@ -566,10 +801,22 @@ impl H2Conn {
                     room |= end_stream;
                     match slots.get_mut(&stream.get()) {
                         Some(slot) => {
-                            slot.data.extend(data);
+                            let idle = slot.data.is_empty();
+                            let (taken, whole) = match &mut slot.relay {
+                                Some(r) if r.relaying() && idle => r.data(data, end_stream),
+                                _ => (0, false),
+                            };
+                            if !whole {
+                                slot.data.extend(&data[taken..]);
+                            }
                             slot.ended |= end_stream;
-                            slot.wake();
-                            Action::None
+                            // A frame relayed whole that does not end the response is no news
+                            // for the task.
+                            if !whole || end_stream {
+                                slot.wake();
+                            }
+                            // The client's stream holds what it took: credit goes back now.
+                            Action::Release(stream, taken)
                         }
                         None => Action::Release(stream, data.len()),
                     }
@@ -594,6 +841,7 @@ impl H2Conn {
                     H2Conn::attach(slots, stream, end);
                     on.request(self, conn, stream, head, end);
                 }
+                Action::Release(_, 0) => {}
                 Action::Release(stream, n) => conn.release(stream, n),
                 Action::Pong => on.pong(),
             }

@@ -32,7 +32,7 @@ use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, Incoming, PumpError, is_refusal, move_data};
+use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
 use crate::route;
 use crate::tunnel::TunnelReport;
 use crate::upstream::Upstream;
@@ -112,14 +112,19 @@ impl Request {
         let scheme = h.pseudo(Pseudo::Scheme).unwrap_or(b"http");
         let authority = h.pseudo(Pseudo::Authority).unwrap_or(backend_authority.as_bytes());
         let pseudo = [
-            Some(Field::new(b":method", self.method())),
-            Some(Field::new(b":scheme", scheme)),
-            Some(Field::new(b":authority", authority)),
-            h.pseudo(Pseudo::Path).map(|p| Field::new(b":path", p)),
+            Some(pseudo_field(Pseudo::Method, 2, self.method())),
+            Some(pseudo_field(Pseudo::Scheme, 6, scheme)),
+            Some(pseudo_field(Pseudo::Authority, 1, authority)),
+            h.pseudo(Pseudo::Path).map(|p| pseudo_field(Pseudo::Path, 4, p)),
             h.pseudo(Pseudo::Protocol).map(|p| Field::new(b":protocol", p)),
         ];
         pseudo.into_iter().flatten().chain(self.fields())
     }
+}
+
+/// Pseudo-header field `p` with `value`, its name at `index` in HPACK's static table.
+fn pseudo_field(p: Pseudo, index: u8, value: &[u8]) -> Field<'_> {
+    Field { name: p.name(), value, pseudo: Some(p), never_indexed: false, static_name: Some(index) }
 }
 
 /// Serves one client stream to its end, and logs it: one access record, the metrics, the
@@ -213,6 +218,7 @@ pub(crate) async fn serve_stream(
     };
     let target = pool.target(ctx.index, routed.route, log.note.backend());
     ctx.telemetry.finish(log, target, status);
+    conn.recycle(request.head);
 }
 
 /// The size of a response head as the access record counts it (`:status` and its 3 digits,
@@ -332,7 +338,7 @@ pub(crate) struct Call<'a> {
     pub(crate) ctx: &'a WorkerCtx,
     pub(crate) epoch: &'a WorkerEpoch,
     /// The client connection and the stream on it.
-    pub(crate) conn: &'a H2Conn,
+    pub(crate) conn: &'a Rc<H2Conn>,
     pub(crate) id: StreamId,
     pub(crate) state: &'a ConnState,
     grpc: bool,
@@ -427,6 +433,7 @@ impl Call<'_> {
             return Err(AttemptError::Refused);
         };
         let _upstream = Attached(session, up_id);
+        session.relay_to(up_id, self.conn, self.id);
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = Cell::new(Some(up.stats.begin()));
         let _span = self.note.phase("upstream_exchange");
@@ -496,26 +503,63 @@ impl Call<'_> {
                     return Err(AttemptError::Fail(Fail::ClientGone));
                 }
             };
-            let (status, fields) = head.map_err(head_failed)?;
+            let head = head.map_err(head_failed)?;
             replay.borrow_mut().stop();
-            let elapsed = started.elapsed();
+            let (status, at, grpc_status, bytes) = match &head {
+                Head::Fields(status, fields) => (
+                    *status,
+                    Instant::now(),
+                    // A trailers-only response carries its grpc-status in the head.
+                    fields.get(b"grpc-status").and_then(parse_grpc_status),
+                    response_head_bytes(fields),
+                ),
+                Head::Relayed(h) => (h.status, h.at, h.grpc_status, h.bytes),
+            };
+            let elapsed = at.saturating_duration_since(started);
             up.stats.record_response_time(now_ms(), elapsed);
             note.response(status, elapsed);
             let _respond = note.phase("respond");
-            // A trailers-only response carries its grpc-status in the head.
-            if let Some(code) = fields.get(b"grpc-status").and_then(parse_grpc_status) {
+            if let Some(code) = grpc_status {
                 note.set_grpc_status(code);
             }
-            note.sent(response_head_bytes(&fields));
-            let eos = session.is_ended_now(up_id);
-            if eos {
-                in_flight.take();
-            }
-            conn.send_response(id, status, fields.regular(), eos)
-                .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
-            head_sent.set(true);
-            if eos {
-                return Ok(());
+            note.sent(bytes);
+            match head {
+                Head::Fields(status, fields) => {
+                    let eos = session.is_ended_now(up_id);
+                    if eos {
+                        in_flight.take();
+                    }
+                    conn.send_response(id, status, fields.regular(), eos)
+                        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    head_sent.set(true);
+                    if eos {
+                        return Ok(());
+                    }
+                }
+                // The upstream reader relays the response as it comes: wait for its end.
+                Head::Relayed(_) => {
+                    head_sent.set(true);
+                    let end = monoio::select! {
+                        biased;
+                        end = poll_fn(|cx| session.poll_relay(up_id, cx)) => end,
+                        _ = poll_fn(|cx| conn.poll_reset(id, cx)) => {
+                            return Err(AttemptError::Fail(Fail::ClientGone));
+                        }
+                    };
+                    let relayed = session.take_relayed(up_id);
+                    note.sent(relayed.body);
+                    if let Some((bytes, code)) = relayed.trailers {
+                        note.sent(bytes);
+                        if let Some(code) = code {
+                            note.set_grpc_status(code);
+                        }
+                    }
+                    if end == RelayEnd::Done {
+                        in_flight.take();
+                        return Ok(());
+                    }
+                    // The rest waits in the slot.
+                }
             }
             let mut tap = |c: &[u8]| note.sent(c.len() as u64);
             let mut on_trailers = |t: &Fields| {
