@@ -2146,11 +2146,11 @@ measure_ws() {
     [[ -n $record ]] || return 0
     local line
     line=$(grep '^BENCH ' "$out") || die "no summary line in ws_load output for $target/$wl"
-    awk -v ticks=$((T1 - T0)) -v hz="$CLK_TCK" -v haspid="${pid:+1}" '
+    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" '
         {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
-            cpu = (haspid && v["requests"] > 0) ? ticks / hz * 1e6 / v["requests"] : "-"
+            cpu = (haspid && v["requests"] > 0) ? ns / 1000 / v["requests"] : "-"
             printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", rps, v["p50_us"] / 1000, v["p99_us"] / 1000,
                 (cpu == "-" ? "-" : sprintf("%.2f", cpu)),
                 v["connect"], v["read"], v["write"], v["status"], v["timeout"], v["requests"]
