@@ -379,6 +379,46 @@ register_target() {
 }
 
 # write_nginx_proxy_conf DIR PORT [HTTP_LINES [LOCATION_LINES [LISTEN_OPTS]]]: DIR/nginx.conf for
+# write_nginx_grpc_conf DIR PORT LISTEN-FLAGS BE1 BE2 [HTTP-LINES]: DIR/nginx.conf for nginx as
+# an HTTP/2 proxy (one worker, `grpc_pass`, its only HTTP/2 upstream module) on PORT with
+# LISTEN-FLAGS (`http2`, or `ssl http2` with the TLS settings in HTTP-LINES), in front of the
+# h2c backends on ports BE1 and BE2 over kept-alive connections. Used by the grpc and tls
+# suites and the http suite's h2c workload.
+write_nginx_grpc_conf() {
+    local dir=$1 port=$2 flags=$3 be1=$4 be2=$5 extra=${6:-}
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    http2_max_requests 1000000;
+    keepalive_requests 1000000;
+$extra
+    upstream grpc_backends {
+        server 127.0.0.1:$be1;
+        server 127.0.0.1:$be2;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port $flags backlog=4096;
+        location / { grpc_pass grpc://grpc_backends; }
+    }
+}
+EOF
+}
+
 # nginx as the HTTP/1.1 proxy of the http, cache and tls suites: one worker listening on PORT,
 # keep-alive on both sides, round robin over both backends. HTTP_LINES are added to the http
 # block and LOCATION_LINES to `location /` (each line indented and ending in `;`, or empty);
@@ -1208,36 +1248,7 @@ h2c_workload() {
     START_AS=native-h2c start_fulcrum_h2c epoll "$ne"
 
     dir=$TMP/nginx-h2c
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    http2_max_requests 1000000;
-    keepalive_requests 1000000;
-    upstream h2c_backends {
-        server 127.0.0.1:$BE1_H2C_PORT;
-        server 127.0.0.1:$BE2_H2C_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$ng http2 backlog=4096;
-        location / { grpc_pass grpc://h2c_backends; }
-    }
-}
-EOF
+    write_nginx_grpc_conf "$dir" "$ng" http2 "$BE1_H2C_PORT" "$BE2_H2C_PORT"
     taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -1620,36 +1631,7 @@ suite_grpc() {
     start_baseline h2c wait_ready_grpc ""
 
     local dir=$TMP/nginx-grpc
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    http2_max_requests 1000000;
-    keepalive_requests 1000000;
-    upstream grpc_backends {
-        server 127.0.0.1:$BE1_PORT;
-        server 127.0.0.1:$BE2_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT http2 backlog=4096;
-        location / { grpc_pass grpc://grpc_backends; }
-    }
-}
-EOF
+    write_nginx_grpc_conf "$dir" "$NGINX_PORT" http2 "$BE1_PORT" "$BE2_PORT"
     taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -2057,37 +2039,7 @@ suite_tls() {
         start_fulcrum_tls base-epoll-grpc "$base" epoll $((g + 5)) h2c "$gbe1" "$gbe2" wait_ready_grpc ""
     fi
     d=$TMP/nginx-tls-grpc
-    mkdir -p "$d/tmp"
-    cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    client_body_temp_path $d/tmp/body;
-    proxy_temp_path $d/tmp/proxy;
-    fastcgi_temp_path $d/tmp/fastcgi;
-    uwsgi_temp_path $d/tmp/uwsgi;
-    scgi_temp_path $d/tmp/scgi;
-    http2_max_requests 1000000;
-    keepalive_requests 1000000;
-$(nginx_tls_lines)
-    upstream grpc_backends {
-        server 127.0.0.1:$gbe1;
-        server 127.0.0.1:$gbe2;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$((g + 2)) ssl http2 backlog=4096;
-        location / { grpc_pass grpc://grpc_backends; }
-    }
-}
-EOF
+    write_nginx_grpc_conf "$d" $((g + 2)) "ssl http2" "$gbe1" "$gbe2" "$(nginx_tls_lines)"
     start_tls_peer nginx-grpc $((g + 2)) wait_ready_grpc "" "$d/stdout.log" \
         nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
     d=$TMP/haproxy-tls-grpc
