@@ -476,6 +476,35 @@ start_nginx_proxy() {
     TARGETS+=(nginx)
 }
 
+# write_haproxy_h2_conf DIR PORT BE1 BE2: DIR/haproxy.cfg for HAProxy as an HTTP/2 proxy
+# (`proto h2` on both sides, one thread, round robin) on PORT in front of the h2c backends on
+# ports BE1 and BE2. Used by the grpc suite and the http suite's h2c workload.
+write_haproxy_h2_conf() {
+    local dir=$1 port=$2 be1=$3 be2=$4
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend fe
+    bind 127.0.0.1:$port proto h2
+    default_backend be
+
+backend be
+    balance roundrobin
+    server b1 127.0.0.1:$be1 proto h2
+    server b2 127.0.0.1:$be2 proto h2
+EOF
+}
+
 start_haproxy() {
     want haproxy "$TARGET_FILTER" || return 0
     local dir=$TMP/haproxy
@@ -1260,28 +1289,7 @@ h2c_workload() {
     fi
 
     dir=$TMP/haproxy-h2c
-    mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-
-frontend fe
-    bind 127.0.0.1:$hp proto h2
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_H2C_PORT proto h2
-    server b2 127.0.0.1:$BE2_H2C_PORT proto h2
-EOF
+    write_haproxy_h2_conf "$dir" "$hp" "$BE1_H2C_PORT" "$BE2_H2C_PORT"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -1643,28 +1651,7 @@ suite_grpc() {
     fi
 
     dir=$TMP/haproxy-grpc
-    mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT proto h2
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT proto h2
-    server b2 127.0.0.1:$BE2_PORT proto h2
-EOF
+    write_haproxy_h2_conf "$dir" "$HAPROXY_PORT" "$BE1_PORT" "$BE2_PORT"
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     pid=$!
