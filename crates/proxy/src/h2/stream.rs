@@ -37,8 +37,8 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::tunnel::TunnelReport;
-use crate::upstream::Upstream;
 use crate::upstream::h2::{Lease, LeaseError};
+use crate::upstream::{Reuse, Upstream};
 use crate::websocket::WEBSOCKET;
 
 /// Header names used on every stream, built at compile time: a lookup by `&str` parses and
@@ -348,13 +348,13 @@ impl Forward for Call<'_> {
         &mut self,
         index: usize,
         up: &Upstream,
-        fresh: bool,
+        reuse: Reuse,
     ) -> Result<(), AttemptError<Fail>> {
         match up.backend.url.protocol {
             BackendProtocol::H2c => self.attempt_h2(index, up).await,
             // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)
             // never run; inline it would be copied with every stream task.
-            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, fresh)).await,
+            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, reuse)).await,
         }
     }
 }

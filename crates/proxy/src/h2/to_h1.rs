@@ -48,16 +48,15 @@ fn request_framing(call: &Call<'_>) -> Framing {
     declared.map_or(Framing::Chunked, Framing::Length)
 }
 
-/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the pinned epoch), on a new
-/// connection when `fresh`.
+/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the pinned epoch), on the
+/// connection `reuse` allows.
 pub(super) async fn attempt(
     call: &mut Call<'_>,
     index: usize,
     up: &Upstream,
-    fresh: bool,
+    reuse: Reuse,
 ) -> Result<(), AttemptError<Fail>> {
     let timeouts = call.epoch.epoch.timeouts;
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {

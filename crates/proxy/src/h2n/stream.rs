@@ -35,8 +35,8 @@ use crate::h2conn::fields::Fields;
 use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
 use crate::route;
 use crate::tunnel::TunnelReport;
-use crate::upstream::Upstream;
 use crate::upstream::h2n::LeaseError;
+use crate::upstream::{Reuse, Upstream};
 use crate::websocket::WEBSOCKET;
 
 /// Request bytes kept for a resend on another connection until the response head arrives.
@@ -386,12 +386,12 @@ impl Forward for Call<'_> {
         &mut self,
         index: usize,
         up: &Upstream,
-        fresh: bool,
+        reuse: Reuse,
     ) -> Result<(), AttemptError<Fail>> {
         match up.backend.url.protocol {
             BackendProtocol::H2c => self.attempt_h2(index, up).await,
             // Boxed: the HTTP/1.1 translation is a large future that gRPC calls never run.
-            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, fresh)).await,
+            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, reuse)).await,
         }
     }
 }

@@ -81,16 +81,15 @@ fn response_fields(res: &BackendResponse<'_>, skip: &[&[u8]]) -> Option<Fields> 
     Some(fields)
 }
 
-/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the routed pool), on a new
-/// connection when `fresh`.
+/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the routed pool), on the
+/// connection `reuse` allows.
 pub(super) async fn attempt(
     call: &mut Call<'_>,
     index: usize,
     up: &Upstream,
-    fresh: bool,
+    reuse: Reuse,
 ) -> Result<(), AttemptError<Fail>> {
     let timeouts = call.epoch.epoch.timeouts;
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {
