@@ -172,7 +172,7 @@ done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
-# Peer configurations shared with the scripts under benches/ (write_haproxy_h2_conf).
+# Peer configurations shared with the scripts under benches/ (write_haproxy_conf, write_haproxy_h2_conf).
 # shellcheck source-path=SCRIPTDIR source=benches/peer_conf.sh
 source "$ROOT/benches/peer_conf.sh"
 
@@ -519,29 +519,8 @@ start_haproxy() {
     want haproxy "$TARGET_FILTER" || return 0
     local dir=$TMP/haproxy
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" http "option http-keep-alive;http-reuse always" \
+        "timeout http-keep-alive 60s" "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
@@ -560,26 +539,7 @@ start_relay() {
     want relay "$TARGET_FILTER" || return 0
     local dir=$TMP/relay
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-
-frontend fe
-    bind 127.0.0.1:$RELAY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" tcp "" "" "$RELAY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "relay (haproxy mode tcp) config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
@@ -1708,29 +1668,10 @@ EOF
 # write_haproxy_tls_conf FILE PORT BE-A BE-B [SERVER-OPTS]: HAProxy (1 thread) terminating TLS
 # on PORT, keep-alive on both sides, round robin over the backends on BE-A and BE-B.
 write_haproxy_tls_conf() {
-    cat >"$1" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend fe
-    bind 127.0.0.1:$2 ssl crt $TLS_PEM alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers $TLS12_CIPHERS ciphersuites $TLS13_SUITES curves $TLS_GROUPS prefer-client-ciphers
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$3${5:+ $5}
-    server b2 127.0.0.1:$4${5:+ $5}
-EOF
+    write_haproxy_conf "$1" http "option http-keep-alive;http-reuse always" \
+        "timeout http-keep-alive 60s" "$2" \
+        " ssl crt $TLS_PEM alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers $TLS12_CIPHERS ciphersuites $TLS13_SUITES curves $TLS_GROUPS prefer-client-ciphers" \
+        "$3" "$4" "${5:+ $5}"
     haproxy -c -q -f "$1" || die "haproxy config check failed ($1)"
 }
 
@@ -2048,28 +1989,8 @@ suite_ws() {
 
     dir=$TMP/haproxy-ws
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" http "option http-keep-alive" "timeout tunnel 1h" \
+        "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     start_haproxy_peer haproxy "$HAPROXY_PORT" wait_ready_ws "ws://127.0.0.1:$HAPROXY_PORT/" "$dir"
 
