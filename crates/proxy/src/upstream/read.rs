@@ -186,3 +186,90 @@ impl<F: Future<Output = Armed>> ArmSlot for Slot<F> {
         Poll::Ready(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use monoio::io::AsyncWriteRentExt;
+    use monoio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::transport::split_tcp;
+
+    /// Runs `test` on a runtime of each io driver.
+    fn on_each_driver<F: Future<Output = ()>>(test: impl Fn() -> F) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("epoll runtime")
+            .block_on(test());
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("io_uring runtime (the integration suite needs it too)")
+            .block_on(test());
+    }
+
+    /// A connected pair on loopback: the proxy's reading half of one end, and the other end
+    /// (the backend).
+    async fn pair() -> (UpstreamRead, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connected, accepted) = monoio::join!(TcpStream::connect(addr), listener.accept());
+        let (r, _w) = split_tcp(connected.unwrap());
+        // The writing half may go: a read half keeps the socket open.
+        (UpstreamRead::new(r), accepted.unwrap().0)
+    }
+
+    fn slot_address(r: &UpstreamRead) -> *const u8 {
+        let slot: &dyn ArmSlot = &**r.slot.as_ref().expect("a slot");
+        slot as *const dyn ArmSlot as *const u8
+    }
+
+    #[test]
+    fn the_armed_read_receives_the_response_and_its_slot_is_reused() {
+        on_each_driver(|| async {
+            let (r, mut backend) = pair().await;
+            let mut buf = ReadBuf::with_capacity(64);
+            let mut r = r.arm(buf.take()).expect("nothing was sent: still open");
+            let first = slot_address(&r);
+            for answer in [&b"one"[..], b"two"] {
+                backend.write_all(answer.to_vec()).await.0.unwrap();
+                assert_eq!(r.fill(&mut buf).await.unwrap(), answer.len());
+                assert_eq!(buf.data(), answer);
+                buf.consume(answer.len());
+                r = r.arm(buf.take()).expect("still open");
+                assert_eq!(slot_address(&r), first, "the slot is reused, not allocated again");
+            }
+        });
+    }
+
+    #[test]
+    fn a_close_while_armed_is_seen_without_a_read() {
+        on_each_driver(|| async {
+            let (r, backend) = pair().await;
+            let mut r = Some(r.arm(ReadBuf::with_capacity(64)).expect("still open"));
+            drop(backend);
+            // Readiness check: the runtime learns of the close on its next turns.
+            for _ in 0..2000 {
+                match r.take().and_then(UpstreamRead::still_open) {
+                    Some(open) => r = Some(open),
+                    None => break,
+                }
+                monoio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(r.is_none(), "the close was not seen within 2 s");
+        });
+    }
+
+    #[test]
+    fn reads_while_armed_fail_instead_of_reading_around_it() {
+        on_each_driver(|| async {
+            let (r, _backend) = pair().await;
+            let mut r = r.arm(ReadBuf::with_capacity(64)).expect("still open");
+            let (result, _) = r.read(vec![0u8; 16]).await;
+            assert!(result.is_err());
+        });
+    }
+}
