@@ -24,6 +24,7 @@ mod error;
 mod exchange;
 mod h1;
 mod h2;
+mod h2call;
 mod h2conn;
 mod h2n;
 mod metrics;

@@ -22,6 +22,7 @@ use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Notify, Rewind};
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 
+use super::LeaseError;
 use super::tls::{UpstreamTls, tcp_connect};
 
 /// Why an upstream HTTP/2 connection could not be opened.
@@ -97,17 +98,6 @@ impl Drop for Lease {
     }
 }
 
-/// How getting a stream slot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// A new connection could not be opened (counts against passive health).
-    #[error(transparent)]
-    Connect(H2Error),
-    /// The backend was removed from the configuration.
-    #[error("backend retired")]
-    Retired,
-}
-
 /// The h2 sessions of one worker to one backend.
 #[derive(Debug, Default)]
 pub struct SessionPool {
@@ -125,7 +115,7 @@ impl SessionPool {
         tls: Option<&UpstreamTls>,
         cfg: &Http2Config,
         connect_timeout: Duration,
-    ) -> Result<Lease, LeaseError> {
+    ) -> Result<Lease, LeaseError<H2Error>> {
         loop {
             if self.retired.get() {
                 return Err(LeaseError::Retired);

@@ -21,6 +21,7 @@ use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Notify, ReadBuf};
 use monoio::time::timeout;
 
+use super::LeaseError;
 use super::tls::{UpstreamTls, tcp_connect};
 use crate::h2conn::fields::Fields;
 use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
@@ -35,17 +36,6 @@ pub enum H2nError {
     /// The backend's SETTINGS did not arrive in time, or the connection closed first.
     #[error("handshake: {0}")]
     Handshake(&'static str),
-}
-
-/// How getting a stream slot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// A new connection could not be opened (counts against passive health).
-    #[error(transparent)]
-    Connect(H2nError),
-    /// The backend was removed from the configuration.
-    #[error("backend retired")]
-    Retired,
 }
 
 /// One multiplexed upstream connection.
@@ -109,7 +99,7 @@ impl NativePool {
         tls: Option<&UpstreamTls>,
         cfg: &Http2Config,
         connect_timeout: Duration,
-    ) -> Result<Lease, LeaseError> {
+    ) -> Result<Lease, LeaseError<H2nError>> {
         let deadline = Instant::now() + connect_timeout;
         loop {
             if self.retired.get() {

@@ -44,6 +44,18 @@ mod tls;
 pub use read::UpstreamRead;
 pub use tls::{UpstreamTls, tcp_connect};
 
+/// How getting a stream slot on one of a backend's HTTP/2 sessions failed (either engine's:
+/// `E` says why a new session could not be opened).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError<E> {
+    /// A new connection could not be opened (counts against passive health).
+    #[error(transparent)]
+    Connect(E),
+    /// The backend was removed from the configuration.
+    #[error("backend retired")]
+    Retired,
+}
+
 /// At most one "backend connect failed" warning per backend per worker in this time (a backend
 /// that refuses every connect, or fails TLS verification, would otherwise log per request).
 const CONNECT_WARN_EVERY: Duration = Duration::from_secs(10);
@@ -411,7 +423,7 @@ impl Upstream {
         &self,
         cfg: &fulcrum_config::Http2Config,
         connect_timeout: Duration,
-    ) -> Result<h2::Lease, h2::LeaseError> {
+    ) -> Result<h2::Lease, LeaseError<h2::H2Error>> {
         self.h2.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
     }
 
@@ -421,7 +433,7 @@ impl Upstream {
         &self,
         cfg: &fulcrum_config::Http2Config,
         connect_timeout: Duration,
-    ) -> Result<h2n::Lease, h2n::LeaseError> {
+    ) -> Result<h2n::Lease, LeaseError<h2n::H2nError>> {
         self.h2n.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
     }
 
