@@ -8,7 +8,8 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use fulcrum_config::BackendProtocol;
 use fulcrum_http::Synthetic;
@@ -410,6 +411,49 @@ fn finish_failed<S: ClientStream>(
         (false, true) => {
             stream.reset(S::INTERNAL_ERROR);
             relayed
+        }
+    }
+}
+
+/// How many streams of a client connection are running, and since when none has (for the
+/// connection's idle close).
+#[derive(Debug)]
+pub(crate) struct StreamCount {
+    active: Cell<usize>,
+    idle_since: Cell<Instant>,
+}
+
+impl StreamCount {
+    /// No stream yet: idle from now.
+    pub(crate) fn new() -> StreamCount {
+        StreamCount { active: Cell::new(0), idle_since: Cell::new(Instant::now()) }
+    }
+
+    /// Whether no stream has run for `timeout`.
+    pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
+        self.active.get() == 0 && self.idle_since.get().elapsed() >= timeout
+    }
+}
+
+/// A running stream of client connection `T`, counted in its [`StreamCount`] until it drops.
+#[derive(Debug)]
+pub(crate) struct StreamGuard<T: AsRef<StreamCount>>(Rc<T>);
+
+impl<T: AsRef<StreamCount>> StreamGuard<T> {
+    /// Counts a stream of `conn` as running.
+    pub(crate) fn new(conn: &Rc<T>) -> StreamGuard<T> {
+        let s = (**conn).as_ref();
+        s.active.set(s.active.get() + 1);
+        StreamGuard(conn.clone())
+    }
+}
+
+impl<T: AsRef<StreamCount>> Drop for StreamGuard<T> {
+    fn drop(&mut self) {
+        let s = (*self.0).as_ref();
+        s.active.set(s.active.get() - 1);
+        if s.active.get() == 0 {
+            s.idle_since.set(Instant::now());
         }
     }
 }
