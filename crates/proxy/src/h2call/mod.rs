@@ -1,10 +1,13 @@
 //! One HTTP/2 client stream forwarded, written once for both engines (hyperium `h2` and
 //! Fulcrum's own): a stream's life from its routing to its access record ([`serve`]), the call
 //! the attempt loop forwards ([`Call`] and its [`Forward`] impl), the answer to a failed call
-//! ([`finish_failed`]) and the attempt on an HTTP/1.1 backend ([`to_h1`]). Each engine
-//! implements [`ClientStream`] for its streams: how the request is read, how the response and
-//! failures are sent, the WebSocket tunnel's two directions and the attempt on an HTTP/2
-//! backend. Runs in the stream's task on the worker's thread.
+//! ([`finish_failed`]), the attempt on an HTTP/1.1 backend ([`to_h1`]), the steps every
+//! attempt on an HTTP/2 backend takes ([`Call::lease`], [`wait_head`], [`relay_both`]) and the
+//! count of a client connection's running streams ([`StreamCount`]). Each engine implements
+//! [`ClientStream`] for its streams: how the request is read, how the response and failures
+//! are sent, the WebSocket tunnel's two directions and the rest of the attempt on an HTTP/2
+//! backend. Generic, not `dyn`: each engine gets its own copy of this code, with nothing
+//! dispatched at run time. Runs in the stream's task on the worker's thread.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -46,6 +49,9 @@ impl<C> From<ProxyError> for Fail<C> {
         Fail::Error(e)
     }
 }
+
+/// How one attempt of a call on engine `S` ended.
+pub(crate) type Attempt<S> = Result<(), AttemptError<Fail<<S as ClientStream>::Code>>>;
 
 /// The client's stream no longer takes what is sent on it (reset, or its connection gone).
 #[derive(Debug, Clone, Copy)]
@@ -138,22 +144,23 @@ pub(crate) trait ClientStream: Sized {
     /// Answers a plain HTTP request before any head with the answer's status and body.
     fn answer_http(&mut self, answer: &Synthetic, note: &ExchangeNote);
 
-    /// One attempt on an h2c/h2 backend (backend `index` of the routed pool).
-    async fn attempt_h2(
-        call: &mut Call<'_, Self>,
-        index: usize,
-        up: &Upstream,
-    ) -> Result<(), AttemptError<Fail<Self::Code>>>;
+    /// One attempt on an h2c/h2 backend (backend `index` of the routed pool): a stream on one
+    /// of this worker's sessions to it, leased with [`Call::lease`].
+    async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self>;
 }
 
 /// One call on a pinned epoch: the client's stream, and what the attempt loop needs to know
 /// about it.
 pub(crate) struct Call<'a, S> {
+    /// The worker.
     pub(crate) ctx: &'a WorkerCtx,
+    /// The epoch pinned for the call (routes, pools, timeouts).
     pub(crate) epoch: &'a WorkerEpoch,
+    /// A gRPC call: HTTP/2 backends only, answered with gRPC statuses.
     pub(crate) grpc: bool,
     /// Telemetry: backend, status, timings and spans of this stream.
     pub(crate) note: &'a ExchangeNote,
+    /// The request body as the access record keeps it.
     pub(crate) capture: &'a mut BodyCapture,
     /// The client sent END_STREAM with its head: there is no body.
     pub(crate) headers_only: bool,
@@ -190,12 +197,7 @@ impl<S: ClientStream> Forward for Call<'_, S> {
         self.stream.replayable()
     }
 
-    async fn attempt(
-        &mut self,
-        index: usize,
-        up: &Upstream,
-        fresh: bool,
-    ) -> Result<(), AttemptError<Fail<S::Code>>> {
+    async fn attempt(&mut self, index: usize, up: &Upstream, fresh: bool) -> Attempt<S> {
         match up.backend.url.protocol {
             BackendProtocol::H2c => S::attempt_h2(self, index, up).await,
             // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)

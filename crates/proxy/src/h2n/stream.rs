@@ -30,7 +30,7 @@ use crate::attempt::AttemptError;
 use crate::ctx::WorkerCtx;
 use crate::error::ProxyError;
 use crate::exchange::ExchangeNote;
-use crate::h2call::{self, ClientGone, ClientStream, Next, Opened};
+use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Opened};
 use crate::h2conn::fields::Fields;
 use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
 use crate::route;
@@ -402,11 +402,7 @@ impl ClientStream for NativeStream<'_> {
     }
 
     /// One attempt on an h2c/h2 backend: a stream on one of this worker's sessions to it.
-    async fn attempt_h2(
-        call: &mut h2call::Call<'_, Self>,
-        index: usize,
-        up: &Upstream,
-    ) -> Result<(), AttemptError<Fail>> {
+    async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self> {
         let timeouts = &call.epoch.epoch.timeouts;
         let leased = up.lease_h2n(&call.ctx.http2, timeouts.upstream_connect());
         let lease = call.lease(index, up, leased).await?;
