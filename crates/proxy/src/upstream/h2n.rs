@@ -10,7 +10,7 @@
 //! PINGs and closes it after `http2.idle_timeout_ms` without streams. A session that received
 //! GOAWAY or failed takes no new stream; calls not yet sent go to another.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use fulcrum_util::{Notify, ReadBuf};
 use monoio::time::timeout;
 
 use super::LeaseError;
+use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
 use crate::h2conn::fields::Fields;
 use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
@@ -42,16 +43,26 @@ pub enum H2nError {
 #[derive(Debug)]
 struct Session {
     conn: Rc<H2Conn>,
-    /// Stream slots handed out and not given back.
-    leases: Cell<usize>,
-    idle_since: Cell<Instant>,
-    /// Closes the connection at once (the backend was retired).
-    kill: Notify,
+    slots: Slots,
 }
 
 impl Session {
     fn has_room(&self) -> bool {
-        !self.conn.is_closing() && self.leases.get() < self.conn.max_streams().max(1)
+        !self.conn.is_closing() && self.slots.leases.get() < self.conn.max_streams().max(1)
+    }
+}
+
+impl PooledSession for Session {
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    fn is_closing(&self) -> bool {
+        self.conn.is_closing()
+    }
+
+    fn close(&self) {
+        self.conn.go_away(fulcrum_h2::ErrorCode::NO_ERROR);
     }
 }
 
@@ -71,11 +82,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let s = &self.session;
-        s.leases.set(s.leases.get().saturating_sub(1));
-        if s.leases.get() == 0 {
-            s.idle_since.set(Instant::now());
-        }
+        self.session.slots.give_back();
         self.freed.notify();
     }
 }
@@ -83,12 +90,9 @@ impl Drop for Lease {
 /// The native sessions of one worker to one backend.
 #[derive(Debug, Default)]
 pub struct NativePool {
-    sessions: RefCell<Vec<Rc<Session>>>,
-    connecting: Cell<bool>,
-    connected: Notify,
+    sessions: Sessions<Session>,
     /// A lease ended or a session closed: room may have appeared.
     freed: Rc<Notify>,
-    retired: Cell<bool>,
 }
 
 impl NativePool {
@@ -102,39 +106,26 @@ impl NativePool {
     ) -> Result<Lease, LeaseError<H2nError>> {
         let deadline = Instant::now() + connect_timeout;
         loop {
-            if self.retired.get() {
-                return Err(LeaseError::Retired);
-            }
+            self.sessions.check_retired()?;
             let freed = self.freed.notified();
             let (room, count) = {
-                let mut sessions = self.sessions.borrow_mut();
-                sessions.retain(|s| !s.conn.is_closing());
+                let sessions = self.sessions.open();
                 (sessions.iter().find(|s| s.has_room()).cloned(), sessions.len())
             };
             if let Some(session) = room {
                 return Ok(self.take(session));
             }
-            if count < cfg.max_connections_per_backend && !self.connecting.get() {
-                self.connecting.set(true);
+            if count < cfg.max_connections_per_backend && !self.sessions.is_connecting() {
                 // Boxed: the connect future is large and rarely run.
-                let result =
-                    Box::pin(connect(url, tls, cfg, connect_timeout, self.freed.clone())).await;
-                self.connecting.set(false);
-                self.connected.notify();
-                let session = result.map_err(LeaseError::Connect)?;
-                if self.retired.get() {
-                    session.kill.notify();
-                    return Err(LeaseError::Retired);
-                }
-                self.sessions.borrow_mut().push(session.clone());
-                return Ok(self.take(session));
+                let connect = Box::pin(connect(url, tls, cfg, connect_timeout, self.freed.clone()));
+                return Ok(self.take(self.sessions.connect(connect).await?));
             }
             // A connect in progress, or every session full at the connection cap: wait for
             // either, within the connect timeout.
             let left = deadline.saturating_duration_since(Instant::now());
             let waited = timeout(left, async {
                 monoio::select! {
-                    _ = self.connected.notified() => {},
+                    _ = self.sessions.connected() => {},
                     _ = freed => {},
                 }
             })
@@ -148,30 +139,14 @@ impl NativePool {
     }
 
     fn take(&self, session: Rc<Session>) -> Lease {
-        session.leases.set(session.leases.get() + 1);
+        session.slots.take();
         Lease { session, freed: self.freed.clone() }
     }
 
     /// Closes every idle session and stops pooling (the backend was removed). Sessions with
     /// streams in flight finish them.
     pub fn retire(&self) {
-        self.retired.set(true);
-        for s in self.sessions.take() {
-            s.conn.go_away(fulcrum_h2::ErrorCode::NO_ERROR);
-            if s.leases.get() == 0 {
-                s.kill.notify();
-            }
-        }
-    }
-
-    /// Open sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.borrow().iter().filter(|s| !s.conn.is_closing()).count()
-    }
-
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sessions.retire();
     }
 }
 
@@ -197,12 +172,7 @@ async fn connect(
         transport::split_tcp(stream)
     };
     let conn = H2Conn::new(Role::Client, engine_config(cfg));
-    let session = Rc::new(Session {
-        conn: conn.clone(),
-        leases: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
-        kill: Notify::default(),
-    });
+    let session = Rc::new(Session { conn: conn.clone(), slots: Slots::new() });
     let capacity =
         (64 * 1024usize).max(cfg.max_frame_size as usize + fulcrum_h2::frame::HEADER_LEN);
     let driver = session.clone();
@@ -231,7 +201,7 @@ async fn connect(
         Ok(Ok(())) => Ok(session),
         Ok(Err(e)) => Err(e),
         Err(_) => {
-            session.kill.notify();
+            session.slots.kill.notify();
             Err(H2nError::Handshake("no SETTINGS in time"))
         }
     }
@@ -261,7 +231,7 @@ async fn watch(session: &Session, cfg: Http2Config, pong: Rc<Cell<bool>>) {
         tick = tick.min(keepalive);
     }
     let tick = tick.max(Duration::from_millis(100));
-    let mut kill = std::pin::pin!(session.kill.notified());
+    let mut kill = std::pin::pin!(session.slots.kill.notified());
     let mut last_ping = Instant::now();
     let mut pinging = false;
     loop {
@@ -272,8 +242,8 @@ async fn watch(session: &Session, cfg: Http2Config, pong: Rc<Cell<bool>>) {
         if pong.replace(false) {
             pinging = false;
         }
-        let idle = session.leases.get() == 0;
-        if idle && session.idle_since.get().elapsed() >= idle_timeout {
+        let idle = session.slots.leases.get() == 0;
+        if idle && session.slots.idle_since.get().elapsed() >= idle_timeout {
             return;
         }
         if pinging && last_ping.elapsed() >= pong_timeout {

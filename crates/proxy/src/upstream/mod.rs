@@ -39,6 +39,7 @@ use crate::transport::{self, ConnRead, ConnWrite};
 pub mod h2;
 pub mod h2n;
 mod read;
+mod sessions;
 mod tls;
 
 pub use read::UpstreamRead;
