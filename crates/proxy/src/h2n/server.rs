@@ -14,14 +14,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
-use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_util::ReadBuf;
 
 use crate::ctx::WorkerCtx;
 use crate::h2call::{StreamCount, StreamGuard};
-use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
+use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 
 /// How often a client connection checks its deadlines.
@@ -58,14 +57,7 @@ struct Streams {
 }
 
 impl OnEvent for Streams {
-    fn request(
-        &mut self,
-        conn: &Rc<H2Conn>,
-        engine: &mut Connection,
-        stream: StreamId,
-        head: Fields,
-        end_stream: bool,
-    ) {
+    fn request(&mut self, conn: &Rc<H2Conn>, engine: &mut Connection, stream: NewStream) {
         if self.left == 1 {
             engine.go_away(ErrorCode::NO_ERROR);
         }
@@ -74,7 +66,8 @@ impl OnEvent for Streams {
         let (ctx, conn, state) = (self.ctx.clone(), conn.clone(), self.state.clone());
         // Each stream is its own task: a panic in it loses that stream only.
         self.ctx.spawn_contained(Box::pin(async move {
-            super::stream::serve_stream(&ctx, &conn, &state, stream, head, end_stream).await;
+            let NewStream { id, head, end_stream } = stream;
+            super::stream::serve_stream(&ctx, &conn, &state, id, head, end_stream).await;
             drop(guard);
         }));
     }

@@ -15,7 +15,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fulcrum_config::{BackendUrl, Http2Config};
-use fulcrum_h2::StreamId;
 use fulcrum_h2::conn::{Connection, Role};
 use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Notify, ReadBuf};
@@ -24,8 +23,7 @@ use monoio::time::timeout;
 use super::LeaseError;
 use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
-use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
+use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport;
 
 /// Why a native upstream connection could not be opened.
@@ -212,7 +210,7 @@ async fn connect(
 struct Pongs(Rc<Cell<bool>>);
 
 impl OnEvent for Pongs {
-    fn request(&mut self, _: &Rc<H2Conn>, _: &mut Connection, _: StreamId, _: Fields, _: bool) {}
+    fn request(&mut self, _: &Rc<H2Conn>, _: &mut Connection, _: NewStream) {}
 
     fn pong(&mut self) {
         self.0.set(true);
