@@ -18,8 +18,9 @@ use monoio::time::timeout;
 
 use fulcrum_util::Notify;
 
+use super::stream::NewStream;
 use crate::ctx::WorkerCtx;
-use crate::h2call::{StreamCount, StreamGuard};
+use crate::h2call::{self, StreamCount, StreamGuard};
 use crate::transport::ConnInfo;
 
 /// How often a client connection checks idleness, draining and keep-alive.
@@ -131,7 +132,8 @@ where
                     let state = state.clone();
                     // Each stream is its own task: a panic in it loses that stream only.
                     ctx.spawn_contained(Box::pin(async move {
-                        super::stream::serve_stream(&task_ctx, &state, req, respond).await;
+                        let stream = NewStream { conn: state, req, respond };
+                        h2call::serve(&task_ctx, stream).await;
                         drop(guard);
                     }));
                 }

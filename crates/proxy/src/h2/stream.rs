@@ -31,10 +31,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use super::server::ConnState;
 use super::websocket;
 use crate::attempt::AttemptError;
-use crate::ctx::WorkerCtx;
+use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::ExchangeNote;
-use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Opened};
+use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
 use crate::route;
 use crate::transport::ConnInfo;
 use crate::tunnel::{Flow, Tunnel};
@@ -61,57 +61,59 @@ enum PumpError {
     Dst,
 }
 
-/// Serves one client stream to its end, and logs it: one access record, the metrics, the
-/// spans (as for an HTTP/1.1 exchange).
-pub(crate) async fn serve_stream(
-    ctx: &Rc<WorkerCtx>,
-    conn: &Rc<ConnState>,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-) {
-    let epoch = ctx.current_epoch();
-    let _busy = ctx.busy();
-    let grpc = is_grpc(req.headers());
-    let deadline = req
-        .headers()
-        .get(GRPC_TIMEOUT)
-        .filter(|_| grpc)
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
-    let (mut parts, mut body) = req.into_parts();
-    // Each stream is routed on its own pseudo-headers and fields.
-    let routed = route::h2(epoch.epoch.routes(), &parts, grpc, conn.info.sni());
-    let (log, traceparent) = ctx.telemetry.begin_stream(
-        parts.method.as_str(),
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
-        request_head_bytes(&parts),
-        epoch.epoch.id,
-        &conn.info,
-    );
-    // A traced stream is forwarded with Fulcrum's span as the parent.
-    if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts.headers.insert(TRACEPARENT, v);
+/// A request stream the client opened: its request and its answer channel, as h2 accepted
+/// them. Served by `h2call::serve`.
+pub(crate) struct NewStream {
+    /// The client connection.
+    pub(crate) conn: Rc<ConnState>,
+    /// The request, its body the stream's DATA.
+    pub(crate) req: Request<RecvStream>,
+    /// Where the response goes.
+    pub(crate) respond: SendResponse<Bytes>,
+}
+
+impl Open for NewStream {
+    type Stream = H2Stream;
+
+    fn open(self, ctx: &WorkerCtx, epoch: &WorkerEpoch) -> Opened<H2Stream> {
+        let NewStream { conn, req, respond } = self;
+        let grpc = is_grpc(req.headers());
+        let deadline = req
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .filter(|_| grpc)
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let (mut parts, body) = req.into_parts();
+        // Each stream is routed on its own pseudo-headers and fields.
+        let routed = route::h2(epoch.epoch.routes(), &parts, grpc, conn.info.sni());
+        let (log, traceparent) = ctx.telemetry.begin_stream(
+            parts.method.as_str(),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+            request_head_bytes(&parts),
+            epoch.epoch.id,
+            &conn.info,
+        );
+        // A traced stream is forwarded with Fulcrum's span as the parent.
+        if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            parts.headers.insert(TRACEPARENT, v);
+        }
+        // Added once to the request itself (every attempt and either backend protocol sends
+        // it), where the decoded map usually has room, rather than to each attempt's copy.
+        append_forwarded_for(&mut parts.headers, &conn.client_ip);
+        let headers_only = body.is_end_stream();
+        // RFC 8441 extended CONNECT: only `websocket` is enabled (and only when it is passed).
+        let protocol = (parts.method == http::Method::CONNECT)
+            .then(|| parts.extensions.get::<h2::ext::Protocol>())
+            .flatten();
+        let upgrade = protocol.is_some();
+        let unsupported =
+            protocol.is_some_and(|p| h2call::unsupported_protocol(p.as_str().as_bytes()));
+        let replay =
+            RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() });
+        let stream = H2Stream { conn, parts, body, respond, down: None, replay };
+        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
     }
-    // Added once to the request itself (every attempt and either backend protocol sends it),
-    // where the decoded map usually has room, rather than to each attempt's copy.
-    append_forwarded_for(&mut parts.headers, &conn.client_ip);
-    let headers_only = body.is_end_stream();
-    // RFC 8441 extended CONNECT: only `websocket` is enabled (and only when it is passed).
-    let protocol = (parts.method == http::Method::CONNECT)
-        .then(|| parts.extensions.get::<h2::ext::Protocol>())
-        .flatten();
-    let mut down: Option<SendStream<Bytes>> = None;
-    let stream = H2Stream {
-        conn,
-        parts: &parts,
-        body: &mut body,
-        respond: &mut respond,
-        down: &mut down,
-        replay: RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() }),
-    };
-    let opened =
-        Opened { grpc, deadline, headers_only, protocol: protocol.map(|p| p.as_str().as_bytes()) };
-    h2call::serve(ctx, &epoch, &routed, log, stream, opened).await;
 }
 
 /// The size of a header block as HPACK counts it before compression (name and value bytes;
@@ -171,17 +173,17 @@ impl Replay {
 
 /// One client stream on the hyperium `h2` engine: its request, its answer channel, and what
 /// was seen of its body.
-pub(super) struct H2Stream<'a> {
-    conn: &'a ConnState,
-    parts: &'a http::request::Parts,
-    body: &'a mut RecvStream,
-    respond: &'a mut SendResponse<Bytes>,
+pub(crate) struct H2Stream {
+    conn: Rc<ConnState>,
+    parts: http::request::Parts,
+    body: RecvStream,
+    respond: SendResponse<Bytes>,
     /// The response stream, once its head went out.
-    down: &'a mut Option<SendStream<Bytes>>,
+    down: Option<SendStream<Bytes>>,
     replay: RefCell<Replay>,
 }
 
-impl ClientStream for H2Stream<'_> {
+impl ClientStream for H2Stream {
     type Code = Reason;
     type Head = Response<()>;
     type Chunk = Bytes;
@@ -198,7 +200,7 @@ impl ClientStream for H2Stream<'_> {
     }
 
     fn request_head(&self) -> H2RequestHead<'_> {
-        H2RequestHead::of(self.parts)
+        H2RequestHead::of(&self.parts)
     }
 
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -268,7 +270,7 @@ impl ClientStream for H2Stream<'_> {
 
     fn send_response(&mut self, head: Response<()>, end: bool) -> Result<(), ClientGone> {
         let d = self.respond.send_response(head, end).map_err(|_| ClientGone)?;
-        *self.down = Some(d);
+        self.down = Some(d);
         Ok(())
     }
 
@@ -283,7 +285,7 @@ impl ClientStream for H2Stream<'_> {
         conn: &'t mut UpstreamConn,
     ) -> (impl Future<Output = Flow> + 't, impl Future<Output = Flow> + 't) {
         let (down, UpstreamConn { r, buf, w, .. }) = (self.down.as_mut(), conn);
-        let up_flow = websocket::up(tunnel, self.body, w);
+        let up_flow = websocket::up(tunnel, &mut self.body, w);
         let down_flow = async move {
             match down {
                 Some(d) => websocket::down(tunnel, r, buf, d).await,
@@ -329,9 +331,9 @@ impl ClientStream for H2Stream<'_> {
     /// One attempt on an h2c backend: a stream on one of this worker's sessions to it.
     async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self> {
         let timeouts = &call.epoch.epoch.timeouts;
-        let leased = up.lease_h2(&call.ctx.http2, timeouts.upstream_connect());
+        let leased = std::pin::pin!(up.lease_h2(&call.ctx.http2, timeouts.upstream_connect()));
         let lease = call.lease(index, up, leased).await?;
-        let request = upstream_request(call.stream.parts, &up.backend.url.authority)?;
+        let request = upstream_request(&call.stream.parts, &up.backend.url.authority)?;
         let Ok(mut sender) = lease.sender().ready().await else {
             lease.session().mark_closed();
             return Err(AttemptError::Refused);
@@ -347,11 +349,11 @@ impl ClientStream for H2Stream<'_> {
         let started = Instant::now();
         let note = call.note;
         let replay = &call.stream.replay;
-        let body = &mut *call.stream.body;
+        let body = &mut call.stream.body;
         let capture = &mut *call.capture;
-        let respond = &mut *call.stream.respond;
-        let down = &mut *call.stream.down;
-        let conn = call.stream.conn;
+        let respond = &mut call.stream.respond;
+        let down = &mut call.stream.down;
+        let conn = &*call.stream.conn;
         let grpc = call.grpc;
         let response_timeout = timeouts.upstream_response();
 
@@ -447,6 +449,7 @@ impl ClientStream for H2Stream<'_> {
                 true
             }
         };
+        let (send, relay) = (std::pin::pin!(send), std::pin::pin!(relay));
         h2call::relay_both(send, relay, headers_only, gone).await
     }
 }

@@ -11,6 +11,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -215,7 +216,7 @@ impl<S: ClientStream> Call<'_, S> {
         &self,
         index: usize,
         up: &Upstream,
-        lease: impl Future<Output = Result<L, LeaseError<E>>>,
+        lease: Pin<&mut impl Future<Output = Result<L, LeaseError<E>>>>,
     ) -> Result<L, AttemptError<Fail<S::Code>>> {
         let connect = self.note.phase("upstream_connect");
         let leased = lease.await;
@@ -265,15 +266,14 @@ pub(crate) async fn wait_head<T, C>(
 /// Runs an attempt's request side `send` and response side `relay` at once until the response
 /// side ends: its result is the attempt's. The request side's end matters only when `gone`
 /// says its error means the client went away; otherwise the backend stopped reading (an early
-/// answer, or a reset the response side reports).
+/// answer, or a reset the response side reports). Both come pinned where the attempt keeps
+/// them: moved in here, their (large) states would be copied with every call.
 pub(crate) async fn relay_both<E, C>(
-    send: impl Future<Output = Result<(), E>>,
-    relay: impl Future<Output = Result<(), AttemptError<Fail<C>>>>,
+    mut send: Pin<&mut impl Future<Output = Result<(), E>>>,
+    mut relay: Pin<&mut impl Future<Output = Result<(), AttemptError<Fail<C>>>>>,
     headers_only: bool,
     gone: impl Fn(E) -> bool,
 ) -> Result<(), AttemptError<Fail<C>>> {
-    let mut send = std::pin::pin!(send);
-    let mut relay = std::pin::pin!(relay);
     let mut sent = headers_only;
     loop {
         monoio::select! {
@@ -290,31 +290,54 @@ pub(crate) async fn relay_both<E, C>(
     }
 }
 
-/// What a stream's request head says about how it is served.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Opened<'a> {
+/// A stream a client opened, as its engine received it: [`serve`] opens it on the worker's
+/// current epoch.
+pub(crate) trait Open {
+    /// The engine's stream.
+    type Stream: ClientStream;
+
+    /// Routes the request, starts its record and rewrites its head for the backends (the
+    /// synchronous part of a stream's start, run once `epoch` is pinned).
+    fn open(self, ctx: &WorkerCtx, epoch: &WorkerEpoch) -> Opened<Self::Stream>;
+}
+
+/// A stream ready to be forwarded: where it goes, its record, and what its head says.
+pub(crate) struct Opened<S> {
+    /// The pool it was routed to.
+    pub(crate) routed: Routed,
+    /// Its access record and telemetry.
+    pub(crate) log: ExchangeLog,
+    /// The engine's stream.
+    pub(crate) stream: S,
     /// A gRPC call (`content-type: application/grpc...`).
     pub(crate) grpc: bool,
     /// The call's `grpc-timeout`.
     pub(crate) deadline: Option<Duration>,
     /// END_STREAM came with the head.
     pub(crate) headers_only: bool,
-    /// RFC 8441 `:protocol` of an extended CONNECT (only `websocket` is translated).
-    pub(crate) protocol: Option<&'a [u8]>,
+    /// RFC 8441 `:protocol` of an extended CONNECT, if any.
+    pub(crate) upgrade: bool,
+    /// That protocol is not `websocket` (the only one translated).
+    pub(crate) unsupported: bool,
 }
 
-/// Serves one client stream to its end through the attempt loop on the pool it was `routed`
+/// Whether an extended CONNECT's `:protocol` is one Fulcrum does not translate (only
+/// `websocket` is).
+pub(crate) fn unsupported_protocol(protocol: &[u8]) -> bool {
+    !protocol.eq_ignore_ascii_case(WEBSOCKET.as_bytes())
+}
+
+/// Serves one client stream to its end through the attempt loop on the pool it was routed
 /// to, and logs it: one access record, the metrics, the spans (as for an HTTP/1.1 exchange).
-pub(crate) async fn serve<S: ClientStream>(
-    ctx: &WorkerCtx,
-    epoch: &WorkerEpoch,
-    routed: &Routed,
-    mut log: ExchangeLog,
-    stream: S,
-    opened: Opened<'_>,
-) {
-    let Opened { grpc, deadline, headers_only, protocol } = opened;
-    let pool = epoch.pool(routed);
+/// The engine's part of the start is [`Open::open`], called here so that the whole stream is
+/// one future (the task's), not one nested in another.
+pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
+    let epoch = ctx.current_epoch();
+    let _busy = ctx.busy();
+    let opened = open.open(ctx, &epoch);
+    let Opened { routed, mut log, stream, grpc, deadline, headers_only, upgrade, unsupported } =
+        opened;
+    let pool = epoch.pool(&routed);
     if grpc {
         log.capture.set_binary();
     }
@@ -322,16 +345,15 @@ pub(crate) async fn serve<S: ClientStream>(
     if epoch.epoch.cache_for(routed.cache).is_some() {
         log.note.set_cache(CacheStatus::Bypass);
     }
-    let unsupported = protocol.is_some_and(|p| !p.eq_ignore_ascii_case(WEBSOCKET.as_bytes()));
     let tunnel: Cell<Option<TunnelReport>> = Cell::new(None);
     let mut call = Call {
         ctx,
-        epoch,
+        epoch: &epoch,
         grpc,
         note: &log.note,
         capture: &mut log.capture,
         headers_only,
-        upgrade: protocol.is_some(),
+        upgrade,
         tunnel: &tunnel,
         stream,
     };

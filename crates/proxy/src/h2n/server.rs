@@ -18,8 +18,9 @@ use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
 use fulcrum_util::ReadBuf;
 
+use super::stream::Opening;
 use crate::ctx::WorkerCtx;
-use crate::h2call::{StreamCount, StreamGuard};
+use crate::h2call::{self, StreamCount, StreamGuard};
 use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 
@@ -66,8 +67,7 @@ impl OnEvent for Streams {
         let (ctx, conn, state) = (self.ctx.clone(), conn.clone(), self.state.clone());
         // Each stream is its own task: a panic in it loses that stream only.
         self.ctx.spawn_contained(Box::pin(async move {
-            let NewStream { id, head, end_stream } = stream;
-            super::stream::serve_stream(&ctx, &conn, &state, id, head, end_stream).await;
+            h2call::serve(&ctx, Opening { conn, state, stream }).await;
             drop(guard);
         }));
     }

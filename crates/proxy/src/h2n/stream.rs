@@ -27,12 +27,14 @@ use fulcrum_util::now_ms;
 use super::server::ConnState;
 use super::websocket;
 use crate::attempt::AttemptError;
-use crate::ctx::WorkerCtx;
+use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::ExchangeNote;
-use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Opened};
+use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
 use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
+use crate::h2conn::{
+    H2Conn, Head, Incoming, NewStream, PumpError, RelayEnd, is_refusal, move_data,
+};
 use crate::route;
 use crate::transport::ConnInfo;
 use crate::tunnel::{Flow, Tunnel};
@@ -115,48 +117,51 @@ fn pseudo_field(p: Pseudo, index: u8, value: &[u8]) -> Field<'_> {
     Field { name: p.name(), value, pseudo: Some(p), never_indexed: false, static_name: Some(index) }
 }
 
-/// Serves one client stream to its end, and logs it: one access record, the metrics, the
-/// spans (as for an HTTP/1.1 exchange).
-pub(crate) async fn serve_stream(
-    ctx: &Rc<WorkerCtx>,
-    conn: &Rc<H2Conn>,
-    state: &Rc<ConnState>,
-    id: StreamId,
-    head: Fields,
-    end_stream: bool,
-) {
-    let _attached = Attached(conn, id);
-    let epoch = ctx.current_epoch();
-    let _busy = ctx.busy();
-    let grpc = head.get(b"content-type").is_some_and(is_grpc_content_type);
-    let deadline = head.get(b"grpc-timeout").filter(|_| grpc).and_then(parse_grpc_timeout);
-    // Each stream is routed on its own pseudo-header fields and fields.
-    let routed = route::h2_native(epoch.epoch.routes(), &head, grpc, state.info.sni());
-    let method = std::str::from_utf8(head.pseudo(Pseudo::Method).unwrap_or(b"GET")).unwrap_or("?");
-    let path = std::str::from_utf8(head.pseudo(Pseudo::Path).unwrap_or(b"/")).unwrap_or("?");
-    let (log, traceparent) = ctx.telemetry.begin_stream(
-        method,
-        path,
-        head.get(b"traceparent"),
-        head.size(),
-        epoch.epoch.id,
-        &state.info,
-    );
-    let request = Request::new(head, &state.client_ip, traceparent);
-    let stream = NativeStream {
-        conn,
-        id,
-        state,
-        request: &request,
-        replay: RefCell::new(Replay { recording: true, ended: end_stream, ..Replay::default() }),
-        head_sent: Cell::new(false),
-    };
-    // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only when
-    // the listener enabled it): only `websocket` is translated.
-    let protocol = request.head.pseudo(Pseudo::Protocol);
-    let opened = Opened { grpc, deadline, headers_only: end_stream, protocol };
-    h2call::serve(ctx, &epoch, &routed, log, stream, opened).await;
-    conn.recycle(request.head);
+/// A request stream the client opened on the native engine. Served by `h2call::serve`.
+pub(crate) struct Opening {
+    /// The client connection.
+    pub(crate) conn: Rc<H2Conn>,
+    /// What its streams share with it.
+    pub(crate) state: Rc<ConnState>,
+    /// The stream, its head and END_STREAM.
+    pub(crate) stream: NewStream,
+}
+
+impl Open for Opening {
+    type Stream = NativeStream;
+
+    fn open(self, ctx: &WorkerCtx, epoch: &WorkerEpoch) -> Opened<NativeStream> {
+        let Opening { conn, state, stream: NewStream { id, head, end_stream } } = self;
+        // Detached (and reset) should the start fail; the stream detaches itself once made.
+        let attached = Attached(&conn, id);
+        let grpc = head.get(b"content-type").is_some_and(is_grpc_content_type);
+        let deadline = head.get(b"grpc-timeout").filter(|_| grpc).and_then(parse_grpc_timeout);
+        // Each stream is routed on its own pseudo-header fields and fields.
+        let routed = route::h2_native(epoch.epoch.routes(), &head, grpc, state.info.sni());
+        let method = head.pseudo(Pseudo::Method).unwrap_or(b"GET");
+        let method = std::str::from_utf8(method).unwrap_or("?");
+        let path = std::str::from_utf8(head.pseudo(Pseudo::Path).unwrap_or(b"/")).unwrap_or("?");
+        let (log, traceparent) = ctx.telemetry.begin_stream(
+            method,
+            path,
+            head.get(b"traceparent"),
+            head.size(),
+            epoch.epoch.id,
+            &state.info,
+        );
+        let request = Request::new(head, &state.client_ip, traceparent);
+        // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only
+        // when the listener enabled it): only `websocket` is translated.
+        let protocol = request.head.pseudo(Pseudo::Protocol);
+        let (upgrade, unsupported) =
+            (protocol.is_some(), protocol.is_some_and(h2call::unsupported_protocol));
+        std::mem::forget(attached);
+        let replay =
+            RefCell::new(Replay { recording: true, ended: end_stream, ..Replay::default() });
+        let stream = NativeStream { conn, id, state, request, replay, head_sent: Cell::new(false) };
+        let headers_only = end_stream;
+        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
+    }
 }
 
 /// The size of a response head as the access record counts it (`:status` and its 3 digits,
@@ -247,17 +252,26 @@ fn head_failed(why: Incoming) -> AttemptError<Fail> {
 
 /// One client stream on the native engine: the connection and the stream on it, its request,
 /// and what was seen of its body.
-pub(crate) struct NativeStream<'a> {
-    conn: &'a Rc<H2Conn>,
+pub(crate) struct NativeStream {
+    conn: Rc<H2Conn>,
     id: StreamId,
-    state: &'a ConnState,
-    request: &'a Request,
+    state: Rc<ConnState>,
+    request: Request,
     replay: RefCell<Replay>,
     /// The response head went to the client.
     head_sent: Cell<bool>,
 }
 
-impl ClientStream for NativeStream<'_> {
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        // The head's buffer goes back to the connection for the next stream; the stream's
+        // slot is detached (and the stream reset if its response did not end).
+        self.conn.recycle(std::mem::take(&mut self.request.head));
+        self.conn.detach(self.id);
+    }
+}
+
+impl ClientStream for NativeStream {
     type Code = ErrorCode;
     type Head = (u16, Fields);
     type Chunk = Vec<u8>;
@@ -356,7 +370,7 @@ impl ClientStream for NativeStream<'_> {
         tunnel: &'t Tunnel<'_>,
         conn: &'t mut UpstreamConn,
     ) -> (impl Future<Output = Flow> + 't, impl Future<Output = Flow> + 't) {
-        let (client, id) = (&**self.conn, self.id);
+        let (client, id) = (&*self.conn, self.id);
         let UpstreamConn { r, buf, w, .. } = conn;
         (websocket::up(tunnel, client, id, w), websocket::down(tunnel, r, buf, client, id))
     }
@@ -404,7 +418,7 @@ impl ClientStream for NativeStream<'_> {
     /// One attempt on an h2c/h2 backend: a stream on one of this worker's sessions to it.
     async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self> {
         let timeouts = &call.epoch.epoch.timeouts;
-        let leased = up.lease_h2n(&call.ctx.http2, timeouts.upstream_connect());
+        let leased = std::pin::pin!(up.lease_h2n(&call.ctx.http2, timeouts.upstream_connect()));
         let lease = call.lease(index, up, leased).await?;
         let session = lease.session();
         let headers_only = call.headers_only;
@@ -413,13 +427,13 @@ impl ClientStream for NativeStream<'_> {
             return Err(AttemptError::Refused);
         };
         let _upstream = Attached(session, up_id);
-        session.relay_to(up_id, call.stream.conn, call.stream.id);
+        session.relay_to(up_id, &call.stream.conn, call.stream.id);
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = Cell::new(Some(up.stats.begin()));
         let _span = call.note.phase("upstream_exchange");
         let started = Instant::now();
         let (conn, id, note, replay, grpc) =
-            (call.stream.conn, call.stream.id, call.note, &call.stream.replay, call.grpc);
+            (&call.stream.conn, call.stream.id, call.note, &call.stream.replay, call.grpc);
         let capture = &mut *call.capture;
         let head_sent = &call.stream.head_sent;
         let response_timeout = timeouts.upstream_response();
@@ -546,6 +560,7 @@ impl ClientStream for NativeStream<'_> {
         };
 
         // The client is gone when its side failed, not the backend's.
+        let (send, relay) = (std::pin::pin!(send), std::pin::pin!(relay));
         h2call::relay_both(send, relay, headers_only, |e| e == PumpError::Src).await
     }
 }
