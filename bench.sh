@@ -172,6 +172,9 @@ done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$ROOT"
+# Peer configurations shared with the scripts under benches/ (write_haproxy_conf, write_haproxy_h2_conf).
+# shellcheck source-path=SCRIPTDIR source=benches/peer_conf.sh
+source "$ROOT/benches/peer_conf.sh"
 
 # ------------------------------------------------------------------ tools --
 
@@ -312,27 +315,9 @@ start_backends() {
     head -c 100 /dev/zero | tr '\0' 'x' >"$dir/www/100b"
     local srv port name
     {
-        cat <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    default_type application/octet-stream;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    sendfile on;
-    open_file_cache max=16 inactive=60s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-EOF
+        nginx_conf_head "$dir" "    default_type application/octet-stream;" \
+            "    keepalive_requests 1000000;" "    keepalive_timeout 75s;" "    sendfile on;" \
+            "    open_file_cache max=16 inactive=60s;"
         for srv in "b1 $BE1_PORT $BE1_H2C_PORT" "b2 $BE2_PORT $BE2_H2C_PORT"; do
             read -r name port h2c_port <<<"$srv"
             # `return` answers without reading the request body; nginx then
@@ -378,16 +363,65 @@ register_target() {
     check_pinning "$1" "$2" "$LB_CPU"
 }
 
-# write_nginx_proxy_conf DIR PORT [HTTP_LINES [LOCATION_LINES [LISTEN_OPTS]]]: DIR/nginx.conf for
-# write_nginx_grpc_conf DIR PORT LISTEN-FLAGS BE1 BE2 [HTTP-LINES]: DIR/nginx.conf for nginx as
-# an HTTP/2 proxy (one worker, `grpc_pass`, its only HTTP/2 upstream module) on PORT with
-# LISTEN-FLAGS (`http2`, or `ssl http2` with the TLS settings in HTTP-LINES), in front of the
-# h2c backends on ports BE1 and BE2 over kept-alive connections. Used by the grpc and tls
-# suites and the http suite's h2c workload.
-write_nginx_grpc_conf() {
-    local dir=$1 port=$2 flags=$3 be1=$4 be2=$5 extra=${6:-}
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
+# start_peer NAME PORT READY-FN URL SHOWN OUT CMD...: CMD (nginx or HAProxy) on CPU 0, its output
+# in OUT, pid in STARTED_PID; target NAME once READY-FN accepts URL (STARTED=1), else skipped
+# with the last lines of SHOWN (STARTED empty).
+start_peer() {
+    local name=$1 port=$2 ready=$3 url=$4 shown=$5 out=$6
+    shift 6
+    taskset -c "$LB_CPU" "$@" >"$out" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    STARTED=""
+    if "$ready" "$name" "$STARTED_PID" "$url"; then
+        register_target "$name" "$STARTED_PID" "$port" epoll
+        TARGETS+=("$name")
+        STARTED=1
+    else
+        log "SKIPPING $name: $(tail -n 5 "$shown" 2>/dev/null)"
+    fi
+}
+
+# start_fulcrum_process NAME PORT READY-FN URL CMD...: CMD (a Fulcrum) on CPU 0, its output in
+# $TMP/NAME.stdout and $TMP/NAME.stderr; target NAME once READY-FN accepts URL (STARTED=1), else
+# stopped and skipped with its last stderr lines (STARTED empty).
+start_fulcrum_process() {
+    local name=$1 port=$2 ready=$3 url=$4 err=$TMP/$1.stderr pid
+    shift 4
+    STARTED=""
+    taskset -c "$LB_CPU" "$@" >"$TMP/$name.stdout" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    if ! "$ready" "$name" "$pid" "$url"; then
+        log "SKIPPING $name: it did not become ready; last stderr lines:"
+        tail -n 10 "$err" >&2 || true
+        kill -TERM "$pid" 2>/dev/null || true
+        return 0
+    fi
+    register_target "$name" "$pid" "$port" "file:$err"
+    TARGETS+=("$name")
+    STARTED=1
+}
+
+# start_nginx_peer NAME PORT READY-FN URL DIR: nginx with DIR/nginx.conf, as start_peer runs it
+# (its error log shown when it does not start).
+start_nginx_peer() {
+    start_peer "$1" "$2" "$3" "$4" "$5/error.log" "$5/stdout.log" \
+        nginx -p "$5" -e "$5/error.log" -c "$5/nginx.conf"
+}
+
+# start_haproxy_peer NAME PORT READY-FN URL DIR: HAProxy with DIR/haproxy.cfg, as start_peer runs it.
+start_haproxy_peer() {
+    start_peer "$1" "$2" "$3" "$4" "$5/stdout.log" "$5/stdout.log" haproxy -db -f "$5/haproxy.cfg"
+}
+
+# nginx_conf_head DIR [LINE...]: the start of every nginx.conf here, DIR's: one worker in the
+# foreground, pid and error log in DIR, no access log; in the http block the LINEs (indented) and
+# the temp paths under DIR/tmp. The caller writes the rest of the http block and closes it.
+nginx_conf_head() {
+    local dir=$1
+    shift
+    cat <<EOF
 worker_processes 1;
 master_process off;
 daemon off;
@@ -397,11 +431,28 @@ events { worker_connections 4096; multi_accept on; }
 http {
     access_log off;
     server_tokens off;
+EOF
+    (($# == 0)) || printf '%s\n' "$@"
+    cat <<EOF
     client_body_temp_path $dir/tmp/body;
     proxy_temp_path $dir/tmp/proxy;
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
+EOF
+}
+
+# write_nginx_grpc_conf DIR PORT LISTEN-FLAGS BE1 BE2 [HTTP-LINES]: DIR/nginx.conf for nginx as
+# an HTTP/2 proxy (one worker, `grpc_pass`, its only HTTP/2 upstream module) on PORT with
+# LISTEN-FLAGS (`http2`, or `ssl http2` with the TLS settings in HTTP-LINES), in front of the
+# h2c backends on ports BE1 and BE2 over kept-alive connections. Used by the grpc and tls
+# suites and the http suite's h2c workload.
+write_nginx_grpc_conf() {
+    local dir=$1 port=$2 flags=$3 be1=$4 be2=$5 extra=${6:-}
+    mkdir -p "$dir/tmp"
+    {
+        nginx_conf_head "$dir"
+        cat <<EOF
     http2_max_requests 1000000;
     keepalive_requests 1000000;
 $extra
@@ -417,6 +468,7 @@ $extra
     }
 }
 EOF
+    } >"$dir/nginx.conf"
 }
 
 # nginx as the HTTP/1.1 proxy of the http, cache and tls suites: one worker listening on PORT,
@@ -426,23 +478,9 @@ EOF
 write_nginx_proxy_conf() {
     local dir=$1 port=$2 http_extra=${3:-} location_extra=${4:-} listen_opts=${5:+ $5}
     mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-    access_log off;
-    server_tokens off;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    {
+        nginx_conf_head "$dir" "    keepalive_requests 1000000;" "    keepalive_timeout 75s;"
+        cat <<EOF
 ${http_extra}    upstream backends {
         server 127.0.0.1:$BE1_PORT;
         server 127.0.0.1:$BE2_PORT;
@@ -460,6 +498,7 @@ ${location_extra}        }
     }
 }
 EOF
+    } >"$dir/nginx.conf"
 }
 
 start_nginx_proxy() {
@@ -476,62 +515,12 @@ start_nginx_proxy() {
     TARGETS+=(nginx)
 }
 
-# write_haproxy_h2_conf DIR PORT BE1 BE2: DIR/haproxy.cfg for HAProxy as an HTTP/2 proxy
-# (`proto h2` on both sides, one thread, round robin) on PORT in front of the h2c backends on
-# ports BE1 and BE2. Used by the grpc suite and the http suite's h2c workload.
-write_haproxy_h2_conf() {
-    local dir=$1 port=$2 be1=$3 be2=$4
-    mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-
-frontend fe
-    bind 127.0.0.1:$port proto h2
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$be1 proto h2
-    server b2 127.0.0.1:$be2 proto h2
-EOF
-}
-
 start_haproxy() {
     want haproxy "$TARGET_FILTER" || return 0
     local dir=$TMP/haproxy
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" http "option http-keep-alive;http-reuse always" \
+        "timeout http-keep-alive 60s" "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
@@ -550,26 +539,7 @@ start_relay() {
     want relay "$TARGET_FILTER" || return 0
     local dir=$TMP/relay
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-
-frontend fe
-    bind 127.0.0.1:$RELAY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" tcp "" "" "$RELAY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "relay (haproxy mode tcp) config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
@@ -621,23 +591,13 @@ start_fulcrum() {
     shift 6
     [[ -n $FULCRUM_OK ]] || return 0
     want "$name" "$TARGET_FILTER" || return 0
-    local err=$TMP/$name.stderr
     printf '%s%s' "$FULCRUM_BENCH_TOML" "$toml" >"$TMP/$name.toml"
     local access=off
     [[ ${BENCH_ACCESS_LOG:-} != 1 ]] || access=$TMP/$name.access.log
-    taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
+    start_fulcrum_process "$name" "$port" "$ready" "http://127.0.0.1:$port$path" \
+        "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "$scheme://127.0.0.1:$BE1_PORT" --backend "$scheme://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver "$driver" --access-log "$access" "$@" >"$TMP/$name.stdout" 2>"$err" &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! "$ready" "$name" "$pid" "http://127.0.0.1:$port$path"; then
-        log "SKIPPING $name: it did not become ready; last stderr lines:"
-        tail -n 10 "$err" >&2 || true
-        kill -TERM "$pid" 2>/dev/null || true
-        return 0
-    fi
-    register_target "$name" "$pid" "$port" "file:$err"
-    TARGETS+=("$name")
+        --workers 1 --io-driver "$driver" --access-log "$access" "$@"
 }
 
 # start_baseline SCHEME READY_FN READY_PATH [TOML]: $FULCRUM_BASELINE_BIN, when set, on both
@@ -800,13 +760,21 @@ timed_run() {
 # appends "rps p50_ms p99_ms cpu_us_per_req connect read write status timeout requests".
 measure() {
     local target=$1 wl=$2 secs=$3 record=${4:-}
-    local url=${T_URL[$target]}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/wrk.out
+    local url=${T_URL[$target]}${W_PATH[$wl]} out=$TMP/wrk.out
     timed_run "$target" "$out" taskset -c "$GEN_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" \
         --latency -s "${W_LUA[$wl]}" "$url" || return 0
+    record_bench "$target" "$wl" "$secs" "$record" "$out" wrk
+}
+
+# record_bench TARGET WORKLOAD SECONDS RECORD OUT TOOL: OUT (the output of one TOOL run, ending in
+# a `BENCH key=value...` line) appended to the raw log and, when RECORD names a measured run, its
+# result line (see `measure`) to the target's results.
+record_bench() {
+    local target=$1 wl=$2 secs=$3 record=$4 out=$5 tool=$6 pid=${T_PID[$1]}
     { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
     [[ -n $record ]] || return 0
     local line
-    line=$(grep '^BENCH ' "$out") || die "no summary line in wrk output for $target/$wl"
+    line=$(grep '^BENCH ' "$out") || die "no summary line in $tool output for $target/$wl"
     awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" '
         {
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -893,23 +861,31 @@ only_workload() {
 # bench_matrix: warm up each target per workload, then RUNS rounds, each
 # round visiting every target once (interleaved), then print the tables.
 bench_matrix() {
-    local wl t r fn pr ts
+    local wl fn pr ts
     only_workload
     for wl in "${WORKLOADS[@]}"; do
         mapfile -t ts < <(targets_of "$wl")
         fn=${W_MEASURE[$wl]:-measure}
         pr=${W_PROBE[$wl]:-probe}
         log "workload $wl: probe ($pr), then warm-up ${WARMUP}s per target"
-        for t in "${ts[@]}"; do
-            [[ $pr == - ]] || "$pr" "$t" "$wl"
-            "$fn" "$t" "$wl" "$WARMUP"
-        done
-        for ((r = 1; r <= RUNS; r++)); do
-            log "workload $wl: round $r/$RUNS"
-            for t in "${ts[@]}"; do
-                [[ -z ${T_DEAD[$t]:-} ]] || continue
-                "$fn" "$t" "$wl" "$DURATION" "run$r"
-            done
+        rounds "$wl" "$fn" "$pr" "${ts[@]}"
+    done
+}
+
+# rounds WORKLOAD MEASURE PROBE TARGET...: per target PROBE ("-" for none) and a warm-up run of
+# MEASURE, then RUNS rounds, each running MEASURE once on every live target (interleaved).
+rounds() {
+    local wl=$1 fn=$2 pr=$3 t r
+    shift 3
+    for t in "$@"; do
+        [[ $pr == - ]] || "$pr" "$t" "$wl"
+        "$fn" "$t" "$wl" "$WARMUP"
+    done
+    for ((r = 1; r <= RUNS; r++)); do
+        log "workload $wl: round $r/$RUNS"
+        for t in "$@"; do
+            [[ -z ${T_DEAD[$t]:-} ]] || continue
+            "$fn" "$t" "$wl" "$DURATION" "run$r"
         done
     done
 }
@@ -1256,7 +1232,7 @@ h2c_workload() {
     want h2c "$WORKLOAD_FILTER" || return 0
     command -v h2load >/dev/null 2>&1 || { log "SKIPPING the h2c workload: no h2load"; return 0; }
     local wl=h2c nu=$((PORT_BASE + 80)) ne=$((PORT_BASE + 81)) ng=$((PORT_BASE + 82))
-    local hp=$((PORT_BASE + 83)) t r pid dir
+    local hp=$((PORT_BASE + 83)) dir
     check_ports_free "$nu" "$ne" "$ng" "$hp"
     W_PATH[$wl]=/small
     W_TITLE[$wl]="GET small body (3 B) over h2c to h2c backends, h2load $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
@@ -1278,43 +1254,18 @@ h2c_workload() {
 
     dir=$TMP/nginx-h2c
     write_nginx_grpc_conf "$dir" "$ng" http2 "$BE1_H2C_PORT" "$BE2_H2C_PORT"
-    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_h2c nginx-h2c "$pid" "http://127.0.0.1:$ng/small"; then
-        register_target nginx-h2c "$pid" "$ng" epoll
-        TARGETS+=(nginx-h2c)
-    else
-        log "SKIPPING nginx-h2c: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
-    fi
+    start_nginx_peer nginx-h2c "$ng" wait_ready_h2c "http://127.0.0.1:$ng/small" "$dir"
 
     dir=$TMP/haproxy-h2c
     write_haproxy_h2_conf "$dir" "$hp" "$BE1_H2C_PORT" "$BE2_H2C_PORT"
-    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_h2c haproxy-h2c "$pid" "http://127.0.0.1:$hp/small"; then
-        register_target haproxy-h2c "$pid" "$hp" epoll
-        TARGETS+=(haproxy-h2c)
-    else
-        log "SKIPPING haproxy-h2c: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
-    fi
+    start_haproxy_peer haproxy-h2c "$hp" wait_ready_h2c "http://127.0.0.1:$hp/small" "$dir"
 
     # This workload's targets: those started above, measured on their own.
     targets+=("${TARGETS[@]:${#before[@]}}")
     W_TARGETS[$wl]="${targets[*]}"
     TARGETS=("${before[@]}")
     log "workload $wl: targets ${targets[*]}"
-    for t in "${targets[@]}"; do
-        measure_h2load "$t" "$wl" "$WARMUP"
-    done
-    for ((r = 1; r <= RUNS; r++)); do
-        log "workload $wl: round $r/$RUNS"
-        for t in "${targets[@]}"; do
-            [[ -z ${T_DEAD[$t]:-} ]] || continue
-            measure_h2load "$t" "$wl" "$DURATION" "run$r"
-        done
-    done
+    rounds "$wl" measure_h2load - "${targets[@]}"
     h2c_notes "${targets[@]}"
 }
 
@@ -1324,20 +1275,10 @@ start_fulcrum_h2c() {
     local driver=$1 port=$2 name=${START_AS:-fulcrum}-$1
     [[ -n $FULCRUM_OK ]] || return 0
     printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
-    taskset -c "$LB_CPU" "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
+    start_fulcrum_process "$name" "$port" wait_ready_h2c "http://127.0.0.1:$port/small" \
+        "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "h2c://127.0.0.1:$BE1_H2C_PORT" --backend "h2c://127.0.0.1:$BE2_H2C_PORT" \
-        --workers 1 --io-driver "$driver" --access-log off --http2-engine native \
-        >"$TMP/$name.stdout" 2>"$TMP/$name.stderr" &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! wait_ready_h2c "$name" "$pid" "http://127.0.0.1:$port/small"; then
-        log "SKIPPING $name: it did not become ready; last stderr lines:"
-        tail -n 10 "$TMP/$name.stderr" >&2 || true
-        kill -TERM "$pid" 2>/dev/null || true
-        return 0
-    fi
-    register_target "$name" "$pid" "$port" "file:$TMP/$name.stderr"
-    TARGETS+=("$name")
+        --workers 1 --io-driver "$driver" --access-log off --http2-engine native
 }
 
 # h2c_notes TARGET...: CPU per request of Fulcrum and nginx against HAProxy's (Fulcrum's
@@ -1388,21 +1329,10 @@ start_fulcrum_variant() {
     local name=$1 port=$2
     shift 2
     [[ -n $FULCRUM_OK ]] || return 0
-    local err=$TMP/$name.stderr
-    taskset -c "$LB_CPU" "$FULCRUM_BIN" --listen "127.0.0.1:$port" \
-        --admin-listen "127.0.0.1:$((port + 100))" \
+    start_fulcrum_process "$name" "$port" wait_ready "http://127.0.0.1:$port/small" \
+        "$FULCRUM_BIN" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 100))" \
         --backend "http://127.0.0.1:$BE1_PORT" --backend "http://127.0.0.1:$BE2_PORT" \
-        --workers 1 --io-driver io_uring "$@" >"$TMP/$name.stdout" 2>"$err" &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! wait_ready "$name" "$pid" "http://127.0.0.1:$port/small"; then
-        log "SKIPPING $name: it did not become ready; last stderr lines:"
-        tail -n 10 "$err" >&2 || true
-        kill -TERM "$pid" 2>/dev/null || true
-        return 0
-    fi
-    register_target "$name" "$pid" "$port" "file:$err"
-    TARGETS+=("$name")
+        --workers 1 --io-driver io_uring "$@"
 }
 
 # median of column COL of FILE.
@@ -1500,15 +1430,7 @@ suite_cache() {
             proxy_cache_lock on;
             add_header X-Cache \$upstream_cache_status;
 "
-    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready nginx-cache "$pid" "http://127.0.0.1:$ng/1k"; then
-        register_target nginx-cache "$pid" "$ng" epoll
-        TARGETS+=(nginx-cache)
-    else
-        log "SKIPPING nginx-cache: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
-    fi
+    start_nginx_peer nginx-cache "$ng" wait_ready "http://127.0.0.1:$ng/1k" "$dir"
     local t wl
     for t in "${TARGETS[@]}"; do
         for wl in "${WORKLOADS[@]}"; do
@@ -1640,42 +1562,17 @@ suite_grpc() {
 
     local dir=$TMP/nginx-grpc
     write_nginx_grpc_conf "$dir" "$NGINX_PORT" http2 "$BE1_PORT" "$BE2_PORT"
-    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_grpc nginx "$pid" "http://127.0.0.1:$NGINX_PORT"; then
-        register_target nginx "$pid" "$NGINX_PORT" epoll
-        TARGETS+=(nginx)
-    else
-        log "SKIPPING nginx: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
-    fi
+    start_nginx_peer nginx "$NGINX_PORT" wait_ready_grpc "http://127.0.0.1:$NGINX_PORT" "$dir"
 
     dir=$TMP/haproxy-grpc
     write_haproxy_h2_conf "$dir" "$HAPROXY_PORT" "$BE1_PORT" "$BE2_PORT"
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
-    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_grpc haproxy "$pid" "http://127.0.0.1:$HAPROXY_PORT"; then
-        register_target haproxy "$pid" "$HAPROXY_PORT" epoll
-        TARGETS+=(haproxy)
-    else
-        log "SKIPPING haproxy: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
-    fi
+    start_haproxy_peer haproxy "$HAPROXY_PORT" wait_ready_grpc "http://127.0.0.1:$HAPROXY_PORT" "$dir"
 
     log "targets: direct ${TARGETS[*]}"
-    local wl t r
+    local wl
     for wl in "${WORKLOADS[@]}"; do
-        for t in direct "${TARGETS[@]}"; do
-            measure_h2load "$t" "$wl" "$WARMUP"
-        done
-        for ((r = 1; r <= RUNS; r++)); do
-            log "workload $wl: round $r/$RUNS"
-            for t in direct "${TARGETS[@]}"; do
-                [[ -z ${T_DEAD[$t]:-} ]] || continue
-                measure_h2load "$t" "$wl" "$DURATION" "run$r"
-            done
-        done
+        rounds "$wl" measure_h2load - direct "${TARGETS[@]}"
     done
     SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call. HAProxy to beat: about 19 us per h2c request on this kind of machine.\n'
 }
@@ -1731,40 +1628,25 @@ start_fulcrum_tls() {
     local name=$1 bin=$2 driver=$3 port=$4 scheme=$5 be_a=$6 be_b=$7 ready=$8 path=$9
     shift 9
     [[ -n $FULCRUM_OK && -x $bin ]] || return 0
-    local err=$TMP/$name.stderr
     printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
-    taskset -c "$LB_CPU" "$bin" --config "$TMP/$name.toml" --listen 127.0.0.1:0 \
+    start_fulcrum_process "$name" "$port" "$ready" "https://127.0.0.1:$port$path" \
+        "$bin" --config "$TMP/$name.toml" --listen 127.0.0.1:0 \
         --tls-listen "127.0.0.1:$port" --tls-cert "$TLS_CERT" --tls-key "$TLS_KEY" \
         --backend "$scheme://127.0.0.1:$be_a" --backend "$scheme://127.0.0.1:$be_b" \
-        --workers 1 --io-driver "$driver" --access-log off "$@" >"$TMP/$name.stdout" 2>"$err" &
-    local pid=$!
-    PIDS+=("$pid")
-    if ! "$ready" "$name" "$pid" "https://127.0.0.1:$port$path"; then
-        log "SKIPPING $name: it did not become ready; last stderr lines:"
-        tail -n 10 "$err" >&2 || true
-        kill -TERM "$pid" 2>/dev/null || true
-        return 0
-    fi
-    register_target "$name" "$pid" "$port" "file:$err"
-    T_URL[$name]="https://127.0.0.1:$port"
-    TARGETS+=("$name")
+        --workers 1 --io-driver "$driver" --access-log off "$@"
+    [[ -z $STARTED ]] || T_URL[$name]="https://127.0.0.1:$port"
 }
 
 # start_tls_peer NAME PORT READY-FN READY-PATH LOG CMD...: CMD (nginx or HAProxy, serving TLS on
 # PORT) on CPU 0; a target once READY-FN accepts https://127.0.0.1:PORT/READY-PATH.
 start_tls_peer() {
-    local name=$1 port=$2 ready=$3 path=$4 out=$5 pid
+    local name=$1 port=$2 ready=$3 path=$4 out=$5
     shift 5
-    taskset -c "$LB_CPU" "$@" >"$out" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if "$ready" "$name" "$pid" "https://127.0.0.1:$port$path"; then
-        register_target "$name" "$pid" "$port" epoll
+    start_peer "$name" "$port" "$ready" "https://127.0.0.1:$port$path" "$out" "$out" "$@"
+    if [[ -n $STARTED ]]; then
         T_URL[$name]="https://127.0.0.1:$port"
-        TARGETS+=("$name")
     else
-        log "SKIPPING $name: $(tail -n 5 "$out" 2>/dev/null)"
-        kill -TERM "$pid" 2>/dev/null || true
+        kill -TERM "$STARTED_PID" 2>/dev/null || true
     fi
 }
 
@@ -1786,29 +1668,10 @@ EOF
 # write_haproxy_tls_conf FILE PORT BE-A BE-B [SERVER-OPTS]: HAProxy (1 thread) terminating TLS
 # on PORT, keep-alive on both sides, round robin over the backends on BE-A and BE-B.
 write_haproxy_tls_conf() {
-    cat >"$1" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-
-frontend fe
-    bind 127.0.0.1:$2 ssl crt $TLS_PEM alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers $TLS12_CIPHERS ciphersuites $TLS13_SUITES curves $TLS_GROUPS prefer-client-ciphers
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$3${5:+ $5}
-    server b2 127.0.0.1:$4${5:+ $5}
-EOF
+    write_haproxy_conf "$1" http "option http-keep-alive;http-reuse always" \
+        "timeout http-keep-alive 60s" "$2" \
+        " ssl crt $TLS_PEM alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers $TLS12_CIPHERS ciphersuites $TLS13_SUITES curves $TLS_GROUPS prefer-client-ciphers" \
+        "$3" "$4" "${5:+ $5}"
     haproxy -c -q -f "$1" || die "haproxy config check failed ($1)"
 }
 
@@ -2078,23 +1941,10 @@ wait_ready_ws() {
 # measure_ws TARGET WORKLOAD SECONDS [record]: like `measure`, with ws_load.
 measure_ws() {
     local target=$1 wl=$2 secs=$3 record=${4:-}
-    local url=${T_URL[$target]/http:/ws:}${W_PATH[$wl]} pid=${T_PID[$target]} out=$TMP/ws_load.out
+    local url=${T_URL[$target]/http:/ws:}${W_PATH[$wl]} out=$TMP/ws_load.out
     timed_run "$target" "$out" taskset -c "$GEN_CPU" "$WS_LOAD" "$url" "$WS_TUNNELS" "$secs" \
         "$WS_MESSAGE" || return 0
-    { printf '### %s %s %s %ss\n' "$target" "$wl" "${record:-warmup}" "$secs"; cat "$out"; } >>"$RAW_LOG"
-    [[ -n $record ]] || return 0
-    local line
-    line=$(grep '^BENCH ' "$out") || die "no summary line in ws_load output for $target/$wl"
-    awk -v ns=$((T1 - T0)) -v haspid="${pid:+1}" '
-        {
-            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            rps = v["duration_us"] > 0 ? v["requests"] / (v["duration_us"] / 1e6) : 0
-            cpu = (haspid && v["requests"] > 0) ? ns / 1000 / v["requests"] : "-"
-            printf "%.0f %.3f %.3f %s %d %d %d %d %d %d\n", rps, v["p50_us"] / 1000, v["p99_us"] / 1000,
-                (cpu == "-" ? "-" : sprintf("%.2f", cpu)),
-                v["connect"], v["read"], v["write"], v["status"], v["timeout"], v["requests"]
-        }' <<<"$line" >>"$RESULTS/$wl.$target"
-    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target")"
+    record_bench "$target" "$wl" "$secs" "$record" "$out" ws_load
 }
 
 suite_ws() {
@@ -2135,64 +1985,19 @@ suite_ws() {
 "
     # The shared template clears Connection for keep-alive; the upgrade needs its own value.
     sed -i '/proxy_set_header Connection "";/d' "$dir/nginx.conf"
-    taskset -c "$LB_CPU" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_ws nginx "$pid" "ws://127.0.0.1:$NGINX_PORT/"; then
-        register_target nginx "$pid" "$NGINX_PORT" epoll
-        TARGETS+=(nginx)
-    else
-        log "SKIPPING nginx: $(tail -n 5 "$dir/error.log" 2>/dev/null)"
-    fi
+    start_nginx_peer nginx "$NGINX_PORT" wait_ready_ws "ws://127.0.0.1:$NGINX_PORT/" "$dir"
 
     dir=$TMP/haproxy-ws
     mkdir -p "$dir"
-    cat >"$dir/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend be
-
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1_PORT
-    server b2 127.0.0.1:$BE2_PORT
-EOF
+    write_haproxy_conf "$dir/haproxy.cfg" http "option http-keep-alive" "timeout tunnel 1h" \
+        "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
-    taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if wait_ready_ws haproxy "$pid" "ws://127.0.0.1:$HAPROXY_PORT/"; then
-        register_target haproxy "$pid" "$HAPROXY_PORT" epoll
-        TARGETS+=(haproxy)
-    else
-        log "SKIPPING haproxy: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
-    fi
+    start_haproxy_peer haproxy "$HAPROXY_PORT" wait_ready_ws "ws://127.0.0.1:$HAPROXY_PORT/" "$dir"
 
     log "targets: direct ${TARGETS[*]}"
-    local wl t r
+    local wl t
     for wl in "${WORKLOADS[@]}"; do
-        for t in direct "${TARGETS[@]}"; do
-            measure_ws "$t" "$wl" "$WARMUP"
-        done
-        for ((r = 1; r <= RUNS; r++)); do
-            log "workload $wl: round $r/$RUNS"
-            for t in direct "${TARGETS[@]}"; do
-                [[ -z ${T_DEAD[$t]:-} ]] || continue
-                measure_ws "$t" "$wl" "$DURATION" "run$r"
-            done
-        done
+        rounds "$wl" measure_ws - direct "${TARGETS[@]}"
     done
     # Fulcrum's CPU per message against each peer's (target: below both).
     local f cpu ncpu=0 hcpu=0

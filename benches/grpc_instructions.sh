@@ -56,24 +56,10 @@ cat >"$TMP/fulcrum.toml" <<EOF
 [limits]
 max_requests_per_connection = 0
 EOF
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    http-reuse always
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend fe
-    bind 127.0.0.1:$LB proto h2
-    default_backend be
-backend be
-    balance roundrobin
-    server b1 127.0.0.1:$BE1 proto h2
-    server b2 127.0.0.1:$BE2 proto h2
-EOF
+# HAProxy as bench.sh's grpc suite runs it.
+# shellcheck source-path=SCRIPTDIR source=peer_conf.sh
+source benches/peer_conf.sh
+write_haproxy_h2_conf "$TMP/haproxy" "$LB" "$BE1" "$BE2"
 
 # instructions NAME CALLS COMMAND...: total Ir of COMMAND under callgrind after CALLS calls.
 instructions() {
@@ -109,5 +95,5 @@ for engine in h2 native; do
         --http2-engine "$engine"
 done
 if command -v haproxy >/dev/null; then
-    measure haproxy haproxy -db -f "$TMP/haproxy.cfg"
+    measure haproxy haproxy -db -f "$TMP/haproxy/haproxy.cfg"
 fi

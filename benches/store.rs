@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use fulcrum::config::{Config, StoreConfig, StoreKind, TelemetryConfig};
+use fulcrum::config::{Config, DEFAULT_POOL, StoreConfig, StoreKind, TelemetryConfig};
 use fulcrum::control::{Backend, Change};
 use fulcrum_etcd_testkit::{Etcd, have_etcd};
 
@@ -98,7 +98,10 @@ fn main() {
         // Distinct loopback URLs; nothing needs to listen there.
         let url = format!("http://127.0.0.1:{}", 10_000 + change);
         let start = Instant::now();
-        nodes[writer].control().apply(Change::AddBackend { url }).unwrap();
+        nodes[writer]
+            .control()
+            .apply(Change::AddPoolBackend { pool: DEFAULT_POOL.into(), url, weight: 1 })
+            .unwrap();
         local.push(start.elapsed());
         let mut waiting: Vec<usize> = (0..INSTANCES).filter(|&i| i != writer).collect();
         let mut last = start;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use fulcrum::config::Algorithm;
-use fulcrum::config::{BackendConfig, Config};
+use fulcrum::config::{BackendConfig, Config, DEFAULT_POOL};
 use fulcrum::control::{BackendId, Change};
 
 const WORKERS: usize = 2;
@@ -51,7 +51,7 @@ fn epoch_changes_under_load_fail_no_request() {
     expect_within(Duration::from_secs(10), "warm-up traffic", || load.total() >= 200);
 
     // Add c: under round robin it is picked within a couple of requests per worker.
-    let added = ctl.apply(Change::AddBackend { url: c.url() }).unwrap();
+    let added = ctl.apply(add_backend(c.url())).unwrap();
     let at_add = seq.load(SeqCst);
     assert_eq!(added.epoch, 2);
     let c_view = added.backend.expect("the new backend");
@@ -65,15 +65,15 @@ fn epoch_changes_under_load_fail_no_request() {
     );
 
     // Switch algorithms twice under load.
-    assert_eq!(ctl.apply(Change::SetAlgorithm(Algorithm::LeastConnections)).unwrap().epoch, 3);
+    assert_eq!(ctl.apply(set_algorithm(Algorithm::LeastConnections)).unwrap().epoch, 3);
     load.each_completes(20);
-    assert_eq!(ctl.apply(Change::SetAlgorithm(Algorithm::Random)).unwrap().epoch, 4);
+    assert_eq!(ctl.apply(set_algorithm(Algorithm::Random)).unwrap().epoch, 4);
     load.each_completes(20);
 
     // Remove b: once the requests in flight when the removal returned are done (one per client
     // thread at most), b gets nothing more. (Counted after the change returns: until every
     // worker has acknowledged it, b is still a candidate.)
-    assert_eq!(ctl.apply(Change::RemoveBackend(id_of(&running, &b))).unwrap().epoch, 5);
+    assert_eq!(ctl.apply(remove_backend(id_of(&running, &b))).unwrap().epoch, 5);
     let b_at_removal = b.requests();
     load.each_completes(2);
     let b_after = b.requests();
@@ -128,7 +128,7 @@ fn a_removed_backends_in_flight_request_completes() {
     });
 
     let t = Instant::now();
-    running.control().apply(Change::RemoveBackend(b_id)).unwrap();
+    running.control().apply(remove_backend(b_id)).unwrap();
     assert!(t.elapsed() < Duration::from_secs(2), "removal waited for the in-flight request");
     let b_requests = b.requests();
     let mut client = Client::connect(addr);
@@ -155,9 +155,9 @@ fn an_added_backend_gets_the_very_next_request_when_the_other_is_removed() {
     let mut kept = Client::connect(running.listen);
     assert_eq!(kept.get("/").unwrap().backend(), "a");
 
-    let added = ctl.apply(Change::AddBackend { url: b.url() }).unwrap();
+    let added = ctl.apply(add_backend(b.url())).unwrap();
     let b_id = added.backend.unwrap().id;
-    ctl.apply(Change::RemoveBackend(id_of(&running, &a))).unwrap();
+    ctl.apply(remove_backend(id_of(&running, &a))).unwrap();
     let a_requests = a.requests();
 
     let r = kept.get("/").unwrap();
@@ -174,8 +174,23 @@ fn an_added_backend_gets_the_very_next_request_when_the_other_is_removed() {
 
     // Removing an unknown id and adding a duplicate are refused without a new epoch.
     let epoch = view.epoch;
-    assert!(ctl.apply(Change::RemoveBackend(9999)).is_err());
-    assert!(ctl.apply(Change::AddBackend { url: b.url() }).is_err());
+    assert!(ctl.apply(remove_backend(9999)).is_err());
+    assert!(ctl.apply(add_backend(b.url())).is_err());
     assert_eq!(ctl.snapshot().unwrap().epoch, epoch);
     running.shutdown();
+}
+
+/// Adds a backend to the `default` pool with weight 1.
+fn add_backend(url: String) -> Change {
+    Change::AddPoolBackend { pool: DEFAULT_POOL.into(), url, weight: 1 }
+}
+
+/// Removes a backend from the `default` pool.
+fn remove_backend(id: BackendId) -> Change {
+    Change::RemovePoolBackend { pool: DEFAULT_POOL.into(), id }
+}
+
+/// Switches the `default` pool's algorithm.
+fn set_algorithm(algorithm: Algorithm) -> Change {
+    Change::SetPoolAlgorithm { pool: DEFAULT_POOL.into(), algorithm }
 }

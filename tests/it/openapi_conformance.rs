@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::harness::admin::{SECRET, now, sign_hs};
+use crate::harness::admin::{SECRET, UNDOCUMENTED_PATHS, now, sign_hs};
 use crate::harness::http1::request_chunked;
 use crate::harness::tls::{CertFiles, Pki};
 use crate::harness::{
@@ -881,28 +881,7 @@ fn unowned(cx: &mut Conformance, f: &Fulcrum, t: &Tokens, k: &Known) {
             cx.check_shared("MethodNotAllowed", &format!("{method} {template}"), &r);
         }
     }
-    for path in [
-        "/",
-        "/docs/",
-        "/docs/a/b",
-        "/metrics/",
-        "/api",
-        "/api/v1",
-        "/api/v1/",
-        "/api/v1/backends/",
-        "/api/v1/backends/1/x",
-        "/api/v1/configs",
-        "/api/v1/cache/purge",
-        "/api/v1/pools/",
-        "/api/v1/pools/api/",
-        "/api/v1/pools/api/backends/",
-        "/api/v1/pools/api/backends/1/x",
-        "/api/v1/pools/api/algorithm/x",
-        "/api/v1/pools/api/other",
-        "/api/v1/routes/",
-        "/api/v1/routes/0",
-        "/openapi.json",
-    ] {
+    for path in UNDOCUMENTED_PATHS {
         for auth in [&Auth::None, &t.write] {
             let r = f.admin().request("GET", path, None, &auth.headers(), None);
             assert_eq!(r.status(), 404, "GET {path}: {}", r.text());

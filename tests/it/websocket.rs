@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -57,6 +58,11 @@ fn closes_within(ws: &mut WsClient, limit: Duration) -> bool {
 }
 
 fn start(backends: &[&WsBackend], extra: &str) -> Fulcrum {
+    builder(backends, extra).start()
+}
+
+/// One worker in front of `backends`, configured with `extra` (TOML, may be empty).
+fn builder(backends: &[&WsBackend], extra: &str) -> process::Builder {
     let mut b = Fulcrum::builder().workers(1);
     for be in backends {
         b = b.backend(be.url());
@@ -64,7 +70,16 @@ fn start(backends: &[&WsBackend], extra: &str) -> Fulcrum {
     if !extra.is_empty() {
         b = b.config(extra);
     }
-    b.start()
+    b
+}
+
+/// As [`start`] with one backend, writing its access log to the returned path in a fresh
+/// directory `name` (removed with the returned [`TempDir`]).
+fn start_logged(backend: &WsBackend, extra: &str, name: &str) -> (TempDir, PathBuf, Fulcrum) {
+    let dir = TempDir::new(name);
+    let log = dir.join("access.log");
+    let f = builder(&[backend], extra).access_log(&log.display().to_string()).start();
+    (dir, log, f)
 }
 
 #[test]
@@ -185,14 +200,7 @@ fn a_switch_nobody_asked_for_is_502() {
 #[test]
 fn an_idle_tunnel_is_closed_and_activity_keeps_it_open() {
     let backend = WsBackend::start("a");
-    let dir = TempDir::new("ws-idle");
-    let log = dir.join("access.log");
-    let f = Fulcrum::builder()
-        .workers(1)
-        .backend(backend.url())
-        .config("[timeouts]\ntunnel_idle_ms = 1000")
-        .access_log(&log.display().to_string())
-        .start();
+    let (_dir, log, f) = start_logged(&backend, "[timeouts]\ntunnel_idle_ms = 1000", "ws-idle");
     let mut ws = ws_connect(f.addr(), "/").unwrap();
     // Messages every 100 ms for 2 s: activity in either direction resets the one timer (a
     // client thread starved for 900 ms on a loaded machine would still not let it expire).
@@ -274,11 +282,10 @@ fn least_connections_counts_open_tunnels() {
 fn a_thousand_concurrent_tunnels_on_one_worker() {
     const N: usize = 1000;
     let backend = WsBackend::start("a");
-    let f = Fulcrum::builder()
-        .workers(1)
-        .backend(backend.url())
-        .config("[limits]\nmax_connections_per_worker = 2000\n[pool]\nmax_idle_per_backend = 16")
-        .start();
+    let f = start(
+        &[&backend],
+        "[limits]\nmax_connections_per_worker = 2000\n[pool]\nmax_idle_per_backend = 16",
+    );
     let rss_before = f.rss_kib();
     let started = Instant::now();
     let mut clients: Vec<WsClient> = (0..N)
@@ -366,13 +373,7 @@ fn an_upgrade_is_routed_like_any_request() {
 #[test]
 fn a_tunnel_leaves_one_access_record_and_its_metrics() {
     let backend = WsBackend::start("a");
-    let dir = TempDir::new("ws-log");
-    let log = dir.join("access.log");
-    let f = Fulcrum::builder()
-        .workers(1)
-        .backend(backend.url())
-        .access_log(&log.display().to_string())
-        .start();
+    let (_dir, log, f) = start_logged(&backend, "", "ws-log");
     let mut ws = ws_connect(f.addr(), "/chat").unwrap();
     ws.send(Message::binary(vec![1u8; 1000])).unwrap();
     assert_eq!(ws.read().unwrap(), Message::binary(vec![1u8; 1000]));
@@ -411,11 +412,7 @@ fn a_tunnel_leaves_one_access_record_and_its_metrics() {
 #[test]
 fn draining_closes_tunnels_after_drain_ms() {
     let backend = WsBackend::start("a");
-    let f = Fulcrum::builder()
-        .workers(1)
-        .backend(backend.url())
-        .config("[timeouts]\ndrain_ms = 600")
-        .start();
+    let f = start(&[&backend], "[timeouts]\ndrain_ms = 600");
     let mut ws = ws_connect(f.addr(), "/").unwrap();
     ws.send(Message::text("x")).unwrap();
     assert_eq!(text(&mut ws), "x");
@@ -505,13 +502,7 @@ async fn h2_client(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes:
 #[test]
 fn websocket_over_http2_extended_connect() {
     let backend = WsBackend::start("h2");
-    let dir = TempDir::new("ws-h2");
-    let log = dir.join("access.log");
-    let f = Fulcrum::builder()
-        .workers(1)
-        .backend(backend.url())
-        .access_log(&log.display().to_string())
-        .start();
+    let (_dir, log, f) = start_logged(&backend, "", "ws-h2");
     let addr = f.addr();
     run(async move {
         let mut send = h2_client(addr).await;

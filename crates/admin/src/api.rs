@@ -3,19 +3,26 @@
 //! Each handler is annotated for the OpenAPI document ([`super::openapi`]); the route table in
 //! [`route`] is the single place that maps paths and methods to handlers.
 
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, LOCATION,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::{self, RefOr};
 use utoipa::{IntoResponses, ToSchema};
 
-use fulcrum_config::{Algorithm, BackendConfig, CachePolicy, RouteConfig, UnknownAlgorithm};
+use fulcrum_config::{
+    Algorithm, BackendConfig, CachePolicy, DEFAULT_POOL, RouteConfig, UnknownAlgorithm,
+};
 use fulcrum_control::{
     Applied, BackendView, Change, ControlHandle, DEFAULT_WEIGHT, PoolView, Source, StateView,
     StoreView,
@@ -640,15 +647,46 @@ pub struct Ready {
     pub workers: usize,
 }
 
-/// Errors every authenticated read can answer with.
+/// Errors every authenticated read can answer with: the token's, and `503` while the control
+/// plane is stopping.
+pub type ReadErrors = Both<LocalReadErrors, ControlStopping>;
+
+/// Errors every mutation can answer with: the token's, and those of applying a change.
+pub type WriteErrors = Both<LocalWriteErrors, ApplyErrors>;
+
+/// Errors an authenticated read that never waits on the control plane can answer with (the
+/// TLS inventory, the store's status): only the token's.
+pub type LocalReadErrors = Both<InvalidToken, ReadForbidden>;
+
+/// Errors a mutation that never waits on the control plane nor writes the state file can answer
+/// with (the TLS reload): only the token's.
+pub type LocalWriteErrors = Both<InvalidToken, WriteForbidden>;
+
+/// The responses of `A` and those of `B` (no status is in both) as one set.
+pub struct Both<A, B>(PhantomData<(A, B)>);
+
+impl<A: IntoResponses, B: IntoResponses> IntoResponses for Both<A, B> {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        let mut responses = A::responses();
+        responses.extend(B::responses());
+        responses
+    }
+}
+
+/// The `401` of every authenticated path.
 #[derive(IntoResponses)]
-pub enum ReadErrors {
+pub enum InvalidToken {
     /// Missing, malformed, badly signed, expired or not-yet-valid token.
     #[response(
         status = 401,
         headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
     )]
     Unauthorized(#[to_schema] ErrorBody),
+}
+
+/// The `403` of a read.
+#[derive(IntoResponses)]
+pub enum ReadForbidden {
     /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
     #[response(
         status = 403,
@@ -656,20 +694,11 @@ pub enum ReadErrors {
             description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
     )]
     Forbidden(#[to_schema] ErrorBody),
-    /// The control plane is stopping.
-    #[response(status = 503)]
-    Unavailable(#[to_schema] ErrorBody),
 }
 
-/// Errors every mutation can answer with.
+/// The `403` of a mutation.
 #[derive(IntoResponses)]
-pub enum WriteErrors {
-    /// Missing, malformed, badly signed, expired or not-yet-valid token.
-    #[response(
-        status = 401,
-        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
-    )]
-    Unauthorized(#[to_schema] ErrorBody),
+pub enum WriteForbidden {
     /// Valid token without the `fulcrum:write` scope.
     #[response(
         status = 403,
@@ -677,6 +706,19 @@ pub enum WriteErrors {
             description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
     )]
     Forbidden(#[to_schema] ErrorBody),
+}
+
+/// The `503` of a read that waits on the control plane.
+#[derive(IntoResponses)]
+pub enum ControlStopping {
+    /// The control plane is stopping.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] ErrorBody),
+}
+
+/// Errors of applying a change, besides the token's.
+#[derive(IntoResponses)]
+pub enum ApplyErrors {
     /// The state file could not be written; nothing was applied.
     #[response(status = 500)]
     StateNotSaved(#[to_schema] ErrorBody),
@@ -693,44 +735,6 @@ pub enum StoreConflict {
     /// Lost `store.conflict_retries + 1` compare-and-swaps in a row; nothing changed.
     #[response(status = 409)]
     Conflict(#[to_schema] ErrorBody),
-}
-
-/// Errors an authenticated read that never waits on the control plane can answer with (the
-/// TLS inventory, the store's status): only the token's.
-#[derive(IntoResponses)]
-pub enum LocalReadErrors {
-    /// Missing, malformed, badly signed, expired or not-yet-valid token.
-    #[response(
-        status = 401,
-        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
-    )]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// Valid token without the `fulcrum:read` (or `fulcrum:write`) scope.
-    #[response(
-        status = 403,
-        headers(("WWW-Authenticate" = String,
-            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:read\"`"))
-    )]
-    Forbidden(#[to_schema] ErrorBody),
-}
-
-/// Errors a mutation that never waits on the control plane nor writes the state file can answer
-/// with (the TLS reload): only the token's.
-#[derive(IntoResponses)]
-pub enum LocalWriteErrors {
-    /// Missing, malformed, badly signed, expired or not-yet-valid token.
-    #[response(
-        status = 401,
-        headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"`"))
-    )]
-    Unauthorized(#[to_schema] ErrorBody),
-    /// Valid token without the `fulcrum:write` scope.
-    #[response(
-        status = 403,
-        headers(("WWW-Authenticate" = String,
-            description = "`Bearer error=\"insufficient_scope\", scope=\"fulcrum:write\"`"))
-    )]
-    Forbidden(#[to_schema] ErrorBody),
 }
 
 /// Errors a mutation that reads a JSON body can answer with, on top of [`WriteErrors`]
@@ -1005,6 +1009,22 @@ fn with_epoch(mut resp: Resp, epoch: u64) -> Resp {
     resp
 }
 
+/// `201` with `value`, the epoch that created it and its `Location`.
+fn created_at<T: Serialize>(value: &T, epoch: u64, location: &str) -> Resp {
+    let mut resp = with_epoch(json(StatusCode::CREATED, value), epoch);
+    if let Ok(loc) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, loc);
+    }
+    resp
+}
+
+/// `204` for a deletion, with the epoch that no longer has the deleted thing.
+fn deleted(epoch: u64) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    with_epoch(resp, epoch)
+}
+
 /// Runs a blocking control-plane call off the admin runtime's only thread.
 async fn blocking<T: Send + 'static>(
     control: &ControlHandle,
@@ -1204,9 +1224,7 @@ fn get_store(app: &App) -> Resp {
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 async fn list_backends(app: &App) -> Result<Resp, ApiError> {
-    let v = snapshot(app).await?;
-    let list: Vec<BackendOut> = v.backends.iter().map(BackendOut::from).collect();
-    Ok(json(StatusCode::OK, &list))
+    list_pool_backends(app, DEFAULT_POOL).await
 }
 
 /// Adds a backend; it receives traffic from the very next request.
@@ -1226,17 +1244,24 @@ async fn list_backends(app: &App) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
 async fn create_backend(app: &App, body: NewBackend) -> Result<Resp, ApiError> {
-    let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
-    let applied = apply(app, Change::AddWeightedBackend { url: body.url, weight }).await?;
-    backend_created(applied, "/api/v1/backends")
+    add_backend(app, DEFAULT_POOL, body, "/api/v1/backends").await
 }
 
-/// `201` with the backend an `applied` change created, `Location` under `collection`.
-fn backend_created(applied: Applied, collection: &str) -> Result<Resp, ApiError> {
+/// Adds the backend of `body` to `pool`: `201` with it, `Location` under `collection`.
+async fn add_backend(
+    app: &App,
+    pool: &str,
+    body: NewBackend,
+    collection: &str,
+) -> Result<Resp, ApiError> {
+    let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
+    let change = Change::AddPoolBackend { pool: pool.to_owned(), url: body.url, weight };
+    let applied = apply(app, change).await?;
     let b = applied
         .backend
+        .as_ref()
         .ok_or_else(|| ApiError::Internal("the control plane returned no backend".into()))?;
-    let out = BackendOut::from(&b);
+    let out = BackendOut::from(b);
     let created = BackendCreated {
         id: out.id,
         url: out.url,
@@ -1248,11 +1273,7 @@ fn backend_created(applied: Applied, collection: &str) -> Result<Resp, ApiError>
         health: out.health,
         epoch: applied.epoch,
     };
-    let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);
-    if let Ok(loc) = HeaderValue::from_str(&format!("{collection}/{}", b.id)) {
-        resp.headers_mut().insert(hyper::header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(created_at(&created, applied.epoch, &format!("{collection}/{}", b.id)))
 }
 
 fn parse_id(id: &str) -> Result<u64, ApiError> {
@@ -1271,14 +1292,9 @@ fn parse_id(id: &str) -> Result<u64, ApiError> {
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 async fn get_backend(app: &App, id: &str) -> Result<Resp, ApiError> {
-    let id = parse_id(id)?;
-    let v = snapshot(app).await?;
-    let b = v
-        .backends
-        .iter()
-        .find(|b| b.id == id)
-        .ok_or_else(|| ApiError::UnknownBackend(format!("no backend with id {id}")))?;
-    Ok(json(StatusCode::OK, &BackendOut::from(b)))
+    // `default` always exists: a malformed id is refused before the control plane is asked.
+    parse_id(id)?;
+    get_pool_backend(app, DEFAULT_POOL, id).await
 }
 
 /// Removes a backend: no new requests; in-flight ones finish; idle connections close.
@@ -1295,11 +1311,7 @@ async fn get_backend(app: &App, id: &str) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
 async fn delete_backend(app: &App, id: &str) -> Result<Resp, ApiError> {
-    let id = parse_id(id)?;
-    let applied = apply(app, Change::RemoveBackend(id)).await?;
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(with_epoch(resp, applied.epoch))
+    delete_pool_backend(app, DEFAULT_POOL, id).await
 }
 
 /// The balancing algorithm.
@@ -1309,8 +1321,7 @@ async fn delete_backend(app: &App, id: &str) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:read"]))
 )]
 async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
-    let v = snapshot(app).await?;
-    Ok(json(StatusCode::OK, &AlgorithmOut { algorithm: v.algorithm.into() }))
+    get_pool_algorithm(app, DEFAULT_POOL).await
 }
 
 /// Switches the algorithm live; per-backend counters are kept.
@@ -1327,10 +1338,7 @@ async fn get_algorithm(app: &App) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
 async fn put_algorithm(app: &App, body: SetAlgorithm) -> Result<Resp, ApiError> {
-    let algorithm = parse_algorithm(&body.algorithm)?;
-    let applied = apply(app, Change::SetAlgorithm(algorithm)).await?;
-    let out = AlgorithmApplied { algorithm: algorithm.into(), epoch: applied.epoch };
-    Ok(with_epoch(json(StatusCode::OK, &out), applied.epoch))
+    put_pool_algorithm(app, DEFAULT_POOL, body).await
 }
 
 /// Response cache settings, with entries, bytes, hits and misses summed over the workers.
@@ -1465,11 +1473,7 @@ async fn create_pool(app: &App, body: NewPool) -> Result<Resp, ApiError> {
         backends: out.backends,
         epoch: applied.epoch,
     };
-    let mut resp = with_epoch(json(StatusCode::CREATED, &created), applied.epoch);
-    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/pools/{}", pool.name)) {
-        resp.headers_mut().insert(hyper::header::LOCATION, loc);
-    }
-    Ok(resp)
+    Ok(created_at(&created, applied.epoch, &format!("/api/v1/pools/{}", pool.name)))
 }
 
 /// One pool with its backends.
@@ -1504,9 +1508,7 @@ async fn get_pool(app: &App, name: &str) -> Result<Resp, ApiError> {
 )]
 async fn delete_pool(app: &App, name: &str) -> Result<Resp, ApiError> {
     let applied = apply(app, Change::DeletePool(name.to_owned())).await?;
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(with_epoch(resp, applied.epoch))
+    Ok(deleted(applied.epoch))
 }
 
 /// A pool's backends, in operator order.
@@ -1546,10 +1548,7 @@ async fn list_pool_backends(app: &App, name: &str) -> Result<Resp, ApiError> {
     security(("bearer_auth" = ["fulcrum:write"]))
 )]
 async fn create_pool_backend(app: &App, name: &str, body: NewBackend) -> Result<Resp, ApiError> {
-    let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
-    let change = Change::AddPoolBackend { pool: name.to_owned(), url: body.url, weight };
-    let applied = apply(app, change).await?;
-    backend_created(applied, &format!("/api/v1/pools/{name}/backends"))
+    add_backend(app, name, body, &format!("/api/v1/pools/{name}/backends")).await
 }
 
 /// One backend of a pool.
@@ -1597,9 +1596,7 @@ async fn get_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiEr
 async fn delete_pool_backend(app: &App, name: &str, id: &str) -> Result<Resp, ApiError> {
     let id = parse_id(id)?;
     let applied = apply(app, Change::RemovePoolBackend { pool: name.to_owned(), id }).await?;
-    let mut resp = Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
-    Ok(with_epoch(resp, applied.epoch))
+    Ok(deleted(applied.epoch))
 }
 
 /// A pool's balancing algorithm.

@@ -6,8 +6,8 @@
 
 use fulcrum_config::{
     Algorithm, BackendConfig, BackendUrl, BackendUrlError, CachePolicy, CachePolicyError,
-    DEFAULT_POOL, DEFAULT_WEIGHT, MAX_POOLS, MAX_WEIGHT, RouteConfig, RouteError, Timeouts,
-    check_pool_name, validate_routes,
+    DEFAULT_POOL, MAX_POOLS, MAX_WEIGHT, RouteConfig, RouteError, Timeouts, check_pool_name,
+    validate_routes,
 };
 use fulcrum_model::BackendId;
 
@@ -17,16 +17,6 @@ use crate::state::{PersistedBackend, PersistedPool, StateDocument};
 /// is refused).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// Switch the balancing algorithm of the `default` pool.
-    SetAlgorithm(Algorithm),
-    /// Add a backend to the `default` pool by URL.
-    AddBackend {
-        /// `http://host:port`.
-        url: String,
-    },
-    /// Remove a backend of the `default` pool: it gets no new requests, in-flight ones finish,
-    /// idle connections close.
-    RemoveBackend(BackendId),
     /// Replace the cache settings (validated; refused with [`ControlError::InvalidCache`]).
     SetCache(CachePolicy),
     /// Drop every cached response: the new epoch carries a bumped `cache_generation`, and
@@ -36,14 +26,6 @@ pub enum Change {
     PurgeCache,
     /// Replace the phase timeouts.
     SetTimeouts(Timeouts),
-    /// Add a backend to the `default` pool by URL with a relative weight (`AddBackend` means
-    /// weight 1).
-    AddWeightedBackend {
-        /// `http://host:port`.
-        url: String,
-        /// Relative weight, 1..=[`MAX_WEIGHT`].
-        weight: u32,
-    },
     /// Create a pool (refused with [`ControlError::DuplicatePool`] when the name is taken).
     CreatePool {
         /// Its name (see [`check_pool_name`]).
@@ -64,7 +46,8 @@ pub enum Change {
         /// Relative weight, 1..=[`MAX_WEIGHT`].
         weight: u32,
     },
-    /// Remove a backend from a pool.
+    /// Remove a backend from a pool: it gets no new requests, in-flight ones finish, idle
+    /// connections close.
     RemovePoolBackend {
         /// The pool.
         pool: String,
@@ -164,7 +147,6 @@ pub(crate) fn apply(
     let mut next = doc.clone();
     let mut created = Created::Nothing;
     match change {
-        Change::SetAlgorithm(algorithm) => next.algorithm = algorithm,
         Change::SetPoolAlgorithm { pool, algorithm } => {
             if pool == DEFAULT_POOL {
                 next.algorithm = algorithm;
@@ -178,16 +160,9 @@ pub(crate) fn apply(
         }
         Change::PurgeCache => next.cache_generation += 1,
         Change::SetTimeouts(timeouts) => next.timeouts = timeouts,
-        Change::AddBackend { url } => {
-            created = add_backend(&mut next, DEFAULT_POOL, &url, DEFAULT_WEIGHT)?;
-        }
-        Change::AddWeightedBackend { url, weight } => {
-            created = add_backend(&mut next, DEFAULT_POOL, &url, weight)?;
-        }
         Change::AddPoolBackend { pool, url, weight } => {
             created = add_backend(&mut next, &pool, &url, weight)?;
         }
-        Change::RemoveBackend(id) => remove_backend(&mut next.backends, id)?,
         Change::RemovePoolBackend { pool, id } => {
             remove_backend(backends_mut(&mut next, &pool)?, id)?;
         }
@@ -316,7 +291,7 @@ mod tests {
     }
 
     fn add(doc: &StateDocument, url: &str) -> Result<(StateDocument, Created), ControlError> {
-        apply(doc, Change::AddWeightedBackend { url: url.into(), weight: 1 })
+        apply(doc, Change::AddPoolBackend { pool: DEFAULT_POOL.into(), url: url.into(), weight: 1 })
     }
 
     #[test]
@@ -335,10 +310,13 @@ mod tests {
             ControlError::DuplicateBackend("http://127.0.0.1:1".into())
         );
         // Removing never frees an id.
-        let (c, ()) = (apply(&b, Change::RemoveBackend(2)).unwrap().0, ());
+        let (c, ()) = (
+            apply(&b, Change::RemovePoolBackend { pool: DEFAULT_POOL.into(), id: 2 }).unwrap().0,
+            (),
+        );
         assert_eq!(add(&c, "http://127.0.0.1:2").unwrap().1, Created::Backend(3));
         assert_eq!(
-            apply(&c, Change::RemoveBackend(2)).unwrap_err(),
+            apply(&c, Change::RemovePoolBackend { pool: DEFAULT_POOL.into(), id: 2 }).unwrap_err(),
             ControlError::UnknownBackend(2)
         );
     }
@@ -398,8 +376,15 @@ mod tests {
             ControlError::UnknownPool("x".into())
         );
         assert_eq!(
-            apply(&doc, Change::AddWeightedBackend { url: "http://127.0.0.1:1".into(), weight: 0 })
-                .unwrap_err(),
+            apply(
+                &doc,
+                Change::AddPoolBackend {
+                    pool: DEFAULT_POOL.into(),
+                    url: "http://127.0.0.1:1".into(),
+                    weight: 0
+                }
+            )
+            .unwrap_err(),
             ControlError::InvalidWeight(0)
         );
     }

@@ -188,9 +188,15 @@ mod tests {
         let doc = initial_document(&config).unwrap();
         assert_eq!((doc.next_backend_id, doc.backends[0].id), (2, 1));
         let first = builder().build(&doc, 1, None).unwrap().epoch;
-        let (doc2, _) =
-            apply(&doc, Change::AddWeightedBackend { url: "http://127.0.0.1:2".into(), weight: 3 })
-                .unwrap();
+        let (doc2, _) = apply(
+            &doc,
+            Change::AddPoolBackend {
+                pool: DEFAULT_POOL.into(),
+                url: "http://127.0.0.1:2".into(),
+                weight: 3,
+            },
+        )
+        .unwrap();
         let built = builder().build(&doc2, 2, Some(&first)).unwrap();
         assert!(built.replaced.is_empty());
         let (a, b) = (&first.default_pool().backends[0], &built.epoch.default_pool().backends[0]);

@@ -11,7 +11,7 @@ pub struct Applied {
     pub epoch: u64,
     /// The shared revision that epoch was built from (etcd store); `None` with the file store.
     pub revision: Option<i64>,
-    /// The backend an `AddBackend`, `AddWeightedBackend` or `AddPoolBackend` created.
+    /// The backend an `AddPoolBackend` created.
     pub backend: Option<BackendView>,
     /// The pool a `CreatePool` created.
     pub pool: Option<PoolView>,

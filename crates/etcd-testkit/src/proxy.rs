@@ -144,8 +144,11 @@ async fn serve(
     };
     let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)).await else { return };
     tokio::select! {
-        () = pump(&mut client, &mut upstream, deaf) => return,
+        // A mode change wins over bytes that arrived with it: a test that freezes the proxy and
+        // then writes must see its bytes held, never forwarded.
+        biased;
         _ = modes.changed() => {}
+        () = pump(&mut client, &mut upstream, deaf) => return,
     }
     if *modes.borrow_and_update() == Mode::Frozen {
         hold(&mut client, &mut modes, &swallowed).await;

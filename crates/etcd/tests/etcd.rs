@@ -19,8 +19,37 @@ const EVENT_WITHIN: Duration = Duration::from_secs(10);
 
 const PREFIX: &str = "/fulcrum/test";
 
-async fn bounded<F: Future<Output = ()>>(test: F) {
+/// Runs `test` within `BOUND`, or skips it (saying so) when etcd is not installed.
+async fn with_etcd<F: Future<Output = ()>>(test: F) {
+    if !have_etcd() {
+        return;
+    }
     tokio::time::timeout(BOUND, test).await.expect("test took longer than its bound");
+}
+
+/// A client of `etcd` under `PREFIX`.
+fn client_of(etcd: &Etcd) -> Client {
+    Client::new(etcd.config(PREFIX)).unwrap()
+}
+
+/// A client under `PREFIX` that reaches etcd through `proxy`.
+fn client_via(proxy: &Proxy) -> Client {
+    Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap()
+}
+
+/// A member named `name`, a proxy in front of it, a client straight to it and one through the
+/// proxy.
+fn behind_proxy(name: &str) -> (Etcd, Proxy, Client, Client) {
+    let etcd = Etcd::start(name);
+    let proxy = Proxy::start(etcd.client_port);
+    let (direct, via_proxy) = (client_of(&etcd), client_via(&proxy));
+    (etcd, proxy, direct, via_proxy)
+}
+
+/// A watch of `client` from the revision after the current one.
+async fn watch_from_now(client: &Client) -> Watch {
+    let start = client.get().await.unwrap();
+    client.watch(start.header_revision + 1).unwrap()
 }
 
 async fn next_event(watch: &mut Watch) -> WatchEvent {
@@ -57,12 +86,9 @@ async fn write(client: &Client, value: &[u8]) -> i64 {
 
 #[tokio::test]
 async fn get_put_round_trip_and_a_value_written_by_hand() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         let etcd = Etcd::start("roundtrip");
-        let client = Client::new(etcd.config(PREFIX)).unwrap();
+        let client = client_of(&etcd);
         assert_eq!(client.state_key(), "/fulcrum/test/state");
 
         let empty = client.get().await.unwrap();
@@ -119,13 +145,10 @@ async fn get_put_round_trip_and_a_value_written_by_hand() {
 
 #[tokio::test]
 async fn compare_and_swap_lets_exactly_one_of_two_clients_win() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         let etcd = Etcd::start("cas");
-        let a = Client::new(etcd.config(PREFIX)).unwrap();
-        let b = Client::new(etcd.config(PREFIX)).unwrap();
+        let a = client_of(&etcd);
+        let b = client_of(&etcd);
         write(&a, b"seed").await;
         for round in 0..20 {
             let (seen_a, seen_b) = tokio::join!(a.get(), b.get());
@@ -156,14 +179,8 @@ async fn compare_and_swap_lets_exactly_one_of_two_clients_win() {
 
 #[tokio::test]
 async fn a_write_whose_answer_is_lost_is_settled_by_reading_the_key() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
-        let etcd = Etcd::start("ambiguous");
-        let proxy = Proxy::start(etcd.client_port);
-        let direct = Client::new(etcd.config(PREFIX)).unwrap();
-        let writer = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
+    with_etcd(async {
+        let (_etcd, proxy, direct, writer) = behind_proxy("ambiguous");
         let r0 = write(&direct, b"v0").await;
 
         // The transaction reaches etcd and commits; its answer is lost. (The writer's first
@@ -214,15 +231,11 @@ async fn wait_for_change(client: &Client, from: i64) -> i64 {
 
 #[tokio::test]
 async fn watch_delivers_another_clients_updates_quickly() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         const UPDATES: usize = 100;
         let etcd = Etcd::start("latency");
-        let client = Client::new(etcd.config(PREFIX)).unwrap();
-        let start = client.get().await.unwrap();
-        let mut watch = client.watch(start.header_revision + 1).unwrap();
+        let client = client_of(&etcd);
+        let mut watch = watch_from_now(&client).await;
 
         // The writer is another "instance": its own thread, runtime and client. It writes one
         // update, then waits until the watcher has seen it.
@@ -278,17 +291,10 @@ async fn watch_delivers_another_clients_updates_quickly() {
 
 #[tokio::test]
 async fn watch_resumes_after_etcd_is_killed_and_restarted_without_losing_a_revision() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
-        let mut etcd = Etcd::start("restart");
+    with_etcd(async {
         // The watcher reaches etcd through a proxy, so the test decides when it may come back.
-        let proxy = Proxy::start(etcd.client_port);
-        let direct = Client::new(etcd.config(PREFIX)).unwrap();
-        let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
-        let start = watcher.get().await.unwrap();
-        let mut watch = watcher.watch(start.header_revision + 1).unwrap();
+        let (mut etcd, proxy, direct, watcher) = behind_proxy("restart");
+        let mut watch = watch_from_now(&watcher).await;
         let r1 = write(&direct, b"v1").await;
         assert_eq!(expect_update(&mut watch).await, (r1, Some(b"v1".to_vec())));
 
@@ -326,16 +332,9 @@ async fn watch_resumes_after_etcd_is_killed_and_restarted_without_losing_a_revis
 
 #[tokio::test]
 async fn watch_reports_compaction_while_disconnected_and_the_caller_resyncs() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
-        let etcd = Etcd::start("compact");
-        let proxy = Proxy::start(etcd.client_port);
-        let direct = Client::new(etcd.config(PREFIX)).unwrap();
-        let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
-        let start = watcher.get().await.unwrap();
-        let mut watch = watcher.watch(start.header_revision + 1).unwrap();
+    with_etcd(async {
+        let (etcd, proxy, direct, watcher) = behind_proxy("compact");
+        let mut watch = watch_from_now(&watcher).await;
         let r1 = write(&direct, b"v1").await;
         assert_eq!(expect_update(&mut watch).await.0, r1);
 
@@ -373,14 +372,8 @@ async fn watch_reports_compaction_while_disconnected_and_the_caller_resyncs() {
 
 #[tokio::test]
 async fn a_silent_connection_is_detected_by_the_probe_and_the_watch_comes_back() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
-        let etcd = Etcd::start("silent");
-        let proxy = Proxy::start(etcd.client_port);
-        let direct = Client::new(etcd.config(PREFIX)).unwrap();
-        let watcher = Client::new(config_for(&proxy.url(), PREFIX, None)).unwrap();
+    with_etcd(async {
+        let (_etcd, proxy, direct, watcher) = behind_proxy("silent");
         let r1 = write(&direct, b"v1").await;
         // From 0: the current document first.
         let mut watch = watcher.watch(0).unwrap();
@@ -411,10 +404,7 @@ async fn a_silent_connection_is_detected_by_the_probe_and_the_watch_comes_back()
 
 #[tokio::test]
 async fn calls_and_watches_fail_over_to_the_next_endpoint() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         let etcd = Etcd::start("failover");
         // A port nobody listens on (bound, then released), before the live member.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -440,10 +430,7 @@ async fn calls_and_watches_fail_over_to_the_next_endpoint() {
 
 #[tokio::test]
 async fn auth_with_a_password_and_token_refresh() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         let mut etcd = Etcd::start("auth");
         let proxy = Proxy::start(etcd.client_port);
         let authed = |url: &str, password: &str| {
@@ -468,7 +455,7 @@ async fn auth_with_a_password_and_token_refresh() {
         let err = authed(&etcd.url(), "wrong").get().await.unwrap_err();
         assert!(matches!(err, Error::Auth(_)) && !err.is_retryable(), "{err}");
         // No credentials at all.
-        let err = Client::new(etcd.config(PREFIX)).unwrap().get().await.unwrap_err();
+        let err = client_of(&etcd).get().await.unwrap_err();
         assert!(matches!(err, Error::Etcd { .. }) && !err.is_retryable(), "{err}");
 
         // Invalidate every token etcd issued (simple tokens die with `auth disable`), while
@@ -492,16 +479,12 @@ async fn auth_with_a_password_and_token_refresh() {
 
 #[tokio::test]
 async fn tls_with_a_ca_file_and_a_client_certificate() {
-    if !have_etcd() {
-        return;
-    }
-    bounded(async {
+    with_etcd(async {
         let etcd = Etcd::start_tls("tls");
         let config = etcd.config(PREFIX);
         assert!(config.endpoints[0].starts_with("https://"));
         let client = Client::new(config.clone()).unwrap();
-        let start = client.get().await.unwrap();
-        let mut watch = client.watch(start.header_revision + 1).unwrap();
+        let mut watch = watch_from_now(&client).await;
         let r1 = write(&client, b"over tls").await;
         assert_eq!(expect_update(&mut watch).await, (r1, Some(b"over tls".to_vec())));
 

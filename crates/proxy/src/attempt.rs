@@ -26,7 +26,7 @@ use crate::ctx::{WorkerCtx, WorkerPool};
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
 use crate::retry::RetryReason;
-use crate::upstream::Upstream;
+use crate::upstream::{Reuse, Upstream};
 
 /// How one attempt on one backend ended without a complete answer, and so whether another
 /// attempt is safe. `F` is the client protocol's final failure.
@@ -74,13 +74,13 @@ pub(crate) trait Forward {
     /// Whether everything sent so far is still in hand, so the request can be sent again.
     fn replayable(&self) -> bool;
 
-    /// One attempt on `up` (backend `index` of the routed pool): acquire a connection or a
-    /// stream (a new connection when `fresh`), send, relay the answer.
+    /// One attempt on `up` (backend `index` of the routed pool): acquire a connection (which
+    /// one: `reuse`) or a stream, send, relay the answer.
     async fn attempt(
         &mut self,
         index: usize,
         up: &Upstream,
-        fresh: bool,
+        reuse: Reuse,
     ) -> Result<Self::Output, AttemptError<Self::Failure>>;
 }
 
@@ -152,7 +152,8 @@ pub(crate) async fn forward<P: Forward>(
         };
         tried.insert(i);
         attempts += 1;
-        let (error, reason) = match request.attempt(i, up, fresh).await {
+        let reuse = Reuse::for_attempt(fresh, request.idempotent() && request.replayable());
+        let (error, reason) = match request.attempt(i, up, reuse).await {
             Ok(done) => return Ok(done),
             Err(AttemptError::Fail(f)) => return Err(f),
             Err(AttemptError::Busy) => {

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ClientConfig, Resumption};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::crypto::{
+    CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -87,10 +89,9 @@ impl TlsConnector {
         let builder = if options.verify {
             builder.with_root_certificates(roots(options.ca_file.as_deref())?)
         } else {
-            let algorithms = provider.signature_verification_algorithms;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { algorithms }))
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::new(&provider)))
         };
         let mut config = match &options.client_cert {
             Some(paths) => {
@@ -176,10 +177,18 @@ fn roots(ca_file: Option<&std::path::Path>) -> Result<RootCertStore, ClientError
 }
 
 /// `verify = false`: any certificate for any name is accepted; handshake signatures are still
-/// checked against the presented key, so the peer must hold that key.
+/// checked against the presented key, so the peer must hold that key. (Also how tests see which
+/// certificate a server chose.)
 #[derive(Debug)]
-struct AcceptAnyServerCert {
+pub struct AcceptAnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AcceptAnyServerCert {
+    /// Checks handshake signatures with `provider`'s algorithms.
+    pub fn new(provider: &CryptoProvider) -> Self {
+        Self { algorithms: provider.signature_verification_algorithms }
+    }
 }
 
 impl ServerCertVerifier for AcceptAnyServerCert {

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use certs::{CertError, CertInfo, CertPaths, CertSet};
-pub use client::{ClientError, ClientOptions, TlsConnector, server_name};
+pub use client::{AcceptAnyServerCert, ClientError, ClientOptions, TlsConnector, server_name};
 pub use handshake::HandshakeError;
 pub use poll::{IntoPollError, PollTlsStream};
 pub use rustls;

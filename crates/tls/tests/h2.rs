@@ -35,30 +35,25 @@ fn hyperium_h2_client_and_server_run_over_the_poll_io_conversion() {
     let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
-        let (listener, addr) = listen();
-        let server = monoio::spawn({
-            let acceptor = acceptor.clone();
-            async move {
-                let tls = accept_one(&listener, &acceptor).await.unwrap();
-                assert_eq!(tls.info().alpn, Some(AppProtocol::H2));
-                let mut conn = h2::server::handshake(tls.into_poll_io().unwrap()).await.unwrap();
-                let mut served = 0;
-                while let Some(request) = conn.accept().await {
-                    let (request, mut respond) = request.unwrap();
-                    served += 1;
-                    monoio::spawn(async move {
-                        let body = read_body(&mut request.into_body()).await;
-                        let head = Response::builder().status(200).body(()).unwrap();
-                        let mut send = respond.send_response(head, false).unwrap();
-                        let len = body.len();
-                        send.send_data(Bytes::from(body), false).unwrap();
-                        let mut trailers = HeaderMap::new();
-                        trailers.insert("x-length", HeaderValue::from(len));
-                        send.send_trailers(trailers).unwrap();
-                    });
-                }
-                served
+        let (addr, server) = serve_one(&acceptor, |tls| async move {
+            assert_eq!(tls.info().alpn, Some(AppProtocol::H2));
+            let mut conn = h2::server::handshake(tls.into_poll_io().unwrap()).await.unwrap();
+            let mut served = 0;
+            while let Some(request) = conn.accept().await {
+                let (request, mut respond) = request.unwrap();
+                served += 1;
+                monoio::spawn(async move {
+                    let body = read_body(&mut request.into_body()).await;
+                    let head = Response::builder().status(200).body(()).unwrap();
+                    let mut send = respond.send_response(head, false).unwrap();
+                    let len = body.len();
+                    send.send_data(Bytes::from(body), false).unwrap();
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("x-length", HeaderValue::from(len));
+                    send.send_trailers(trailers).unwrap();
+                });
             }
+            served
         });
 
         let tls = connect(&connector, addr, "localhost", &[AppProtocol::H2]).await.unwrap();

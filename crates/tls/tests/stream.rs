@@ -21,16 +21,11 @@ fn echo_negotiates_alpn_and_closes_cleanly() {
     let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
-        let (listener, addr) = listen();
-        let server = monoio::spawn({
-            let acceptor = acceptor.clone();
-            async move {
-                let tls = accept_one(&listener, &acceptor).await.unwrap();
-                assert_eq!(tls.info().alpn, Some(AppProtocol::H2));
-                assert_eq!(tls.info().sni.as_deref(), Some("localhost"));
-                assert_eq!(tls.info().version, Some(rustls::ProtocolVersion::TLSv1_3));
-                echo(tls).await;
-            }
+        let (addr, server) = serve_one(&acceptor, |tls| async move {
+            assert_eq!(tls.info().alpn, Some(AppProtocol::H2));
+            assert_eq!(tls.info().sni.as_deref(), Some("localhost"));
+            assert_eq!(tls.info().version, Some(rustls::ProtocolVersion::TLSv1_3));
+            echo(tls).await;
         });
         let alpn = [AppProtocol::H2, AppProtocol::Http11];
         let mut tls = connect(&connector, addr, "localhost", &alpn).await.unwrap();
@@ -56,28 +51,24 @@ fn split_halves_carry_16_mib_both_ways_at_once() {
     let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
-        let (listener, addr) = listen();
-        let server = monoio::spawn({
-            let acceptor = acceptor.clone();
-            async move {
-                let (mut r, mut w) = accept_one(&listener, &acceptor).await.unwrap().into_split();
-                let (tx, rx) = channel::<Vec<u8>>(4);
-                let upload = monoio::spawn(async move {
-                    loop {
-                        let (res, buf) = r.read(Vec::with_capacity(32 * 1024)).await;
-                        if res.unwrap() == 0 {
-                            break;
-                        }
-                        tx.send(buf).await;
+        let (addr, server) = serve_one(&acceptor, |tls| async move {
+            let (mut r, mut w) = tls.into_split();
+            let (tx, rx) = channel::<Vec<u8>>(4);
+            let upload = monoio::spawn(async move {
+                loop {
+                    let (res, buf) = r.read(Vec::with_capacity(32 * 1024)).await;
+                    if res.unwrap() == 0 {
+                        break;
                     }
-                });
-                while let Some(buf) = rx.recv().await {
-                    let (res, _) = w.write_all(buf).await;
-                    res.unwrap();
+                    tx.send(buf).await;
                 }
-                w.shutdown().await.unwrap();
-                upload.await;
+            });
+            while let Some(buf) = rx.recv().await {
+                let (res, _) = w.write_all(buf).await;
+                res.unwrap();
             }
+            w.shutdown().await.unwrap();
+            upload.await;
         });
         let tls = connect(&connector, addr, "localhost", &[]).await.unwrap();
         let (mut r, mut w) = tls.into_split();
@@ -115,16 +106,11 @@ fn eof_without_close_notify_is_an_error_distinct_from_a_clean_close() {
     let acceptor = pki.acceptor();
     on_both_drivers(async || {
         let connector = pki.connector();
-        let (listener, addr) = listen();
-        let server = monoio::spawn({
-            let acceptor = acceptor.clone();
-            async move {
-                let mut tls = accept_one(&listener, &acceptor).await.unwrap();
-                assert_eq!(read_exact(&mut tls, 3).await, b"abc");
-                let err = read_to_end(&mut tls).await.unwrap_err();
-                assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
-                assert!(matches!(StreamError::of(&err), Some(StreamError::Truncated)), "{err}");
-            }
+        let (addr, server) = serve_one(&acceptor, |mut tls| async move {
+            assert_eq!(read_exact(&mut tls, 3).await, b"abc");
+            let err = read_to_end(&mut tls).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+            assert!(matches!(StreamError::of(&err), Some(StreamError::Truncated)), "{err}");
         });
         let mut tls = connect(&connector, addr, "localhost", &[]).await.unwrap();
         let (res, _) = tls.write_all(b"abc".to_vec()).await;

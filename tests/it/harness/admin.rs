@@ -12,6 +12,37 @@ use super::http1::{Response, request};
 /// The HMAC secret every test server uses unless told otherwise.
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
+/// Near misses of the admin API's paths (trailing slashes, extra or unknown segments, other
+/// spellings): none is a route, so each answers `404` whatever the method and the token.
+pub const UNDOCUMENTED_PATHS: &[&str] = &[
+    "/",
+    "/api",
+    "/api/v1",
+    "/api/v1/",
+    "/api/v1/backends/",
+    "/api/v1/backends/1/x",
+    "/api/v1/cache/purge",
+    "/api/v1/configs",
+    "/api/v1/openapi.yaml",
+    "/api/v1/pools/",
+    "/api/v1/pools/api/",
+    "/api/v1/pools/api/algorithm/x",
+    "/api/v1/pools/api/backends/",
+    "/api/v1/pools/api/backends/1/x",
+    "/api/v1/pools/api/other",
+    "/api/v1/pools/spec/",
+    "/api/v1/pools/spec/backends/",
+    "/api/v1/pools/spec/other",
+    "/api/v1/routes/",
+    "/api/v1/routes/0",
+    "/api/v1/store/",
+    "/docs/",
+    "/docs/a/b",
+    "/healthz/",
+    "/metrics/",
+    "/openapi.json",
+];
+
 /// A test Ed25519 key pair (never used outside tests).
 pub const ED25519_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEII/FchjacIALP1xj0spCOxYa8wkyohD6fV8gj7BpVI6f

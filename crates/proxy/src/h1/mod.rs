@@ -473,9 +473,8 @@ impl Forward for Exchange<'_> {
         &mut self,
         index: usize,
         up: &Upstream,
-        fresh: bool,
+        reuse: Reuse,
     ) -> Result<Outcome, AttemptError<Failure>> {
-        let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
         let health = self.epoch.epoch.health;
         let worker = self.ctx.telemetry.worker();
         let conn = match up.connection(reuse, &self.timeouts, health, self.note, worker).await {

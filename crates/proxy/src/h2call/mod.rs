@@ -29,7 +29,7 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyCapture, ExchangeLog, ExchangeNote};
 use crate::transport::ConnInfo;
 use crate::tunnel::{Flow, Tunnel, TunnelReport};
-use crate::upstream::{LeaseError, Upstream, UpstreamConn};
+use crate::upstream::{LeaseError, Reuse, Upstream, UpstreamConn};
 use crate::websocket::WEBSOCKET;
 
 mod to_h1;
@@ -198,12 +198,12 @@ impl<S: ClientStream> Forward for Call<'_, S> {
         self.stream.replayable()
     }
 
-    async fn attempt(&mut self, index: usize, up: &Upstream, fresh: bool) -> Attempt<S> {
+    async fn attempt(&mut self, index: usize, up: &Upstream, reuse: Reuse) -> Attempt<S> {
         match up.backend.url.protocol {
             BackendProtocol::H2c => S::attempt_h2(self, index, up).await,
             // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)
             // never run; inline it would be copied with every stream task.
-            BackendProtocol::Http1 => Box::pin(to_h1::attempt(self, index, up, fresh)).await,
+            BackendProtocol::Http1 => Box::pin(to_h1::attempt(self, index, up, reuse)).await,
         }
     }
 }

@@ -52,16 +52,15 @@ fn request_framing<S: ClientStream>(call: &Call<'_, S>) -> Framing {
     declared.map_or(Framing::Chunked, Framing::Length)
 }
 
-/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the routed pool), on a new
-/// connection when `fresh`.
+/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the routed pool), on the
+/// connection `reuse` allows.
 pub(super) async fn attempt<S: ClientStream>(
     call: &mut Call<'_, S>,
     index: usize,
     up: &Upstream,
-    fresh: bool,
+    reuse: Reuse,
 ) -> Result<(), AttemptError<Fail<S::Code>>> {
     let timeouts = call.epoch.epoch.timeouts;
-    let reuse = if fresh { Reuse::Fresh } else { Reuse::Pooled };
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {

@@ -2,9 +2,9 @@
 //! keep-alive connections and its multiplexed HTTP/2 sessions ([`h2`]), and how an attempt gets
 //! a connection ([`Upstream::connection`]).
 //!
-//! A pooled connection keeps a read armed ([`read`]), so a close by the backend while it sits
-//! idle is known at checkout without a system call; a connection known closed is never handed
-//! to a request.
+//! A request that must not be sent twice takes a pooled connection only once a read armed on it
+//! ([`read`]) shows that the backend has not closed it, without a system call; a connection
+//! known closed is never handed to such a request.
 //!
 //! Owned by one worker (`Rc`, never shared); runs on that worker's thread. The pool is LIFO (the
 //! warmest connection first), bounded by `pool.max_idle_per_backend`, and connections idle for
@@ -42,6 +42,7 @@ mod read;
 mod sessions;
 mod tls;
 
+use read::ArmAt;
 pub use read::UpstreamRead;
 pub use tls::{UpstreamTls, tcp_connect};
 
@@ -126,7 +127,7 @@ impl UpstreamConn {
         self.r.fill(&mut self.buf).await
     }
 
-    /// Arms a read for the time it is pooled; `None` when the backend closed it already.
+    /// Arms a read on it (see [`read`]); `None` when the backend closed it already.
     fn arm(mut self) -> Option<Self> {
         let storage = self.buf.take();
         self.r = self.r.arm(storage)?;
@@ -162,6 +163,8 @@ pub struct Upstream {
     gate: Rc<ConnGate>,
     /// The worker's upkeep deadline (idle connections to close, a latency window to age).
     upkeep: Rc<Deadline>,
+    /// When a pooled connection has a read armed, on this worker's io driver.
+    arm_at: ArmAt,
     /// When this worker last warned of a failed connect to the backend, and the failures
     /// since then that it did not log.
     connect_warned: Cell<Option<Instant>>,
@@ -208,6 +211,7 @@ impl Upstream {
             retired: Cell::new(false),
             gate: Rc::new(gate),
             upkeep,
+            arm_at: ArmAt::for_this_worker(),
             connect_warned: Cell::new(None),
             connect_unreported: Cell::new(0),
         }
@@ -230,8 +234,9 @@ impl Upstream {
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly, with a read armed on it; drops it
-    /// when the pool is full, the backend was removed, or the backend closed it already.
+    /// Returns a connection whose last exchange ended cleanly (with a read armed on it on
+    /// io_uring); drops it when the pool is full, the backend was removed, or the backend
+    /// closed it already.
     pub fn checkin(&self, conn: UpstreamConn) {
         if self.retired.get()
             || !conn.buf.is_empty()
@@ -239,7 +244,13 @@ impl Upstream {
         {
             return;
         }
-        let Some(mut conn) = conn.arm() else { return };
+        let mut conn = match self.arm_at {
+            ArmAt::Checkin => match conn.arm() {
+                Some(conn) => conn,
+                None => return,
+            },
+            ArmAt::Checkout => conn,
+        };
         let now = now_ms();
         conn.reused = true;
         conn.idle_since_ms = now;
@@ -361,8 +372,21 @@ impl Upstream {
 pub enum Reuse {
     /// A new one (a stale pooled connection's request is sent again).
     Fresh,
-    /// A pooled one when there is one not known to be closed (its armed read still waits).
-    Pooled,
+    /// A pooled one when there is one. With `check_closed` (a request that must not be sent
+    /// twice), only one that a read armed on it shows open: a close found after a request was
+    /// sent could not be told from a backend that failed while acting on it.
+    Pooled {
+        /// Whether the request must not go out on a connection the backend already closed.
+        check_closed: bool,
+    },
+}
+
+impl Reuse {
+    /// For an attempt: a new connection when `fresh`, else a pooled one, checked for a close
+    /// unless the request can be sent again (`resendable`: idempotent and still in hand).
+    pub fn for_attempt(fresh: bool, resendable: bool) -> Self {
+        if fresh { Self::Fresh } else { Self::Pooled { check_closed: !resendable } }
+    }
 }
 
 impl Upstream {
@@ -385,12 +409,16 @@ impl Upstream {
                 self.wait_in_queue(&mut deadline, worker).await?;
                 continue;
             }
-            if reuse == Reuse::Pooled {
+            if let Reuse::Pooled { check_closed } = reuse {
                 let max_age = Duration::from_millis(self.settings.pool.idle_timeout_ms);
                 let now = now_ms();
                 while let Some(conn) = self.checkout(max_age, now) {
                     // One the backend closed while it was pooled is dropped here.
-                    if let Some(conn) = conn.still_open() {
+                    let checked = match self.arm_at {
+                        ArmAt::Checkout if check_closed => conn.arm(),
+                        _ => conn.still_open(),
+                    };
+                    if let Some(conn) = checked {
                         if deadline.is_some() {
                             self.pass_turn();
                         }

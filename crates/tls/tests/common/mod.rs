@@ -209,6 +209,25 @@ pub fn listen() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
+/// Listens on 127.0.0.1 and, in a task, accepts one connection there, runs the server
+/// handshake with `acceptor` and hands the stream to `serve`: the address and that task.
+pub fn serve_one<F, Fut>(
+    acceptor: &TlsAcceptor,
+    serve: F,
+) -> (SocketAddr, monoio::task::JoinHandle<Fut::Output>)
+where
+    F: FnOnce(TlsStream<TcpStream>) -> Fut + 'static,
+    Fut: Future + 'static,
+{
+    let (listener, addr) = listen();
+    let acceptor = acceptor.clone();
+    let server = monoio::spawn(async move {
+        let tls = accept_one(&listener, &acceptor).await.unwrap();
+        serve(tls).await
+    });
+    (addr, server)
+}
+
 /// Accepts one connection and runs the server handshake.
 pub async fn accept_one(
     listener: &TcpListener,
