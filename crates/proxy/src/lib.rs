@@ -1,9 +1,10 @@
 //! Fulcrum's data path, run by every worker on its own thread: the client connection loops for
 //! HTTP/1.1 ([`h1`]) and HTTP/2 ([`h2`] on hyperium `h2`, or [`h2n`] on Fulcrum's own engine,
-//! as `[http2] engine` says), the one attempt loop every request goes through
-//! whatever the client's and the backend's protocol (`attempt`), the worker's view of each
-//! backend with its connection pools and HTTP/2 sessions ([`upstream`]), the worker's response
-//! cache ([`worker_cache`]), and the metrics and access records of each exchange.
+//! as `[http2] engine` says, with what both share written once in `h2call`), the one attempt
+//! loop every request goes through whatever the client's and the backend's protocol
+//! (`attempt`), the worker's view of each backend with its connection pools and HTTP/2
+//! sessions ([`upstream`]), the worker's response cache ([`worker_cache`]), and the metrics
+//! and access records of each exchange.
 //!
 //! ```text
 //! accept -> serve_connection -> HTTP/2 preface? -> h2::server  -> one task per stream ┐
@@ -24,6 +25,7 @@ mod error;
 mod exchange;
 mod h1;
 mod h2;
+mod h2call;
 mod h2conn;
 mod h2n;
 mod metrics;

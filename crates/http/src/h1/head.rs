@@ -702,7 +702,7 @@ pub struct H2RequestHead<'a> {
 
 impl<'a> H2RequestHead<'a> {
     /// The pseudo-header fields of a request held as [`http::request::Parts`].
-    fn of(parts: &'a http::request::Parts) -> Self {
+    pub fn of(parts: &'a http::request::Parts) -> Self {
         H2RequestHead {
             method: parts.method.as_str().as_bytes(),
             path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),

@@ -18,7 +18,9 @@ use monoio::time::timeout;
 
 use fulcrum_util::Notify;
 
+use super::stream::NewStream;
 use crate::ctx::WorkerCtx;
+use crate::h2call::{self, StreamCount, StreamGuard};
 use crate::transport::ConnInfo;
 
 /// How often a client connection checks idleness, draining and keep-alive.
@@ -32,8 +34,7 @@ pub struct ConnState {
     pub client_ip: http::HeaderValue,
     /// Cleartext or TLS (and the TLS session), for `X-Forwarded-Proto` and the access records.
     pub info: ConnInfo,
-    active: Cell<usize>,
-    idle_since: Cell<Instant>,
+    streams: StreamCount,
     window_start: Cell<Instant>,
     resets: Cell<u32>,
     max_resets: u32,
@@ -55,25 +56,11 @@ impl ConnState {
             self.calm.notify();
         }
     }
-
-    /// Marks a stream open until the guard drops.
-    pub fn stream(self: &Rc<Self>) -> StreamGuard {
-        self.active.set(self.active.get() + 1);
-        StreamGuard(self.clone())
-    }
 }
 
-/// An open stream of a client connection.
-#[derive(Debug)]
-pub struct StreamGuard(Rc<ConnState>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let s = &self.0;
-        s.active.set(s.active.get() - 1);
-        if s.active.get() == 0 {
-            s.idle_since.set(Instant::now());
-        }
+impl AsRef<StreamCount> for ConnState {
+    fn as_ref(&self) -> &StreamCount {
+        &self.streams
     }
 }
 
@@ -109,8 +96,7 @@ where
         client_ip: http::HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
         info,
-        active: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
+        streams: StreamCount::new(),
         window_start: Cell::new(Instant::now()),
         resets: Cell::new(0),
         max_resets: cfg.max_resets_per_sec,
@@ -141,12 +127,13 @@ where
                         shutting_down = true;
                     }
                     streams_left = streams_left.saturating_sub(1);
-                    let guard = state.stream();
+                    let guard = StreamGuard::new(&state);
                     let task_ctx = ctx.clone();
                     let state = state.clone();
                     // Each stream is its own task: a panic in it loses that stream only.
                     ctx.spawn_contained(Box::pin(async move {
-                        super::stream::serve_stream(&task_ctx, &state, req, respond).await;
+                        let stream = NewStream { conn: state, req, respond };
+                        h2call::serve(&task_ctx, stream).await;
                         drop(guard);
                     }));
                 }
@@ -173,8 +160,7 @@ where
                 if shutting_down {
                     continue;
                 }
-                let idle = state.active.get() == 0;
-                if ctx.is_draining() || (idle && state.idle_since.get().elapsed() >= idle_timeout) {
+                if ctx.is_draining() || state.streams.idle_for(idle_timeout) {
                     conn.graceful_shutdown();
                     shutting_down = true;
                 } else if pinging && last_ping.elapsed() >= pong_timeout {

@@ -1,7 +1,7 @@
 //! One HTTP/2 stream from a client, forwarded through the attempt loop to the backend its own
 //! pick chose: an h2c backend over a multiplexed upstream session (here), or an HTTP/1.1
-//! backend through the HTTP/1.1 codec ([`super::to_h1`]). Runs in the stream's own task on the
-//! worker's thread.
+//! backend through the HTTP/1.1 codec (`crate::h2call`, shared with the native engine). Runs in
+//! the stream's own task on the worker's thread.
 //!
 //! Request and response flow at once (bidirectional streaming), each DATA chunk moved only
 //! when the receiving side granted capacity and released on the sending side afterwards, so a
@@ -13,33 +13,33 @@
 //! reason. A stream the backend refused is sent again elsewhere while the request bytes seen
 //! so far are still held (at most [`REPLAY_LIMIT`]).
 
-use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fulcrum_config::BackendProtocol;
+use fulcrum_http::Synthetic;
 use fulcrum_http::grpc::{GRPC_TIMEOUT, grpc_status, is_grpc, parse_grpc_timeout};
-use fulcrum_http::h1::{BodyError, BodyTap as _};
-use fulcrum_telemetry::CacheStatus;
+use fulcrum_http::h1::{BackendResponse, BodyTap as _, H2RequestHead};
 use fulcrum_util::now_ms;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use monoio::time::timeout;
 
 use super::server::ConnState;
-use crate::attempt::{self, AttemptError, Forward};
+use super::websocket;
+use crate::attempt::AttemptError;
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
-use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::exchange::ExchangeNote;
+use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
 use crate::route;
-use crate::tunnel::TunnelReport;
-use crate::upstream::h2::{Lease, LeaseError};
-use crate::upstream::{Reuse, Upstream};
-use crate::websocket::WEBSOCKET;
+use crate::transport::ConnInfo;
+use crate::tunnel::{Flow, Tunnel};
+use crate::upstream::h2::Lease;
+use crate::upstream::{Upstream, UpstreamConn};
 
 /// Header names used on every stream, built at compile time: a lookup by `&str` parses and
 /// validates the name on each call.
@@ -49,22 +49,8 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Request bytes kept for a resend on another connection until the response head arrives.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
 
-/// How a call ended early.
-#[derive(Debug)]
-pub(crate) enum Fail {
-    /// Fulcrum failed the call: answer with its synthetic response.
-    Error(ProxyError),
-    /// The client reset the stream or its connection is gone: nothing to answer.
-    ClientGone,
-    /// The backend reset its stream: pass the reset on with the same reason.
-    UpstreamReset(Reason),
-}
-
-impl From<ProxyError> for Fail {
-    fn from(e: ProxyError) -> Self {
-        Fail::Error(e)
-    }
-}
+/// How a call on this engine ended early.
+type Fail = h2call::Fail<Reason>;
 
 /// Which side of a [`pump`] failed.
 #[derive(Debug)]
@@ -75,169 +61,58 @@ enum PumpError {
     Dst,
 }
 
-/// Serves one client stream to its end, and logs it: one access record, the metrics, the
-/// spans (as for an HTTP/1.1 exchange).
-pub(crate) async fn serve_stream(
-    ctx: &Rc<WorkerCtx>,
-    conn: &Rc<ConnState>,
-    req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-) {
-    let epoch = ctx.current_epoch();
-    let _busy = ctx.busy();
-    let grpc = is_grpc(req.headers());
-    let deadline = req
-        .headers()
-        .get(GRPC_TIMEOUT)
-        .filter(|_| grpc)
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
-    let (mut parts, mut body) = req.into_parts();
-    // Each stream is routed on its own pseudo-headers and fields.
-    let routed = route::h2(epoch.epoch.routes(), &parts, grpc, conn.info.sni());
-    let pool = epoch.pool(&routed);
-    let (mut log, traceparent) = ctx.telemetry.begin_stream(
-        parts.method.as_str(),
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
-        request_head_bytes(&parts),
-        epoch.epoch.id,
-        &conn.info,
-    );
-    // A traced stream is forwarded with Fulcrum's span as the parent.
-    if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        parts.headers.insert(TRACEPARENT, v);
-    }
-    // Added once to the request itself (every attempt and either backend protocol sends it),
-    // where the decoded map usually has room, rather than to each attempt's copy.
-    append_forwarded_for(&mut parts.headers, &conn.client_ip);
-    if grpc {
-        log.capture.set_binary();
-    }
-    // HTTP/2 responses (gRPC above all) are never cached.
-    if epoch.epoch.cache_for(routed.cache).is_some() {
-        log.note.set_cache(CacheStatus::Bypass);
-    }
-    let headers_only = body.is_end_stream();
-    // RFC 8441 extended CONNECT: only `websocket` is enabled (and only when it is passed).
-    let protocol = (parts.method == http::Method::CONNECT)
-        .then(|| parts.extensions.get::<h2::ext::Protocol>())
-        .flatten();
-    let upgrade = protocol.is_some();
-    let unsupported = protocol.is_some_and(|p| !p.as_str().eq_ignore_ascii_case(WEBSOCKET));
-    let tunnel: Cell<Option<TunnelReport>> = Cell::new(None);
-    let mut down: Option<SendStream<Bytes>> = None;
-    let result = if unsupported {
-        Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
-    } else {
-        let mut call = Call {
-            ctx,
-            epoch: &epoch,
-            conn,
-            grpc,
-            note: &log.note,
-            parts: &parts,
-            body: &mut body,
-            capture: &mut log.capture,
-            respond: &mut respond,
-            down: &mut down,
-            replay: RefCell::new(Replay {
-                recording: true,
-                ended: headers_only,
-                ..Default::default()
-            }),
-            headers_only,
-            upgrade,
-            tunnel: &tunnel,
-        };
-        // Pinned here so the deadline wraps a reference: the call's (large) future is stored
-        // once in this one, not once bare and once inside the timeout.
-        let run = std::pin::pin!(attempt::forward(ctx, pool, &log.note, &mut call));
-        match deadline {
-            // The timer is boxed (and only made when the call has a deadline): monoio's timer
-            // entry is cache-line aligned (128 bytes), which inline would make every stream
-            // task an aligned allocation.
-            Some(limit) => match Box::pin(timeout(limit, run)).await {
-                Ok(r) => r,
-                Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
-            },
-            None => run.await,
-        }
-    };
-    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
-        ctx.telemetry.worker().body_too_slow.inc();
-    }
-    if let Some(report) = tunnel.take() {
-        log.note_tunnel(WEBSOCKET, &report);
-    }
-    let status = match result {
-        Ok(()) => log.note.status(),
-        Err(fail) => finish_failed(fail, grpc, &mut respond, down.as_mut(), &log.note),
-    };
-    let target = pool.target(ctx.index, routed.route, log.note.backend());
-    ctx.telemetry.finish(log, target, status);
+/// A request stream the client opened: its request and its answer channel, as h2 accepted
+/// them. Served by `h2call::serve`.
+pub(crate) struct NewStream {
+    /// The client connection.
+    pub(crate) conn: Rc<ConnState>,
+    /// The request, its body the stream's DATA.
+    pub(crate) req: Request<RecvStream>,
+    /// Where the response goes.
+    pub(crate) respond: SendResponse<Bytes>,
 }
 
-/// Answers a failed call: before the response head, with Fulcrum's synthetic response (an
-/// HTTP error, or a gRPC trailers-only answer); after it, with gRPC trailers or a reset.
-/// Returns the HTTP status the client got (499: none, the stream was reset before a response
-/// head) and notes the gRPC status Fulcrum generated.
-fn finish_failed(
-    fail: Fail,
-    grpc: bool,
-    respond: &mut SendResponse<Bytes>,
-    down: Option<&mut SendStream<Bytes>>,
-    note: &ExchangeNote,
-) -> u16 {
-    // After a response head the client has its status; before one, a reset gives it none.
-    let head_sent = down.is_some();
-    let relayed = if head_sent { note.status() } else { 499 };
-    let reset =
-        |down: Option<&mut SendStream<Bytes>>, respond: &mut SendResponse<_>, reason| match down {
-            Some(d) => d.send_reset(reason),
-            None => respond.send_reset(reason),
-        };
-    let error = match fail {
-        Fail::ClientGone => {
-            reset(down, respond, Reason::CANCEL);
-            return relayed;
+impl Open for NewStream {
+    type Stream = H2Stream;
+
+    fn open(self, ctx: &WorkerCtx, epoch: &WorkerEpoch) -> Opened<H2Stream> {
+        let NewStream { conn, req, respond } = self;
+        let grpc = is_grpc(req.headers());
+        let deadline = req
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .filter(|_| grpc)
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let (mut parts, body) = req.into_parts();
+        // Each stream is routed on its own pseudo-headers and fields.
+        let routed = route::h2(epoch.epoch.routes(), &parts, grpc, conn.info.sni());
+        let (log, traceparent) = ctx.telemetry.begin_stream(
+            parts.method.as_str(),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            parts.headers.get(TRACEPARENT).map(HeaderValue::as_bytes),
+            request_head_bytes(&parts),
+            epoch.epoch.id,
+            &conn.info,
+        );
+        // A traced stream is forwarded with Fulcrum's span as the parent.
+        if let Some(v) = traceparent.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            parts.headers.insert(TRACEPARENT, v);
         }
-        Fail::UpstreamReset(reason) => {
-            reset(down, respond, reason);
-            return if head_sent { relayed } else { 502 };
-        }
-        Fail::Error(e) => e,
-    };
-    let Some(answer) = error.synthetic() else {
-        reset(down, respond, Reason::CANCEL);
-        return relayed;
-    };
-    match (grpc, down) {
-        (true, None) => {
-            let res = answer.to_grpc();
-            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
-            note.sent(response_head_bytes(res.headers()));
-            let _ = respond.send_response(res, true);
-            200
-        }
-        (true, Some(d)) => {
-            let t = answer.grpc_trailers();
-            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
-            note.sent(header_bytes(&t));
-            let _ = d.send_trailers(t);
-            relayed
-        }
-        (false, None) => {
-            let res = answer.to_h2();
-            note.sent(response_head_bytes(res.headers()) + answer.body.len() as u64);
-            if let Ok(mut s) = respond.send_response(res, false) {
-                let _ = s.send_data(Bytes::from_static(answer.body.as_bytes()), true);
-            }
-            answer.status
-        }
-        (false, Some(d)) => {
-            d.send_reset(Reason::INTERNAL_ERROR);
-            relayed
-        }
+        // Added once to the request itself (every attempt and either backend protocol sends
+        // it), where the decoded map usually has room, rather than to each attempt's copy.
+        append_forwarded_for(&mut parts.headers, &conn.client_ip);
+        let headers_only = body.is_end_stream();
+        // RFC 8441 extended CONNECT: only `websocket` is enabled (and only when it is passed).
+        let protocol = (parts.method == http::Method::CONNECT)
+            .then(|| parts.extensions.get::<h2::ext::Protocol>())
+            .flatten();
+        let upgrade = protocol.is_some();
+        let unsupported =
+            protocol.is_some_and(|p| h2call::unsupported_protocol(p.as_str().as_bytes()));
+        let replay =
+            RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() });
+        let stream = H2Stream { conn, parts, body, respond, down: None, replay };
+        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
     }
 }
 
@@ -296,108 +171,190 @@ impl Replay {
     }
 }
 
-/// One call on a pinned epoch: the stream's request, its answer channel, and what the attempt
-/// loop needs to know about it.
-pub(super) struct Call<'a> {
-    pub(super) ctx: &'a WorkerCtx,
-    pub(super) epoch: &'a WorkerEpoch,
-    pub(super) conn: &'a ConnState,
-    grpc: bool,
-    /// Telemetry: backend, status, timings and spans of this stream.
-    pub(super) note: &'a ExchangeNote,
-    pub(super) parts: &'a http::request::Parts,
-    pub(super) body: &'a mut RecvStream,
-    pub(super) capture: &'a mut BodyCapture,
-    pub(super) respond: &'a mut SendResponse<Bytes>,
-    pub(super) down: &'a mut Option<SendStream<Bytes>>,
-    pub(super) replay: RefCell<Replay>,
-    /// The client sent END_STREAM with its headers: there is no body.
-    pub(super) headers_only: bool,
-    /// An extended CONNECT for WebSocket (RFC 8441): an upgrade for an HTTP/1.1 backend.
-    pub(super) upgrade: bool,
-    /// The tunnel's report, once an upgraded stream's tunnel has closed.
-    pub(super) tunnel: &'a Cell<Option<TunnelReport>>,
+/// One client stream on the hyperium `h2` engine: its request, its answer channel, and what
+/// was seen of its body.
+pub(crate) struct H2Stream {
+    conn: Rc<ConnState>,
+    parts: http::request::Parts,
+    body: RecvStream,
+    respond: SendResponse<Bytes>,
+    /// The response stream, once its head went out.
+    down: Option<SendStream<Bytes>>,
+    replay: RefCell<Replay>,
 }
 
-impl Forward for Call<'_> {
-    type Output = ();
-    type Failure = Fail;
+impl ClientStream for H2Stream {
+    type Code = Reason;
+    type Head = Response<()>;
+    type Chunk = Bytes;
 
-    fn serves(&self, protocol: BackendProtocol) -> bool {
-        // gRPC goes only to HTTP/2 backends; WebSocket only to HTTP/1.1 ones (as an upgrade).
-        if self.upgrade {
-            return protocol == BackendProtocol::Http1;
-        }
-        !self.grpc || protocol == BackendProtocol::H2c
+    const CANCEL: Reason = Reason::CANCEL;
+    const INTERNAL_ERROR: Reason = Reason::INTERNAL_ERROR;
+
+    fn info(&self) -> &ConnInfo {
+        &self.conn.info
     }
 
-    fn idempotent(&self) -> bool {
-        // An extended CONNECT goes upstream as a `GET`.
-        self.upgrade
-            || matches!(
-                self.parts.method.as_str(),
-                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-            )
+    fn method(&self) -> &[u8] {
+        self.parts.method.as_str().as_bytes()
+    }
+
+    fn request_head(&self) -> H2RequestHead<'_> {
+        H2RequestHead::of(&self.parts)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
+
+    fn content_length(&self) -> Option<&[u8]> {
+        self.parts.headers.get(http::header::CONTENT_LENGTH).map(HeaderValue::as_bytes)
     }
 
     fn replayable(&self) -> bool {
         self.replay.borrow().recording
     }
 
-    async fn attempt(
-        &mut self,
-        index: usize,
-        up: &Upstream,
-        reuse: Reuse,
-    ) -> Result<(), AttemptError<Fail>> {
-        match up.backend.url.protocol {
-            BackendProtocol::H2c => self.attempt_h2(index, up).await,
-            // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)
-            // never run; inline it would be copied with every stream task.
-            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, reuse)).await,
+    fn stop_replay(&self) {
+        self.replay.borrow_mut().stop();
+    }
+
+    fn chunk_buf() -> Bytes {
+        Bytes::new()
+    }
+
+    async fn next_chunk(&mut self, chunk: &mut Bytes) -> Next {
+        match self.body.data().await {
+            Some(Ok(c)) => {
+                *chunk = c;
+                Next::Data
+            }
+            Some(Err(e)) if e.is_reset() && e.is_remote() => Next::Reset,
+            Some(Err(_)) => Next::Gone,
+            None => {
+                // The body is over: only its trailers (if any) are left, already received.
+                let _ = self.body.trailers().await;
+                Next::End
+            }
         }
     }
-}
 
-impl Call<'_> {
-    /// One attempt on an h2c backend: a stream on one of this worker's sessions to it.
-    async fn attempt_h2(&mut self, index: usize, up: &Upstream) -> Result<(), AttemptError<Fail>> {
-        let timeouts = &self.epoch.epoch.timeouts;
-        let connect = self.note.phase("upstream_connect");
-        let leased = up.lease_h2(&self.ctx.http2, timeouts.upstream_connect()).await;
-        drop(connect);
-        let lease = match leased {
-            Ok(lease) => lease,
-            Err(LeaseError::Connect(e)) => {
-                up.connect_failed(self.epoch.epoch.health, &e.to_string());
-                return Err(AttemptError::ConnectFailed);
+    fn release(&mut self, n: usize) {
+        let _ = self.body.flow_control().release_capacity(n);
+    }
+
+    fn count_reset(&self) {
+        self.conn.client_reset();
+    }
+
+    fn response_head(res: &BackendResponse<'_>, upgrade: bool) -> Option<Response<()>> {
+        let mut head = res.to_h2().ok()?;
+        if upgrade {
+            *head.status_mut() = http::StatusCode::OK;
+            head.headers_mut().remove("sec-websocket-accept");
+        }
+        Some(head)
+    }
+
+    fn status(head: &Response<()>) -> u16 {
+        head.status().as_u16()
+    }
+
+    fn head_bytes(head: &Response<()>) -> u64 {
+        response_head_bytes(head.headers())
+    }
+
+    fn send_interim(&mut self, head: Response<()>) -> Result<(), ClientGone> {
+        self.respond.send_informational(head).map_err(|_| ClientGone)
+    }
+
+    fn send_response(&mut self, head: Response<()>, end: bool) -> Result<(), ClientGone> {
+        let d = self.respond.send_response(head, end).map_err(|_| ClientGone)?;
+        self.down = Some(d);
+        Ok(())
+    }
+
+    async fn send_body(&mut self, data: &[u8], end: bool) -> Result<(), ClientGone> {
+        let Some(d) = self.down.as_mut() else { return Err(ClientGone) };
+        send_data(d, Bytes::copy_from_slice(data), end).await.map_err(|_| ClientGone)
+    }
+
+    fn tunnel_flows<'t>(
+        &'t mut self,
+        tunnel: &'t Tunnel<'_>,
+        conn: &'t mut UpstreamConn,
+    ) -> (impl Future<Output = Flow> + 't, impl Future<Output = Flow> + 't) {
+        let (down, UpstreamConn { r, buf, w, .. }) = (self.down.as_mut(), conn);
+        let up_flow = websocket::up(tunnel, &mut self.body, w);
+        let down_flow = async move {
+            match down {
+                Some(d) => websocket::down(tunnel, r, buf, d).await,
+                None => Flow::Broken,
             }
-            Err(LeaseError::Retired) => return Err(AttemptError::Gone),
         };
-        up.stats.record_connect_success();
-        self.note.set_backend(index);
-        let request = upstream_request(self.parts, &up.backend.url.authority)?;
+        (up_flow, down_flow)
+    }
+
+    fn head_sent(&self) -> bool {
+        self.down.is_some()
+    }
+
+    fn reset(&mut self, code: Reason) {
+        match self.down.as_mut() {
+            Some(d) => d.send_reset(code),
+            None => self.respond.send_reset(code),
+        }
+    }
+
+    fn answer_grpc(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let res = answer.to_grpc();
+        note.sent(response_head_bytes(res.headers()));
+        let _ = self.respond.send_response(res, true);
+    }
+
+    fn answer_grpc_trailers(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let t = answer.grpc_trailers();
+        note.sent(header_bytes(&t));
+        if let Some(d) = self.down.as_mut() {
+            let _ = d.send_trailers(t);
+        }
+    }
+
+    fn answer_http(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let res = answer.to_h2();
+        note.sent(response_head_bytes(res.headers()) + answer.body.len() as u64);
+        if let Ok(mut s) = self.respond.send_response(res, false) {
+            let _ = s.send_data(Bytes::from_static(answer.body.as_bytes()), true);
+        }
+    }
+
+    /// One attempt on an h2c backend: a stream on one of this worker's sessions to it.
+    async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self> {
+        let timeouts = &call.epoch.epoch.timeouts;
+        let leased = std::pin::pin!(up.lease_h2(&call.ctx.http2, timeouts.upstream_connect()));
+        let lease = call.lease(index, up, leased).await?;
+        let request = upstream_request(&call.stream.parts, &up.backend.url.authority)?;
         let Ok(mut sender) = lease.sender().ready().await else {
             lease.session().mark_closed();
             return Err(AttemptError::Refused);
         };
-        let headers_only = self.headers_only;
+        let headers_only = call.headers_only;
         let Ok((response, mut up_send)) = sender.send_request(request, headers_only) else {
             lease.session().mark_closed();
             return Err(AttemptError::Refused);
         };
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = std::cell::Cell::new(Some(up.stats.begin()));
-        let _span = self.note.phase("upstream_exchange");
+        let _span = call.note.phase("upstream_exchange");
         let started = Instant::now();
-        let note = self.note;
-        let replay = &self.replay;
-        let body = &mut *self.body;
-        let capture = &mut *self.capture;
-        let respond = &mut *self.respond;
-        let down = &mut *self.down;
-        let conn = self.conn;
-        let grpc = self.grpc;
+        let note = call.note;
+        let replay = &call.stream.replay;
+        let body = &mut call.stream.body;
+        let capture = &mut *call.capture;
+        let respond = &mut call.stream.respond;
+        let down = &mut call.stream.down;
+        let conn = &*call.stream.conn;
+        let grpc = call.grpc;
         let response_timeout = timeouts.upstream_response();
 
         // The request side: what was already seen (after a refused attempt), then the rest.
@@ -429,28 +386,12 @@ impl Call<'_> {
 
         // The response side: the head, then the body and trailers.
         let relay = async {
-            // Plain HTTP waits `upstream_response_ms` for the head; gRPC calls (often
-            // long-lived streams) are bounded by their own `grpc-timeout` instead.
-            let limit = (!grpc).then_some(response_timeout);
-            let head_wait = async {
-                match limit {
-                    // Boxed for the same reason as the deadline in `serve_stream`.
-                    Some(limit) => Box::pin(timeout(limit, response)).await.ok(),
-                    None => Some(response.await),
-                }
+            let client_reset = async {
+                let _ = poll_fn(|cx| respond.poll_reset(cx)).await;
+                // RST_STREAM from the client: it counts against the rapid-reset cap.
+                conn.client_reset();
             };
-            let head = monoio::select! {
-                biased;
-                r = head_wait => match r {
-                    Some(r) => r,
-                    None => return Err(AttemptError::Fail(ProxyError::UpstreamTimeout.into())),
-                },
-                _ = poll_fn(|cx| respond.poll_reset(cx)) => {
-                    // RST_STREAM from the client: it counts against the rapid-reset cap.
-                    conn.client_reset();
-                    return Err(AttemptError::Fail(Fail::ClientGone));
-                }
-            };
+            let head = h2call::wait_head(grpc, response_timeout, response, client_reset).await?;
             let res = match head {
                 Ok(res) => res,
                 Err(e) => return Err(upstream_failed(&lease, &e)),
@@ -498,29 +439,18 @@ impl Call<'_> {
             }
         };
 
-        let mut send = std::pin::pin!(send);
-        let mut relay = std::pin::pin!(relay);
-        let mut sent = headers_only;
-        loop {
-            monoio::select! {
-                r = &mut send, if !sent => {
-                    sent = true;
-                    match r {
-                        Ok(()) => {}
-                        // The backend stopped reading (an early answer, or a reset the
-                        // response side reports).
-                        Err(PumpError::Dst) => {}
-                        Err(PumpError::Src(e)) => {
-                            if e.is_reset() && e.is_remote() {
-                                conn.client_reset();
-                            }
-                            return Err(AttemptError::Fail(Fail::ClientGone));
-                        }
-                    }
+        // The client is gone when its side failed, not the backend's.
+        let gone = |e| match e {
+            PumpError::Dst => false,
+            PumpError::Src(e) => {
+                if e.is_reset() && e.is_remote() {
+                    conn.client_reset();
                 }
-                r = &mut relay => return r,
+                true
             }
-        }
+        };
+        let (send, relay) = (std::pin::pin!(send), std::pin::pin!(relay));
+        h2call::relay_both(send, relay, headers_only, gone).await
     }
 }
 

@@ -1,14 +1,11 @@
-//! WebSocket over HTTP/2 (RFC 8441): an extended CONNECT stream (`:protocol = websocket`)
-//! goes to an HTTP/1.1 backend as a WebSocket upgrade (`GET` with `Upgrade: websocket` and a
-//! `Sec-WebSocket-Key` of Fulcrum's own, which HTTP/2 does not carry), the backend's `101` is
-//! checked (`Sec-WebSocket-Accept` must match that key) and answered to the client with `200`,
-//! and the stream's DATA frames and the backend connection's bytes become the two directions
-//! of a tunnel ([`crate::tunnel`]). The handshake itself is [`crate::websocket`]'s, shared
-//! with the native engine. The frames inside are the client's and the backend's own,
-//! passed through unchanged. Runs in the stream's task on the worker's thread.
+//! WebSocket over HTTP/2 (RFC 8441) on the hyperium `h2` engine: once the HTTP/1.1 backend
+//! switched to WebSocket (`crate::h2call` sends the upgrade and checks the `101` with
+//! [`crate::websocket`], for both engines), the stream's DATA frames and the backend
+//! connection's bytes become the two directions of a tunnel ([`crate::tunnel`]). The frames
+//! inside are the client's and the backend's own, passed through unchanged. Runs in the
+//! stream's task on the worker's thread.
 
 use bytes::Bytes;
-use fulcrum_http::h1::BackendResponse;
 use fulcrum_util::ReadBuf;
 use h2::{RecvStream, SendStream};
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
@@ -17,15 +14,6 @@ use super::stream::send_data;
 use crate::transport::ConnWrite;
 use crate::tunnel::{Direction, Flow, Tunnel};
 use crate::upstream::UpstreamRead;
-
-/// The `200` for the client: the backend's end-to-end fields (`Sec-WebSocket-Protocol`,
-/// `Sec-WebSocket-Extensions`, ...) without the HTTP/1.1-only `Sec-WebSocket-Accept`.
-pub(super) fn client_head(res: &BackendResponse<'_>) -> Option<http::Response<()>> {
-    let mut head = res.to_h2().ok()?;
-    *head.status_mut() = http::StatusCode::OK;
-    head.headers_mut().remove("sec-websocket-accept");
-    Some(head)
-}
 
 /// Client to backend: each DATA chunk written to the backend connection, its flow-control
 /// capacity given back once written; END_STREAM half-closes the backend connection.

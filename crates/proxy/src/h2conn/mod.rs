@@ -718,18 +718,22 @@ pub(crate) fn move_data(
     Ok((moved, ended))
 }
 
+/// A stream a request opened (server side), its slot attached.
+#[derive(Debug)]
+pub(crate) struct NewStream {
+    /// The stream.
+    pub(crate) id: StreamId,
+    /// The request head.
+    pub(crate) head: Fields,
+    /// END_STREAM came with the head.
+    pub(crate) end_stream: bool,
+}
+
 /// Role-specific handling of what the reader finds.
 pub(crate) trait OnEvent {
-    /// Server: a request opened `stream` (its slot is attached). `engine` is the connection,
-    /// for a GOAWAY the handler decides on.
-    fn request(
-        &mut self,
-        conn: &Rc<H2Conn>,
-        engine: &mut Connection,
-        stream: StreamId,
-        head: Fields,
-        end_stream: bool,
-    );
+    /// Server: a request opened `stream`. `engine` is the connection, for a GOAWAY the handler
+    /// decides on.
+    fn request(&mut self, conn: &Rc<H2Conn>, engine: &mut Connection, stream: NewStream);
 
     /// The answer to our PING arrived.
     fn pong(&mut self) {}
@@ -738,7 +742,7 @@ pub(crate) trait OnEvent {
 /// What the reader does with one event once its borrowed parts are copied.
 enum Action {
     None,
-    Request(StreamId, Fields, bool),
+    Request(NewStream),
     /// DATA relayed inline, or for a stream whose task is gone: its credit goes back at once.
     Release(StreamId, usize),
     Pong,
@@ -761,7 +765,11 @@ impl H2Conn {
             let action = match r.event {
                 None => Action::None,
                 Some(Event::Request { stream, fields, end_stream, .. }) => {
-                    Action::Request(stream, self.copy_head(&fields), end_stream)
+                    Action::Request(NewStream {
+                        id: stream,
+                        head: self.copy_head(&fields),
+                        end_stream,
+                    })
                 }
                 Some(Event::Response { stream, status, fields, end_stream }) => {
                     // Informational heads are not forwarded.
@@ -837,9 +845,9 @@ impl H2Conn {
             };
             match action {
                 Action::None => {}
-                Action::Request(stream, head, end) => {
-                    H2Conn::attach(slots, stream, end);
-                    on.request(self, conn, stream, head, end);
+                Action::Request(stream) => {
+                    H2Conn::attach(slots, stream.id, stream.end_stream);
+                    on.request(self, conn, stream);
                 }
                 Action::Release(_, 0) => {}
                 Action::Release(stream, n) => conn.release(stream, n),

@@ -14,13 +14,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
-use fulcrum_h2::{ErrorCode, StreamId};
 use fulcrum_util::ReadBuf;
 
+use super::stream::Opening;
 use crate::ctx::WorkerCtx;
-use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
+use crate::h2call::{self, StreamCount, StreamGuard};
+use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 
 /// How often a client connection checks its deadlines.
@@ -38,29 +39,12 @@ pub(crate) struct ConnState {
     pub(crate) client_ip: String,
     /// Cleartext or TLS (and the TLS session), for `X-Forwarded-Proto` and the records.
     pub(crate) info: ConnInfo,
-    active: Cell<usize>,
-    idle_since: Cell<Instant>,
+    streams: StreamCount,
 }
 
-impl ConnState {
-    /// Marks a stream running until the guard drops.
-    fn stream(self: &Rc<Self>) -> StreamGuard {
-        self.active.set(self.active.get() + 1);
-        StreamGuard(self.clone())
-    }
-}
-
-/// A running stream of a client connection.
-#[derive(Debug)]
-pub(crate) struct StreamGuard(Rc<ConnState>);
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        let s = &self.0;
-        s.active.set(s.active.get() - 1);
-        if s.active.get() == 0 {
-            s.idle_since.set(Instant::now());
-        }
+impl AsRef<StreamCount> for ConnState {
+    fn as_ref(&self) -> &StreamCount {
+        &self.streams
     }
 }
 
@@ -74,23 +58,16 @@ struct Streams {
 }
 
 impl OnEvent for Streams {
-    fn request(
-        &mut self,
-        conn: &Rc<H2Conn>,
-        engine: &mut Connection,
-        stream: StreamId,
-        head: Fields,
-        end_stream: bool,
-    ) {
+    fn request(&mut self, conn: &Rc<H2Conn>, engine: &mut Connection, stream: NewStream) {
         if self.left == 1 {
             engine.go_away(ErrorCode::NO_ERROR);
         }
         self.left = self.left.saturating_sub(1);
-        let guard = self.state.stream();
+        let guard = StreamGuard::new(&self.state);
         let (ctx, conn, state) = (self.ctx.clone(), conn.clone(), self.state.clone());
         // Each stream is its own task: a panic in it loses that stream only.
         self.ctx.spawn_contained(Box::pin(async move {
-            super::stream::serve_stream(&ctx, &conn, &state, stream, head, end_stream).await;
+            h2call::serve(&ctx, Opening { conn, state, stream }).await;
             drop(guard);
         }));
     }
@@ -117,12 +94,8 @@ pub(crate) async fn serve(
         ..engine_config(&cfg)
     };
     let conn = H2Conn::new(Role::Server, config);
-    let state = Rc::new(ConnState {
-        client_ip: peer.ip().to_string(),
-        info,
-        active: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
-    });
+    let state =
+        Rc::new(ConnState { client_ip: peer.ip().to_string(), info, streams: StreamCount::new() });
     let pong = Rc::new(Cell::new(false));
     let mut streams = Streams {
         ctx: ctx.clone(),
@@ -166,8 +139,7 @@ async fn watch(ctx: &WorkerCtx, conn: &H2Conn, state: &ConnState, pong: &Cell<bo
         if closing || conn.is_closing() {
             continue;
         }
-        let idle = state.active.get() == 0;
-        if ctx.is_draining() || (idle && state.idle_since.get().elapsed() >= idle_timeout) {
+        if ctx.is_draining() || state.streams.idle_for(idle_timeout) {
             conn.go_away(ErrorCode::NO_ERROR);
             closing = true;
         } else if pinging && last_ping.elapsed() >= pong_timeout {

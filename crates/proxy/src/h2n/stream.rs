@@ -1,7 +1,7 @@
 //! One HTTP/2 stream from a client on the native engine, forwarded through the attempt loop
 //! to the backend its own pick chose: an h2c/h2 backend over a multiplexed native session
-//! (here), or an HTTP/1.1 backend through the HTTP/1.1 codec ([`super::to_h1`]). Runs in the
-//! stream's own task on the worker's thread.
+//! (here), or an HTTP/1.1 backend through the HTTP/1.1 codec (`crate::h2call`, shared with the
+//! hyperium engine). Runs in the stream's own task on the worker's thread.
 //!
 //! Request and response flow at once (bidirectional streaming). DATA moves between the two
 //! connections with [`move_data`]: only as much as the receiving stream's send buffer takes,
@@ -13,51 +13,41 @@
 //! (at most [`REPLAY_LIMIT`]).
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::rc::Rc;
 use std::time::Instant;
 
-use fulcrum_config::BackendProtocol;
 use fulcrum_h2::hpack::{Field, Pseudo};
-use fulcrum_h2::{ErrorCode, StreamId};
+use fulcrum_h2::{ErrorCode, StreamId, validate};
+use fulcrum_http::Synthetic;
 use fulcrum_http::grpc::{is_grpc_content_type, parse_grpc_status, parse_grpc_timeout};
-use fulcrum_http::h1::{BodyError, BodyTap as _};
-use fulcrum_telemetry::CacheStatus;
+use fulcrum_http::h1::{BackendResponse, BodyTap as _, Framing, H2RequestHead};
 use fulcrum_util::now_ms;
-use monoio::time::timeout;
 
 use super::server::ConnState;
-use crate::attempt::{self, AttemptError, Forward};
+use super::websocket;
+use crate::attempt::AttemptError;
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
-use crate::exchange::{BodyCapture, ExchangeNote};
+use crate::exchange::ExchangeNote;
+use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
 use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, Head, Incoming, PumpError, RelayEnd, is_refusal, move_data};
+use crate::h2conn::{
+    H2Conn, Head, Incoming, NewStream, PumpError, RelayEnd, is_refusal, move_data,
+};
 use crate::route;
-use crate::tunnel::TunnelReport;
-use crate::upstream::h2n::LeaseError;
-use crate::upstream::{Reuse, Upstream};
-use crate::websocket::WEBSOCKET;
+use crate::transport::ConnInfo;
+use crate::tunnel::{Flow, Tunnel};
+use crate::upstream::{Upstream, UpstreamConn};
 
 /// Request bytes kept for a resend on another connection until the response head arrives.
 pub(crate) const REPLAY_LIMIT: usize = 64 * 1024;
 
-/// How a call ended early.
-#[derive(Debug)]
-pub(crate) enum Fail {
-    /// Fulcrum failed the call: answer with its synthetic response.
-    Error(ProxyError),
-    /// The client reset the stream or its connection is gone: nothing to answer.
-    ClientGone,
-    /// The backend reset its stream: pass the reset on with the same code.
-    UpstreamReset(ErrorCode),
-}
+/// Most request body bytes taken from the stream per write to an HTTP/1.1 backend.
+pub(super) const CHUNK: usize = 64 * 1024;
 
-impl From<ProxyError> for Fail {
-    fn from(e: ProxyError) -> Self {
-        Fail::Error(e)
-    }
-}
+/// How a call on this engine ended early.
+type Fail = h2call::Fail<ErrorCode>;
 
 /// A stream's slot on a connection, detached (and the stream reset if still open) on drop.
 pub(crate) struct Attached<'a>(pub(crate) &'a H2Conn, pub(crate) StreamId);
@@ -127,98 +117,51 @@ fn pseudo_field(p: Pseudo, index: u8, value: &[u8]) -> Field<'_> {
     Field { name: p.name(), value, pseudo: Some(p), never_indexed: false, static_name: Some(index) }
 }
 
-/// Serves one client stream to its end, and logs it: one access record, the metrics, the
-/// spans (as for an HTTP/1.1 exchange).
-pub(crate) async fn serve_stream(
-    ctx: &Rc<WorkerCtx>,
-    conn: &Rc<H2Conn>,
-    state: &Rc<ConnState>,
-    id: StreamId,
-    head: Fields,
-    end_stream: bool,
-) {
-    let _attached = Attached(conn, id);
-    let epoch = ctx.current_epoch();
-    let _busy = ctx.busy();
-    let grpc = head.get(b"content-type").is_some_and(is_grpc_content_type);
-    let deadline = head.get(b"grpc-timeout").filter(|_| grpc).and_then(parse_grpc_timeout);
-    // Each stream is routed on its own pseudo-header fields and fields.
-    let routed = route::h2_native(epoch.epoch.routes(), &head, grpc, state.info.sni());
-    let pool = epoch.pool(&routed);
-    let method = std::str::from_utf8(head.pseudo(Pseudo::Method).unwrap_or(b"GET")).unwrap_or("?");
-    let path = std::str::from_utf8(head.pseudo(Pseudo::Path).unwrap_or(b"/")).unwrap_or("?");
-    let (mut log, traceparent) = ctx.telemetry.begin_stream(
-        method,
-        path,
-        head.get(b"traceparent"),
-        head.size(),
-        epoch.epoch.id,
-        &state.info,
-    );
-    let request = Request::new(head, &state.client_ip, traceparent);
-    if grpc {
-        log.capture.set_binary();
+/// A request stream the client opened on the native engine. Served by `h2call::serve`.
+pub(crate) struct Opening {
+    /// The client connection.
+    pub(crate) conn: Rc<H2Conn>,
+    /// What its streams share with it.
+    pub(crate) state: Rc<ConnState>,
+    /// The stream, its head and END_STREAM.
+    pub(crate) stream: NewStream,
+}
+
+impl Open for Opening {
+    type Stream = NativeStream;
+
+    fn open(self, ctx: &WorkerCtx, epoch: &WorkerEpoch) -> Opened<NativeStream> {
+        let Opening { conn, state, stream: NewStream { id, head, end_stream } } = self;
+        // Detached (and reset) should the start fail; the stream detaches itself once made.
+        let attached = Attached(&conn, id);
+        let grpc = head.get(b"content-type").is_some_and(is_grpc_content_type);
+        let deadline = head.get(b"grpc-timeout").filter(|_| grpc).and_then(parse_grpc_timeout);
+        // Each stream is routed on its own pseudo-header fields and fields.
+        let routed = route::h2_native(epoch.epoch.routes(), &head, grpc, state.info.sni());
+        let method = head.pseudo(Pseudo::Method).unwrap_or(b"GET");
+        let method = std::str::from_utf8(method).unwrap_or("?");
+        let path = std::str::from_utf8(head.pseudo(Pseudo::Path).unwrap_or(b"/")).unwrap_or("?");
+        let (log, traceparent) = ctx.telemetry.begin_stream(
+            method,
+            path,
+            head.get(b"traceparent"),
+            head.size(),
+            epoch.epoch.id,
+            &state.info,
+        );
+        let request = Request::new(head, &state.client_ip, traceparent);
+        // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only
+        // when the listener enabled it): only `websocket` is translated.
+        let protocol = request.head.pseudo(Pseudo::Protocol);
+        let (upgrade, unsupported) =
+            (protocol.is_some(), protocol.is_some_and(h2call::unsupported_protocol));
+        std::mem::forget(attached);
+        let replay =
+            RefCell::new(Replay { recording: true, ended: end_stream, ..Replay::default() });
+        let stream = NativeStream { conn, id, state, request, replay, head_sent: Cell::new(false) };
+        let headers_only = end_stream;
+        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
     }
-    // HTTP/2 responses (gRPC above all) are never cached.
-    if epoch.epoch.cache_for(routed.cache).is_some() {
-        log.note.set_cache(CacheStatus::Bypass);
-    }
-    let head_sent = Cell::new(false);
-    // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only when
-    // the listener enabled it): only `websocket` is translated.
-    let protocol = request.head.pseudo(Pseudo::Protocol);
-    let upgrade = protocol.is_some();
-    let unsupported = protocol.is_some_and(|p| !p.eq_ignore_ascii_case(WEBSOCKET.as_bytes()));
-    let tunnel: Cell<Option<TunnelReport>> = Cell::new(None);
-    let result = if unsupported {
-        Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
-    } else {
-        let mut call = Call {
-            ctx,
-            epoch: &epoch,
-            conn,
-            id,
-            state,
-            grpc,
-            note: &log.note,
-            request: &request,
-            capture: &mut log.capture,
-            replay: RefCell::new(Replay {
-                recording: true,
-                ended: end_stream,
-                ..Replay::default()
-            }),
-            headers_only: end_stream,
-            head_sent: &head_sent,
-            upgrade,
-            tunnel: &tunnel,
-        };
-        // Pinned here so the deadline wraps a reference: the call's future is stored once.
-        let run = std::pin::pin!(attempt::forward(ctx, pool, &log.note, &mut call));
-        match deadline {
-            // Boxed, and only made when the call has a deadline: monoio's timer entry is
-            // cache-line aligned, which inline would make every stream task an aligned
-            // allocation.
-            Some(limit) => match Box::pin(timeout(limit, run)).await {
-                Ok(r) => r,
-                Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
-            },
-            None => run.await,
-        }
-    };
-    if let Err(Fail::Error(ProxyError::Client(BodyError::TooSlow))) = &result {
-        ctx.telemetry.worker().body_too_slow.inc();
-    }
-    if let Some(report) = tunnel.take() {
-        log.note_tunnel(WEBSOCKET, &report);
-    }
-    let status = match result {
-        Ok(()) => log.note.status(),
-        Err(fail) => finish_failed(fail, grpc, conn, id, head_sent.get(), &log.note),
-    };
-    let target = pool.target(ctx.index, routed.route, log.note.backend());
-    ctx.telemetry.finish(log, target, status);
-    conn.recycle(request.head);
 }
 
 /// The size of a response head as the access record counts it (`:status` and its 3 digits,
@@ -228,76 +171,38 @@ pub(crate) fn response_head_bytes(fields: &Fields) -> u64 {
         as u64
 }
 
-/// Answers a failed call: before the response head, with Fulcrum's synthetic response (an
-/// HTTP error, or a gRPC trailers-only answer); after it, with gRPC trailers or a reset.
-/// Returns the HTTP status the client got (499: none, the stream was reset before a head).
-fn finish_failed(
-    fail: Fail,
-    grpc: bool,
-    conn: &H2Conn,
-    id: StreamId,
-    head_sent: bool,
-    note: &ExchangeNote,
-) -> u16 {
-    let relayed = if head_sent { note.status() } else { 499 };
-    let error = match fail {
-        Fail::ClientGone => {
-            conn.reset(id, ErrorCode::CANCEL);
-            return relayed;
+/// The response head for the client: end-to-end fields with lower-case names but those named in
+/// `skip`, the length when the body has one; `None` when a field cannot be carried over HTTP/2.
+fn response_fields(res: &BackendResponse<'_>, skip: &[&[u8]]) -> Option<Fields> {
+    let mut fields = Fields::default();
+    let mut name = Vec::new();
+    for h in res.end_to_end() {
+        name.clear();
+        name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        let value = h.value.trim_ascii();
+        if validate::is_connection_specific(&name) || skip.contains(&name.as_slice()) {
+            continue;
         }
-        Fail::UpstreamReset(code) => {
-            conn.reset(id, code);
-            return if head_sent { relayed } else { 502 };
+        if !validate::is_valid_name(&name) || !validate::is_valid_value(value) {
+            return None;
         }
-        Fail::Error(e) => e,
-    };
-    let Some(answer) = error.synthetic() else {
-        conn.reset(id, ErrorCode::CANCEL);
-        return relayed;
-    };
-    let grpc_status = answer.grpc_status.as_u16().to_string();
-    let status_fields = [
-        Field::new(b"grpc-status", grpc_status.as_bytes()),
+        fields.push(&name, value);
+    }
+    if let Framing::Length(n) = res.framing {
+        fields.push(b"content-length", n.to_string().as_bytes());
+    }
+    Some(fields)
+}
+
+/// The `grpc-status` and `grpc-message` fields of Fulcrum's answer, and their size as the
+/// access record counts it.
+fn grpc_status_fields<'a>(answer: &'a Synthetic, status: &'a str) -> ([Field<'a>; 2], u64) {
+    let fields = [
+        Field::new(b"grpc-status", status.as_bytes()),
         Field::new(b"grpc-message", answer.grpc_message.as_bytes()),
     ];
-    let status_bytes =
-        (status_fields.iter().map(|f| f.name.len() + f.value.len()).sum::<usize>()) as u64;
-    match (grpc, head_sent) {
-        (true, false) => {
-            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
-            let content_type = Field::new(b"content-type", b"application/grpc");
-            // `:status`, `content-type: application/grpc` and the status fields.
-            note.sent(":status".len() as u64 + 3 + 28 + status_bytes);
-            let _ =
-                conn.send_response(id, 200, [content_type].into_iter().chain(status_fields), true);
-            200
-        }
-        (true, true) => {
-            note.set_grpc_status(u32::from(answer.grpc_status.as_u16()));
-            note.sent(status_bytes);
-            let _ = conn.send_trailers(id, status_fields);
-            relayed
-        }
-        (false, false) => {
-            let length = answer.body.len().to_string();
-            let fields = [
-                Field::new(b"content-type", b"text/plain"),
-                Field::new(b"content-length", length.as_bytes()),
-            ];
-            // `content-type: text/plain` and `content-length`.
-            note.sent(":status".len() as u64 + 3 + 36 + length.len() as u64);
-            note.sent(answer.body.len() as u64);
-            if conn.send_response(id, answer.status, fields, false).is_ok() {
-                // A few bytes: the stream's send buffer takes them whole.
-                let _ = conn.send_body_now(id, answer.body.as_bytes());
-            }
-            answer.status
-        }
-        (false, true) => {
-            conn.reset(id, ErrorCode::INTERNAL_ERROR);
-            relayed
-        }
-    }
+    let bytes = (fields.iter().map(|f| f.name.len() + f.value.len()).sum::<usize>()) as u64;
+    (fields, bytes)
 }
 
 /// The request bytes seen so far, kept until the response head so a refused stream can be
@@ -332,70 +237,6 @@ impl Replay {
     }
 }
 
-/// One call on a pinned epoch: the stream's request, its answer channel, and what the attempt
-/// loop needs to know about it.
-pub(crate) struct Call<'a> {
-    pub(crate) ctx: &'a WorkerCtx,
-    pub(crate) epoch: &'a WorkerEpoch,
-    /// The client connection and the stream on it.
-    pub(crate) conn: &'a Rc<H2Conn>,
-    pub(crate) id: StreamId,
-    pub(crate) state: &'a ConnState,
-    grpc: bool,
-    /// Telemetry: backend, status, timings and spans of this stream.
-    pub(crate) note: &'a ExchangeNote,
-    pub(crate) request: &'a Request,
-    pub(crate) capture: &'a mut BodyCapture,
-    pub(crate) replay: RefCell<Replay>,
-    /// The client sent END_STREAM with its head: there is no body.
-    pub(crate) headers_only: bool,
-    /// The response head went to the client.
-    pub(crate) head_sent: &'a Cell<bool>,
-    /// An extended CONNECT for WebSocket (RFC 8441): an upgrade for an HTTP/1.1 backend.
-    pub(crate) upgrade: bool,
-    /// The tunnel's report, once an upgraded stream's tunnel has closed.
-    pub(crate) tunnel: &'a Cell<Option<TunnelReport>>,
-}
-
-impl Forward for Call<'_> {
-    type Output = ();
-    type Failure = Fail;
-
-    fn serves(&self, protocol: BackendProtocol) -> bool {
-        // gRPC goes only to HTTP/2 backends; WebSocket only to HTTP/1.1 ones (as an upgrade).
-        if self.upgrade {
-            return protocol == BackendProtocol::Http1;
-        }
-        !self.grpc || protocol == BackendProtocol::H2c
-    }
-
-    fn idempotent(&self) -> bool {
-        // An extended CONNECT goes upstream as a `GET`.
-        self.upgrade
-            || matches!(
-                self.request.method(),
-                b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
-            )
-    }
-
-    fn replayable(&self) -> bool {
-        self.replay.borrow().recording
-    }
-
-    async fn attempt(
-        &mut self,
-        index: usize,
-        up: &Upstream,
-        reuse: Reuse,
-    ) -> Result<(), AttemptError<Fail>> {
-        match up.backend.url.protocol {
-            BackendProtocol::H2c => self.attempt_h2(index, up).await,
-            // Boxed: the HTTP/1.1 translation is a large future that gRPC calls never run.
-            BackendProtocol::Http1 => Box::pin(super::to_h1::attempt(self, index, up, reuse)).await,
-        }
-    }
-}
-
 /// Why a stream's head will not come from the backend, as the attempt loop sees it.
 fn head_failed(why: Incoming) -> AttemptError<Fail> {
     match why {
@@ -409,39 +250,192 @@ fn head_failed(why: Incoming) -> AttemptError<Fail> {
     }
 }
 
-impl Call<'_> {
+/// One client stream on the native engine: the connection and the stream on it, its request,
+/// and what was seen of its body.
+pub(crate) struct NativeStream {
+    conn: Rc<H2Conn>,
+    id: StreamId,
+    state: Rc<ConnState>,
+    request: Request,
+    replay: RefCell<Replay>,
+    /// The response head went to the client.
+    head_sent: Cell<bool>,
+}
+
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        // The head's buffer goes back to the connection for the next stream; the stream's
+        // slot is detached (and the stream reset if its response did not end).
+        self.conn.recycle(std::mem::take(&mut self.request.head));
+        self.conn.detach(self.id);
+    }
+}
+
+impl ClientStream for NativeStream {
+    type Code = ErrorCode;
+    type Head = (u16, Fields);
+    type Chunk = Vec<u8>;
+
+    const CANCEL: ErrorCode = ErrorCode::CANCEL;
+    const INTERNAL_ERROR: ErrorCode = ErrorCode::INTERNAL_ERROR;
+
+    fn info(&self) -> &ConnInfo {
+        &self.state.info
+    }
+
+    fn method(&self) -> &[u8] {
+        self.request.method()
+    }
+
+    fn request_head(&self) -> H2RequestHead<'_> {
+        let h = &self.request.head;
+        H2RequestHead {
+            method: self.request.method(),
+            path: h.pseudo(Pseudo::Path).unwrap_or(b"/"),
+            authority: h.pseudo(Pseudo::Authority),
+        }
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.request.fields().map(|f| (f.name, f.value))
+    }
+
+    fn content_length(&self) -> Option<&[u8]> {
+        self.request.head.get(b"content-length")
+    }
+
+    fn replayable(&self) -> bool {
+        self.replay.borrow().recording
+    }
+
+    fn stop_replay(&self) {
+        self.replay.borrow_mut().stop();
+    }
+
+    fn chunk_buf() -> Vec<u8> {
+        Vec::with_capacity(CHUNK)
+    }
+
+    async fn next_chunk(&mut self, chunk: &mut Vec<u8>) -> Next {
+        match poll_fn(|cx| self.conn.poll_incoming(self.id, cx)).await {
+            Incoming::Data => {}
+            Incoming::End | Incoming::Trailers(_) => return Next::End,
+            // The engine counts the client's resets itself.
+            Incoming::Reset(..) | Incoming::Lost => return Next::Gone,
+        }
+        chunk.clear();
+        self.conn.take_data(self.id, chunk, CHUNK);
+        Next::Data
+    }
+
+    fn release(&mut self, _: usize) {
+        // `take_data` gave the credit back as it took the bytes.
+    }
+
+    fn count_reset(&self) {}
+
+    fn response_head(res: &BackendResponse<'_>, upgrade: bool) -> Option<(u16, Fields)> {
+        if upgrade {
+            // The `200` for the client, without the HTTP/1.1-only `Sec-WebSocket-Accept`.
+            return response_fields(res, &[b"sec-websocket-accept"]).map(|f| (200, f));
+        }
+        response_fields(res, &[]).map(|f| (res.status, f))
+    }
+
+    fn status(head: &(u16, Fields)) -> u16 {
+        head.0
+    }
+
+    fn head_bytes(head: &(u16, Fields)) -> u64 {
+        response_head_bytes(&head.1)
+    }
+
+    fn send_interim(&mut self, (status, fields): (u16, Fields)) -> Result<(), ClientGone> {
+        self.conn.send_response(self.id, status, fields.iter(), false).map_err(|_| ClientGone)
+    }
+
+    fn send_response(&mut self, head: (u16, Fields), end: bool) -> Result<(), ClientGone> {
+        let (status, fields) = head;
+        self.conn.send_response(self.id, status, fields.iter(), end).map_err(|_| ClientGone)?;
+        self.head_sent.set(true);
+        Ok(())
+    }
+
+    async fn send_body(&mut self, data: &[u8], end: bool) -> Result<(), ClientGone> {
+        self.conn.send_all(self.id, data, end).await.map_err(|_| ClientGone)
+    }
+
+    fn tunnel_flows<'t>(
+        &'t mut self,
+        tunnel: &'t Tunnel<'_>,
+        conn: &'t mut UpstreamConn,
+    ) -> (impl Future<Output = Flow> + 't, impl Future<Output = Flow> + 't) {
+        let (client, id) = (&*self.conn, self.id);
+        let UpstreamConn { r, buf, w, .. } = conn;
+        (websocket::up(tunnel, client, id, w), websocket::down(tunnel, r, buf, client, id))
+    }
+
+    fn head_sent(&self) -> bool {
+        self.head_sent.get()
+    }
+
+    fn reset(&mut self, code: ErrorCode) {
+        self.conn.reset(self.id, code);
+    }
+
+    fn answer_grpc(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let status = answer.grpc_status.as_u16().to_string();
+        let (status_fields, status_bytes) = grpc_status_fields(answer, &status);
+        let content_type = Field::new(b"content-type", b"application/grpc");
+        // `:status`, `content-type: application/grpc` and the status fields.
+        note.sent(":status".len() as u64 + 3 + 28 + status_bytes);
+        let fields = [content_type].into_iter().chain(status_fields);
+        let _ = self.conn.send_response(self.id, 200, fields, true);
+    }
+
+    fn answer_grpc_trailers(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let status = answer.grpc_status.as_u16().to_string();
+        let (status_fields, status_bytes) = grpc_status_fields(answer, &status);
+        note.sent(status_bytes);
+        let _ = self.conn.send_trailers(self.id, status_fields);
+    }
+
+    fn answer_http(&mut self, answer: &Synthetic, note: &ExchangeNote) {
+        let length = answer.body.len().to_string();
+        let fields = [
+            Field::new(b"content-type", b"text/plain"),
+            Field::new(b"content-length", length.as_bytes()),
+        ];
+        // `content-type: text/plain` and `content-length`.
+        note.sent(":status".len() as u64 + 3 + 36 + length.len() as u64);
+        note.sent(answer.body.len() as u64);
+        if self.conn.send_response(self.id, answer.status, fields, false).is_ok() {
+            // A few bytes: the stream's send buffer takes them whole.
+            let _ = self.conn.send_body_now(self.id, answer.body.as_bytes());
+        }
+    }
+
     /// One attempt on an h2c/h2 backend: a stream on one of this worker's sessions to it.
-    async fn attempt_h2(&mut self, index: usize, up: &Upstream) -> Result<(), AttemptError<Fail>> {
-        let timeouts = &self.epoch.epoch.timeouts;
-        let connect = self.note.phase("upstream_connect");
-        let leased = up.lease_h2n(&self.ctx.http2, timeouts.upstream_connect()).await;
-        drop(connect);
-        let lease = match leased {
-            Ok(lease) => lease,
-            Err(LeaseError::Connect(e)) => {
-                up.connect_failed(self.epoch.epoch.health, &e.to_string());
-                return Err(AttemptError::ConnectFailed);
-            }
-            Err(LeaseError::Retired) => return Err(AttemptError::Gone),
-        };
-        up.stats.record_connect_success();
-        self.note.set_backend(index);
+    async fn attempt_h2(call: &mut Call<'_, Self>, index: usize, up: &Upstream) -> Attempt<Self> {
+        let timeouts = &call.epoch.epoch.timeouts;
+        let leased = std::pin::pin!(up.lease_h2n(&call.ctx.http2, timeouts.upstream_connect()));
+        let lease = call.lease(index, up, leased).await?;
         let session = lease.session();
-        let headers_only = self.headers_only;
-        let fields = self.request.upstream_fields(&up.backend.url.authority);
+        let headers_only = call.headers_only;
+        let fields = call.stream.request.upstream_fields(&up.backend.url.authority);
         let Ok(up_id) = session.open(fields, headers_only) else {
             return Err(AttemptError::Refused);
         };
         let _upstream = Attached(session, up_id);
-        session.relay_to(up_id, self.conn, self.id);
+        session.relay_to(up_id, &call.stream.conn, call.stream.id);
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = Cell::new(Some(up.stats.begin()));
-        let _span = self.note.phase("upstream_exchange");
+        let _span = call.note.phase("upstream_exchange");
         let started = Instant::now();
         let (conn, id, note, replay, grpc) =
-            (self.conn, self.id, self.note, &self.replay, self.grpc);
-        let capture = &mut *self.capture;
-        let head_sent = self.head_sent;
+            (&call.stream.conn, call.stream.id, call.note, &call.stream.replay, call.grpc);
+        let capture = &mut *call.capture;
+        let head_sent = &call.stream.head_sent;
         let response_timeout = timeouts.upstream_response();
 
         // The request side: what was already seen (after a refused attempt), then the rest.
@@ -483,26 +477,9 @@ impl Call<'_> {
 
         // The response side: the head, then the body and trailers.
         let relay = async {
-            // Plain HTTP waits `upstream_response_ms` for the head; gRPC calls (often
-            // long-lived streams) are bounded by their own `grpc-timeout` instead.
-            let limit = (!grpc).then_some(response_timeout);
-            let head_wait = async {
-                let head = poll_fn(|cx| session.poll_head(up_id, cx));
-                match limit {
-                    Some(limit) => Box::pin(timeout(limit, head)).await.ok(),
-                    None => Some(head.await),
-                }
-            };
-            let head = monoio::select! {
-                biased;
-                r = head_wait => match r {
-                    Some(r) => r,
-                    None => return Err(AttemptError::Fail(ProxyError::UpstreamTimeout.into())),
-                },
-                _ = poll_fn(|cx| conn.poll_reset(id, cx)) => {
-                    return Err(AttemptError::Fail(Fail::ClientGone));
-                }
-            };
+            let head = poll_fn(|cx| session.poll_head(up_id, cx));
+            let client_reset = poll_fn(|cx| conn.poll_reset(id, cx));
+            let head = h2call::wait_head(grpc, response_timeout, head, client_reset).await?;
             let head = head.map_err(head_failed)?;
             replay.borrow_mut().stop();
             let (status, at, grpc_status, bytes) = match &head {
@@ -582,24 +559,9 @@ impl Call<'_> {
             }
         };
 
-        let mut send = std::pin::pin!(send);
-        let mut relay = std::pin::pin!(relay);
-        let mut sent = headers_only;
-        loop {
-            monoio::select! {
-                r = &mut send, if !sent => {
-                    sent = true;
-                    match r {
-                        Ok(()) => {}
-                        // The backend stopped reading (an early answer, or a reset the
-                        // response side reports).
-                        Err(PumpError::Dst) => {}
-                        Err(PumpError::Src) => return Err(AttemptError::Fail(Fail::ClientGone)),
-                    }
-                }
-                r = &mut relay => return r,
-            }
-        }
+        // The client is gone when its side failed, not the backend's.
+        let (send, relay) = (std::pin::pin!(send), std::pin::pin!(relay));
+        h2call::relay_both(send, relay, headers_only, |e| e == PumpError::Src).await
     }
 }
 

@@ -1,9 +1,9 @@
 //! WebSocket over HTTP/2 (RFC 8441) on the native engine: once the HTTP/1.1 backend switched
-//! to WebSocket ([`super::to_h1`] sends the upgrade and checks the `101` with
-//! [`crate::websocket`]), the client's extended CONNECT stream and the backend connection are
-//! the two directions of a tunnel ([`crate::tunnel`]), which counts, bounds and logs it as it
-//! does every tunnel. The frames inside are the client's and the backend's own, passed through
-//! unchanged. Runs in the stream's task on the worker's thread.
+//! to WebSocket (`crate::h2call` sends the upgrade and checks the `101` with
+//! [`crate::websocket`], for both engines), the client's extended CONNECT stream and the
+//! backend connection are the two directions of a tunnel ([`crate::tunnel`]), which counts,
+//! bounds and logs it as it does every tunnel. The frames inside are the client's and the
+//! backend's own, passed through unchanged. Runs in the stream's task on the worker's thread.
 
 use std::future::poll_fn;
 
@@ -11,13 +11,11 @@ use fulcrum_h2::StreamId;
 use fulcrum_util::ReadBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
+use super::stream::CHUNK;
 use crate::h2conn::{H2Conn, Incoming};
 use crate::transport::ConnWrite;
 use crate::tunnel::{Direction, Flow, Tunnel};
 use crate::upstream::UpstreamRead;
-
-/// Most client bytes taken from the stream per write to the backend.
-const CHUNK: usize = 64 * 1024;
 
 /// Client to backend: the stream's DATA written to the backend connection (its credit goes
 /// back to the client as it is taken, at most [`CHUNK`] ahead of the write); END_STREAM (or

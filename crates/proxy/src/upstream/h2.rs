@@ -9,9 +9,9 @@
 //! A session that received GOAWAY or failed is dropped from the pool; calls not yet sent go to
 //! another session.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -19,9 +19,11 @@ use monoio::time::timeout;
 
 use fulcrum_config::{BackendUrl, Http2Config};
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{Notify, Rewind};
+use fulcrum_util::Rewind;
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 
+use super::LeaseError;
+use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
 
 /// Why an upstream HTTP/2 connection could not be opened.
@@ -46,11 +48,9 @@ const INITIAL_MAX_STREAMS: usize = 100;
 #[derive(Debug)]
 pub struct Session {
     send: SendRequest<Bytes>,
-    active: Cell<usize>,
+    slots: Slots,
     max_streams: Cell<usize>,
     closed: Cell<bool>,
-    idle_since: Cell<Instant>,
-    kill: Notify,
 }
 
 impl Session {
@@ -65,7 +65,21 @@ impl Session {
     }
 
     fn has_room(&self) -> bool {
-        !self.closed.get() && self.active.get() < self.max_streams.get()
+        !self.closed.get() && self.slots.leases.get() < self.max_streams.get()
+    }
+}
+
+impl PooledSession for Session {
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
     }
 }
 
@@ -89,32 +103,14 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let s = &self.session;
-        s.active.set(s.active.get().saturating_sub(1));
-        if s.active.get() == 0 {
-            s.idle_since.set(Instant::now());
-        }
+        self.session.slots.give_back();
     }
-}
-
-/// How getting a stream slot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// A new connection could not be opened (counts against passive health).
-    #[error(transparent)]
-    Connect(H2Error),
-    /// The backend was removed from the configuration.
-    #[error("backend retired")]
-    Retired,
 }
 
 /// The h2 sessions of one worker to one backend.
 #[derive(Debug, Default)]
 pub struct SessionPool {
-    sessions: RefCell<Vec<Rc<Session>>>,
-    connecting: Cell<bool>,
-    connected: Notify,
-    retired: Cell<bool>,
+    sessions: Sessions<Session>,
 }
 
 impl SessionPool {
@@ -125,16 +121,13 @@ impl SessionPool {
         tls: Option<&UpstreamTls>,
         cfg: &Http2Config,
         connect_timeout: Duration,
-    ) -> Result<Lease, LeaseError> {
+    ) -> Result<Lease, LeaseError<H2Error>> {
         loop {
-            if self.retired.get() {
-                return Err(LeaseError::Retired);
-            }
+            self.sessions.check_retired()?;
             let (room, count, least) = {
-                let mut sessions = self.sessions.borrow_mut();
-                sessions.retain(|s| !s.closed.get());
+                let sessions = self.sessions.open();
                 let room = sessions.iter().find(|s| s.has_room()).cloned();
-                let least = sessions.iter().min_by_key(|s| s.active.get()).cloned();
+                let least = sessions.iter().min_by_key(|s| s.slots.leases.get()).cloned();
                 (room, sessions.len(), least)
             };
             if let Some(session) = room {
@@ -147,51 +140,26 @@ impl SessionPool {
                 // the backend has room.
                 return Ok(take(session));
             }
-            if self.connecting.get() {
-                self.connected.notified().await;
+            if self.sessions.is_connecting() {
+                self.sessions.connected().await;
                 continue;
             }
-            self.connecting.set(true);
             // Boxed: the handshake future is large and rarely run; inline it would grow (and
             // make every stream task copy) the future of every call that leases a stream.
-            let result = Box::pin(connect(url, tls, cfg, connect_timeout)).await;
-            self.connecting.set(false);
-            self.connected.notify();
-            let session = result.map_err(LeaseError::Connect)?;
-            if self.retired.get() {
-                session.kill.notify();
-                return Err(LeaseError::Retired);
-            }
-            self.sessions.borrow_mut().push(session.clone());
-            return Ok(take(session));
+            let connect = Box::pin(connect(url, tls, cfg, connect_timeout));
+            return Ok(take(self.sessions.connect(connect).await?));
         }
     }
 
     /// Closes every idle session and stops pooling (the backend was removed). Sessions with
     /// streams in flight finish them.
     pub fn retire(&self) {
-        self.retired.set(true);
-        for s in self.sessions.take() {
-            s.closed.set(true);
-            if s.active.get() == 0 {
-                s.kill.notify();
-            }
-        }
-    }
-
-    /// Open sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.borrow().iter().filter(|s| !s.closed.get()).count()
-    }
-
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sessions.retire();
     }
 }
 
 fn take(session: Rc<Session>) -> Lease {
-    session.active.set(session.active.get() + 1);
+    session.slots.take();
     Lease { session }
 }
 
@@ -262,11 +230,9 @@ where
     }
     let session = Rc::new(Session {
         send,
-        active: Cell::new(0),
+        slots: Slots::new(),
         max_streams: Cell::new(conn.max_concurrent_send_streams().max(1)),
         closed: Cell::new(false),
-        idle_since: Cell::new(Instant::now()),
-        kill: Notify::default(),
     });
     monoio::spawn(drive(conn, ping, session.clone(), *cfg));
     Ok(session)
@@ -285,14 +251,14 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
     let pong_timeout = Duration::from_millis(cfg.keepalive_timeout_ms);
     let tick = if keepalive.is_zero() { idle_timeout } else { keepalive.min(idle_timeout) };
     let mut conn = Watch { conn: &mut conn, session: &session };
-    let mut kill = std::pin::pin!(session.kill.notified());
+    let mut kill = std::pin::pin!(session.slots.kill.notified());
     loop {
         monoio::select! {
             _ = &mut conn => break,
             _ = &mut kill => break,
             _ = monoio::time::sleep(tick) => {
-                let idle = session.active.get() == 0;
-                if idle && (session.closed.get() || session.idle_since.get().elapsed() >= idle_timeout) {
+                let idle = session.slots.leases.get() == 0;
+                if idle && (session.closed.get() || session.slots.idle_since.get().elapsed() >= idle_timeout) {
                     break;
                 }
                 if keepalive.is_zero() || session.closed.get() {

@@ -10,20 +10,20 @@
 //! PINGs and closes it after `http2.idle_timeout_ms` without streams. A session that received
 //! GOAWAY or failed takes no new stream; calls not yet sent go to another.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fulcrum_config::{BackendUrl, Http2Config};
-use fulcrum_h2::StreamId;
 use fulcrum_h2::conn::{Connection, Role};
 use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Notify, ReadBuf};
 use monoio::time::timeout;
 
+use super::LeaseError;
+use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
-use crate::h2conn::fields::Fields;
-use crate::h2conn::{H2Conn, OnEvent, drive, engine_config};
+use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport;
 
 /// Why a native upstream connection could not be opened.
@@ -37,31 +37,30 @@ pub enum H2nError {
     Handshake(&'static str),
 }
 
-/// How getting a stream slot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    /// A new connection could not be opened (counts against passive health).
-    #[error(transparent)]
-    Connect(H2nError),
-    /// The backend was removed from the configuration.
-    #[error("backend retired")]
-    Retired,
-}
-
 /// One multiplexed upstream connection.
 #[derive(Debug)]
 struct Session {
     conn: Rc<H2Conn>,
-    /// Stream slots handed out and not given back.
-    leases: Cell<usize>,
-    idle_since: Cell<Instant>,
-    /// Closes the connection at once (the backend was retired).
-    kill: Notify,
+    slots: Slots,
 }
 
 impl Session {
     fn has_room(&self) -> bool {
-        !self.conn.is_closing() && self.leases.get() < self.conn.max_streams().max(1)
+        !self.conn.is_closing() && self.slots.leases.get() < self.conn.max_streams().max(1)
+    }
+}
+
+impl PooledSession for Session {
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    fn is_closing(&self) -> bool {
+        self.conn.is_closing()
+    }
+
+    fn close(&self) {
+        self.conn.go_away(fulcrum_h2::ErrorCode::NO_ERROR);
     }
 }
 
@@ -81,11 +80,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let s = &self.session;
-        s.leases.set(s.leases.get().saturating_sub(1));
-        if s.leases.get() == 0 {
-            s.idle_since.set(Instant::now());
-        }
+        self.session.slots.give_back();
         self.freed.notify();
     }
 }
@@ -93,12 +88,9 @@ impl Drop for Lease {
 /// The native sessions of one worker to one backend.
 #[derive(Debug, Default)]
 pub struct NativePool {
-    sessions: RefCell<Vec<Rc<Session>>>,
-    connecting: Cell<bool>,
-    connected: Notify,
+    sessions: Sessions<Session>,
     /// A lease ended or a session closed: room may have appeared.
     freed: Rc<Notify>,
-    retired: Cell<bool>,
 }
 
 impl NativePool {
@@ -109,42 +101,29 @@ impl NativePool {
         tls: Option<&UpstreamTls>,
         cfg: &Http2Config,
         connect_timeout: Duration,
-    ) -> Result<Lease, LeaseError> {
+    ) -> Result<Lease, LeaseError<H2nError>> {
         let deadline = Instant::now() + connect_timeout;
         loop {
-            if self.retired.get() {
-                return Err(LeaseError::Retired);
-            }
+            self.sessions.check_retired()?;
             let freed = self.freed.notified();
             let (room, count) = {
-                let mut sessions = self.sessions.borrow_mut();
-                sessions.retain(|s| !s.conn.is_closing());
+                let sessions = self.sessions.open();
                 (sessions.iter().find(|s| s.has_room()).cloned(), sessions.len())
             };
             if let Some(session) = room {
                 return Ok(self.take(session));
             }
-            if count < cfg.max_connections_per_backend && !self.connecting.get() {
-                self.connecting.set(true);
+            if count < cfg.max_connections_per_backend && !self.sessions.is_connecting() {
                 // Boxed: the connect future is large and rarely run.
-                let result =
-                    Box::pin(connect(url, tls, cfg, connect_timeout, self.freed.clone())).await;
-                self.connecting.set(false);
-                self.connected.notify();
-                let session = result.map_err(LeaseError::Connect)?;
-                if self.retired.get() {
-                    session.kill.notify();
-                    return Err(LeaseError::Retired);
-                }
-                self.sessions.borrow_mut().push(session.clone());
-                return Ok(self.take(session));
+                let connect = Box::pin(connect(url, tls, cfg, connect_timeout, self.freed.clone()));
+                return Ok(self.take(self.sessions.connect(connect).await?));
             }
             // A connect in progress, or every session full at the connection cap: wait for
             // either, within the connect timeout.
             let left = deadline.saturating_duration_since(Instant::now());
             let waited = timeout(left, async {
                 monoio::select! {
-                    _ = self.connected.notified() => {},
+                    _ = self.sessions.connected() => {},
                     _ = freed => {},
                 }
             })
@@ -158,30 +137,14 @@ impl NativePool {
     }
 
     fn take(&self, session: Rc<Session>) -> Lease {
-        session.leases.set(session.leases.get() + 1);
+        session.slots.take();
         Lease { session, freed: self.freed.clone() }
     }
 
     /// Closes every idle session and stops pooling (the backend was removed). Sessions with
     /// streams in flight finish them.
     pub fn retire(&self) {
-        self.retired.set(true);
-        for s in self.sessions.take() {
-            s.conn.go_away(fulcrum_h2::ErrorCode::NO_ERROR);
-            if s.leases.get() == 0 {
-                s.kill.notify();
-            }
-        }
-    }
-
-    /// Open sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.borrow().iter().filter(|s| !s.conn.is_closing()).count()
-    }
-
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.sessions.retire();
     }
 }
 
@@ -207,12 +170,7 @@ async fn connect(
         transport::split_tcp(stream)
     };
     let conn = H2Conn::new(Role::Client, engine_config(cfg));
-    let session = Rc::new(Session {
-        conn: conn.clone(),
-        leases: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
-        kill: Notify::default(),
-    });
+    let session = Rc::new(Session { conn: conn.clone(), slots: Slots::new() });
     let capacity =
         (64 * 1024usize).max(cfg.max_frame_size as usize + fulcrum_h2::frame::HEADER_LEN);
     let driver = session.clone();
@@ -241,7 +199,7 @@ async fn connect(
         Ok(Ok(())) => Ok(session),
         Ok(Err(e)) => Err(e),
         Err(_) => {
-            session.kill.notify();
+            session.slots.kill.notify();
             Err(H2nError::Handshake("no SETTINGS in time"))
         }
     }
@@ -252,7 +210,7 @@ async fn connect(
 struct Pongs(Rc<Cell<bool>>);
 
 impl OnEvent for Pongs {
-    fn request(&mut self, _: &Rc<H2Conn>, _: &mut Connection, _: StreamId, _: Fields, _: bool) {}
+    fn request(&mut self, _: &Rc<H2Conn>, _: &mut Connection, _: NewStream) {}
 
     fn pong(&mut self) {
         self.0.set(true);
@@ -271,7 +229,7 @@ async fn watch(session: &Session, cfg: Http2Config, pong: Rc<Cell<bool>>) {
         tick = tick.min(keepalive);
     }
     let tick = tick.max(Duration::from_millis(100));
-    let mut kill = std::pin::pin!(session.kill.notified());
+    let mut kill = std::pin::pin!(session.slots.kill.notified());
     let mut last_ping = Instant::now();
     let mut pinging = false;
     loop {
@@ -282,8 +240,8 @@ async fn watch(session: &Session, cfg: Http2Config, pong: Rc<Cell<bool>>) {
         if pong.replace(false) {
             pinging = false;
         }
-        let idle = session.leases.get() == 0;
-        if idle && session.idle_since.get().elapsed() >= idle_timeout {
+        let idle = session.slots.leases.get() == 0;
+        if idle && session.slots.idle_since.get().elapsed() >= idle_timeout {
             return;
         }
         if pinging && last_ping.elapsed() >= pong_timeout {

@@ -39,11 +39,24 @@ use crate::transport::{self, ConnRead, ConnWrite};
 pub mod h2;
 pub mod h2n;
 mod read;
+mod sessions;
 mod tls;
 
 use read::ArmAt;
 pub use read::UpstreamRead;
 pub use tls::{UpstreamTls, tcp_connect};
+
+/// How getting a stream slot on one of a backend's HTTP/2 sessions failed (either engine's:
+/// `E` says why a new session could not be opened).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError<E> {
+    /// A new connection could not be opened (counts against passive health).
+    #[error(transparent)]
+    Connect(E),
+    /// The backend was removed from the configuration.
+    #[error("backend retired")]
+    Retired,
+}
 
 /// At most one "backend connect failed" warning per backend per worker in this time (a backend
 /// that refuses every connect, or fails TLS verification, would otherwise log per request).
@@ -439,7 +452,7 @@ impl Upstream {
         &self,
         cfg: &fulcrum_config::Http2Config,
         connect_timeout: Duration,
-    ) -> Result<h2::Lease, h2::LeaseError> {
+    ) -> Result<h2::Lease, LeaseError<h2::H2Error>> {
         self.h2.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
     }
 
@@ -449,7 +462,7 @@ impl Upstream {
         &self,
         cfg: &fulcrum_config::Http2Config,
         connect_timeout: Duration,
-    ) -> Result<h2n::Lease, h2n::LeaseError> {
+    ) -> Result<h2n::Lease, LeaseError<h2n::H2nError>> {
         self.h2n.lease(&self.backend.url, self.tls.as_deref(), cfg, connect_timeout).await
     }
 

@@ -1,15 +1,16 @@
-//! One attempt of an HTTP/2 stream on an HTTP/1.1 backend, through the one HTTP/1.1 codec: the
-//! request head written by [`h1::write_h2_request`] (with `Host` built from `:authority`), the
-//! body sent with Content-Length when the client declared one and chunked otherwise, then the
-//! response head parsed and validated exactly as for an HTTP/1.1 client
-//! ([`h1::parse_backend_response`]) and its body streamed back as DATA frames under the client's
-//! flow control. A response that breaks the framing rules is a `502` before its head reaches the
-//! client, and a reset stream after: never a cleanly ended response. `103 Early Hints` goes on
-//! as an informational HEADERS frame; other interim answers are dropped, and a `101` is a
-//! `502` (an HTTP/2 request never asks HTTP/1.1 for an upgrade here). Uses the backend's
-//! ordinary HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
+//! One attempt of an HTTP/2 stream on an HTTP/1.1 backend, through the one HTTP/1.1 codec and
+//! for either engine: the request head written by [`h1::write_h2_request_fields`] (with `Host`
+//! built from `:authority`), the body sent with Content-Length when the client declared one and
+//! chunked otherwise, then the response head parsed and validated exactly as for an HTTP/1.1
+//! client ([`h1::parse_backend_response`]) and its body streamed back as DATA under the
+//! client's flow control. A response that breaks the framing rules is a `502` before its head
+//! reaches the client, and a reset stream after: never a cleanly ended response. `103 Early
+//! Hints` goes on as an informational HEADERS frame (at most [`MAX_INTERIM`] interim heads);
+//! other interim answers are dropped. An extended CONNECT for WebSocket (RFC 8441) goes as a
+//! WebSocket upgrade, and the backend's valid `101` turns the stream into a tunnel
+//! ([`ClientStream::tunnel_flows`]); any other `101` is a `502`. Uses the backend's ordinary
+//! HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
 
-use bytes::Bytes;
 use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
@@ -18,44 +19,47 @@ use fulcrum_util::now_ms;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
-use super::stream::{Call, Fail, response_head_bytes, send_data};
-use super::websocket;
+use super::{Call, ClientGone, ClientStream, Fail, Next};
 use crate::attempt::AttemptError;
 use crate::error::{ProxyError, QueueError};
 use crate::h1::MAX_INTERIM;
 use crate::tunnel::TunnelEnd;
 use crate::upstream::{Reuse, Upstream};
+use crate::websocket::{self, WEBSOCKET};
 
-fn bad(msg: &'static str) -> AttemptError<Fail> {
+fn bad<C>(msg: &'static str) -> AttemptError<Fail<C>> {
     AttemptError::Fail(Fail::Error(ProxyError::BadGateway(msg)))
 }
 
-fn failed(error: ProxyError) -> AttemptError<Fail> {
+fn failed<C>(error: ProxyError) -> AttemptError<Fail<C>> {
     AttemptError::Fail(Fail::Error(error))
 }
 
+fn gone<C>(_: ClientGone) -> AttemptError<Fail<C>> {
+    AttemptError::Fail(Fail::ClientGone)
+}
+
 /// The framing of the request body to send: none, the length the client declared (validated
-/// by the HTTP/2 layer against the DATA it sends), or chunked.
-fn request_framing(call: &Call<'_>) -> Framing {
+/// by the HTTP/2 engine against the DATA it sends), or chunked.
+fn request_framing<S: ClientStream>(call: &Call<'_, S>) -> Framing {
     if call.headers_only {
         return Framing::None;
     }
-    let declared = call.parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| {
-        let v = v.as_bytes();
+    let declared = call.stream.content_length().and_then(|v| {
         (!v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit))
             .then(|| v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
     });
     declared.map_or(Framing::Chunked, Framing::Length)
 }
 
-/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the pinned epoch), on the
+/// Forwards the stream to an HTTP/1.1 backend (backend `index` of the routed pool), on the
 /// connection `reuse` allows.
-pub(super) async fn attempt(
-    call: &mut Call<'_>,
+pub(super) async fn attempt<S: ClientStream>(
+    call: &mut Call<'_, S>,
     index: usize,
     up: &Upstream,
     reuse: Reuse,
-) -> Result<(), AttemptError<Fail>> {
+) -> Result<(), AttemptError<Fail<S::Code>>> {
     let timeouts = call.epoch.epoch.timeouts;
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
@@ -70,21 +74,24 @@ pub(super) async fn attempt(
     // Counted until the backend's whole response is read (not until the client has it).
     let mut in_flight = Some(up.stats.begin());
     let _span = note.phase("upstream_exchange");
-    let is_head = call.parts.method == http::Method::HEAD;
-    let mut head = Vec::with_capacity(512);
-    let proto = call.conn.info.proto();
-    let authority = &up.backend.url.authority;
+    let is_head = call.stream.method() == b"HEAD";
     // An extended CONNECT goes as a WebSocket upgrade, with a key of Fulcrum's own; its stream
     // carries no body until the tunnel.
-    let ws_key = call.upgrade.then(crate::websocket::new_key);
+    let ws_key = call.upgrade.then(websocket::new_key);
     let framing = if call.upgrade { Framing::None } else { request_framing(call) };
+    let mut head = Vec::with_capacity(512);
+    let proto = call.stream.info().proto();
+    let pseudo = call.stream.request_head();
+    let fields = || call.stream.fields();
+    let authority = &up.backend.url.authority;
     match &ws_key {
         Some(key) => {
             let extra = [("sec-websocket-key", key.as_bytes())];
-            let ws = crate::websocket::WEBSOCKET;
-            h1::write_h2_upgrade(call.parts, authority, proto, ws, &extra, &mut head);
+            h1::write_h2_upgrade_fields(
+                &pseudo, fields, authority, proto, WEBSOCKET, &extra, &mut head,
+            );
         }
-        None => h1::write_h2_request(call.parts, authority, proto, framing, &mut head),
+        None => h1::write_h2_request_fields(&pseudo, fields, authority, proto, framing, &mut head),
     }
 
     // Send the head and the body.
@@ -96,47 +103,46 @@ pub(super) async fn attempt(
     if framing != Framing::None {
         // The body streams as it arrives and is not kept: from here on the request cannot be
         // sent again.
-        call.replay.borrow_mut().stop();
+        call.stream.stop_replay();
         let chunked = framing == Framing::Chunked;
         let mut clock = MinRate::new(timeouts.client_body_min_rate, timeouts.client_body())
             .map(RateClock::start);
         let mut received = 0;
         let upstream_failed = || bad("upstream connection failed");
+        let mut chunk = S::chunk_buf();
         loop {
-            let paced =
-                client_paced(call.body.data(), timeouts.client_body(), clock.as_mut(), received)
-                    .await;
-            let chunk = match paced {
-                Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => {
+            let next = call.stream.next_chunk(&mut chunk);
+            let paced = client_paced(next, timeouts.client_body(), clock.as_mut(), received).await;
+            match paced {
+                Ok(Next::Data) => {}
+                // Request trailers are not forwarded to HTTP/1.1 backends.
+                Ok(Next::End) => break,
+                Ok(Next::Reset) => {
                     // A stream the client reset counts against the rapid-reset cap, as on the
                     // h2c path.
-                    if e.is_reset() && e.is_remote() {
-                        call.conn.client_reset();
-                    }
+                    call.stream.count_reset();
                     return Err(AttemptError::Fail(Fail::ClientGone));
                 }
-                Ok(None) => break,
+                Ok(Next::Gone) => return Err(AttemptError::Fail(Fail::ClientGone)),
                 Err(e) => return Err(failed(ProxyError::Client(e))),
-            };
-            let len = chunk.len();
+            }
+            let len = chunk.as_ref().len();
             received += len as u64;
-            call.capture.tap(&chunk);
+            call.capture.tap(chunk.as_ref());
             if chunked && len > 0 {
                 let size_line = conn.w.write_all(format!("{len:x}\r\n").into_bytes());
                 let (r, _) = timed_write(size_line, clock.as_mut()).await;
                 r.map_err(|_| upstream_failed())?;
             }
-            let (r, _) = timed_write(conn.w.write_all(chunk), clock.as_mut()).await;
+            let (r, back) = timed_write(conn.w.write_all(chunk), clock.as_mut()).await;
+            chunk = back;
             r.map_err(|_| upstream_failed())?;
             if chunked && len > 0 {
                 let (r, _) = timed_write(conn.w.write_all(&b"\r\n"[..]), clock.as_mut()).await;
                 r.map_err(|_| upstream_failed())?;
             }
-            let _ = call.body.flow_control().release_capacity(len);
+            call.stream.release(len);
         }
-        // Request trailers are not forwarded to HTTP/1.1 backends.
-        let _ = call.body.trailers().await;
         if chunked {
             let (r, _) = conn.w.write_all(&b"0\r\n\r\n"[..]).await;
             r.map_err(|_| upstream_failed())?;
@@ -162,47 +168,40 @@ pub(super) async fn attempt(
                     }
                     // 103 Early Hints goes on as an informational HEADERS frame.
                     if res.status == 103 {
-                        let head = res.to_h2().map_err(|_| bad("malformed response head"))?;
-                        note.sent(response_head_bytes(head.headers()));
-                        call.respond
-                            .send_informational(head)
-                            .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                        let head = S::response_head(&res, false)
+                            .ok_or_else(|| bad("malformed response head"))?;
+                        note.sent(S::head_bytes(&head));
+                        call.stream.send_interim(head).map_err(gone)?;
                     }
-                    let len = res.head_len;
-                    conn.buf.consume(len);
+                    conn.buf.consume(res.head_len);
                     continue;
                 }
                 Ok(Some(ResponseStart::Switching(res))) => {
                     let Some(key) = &ws_key else {
                         return Err(bad("protocol switch nobody asked for"));
                     };
-                    if !crate::websocket::switch_is_valid(&res, key) {
+                    if !websocket::switch_is_valid(&res, key) {
                         return Err(bad("invalid WebSocket handshake"));
                     }
-                    let head = websocket::client_head(&res)
+                    // The `200` for the client: the backend's end-to-end fields without the
+                    // HTTP/1.1-only `Sec-WebSocket-Accept`.
+                    let head = S::response_head(&res, true)
                         .ok_or_else(|| bad("malformed response head"))?;
-                    let len = res.head_len;
-                    conn.buf.consume(len);
+                    conn.buf.consume(res.head_len);
                     let elapsed = started.elapsed();
                     up.stats.record_response_time(now_ms(), elapsed);
                     note.response(200, elapsed);
-                    note.sent(response_head_bytes(head.headers()));
-                    let d = call
-                        .respond
-                        .send_response(head, false)
-                        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
-                    let d = call.down.insert(d);
+                    note.sent(S::head_bytes(&head));
+                    call.stream.send_response(head, false).map_err(gone)?;
                     let _span = note.phase("tunnel");
                     let ctx = call.ctx;
                     let tunnel = ctx.open_tunnel();
-                    let (r, buf, w) = (&mut conn.r, &mut conn.buf, &mut conn.w);
-                    let up_flow = websocket::up(&tunnel, call.body, w);
-                    let down_flow = websocket::down(&tunnel, r, buf, d);
+                    let (up_flow, down_flow) = call.stream.tunnel_flows(&tunnel, &mut conn);
                     let (idle, drain) = (timeouts.tunnel_idle(), timeouts.drain());
                     let report =
                         tunnel.run(ctx.drained_signal(), idle, drain, up_flow, down_flow).await;
                     if !matches!(report.end, TunnelEnd::Client | TunnelEnd::Backend) {
-                        d.send_reset(h2::Reason::CANCEL);
+                        call.stream.reset(S::CANCEL);
                     }
                     call.tunnel.set(Some(report));
                     // Counted in flight until here; the connection is never pooled.
@@ -210,7 +209,8 @@ pub(super) async fn attempt(
                     return Ok(());
                 }
                 Ok(Some(ResponseStart::Final(res))) => {
-                    let head = res.to_h2().map_err(|_| bad("malformed response head"))?;
+                    let head = S::response_head(&res, false)
+                        .ok_or_else(|| bad("malformed response head"))?;
                     let (framing, keep_alive, len) = (res.framing, res.keep_alive, res.head_len);
                     conn.buf.consume(len);
                     break (head, framing, keep_alive);
@@ -232,53 +232,48 @@ pub(super) async fn attempt(
     };
     let elapsed = started.elapsed();
     up.stats.record_response_time(now_ms(), elapsed);
-    note.response(response.status().as_u16(), elapsed);
+    note.response(S::status(&response), elapsed);
     let _respond = note.phase("respond");
-    note.sent(response_head_bytes(response.headers()));
+    note.sent(S::head_bytes(&response));
     let eos = matches!(res_framing, Framing::None | Framing::Length(0));
     if eos {
         in_flight = None;
     }
-    let d = call
-        .respond
-        .send_response(response, eos)
-        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+    call.stream.send_response(response, eos).map_err(gone)?;
     if eos {
         if keep_alive {
             up.checkin(conn);
         }
         return Ok(());
     }
-    let d = call.down.insert(d);
+    let client = &mut call.stream;
     let lost = || bad("upstream connection lost");
     let mut left = match res_framing {
         Framing::Length(n) => n,
         _ => u64::MAX,
     };
     let mut decoder = ChunkedDecoder::default();
+    let mut payload = Vec::new();
     loop {
         // Forward what is buffered.
         if !conn.buf.is_empty() {
             match res_framing {
                 Framing::Length(_) | Framing::UntilClose => {
                     let n = (conn.buf.len() as u64).min(left) as usize;
-                    let chunk = Bytes::copy_from_slice(&conn.buf.data()[..n]);
-                    conn.buf.consume(n);
                     left -= n as u64;
                     let last = res_framing != Framing::UntilClose && left == 0;
                     if last {
                         in_flight = None;
                     }
                     note.sent(n as u64);
-                    send_data(d, chunk, last)
-                        .await
-                        .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                    client.send_body(&conn.buf.data()[..n], last).await.map_err(gone)?;
+                    conn.buf.consume(n);
                     if last {
                         break;
                     }
                 }
                 Framing::Chunked => {
-                    let mut payload = Vec::new();
+                    payload.clear();
                     let data = conn.buf.data();
                     let used = decoder
                         .decode(data, |r| payload.extend_from_slice(&data[r]))
@@ -290,9 +285,7 @@ pub(super) async fn attempt(
                     }
                     if !payload.is_empty() || done {
                         note.sent(payload.len() as u64);
-                        send_data(d, Bytes::from(payload), done)
-                            .await
-                            .map_err(|_| AttemptError::Fail(Fail::ClientGone))?;
+                        client.send_body(&payload, done).await.map_err(gone)?;
                     }
                     if done {
                         break;
@@ -307,7 +300,7 @@ pub(super) async fn attempt(
             }
             Ok(Ok(0)) if res_framing == Framing::UntilClose => {
                 drop(in_flight);
-                let _ = d.send_data(Bytes::new(), true);
+                let _ = client.send_body(&[], true).await;
                 return Ok(());
             }
             Ok(Ok(0) | Err(_)) => return Err(lost()),
