@@ -37,7 +37,7 @@ type Armed = (ConnRead, ReadBuf, io::Result<usize>);
 
 /// When a pooled connection keeps a read armed (see the module header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArmAt {
+pub(super) enum ArmAt {
     /// At check-in, for as long as it is pooled (io_uring).
     Checkin,
     /// At checkout, for a request that must not be sent twice (epoll).
@@ -46,7 +46,7 @@ pub enum ArmAt {
 
 impl ArmAt {
     /// The policy for the driver of the calling worker's runtime.
-    pub fn for_this_worker() -> Self {
+    pub(super) fn for_this_worker() -> Self {
         if monoio::utils::is_legacy() { Self::Checkout } else { Self::Checkin }
     }
 }
