@@ -555,6 +555,31 @@ RELEASE_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 FULCRUM_BIN=${FULCRUM_BIN:-$RELEASE_DIR/fulcrum}
 FULCRUM_OK=""
 
+# start_http1_targets [routes20]: the backends and the HTTP/1.1 targets of the http, syscalls
+# and idle suites: Fulcrum on both drivers, with `routes20` the same build again with 20 routes
+# in front of the one that takes the benchmarked requests, the baseline build when set, nginx,
+# HAProxy and the L4 relay.
+start_http1_targets() {
+    local routes_ports=()
+    [[ ${1:-} != routes20 ]] || routes_ports=("$ROUTES_URING_PORT" "$ROUTES_EPOLL_PORT")
+    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
+        "$NGINX_PORT" "$HAPROXY_PORT" "${routes_ports[@]}" "$RELAY_PORT"
+    prepare_fulcrum
+    start_backends
+    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
+    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
+    if ((${#routes_ports[@]})); then
+        local routes
+        routes=$(routes_toml http)
+        START_AS=routes20 start_fulcrum io_uring "$ROUTES_URING_PORT" http wait_ready /small "$routes"
+        START_AS=routes20 start_fulcrum epoll "$ROUTES_EPOLL_PORT" http wait_ready /small "$routes"
+    fi
+    start_baseline http wait_ready /small
+    start_nginx_proxy
+    start_haproxy
+    start_relay
+}
+
 # Builds (unless --no-build) and checks the binary has the flags bench.sh uses.
 # Sets FULCRUM_OK=1, or explains why Fulcrum is skipped.
 prepare_fulcrum() {
@@ -990,21 +1015,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
     rate_workload rate200 /small 200 "GET small body (3 B) at a fixed 200 req/s (light load)"
     rate_workload rate2000 /small 2000 "GET small body (3 B) at a fixed 2000 req/s (light load)"
 
-    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT" "$ROUTES_URING_PORT" "$ROUTES_EPOLL_PORT" "$RELAY_PORT"
-    prepare_fulcrum
-    start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
-    # The same build with 20 routes in front of the one that takes the benchmarked requests.
-    local routes
-    routes=$(routes_toml http)
-    START_AS=routes20 start_fulcrum io_uring "$ROUTES_URING_PORT" http wait_ready /small "$routes"
-    START_AS=routes20 start_fulcrum epoll "$ROUTES_EPOLL_PORT" http wait_ready /small "$routes"
-    start_baseline http wait_ready /small
-    start_nginx_proxy
-    start_haproxy
-    start_relay
+    start_http1_targets routes20
     log "targets: direct ${TARGETS[*]}"
     bench_matrix
     floor_notes
@@ -1132,16 +1143,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
     local wl
     for wl in "${WORKLOADS[@]}"; do W_MEASURE[$wl]=measure_syscalls; done
-    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
-    prepare_fulcrum
-    start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
-    start_baseline http wait_ready /small
-    start_nginx_proxy
-    start_haproxy
-    start_relay
+    start_http1_targets
     log "targets: direct ${TARGETS[*]}"
     bench_matrix
     local t f line
@@ -1189,16 +1191,7 @@ measure_syscalls() {
 # set, nginx, HAProxy and the relay), after 1 s of load on each to fill the pools.
 suite_idle() {
     workload small /small "GET small body (3 B), keep-alive"
-    check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
-    prepare_fulcrum
-    start_backends
-    start_fulcrum io_uring "$FULCRUM_URING_PORT" http wait_ready /small ""
-    start_fulcrum epoll "$FULCRUM_EPOLL_PORT" http wait_ready /small ""
-    start_baseline http wait_ready /small
-    start_nginx_proxy
-    start_haproxy
-    start_relay
+    start_http1_targets
     log "targets: ${TARGETS[*]}"
     local t
     for t in "${TARGETS[@]}"; do
