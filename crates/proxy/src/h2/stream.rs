@@ -34,7 +34,9 @@ use crate::attempt::AttemptError;
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::ExchangeNote;
-use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
+use crate::h2call::{
+    self, Attempt, Call, ClientGone, ClientStream, ExtendedConnect, Next, Open, Opened,
+};
 use crate::route;
 use crate::transport::ConnInfo;
 use crate::tunnel::{Flow, Tunnel};
@@ -106,13 +108,11 @@ impl Open for NewStream {
         let protocol = (parts.method == http::Method::CONNECT)
             .then(|| parts.extensions.get::<h2::ext::Protocol>())
             .flatten();
-        let upgrade = protocol.is_some();
-        let unsupported =
-            protocol.is_some_and(|p| h2call::unsupported_protocol(p.as_str().as_bytes()));
+        let connect = ExtendedConnect::of(protocol.map(|p| p.as_str().as_bytes()));
         let replay =
             RefCell::new(Replay { recording: true, ended: headers_only, ..Default::default() });
         let stream = H2Stream { conn, parts, body, respond, down: None, replay };
-        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
+        Opened { routed, log, stream, grpc, deadline, headers_only, connect }
     }
 }
 

@@ -315,16 +315,30 @@ pub(crate) struct Opened<S> {
     pub(crate) deadline: Option<Duration>,
     /// END_STREAM came with the head.
     pub(crate) headers_only: bool,
-    /// RFC 8441 `:protocol` of an extended CONNECT, if any.
-    pub(crate) upgrade: bool,
-    /// That protocol is not `websocket` (the only one translated).
-    pub(crate) unsupported: bool,
+    /// What an RFC 8441 extended CONNECT asks for.
+    pub(crate) connect: ExtendedConnect,
 }
 
-/// Whether an extended CONNECT's `:protocol` is one Fulcrum does not translate (only
-/// `websocket` is).
-pub(crate) fn unsupported_protocol(protocol: &[u8]) -> bool {
-    !protocol.eq_ignore_ascii_case(WEBSOCKET.as_bytes())
+/// What a stream's RFC 8441 extended CONNECT asks for, from its `:protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExtendedConnect {
+    /// Not an extended CONNECT (no `:protocol`).
+    No,
+    /// `websocket`: translated to an HTTP/1.1 upgrade.
+    WebSocket,
+    /// Another protocol, which Fulcrum does not translate.
+    Unsupported,
+}
+
+impl ExtendedConnect {
+    /// From the request's `:protocol`, if it has one.
+    pub(crate) fn of(protocol: Option<&[u8]>) -> Self {
+        match protocol {
+            None => Self::No,
+            Some(p) if p.eq_ignore_ascii_case(WEBSOCKET.as_bytes()) => Self::WebSocket,
+            Some(_) => Self::Unsupported,
+        }
+    }
 }
 
 /// Serves one client stream to its end through the attempt loop on the pool it was routed
@@ -335,8 +349,7 @@ pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
     let epoch = ctx.current_epoch();
     let _busy = ctx.busy();
     let opened = open.open(ctx, &epoch);
-    let Opened { routed, mut log, stream, grpc, deadline, headers_only, upgrade, unsupported } =
-        opened;
+    let Opened { routed, mut log, stream, grpc, deadline, headers_only, connect } = opened;
     let pool = epoch.pool(&routed);
     if grpc {
         log.capture.set_binary();
@@ -353,11 +366,11 @@ pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
         note: &log.note,
         capture: &mut log.capture,
         headers_only,
-        upgrade,
+        upgrade: connect != ExtendedConnect::No,
         tunnel: &tunnel,
         stream,
     };
-    let result = if unsupported {
+    let result = if connect == ExtendedConnect::Unsupported {
         Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
     } else {
         // Pinned here so the deadline wraps a reference: the call's (large) future is stored

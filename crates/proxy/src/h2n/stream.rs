@@ -30,7 +30,9 @@ use crate::attempt::AttemptError;
 use crate::ctx::{WorkerCtx, WorkerEpoch};
 use crate::error::ProxyError;
 use crate::exchange::ExchangeNote;
-use crate::h2call::{self, Attempt, Call, ClientGone, ClientStream, Next, Open, Opened};
+use crate::h2call::{
+    self, Attempt, Call, ClientGone, ClientStream, ExtendedConnect, Next, Open, Opened,
+};
 use crate::h2conn::fields::Fields;
 use crate::h2conn::{
     H2Conn, Head, Incoming, NewStream, PumpError, RelayEnd, is_refusal, move_data,
@@ -152,15 +154,13 @@ impl Open for Opening {
         let request = Request::new(head, &state.client_ip, traceparent);
         // RFC 8441 extended CONNECT (the engine takes `:protocol` only with CONNECT, and only
         // when the listener enabled it): only `websocket` is translated.
-        let protocol = request.head.pseudo(Pseudo::Protocol);
-        let (upgrade, unsupported) =
-            (protocol.is_some(), protocol.is_some_and(h2call::unsupported_protocol));
+        let connect = ExtendedConnect::of(request.head.pseudo(Pseudo::Protocol));
         std::mem::forget(attached);
         let replay =
             RefCell::new(Replay { recording: true, ended: end_stream, ..Replay::default() });
         let stream = NativeStream { conn, id, state, request, replay, head_sent: Cell::new(false) };
         let headers_only = end_stream;
-        Opened { routed, log, stream, grpc, deadline, headers_only, upgrade, unsupported }
+        Opened { routed, log, stream, grpc, deadline, headers_only, connect }
     }
 }
 
