@@ -244,13 +244,11 @@ impl Upstream {
         {
             return;
         }
-        let mut conn = match self.arm_at {
-            ArmAt::Checkin => match conn.arm() {
-                Some(conn) => conn,
-                None => return,
-            },
-            ArmAt::Checkout => conn,
+        let conn = match self.arm_at {
+            ArmAt::Checkin => conn.arm(),
+            ArmAt::Checkout => Some(conn),
         };
+        let Some(mut conn) = conn else { return };
         let now = now_ms();
         conn.reused = true;
         conn.idle_since_ms = now;
