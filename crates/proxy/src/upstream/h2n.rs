@@ -102,7 +102,8 @@ impl NativePool {
         cfg: &Http2Config,
         connect_timeout: Duration,
     ) -> Result<Lease, LeaseError<H2nError>> {
-        let deadline = Instant::now() + connect_timeout;
+        // Set by the first wait only: a lease that finds room reads no clock.
+        let mut deadline = None;
         loop {
             self.sessions.check_retired()?;
             let freed = self.freed.notified();
@@ -120,13 +121,16 @@ impl NativePool {
             }
             // A connect in progress, or every session full at the connection cap: wait for
             // either, within the connect timeout.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let waited = timeout(left, async {
+            let now = Instant::now();
+            let left = deadline.get_or_insert(now + connect_timeout).saturating_duration_since(now);
+            // Boxed: monoio's timer entry is cache-line aligned (128 bytes); inline, this
+            // rarely taken wait would make every stream task a large aligned allocation.
+            let waited = Box::pin(timeout(left, async {
                 monoio::select! {
                     _ = self.sessions.connected() => {},
                     _ = freed => {},
                 }
-            })
+            }))
             .await;
             if waited.is_err() {
                 return Err(LeaseError::Connect(H2nError::Connect(
