@@ -328,7 +328,7 @@ impl ExchangeNote {
 
 /// Ends a phase span when dropped.
 #[must_use = "the phase ends when this is dropped"]
-pub struct Phase(#[allow(dead_code)] fastrace::Span);
+pub struct Phase(#[allow(dead_code)] Option<Box<fastrace::Span>>);
 
 impl std::fmt::Debug for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
