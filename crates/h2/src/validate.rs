@@ -92,9 +92,30 @@ pub fn is_valid_name(name: &[u8]) -> bool {
 /// True for a valid field value: no NUL, CR or LF, and no SP or HTAB at either end.
 pub fn is_valid_value(value: &[u8]) -> bool {
     let ws = |b: &u8| *b == b' ' || *b == b'\t';
-    !value.first().is_some_and(ws)
-        && !value.last().is_some_and(ws)
-        && !value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+    !value.first().is_some_and(ws) && !value.last().is_some_and(ws) && !has_nul_cr_lf(value)
+}
+
+/// True when `value` holds a NUL, CR or LF byte. Every value of every field is scanned, so
+/// eight bytes are tested at a time: a word has a zero byte exactly when
+/// `(x - 0x01..01) & !x & 0x80..80` is non-zero, and a byte equals `c` when it is zero in
+/// `x ^ (c * 0x01..01)`.
+fn has_nul_cr_lf(value: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_ne_bytes(bytes);
+        if has_zero(x)
+            || has_zero(x ^ (ONES * u64::from(b'\r')))
+            || has_zero(x ^ (ONES * u64::from(b'\n')))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
 }
 
 /// True for the connection-specific fields HTTP/2 forbids (RFC 9113 section 8.2.2); `te` is
@@ -112,6 +133,11 @@ pub fn check_field(name: &[u8], value: &[u8]) -> Result<(), MessageError> {
     if !is_valid_name(name) {
         return Err(MessageError::InvalidName);
     }
+    check_named_field(name, value)
+}
+
+/// [`check_field`] for a name already known to be valid.
+fn check_named_field(name: &[u8], value: &[u8]) -> Result<(), MessageError> {
     if is_connection_specific(name) {
         return Err(MessageError::ConnectionSpecific);
     }
@@ -154,7 +180,7 @@ pub struct ResponsePseudo {
 }
 
 /// Walks a field section: pseudo-headers first (each passed to `pseudo`), then regular fields
-/// (each checked with [`check_field`], then its name passed to `regular`).
+/// (each checked as [`check_field`] does, then its name passed to `regular`).
 fn walk<'a>(
     fields: impl IntoIterator<Item = Field<'a>>,
     mut pseudo: impl FnMut(Pseudo, &'a [u8]) -> Result<(), MessageError>,
@@ -173,7 +199,11 @@ fn walk<'a>(
             pseudo(kind, f.value)?;
         } else {
             seen_regular = true;
-            check_field(f.name, f.value)?;
+            // A name the decoder took from HPACK's static table is a lower-case token already.
+            if f.static_name.is_none() && !is_valid_name(f.name) {
+                return Err(MessageError::InvalidName);
+            }
+            check_named_field(f.name, f.value)?;
             regular(f.name);
         }
     }
@@ -289,6 +319,25 @@ mod tests {
         ("te", "trailers"),
         ("grpc-timeout", "1S"),
     ];
+
+    #[test]
+    fn the_word_scan_finds_what_a_byte_scan_finds() {
+        // Every byte value at every offset of values from 1 to 40 bytes, over a clean filler,
+        // so each lands in a whole word and in the remainder.
+        for len in 1..=40 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = vec![b'a'; len];
+                    v[at] = b;
+                    let naive = v.iter().any(|&c| c == 0 || c == b'\r' || c == b'\n');
+                    assert_eq!(has_nul_cr_lf(&v), naive, "len {len}, byte {b} at {at}");
+                }
+            }
+        }
+        assert!(!has_nul_cr_lf(b""));
+        // Bytes next to the ones looked for, and 0x80, in every lane.
+        assert!(!has_nul_cr_lf(&[0x0b, 0x0c, 0x0e, 0x09, 0x01, 0x80, 0xff, 0x8d, 0x8a]));
+    }
 
     #[test]
     fn a_grpc_request_passes() {
