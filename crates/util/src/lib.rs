@@ -20,7 +20,7 @@ mod rewind;
 mod runtime;
 
 pub use buf::ReadBuf;
-pub use clock::now_ms;
+pub use clock::{ms_at, now_ms};
 pub use deadline::Deadline;
 pub use gather::{Gather, write_all_gathered};
 pub use notify::{Event, EventWait, Notified, Notify};

@@ -24,7 +24,7 @@ use fulcrum_http::h1::{
     ResponseHead, copy_body,
 };
 use fulcrum_model::Routed;
-use fulcrum_util::{ReadBuf, now_ms};
+use fulcrum_util::ReadBuf;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
@@ -552,9 +552,8 @@ async fn relay_response(
             }
             Some(ResponseHead::Switching { len, protocol: Some(protocol) }) => {
                 conn.buf.consume(len);
-                let started = body_sent.get().unwrap_or_else(Instant::now);
-                up.stats.record_response_time(now_ms(), started.elapsed());
-                note.response(101, started.elapsed());
+                let now = Instant::now();
+                up.response_head(note, 101, body_sent.get().unwrap_or(now), now);
                 head_written.set(true);
                 send_head(client_w, out, t).await.map_err(|e| responded(e.error))?;
                 note.sent(out.len() as u64);
@@ -587,9 +586,8 @@ async fn relay_response(
             Ok(Ok(_)) => {}
         }
     };
-    let started = body_sent.get().unwrap_or_else(Instant::now);
-    up.stats.record_response_time(now_ms(), started.elapsed());
-    note.response(res.status, started.elapsed());
+    let now = Instant::now();
+    up.response_head(note, res.status, body_sent.get().unwrap_or(now), now);
     let _span = note.phase("respond");
     conn.buf.consume(res.head_len);
     let mut tee = cache.on_head(&res, out, epoch.epoch.shard_policy());

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use fulcrum_http::Synthetic;
 use fulcrum_http::grpc::{GRPC_TIMEOUT, grpc_status, is_grpc, parse_grpc_timeout};
 use fulcrum_http::h1::{BackendResponse, BodyTap as _, H2RequestHead};
-use fulcrum_util::now_ms;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::Entry;
@@ -397,9 +396,7 @@ impl ClientStream for H2Stream {
                 Err(e) => return Err(upstream_failed(&lease, &e)),
             };
             replay.borrow_mut().stop();
-            let elapsed = started.elapsed();
-            up.stats.record_response_time(now_ms(), elapsed);
-            note.response(res.status().as_u16(), elapsed);
+            up.response_head(note, res.status().as_u16(), started, Instant::now());
             let _respond = note.phase("respond");
             // A trailers-only response carries its grpc-status in the headers.
             if let Some(code) = grpc_status(res.headers()) {

@@ -15,9 +15,9 @@ use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
 };
-use fulcrum_util::now_ms;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
+use std::time::Instant;
 
 use super::{Call, ClientGone, ClientStream, Fail, Next};
 use crate::attempt::AttemptError;
@@ -95,7 +95,7 @@ pub(super) async fn attempt<S: ClientStream>(
     }
 
     // Send the head and the body.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (res, _) = conn.w.write_all(head).await;
     if res.is_err() {
         return Err(AttemptError::NoResponse { reused: conn.reused });
@@ -188,9 +188,7 @@ pub(super) async fn attempt<S: ClientStream>(
                     let head = S::response_head(&res, true)
                         .ok_or_else(|| bad("malformed response head"))?;
                     conn.buf.consume(res.head_len);
-                    let elapsed = started.elapsed();
-                    up.stats.record_response_time(now_ms(), elapsed);
-                    note.response(200, elapsed);
+                    up.response_head(note, 200, started, Instant::now());
                     note.sent(S::head_bytes(&head));
                     call.stream.send_response(head, false).map_err(gone)?;
                     let _span = note.phase("tunnel");
@@ -230,9 +228,7 @@ pub(super) async fn attempt<S: ClientStream>(
             Ok(Ok(_)) => {}
         }
     };
-    let elapsed = started.elapsed();
-    up.stats.record_response_time(now_ms(), elapsed);
-    note.response(S::status(&response), elapsed);
+    up.response_head(note, S::status(&response), started, Instant::now());
     let _respond = note.phase("respond");
     note.sent(S::head_bytes(&response));
     let eos = matches!(res_framing, Framing::None | Framing::Length(0));

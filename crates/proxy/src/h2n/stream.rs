@@ -22,7 +22,6 @@ use fulcrum_h2::{ErrorCode, StreamId, validate};
 use fulcrum_http::Synthetic;
 use fulcrum_http::grpc::{is_grpc_content_type, parse_grpc_status, parse_grpc_timeout};
 use fulcrum_http::h1::{BackendResponse, BodyTap as _, Framing, H2RequestHead};
-use fulcrum_util::now_ms;
 
 use super::server::ConnState;
 use super::websocket;
@@ -492,9 +491,7 @@ impl ClientStream for NativeStream {
                 ),
                 Head::Relayed(h) => (h.status, h.at, h.grpc_status, h.bytes),
             };
-            let elapsed = at.saturating_duration_since(started);
-            up.stats.record_response_time(now_ms(), elapsed);
-            note.response(status, elapsed);
+            up.response_head(note, status, started, at);
             let _respond = note.phase("respond");
             if let Some(code) = grpc_status {
                 note.set_grpc_status(code);

@@ -29,7 +29,7 @@ use fulcrum_config::{PassiveHealth, PoolConfig, Timeouts};
 use fulcrum_model::Backend;
 use fulcrum_telemetry::warn;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{Deadline, ReadBuf, now_ms};
+use fulcrum_util::{Deadline, ReadBuf, ms_at, now_ms};
 
 use crate::error::{ProxyError, QueueError};
 use crate::exchange::ExchangeNote;
@@ -256,6 +256,23 @@ impl Upstream {
         self.upkeep.need_by(now.saturating_add(self.settings.pool.idle_timeout_ms));
         // A request queued at the connection cap can take it.
         self.gate.wake_one();
+    }
+
+    /// A response head from this backend arrived at `at` for a request sent at `sent`: its
+    /// response time goes into the backend's stats (`least_time`, the latency window) and, with
+    /// `status`, onto the exchange's record. One reading of the clock (`at`) serves both.
+    /// Returns the response time.
+    pub(crate) fn response_head(
+        &self,
+        note: &ExchangeNote,
+        status: u16,
+        sent: Instant,
+        at: Instant,
+    ) -> Duration {
+        let elapsed = at.saturating_duration_since(sent);
+        self.stats.record_response_time(ms_at(at), elapsed);
+        note.response(status, elapsed);
+        elapsed
     }
 
     /// Records a failed connect (or connect timeout, or failed TLS handshake: a backend
