@@ -366,7 +366,9 @@ impl Exchange<'_> {
         let (sent, relayed) = {
             let mut half = UpstreamHalf { r: &mut conn.r, buf: &mut conn.buf };
             let conn_w = &mut conn.w;
-            let relay = relay_response(
+            // Pinned where it is made: awaited by value, its large state would be copied into
+            // the await's slot on every exchange.
+            let relay = std::pin::pin!(relay_response(
                 self.ctx,
                 self.epoch,
                 &self.req,
@@ -380,7 +382,7 @@ impl Exchange<'_> {
                 &body_sent,
                 &head_written,
                 &in_flight,
-            );
+            ));
             if streaming {
                 let t = &self.timeouts;
                 let spec = CopySpec {
