@@ -9,6 +9,7 @@
 # start-up and shut-down. Every thread of the process counts (Fulcrum's other threads are idle).
 #
 # Usage: benches/grpc_instructions.sh [N1] [N2]   (defaults 2000 and 12000)
+# FULCRUM_BIN and ECHO_BIN name other builds of the balancer and of the echo backend.
 # Needs: valgrind, h2load (nghttp2-client), target/release/fulcrum and
 # target/release/examples/grpc_echo (cargo build --release --bin fulcrum --example grpc_echo).
 set -euo pipefail
@@ -32,8 +33,8 @@ log() { printf '[callgrind] %s\n' "$*" >&2; }
 
 command -v valgrind >/dev/null || { log "valgrind not found"; exit 2; }
 command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
-FULCRUM=target/release/fulcrum
-ECHO=target/release/examples/grpc_echo
+FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
+ECHO=${ECHO_BIN:-target/release/examples/grpc_echo}
 [[ -x $FULCRUM && -x $ECHO ]] || { log "build first: cargo build --release --bin fulcrum --example grpc_echo"; exit 2; }
 
 # EchoRequest { message: "hello" } in one gRPC frame.

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# benches/h1_instructions.sh - instructions per proxied HTTP/1.1 request, counted by callgrind
+# (deterministic, unlike CPU time on a shared machine): Fulcrum with one worker on the epoll
+# driver (valgrind does not run io_uring) in front of one nginx backend, driven by h2load over
+# HTTP/1.1 with 8 keep-alive connections.
+#
+# Fulcrum runs under `valgrind --tool=callgrind` twice, for N1 and N2 requests after the same
+# warm-up; the difference of the two instruction totals divided by N2 - N1 is the cost of one
+# request, without start-up and shut-down. Every thread of the process counts.
+#
+# Usage: benches/h1_instructions.sh [N1] [N2] [PATH]   (defaults 5000, 25000 and /small:
+# 3 bytes; /16k is 16 KiB, /post a POST of 1 KiB)
+# FULCRUM_BIN names another build (default target/release/fulcrum).
+# Needs: valgrind, h2load (nghttp2-client), nginx.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N1=${1:-5000}
+N2=${2:-25000}
+URL_PATH=${3:-/small}
+PORT_BASE=${BENCH_PORT_BASE:-39400}
+BE=$((PORT_BASE + 1))
+LB=$((PORT_BASE + 10))
+FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+log() { printf '[callgrind] %s\n' "$*" >&2; }
+
+for tool in valgrind h2load nginx; do
+    command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
+done
+[[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
+
+# wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
+wait_port() {
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+mkdir -p "$TMP/nginx"
+head -c 16384 /dev/zero | tr '\0' a >"$TMP/16k"
+head -c 1024 /dev/zero | tr '\0' b >"$TMP/1k"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off; client_body_temp_path $TMP/nginx;
+    server {
+        listen 127.0.0.1:$BE; keepalive_requests 100000000;
+        location = /small { return 200 "ok\n"; }
+        location = /16k { alias $TMP/16k; }
+        location = /post { return 200 "ok\n"; }
+    }
+}
+EOF
+nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
+PIDS+=($!)
+wait_port "$BE" || { log "nginx did not start"; exit 1; }
+printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
+body=()
+[[ $URL_PATH == /post ]] && body=(-d "$TMP/1k")
+
+# instructions N: total Ir of Fulcrum under callgrind after a warm-up and N requests.
+instructions() {
+    local n=$1 out=$TMP/cg.$1 pid total=0 f
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$FULCRUM" \
+        --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB" --backend "http://127.0.0.1:$BE" \
+        --workers 1 --io-driver epoll --access-log off >"$TMP/fulcrum.$n.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "$LB" || { log "fulcrum did not start: $(tail -n 3 "$TMP/fulcrum.$n.log")"; exit 1; }
+    # Warm-up: the backend connections are pooled before counting matters.
+    h2load --h1 -n 1000 -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >/dev/null 2>&1
+    h2load --h1 -n "$n" -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >"$TMP/h2load.$n" 2>&1
+    grep -q "$n succeeded" "$TMP/h2load.$n" ||
+        { log "not every request succeeded: $(grep requests: "$TMP/h2load.$n")"; exit 1; }
+    kill -INT "$pid"
+    wait "$pid" 2>/dev/null || true
+    for f in "$out".*; do
+        total=$((total + $(awk '/^summary:|^totals:/ { print $2; exit }' "$f")))
+    done
+    echo "$total"
+}
+
+a=$(instructions "$N1")
+b=$(instructions "$N2")
+echo "| balancer | path | instructions per HTTP/1.1 request |"
+echo "|---|---|---|"
+printf '| fulcrum (%s) | %s | %d |\n' "$FULCRUM" "$URL_PATH" $(((b - a) / (N2 - N1)))
