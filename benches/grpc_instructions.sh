@@ -21,15 +21,8 @@ PORT_BASE=${BENCH_PORT_BASE:-39300}
 BE1=$((PORT_BASE + 1))
 BE2=$((PORT_BASE + 2))
 LB=$((PORT_BASE + 10))
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-log() { printf '[callgrind] %s\n' "$*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
+source benches/callgrind_lib.sh
 
 command -v valgrind >/dev/null || { log "valgrind not found"; exit 2; }
 command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
@@ -42,15 +35,6 @@ printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
 "$ECHO" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
 PIDS+=($!)
 
-# wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
-wait_port() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
 
 cat >"$TMP/fulcrum.toml" <<EOF

@@ -22,31 +22,15 @@ PORT_BASE=${BENCH_PORT_BASE:-39400}
 BE=$((PORT_BASE + 1))
 LB=$((PORT_BASE + 10))
 FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
-TMP=$(mktemp -d)
+# shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
+source benches/callgrind_lib.sh
+# nginx's workers (user nobody) read the 16 KiB file from here.
 chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-log() { printf '[callgrind] %s\n' "$*" >&2; }
 
 for tool in valgrind h2load nginx; do
     command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
 done
 [[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
-
-# wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
-wait_port() {
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
 
 mkdir -p "$TMP/nginx"
 head -c 16384 /dev/zero | tr '\0' a >"$TMP/16k"
