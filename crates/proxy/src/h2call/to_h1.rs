@@ -11,13 +11,14 @@
 //! ([`ClientStream::tunnel_flows`]); any other `101` is a `502`. Uses the backend's ordinary
 //! HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
 
+use std::time::Instant;
+
 use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
 };
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
-use std::time::Instant;
 
 use super::{Call, ClientGone, ClientStream, Fail, Next};
 use crate::attempt::AttemptError;

@@ -261,18 +261,16 @@ impl Upstream {
     /// A response head from this backend arrived at `at` for a request sent at `sent`: its
     /// response time goes into the backend's stats (`least_time`, the latency window) and, with
     /// `status`, onto the exchange's record. One reading of the clock (`at`) serves both.
-    /// Returns the response time.
     pub(crate) fn response_head(
         &self,
         note: &ExchangeNote,
         status: u16,
         sent: Instant,
         at: Instant,
-    ) -> Duration {
+    ) {
         let elapsed = at.saturating_duration_since(sent);
         self.stats.record_response_time(ms_at(at), elapsed);
         note.response(status, elapsed);
-        elapsed
     }
 
     /// Records a failed connect (or connect timeout, or failed TLS handshake: a backend
