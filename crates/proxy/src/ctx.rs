@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fulcrum_balance::Picker;
 use fulcrum_cache::CacheMetrics;
@@ -18,7 +18,7 @@ use fulcrum_http::h1::{MAX_HEADERS, MAX_UPGRADE_PROTOCOLS};
 use fulcrum_model::{BackendId, Epoch, Routed};
 use fulcrum_telemetry::error;
 use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
-use fulcrum_util::{CatchUnwind, Deadline, Event, EventWait, Notified, Notify, now_ms};
+use fulcrum_util::{CatchUnwind, Deadline, Event, EventWait, Notified, Notify, ms_at};
 use monoio::net::TcpStream;
 
 use crate::exchange::{Target, WorkerTelemetry, WorkerTelemetrySpec};
@@ -462,7 +462,9 @@ impl WorkerCtx {
     /// `None` when nothing is pending, so an idle worker sleeps until new traffic creates work
     /// (counters are published by the data path as they change, not here).
     pub fn tick(&self) -> Option<u64> {
-        let now = now_ms();
+        // One reading of the clock for the upstreams and the cache.
+        let instant = Instant::now();
+        let now = ms_at(instant);
         let current = self.current_epoch();
         let mut next = current
             .pools
@@ -470,7 +472,7 @@ impl WorkerCtx {
             .flat_map(|p| p.upstreams.iter())
             .filter_map(|up| up.upkeep(now))
             .min();
-        if let Some(at) = self.cache.upkeep(std::time::Instant::now(), now) {
+        if let Some(at) = self.cache.upkeep(instant, now) {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         self.upkeep.plan(next);

@@ -16,7 +16,7 @@ use fulcrum_cache::{
     CacheKey, CacheMetrics, CachePolicy, CacheShard, CacheStats, CachedResponse, InsertOutcome,
     KeyBuilder,
 };
-use fulcrum_util::{Deadline, now_ms};
+use fulcrum_util::{Deadline, ms_at};
 
 /// Shard slots examined per step of a sweep pass (the worker's other tasks run between steps).
 const SWEEP_STEP: usize = 4096;
@@ -98,7 +98,7 @@ impl WorkerCache {
         }
         let start = shard.next_expiry()?.max(self.next_pass.get().unwrap_or(now));
         if start > now {
-            return Some(ms_at(now_ms, now, start));
+            return Some(ms_by(now_ms, now, start));
         }
         let passes = shard.sweep_passes();
         shard.sweep_some(now, SWEEP_STEP);
@@ -108,7 +108,7 @@ impl WorkerCache {
         }
         let next_pass = now + SWEEP_EVERY;
         self.next_pass.set(Some(next_pass));
-        shard.next_expiry().map(|at| ms_at(now_ms, now, at.max(next_pass)))
+        shard.next_expiry().map(|at| ms_by(now_ms, now, at.max(next_pass)))
     }
 
     /// Looks `key` up at `now` (see [`CacheShard::get`]) and publishes the counters.
@@ -130,7 +130,7 @@ impl WorkerCache {
         if let (InsertOutcome::Stored { .. }, Some(at)) = (outcome, expires) {
             let now = Instant::now();
             let at = at.max(self.next_pass.get().unwrap_or(now));
-            self.upkeep.need_by(ms_at(now_ms(), now, at));
+            self.upkeep.need_by(ms_by(ms_at(now), now, at));
         }
         outcome
     }
@@ -164,7 +164,7 @@ impl WorkerCache {
 
 /// `at` on the process clock, given that `now` is `now_ms` there (rounded up to the next
 /// millisecond, so that a timer set to it never fires early).
-fn ms_at(now_ms: u64, now: Instant, at: Instant) -> u64 {
+fn ms_by(now_ms: u64, now: Instant, at: Instant) -> u64 {
     let ahead = at.saturating_duration_since(now);
     let ms = ahead.as_millis() + u128::from(!ahead.subsec_nanos().is_multiple_of(1_000_000));
     now_ms.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
