@@ -22,6 +22,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use fulcrum_util::push_decimal;
+
 use super::CacheKey;
 
 /// End of a link.
@@ -101,21 +103,6 @@ impl CachedResponse {
         }
         out.extend_from_slice(b"\r\n");
     }
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Counters of one shard (sum them over workers for the admin API).
@@ -760,9 +747,6 @@ mod tests {
             out,
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nage: 100\r\nx-cache: HIT\r\nconnection: close\r\n\r\n"
         );
-        let mut d = Vec::new();
-        push_decimal(&mut d, u64::MAX);
-        assert_eq!(d, u64::MAX.to_string().as_bytes());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! connection closes) rendered for an HTTP/1.1 client, an HTTP/2 client, or a gRPC call. No
 //! response bytes are counted by hand and no status is parsed back out of bytes.
 
-use std::io::Write as _;
+use fulcrum_util::push_decimal;
 
 use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GrpcCode};
+use crate::h1::head::push_status_line;
 
 /// An answer Fulcrum makes itself when it cannot forward a request (or a backend failed it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,15 +42,15 @@ pub fn reason_phrase(status: u16) -> &'static str {
 impl Synthetic {
     /// Appends the whole HTTP/1.1 response (head and body) to `out`.
     pub fn write_h1(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\n{}content-length: {}\r\n\r\n{}",
-            self.status,
-            reason_phrase(self.status),
-            if self.close { "connection: close\r\n" } else { "" },
-            self.body.len(),
-            self.body
-        );
+        push_status_line(out, self.status, reason_phrase(self.status));
+        out.extend_from_slice(b"content-type: text/plain\r\n");
+        if self.close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, self.body.len() as u64);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(self.body.as_bytes());
     }
 
     /// The HTTP/1.1 response as bytes.

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use fulcrum_util::push_decimal;
 
 use super::access::{AccessRecord, AccessSink};
 
@@ -44,9 +45,9 @@ impl<W: Write> JsonLinesSink<W> {
         line.extend_from_slice(b"{\"ts\":\"");
         self.push_ts(line, record.ts_unix_us);
         line.extend_from_slice(b"\",\"worker\":");
-        push_u64(line, u64::from(record.worker));
+        push_decimal(line, u64::from(record.worker));
         line.extend_from_slice(b",\"epoch\":");
-        push_u64(line, record.epoch);
+        push_decimal(line, record.epoch);
         line.extend_from_slice(b",\"method\":");
         push_str(line, record.method.as_bytes());
         line.extend_from_slice(b",\"path\":");
@@ -55,7 +56,7 @@ impl<W: Write> JsonLinesSink<W> {
         push_str(line, record.pool.as_bytes());
         line.extend_from_slice(b",\"route\":");
         match record.route {
-            Some(index) => push_u64(line, u64::from(index)),
+            Some(index) => push_decimal(line, u64::from(index)),
             None => line.extend_from_slice(b"null"),
         }
         line.extend_from_slice(b",\"backend\":");
@@ -64,10 +65,10 @@ impl<W: Write> JsonLinesSink<W> {
             None => line.extend_from_slice(b"null"),
         }
         line.extend_from_slice(b",\"status\":");
-        push_u64(line, u64::from(record.status));
+        push_decimal(line, u64::from(record.status));
         if let Some(grpc) = record.grpc_status {
             line.extend_from_slice(b",\"grpc_status\":");
-            push_u64(line, u64::from(grpc));
+            push_decimal(line, u64::from(grpc));
         }
         if let Some(version) = record.tls_version {
             line.extend_from_slice(b",\"tls_version\":");
@@ -82,22 +83,22 @@ impl<W: Write> JsonLinesSink<W> {
             line.extend_from_slice(b",\"upgrade\":");
             push_str(line, record.upgrade.as_bytes());
             line.extend_from_slice(b",\"tunnel_bytes_client_to_backend\":");
-            push_u64(line, record.tunnel_bytes_client_to_backend);
+            push_decimal(line, record.tunnel_bytes_client_to_backend);
             line.extend_from_slice(b",\"tunnel_bytes_backend_to_client\":");
-            push_u64(line, record.tunnel_bytes_backend_to_client);
+            push_decimal(line, record.tunnel_bytes_backend_to_client);
             line.extend_from_slice(b",\"tunnel_duration_us\":");
-            push_u64(line, record.tunnel_duration_us);
+            push_decimal(line, record.tunnel_duration_us);
             line.extend_from_slice(b",\"tunnel_close\":");
             push_str(line, record.tunnel_close.as_bytes());
         }
         line.extend_from_slice(b",\"duration_us\":");
-        push_u64(line, record.duration_us);
+        push_decimal(line, record.duration_us);
         line.extend_from_slice(b",\"upstream_us\":");
-        push_u64(line, record.upstream_us);
+        push_decimal(line, record.upstream_us);
         line.extend_from_slice(b",\"bytes_in\":");
-        push_u64(line, record.bytes_in);
+        push_decimal(line, record.bytes_in);
         line.extend_from_slice(b",\"bytes_out\":");
-        push_u64(line, record.bytes_out);
+        push_decimal(line, record.bytes_out);
         line.extend_from_slice(b",\"cache\":\"");
         line.extend_from_slice(record.cache.as_str().as_bytes());
         line.extend_from_slice(b"\",\"body\":");
@@ -114,7 +115,7 @@ impl<W: Write> JsonLinesSink<W> {
             }
         }
         line.extend_from_slice(b",\"body_bytes\":");
-        push_u64(line, record.body_bytes);
+        push_decimal(line, record.body_bytes);
         line.extend_from_slice(if record.body_truncated() {
             b",\"body_truncated\":true,\"body_encoding\":\""
         } else {
@@ -170,20 +171,6 @@ impl<W: Write + Send + 'static> AccessSink for JsonLinesSink<W> {
         self.buf.clear();
         result
     }
-}
-
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// For each byte: 0 = copied as is, otherwise the letter after the backslash (`u` = `\u00XX`).

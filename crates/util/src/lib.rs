@@ -3,6 +3,7 @@
 //!
 //! - [`clock`]: the process-wide monotonic millisecond clock.
 //! - [`buf`]: [`ReadBuf`], a fixed-capacity read buffer over monoio's owned-buffer IO.
+//! - [`digits`]: numbers written into byte buffers without `core::fmt`.
 //! - [`gather`]: [`Gather`], two owned buffers written in one `writev` without a copy.
 //! - [`notify`]: a single-threaded notification for tasks of one worker.
 //! - [`deadline`]: when a worker's upkeep (its ticker) must run next.
@@ -13,6 +14,7 @@
 mod buf;
 mod clock;
 mod deadline;
+mod digits;
 mod gather;
 mod notify;
 mod panic;
@@ -22,6 +24,7 @@ mod runtime;
 pub use buf::ReadBuf;
 pub use clock::{ms_at, now_ms};
 pub use deadline::Deadline;
+pub use digits::{push_decimal, push_hex};
 pub use gather::{Gather, write_all_gathered};
 pub use notify::{Event, EventWait, Notified, Notify};
 pub use panic::CatchUnwind;

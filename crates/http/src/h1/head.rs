@@ -10,8 +10,9 @@
 //! [`super::hop`], and framing fields are re-emitted from the framing validated here. Requests
 //! gain `X-Forwarded-For`, `X-Forwarded-Proto` and `Via`; `Host` is forwarded untouched.
 
-use std::io::Write as _;
 use std::mem::MaybeUninit;
+
+use fulcrum_util::push_decimal;
 
 use super::hop::{Connection, is_hop_by_hop};
 
@@ -371,6 +372,15 @@ pub fn finish_request_head(out: &mut Vec<u8>, info: &RequestInfo, backend_author
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends an HTTP/1.1 status line.
+pub(crate) fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -392,7 +402,9 @@ pub struct Forwarded<'a> {
 fn push_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
@@ -529,7 +541,7 @@ impl<'h> BackendResponse<'h> {
         let client_keep_alive =
             client.keep_alive && self.framing != Framing::UntilClose && !dechunk;
         out.clear();
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        push_status_line(out, self.status, self.reason);
         for h in self.end_to_end() {
             push_header(out, h.name.as_bytes(), h.value);
         }
@@ -558,7 +570,7 @@ impl<'h> BackendResponse<'h> {
     /// the end-to-end fields.
     pub fn write_h1_interim(&self, out: &mut Vec<u8>) {
         out.clear();
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, self.reason);
+        push_status_line(out, self.status, self.reason);
         for h in self.end_to_end() {
             push_header(out, h.name.as_bytes(), h.value);
         }
@@ -571,7 +583,7 @@ impl<'h> BackendResponse<'h> {
     pub fn write_h1_switching(&self, out: &mut Vec<u8>) -> Option<()> {
         let upgrade = self.field("upgrade")?;
         out.clear();
-        let _ = write!(out, "HTTP/1.1 101 {}\r\n", self.reason);
+        push_status_line(out, 101, self.reason);
         for h in self.end_to_end() {
             push_header(out, h.name.as_bytes(), h.value);
         }

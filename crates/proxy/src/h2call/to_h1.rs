@@ -17,6 +17,7 @@ use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
 };
+use fulcrum_util::push_hex;
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
@@ -111,6 +112,7 @@ pub(super) async fn attempt<S: ClientStream>(
         let mut received = 0;
         let upstream_failed = || bad("upstream connection failed");
         let mut chunk = S::chunk_buf();
+        let mut size_line = Vec::with_capacity(18);
         loop {
             let next = call.stream.next_chunk(&mut chunk);
             let paced = client_paced(next, timeouts.client_body(), clock.as_mut(), received).await;
@@ -131,8 +133,11 @@ pub(super) async fn attempt<S: ClientStream>(
             received += len as u64;
             call.capture.tap(chunk.as_ref());
             if chunked && len > 0 {
-                let size_line = conn.w.write_all(format!("{len:x}\r\n").into_bytes());
-                let (r, _) = timed_write(size_line, clock.as_mut()).await;
+                size_line.clear();
+                push_hex(&mut size_line, len as u64);
+                size_line.extend_from_slice(b"\r\n");
+                let (r, back) = timed_write(conn.w.write_all(size_line), clock.as_mut()).await;
+                size_line = back;
                 r.map_err(|_| upstream_failed())?;
             }
             let (r, back) = timed_write(conn.w.write_all(chunk), clock.as_mut()).await;

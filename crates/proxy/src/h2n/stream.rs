@@ -22,6 +22,7 @@ use fulcrum_h2::{ErrorCode, StreamId, validate};
 use fulcrum_http::Synthetic;
 use fulcrum_http::grpc::{is_grpc_content_type, parse_grpc_status, parse_grpc_timeout};
 use fulcrum_http::h1::{BackendResponse, BodyTap as _, Framing, H2RequestHead};
+use fulcrum_util::push_decimal;
 
 use super::server::ConnState;
 use super::websocket;
@@ -188,7 +189,9 @@ fn response_fields(res: &BackendResponse<'_>, skip: &[&[u8]]) -> Option<Fields> 
         fields.push(&name, value);
     }
     if let Framing::Length(n) = res.framing {
-        fields.push(b"content-length", n.to_string().as_bytes());
+        name.clear();
+        push_decimal(&mut name, n);
+        fields.push(b"content-length", &name);
     }
     Some(fields)
 }
