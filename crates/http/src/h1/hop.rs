@@ -33,6 +33,10 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
+fn is_connection(h: &httparse::Header<'_>) -> bool {
+    h.name.eq_ignore_ascii_case("connection")
+}
+
 /// Whether a field named `name` is hop-by-hop in a head whose `Connection` field values are
 /// `connection` (every one of them).
 pub fn is_hop_field<'a>(name: &[u8], connection: impl IntoIterator<Item = &'a [u8]>) -> bool {
@@ -43,19 +47,30 @@ pub fn is_hop_field<'a>(name: &[u8], connection: impl IntoIterator<Item = &'a [u
 }
 
 /// The `Connection` fields of one parsed head, for the questions a forwarder asks about them.
+///
+/// It holds the run of fields from the first `Connection` field to the last (none when the head
+/// has no such field), found once per head: a forwarder asks about every field, and most heads
+/// have one `Connection` field or none.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a, 'h> {
-    headers: &'a [httparse::Header<'h>],
+    span: &'a [httparse::Header<'h>],
 }
 
 impl<'a, 'h> Connection<'a, 'h> {
     /// The `Connection` fields among `headers`.
     pub fn of(headers: &'a [httparse::Header<'h>]) -> Self {
-        Self { headers }
+        let span = match headers.iter().position(is_connection) {
+            Some(first) => {
+                let last = headers.iter().rposition(is_connection).unwrap_or(first);
+                &headers[first..=last]
+            }
+            None => &[],
+        };
+        Self { span }
     }
 
     fn values(self) -> impl Iterator<Item = &'h [u8]> + 'a {
-        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value)
+        self.span.iter().filter(|h| is_connection(h)).map(|h| h.value)
     }
 
     /// Whether some `Connection` field carries `token` (e.g. `close`, `keep-alive`).
@@ -95,5 +110,24 @@ mod tests {
         assert!(c.has(b"keep-alive") && !c.has(b"close"));
         assert!(is_hop_field(b"x-late", [&b"a,,  x-late "[..]]));
         assert!(!is_hop_field(b"x", std::iter::empty()));
+    }
+
+    #[test]
+    fn connection_fields_anywhere_in_the_head_count() {
+        let headers = [
+            h("host", b"a"),
+            h("Connection", b"x-first"),
+            h("x-first", b"1"),
+            h("x-between", b"1"),
+            h("CONNECTION", b"close, x-last"),
+            h("x-last", b"1"),
+        ];
+        let c = Connection::of(&headers);
+        assert!(c.drops(b"x-first") && c.drops(b"x-last") && c.has(b"close"));
+        assert!(!c.drops(b"x-between") && !c.drops(b"host"));
+
+        let none = Connection::of(&headers[2..4]);
+        assert!(!none.drops(b"x-first") && !none.has(b"close"));
+        assert!(none.drops(b"te") && none.drops(b"Upgrade"));
     }
 }
