@@ -5,7 +5,7 @@
 //! - [`buf`]: [`ReadBuf`], a fixed-capacity read buffer over monoio's owned-buffer IO.
 //! - [`digits`]: numbers written into byte buffers without `core::fmt`.
 //! - [`gather`]: [`Gather`], two owned buffers written in one `writev` without a copy.
-//! - [`notify`]: a single-threaded notification for tasks of one worker.
+//! - [`notify`]: a single-threaded notification for tasks of one worker, and [`yield_now`].
 //! - [`deadline`]: when a worker's upkeep (its ticker) must run next.
 //! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
 //! - [`panic`]: panic containment for worker tasks.
@@ -26,7 +26,7 @@ pub use clock::{ms_at, now_ms};
 pub use deadline::Deadline;
 pub use digits::{push_decimal, push_hex};
 pub use gather::{Gather, write_all_gathered};
-pub use notify::{Event, EventWait, Notified, Notify};
+pub use notify::{Event, EventWait, Notified, Notify, yield_now};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};

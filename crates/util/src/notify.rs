@@ -63,6 +63,21 @@ impl Future for Notified<'_> {
     }
 }
 
+/// Lets every other task of this worker that is ready run once before the caller goes on (it
+/// wakes itself and waits one turn of the run queue).
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

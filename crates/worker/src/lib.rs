@@ -292,7 +292,7 @@ async fn ticker_task(ctx: Rc<WorkerCtx>) {
         match next {
             // A sweep goes on in steps: let the worker's other tasks run first.
             Some(at) if at <= now => {
-                yield_now().await;
+                fulcrum_util::yield_now().await;
                 continue;
             }
             Some(at) => monoio::select! {
@@ -306,20 +306,6 @@ async fn ticker_task(ctx: Rc<WorkerCtx>) {
             },
         }
     }
-}
-
-/// Lets every other task that is ready run once before this one goes on.
-async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
 }
 
 /// The io driver each worker runs (`fulcrum_io_driver`), known once every worker started.

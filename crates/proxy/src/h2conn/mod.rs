@@ -8,7 +8,9 @@
 //! The driver ([`drive`]) is one task with two loops: the reader parses frames in place out of
 //! the read buffer and copies each stream's DATA, heads and trailers into the stream's slot
 //! (at most the window we advertised: the engine enforces it), and the writer sends whatever
-//! the engine wrote to its write buffer, swapping buffers rather than copying. A stream's task
+//! the engine wrote to its write buffer, swapping buffers rather than copying. Woken for new
+//! output, the writer first lets the tasks queued behind it run, so that one write carries
+//! what a whole turn of the worker's loop produced for the connection. A stream's task
 //! writes through the engine straight into that buffer ([`H2Conn::send_response`],
 //! [`move_data`], ...) and wakes the writer.
 //!
@@ -936,6 +938,10 @@ async fn write_loop(conn: &H2Conn, w: &mut ConnWrite) {
             }
             conn.drained.wake();
             conn.output.wait().await;
+            // The tasks already queued behind this one may add output too (other streams'
+            // heads, relayed responses): let them, so that one write carries what the whole
+            // turn of the worker's loop produced for this connection.
+            fulcrum_util::yield_now().await;
             continue;
         }
         let (result, written) = w.write_all(out).await;
