@@ -1030,7 +1030,7 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
 floor_notes() {
     local wl t relay cpu line
     SUITE_NOTES+=$'\n### CPU per request against the L4 floor (relay = HAProxy mode tcp)\n\n'
-    SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay |\n|---|---|---|---|---|\n'
+    SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay | per round: min / median / max |\n|---|---|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
         [[ -z ${W_RATE[$wl]:-} && -s $RESULTS/$wl.relay ]] || continue
         relay=$(median_of "$RESULTS/$wl.relay" 4)
@@ -1038,7 +1038,8 @@ floor_notes() {
             [[ $t != relay && -s $RESULTS/$wl.$t ]] || continue
             cpu=$(median_of "$RESULTS/$wl.$t" 4)
             line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v r="$relay" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f |", w, t, c, r, (r > 0 ? c / r : 0) }')
+                -v p="$(round_ratios "$RESULTS/$wl.$t" "$RESULTS/$wl.relay")" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s |", w, t, c, r, (r > 0 ? c / r : 0), p }')
             SUITE_NOTES+="$line"$'\n'
         done
     done
@@ -1053,7 +1054,7 @@ light_notes() {
         if [[ -z $any ]]; then
             any=1
             SUITE_NOTES+=$'\n### Light load: CPU per request and p99 against nginx\n\n'
-            SUITE_NOTES+=$'| workload | target | CPU us/req median | nginx CPU us/req median | ratio to nginx | p99 ms median | nginx p99 ms median |\n|---|---|---|---|---|---|---|\n'
+            SUITE_NOTES+=$'| workload | target | CPU us/req median | nginx CPU us/req median | ratio to nginx | per round: min / median / max | p99 ms median | nginx p99 ms median |\n|---|---|---|---|---|---|---|---|\n'
         fi
         ncpu=$(median_of "$RESULTS/$wl.nginx" 4)
         np99=$(median_of "$RESULTS/$wl.nginx" 3)
@@ -1062,7 +1063,8 @@ light_notes() {
             cpu=$(median_of "$RESULTS/$wl.$t" 4)
             p99=$(median_of "$RESULTS/$wl.$t" 3)
             line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v n="$ncpu" -v p="$p99" -v np="$np99" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %.3f | %.3f |", w, t, c, n, (n > 0 ? c / n : 0), p, np }')
+                -v r="$(round_ratios "$RESULTS/$wl.$t" "$RESULTS/$wl.nginx")" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s | %.3f | %.3f |", w, t, c, n, (n > 0 ? c / n : 0), r, p, np }')
             SUITE_NOTES+="$line"$'\n'
         done
     done
@@ -1281,14 +1283,14 @@ h2c_notes() {
     h=$RESULTS/h2c.haproxy-h2c
     [[ -s $h ]] || return 0
     hcpu=$(median_of "$h" 4)
-    SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) |\n|---|---|---|---|\n'
+    SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
     for t in "$@"; do
         [[ $t == native-h2c-* || $t == nginx-h2c ]] || continue
         f=$RESULTS/h2c.$t
         [[ -s $f ]] || continue
         cpu=$(median_of "$f" 4)
-        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v hc="$hcpu" \
-            'BEGIN { printf "| %s | %.2f | %.2f | %.2f |", t, c, hc, (hc > 0 ? c / hc : 0) }')
+        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v hc="$hcpu" -v r="$(round_ratios "$f" "$h")" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", t, c, hc, (hc > 0 ? c / hc : 0), r }')
         SUITE_NOTES+=$'\n'
     done
     SUITE_NOTES+=$'\nh2c: h2load counts a request as succeeded on a 2xx answer. nginx has no HTTP/2 proxy module but grpc_pass, which it uses here for plain HTTP/2 requests.\n'
@@ -1332,6 +1334,19 @@ start_fulcrum_variant() {
 median_of() {
     awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ a[n++] = $1 }
         END { if (n == 0) { print 0; exit } print (n % 2) ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2 }'
+}
+
+# round_ratios FILE REF-FILE: min / median / max over the rounds of FILE's CPU per request
+# (column 4) divided by REF-FILE's in the same round. The targets run interleaved, round by
+# round, so each pair was measured under the same load on the machine: the spread of these
+# ratios is the comparison's own, not the machine's. "-" when the two do not have one result
+# per round each.
+round_ratios() {
+    [[ -s $1 && -s $2 && $(wc -l <"$1") -eq $(wc -l <"$2") ]] || { printf -- '-'; return 0; }
+    paste -d' ' <(awk '{ print $4 }' "$1") <(awk '{ print $4 }' "$2") |
+        awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ a[n++] = $1 }
+        END { if (n == 0) { printf "-"; exit }
+            printf "%.2f / %.2f / %.2f", a[0], (n % 2) ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2, a[n - 1] }'
 }
 
 suite_logging() {
@@ -1435,7 +1450,7 @@ suite_cache() {
 
     # Fulcrum's CPU per hit against nginx's (target: at most half).
     local f n cpu ncpu
-    SUITE_NOTES=$'\n### CPU per cache hit against nginx proxy_cache\n\n| workload | target | CPU us/req median | nginx-cache CPU us/req median | ratio (target <= 0.50) |\n|---|---|---|---|---|\n'
+    SUITE_NOTES=$'\n### CPU per cache hit against nginx proxy_cache\n\n| workload | target | CPU us/req median | nginx-cache CPU us/req median | ratio (target <= 0.50) | per round: min / median / max |\n|---|---|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
         n=$RESULTS/$wl.nginx-cache
         [[ -s $n ]] || continue
@@ -1445,7 +1460,8 @@ suite_cache() {
             [[ -s $f ]] || continue
             cpu=$(median_of "$f" 4)
             SUITE_NOTES+=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v nc="$ncpu" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f |\n", w, t, c, nc, (nc > 0 ? c / nc : 0) }')
+                -v r="$(round_ratios "$f" "$n")" \
+                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s |\n", w, t, c, nc, (nc > 0 ? c / nc : 0), r }')
             SUITE_NOTES+=$'\n'
         done
     done
@@ -1567,7 +1583,24 @@ suite_grpc() {
     for wl in "${WORKLOADS[@]}"; do
         rounds "$wl" measure_h2load - direct "${TARGETS[@]}"
     done
-    SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call. HAProxy to beat: about 19 us per h2c request on this kind of machine.\n'
+    SUITE_NOTES=$'\nh2load counts a call as succeeded on HTTP 200 (it cannot read grpc-status); its "failed" count is shown as non-2xx/3xx and its "errored" count as read. CPU us/req is per call.\n'
+    grpc_notes
+}
+
+# grpc_notes: CPU per call of every balancer against HAProxy's (the native engine's target: at
+# most 0.8).
+grpc_notes() {
+    local h=$RESULTS/unary.haproxy t f hcpu
+    [[ -s $h ]] || return 0
+    hcpu=$(median_of "$h" 4)
+    SUITE_NOTES+=$'\n### gRPC: CPU per call against HAProxy\n\n| target | CPU us/call median | haproxy CPU us/call median | ratio (native target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
+    for t in "${TARGETS[@]}"; do
+        f=$RESULTS/unary.$t
+        [[ $t != haproxy && -s $f ]] || continue
+        SUITE_NOTES+=$(awk -v t="$t" -v c="$(median_of "$f" 4)" -v hc="$hcpu" -v r="$(round_ratios "$f" "$h")" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", t, c, hc, (hc > 0 ? c / hc : 0), r }')
+        SUITE_NOTES+=$'\n'
+    done
 }
 
 # ------------------------------------------------------------------- tls --
@@ -1996,13 +2029,15 @@ suite_ws() {
     local f cpu ncpu=0 hcpu=0
     [[ -s $RESULTS/ws32.nginx ]] && ncpu=$(median_of "$RESULTS/ws32.nginx" 4)
     [[ -s $RESULTS/ws32.haproxy ]] && hcpu=$(median_of "$RESULTS/ws32.haproxy" 4)
-    SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | ratio to HAProxy |\n|---|---|---|---|---|---|\n'
+    SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | per round | ratio to HAProxy | per round |\n|---|---|---|---|---|---|---|---|\n'
     for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
         f=$RESULTS/ws32.$t
         [[ -s $f ]] || continue
         cpu=$(median_of "$f" 4)
         SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v n="$ncpu" -v h="$hcpu" \
-            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f |", t, c, n, h, (n > 0 ? c / n : 0), (h > 0 ? c / h : 0) }')
+            -v rn="$(round_ratios "$f" "$RESULTS/ws32.nginx")" \
+            -v rh="$(round_ratios "$f" "$RESULTS/ws32.haproxy")" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s |", t, c, n, h, (n > 0 ? c / n : 0), rn, (h > 0 ? c / h : 0), rh }')
         SUITE_NOTES+=$'\n'
     done
     SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
