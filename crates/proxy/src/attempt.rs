@@ -119,7 +119,11 @@ pub(crate) async fn forward<P: Forward>(
     note: &ExchangeNote,
     request: &mut P,
 ) -> Result<P::Output, P::Failure> {
-    ctx.retries.record_request();
+    // The request's arrival serves as the clock for its budget entry and first pick (ejections
+    // are judged to the millisecond); a retry reads the clock again.
+    let arrived = note.start_ms();
+    ctx.retries.record_request(arrived);
+    let mut clock = Some(arrived);
     let mut tried = Tried::default();
     let mut unreachable = Tried::default();
     let mut attempts = 0;
@@ -131,13 +135,14 @@ pub(crate) async fn forward<P: Forward>(
     let mut busy = false;
     loop {
         let picking = note.phase("pick");
+        let now = clock.take().unwrap_or_else(now_ms);
         let fresh = fresh_on.is_some();
         let picked = match fresh_on.take() {
             Some(i) => pool.upstreams.get(i).map(|up| (i, &**up)),
             // After a reset, the backends already tried are used again once every other one
             // was: better the same backend than no retry.
-            None => pick(pool, request, &tried).or_else(|| match &last {
-                Some((_, RetryReason::Reset)) => pick(pool, request, &unreachable),
+            None => pick(pool, request, &tried, now).or_else(|| match &last {
+                Some((_, RetryReason::Reset)) => pick(pool, request, &unreachable, now),
                 _ => None,
             }),
         };
@@ -202,15 +207,15 @@ pub(crate) async fn forward<P: Forward>(
     }
 }
 
-/// Picks a backend that can serve `request`, not in `skip` and not ejected, preferring those the
+/// Picks a backend that can serve `request`, not in `skip` and not ejected at `now` (ms), preferring those the
 /// active health checks have not taken out (failing open when every candidate is down).
 fn pick<'e, P: Forward>(
     pool: &'e WorkerPool,
     request: &P,
     skip: &Tried,
+    now: u64,
 ) -> Option<(usize, &'e Upstream)> {
     let ups = &pool.upstreams;
-    let now = now_ms();
     let excluded = |i: usize| {
         skip.contains(i)
             || !request.serves(ups[i].backend.url.protocol)

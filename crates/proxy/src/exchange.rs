@@ -271,6 +271,11 @@ impl ExchangeNote {
         }
     }
 
+    /// When the exchange started, on the process clock ([`fulcrum_util::now_ms`]).
+    pub(crate) fn start_ms(&self) -> u64 {
+        fulcrum_util::ms_at(self.start)
+    }
+
     /// The request is being sent to backend `index` (in its pool's backends).
     #[inline]
     pub fn set_backend(&self, index: usize) {

@@ -100,10 +100,11 @@ impl Retries {
         Self { max_attempts: cfg.max_attempts, budget: RetryBudget::new(cfg), worker, metrics }
     }
 
-    /// Counts a request toward the budget's ratio (once per request, not per attempt).
+    /// Counts a request that arrived at `at_ms` (the process clock, [`fulcrum_util::now_ms`])
+    /// toward the budget's ratio (once per request, not per attempt).
     #[inline]
-    pub fn record_request(&self) {
-        self.budget.record_request(now_ms() / 1000);
+    pub fn record_request(&self, at_ms: u64) {
+        self.budget.record_request(at_ms / 1000);
     }
 
     /// Whether a request that made `attempts` tries may make another for `reason`; counts the
