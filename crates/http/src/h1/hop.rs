@@ -22,9 +22,23 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "proxy-authorization",
 ];
 
+/// Bit `n` is set when some name in [`HOP_BY_HOP`] is `n` bytes long: most names are ruled out
+/// by their length alone.
+const HOP_BY_HOP_LENGTHS: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < HOP_BY_HOP.len() {
+        mask |= 1 << HOP_BY_HOP[i].len();
+        i += 1;
+    }
+    mask
+};
+
 /// Whether `name` is in [`HOP_BY_HOP`] (case-insensitive).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+    name.len() < 32
+        && HOP_BY_HOP_LENGTHS & (1 << name.len()) != 0
+        && HOP_BY_HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The tokens of one `Connection` field value: comma-separated, whitespace trimmed, empty list
@@ -48,25 +62,32 @@ pub fn is_hop_field<'a>(name: &[u8], connection: impl IntoIterator<Item = &'a [u
 
 /// The `Connection` fields of one parsed head, for the questions a forwarder asks about them.
 ///
-/// It holds the run of fields from the first `Connection` field to the last (none when the head
-/// has no such field), found once per head: a forwarder asks about every field, and most heads
-/// have one `Connection` field or none.
+/// What a forwarder asks about every field is worked out once per head: the run of fields from
+/// the first `Connection` field to the last (none when the head has no such field), and whether
+/// any of their tokens names something beyond [`HOP_BY_HOP`]. Most heads have no `Connection`
+/// field, or one whose tokens are all hop-by-hop anyway (`keep-alive`, `upgrade`); for those a
+/// field's name alone decides.
 #[derive(Debug, Clone, Copy)]
 pub struct Connection<'a, 'h> {
     span: &'a [httparse::Header<'h>],
+    /// Some token of some `Connection` field is not in [`HOP_BY_HOP`] (`close`, or an
+    /// extension field the sender wants dropped).
+    names_more: bool,
 }
 
 impl<'a, 'h> Connection<'a, 'h> {
     /// The `Connection` fields among `headers`.
     pub fn of(headers: &'a [httparse::Header<'h>]) -> Self {
-        let span = match headers.iter().position(is_connection) {
-            Some(first) => {
-                let last = headers.iter().rposition(is_connection).unwrap_or(first);
-                &headers[first..=last]
+        let (mut first, mut last, mut names_more) = (None, 0, false);
+        for (i, h) in headers.iter().enumerate() {
+            if is_connection(h) {
+                first.get_or_insert(i);
+                last = i;
+                names_more |= connection_tokens(h.value).any(|t| !is_hop_by_hop(t));
             }
-            None => &[],
-        };
-        Self { span }
+        }
+        let span = first.and_then(|first| headers.get(first..=last)).unwrap_or_default();
+        Self { span, names_more }
     }
 
     fn values(self) -> impl Iterator<Item = &'h [u8]> + 'a {
@@ -80,7 +101,7 @@ impl<'a, 'h> Connection<'a, 'h> {
 
     /// Whether a field named `name` must not be forwarded (see the module documentation).
     pub fn drops(self, name: &[u8]) -> bool {
-        is_hop_field(name, self.values())
+        if self.names_more { is_hop_field(name, self.values()) } else { is_hop_by_hop(name) }
     }
 }
 
@@ -113,6 +134,22 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_names_whatever_their_case_and_nothing_else() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_bytes()));
+            assert!(is_hop_by_hop(name.to_ascii_uppercase().as_bytes()));
+            let mut longer = name.as_bytes().to_vec();
+            longer.push(b's');
+            assert!(!is_hop_by_hop(&longer));
+            assert!(!is_hop_by_hop(&name.as_bytes()[1..]));
+        }
+        for name in ["", "host", "content-length", "x-connection", "keep-alive-x", &"a".repeat(40)]
+        {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
     fn connection_fields_anywhere_in_the_head_count() {
         let headers = [
             h("host", b"a"),
@@ -125,6 +162,12 @@ mod tests {
         let c = Connection::of(&headers);
         assert!(c.drops(b"x-first") && c.drops(b"x-last") && c.has(b"close"));
         assert!(!c.drops(b"x-between") && !c.drops(b"host"));
+
+        // Tokens that are all hop-by-hop names add nothing to drop.
+        let plain = [h("Connection", b"keep-alive, Upgrade"), h("close", b"1"), h("x", b"1")];
+        let c = Connection::of(&plain);
+        assert!(c.drops(b"Connection") && c.drops(b"upgrade") && c.has(b"keep-alive"));
+        assert!(!c.drops(b"close") && !c.drops(b"x"));
 
         let none = Connection::of(&headers[2..4]);
         assert!(!none.drops(b"x-first") && !none.has(b"close"));
