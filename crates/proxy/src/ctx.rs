@@ -472,7 +472,7 @@ impl WorkerCtx {
             .flat_map(|p| p.upstreams.iter())
             .filter_map(|up| up.upkeep(now))
             .min();
-        if let Some(at) = self.cache.upkeep(instant, now) {
+        if let Some(at) = self.cache.upkeep(instant) {
             next = Some(next.map_or(at, |n| n.min(at)));
         }
         self.upkeep.plan(next);

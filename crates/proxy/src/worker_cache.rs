@@ -85,10 +85,11 @@ impl WorkerCache {
         self.metrics.publish(self.worker, &shard.stats());
     }
 
-    /// The ticker's work at `now` (`now_ms` on the process clock): a step of a sweep pass when
-    /// one is due; returns when to look again (`now_ms` itself while a pass goes on, `None`
-    /// when no entry can expire).
-    pub fn upkeep(&self, now: Instant, now_ms: u64) -> Option<u64> {
+    /// The ticker's work at `now`: a step of a sweep pass when one is due; returns when to look
+    /// again on the process clock (`now` itself while a pass goes on, `None` when no entry can
+    /// expire).
+    pub fn upkeep(&self, now: Instant) -> Option<u64> {
+        let now_ms = ms_at(now);
         let Ok(mut shard) = self.shard.try_borrow_mut() else {
             // Never on the ticker (no borrow is held across an await): look again soon.
             return Some(now_ms + 1);
@@ -98,7 +99,7 @@ impl WorkerCache {
         }
         let start = shard.next_expiry()?.max(self.next_pass.get().unwrap_or(now));
         if start > now {
-            return Some(ms_by(now_ms, now, start));
+            return Some(ms_by(now, start));
         }
         let passes = shard.sweep_passes();
         shard.sweep_some(now, SWEEP_STEP);
@@ -108,7 +109,7 @@ impl WorkerCache {
         }
         let next_pass = now + SWEEP_EVERY;
         self.next_pass.set(Some(next_pass));
-        shard.next_expiry().map(|at| ms_by(now_ms, now, at.max(next_pass)))
+        shard.next_expiry().map(|at| ms_by(now, at.max(next_pass)))
     }
 
     /// Looks `key` up at `now` (see [`CacheShard::get`]) and publishes the counters.
@@ -130,7 +131,7 @@ impl WorkerCache {
         if let (InsertOutcome::Stored { .. }, Some(at)) = (outcome, expires) {
             let now = Instant::now();
             let at = at.max(self.next_pass.get().unwrap_or(now));
-            self.upkeep.need_by(ms_by(ms_at(now), now, at));
+            self.upkeep.need_by(ms_by(now, at));
         }
         outcome
     }
@@ -162,10 +163,10 @@ impl WorkerCache {
     }
 }
 
-/// `at` on the process clock, given that `now` is `now_ms` there (rounded up to the next
+/// `at` on the process clock, counted from `now` (the time to it rounded up to the next
 /// millisecond, so that a timer set to it never fires early).
-fn ms_by(now_ms: u64, now: Instant, at: Instant) -> u64 {
+fn ms_by(now: Instant, at: Instant) -> u64 {
     let ahead = at.saturating_duration_since(now);
     let ms = ahead.as_millis() + u128::from(!ahead.subsec_nanos().is_multiple_of(1_000_000));
-    now_ms.saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+    ms_at(now).saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
 }
