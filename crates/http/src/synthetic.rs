@@ -2,10 +2,8 @@
 //! connection closes) rendered for an HTTP/1.1 client, an HTTP/2 client, or a gRPC call. No
 //! response bytes are counted by hand and no status is parsed back out of bytes.
 
-use fulcrum_util::push_decimal;
-
 use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GrpcCode};
-use crate::h1::head::push_status_line;
+use crate::h1::head::{Framing, push_framing, push_status_line};
 
 /// An answer Fulcrum makes itself when it cannot forward a request (or a backend failed it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +45,8 @@ impl Synthetic {
         if self.close {
             out.extend_from_slice(b"connection: close\r\n");
         }
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(out, self.body.len() as u64);
-        out.extend_from_slice(b"\r\n\r\n");
+        push_framing(out, Framing::Length(self.body.len() as u64));
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(self.body.as_bytes());
     }
 

@@ -207,8 +207,9 @@ pub(crate) async fn forward<P: Forward>(
     }
 }
 
-/// Picks a backend that can serve `request`, not in `skip` and not ejected at `now` (ms), preferring those the
-/// active health checks have not taken out (failing open when every candidate is down).
+/// Picks a backend that can serve `request`, not in `skip` and not ejected at `now` (ms),
+/// preferring those the active health checks have not taken out (failing open when every
+/// candidate is down).
 fn pick<'e, P: Forward>(
     pool: &'e WorkerPool,
     request: &P,

@@ -399,7 +399,7 @@ pub struct Forwarded<'a> {
 
 /// Appends the framing field of a body Fulcrum re-frames (nothing for no body, or a body that
 /// ends with the connection).
-fn push_framing(out: &mut Vec<u8>, framing: Framing) {
+pub(crate) fn push_framing(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
