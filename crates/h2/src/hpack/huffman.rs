@@ -203,6 +203,8 @@ pub(crate) fn encode(src: &[u8], dst: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     fn dec(src: &[u8]) -> Result<Vec<u8>, HpackError> {
@@ -259,6 +261,60 @@ mod tests {
         // EOS itself (30 ones) inside the string.
         assert_eq!(dec(&[0xff, 0xff, 0xff, 0xff]), Err(HpackError::HuffmanEos));
         assert_eq!(dec(&[]).unwrap(), b"");
+    }
+
+    /// Decodes a bit at a time by looking up the bits so far in the code list (`codes`, by
+    /// length and code): slow, and plainly right.
+    fn reference(codes: &HashMap<(u8, u32), usize>, src: &[u8]) -> Result<Vec<u8>, HpackError> {
+        let (mut out, mut code, mut len) = (Vec::new(), 0u32, 0u8);
+        for i in 0..src.len() * 8 {
+            code = code << 1 | u32::from(src[i / 8] >> (7 - i % 8) & 1);
+            len += 1;
+            if let Some(&sym) = codes.get(&(len, code)) {
+                if sym == usize::from(EOS) {
+                    return Err(HpackError::HuffmanEos);
+                }
+                out.push(sym as u8);
+                (code, len) = (0, 0);
+            }
+        }
+        if len > 7 || code != (1 << len) - 1 {
+            return Err(HpackError::HuffmanPadding);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn agrees_with_a_bit_by_bit_decoder_on_arbitrary_input() {
+        // Arbitrary bytes (mostly invalid: long codes, EOS, bad padding) and valid encodings
+        // of arbitrary strings, from a fixed xorshift sequence.
+        let codes: HashMap<_, _> = (0..257).map(|s| ((CODE_LEN[s], CODES[s]), s)).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..4000 {
+            let len = (next() % 24) as usize;
+            let raw: Vec<u8> = (0..len)
+                .map(|_| match round % 3 {
+                    0 => next() as u8,
+                    1 => 0xf0 | next() as u8,
+                    _ => b' ' + (next() % 95) as u8,
+                })
+                .collect();
+            let src = if round % 2 == 0 {
+                raw
+            } else {
+                let mut enc = Vec::new();
+                encode(&raw, &mut enc);
+                assert_eq!(dec(&enc).unwrap(), raw);
+                enc
+            };
+            assert_eq!(dec(&src), reference(&codes, &src), "input {src:02x?}");
+        }
     }
 
     #[test]
