@@ -24,30 +24,13 @@ FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
 source benches/callgrind_lib.sh
 # shellcheck source-path=SCRIPTDIR source=peer_conf.sh
 source benches/peer_conf.sh
-chmod 755 "$TMP"
 
 for tool in h2load nginx haproxy; do
     command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
 done
 [[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
 
-mkdir -p "$TMP/nginx"
-head -c 1024 /dev/zero | tr '\0' b >"$TMP/1k"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off; client_body_temp_path $TMP/nginx;
-    server {
-        listen 127.0.0.1:$BE; keepalive_requests 100000000;
-        location = /small { return 200 "ok\n"; }
-        location = /post { return 200 "ok\n"; }
-    }
-}
-EOF
-taskset -c 1 nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
-PIDS+=($!)
-wait_port "$BE" || { log "nginx did not start"; exit 1; }
+start_h1_backend "$BE" 1
 printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
 
 # ticks PID: utime and stime of PID, in clock ticks.

@@ -24,33 +24,13 @@ LB=$((PORT_BASE + 10))
 FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
 # shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
 source benches/callgrind_lib.sh
-# nginx's workers (user nobody) read the 16 KiB file from here.
-chmod 755 "$TMP"
 
 for tool in valgrind h2load nginx; do
     command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
 done
 [[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
 
-mkdir -p "$TMP/nginx"
-head -c 16384 /dev/zero | tr '\0' a >"$TMP/16k"
-head -c 1024 /dev/zero | tr '\0' b >"$TMP/1k"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off; client_body_temp_path $TMP/nginx;
-    server {
-        listen 127.0.0.1:$BE; keepalive_requests 100000000;
-        location = /small { return 200 "ok\n"; }
-        location = /16k { alias $TMP/16k; }
-        location = /post { return 200 "ok\n"; }
-    }
-}
-EOF
-nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
-PIDS+=($!)
-wait_port "$BE" || { log "nginx did not start"; exit 1; }
+start_h1_backend "$BE"
 printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
 body=()
 [[ $URL_PATH == /post ]] && body=(-d "$TMP/1k")
