@@ -1028,19 +1028,14 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
 # floor_notes: each target's median CPU per request as a ratio to the L4 relay's, per
 # workload (closed-loop workloads).
 floor_notes() {
-    local wl t relay cpu line
+    local wl t
     SUITE_NOTES+=$'\n### CPU per request against the L4 floor (relay = HAProxy mode tcp)\n\n'
     SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay | per round: min / median / max |\n|---|---|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
         [[ -z ${W_RATE[$wl]:-} && -s $RESULTS/$wl.relay ]] || continue
-        relay=$(median_of "$RESULTS/$wl.relay" 4)
         for t in "${TARGETS[@]}"; do
             [[ $t != relay && -s $RESULTS/$wl.$t ]] || continue
-            cpu=$(median_of "$RESULTS/$wl.$t" 4)
-            line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v r="$relay" \
-                -v p="$(round_ratios "$RESULTS/$wl.$t" "$RESULTS/$wl.relay")" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s |", w, t, c, r, (r > 0 ? c / r : 0), p }')
-            SUITE_NOTES+="$line"$'\n'
+            SUITE_NOTES+="| ${W_TITLE[$wl]} $(ratio_row "$t" "$RESULTS/$wl.$t" "$RESULTS/$wl.relay")"$'\n'
         done
     done
     SUITE_NOTES+=$'\nThe relay parses nothing and keeps one backend connection per client connection: the same two reads and two writes per request as any proxy, so no L7 balancer can expect to cost less (ratio 1.00).\n'
@@ -1048,7 +1043,7 @@ floor_notes() {
 
 # light_notes: the fixed-rate workloads' CPU per request and p99 against nginx's.
 light_notes() {
-    local wl t ncpu np99 cpu p99 line any=""
+    local wl t np99 p99 any=""
     for wl in "${WORKLOADS[@]}"; do
         [[ -n ${W_RATE[$wl]:-} && -s $RESULTS/$wl.nginx ]] || continue
         if [[ -z $any ]]; then
@@ -1056,16 +1051,12 @@ light_notes() {
             SUITE_NOTES+=$'\n### Light load: CPU per request and p99 against nginx\n\n'
             SUITE_NOTES+=$'| workload | target | CPU us/req median | nginx CPU us/req median | ratio to nginx | per round: min / median / max | p99 ms median | nginx p99 ms median |\n|---|---|---|---|---|---|---|---|\n'
         fi
-        ncpu=$(median_of "$RESULTS/$wl.nginx" 4)
         np99=$(median_of "$RESULTS/$wl.nginx" 3)
         for t in "${TARGETS[@]}"; do
             [[ $t != nginx && -s $RESULTS/$wl.$t ]] || continue
-            cpu=$(median_of "$RESULTS/$wl.$t" 4)
             p99=$(median_of "$RESULTS/$wl.$t" 3)
-            line=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v n="$ncpu" -v p="$p99" -v np="$np99" \
-                -v r="$(round_ratios "$RESULTS/$wl.$t" "$RESULTS/$wl.nginx")" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s | %.3f | %.3f |", w, t, c, n, (n > 0 ? c / n : 0), r, p, np }')
-            SUITE_NOTES+="$line"$'\n'
+            SUITE_NOTES+="| ${W_TITLE[$wl]} $(ratio_row "$t" "$RESULTS/$wl.$t" "$RESULTS/$wl.nginx")"
+            SUITE_NOTES+=$(awk -v p="$p99" -v np="$np99" 'BEGIN { printf " %.3f | %.3f |", p, np }')$'\n'
         done
     done
     [[ -z $any ]] || SUITE_NOTES+=$'\nh2load --h1 paces the requests (--rps per connection, '"$RATE_CONNECTIONS"$' keep-alive connections); between two requests the balancer has nothing to do, so what it costs while waiting counts per request.\n'
@@ -1279,19 +1270,15 @@ start_fulcrum_h2c() {
 # h2c_notes TARGET...: CPU per request of Fulcrum and nginx against HAProxy's (Fulcrum's
 # target: at most 0.8).
 h2c_notes() {
-    local t f h cpu hcpu
+    local t f h
     h=$RESULTS/h2c.haproxy-h2c
     [[ -s $h ]] || return 0
-    hcpu=$(median_of "$h" 4)
     SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
     for t in "$@"; do
         [[ $t == native-h2c-* || $t == nginx-h2c ]] || continue
         f=$RESULTS/h2c.$t
         [[ -s $f ]] || continue
-        cpu=$(median_of "$f" 4)
-        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v hc="$hcpu" -v r="$(round_ratios "$f" "$h")" \
-            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", t, c, hc, (hc > 0 ? c / hc : 0), r }')
-        SUITE_NOTES+=$'\n'
+        SUITE_NOTES+="$(ratio_row "$t" "$f" "$h")"$'\n'
     done
     SUITE_NOTES+=$'\nh2c: h2load counts a request as succeeded on a 2xx answer. nginx has no HTTP/2 proxy module but grpc_pass, which it uses here for plain HTTP/2 requests.\n'
 }
@@ -1347,6 +1334,17 @@ round_ratios() {
         awk '$2 > 0 { print $1 / $2 }' | sort -g | awk '{ a[n++] = $1 }
         END { if (n == 0) { printf "-"; exit }
             printf "%.2f / %.2f / %.2f", a[0], (n % 2) ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2, a[n - 1] }'
+}
+
+# ratio_row TARGET FILE REF-FILE: the cells "| TARGET | CPU | REF's CPU | ratio | per round |"
+# of a comparison table: the medians of the CPU per request (column 4) of FILE and REF-FILE,
+# their ratio, and round_ratios' min / median / max.
+ratio_row() {
+    local cpu ref
+    cpu=$(median_of "$2" 4)
+    ref=$(median_of "$3" 4)
+    awk -v t="$1" -v c="$cpu" -v r="$ref" -v p="$(round_ratios "$2" "$3")" \
+        'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", t, c, r, (r > 0 ? c / r : 0), p }'
 }
 
 suite_logging() {
@@ -1449,20 +1447,15 @@ suite_cache() {
     bench_matrix
 
     # Fulcrum's CPU per hit against nginx's (target: at most half).
-    local f n cpu ncpu
+    local f n
     SUITE_NOTES=$'\n### CPU per cache hit against nginx proxy_cache\n\n| workload | target | CPU us/req median | nginx-cache CPU us/req median | ratio (target <= 0.50) | per round: min / median / max |\n|---|---|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
         n=$RESULTS/$wl.nginx-cache
         [[ -s $n ]] || continue
-        ncpu=$(median_of "$n" 4)
         for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
             f=$RESULTS/$wl.$t
             [[ -s $f ]] || continue
-            cpu=$(median_of "$f" 4)
-            SUITE_NOTES+=$(awk -v w="${W_TITLE[$wl]}" -v t="$t" -v c="$cpu" -v nc="$ncpu" \
-                -v r="$(round_ratios "$f" "$n")" \
-                'BEGIN { printf "| %s | %s | %.2f | %.2f | %.2f | %s |\n", w, t, c, nc, (nc > 0 ? c / nc : 0), r }')
-            SUITE_NOTES+=$'\n'
+            SUITE_NOTES+="| ${W_TITLE[$wl]} $(ratio_row "$t" "$f" "$n")"$'\n'
         done
     done
     SUITE_NOTES+=$'\nEvery measured request is a hit (the warm-up fills both caches; both TTLs outlast the runs). nginx proxy_cache keeps hits in files (page cache) and sends them with sendfile; Fulcrum keeps them in memory, one shard per worker. "direct" is one backend without any cache.\n'
@@ -1590,16 +1583,13 @@ suite_grpc() {
 # grpc_notes: CPU per call of every balancer against HAProxy's (the native engine's target: at
 # most 0.8).
 grpc_notes() {
-    local h=$RESULTS/unary.haproxy t f hcpu
+    local h=$RESULTS/unary.haproxy t f
     [[ -s $h ]] || return 0
-    hcpu=$(median_of "$h" 4)
     SUITE_NOTES+=$'\n### gRPC: CPU per call against HAProxy\n\n| target | CPU us/call median | haproxy CPU us/call median | ratio (native target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
     for t in "${TARGETS[@]}"; do
         f=$RESULTS/unary.$t
         [[ $t != haproxy && -s $f ]] || continue
-        SUITE_NOTES+=$(awk -v t="$t" -v c="$(median_of "$f" 4)" -v hc="$hcpu" -v r="$(round_ratios "$f" "$h")" \
-            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %s |", t, c, hc, (hc > 0 ? c / hc : 0), r }')
-        SUITE_NOTES+=$'\n'
+        SUITE_NOTES+="$(ratio_row "$t" "$f" "$h")"$'\n'
     done
 }
 
