@@ -11,7 +11,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log() { printf '[callgrind] %s\n' "$*" >&2; }
+# log MESSAGE: to stderr, prefixed with the script's name.
+log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 
 # wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
 wait_port() {
