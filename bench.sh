@@ -85,7 +85,7 @@ Environment:
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it, as targets base-io_uring and
                   base-epoll (an A/B of two commits in one run), in the http, idle, syscalls,
-                  cache, grpc, tls and ws suites
+                  cache, grpc, tls and ws suites (base-h2c-* in the http suite's h2c workload)
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
@@ -1028,17 +1028,21 @@ wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
 # floor_notes: each target's median CPU per request as a ratio to the L4 relay's, per
 # workload (closed-loop workloads).
 floor_notes() {
-    local wl t
-    SUITE_NOTES+=$'\n### CPU per request against the L4 floor (relay = HAProxy mode tcp)\n\n'
-    SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay | per round: min / median / max |\n|---|---|---|---|---|---|\n'
+    local wl t any=""
     for wl in "${WORKLOADS[@]}"; do
         [[ -z ${W_RATE[$wl]:-} && -s $RESULTS/$wl.relay ]] || continue
+        if [[ -z $any ]]; then
+            any=1
+            SUITE_NOTES+=$'\n### CPU per request against the L4 floor (relay = HAProxy mode tcp)\n\n'
+            SUITE_NOTES+=$'| workload | target | CPU us/req median | relay CPU us/req median | ratio to the relay | per round: min / median / max |\n|---|---|---|---|---|---|\n'
+        fi
         for t in "${TARGETS[@]}"; do
             [[ $t != relay && -s $RESULTS/$wl.$t ]] || continue
             SUITE_NOTES+="| ${W_TITLE[$wl]} $(ratio_row "$t" "$RESULTS/$wl.$t" "$RESULTS/$wl.relay")"$'\n'
         done
     done
-    SUITE_NOTES+=$'\nThe relay parses nothing and keeps one backend connection per client connection: the same two reads and two writes per request as any proxy, so no L7 balancer can expect to cost less (ratio 1.00).\n'
+    [[ -z $any ]] ||
+        SUITE_NOTES+=$'\nThe relay parses nothing and keeps one backend connection per client connection: the same two reads and two writes per request as any proxy, so no L7 balancer can expect to cost less (ratio 1.00).\n'
 }
 
 # light_notes: the fixed-rate workloads' CPU per request and p99 against nginx's.
@@ -1218,7 +1222,7 @@ h2c_workload() {
     want h2c "$WORKLOAD_FILTER" || return 0
     command -v h2load >/dev/null 2>&1 || { log "SKIPPING the h2c workload: no h2load"; return 0; }
     local wl=h2c nu=$((PORT_BASE + 80)) ne=$((PORT_BASE + 81)) ng=$((PORT_BASE + 82))
-    local hp=$((PORT_BASE + 83)) dir
+    local hp=$((PORT_BASE + 83)) bu=$((PORT_BASE + 84)) be=$((PORT_BASE + 85)) dir
     check_ports_free "$nu" "$ne" "$ng" "$hp"
     W_PATH[$wl]=/small
     W_TITLE[$wl]="GET small body (3 B) over h2c to h2c backends, h2load $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
@@ -1237,6 +1241,11 @@ h2c_workload() {
     local before=("${TARGETS[@]}")
     START_AS=native-h2c start_fulcrum_h2c io_uring "$nu"
     START_AS=native-h2c start_fulcrum_h2c epoll "$ne"
+    if [[ -x $FULCRUM_BASELINE_BIN ]]; then
+        check_ports_free "$bu" "$be"
+        START_AS=base-h2c START_BIN=$FULCRUM_BASELINE_BIN start_fulcrum_h2c io_uring "$bu"
+        START_AS=base-h2c START_BIN=$FULCRUM_BASELINE_BIN start_fulcrum_h2c epoll "$be"
+    fi
 
     dir=$TMP/nginx-h2c
     write_nginx_grpc_conf "$dir" "$ng" http2 "$BE1_H2C_PORT" "$BE2_H2C_PORT"
@@ -1256,13 +1265,15 @@ h2c_workload() {
 }
 
 # start_fulcrum_h2c DRIVER PORT: Fulcrum (1 worker, native HTTP/2 engine, access log off) on
-# CPU 0 in front of the h2c backends, as target ${START_AS}-DRIVER.
+# CPU 0 in front of the h2c backends, as target ${START_AS}-DRIVER (${START_BIN} when set, the
+# baseline's base-h2c-* targets).
 start_fulcrum_h2c() {
-    local driver=$1 port=$2 name=${START_AS:-fulcrum}-$1
+    local driver=$1 port=$2 name=${START_AS:-fulcrum}-$1 bin=${START_BIN:-$FULCRUM_BIN}
     [[ -n $FULCRUM_OK ]] || return 0
+    want "$name" "$TARGET_FILTER" || return 0
     printf '%s' "$FULCRUM_BENCH_TOML" >"$TMP/$name.toml"
     start_fulcrum_process "$name" "$port" wait_ready_h2c "http://127.0.0.1:$port/small" \
-        "$FULCRUM_BIN" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
+        "$bin" --config "$TMP/$name.toml" --listen "127.0.0.1:$port" \
         --backend "h2c://127.0.0.1:$BE1_H2C_PORT" --backend "h2c://127.0.0.1:$BE2_H2C_PORT" \
         --workers 1 --io-driver "$driver" --access-log off --http2-engine native
 }
@@ -1275,7 +1286,7 @@ h2c_notes() {
     [[ -s $h ]] || return 0
     SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
     for t in "$@"; do
-        [[ $t == native-h2c-* || $t == nginx-h2c ]] || continue
+        [[ $t == native-h2c-* || $t == base-h2c-* || $t == nginx-h2c ]] || continue
         f=$RESULTS/h2c.$t
         [[ -s $f ]] || continue
         SUITE_NOTES+="$(ratio_row "$t" "$f" "$h")"$'\n'
