@@ -9,6 +9,7 @@
 //! - [`deadline`]: when a worker's upkeep (its ticker) must run next.
 //! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
 //! - [`panic`]: panic containment for worker tasks.
+//! - [`timer`]: [`Timer`], one timer entry for every bounded wait of a connection in turn.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
 mod buf;
@@ -20,6 +21,7 @@ mod notify;
 mod panic;
 mod rewind;
 mod runtime;
+mod timer;
 
 pub use buf::ReadBuf;
 pub use clock::{ms_at, now_ms};
@@ -30,3 +32,4 @@ pub use notify::{Event, EventWait, Notified, Notify, yield_now};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};
+pub use timer::{Elapsed, Timer};

@@ -1,0 +1,151 @@
+//! [`Timer`]: one timer entry that bounds a sequence of waits in turn (a connection's, or one
+//! request's), so a request does not make (and unregister) a timer of its own for each read
+//! and write. Used from the task that waits, on its worker's thread.
+//!
+//! `monoio::time::timeout` builds a timer entry for each wait, registers it in the runtime's
+//! timer wheel when the wait does not finish at once, and removes it when the wait ends: three
+//! or more times per proxied request. A [`Timer`] keeps one entry armed at the earliest
+//! deadline it was given. Deadlines of later waits lie later (the clock moves on), so the entry
+//! usually stays where it is; when it fires before the wait it now bounds is due, it is moved
+//! to that wait's deadline. It fires at most once per timeout period of an active connection,
+//! and an idle one pays nothing.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use monoio::time::{Instant, Sleep};
+
+/// How far ahead a timer that bounds nothing yet is set (it is reset before its first wait).
+const UNSET: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A wait bounded by [`Timer::within`] ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timed out")]
+pub struct Elapsed;
+
+pin_project_lite::pin_project! {
+    /// One timer entry for a sequence of bounded waits, one at a time (see the module header).
+    /// Pinned where it lives: on the stack of the task that waits (`std::pin::pin!`), or boxed
+    /// in the connection it serves.
+    #[derive(Debug)]
+    pub struct Timer {
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl Timer {
+    /// A timer, armed by its first wait. Needs the worker's runtime (with its timer enabled).
+    pub fn new() -> Self {
+        Self { sleep: monoio::time::sleep(UNSET) }
+    }
+
+    /// Runs `fut` to its end, or for at most `limit` (then `fut` is dropped and the answer is
+    /// [`Elapsed`]), as `monoio::time::timeout` would.
+    pub async fn within<F: Future>(
+        self: Pin<&mut Self>,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
+        let now = Instant::now();
+        let due = now.checked_add(limit).unwrap_or(now + UNSET);
+        let mut fut = pin!(fut);
+        let mut sleep = self.project().sleep;
+        if sleep.deadline() > due {
+            sleep.as_mut().reset(due);
+        }
+        poll_fn(move |cx| {
+            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(output));
+            }
+            // The entry may be set earlier than `due` (by an earlier wait): when it fires
+            // early, it moves to `due` and waits again.
+            while sleep.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= due {
+                    return Poll::Ready(Err(Elapsed));
+                }
+                sleep.as_mut().reset(due);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<F: Future>(fut: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(|mut rt| rt.block_on(fut))
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+    }
+
+    #[test]
+    fn a_wait_that_ends_in_time_gives_its_output() {
+        run(async {
+            let mut timer = pin!(Timer::new());
+            assert_eq!(timer.as_mut().within(Duration::from_secs(5), async { 7 }).await, Ok(7));
+            let slept =
+                timer.as_mut().within(Duration::from_secs(5), monoio::time::sleep(ms(5))).await;
+            assert_eq!(slept, Ok(()));
+        });
+    }
+
+    #[test]
+    fn a_wait_longer_than_its_limit_elapses_at_the_limit() {
+        run(async {
+            let mut timer = pin!(Timer::new());
+            let started = Instant::now();
+            let r = timer.as_mut().within(ms(20), std::future::pending::<()>()).await;
+            assert_eq!(r, Err(Elapsed));
+            assert!(started.elapsed() >= ms(20), "{:?}", started.elapsed());
+        });
+    }
+
+    #[test]
+    fn an_earlier_deadline_left_armed_does_not_cut_a_later_wait_short() {
+        run(async {
+            let mut timer = pin!(Timer::new());
+            // Leaves the entry armed at +30 ms.
+            assert_eq!(timer.as_mut().within(ms(30), async {}).await, Ok(()));
+            // A wait bounded at +80 ms that ends at +50 ms: the entry fires at +30 ms first.
+            let started = Instant::now();
+            let r = timer.as_mut().within(ms(80), monoio::time::sleep(ms(50))).await;
+            assert_eq!(r, Ok(()));
+            assert!(started.elapsed() >= ms(50));
+            // Then a wait that never ends elapses at its own limit, not earlier.
+            let started = Instant::now();
+            let r = timer.as_mut().within(ms(40), std::future::pending::<()>()).await;
+            assert_eq!(r, Err(Elapsed));
+            assert!(started.elapsed() >= ms(40), "{:?}", started.elapsed());
+        });
+    }
+
+    #[test]
+    fn a_shorter_limit_after_a_longer_one_still_holds() {
+        run(async {
+            let mut timer = pin!(Timer::new());
+            assert_eq!(timer.as_mut().within(Duration::from_secs(60), async {}).await, Ok(()));
+            let started = Instant::now();
+            let r = timer.as_mut().within(ms(20), std::future::pending::<()>()).await;
+            assert_eq!(r, Err(Elapsed));
+            assert!(started.elapsed() < Duration::from_secs(5));
+        });
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+}
