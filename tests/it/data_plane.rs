@@ -424,6 +424,31 @@ fn upstream_timeout_gives_504() {
 }
 
 #[test]
+fn each_wait_on_a_keep_alive_connection_is_bounded_by_its_own_timeout() {
+    // One timer bounds a connection's waits in turn: a deadline left armed by an earlier wait
+    // must neither cut a later one short nor stretch it.
+    let backend = TestBackend::named("slow");
+    let f = Fulcrum::builder()
+        .backend(&backend)
+        .config("[timeouts]\nupstream_response_ms = 600")
+        .start();
+    let mut c = Client::connect(f.addr());
+    let t0 = Instant::now();
+    // Answered at about +200 ms; leaves the connection's timer armed at about +600 ms.
+    assert_eq!(c.get("/delay/200").unwrap().status(), 200);
+    // Answered at about +700 ms: after that first deadline, within its own (+800 ms).
+    let r = c.get("/delay/500").unwrap();
+    assert_eq!(r.status(), 200, "{r:?}");
+    assert!(t0.elapsed() > Duration::from_millis(650), "{:?}", t0.elapsed());
+    // A wait longer than its limit still ends at that limit.
+    let t1 = Instant::now();
+    let r = c.get("/delay/3000").unwrap();
+    let took = t1.elapsed();
+    assert_eq!(r.status(), 504, "{r:?}");
+    assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(2000), "{took:?}");
+}
+
+#[test]
 fn malformed_upstream_response_gives_502() {
     let backend = TestBackend::named("bad");
     let f = Fulcrum::start([&backend]);

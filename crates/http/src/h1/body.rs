@@ -4,12 +4,12 @@
 
 use std::future::Future;
 use std::num::NonZeroU64;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::time::timeout;
 
-use fulcrum_util::ReadBuf;
+use fulcrum_util::{ReadBuf, Timer};
 
 use super::head::Framing;
 
@@ -348,12 +348,13 @@ impl RateClock {
 }
 
 /// Awaits `read`, a read from a client, under the gap timeout `gap` and, when set, the body's
-/// minimum rate (`received` bytes so far).
+/// minimum rate (`received` bytes so far), bounded by `timer`.
 pub async fn client_paced<F: Future>(
     read: F,
     gap: Duration,
     clock: Option<&mut RateClock>,
     received: u64,
+    timer: Pin<&mut Timer>,
 ) -> Result<F::Output, BodyError> {
     let (wait, slow) = match clock {
         Some(clock) => {
@@ -365,7 +366,8 @@ pub async fn client_paced<F: Future>(
     if wait.is_zero() && slow {
         return Err(BodyError::TooSlow);
     }
-    timeout(wait, read)
+    timer
+        .within(wait, read)
         .await
         .map_err(|_| if slow { BodyError::TooSlow } else { BodyError::ReadTimeout })
 }
@@ -377,8 +379,9 @@ pub async fn fill_within<R: AsyncReadRent>(
     gap: Duration,
     clock: Option<&mut RateClock>,
     received: u64,
+    timer: Pin<&mut Timer>,
 ) -> Result<usize, BodyError> {
-    client_paced(buf.fill(src), gap, clock, received).await?.map_err(BodyError::Read)
+    client_paced(buf.fill(src), gap, clock, received, timer).await?.map_err(BodyError::Read)
 }
 
 /// Awaits a write to the backend, telling `clock` (if any) when it has to wait on it.
@@ -400,13 +403,14 @@ pub async fn timed_write<F: Future>(write: F, clock: Option<&mut RateClock>) -> 
 /// Bytes after the body (a pipelined request) stay unread in `buf`. Returns the number of body
 /// bytes read from the source. `tap` sees the body's payload (chunk framing removed) as it
 /// passes, for the access log, and every slice as written ([`BodyTap::wire`]), for the cache;
-/// pass `&mut ()` for none.
+/// pass `&mut ()` for none. `timer` bounds each read and write in turn.
 pub async fn copy_body<R, W, T>(
     src: &mut R,
     buf: &mut ReadBuf,
     dst: &mut W,
     spec: CopySpec,
     tap: &mut T,
+    mut timer: Pin<&mut Timer>,
 ) -> Result<u64, BodyError>
 where
     R: AsyncReadRent,
@@ -423,7 +427,8 @@ where
     let mut clock = spec.min_rate.map(RateClock::start);
     loop {
         if buf.is_empty() {
-            let n = fill_within(src, buf, spec.read_timeout, clock.as_mut(), total).await?;
+            let n = fill_within(src, buf, spec.read_timeout, clock.as_mut(), total, timer.as_mut())
+                .await?;
             if n == 0 {
                 return match spec.framing {
                     Framing::UntilClose => {
@@ -464,7 +469,8 @@ where
                     if payload_end > 0 {
                         tap.tap(&buf.data()[..payload_end]);
                         tap.wire(&buf.data()[..payload_end]);
-                        write_front(buf, dst, payload_end, spec.write_timeout).await?;
+                        write_front(buf, dst, payload_end, spec.write_timeout, timer.as_mut())
+                            .await?;
                     }
                     buf.consume(take - payload_end);
                     if done {
@@ -490,7 +496,7 @@ where
         }
         if take > 0 {
             tap.wire(&buf.data()[..take]);
-            let write = timeout(spec.write_timeout, buf.write_to(dst, take));
+            let write = timer.as_mut().within(spec.write_timeout, buf.write_to(dst, take));
             match timed_write(write, clock.as_mut()).await {
                 Err(_) => return Err(BodyError::Write(std::io::ErrorKind::TimedOut.into())),
                 Ok(Err(e)) => return Err(BodyError::Write(e)),
@@ -509,8 +515,9 @@ async fn write_front<W: AsyncWriteRent>(
     dst: &mut W,
     n: usize,
     write_timeout: Duration,
+    timer: Pin<&mut Timer>,
 ) -> Result<(), BodyError> {
-    match timeout(write_timeout, buf.write_to(dst, n)).await {
+    match timer.within(write_timeout, buf.write_to(dst, n)).await {
         Err(_) => Err(BodyError::Write(std::io::ErrorKind::TimedOut.into())),
         Ok(Err(e)) => Err(BodyError::Write(e)),
         Ok(Ok(())) => Ok(()),

@@ -31,7 +31,6 @@ use fulcrum_http::h1::{
 use fulcrum_telemetry::CacheStatus;
 use fulcrum_util::{Gather, write_all_gathered};
 use monoio::io::AsyncWriteRentExt;
-use monoio::time::timeout;
 
 use super::{ClientConn, Failure, responded, timed_out};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
@@ -324,9 +323,8 @@ async fn read_body(
     let mut clock = MinRate::new(t.client_body_min_rate, t.client_body()).map(RateClock::start);
     while client.buf.len() < len {
         let received = client.buf.len() as u64;
-        match fill_within(&mut client.r, &mut client.buf, t.client_body(), clock.as_mut(), received)
-            .await
-        {
+        let (r, buf, timer) = (&mut client.r, &mut client.buf, client.timer.as_mut());
+        match fill_within(r, buf, t.client_body(), clock.as_mut(), received, timer).await {
             Err(e) => return Err(ProxyError::Client(e).into()),
             Ok(0) => return Err(ProxyError::Client(BodyError::Truncated).into()),
             Ok(_) => {}
@@ -399,7 +397,8 @@ pub(super) async fn serve_hit(
     note.response(status, Duration::ZERO);
     let send = epoch.epoch.timeouts.client_send();
     let response = Gather::new(std::mem::take(out), Rc::clone(&hit.body));
-    let (written, response) = timeout(send, write_all_gathered(&mut client.w, response))
+    let (written, response) = (client.timer.as_mut())
+        .within(send, write_all_gathered(&mut client.w, response))
         .await
         .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;
     // The head's buffer comes back for the next response on this connection.

@@ -14,6 +14,7 @@ mod caching;
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use fulcrum_http::h1::{
     ResponseHead, copy_body,
 };
 use fulcrum_model::Routed;
-use fulcrum_util::ReadBuf;
+use fulcrum_util::{ReadBuf, Timer};
 use monoio::io::AsyncWriteRentExt;
 use monoio::time::timeout;
 
@@ -45,12 +46,19 @@ pub struct ClientConn {
     r: ConnRead,
     w: ConnWrite,
     buf: ReadBuf,
+    /// Bounds the connection's waits one at a time: reading a request head or a body held
+    /// for the cache, and the response (its head from the backend, then head and body to the
+    /// client).
+    timer: Pin<Box<Timer>>,
+    /// Bounds the reads and writes of a request body streamed to the backend, which run
+    /// beside the response's; made on the first such body.
+    upload_timer: Option<Pin<Box<Timer>>>,
 }
 
 impl ClientConn {
     /// The halves of an accepted connection and the bytes already read from it.
     pub fn new((r, w): (ConnRead, ConnWrite), buf: ReadBuf) -> Self {
-        Self { r, w, buf }
+        Self { r, w, buf, timer: Box::pin(Timer::new()), upload_timer: None }
     }
 }
 
@@ -170,7 +178,7 @@ async fn read_request_head(
     reading: &RequestReading<'_>,
     raw_head: &mut Vec<u8>,
 ) -> Result<Option<(RequestInfo, Rc<WorkerEpoch>, Routed)>, ProxyError> {
-    let cbuf = &mut client.buf;
+    let (cbuf, timer) = (&mut client.buf, &mut client.timer);
     let timeouts = reading.timeouts;
     let mut deadline: Option<Instant> = None;
     loop {
@@ -214,11 +222,11 @@ async fn read_request_head(
                 return Ok(None);
             }
             monoio::select! {
-                r = timeout(wait, cbuf.fill(&mut client.r)) => r,
+                r = timer.as_mut().within(wait, cbuf.fill(&mut client.r)) => r,
                 _ = ctx.drained_signal() => return Ok(None),
             }
         } else {
-            timeout(wait, cbuf.fill(&mut client.r)).await
+            timer.as_mut().within(wait, cbuf.fill(&mut client.r)).await
         };
         match read {
             Err(_) if idle => return Ok(None),
@@ -378,6 +386,7 @@ impl Exchange<'_> {
                 up,
                 &mut half,
                 &mut client.w,
+                client.timer.as_mut(),
                 self.out,
                 &body_sent,
                 &head_written,
@@ -395,9 +404,11 @@ impl Exchange<'_> {
                         .map(|rate| rate.after(body_in_head as u64)),
                 };
                 let capture = &mut *self.capture;
+                let timer =
+                    client.upload_timer.get_or_insert_with(|| Box::pin(Timer::new())).as_mut();
                 let send = async {
-                    let result =
-                        copy_body(&mut client.r, &mut client.buf, conn_w, spec, capture).await;
+                    let (r, buf) = (&mut client.r, &mut client.buf);
+                    let result = copy_body(r, buf, conn_w, spec, capture, timer).await;
                     body_sent.set(Some(Instant::now()));
                     result
                 };
@@ -514,6 +525,7 @@ async fn relay_response(
     up: &Upstream,
     conn: &mut UpstreamHalf<'_>,
     client_w: &mut ConnWrite,
+    mut timer: Pin<&mut Timer>,
     out: &mut Vec<u8>,
     body_sent: &Cell<Option<Instant>>,
     head_written: &Cell<bool>,
@@ -547,7 +559,7 @@ async fn relay_response(
                 if forward {
                     // 103 Early Hints: the client may start fetching while the backend works;
                     // the final answer (or Fulcrum's error) still follows.
-                    send_head(client_w, out, t).await?;
+                    send_head(client_w, timer.as_mut(), out, t).await?;
                     note.sent(out.len() as u64);
                 }
                 continue;
@@ -557,7 +569,9 @@ async fn relay_response(
                 let now = Instant::now();
                 up.response_head(note, 101, body_sent.get().unwrap_or(now), now);
                 head_written.set(true);
-                send_head(client_w, out, t).await.map_err(|e| responded(e.error))?;
+                send_head(client_w, timer.as_mut(), out, t)
+                    .await
+                    .map_err(|e| responded(e.error))?;
                 note.sent(out.len() as u64);
                 return Ok(Relayed::Switched(protocol));
             }
@@ -575,7 +589,7 @@ async fn relay_response(
             Some(at) => t.upstream_response().saturating_sub(at.elapsed()),
             None => t.upstream_response(),
         };
-        match timeout(remaining, conn.r.fill(conn.buf)).await {
+        match timer.as_mut().within(remaining, conn.r.fill(conn.buf)).await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             // (After an interim head the response has begun: not sent again.)
@@ -612,10 +626,11 @@ async fn relay_response(
     }
     head_written.set(true);
     let head = std::mem::take(out);
-    let (written, head) = match timeout(t.client_send(), client_w.write_all(head)).await {
-        Ok(r) => r,
-        Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
-    };
+    let (written, head) =
+        match timer.as_mut().within(t.client_send(), client_w.write_all(head)).await {
+            Ok(r) => r,
+            Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
+        };
     *out = head;
     written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
     note.sent(out.len() as u64);
@@ -629,13 +644,14 @@ async fn relay_response(
         min_rate: None,
     };
     let mut tap = RelayTap { tee: &mut tee, in_flight };
-    let body_out =
-        copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tap).await.map_err(|e| {
-            responded(match e {
-                BodyError::Write(_) => ProxyError::Client(e),
-                other => ProxyError::Upstream(other),
-            })
-        })?;
+    let body_out = copy_body(&mut *conn.r, &mut *conn.buf, client_w, spec, &mut tap, timer)
+        .await
+        .map_err(|e| {
+        responded(match e {
+            BodyError::Write(_) => ProxyError::Client(e),
+            other => ProxyError::Upstream(other),
+        })
+    })?;
     note.sent(body_out);
     cache.complete(&ctx.cache, tee);
     Ok(Relayed::Done(res))
@@ -673,11 +689,12 @@ struct UpstreamHalf<'a> {
 /// Writes a head Fulcrum relays (`out`) to the client within `client_send_ms`.
 async fn send_head(
     client_w: &mut ConnWrite,
+    timer: Pin<&mut Timer>,
     out: &mut Vec<u8>,
     t: &Timeouts,
 ) -> Result<(), Failure> {
     let head = std::mem::take(out);
-    let (written, head) = match timeout(t.client_send(), client_w.write_all(head)).await {
+    let (written, head) = match timer.within(t.client_send(), client_w.write_all(head)).await {
         Ok(r) => r,
         Err(_) => return Err(ProxyError::Client(BodyError::Write(timed_out())).into()),
     };

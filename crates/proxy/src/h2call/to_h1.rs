@@ -17,9 +17,8 @@ use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
 };
-use fulcrum_util::push_hex;
+use fulcrum_util::{Timer, push_hex};
 use monoio::io::AsyncWriteRentExt;
-use monoio::time::timeout;
 
 use super::{Call, ClientGone, ClientStream, Fail, Next};
 use crate::attempt::AttemptError;
@@ -63,6 +62,8 @@ pub(super) async fn attempt<S: ClientStream>(
     reuse: Reuse,
 ) -> Result<(), AttemptError<Fail<S::Code>>> {
     let timeouts = call.epoch.epoch.timeouts;
+    // Bounds the attempt's waits in turn: the request body's reads, the response's.
+    let mut timer = std::pin::pin!(Timer::new());
     let health = call.epoch.epoch.health;
     let worker = call.ctx.telemetry.worker();
     let mut conn = match up.connection(reuse, &timeouts, health, call.note, worker).await {
@@ -115,7 +116,14 @@ pub(super) async fn attempt<S: ClientStream>(
         let mut size_line = Vec::with_capacity(18);
         loop {
             let next = call.stream.next_chunk(&mut chunk);
-            let paced = client_paced(next, timeouts.client_body(), clock.as_mut(), received).await;
+            let paced = client_paced(
+                next,
+                timeouts.client_body(),
+                clock.as_mut(),
+                received,
+                timer.as_mut(),
+            )
+            .await;
             match paced {
                 Ok(Next::Data) => {}
                 // Request trailers are not forwarded to HTTP/1.1 backends.
@@ -224,7 +232,7 @@ pub(super) async fn attempt<S: ClientStream>(
                 Err(_) => return Err(bad("malformed response head")),
             }
         }
-        match timeout(timeouts.upstream_response(), conn.fill()).await {
+        match timer.as_mut().within(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => return Err(failed(ProxyError::UpstreamTimeout)),
             // (After an interim head the response has begun: not sent again.)
             Ok(Ok(0) | Err(_)) if conn.buf.is_empty() && interim == 0 => {
@@ -296,7 +304,7 @@ pub(super) async fn attempt<S: ClientStream>(
                 Framing::None => break,
             }
         }
-        match timeout(timeouts.upstream_response(), conn.fill()).await {
+        match timer.as_mut().within(timeouts.upstream_response(), conn.fill()).await {
             Err(_) => {
                 return Err(failed(ProxyError::Upstream(BodyError::ReadTimeout)));
             }
