@@ -32,4 +32,4 @@ pub use notify::{Event, EventWait, Notified, Notify, yield_now};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};
-pub use timer::{Elapsed, Timer};
+pub use timer::{Elapsed, Timer, Within};

@@ -10,9 +10,9 @@
 //! to that wait's deadline. It fires at most once per timeout period of an active connection,
 //! and an idle one pays nothing.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::task::Poll;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use monoio::time::{Instant, Sleep};
@@ -42,35 +42,47 @@ impl Timer {
         Self { sleep: monoio::time::sleep(UNSET) }
     }
 
-    /// Runs `fut` to its end, or for at most `limit` (then `fut` is dropped and the answer is
-    /// [`Elapsed`]), as `monoio::time::timeout` would.
-    pub async fn within<F: Future>(
-        self: Pin<&mut Self>,
-        limit: Duration,
-        fut: F,
-    ) -> Result<F::Output, Elapsed> {
+    /// Runs `fut` to its end, or for at most `limit` from now (then `fut` is dropped and the
+    /// answer is [`Elapsed`]), as `monoio::time::timeout` would.
+    pub fn within<F: Future>(self: Pin<&mut Self>, limit: Duration, fut: F) -> Within<'_, F> {
         let now = Instant::now();
         let due = now.checked_add(limit).unwrap_or(now + UNSET);
-        let mut fut = pin!(fut);
         let mut sleep = self.project().sleep;
         if sleep.deadline() > due {
             sleep.as_mut().reset(due);
         }
-        poll_fn(move |cx| {
-            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
+        Within { fut, sleep, due }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A wait bounded by a [`Timer`]: [`Timer::within`]'s future.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Within<'t, F> {
+        #[pin]
+        fut: F,
+        sleep: Pin<&'t mut Sleep>,
+        due: Instant,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = self.project();
+        if let Poll::Ready(output) = me.fut.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        // The entry may be set earlier than `due` (by an earlier wait): when it fires early,
+        // it moves to `due` and waits again.
+        while me.sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= *me.due {
+                return Poll::Ready(Err(Elapsed));
             }
-            // The entry may be set earlier than `due` (by an earlier wait): when it fires
-            // early, it moves to `due` and waits again.
-            while sleep.as_mut().poll(cx).is_ready() {
-                if Instant::now() >= due {
-                    return Poll::Ready(Err(Elapsed));
-                }
-                sleep.as_mut().reset(due);
-            }
-            Poll::Pending
-        })
-        .await
+            me.sleep.as_mut().reset(*me.due);
+        }
+        Poll::Pending
     }
 }
 
@@ -82,6 +94,8 @@ impl Default for Timer {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
+
     use super::*;
 
     fn run<F: Future>(fut: F) -> F::Output {
