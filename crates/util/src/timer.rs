@@ -7,8 +7,10 @@
 //! or more times per proxied request. A [`Timer`] keeps one entry armed at the earliest
 //! deadline it was given. Deadlines of later waits lie later (the clock moves on), so the entry
 //! usually stays where it is; when it fires before the wait it now bounds is due, it is moved
-//! to that wait's deadline. It fires at most once per timeout period of an active connection,
-//! and an idle one pays nothing.
+//! to that wait's deadline. So it fires at most once per timeout period of a busy connection,
+//! and a connection that goes idle is woken at most once early (at the deadline its last
+//! exchange left), after which its entry waits for the idle deadline. A firing that finds no
+//! bounded wait in progress costs its task one poll and nothing else.
 
 use std::future::Future;
 use std::pin::Pin;
