@@ -23,13 +23,17 @@ pub struct LatencyWindow {
     bucket_ms: u64,
     /// (bucket index since the clock origin, sum of microseconds, count)
     buckets: [(u64, u64, u64); BUCKETS],
+    /// [`totals`](Self::totals) as of one bucket index, (index, sum, count): kept up to date
+    /// by [`record`](Self::record), so a sample in the same bucket as the last one does not
+    /// sum the whole window again.
+    last_totals: (u64, u64, u64),
 }
 
 impl LatencyWindow {
     /// A window of `window` split into [`BUCKETS`] buckets.
     pub fn new(window: Duration) -> Self {
         let bucket_ms = (window.as_millis() as u64 / BUCKETS as u64).max(1);
-        Self { bucket_ms, buckets: [(u64::MAX, 0, 0); BUCKETS] }
+        Self { bucket_ms, buckets: [(u64::MAX, 0, 0); BUCKETS], last_totals: (u64::MAX, 0, 0) }
     }
 
     /// Adds one sample taken at `now_ms`.
@@ -41,6 +45,13 @@ impl LatencyWindow {
         }
         bucket.1 += micros;
         bucket.2 += 1;
+        if self.last_totals.0 == index {
+            self.last_totals.1 += micros;
+            self.last_totals.2 += 1;
+        } else {
+            let (sum, count) = self.sum_at(index);
+            self.last_totals = (index, sum, count);
+        }
     }
 
     /// The first time after `now_ms` at which [`totals`](Self::totals) changes with no new
@@ -60,6 +71,14 @@ impl LatencyWindow {
     /// Sum and count of the samples still inside the window at `now_ms`.
     pub fn totals(&self, now_ms: u64) -> (u64, u64) {
         let current = now_ms / self.bucket_ms;
+        match self.last_totals {
+            (index, sum, count) if index == current => (sum, count),
+            _ => self.sum_at(current),
+        }
+    }
+
+    /// Sum and count of the samples inside the window while the clock is in bucket `current`.
+    fn sum_at(&self, current: u64) -> (u64, u64) {
         let oldest = current.saturating_sub(BUCKETS as u64 - 1);
         self.buckets
             .iter()
@@ -276,6 +295,25 @@ mod tests {
         assert_eq!(w.totals(1600), (0, 0));
         w.record(1600, 7);
         assert_eq!(w.totals(1600), (7, 1));
+    }
+
+    #[test]
+    fn the_running_totals_match_a_full_sum_of_the_window() {
+        let mut w = LatencyWindow::new(Duration::from_millis(1000)); // 100 ms buckets
+        let (mut now, mut seed) = (0u64, 7u64);
+        for _ in 0..5_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Mostly within a bucket, sometimes a few buckets on, now and then past the window.
+            now += match seed >> 60 {
+                0 => 1_500,
+                1..=3 => 100 + (seed >> 40) % 300,
+                _ => (seed >> 40) % 20,
+            };
+            w.record(now, (seed >> 20) % 10_000);
+            for at in [now, now + 50, now + 450, now + 1_200] {
+                assert_eq!(w.totals(at), w.sum_at(at / w.bucket_ms), "at {at}");
+            }
+        }
     }
 
     #[test]
