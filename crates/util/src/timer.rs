@@ -47,8 +47,19 @@ impl Timer {
     /// Runs `fut` to its end, or for at most `limit` from now (then `fut` is dropped and the
     /// answer is [`Elapsed`]), as `monoio::time::timeout` would.
     pub fn within<F: Future>(self: Pin<&mut Self>, limit: Duration, fut: F) -> Within<'_, F> {
-        let now = Instant::now();
-        let due = now.checked_add(limit).unwrap_or(now + UNSET);
+        self.within_from(Instant::now(), limit, fut)
+    }
+
+    /// [`within`](Self::within) for a limit that began at `start` (a wait that resumes, or
+    /// one that starts at an earlier event): at once [`Elapsed`] when it already ran out.
+    pub fn within_from<F: Future>(
+        self: Pin<&mut Self>,
+        start: impl Into<Instant>,
+        limit: Duration,
+        fut: F,
+    ) -> Within<'_, F> {
+        let start = start.into();
+        let due = start.checked_add(limit).unwrap_or(start + UNSET);
         let mut sleep = self.project().sleep;
         if sleep.deadline() > due {
             sleep.as_mut().reset(due);
@@ -123,10 +134,7 @@ mod tests {
     fn a_wait_longer_than_its_limit_elapses_at_the_limit() {
         run(async {
             let mut timer = pin!(Timer::new());
-            let started = Instant::now();
-            let r = timer.as_mut().within(ms(20), std::future::pending::<()>()).await;
-            assert_eq!(r, Err(Elapsed));
-            assert!(started.elapsed() >= ms(20), "{:?}", started.elapsed());
+            elapses_after(timer.as_mut(), ms(20)).await;
         });
     }
 
@@ -142,10 +150,7 @@ mod tests {
             assert_eq!(r, Ok(()));
             assert!(started.elapsed() >= ms(50));
             // Then a wait that never ends elapses at its own limit, not earlier.
-            let started = Instant::now();
-            let r = timer.as_mut().within(ms(40), std::future::pending::<()>()).await;
-            assert_eq!(r, Err(Elapsed));
-            assert!(started.elapsed() >= ms(40), "{:?}", started.elapsed());
+            elapses_after(timer.as_mut(), ms(40)).await;
         });
     }
 
@@ -154,11 +159,39 @@ mod tests {
         run(async {
             let mut timer = pin!(Timer::new());
             assert_eq!(timer.as_mut().within(Duration::from_secs(60), async {}).await, Ok(()));
-            let started = Instant::now();
-            let r = timer.as_mut().within(ms(20), std::future::pending::<()>()).await;
-            assert_eq!(r, Err(Elapsed));
-            assert!(started.elapsed() < Duration::from_secs(5));
+            let took = elapses_after(timer.as_mut(), ms(20)).await;
+            assert!(took < Duration::from_secs(5), "{took:?}");
         });
+    }
+
+    #[test]
+    fn a_limit_that_began_earlier_runs_from_its_start() {
+        run(async {
+            let mut timer = pin!(Timer::new());
+            let start = Instant::now();
+            monoio::time::sleep(ms(30)).await;
+            let never = std::future::pending::<()>();
+            let r = timer.as_mut().within_from(start, ms(60), never).await;
+            assert_eq!(r, Err(Elapsed));
+            let took = start.elapsed();
+            assert!(took >= ms(60) && took < ms(60) + Duration::from_secs(2), "{took:?}");
+            // Already run out: elapses at once, after one poll of the wait.
+            let r = timer.as_mut().within_from(start, ms(10), async { 1 }).await;
+            assert_eq!(r, Ok(1), "a wait that is ready still gives its output");
+            let r = timer.as_mut().within_from(start, ms(10), std::future::pending::<()>()).await;
+            assert_eq!(r, Err(Elapsed));
+        });
+    }
+
+    /// Waits on `timer` for a future that never ends; checks that it elapses, no earlier than
+    /// `limit`, and returns how long it took.
+    async fn elapses_after(timer: Pin<&mut Timer>, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let r = timer.within(limit, std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        let took = started.elapsed();
+        assert!(took >= limit, "{took:?}");
+        took
     }
 
     fn ms(n: u64) -> Duration {

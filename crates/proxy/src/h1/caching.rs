@@ -397,7 +397,9 @@ pub(super) async fn serve_hit(
     note.response(status, Duration::ZERO);
     let send = epoch.epoch.timeouts.client_send();
     let response = Gather::new(std::mem::take(out), Rc::clone(&hit.body));
-    let (written, response) = (client.timer.as_mut())
+    let (written, response) = client
+        .timer
+        .as_mut()
         .within(send, write_all_gathered(&mut client.w, response))
         .await
         .map_err(|_| responded(ProxyError::Client(BodyError::Write(timed_out()))))?;

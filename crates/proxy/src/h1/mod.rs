@@ -180,7 +180,8 @@ async fn read_request_head(
 ) -> Result<Option<(RequestInfo, Rc<WorkerEpoch>, Routed)>, ProxyError> {
     let (cbuf, timer) = (&mut client.buf, &mut client.timer);
     let timeouts = reading.timeouts;
-    let mut deadline: Option<Instant> = None;
+    // When the head began to arrive: the header timeout runs from there.
+    let mut head_started: Option<Instant> = None;
     loop {
         if !cbuf.is_empty() {
             let epoch = ctx.current_epoch();
@@ -208,25 +209,21 @@ async fn read_request_head(
             }
         }
         // Between requests the idle timeout runs; once a head has begun, the header timeout.
-        let idle = cbuf.is_empty();
-        let wait = if idle {
-            timeouts.client_idle()
-        } else {
-            let at = *deadline.get_or_insert_with(|| Instant::now() + timeouts.client_header());
-            at.saturating_duration_since(Instant::now())
-        };
         // (A read cut short by the timeout takes the buffered bytes with it.)
+        let idle = cbuf.is_empty();
         let read = if idle {
             // A connection between requests closes as soon as the worker drains.
             if ctx.is_draining() {
                 return Ok(None);
             }
             monoio::select! {
-                r = timer.as_mut().within(wait, cbuf.fill(&mut client.r)) => r,
+                r = timer.as_mut().within(timeouts.client_idle(), cbuf.fill(&mut client.r)) => r,
                 _ = ctx.drained_signal() => return Ok(None),
             }
         } else {
-            timer.as_mut().within(wait, cbuf.fill(&mut client.r)).await
+            let started = *head_started.get_or_insert_with(Instant::now);
+            let limit = timeouts.client_header();
+            timer.as_mut().within_from(started, limit, cbuf.fill(&mut client.r)).await
         };
         match read {
             Err(_) if idle => return Ok(None),
@@ -585,11 +582,12 @@ async fn relay_response(
         }
         // The response timeout runs from the end of the request; while the body is still
         // uploading, the client-body timeout on the other side bounds the wait.
-        let remaining = match body_sent.get() {
-            Some(at) => t.upstream_response().saturating_sub(at.elapsed()),
-            None => t.upstream_response(),
+        let read = conn.r.fill(conn.buf);
+        let wait = match body_sent.get() {
+            Some(at) => timer.as_mut().within_from(at, t.upstream_response(), read),
+            None => timer.as_mut().within(t.upstream_response(), read),
         };
-        match timer.as_mut().within(remaining, conn.r.fill(conn.buf)).await {
+        match wait.await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             // (After an interim head the response has begun: not sent again.)
