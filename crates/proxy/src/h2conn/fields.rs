@@ -94,12 +94,29 @@ impl Fields {
 
     /// The value of pseudo-header field `p`.
     pub(crate) fn pseudo(&self, p: Pseudo) -> Option<&[u8]> {
-        self.iter().find(|f| f.pseudo == Some(p)).map(|f| f.value)
+        self.spans.iter().find(|s| s.pseudo == Some(p)).map(|s| self.value(s))
     }
 
-    /// The first value of regular field `name` (lower case).
+    /// The first value of regular field `name` (lower case, not a pseudo-header name).
     pub(crate) fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.regular().find(|f| f.name == name).map(|f| f.value)
+        self.values(name).next()
+    }
+
+    /// Every value of regular field `name` (lower case, not a pseudo-header name), in order.
+    /// Runs several times per request: spans are compared by length before any byte is.
+    pub(crate) fn values<'a>(&'a self, name: &[u8]) -> impl Iterator<Item = &'a [u8]> {
+        debug_assert!(name.first() != Some(&b':'));
+        self.spans
+            .iter()
+            .filter(move |s| {
+                (s.name_end - s.start) as usize == name.len()
+                    && self.buf.get(s.start as usize..s.name_end as usize) == Some(name)
+            })
+            .map(|s| self.value(s))
+    }
+
+    fn value(&self, s: &Span) -> &[u8] {
+        &self.buf[s.name_end as usize..s.value_end as usize]
     }
 
     /// Name and value bytes of every field (the size HPACK counts before compression,
@@ -140,6 +157,8 @@ mod tests {
         assert_eq!(f.pseudo(Pseudo::Method), Some(&b"POST"[..]));
         assert_eq!(f.pseudo(Pseudo::Authority), None);
         assert_eq!(f.get(b"x-a"), Some(&b"1"[..]));
+        assert_eq!(f.values(b"x-a").collect::<Vec<_>>(), [&b"1"[..], &b"2"[..]]);
+        assert_eq!(f.get(b"x-b"), None);
         assert_eq!(f.regular().count(), 3);
         assert_eq!(f.iter().count(), 5);
         let route = RouteFields { fields: &f, grpc: true };

@@ -71,8 +71,8 @@ pub(crate) struct Request {
 impl Request {
     fn new(head: Fields, client_ip: &str, traceparent: Option<String>) -> Request {
         let mut forwarded_for = Vec::new();
-        for f in head.regular().filter(|f| f.name == b"x-forwarded-for") {
-            forwarded_for.extend_from_slice(f.value);
+        for value in head.values(b"x-forwarded-for") {
+            forwarded_for.extend_from_slice(value);
             forwarded_for.extend_from_slice(b", ");
         }
         forwarded_for.extend_from_slice(client_ip.as_bytes());
