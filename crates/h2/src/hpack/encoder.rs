@@ -8,7 +8,7 @@
 //! no Huffman coding unless asked for: the cost of a field is a couple of lookups and copies.
 
 use super::table::{static_name_index, static_pair_index};
-use super::{DEFAULT_TABLE_SIZE, Field, INT_MAX_LEN, encode_int, huffman, put_int};
+use super::{DEFAULT_TABLE_SIZE, Field, INT_MAX_LEN, encode_int, huffman};
 
 /// Encodes field blocks for the peer's decoder (see the module docs for the representation).
 #[derive(Debug, Clone)]
@@ -123,12 +123,9 @@ impl Encoder {
             return;
         }
         // The common case in one go: name index, raw value length, value.
-        let (mut a, mut b) = ([0; INT_MAX_LEN], [0; INT_MAX_LEN]);
-        let (la, lb) =
-            (put_int(&mut a, 4, flags, usize::from(index)), put_int(&mut b, 7, 0, value.len()));
-        dst.reserve(la + lb + value.len());
-        dst.extend_from_slice(&a[..la]);
-        dst.extend_from_slice(&b[..lb]);
+        dst.reserve(2 * INT_MAX_LEN + value.len());
+        encode_int(dst, 4, flags, usize::from(index));
+        encode_int(dst, 7, 0, value.len());
         dst.extend_from_slice(value);
     }
 

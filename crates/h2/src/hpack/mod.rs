@@ -214,7 +214,10 @@ fn decode_int(buf: &[u8], pos: &mut usize, n: u32) -> Result<u32, HpackError> {
 fn encode_int(dst: &mut Vec<u8>, n: u32, flags: u8, value: usize) {
     let mut buf = [0; INT_MAX_LEN];
     let len = put_int(&mut buf, n, flags, value);
-    dst.extend_from_slice(&buf[..len]);
+    // One or two octets almost always: pushed, not copied by a call to `memcpy`.
+    for &b in &buf[..len] {
+        dst.push(b);
+    }
 }
 
 /// Longest HPACK integer of a `usize`: the prefix octet and ten continuation octets.
