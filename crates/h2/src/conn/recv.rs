@@ -208,12 +208,7 @@ fn request_head<'a>(
     if pseudo.protocol.is_some() && !connect_protocol {
         return Err(Malformed::ExtendedConnect);
     }
-    if let Some(authority) = pseudo.authority
-        && fields.iter().any(|f| f.name == b"host" && !f.value.eq_ignore_ascii_case(authority))
-    {
-        return Err(Malformed::HostMismatch);
-    }
-    let content_length = content_length(fields)?;
+    let content_length = content_length(fields, pseudo.authority)?;
     if end_stream && content_length.is_some_and(|n| n > 0) {
         return Err(Malformed::LengthMismatch);
     }
@@ -240,20 +235,33 @@ fn response_head(
     if status < 200 && (end_stream || status == 101) {
         return Err(Malformed::Informational);
     }
-    Ok(ResponseHead { status, content_length: content_length(fields)? })
+    Ok(ResponseHead { status, content_length: content_length(fields, None)? })
 }
 
-/// The `content-length` of a field block: digits only, every copy the same.
-fn content_length(fields: HeaderBlock<'_>) -> Result<Option<u64>, Malformed> {
+/// The `content-length` of a field block: digits only, every copy the same. A request's
+/// `:authority` is passed as `authority`: any `host` must then agree with it (checked in the
+/// same walk over the fields).
+fn content_length(
+    fields: HeaderBlock<'_>,
+    authority: Option<&[u8]>,
+) -> Result<Option<u64>, Malformed> {
     let mut length = None;
-    for f in fields.iter().filter(|f| f.name == b"content-length") {
-        let v = f.value;
-        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-            return Err(Malformed::ContentLength);
-        }
-        let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if length.replace(n).is_some_and(|m| m != n) {
-            return Err(Malformed::ContentLength);
+    for f in fields.iter() {
+        match f.name {
+            b"content-length" => {
+                let v = f.value;
+                if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(Malformed::ContentLength);
+                }
+                let n = v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                if length.replace(n).is_some_and(|m| m != n) {
+                    return Err(Malformed::ContentLength);
+                }
+            }
+            b"host" if authority.is_some_and(|a| !f.value.eq_ignore_ascii_case(a)) => {
+                return Err(Malformed::HostMismatch);
+            }
+            _ => {}
         }
     }
     Ok(length)

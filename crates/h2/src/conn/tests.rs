@@ -822,6 +822,23 @@ fn malformed_requests_are_reset() {
             (":authority", "a"),
             ("content-length", "3"),
         ],
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "a"),
+            // Two lengths that disagree (the last alone would be valid with END_STREAM).
+            ("content-length", "1"),
+            ("content-length", "0"),
+        ],
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "a"),
+            ("content-length", "0"),
+            ("host", "a.b"),
+        ],
     ];
     for (i, fields) in cases.iter().enumerate() {
         let (mut conn, mut peer) = server();
@@ -865,6 +882,23 @@ fn extended_connect_only_when_enabled() {
         matches!(&events[..], [Ev::Request { stream: 1, end: false, fields }] if fields[1] == (":protocol".into(), "websocket".into())),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_host_that_agrees_with_the_authority_is_accepted() {
+    let fields = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "Example.test"),
+        ("content-length", "0"),
+        ("host", "example.TEST"),
+        ("content-length", "0"),
+    ];
+    let (mut conn, mut peer) = server();
+    let (events, err) = feed(&mut conn, &peer.headers(1, &fields, true));
+    assert_eq!(err, None);
+    assert!(matches!(&events[..], [Ev::Request { stream: 1, end: true, .. }]), "{events:?}");
 }
 
 #[test]
