@@ -208,7 +208,7 @@ fn request_head<'a>(
     if pseudo.protocol.is_some() && !connect_protocol {
         return Err(Malformed::ExtendedConnect);
     }
-    let content_length = content_length(fields, pseudo.authority)?;
+    let content_length = content_length_and_host(fields, pseudo.authority)?;
     if end_stream && content_length.is_some_and(|n| n > 0) {
         return Err(Malformed::LengthMismatch);
     }
@@ -235,13 +235,13 @@ fn response_head(
     if status < 200 && (end_stream || status == 101) {
         return Err(Malformed::Informational);
     }
-    Ok(ResponseHead { status, content_length: content_length(fields, None)? })
+    Ok(ResponseHead { status, content_length: content_length_and_host(fields, None)? })
 }
 
 /// The `content-length` of a field block: digits only, every copy the same. A request's
 /// `:authority` is passed as `authority`: any `host` must then agree with it (checked in the
 /// same walk over the fields).
-fn content_length(
+fn content_length_and_host(
     fields: HeaderBlock<'_>,
     authority: Option<&[u8]>,
 ) -> Result<Option<u64>, Malformed> {
