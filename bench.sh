@@ -31,9 +31,10 @@ Suites:
   idle            wake-ups per second of each target's threads while idle (after 1 s of
                   load to fill the pools), from /proc/PID/task/*/schedstat, over --runs
                   windows of 5 s (min / median / max of each target's total)
-  syscalls        system calls per request of each target (perf stat on the
-                  raw_syscalls:sys_enter tracepoint, one run per target and workload) for the
-                  http suite's keep-alive workloads; needs perf (Debian: linux-perf)
+  syscalls        system calls and thread runs per request of each target (perf stat on the
+                  raw_syscalls:sys_enter tracepoint; /proc/PID/task/*/schedstat) for the
+                  http suite's keep-alive workloads and its light-load rates (rate200,
+                  rate2000); needs perf (Debian: linux-perf)
   logging         POST 1 KiB with the access log off, on without bodies, on with bodies
   grpc            gRPC unary over h2c (h2load) to two tonic echo backends: Fulcrum
                   (h2c://) on either HTTP/2 engine (fulcrum-*: hyperium h2, native-*:
@@ -689,6 +690,7 @@ driver_of() {
 # -------------------------------------------------------------- workloads --
 
 declare -A W_PATH=() W_TITLE=() W_LUA=() W_CURL=() W_RATE=()
+declare -A W_COUNTED=() # syscalls suite: workload -> the measure it wraps
 # Optional, per workload: the targets measured (space-separated; default: direct and every
 # target), the measuring function (default: measure, i.e. wrk) and the probe run once per
 # target before the warm-up (default: probe; "-" for none).
@@ -1138,50 +1140,69 @@ suite_syscalls() {
 wrk.body = \"$body\"
 wrk.headers[\"Content-Type\"] = \"application/octet-stream\"" \
         "-H Content-Type:application/octet-stream --data-binary @$TMP/body-1k"
+    rate_workload rate200 /small 200 "GET small body (3 B) at a fixed 200 req/s (light load)"
+    rate_workload rate2000 /small 2000 "GET small body (3 B) at a fixed 2000 req/s (light load)"
     local wl
-    for wl in "${WORKLOADS[@]}"; do W_MEASURE[$wl]=measure_syscalls; done
+    for wl in "${WORKLOADS[@]}"; do
+        W_COUNTED[$wl]=${W_MEASURE[$wl]:-measure}
+        W_MEASURE[$wl]=measure_syscalls
+    done
     start_http1_targets
     log "targets: direct ${TARGETS[*]}"
     bench_matrix
     local t f line
-    SUITE_NOTES+=$'\n### System calls per request\n\n| workload | target | system calls per request min / med / max |\n|---|---|---|\n'
+    SUITE_NOTES+=$'\n### System calls and thread runs per request\n\n| workload | target | system calls per request min / med / max | thread runs per request min / med / max |\n|---|---|---|---|\n'
     for wl in "${WORKLOADS[@]}"; do
         for t in "${TARGETS[@]}"; do
             f=$RESULTS/$wl.$t.syscalls
             [[ -s $f ]] || continue
-            line=$(awk '{ print $1 }' "$f" | sort -g | awk -v w="${W_TITLE[$wl]%%:*}" -v t="$t" '
-                { a[n++] = $1 }
-                END { printf "| %s | %s | %.2f / %.2f / %.2f |", w, t, a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }')
-            SUITE_NOTES+="$line"$'\n'
+            SUITE_NOTES+="| ${W_TITLE[$wl]%%:*} | $t | $(spread_of "$f") | $(spread_of "$RESULTS/$wl.$t.runs") |"$'\n'
         done
     done
-    SUITE_NOTES+=$'\nperf stat -e raw_syscalls:sys_enter on the target process for the length of each wrk run, divided by the requests it served. io_uring operations are not system calls: they are counted in the io_uring_enter calls that submit and reap them.\n'
+    SUITE_NOTES+=$'\nperf stat -e raw_syscalls:sys_enter on the target process for the length of each load-generator run, divided by the requests it served. io_uring operations are not system calls: they are counted in the io_uring_enter calls that submit and reap them. Thread runs: how many times the process\'s threads were put on a CPU over the run (/proc/PID/task/*/schedstat, third field), per request: at light load, the wake-ups each request costs.\n'
 }
 
-# measure_syscalls TARGET WORKLOAD SECONDS [record]: `measure`, with perf counting the target's
-# system calls over the run; with "record", appends "syscalls_per_request" to
-# $RESULTS/WORKLOAD.TARGET.syscalls.
+# spread_of FILE: "min / median / max" of the numbers in FILE, one per line.
+spread_of() {
+    sort -g "$1" | awk '{ a[n++] = $1 }
+        END { if (n) printf "%.2f / %.2f / %.2f", a[0], (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2), a[n - 1] }'
+}
+
+# measure_syscalls TARGET WORKLOAD SECONDS [record]: the workload's own measure (W_COUNTED), with
+# perf counting the target's system calls and schedstat its threads' runs over the run; with
+# "record", appends the count per request to $RESULTS/WORKLOAD.TARGET.syscalls and .runs.
 measure_syscalls() {
-    local target=$1 wl=$2 secs=$3 record=${4:-} pid=${T_PID[$1]}
+    local target=$1 wl=$2 secs=$3 record=${4:-} pid=${T_PID[$1]} inner=${W_COUNTED[$2]}
     if [[ -z $pid || -z $record ]]; then
-        measure "$@"
+        "$inner" "$@"
         return 0
     fi
-    local stat=$TMP/perf.stat perf_pid before after calls
+    local stat=$TMP/perf.stat perf_pid before after calls runs0 runs1
     perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$stat" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.2 # perf attaches
-    before=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
-    measure "$@"
+    before=$({ wc -l <"$RESULTS/$wl.$target"; } 2>/dev/null || echo 0)
+    runs0=$(thread_runs "$pid")
+    "$inner" "$@"
+    runs1=$(thread_runs "$pid")
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
-    after=$(wc -l <"$RESULTS/$wl.$target" 2>/dev/null || echo 0)
+    after=$({ wc -l <"$RESULTS/$wl.$target"; } 2>/dev/null || echo 0)
     ((after > before)) || return 0
     calls=$(awk -F, '/raw_syscalls:sys_enter/ { print $1 }' "$stat")
-    # Requests of this run: the last column of the line measure appended.
-    awk -v c="${calls:-0}" '{ n = $NF } END { if (n > 0) printf "%.2f\n", c / n }' \
-        <(tail -n 1 "$RESULTS/$wl.$target") >>"$RESULTS/$wl.$target.syscalls"
-    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target.syscalls") system calls per request"
+    # Requests of this run: the last column of the line the measure appended.
+    per_request() {
+        awk -v c="$1" '{ n = $NF } END { if (n > 0) printf "%.3f\n", c / n }' \
+            <(tail -n 1 "$RESULTS/$wl.$target")
+    }
+    per_request "${calls:-0}" >>"$RESULTS/$wl.$target.syscalls"
+    per_request $((runs1 - runs0)) >>"$RESULTS/$wl.$target.runs"
+    log "  $target/$wl: $(tail -n 1 "$RESULTS/$wl.$target.syscalls") system calls and $(tail -n 1 "$RESULTS/$wl.$target.runs") thread runs per request"
+}
+
+# thread_runs PID: how many times the threads of PID have been put on a CPU so far.
+thread_runs() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ n += $3 } END { print n + 0 }'
 }
 
 # `./bench.sh idle`: the idle wake-ups alone (Fulcrum on both drivers, the baseline build when
