@@ -72,10 +72,9 @@ impl Fields {
 
     fn field(&self, s: &Span) -> Field<'_> {
         let name = &self.buf[s.start as usize..s.name_end as usize];
-        let value = &self.buf[s.name_end as usize..s.value_end as usize];
         Field {
             name,
-            value,
+            value: self.value(s),
             pseudo: s.pseudo,
             never_indexed: s.never_indexed,
             static_name: s.static_name,
