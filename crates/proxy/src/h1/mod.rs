@@ -582,12 +582,9 @@ async fn relay_response(
         }
         // The response timeout runs from the end of the request; while the body is still
         // uploading, the client-body timeout on the other side bounds the wait.
+        let start = body_sent.get().unwrap_or_else(Instant::now);
         let read = conn.r.fill(conn.buf);
-        let wait = match body_sent.get() {
-            Some(at) => timer.as_mut().within_from(at, t.upstream_response(), read),
-            None => timer.as_mut().within(t.upstream_response(), read),
-        };
-        match wait.await {
+        match timer.as_mut().within_from(start, t.upstream_response(), read).await {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             // (After an interim head the response has begun: not sent again.)

@@ -137,7 +137,8 @@ impl RequestFields for RouteFields<'_> {
     }
 
     fn has(&self, name: &str, value: &[u8]) -> bool {
-        self.fields.regular().any(|f| f.name == name.as_bytes() && f.value.trim_ascii() == value)
+        // Route header names are tokens (validated with the config): never a pseudo-header's.
+        self.fields.values(name.as_bytes()).any(|v| v.trim_ascii() == value)
     }
 }
 
