@@ -318,6 +318,19 @@ mod tests {
     }
 
     #[test]
+    fn agrees_with_a_bit_by_bit_decoder_on_every_short_input() {
+        // Every input of one and two bytes, and of three bytes that begin with a long code's
+        // first ones: every way a string can end inside, or just after, a code.
+        let codes: HashMap<_, _> = (0..257).map(|s| ((CODE_LEN[s], CODES[s]), s)).collect();
+        let short = (0..=255u8).map(|a| vec![a]);
+        let two = (0..=0xffffu16).map(|x| x.to_be_bytes().to_vec());
+        let three = (0..=0xffffu16).map(|x| [&[0xff][..], &x.to_be_bytes()].concat());
+        for src in short.chain(two).chain(three) {
+            assert_eq!(dec(&src), reference(&codes, &src), "input {src:02x?}");
+        }
+    }
+
+    #[test]
     fn cap_bounds_what_is_stored_but_not_the_check() {
         let mut enc = Vec::new();
         encode(&[b'a'; 1000], &mut enc);
