@@ -52,3 +52,41 @@ EOF
     PIDS+=($!)
     wait_port "$port" || { log "nginx did not start"; exit 1; }
 }
+
+# start_grpc_harness PORT_BASE [CPU]: what the gRPC scripts measure against. Sets BE1, BE2 and
+# LB (PORT_BASE + 1, + 2, + 10), starts the tonic echo backends (examples/grpc_echo.rs, or
+# ECHO_BIN) on BE1 and BE2, writes HAProxy's `proto h2` config to $TMP/haproxy/haproxy.cfg
+# (bench.sh's grpc suite's) and sets FULCRUM_GRPC, Fulcrum (target/release/fulcrum, or
+# FULCRUM_BIN) on LB in front of both backends with one worker and no access log, to which the
+# caller adds its flags. With CPU, the backends and grpc_load run pinned to it.
+start_grpc_harness() {
+    BE1=$(($1 + 1))
+    BE2=$(($1 + 2))
+    LB=$(($1 + 10))
+    GRPC_PIN=()
+    [[ -n ${2:-} ]] && GRPC_PIN=(taskset -c "$2")
+    command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
+    local fulcrum=${FULCRUM_BIN:-target/release/fulcrum} echo=${ECHO_BIN:-target/release/examples/grpc_echo}
+    [[ -x $fulcrum && -x $echo ]] ||
+        { log "build first: cargo build --release --bin fulcrum --example grpc_echo"; exit 2; }
+    # EchoRequest { message: "hello" } in one gRPC frame.
+    printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
+    "${GRPC_PIN[@]}" "$echo" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
+    printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
+    # shellcheck disable=SC2034 # for the scripts that source this file
+    FULCRUM_GRPC=("$fulcrum" --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB"
+        --admin-listen "127.0.0.1:$((LB + 1))" --backend "h2c://127.0.0.1:$BE1"
+        --backend "h2c://127.0.0.1:$BE2" --workers 1 --access-log off)
+    # shellcheck source-path=SCRIPTDIR source=peer_conf.sh
+    source benches/peer_conf.sh
+    write_haproxy_h2_conf "$TMP/haproxy" "$LB" "$BE1" "$BE2"
+}
+
+# grpc_load CALLS: CALLS gRPC unary calls (h2load, 4 connections x 8 streams, bench.sh's grpc
+# suite's shape) through the balancer on LB, pinned as start_grpc_harness said.
+grpc_load() {
+    "${GRPC_PIN[@]}" h2load -n "$1" -c 4 -m 8 -d "$TMP/body" -H 'content-type: application/grpc' \
+        -H 'te: trailers' "http://127.0.0.1:$LB/echo.Echo/Unary"
+}

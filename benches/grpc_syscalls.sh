@@ -18,18 +18,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CALLS=${1:-100000}
-PORT_BASE=${BENCH_PORT_BASE:-39400}
-BE1=$((PORT_BASE + 1))
-BE2=$((PORT_BASE + 2))
-LB=$((PORT_BASE + 10))
 # shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
 source benches/callgrind_lib.sh
 
 command -v perf >/dev/null || { log "perf not found (apt-get install -y linux-perf)"; exit 2; }
-command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
-FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
-ECHO=${ECHO_BIN:-target/release/examples/grpc_echo}
-[[ -x $FULCRUM && -x $ECHO ]] || { log "build first: cargo build --release --bin fulcrum --example grpc_echo"; exit 2; }
 
 EVENTS=(
     syscalls:sys_enter_recvfrom syscalls:sys_enter_sendto syscalls:sys_enter_epoll_wait
@@ -39,24 +31,8 @@ EVENTS=(
 perf stat -e "${EVENTS[0]}" -- true >/dev/null 2>&1 ||
     { log "perf cannot read tracepoints here (run as root, or lower kernel.perf_event_paranoid)"; exit 2; }
 
-# EchoRequest { message: "hello" } in one gRPC frame.
-printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
-taskset -c 1 "$ECHO" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
-PIDS+=($!)
-wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
-
-cat >"$TMP/fulcrum.toml" <<EOF
-[limits]
-max_requests_per_connection = 0
-EOF
-# shellcheck source-path=SCRIPTDIR source=peer_conf.sh
-source benches/peer_conf.sh
-write_haproxy_h2_conf "$TMP/haproxy" "$LB" "$BE1" "$BE2"
-
-load() {
-    taskset -c 1 h2load -t1 -c4 -m8 -n "$1" -d "$TMP/body" -H 'content-type: application/grpc' \
-        -H 'te: trailers' "http://127.0.0.1:$LB/echo.Echo/Unary"
-}
+# The backends and h2load on CPU 1; the balancer goes on CPU 0.
+start_grpc_harness "${BENCH_PORT_BASE:-39400}" 1
 
 # count NAME COMMAND...: one table row, the events per call of COMMAND's process.
 count() {
@@ -66,12 +42,12 @@ count() {
     pid=$!
     PIDS+=("$pid")
     wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
-    load 20000 >/dev/null
+    grpc_load 20000 >/dev/null
     perf stat -x, -o "$stat" -p "$pid" -e "$(IFS=,; echo "${EVENTS[*]}")" \
         -e syscalls:sys_exit_recvfrom --filter 'ret == -11' &
     perf_pid=$!
     sleep 0.2 # perf attaches
-    load "$CALLS" >"$TMP/$name.h2load"
+    grpc_load "$CALLS" >"$TMP/$name.h2load"
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     grep -q "$CALLS succeeded" "$TMP/$name.h2load" ||
@@ -93,9 +69,7 @@ count() {
 echo "| balancer | recvfrom | of which EAGAIN | sendto | epoll_wait | io_uring_enter | io_uring ops | poll arms | switched out |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for driver in io_uring epoll; do
-    count "fulcrum-$driver" "$FULCRUM" --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB" \
-        --admin-listen "127.0.0.1:$((LB + 1))" --backend "h2c://127.0.0.1:$BE1" \
-        --backend "h2c://127.0.0.1:$BE2" --workers 1 --io-driver "$driver" --access-log off
+    count "fulcrum-$driver" "${FULCRUM_GRPC[@]}" --io-driver "$driver"
 done
 if command -v haproxy >/dev/null; then
     count haproxy haproxy -db -f "$TMP/haproxy/haproxy.cfg"

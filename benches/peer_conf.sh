@@ -32,7 +32,7 @@ EOF
 # write_haproxy_h2_conf DIR PORT BE1 BE2: DIR/haproxy.cfg for HAProxy as an HTTP/2 proxy
 # (`proto h2` on both sides, one thread, round robin) on PORT in front of the h2c backends on
 # ports BE1 and BE2. Used by bench.sh's grpc suite and http suite's h2c workload, and by
-# benches/grpc_instructions.sh and benches/grpc_syscalls.sh.
+# benches/callgrind_lib.sh's gRPC harness (benches/grpc_instructions.sh, grpc_syscalls.sh).
 write_haproxy_h2_conf() {
     mkdir -p "$1"
     write_haproxy_conf "$1/haproxy.cfg" http "http-reuse always" "" "$2" " proto h2" "$3" "$4" \
