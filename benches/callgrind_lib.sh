@@ -24,6 +24,19 @@ wait_port() {
     return 1
 }
 
+# counted FILE: the instructions in callgrind output FILE, less the start-up calibration of
+# fastant's TSC clock (under fastrace): it spins for a stretch of wall-clock time, so under
+# valgrind its count follows how slowly the process runs (5 to 19 million instructions from one
+# run to the next, measured), not the requests; left in, it moves a per-request difference of
+# 10 000 requests by hundreds of instructions.
+counted() {
+    local total calibration
+    total=$(awk '/^summary:|^totals:/ { print $2; exit }' "$1")
+    calibration=$(callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null |
+        awk '/tsc_now::___init___ctor::___init___ctor \[/ { gsub(",", "", $1); print $1; exit }')
+    echo $((total - ${calibration:-0}))
+}
+
 # start_h1_backend PORT [CPUS]: one nginx worker on 127.0.0.1:PORT (pinned to CPUS when given)
 # answering /small (3 bytes), /16k (a file of 16 KiB) and /post (3 bytes, the body discarded),
 # with keep-alive unbounded. Leaves a 1 KiB request body in $TMP/1k.

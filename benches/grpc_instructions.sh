@@ -36,7 +36,7 @@ instructions() {
         { log "$name: not every call succeeded: $(grep requests: "$TMP/$name.h2load")"; exit 1; }
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
-    awk '/^summary:|^totals:/ { print $2; exit }' "$out"
+    counted "$out"
 }
 
 measure() {

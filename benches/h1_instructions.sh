@@ -52,7 +52,7 @@ instructions() {
     kill -INT "$pid"
     wait "$pid" 2>/dev/null || true
     for f in "$out".*; do
-        total=$((total + $(awk '/^summary:|^totals:/ { print $2; exit }' "$f")))
+        total=$((total + $(counted "$f")))
     done
     echo "$total"
 }
