@@ -43,10 +43,17 @@ count() {
     PIDS+=("$pid")
     wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
     grpc_load 20000 >/dev/null
-    perf stat -x, -o "$stat" -p "$pid" -e "$(IFS=,; echo "${EVENTS[*]}")" \
-        -e syscalls:sys_exit_recvfrom --filter 'ret == -11' &
+    # perf attaches with its events off and turns them on when told: the answer on the ack
+    # fifo says it counts, so no call of the run goes uncounted.
+    rm -f "$TMP/ctl" "$TMP/ack"
+    mkfifo "$TMP/ctl" "$TMP/ack"
+    perf stat -x, -o "$stat" -p "$pid" -D -1 --control "fifo:$TMP/ctl,$TMP/ack" \
+        -e "$(IFS=,; echo "${EVENTS[*]}")" -e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
+        2>"$TMP/perf.log" &
     perf_pid=$!
-    sleep 0.2 # perf attaches
+    # shellcheck disable=SC2016 # the inner sh expands $1 and $2
+    timeout 30 sh -c 'echo enable >"$1" && read -r _ <"$2"' _ "$TMP/ctl" "$TMP/ack" ||
+        { log "perf did not start counting: $(tail -n 3 "$TMP/perf.log")"; exit 1; }
     grpc_load "$CALLS" >"$TMP/$name.h2load"
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
