@@ -66,12 +66,13 @@ EOF
     wait_port "$port" || { log "nginx did not start"; exit 1; }
 }
 
-# start_grpc_harness PORT_BASE [CPU]: what the gRPC scripts measure against. Sets BE1, BE2 and
-# LB (PORT_BASE + 1, + 2, + 10), starts the tonic echo backends (examples/grpc_echo.rs, or
-# ECHO_BIN) on BE1 and BE2, writes HAProxy's `proto h2` config to $TMP/haproxy/haproxy.cfg
-# (bench.sh's grpc suite's) and sets FULCRUM_GRPC, Fulcrum (target/release/fulcrum, or
-# FULCRUM_BIN) on LB in front of both backends with one worker and no access log, to which the
-# caller adds its flags. With CPU, the backends and grpc_load run pinned to it.
+# start_grpc_harness PORT_BASE [CPU [BACKENDS]]: what the gRPC scripts measure against. Sets BE1,
+# BE2 and LB (PORT_BASE + 1, + 2, + 10), starts the tonic echo backends (examples/grpc_echo.rs,
+# or ECHO_BIN) on BE1 and BE2 unless BACKENDS is `own` (the caller starts its own h2c backends
+# there), writes HAProxy's `proto h2` config to $TMP/haproxy/haproxy.cfg (bench.sh's grpc
+# suite's) and sets FULCRUM_GRPC, Fulcrum (target/release/fulcrum, or FULCRUM_BIN) on LB in
+# front of both backends with one worker and no access log, to which the caller adds its flags.
+# With CPU, the backends and grpc_load run pinned to it (GRPC_PIN).
 start_grpc_harness() {
     BE1=$(($1 + 1))
     BE2=$(($1 + 2))
@@ -80,13 +81,15 @@ start_grpc_harness() {
     [[ -n ${2:-} ]] && GRPC_PIN=(taskset -c "$2")
     command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
     local fulcrum=${FULCRUM_BIN:-target/release/fulcrum} echo=${ECHO_BIN:-target/release/examples/grpc_echo}
-    [[ -x $fulcrum && -x $echo ]] ||
-        { log "build first: cargo build --release --bin fulcrum --example grpc_echo"; exit 2; }
-    # EchoRequest { message: "hello" } in one gRPC frame.
-    printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
-    "${GRPC_PIN[@]}" "$echo" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
+    [[ -x $fulcrum ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
+    if [[ ${3:-} != own ]]; then
+        [[ -x $echo ]] || { log "build first: cargo build --release --example grpc_echo"; exit 2; }
+        # EchoRequest { message: "hello" } in one gRPC frame.
+        printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
+        "${GRPC_PIN[@]}" "$echo" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &
+        PIDS+=($!)
+        wait_port "$BE1" || { log "echo backend did not start"; exit 1; }
+    fi
     printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
     # shellcheck disable=SC2034 # for the scripts that source this file
     FULCRUM_GRPC=("$fulcrum" --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB"
