@@ -89,7 +89,7 @@ segments() {
                 if (kv[1] == "segs_out") out = kv[2]
                 if (kv[1] == "data_segs_out") data = kv[2]
             }
-            if (snap == 1) { o[key] = out; d[key] = data; s[key] = side }
+            if (snap == 1) { o[key] = out; d[key] = data }
             else if (key in o) { dd[side] += data - d[key]; aa[side] += (out - o[key]) - (data - d[key]) }
         }
         END { for (k in dd) print k, dd[k], aa[k] }' "$1" "$2"
