@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# benches/h2_kernel.sh - where a proxied HTTP/2 request's CPU goes between user space and the
+# benches/kernel_split.sh - where a proxied request's CPU goes between user space and the
 # kernel, and what the balancer asks of TCP for it: user and system CPU per request, the times
 # it went to sleep, its system calls, and the TCP segments it sent per request on each side,
 # split into segments carrying data and pure ACKs (from `ss -ti`: segs_out - data_segs_out),
-# beside the data segments the backends sent it.
-# Fulcrum's native engine on each io driver and, when installed, HAProxy (proto h2), pinned as
-# bench.sh pins them: the balancer alone on CPU 0; h2load and the backends on CPU 1.
+# beside the data segments the backends sent it. Fulcrum on each io driver beside a peer when
+# installed, pinned as bench.sh pins them: the balancer alone on CPU 0; h2load and the backends
+# on CPU 1.
 #
-# Workloads (bench.sh's shapes, h2load 4 connections x 8 streams, over h2c both sides):
-#   h2c   GET /small (3 bytes) to two nginx servers (`listen ... http2`), the http suite's h2c
-#   grpc  gRPC unary calls to the tonic echo backend (examples/grpc_echo.rs), the grpc suite's
+# Workloads (bench.sh's shapes):
+#   h1    GET /small (3 bytes) over HTTP/1.1 keep-alive (h2load --h1, 32 connections) to two
+#         nginx servers; the peer is the L4 relay, HAProxy `mode tcp` (the http suite's floor)
+#   h2c   GET /small over h2c (h2load, 4 connections x 8 streams) to two nginx servers
+#         (`listen ... http2`); the peer is HAProxy `proto h2` (the http suite's h2c workload)
+#   grpc  gRPC unary calls (4 x 8) to the tonic echo backend (examples/grpc_echo.rs); the peer
+#         is HAProxy `proto h2` (the grpc suite)
 #
 # Each target serves one h2load run of SECONDS after a 2 s warm-up: CPU and sleeps are taken
 # over the whole run; system calls (perf) and segments (two `ss` snapshots) over its middle
 # (SECONDS - 2 s), scaled to the run's requests. Timing decides how much one wake-up finds, so
-# compare rows within one run; ROUNDS repeats the three targets in turn.
+# compare rows within one run; ROUNDS repeats the targets in turn.
 #
-# Usage: benches/h2_kernel.sh [h2c|grpc] [SECONDS] [ROUNDS]   (default h2c 8 3)
+# Usage: benches/kernel_split.sh [h1|h2c|grpc] [SECONDS] [ROUNDS]   (default h2c 8 3)
 # FULCRUM_BIN and ECHO_BIN name other builds of the balancer and of the echo backend.
-# Needs: h2load (nghttp2-client), ss (iproute2), nginx for h2c; perf (linux-perf) for the
-# system calls (left out without it); target/release/fulcrum (and
+# Needs: h2load (nghttp2-client), ss (iproute2), nginx for h1 and h2c, haproxy for the peer;
+# perf (linux-perf) for the system calls (left out without it); target/release/fulcrum (and
 # target/release/examples/grpc_echo for grpc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +31,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WORKLOAD=${1:-h2c}
 SECS=${2:-8}
 ROUNDS=${3:-3}
-[[ $WORKLOAD == h2c || $WORKLOAD == grpc ]] || { echo "usage: $0 [h2c|grpc] [SECONDS] [ROUNDS]" >&2; exit 2; }
+[[ $WORKLOAD == h1 || $WORKLOAD == h2c || $WORKLOAD == grpc ]] ||
+    { echo "usage: $0 [h1|h2c|grpc] [SECONDS] [ROUNDS]" >&2; exit 2; }
 ((SECS >= 4)) || { echo "SECONDS must be at least 4" >&2; exit 2; }
 WINDOW=$((SECS - 2))
 
@@ -37,34 +42,43 @@ command -v ss >/dev/null || { log "ss not found (apt-get install -y iproute2)"; 
 PERF=0
 perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 && PERF=1
 
-# The backends and h2load on CPU 1; the balancer goes on CPU 0. The gRPC harness starts the
-# echo backends; for h2c, nginx takes their ports instead.
+# The backends and h2load on CPU 1; the balancer goes on CPU 0. The gRPC harness sets the
+# ports, HAProxy's `proto h2` configuration and Fulcrum's command (FULCRUM_GRPC) and starts the
+# echo backends; for h1 and h2c, nginx takes the backends' ports instead.
 if [[ $WORKLOAD == grpc ]]; then
     start_grpc_harness "${BENCH_PORT_BASE:-39500}" 1
-    LOAD=(-d "$TMP/body" -H 'content-type: application/grpc' -H 'te: trailers'
+    LOAD=(-c 4 -m 8 -d "$TMP/body" -H 'content-type: application/grpc' -H 'te: trailers'
         "http://127.0.0.1:$LB/echo.Echo/Unary")
 else
     command -v nginx >/dev/null || { log "nginx not found (apt-get install -y nginx)"; exit 2; }
     start_grpc_harness "${BENCH_PORT_BASE:-39500}" 1 own
-    mkdir -p "$TMP/h2c"
-    cat >"$TMP/h2c/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $TMP/h2c/pid; error_log $TMP/h2c/error.log;
+    listen=" http2"
+    LOAD=(-c 4 -m 8 "http://127.0.0.1:$LB/small")
+    if [[ $WORKLOAD == h1 ]]; then
+        # Fulcrum to HTTP/1.1 backends; the peer is the L4 relay (bench.sh's start_relay).
+        listen=""
+        FULCRUM_GRPC=("${FULCRUM_GRPC[@]/#h2c:/http:}")
+        write_haproxy_conf "$TMP/haproxy/haproxy.cfg" tcp "" "" "$LB" "" "$BE1" "$BE2" ""
+        LOAD=(--h1 -c 32 "http://127.0.0.1:$LB/small")
+    fi
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/nginx/pid; error_log $TMP/nginx/error.log;
 events { worker_connections 1024; }
 http {
-    access_log off; server_tokens off; client_body_temp_path $TMP/h2c;
+    access_log off; server_tokens off; client_body_temp_path $TMP/nginx;
     keepalive_requests 100000000;
-    server { listen 127.0.0.1:$BE1 http2; add_header X-Backend b1; location = /small { return 200 "ok\n"; } }
-    server { listen 127.0.0.1:$BE2 http2; add_header X-Backend b2; location = /small { return 200 "ok\n"; } }
+    server { listen 127.0.0.1:$BE1$listen; add_header X-Backend b1; location = /small { return 200 "ok\n"; } }
+    server { listen 127.0.0.1:$BE2$listen; add_header X-Backend b2; location = /small { return 200 "ok\n"; } }
 }
 EOF
-    "${GRPC_PIN[@]}" nginx -c "$TMP/h2c/nginx.conf" -p "$TMP/h2c" &
+    "${GRPC_PIN[@]}" nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" &
     PIDS+=($!)
     wait_port "$BE1" || { log "nginx did not start"; exit 1; }
-    LOAD=("http://127.0.0.1:$LB/small")
 fi
 
 # load SECONDS: h2load for SECONDS through the balancer, the bench suites' shape.
-load() { "${GRPC_PIN[@]}" h2load -t 1 -c 4 -m 8 -D "$1" "${LOAD[@]}"; }
+load() { "${GRPC_PIN[@]}" h2load -t 1 -D "$1" "${LOAD[@]}"; }
 
 # cpu PID: user and system clock ticks of PID's threads.
 cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
@@ -142,7 +156,9 @@ measure() {
         }'
 }
 
-echo "Workload: $WORKLOAD, h2load -c 4 -m 8 for $SECS s per target; per request:"
+peer=haproxy
+[[ $WORKLOAD == h1 ]] && peer=relay
+echo "Workload: $WORKLOAD, $SECS s per target; per request:"
 echo
 echo "| balancer | requests | user µs | system µs | CPU µs | sleeps | system calls | to clients: data | pure ACKs | to backends: data | pure ACKs | from backends: data |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -151,6 +167,6 @@ for ((round = 0; round < ROUNDS; round++)); do
         measure "fulcrum-$driver" "${FULCRUM_GRPC[@]}" --io-driver "$driver"
     done
     if command -v haproxy >/dev/null; then
-        measure haproxy haproxy -db -f "$TMP/haproxy/haproxy.cfg"
+        measure "$peer" haproxy -db -f "$TMP/haproxy/haproxy.cfg"
     fi
 done
