@@ -106,3 +106,28 @@ grpc_load() {
     "${GRPC_PIN[@]}" h2load -n "$1" -c 4 -m 8 -d "$TMP/body" -H 'content-type: application/grpc' \
         -H 'te: trailers' "http://127.0.0.1:$LB/echo.Echo/Unary"
 }
+
+# grpc_calls NAME CALLS: grpc_load CALLS, its output in $TMP/NAME.h2load; exits unless every
+# call succeeded.
+grpc_calls() {
+    grpc_load "$2" >"$TMP/$1.h2load" 2>&1
+    grep -q "$2 succeeded" "$TMP/$1.h2load" ||
+        { log "$1: not every call succeeded: $(grep requests: "$TMP/$1.h2load")"; exit 1; }
+}
+
+# start_balancer NAME COMMAND...: starts the balancer COMMAND (its output in $TMP/NAME.log) and
+# waits until it listens on LB; BALANCER holds its pid.
+start_balancer() {
+    local name=$1
+    shift
+    "$@" >"$TMP/$name.log" 2>&1 &
+    BALANCER=$!
+    PIDS+=("$BALANCER")
+    wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
+}
+
+# stop_balancer: stops the balancer start_balancer started, and waits for it to exit.
+stop_balancer() {
+    kill -TERM "$BALANCER"
+    wait "$BALANCER" 2>/dev/null || true
+}

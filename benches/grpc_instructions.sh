@@ -25,17 +25,11 @@ start_grpc_harness "${BENCH_PORT_BASE:-39300}"
 
 # instructions NAME CALLS COMMAND...: total Ir of COMMAND under callgrind after CALLS calls.
 instructions() {
-    local name=$1 calls=$2 out=$TMP/$1.$2.out pid
+    local name=$1 calls=$2 out=$TMP/$1.$2.out
     shift 2
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$TMP/$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
-    grpc_load "$calls" >"$TMP/$name.h2load" 2>&1
-    grep -q "$calls succeeded" "$TMP/$name.h2load" ||
-        { log "$name: not every call succeeded: $(grep requests: "$TMP/$name.h2load")"; exit 1; }
-    kill -TERM "$pid"
-    wait "$pid" 2>/dev/null || true
+    start_balancer "$name" valgrind --tool=callgrind --callgrind-out-file="$out" "$@"
+    grpc_calls "$name" "$calls"
+    stop_balancer
     counted "$out"
 }
 

@@ -36,31 +36,25 @@ start_grpc_harness "${BENCH_PORT_BASE:-39400}" 1
 
 # count NAME COMMAND...: one table row, the events per call of COMMAND's process.
 count() {
-    local name=$1 pid perf_pid stat=$TMP/perf.txt
+    local name=$1 perf_pid stat=$TMP/perf.txt
     shift
-    taskset -c 0 "$@" >"$TMP/$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
+    start_balancer "$name" taskset -c 0 "$@"
     grpc_load 20000 >/dev/null
     # perf attaches with its events off and turns them on when told: the answer on the ack
     # fifo says it counts, so no call of the run goes uncounted.
     rm -f "$TMP/ctl" "$TMP/ack"
     mkfifo "$TMP/ctl" "$TMP/ack"
-    perf stat -x, -o "$stat" -p "$pid" -D -1 --control "fifo:$TMP/ctl,$TMP/ack" \
+    perf stat -x, -o "$stat" -p "$BALANCER" -D -1 --control "fifo:$TMP/ctl,$TMP/ack" \
         -e "$(IFS=,; echo "${EVENTS[*]}")" -e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
         2>"$TMP/perf.log" &
     perf_pid=$!
     # shellcheck disable=SC2016 # the inner sh expands $1 and $2
     timeout 30 sh -c 'echo enable >"$1" && read -r _ <"$2"' _ "$TMP/ctl" "$TMP/ack" ||
         { log "perf did not start counting: $(tail -n 3 "$TMP/perf.log")"; exit 1; }
-    grpc_load "$CALLS" >"$TMP/$name.h2load"
+    grpc_calls "$name" "$CALLS"
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
-    grep -q "$CALLS succeeded" "$TMP/$name.h2load" ||
-        { log "$name: not every call succeeded: $(grep requests: "$TMP/$name.h2load")"; exit 1; }
-    kill -TERM "$pid"
-    wait "$pid" 2>/dev/null || true
+    stop_balancer
     awk -F, -v name="$name" -v calls="$CALLS" '
         { n[$3] = $1 }
         END {

@@ -37,20 +37,17 @@ body=()
 
 # instructions N: total Ir of Fulcrum under callgrind after a warm-up and N requests.
 instructions() {
-    local n=$1 out=$TMP/cg.$1 pid total=0 f
-    valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$FULCRUM" \
-        --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB" --backend "http://127.0.0.1:$BE" \
-        --workers 1 --io-driver epoll --access-log off >"$TMP/fulcrum.$n.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_port "$LB" || { log "fulcrum did not start: $(tail -n 3 "$TMP/fulcrum.$n.log")"; exit 1; }
+    local n=$1 out=$TMP/cg.$1 total=0 f
+    start_balancer "fulcrum.$n" valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+        "$FULCRUM" --config "$TMP/fulcrum.toml" --listen "127.0.0.1:$LB" \
+        --backend "http://127.0.0.1:$BE" --workers 1 --io-driver epoll --access-log off
     # Warm-up: the backend connections are pooled before counting matters.
     h2load --h1 -n 1000 -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >/dev/null 2>&1
     h2load --h1 -n "$n" -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >"$TMP/h2load.$n" 2>&1
     grep -q "$n succeeded" "$TMP/h2load.$n" ||
         { log "not every request succeeded: $(grep requests: "$TMP/h2load.$n")"; exit 1; }
-    kill -INT "$pid"
-    wait "$pid" 2>/dev/null || true
+    kill -INT "$BALANCER"
+    wait "$BALANCER" 2>/dev/null || true
     for f in "$out".*; do
         total=$((total + $(counted "$f")))
     done

@@ -113,10 +113,8 @@ segments() {
 measure() {
     local name=$1 pid u0 s0 u1 s1 z0 z1 watch requests calls=- rows
     shift
-    taskset -c 0 "$@" >"$TMP/$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_port "$LB" || { log "$name did not start: $(tail -n 3 "$TMP/$name.log")"; exit 1; }
+    start_balancer "$name" taskset -c 0 "$@"
+    pid=$BALANCER
     load 2 >/dev/null
     read -r u0 s0 < <(cpu "$pid")
     z0=$(sleeps "$pid")
@@ -136,8 +134,7 @@ measure() {
     read -r u1 s1 < <(cpu "$pid")
     z1=$(sleeps "$pid")
     wait "$watch"
-    kill -TERM "$pid"
-    wait "$pid" 2>/dev/null || true
+    stop_balancer
     requests=$(awk '/^requests:/ { print $8 }' "$TMP/$name.h2load")
     ((requests > 0)) || { log "$name: no request succeeded: $(grep requests: "$TMP/$name.h2load")"; exit 1; }
     ((PERF)) && calls=$(awk -F, '/raw_syscalls/ { print $1 }' "$TMP/perf")
