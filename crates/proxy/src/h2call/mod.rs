@@ -7,7 +7,8 @@
 //! [`ClientStream`] for its streams: how the request is read, how the response and failures
 //! are sent, the WebSocket tunnel's two directions and the rest of the attempt on an HTTP/2
 //! backend. Generic, not `dyn`: each engine gets its own copy of this code, with nothing
-//! dispatched at run time. Runs in the stream's task on the worker's thread.
+//! dispatched at run time. Runs on the worker's thread, in the stream's own task (hyperium
+//! engine) or in its client connection's task (native engine).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -202,7 +203,7 @@ impl<S: ClientStream> Forward for Call<'_, S> {
         match up.backend.url.protocol {
             BackendProtocol::H2c => S::attempt_h2(self, index, up).await,
             // Boxed: the HTTP/1.1 translation is a large future that gRPC calls (the hot path)
-            // never run; inline it would be copied with every stream task.
+            // never run; inline it would be copied with every stream's future.
             BackendProtocol::Http1 => Box::pin(to_h1::attempt(self, index, up, reuse)).await,
         }
     }
@@ -344,7 +345,7 @@ impl ExtendedConnect {
 /// Serves one client stream to its end through the attempt loop on the pool it was routed
 /// to, and logs it: one access record, the metrics, the spans (as for an HTTP/1.1 exchange).
 /// The engine's part of the start is [`Open::open`], called here so that the whole stream is
-/// one future (the task's), not one nested in another.
+/// one future (the one the engine runs), not one nested in another.
 pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
     let epoch = ctx.current_epoch();
     let _busy = ctx.busy();
@@ -378,8 +379,8 @@ pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
         let run = std::pin::pin!(attempt::forward(ctx, pool, call.note, &mut call));
         match deadline {
             // The timer is boxed (and only made when the call has a deadline): monoio's timer
-            // entry is cache-line aligned (128 bytes), which inline would make every stream
-            // task an aligned allocation.
+            // entry is cache-line aligned (128 bytes), which inline would make every stream's
+            // allocation an aligned one.
             Some(limit) => match Box::pin(timeout(limit, run)).await {
                 Ok(r) => r,
                 Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),

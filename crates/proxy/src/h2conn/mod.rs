@@ -954,7 +954,9 @@ async fn write_loop(conn: &H2Conn, w: &mut ConnWrite) {
 }
 
 /// Drives `conn` over a socket: reads (starting with what `buf` already holds) and writes
-/// until the connection is finished, lost, or `stop` resolves (then it closes at once).
+/// until the connection is finished, lost, or `stop` resolves (then it closes at once). `stop`
+/// is polled after the reader and before the writer in every turn, and goes on being polled
+/// while the connection flushes and lingers (a client connection runs its streams in it).
 ///
 /// A connection that ends while the peer may still be sending (a GOAWAY for an error or a
 /// flood, a graceful finish) is closed the lingering way: our side shut down, then the peer's
@@ -968,39 +970,51 @@ pub(crate) async fn drive(
     on: &mut impl OnEvent,
     stop: impl Future<Output = ()>,
 ) {
+    let mut stop = pin!(stop);
     let linger = {
         let mut reader = pin!(read_loop(conn, &mut r, &mut buf, on));
         let mut writer = pin!(write_loop(conn, &mut w));
-        let mut stop = pin!(stop);
+        // In this order: what the reader takes in (a client's new streams included) is acted
+        // on by `stop` and then written, all in the same turn.
         let ended = monoio::select! {
+            biased;
             end = &mut reader => Some(end),
-            _ = &mut writer => None,
             _ = &mut stop => Some(ReadEnd::Lost),
+            _ = &mut writer => None,
         };
         match ended {
-            Some(ReadEnd::Failed) => {
-                // Flush the GOAWAY.
+            Some(ReadEnd::Lost) => {
+                conn.lose();
+                return;
+            }
+            // The connection failed (a GOAWAY waits) or the peer stopped sending: flush what
+            // is left for it.
+            Some(end) => {
                 conn.state.borrow_mut().lost = true;
                 conn.output.wake();
-                let _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
-                true
+                monoio::select! {
+                    _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer) => {}
+                    _ = &mut stop => {
+                        conn.lose();
+                        return;
+                    }
+                }
+                end == ReadEnd::Failed
             }
-            Some(ReadEnd::Eof) => {
-                // The peer stopped sending: flush what is left for it.
-                conn.state.borrow_mut().lost = true;
-                conn.output.wake();
-                let _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer).await;
-                false
-            }
-            Some(ReadEnd::Lost) => false,
             // Finished and flushed.
             None => true,
         }
     };
     conn.lose();
     if linger {
-        let _ = w.shutdown().await;
-        let _ = monoio::time::timeout(LINGER, drain(&mut r)).await;
+        let tail = async {
+            let _ = w.shutdown().await;
+            let _ = monoio::time::timeout(LINGER, drain(&mut r)).await;
+        };
+        monoio::select! {
+            _ = tail => {}
+            _ = &mut stop => {}
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The downstream side on the native engine: one HTTP/2 client connection, served by its
-//! driver task on the worker, each request stream run by a task of its own through the attempt
-//! loop ([`super::stream`]).
+//! driver task on the worker. Its request streams run through the attempt loop
+//! ([`super::stream`]) inside that same task ([`StreamSet`]): no task per stream.
 //!
 //! The engine enforces the protocol's limits and defences from `[http2]` (concurrent streams,
 //! header list size, windows, the reset rate that stops rapid reset and provoked resets, the
@@ -9,14 +9,18 @@
 //! connections and their timeout, the idle close, GOAWAY after
 //! `limits.max_requests_per_connection` streams, and the graceful close when the worker drains.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
-use fulcrum_util::ReadBuf;
+use fulcrum_telemetry::error;
+use fulcrum_util::{CatchUnwind, ReadBuf};
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use super::stream::Opening;
 use crate::ctx::WorkerCtx;
@@ -48,28 +52,89 @@ impl AsRef<StreamCount> for ConnState {
     }
 }
 
-/// Spawns a task per request stream and answers PINGs' accounting.
-struct Streams {
+/// The request streams of one client connection, run inside the connection's own task rather
+/// than as a task each: a stream costs no task of its own (its allocation, its scheduling
+/// through the worker's queue), and the connection's turn that reads a batch of requests also
+/// starts them. Each stream is polled only when woken, with a waker of its own; a panic in one
+/// loses that stream only (its slot is detached and reset as it drops).
+struct StreamSet<F> {
+    running: RefCell<FuturesUnordered<CatchUnwind<F>>>,
+    worker: usize,
+}
+
+impl<F: Future<Output = ()>> StreamSet<F> {
+    fn new(worker: usize) -> Self {
+        Self { running: RefCell::new(FuturesUnordered::new()), worker }
+    }
+
+    /// Adds a stream. It is first polled by the next poll of [`run`](Self::run): `drive`
+    /// polls the connection's reader, which adds streams, before its `stop` future, which runs
+    /// them, so that is in the same turn.
+    fn push(&self, stream: F) {
+        self.running.borrow_mut().push(CatchUnwind::new(stream));
+    }
+
+    /// Polls the streams that were woken (or just added) until each is waiting again.
+    /// `Ready` once none is left.
+    fn poll_streams(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut running = self.running.borrow_mut();
+        loop {
+            match running.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(()))) => {}
+                Poll::Ready(Some(Err(panic))) => {
+                    error!("stream panicked; stream reset", worker = self.worker, panic = panic);
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Runs the streams for as long as the connection runs (never resolves).
+    async fn run(&self) {
+        poll_fn(|cx| {
+            // With none left, the next stream added is polled by the next poll of this
+            // future (see `push`).
+            let _ = self.poll_streams(cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Runs the streams left after the connection ended until each has ended.
+    async fn finish(&self) {
+        poll_fn(|cx| self.poll_streams(cx)).await
+    }
+}
+
+/// What one client stream runs: it through the attempt loop, counted in its connection's
+/// streams until it ends.
+async fn run_stream(ctx: Rc<WorkerCtx>, opening: Opening, guard: StreamGuard<ConnState>) {
+    h2call::serve(&ctx, opening).await;
+    drop(guard);
+}
+
+/// Starts each request stream in the connection's [`StreamSet`] and answers PINGs' accounting.
+struct Streams<F> {
     ctx: Rc<WorkerCtx>,
     state: Rc<ConnState>,
     /// Streams still allowed by `limits.max_requests_per_connection` (0: unlimited).
     left: u64,
     pong: Rc<Cell<bool>>,
+    /// [`run_stream`], named by its type so that the set holds its futures unboxed.
+    run: fn(Rc<WorkerCtx>, Opening, StreamGuard<ConnState>) -> F,
+    set: Rc<StreamSet<F>>,
 }
 
-impl OnEvent for Streams {
+impl<F: Future<Output = ()>> OnEvent for Streams<F> {
     fn request(&mut self, conn: &Rc<H2Conn>, engine: &mut Connection, stream: NewStream) {
         if self.left == 1 {
             engine.go_away(ErrorCode::NO_ERROR);
         }
         self.left = self.left.saturating_sub(1);
         let guard = StreamGuard::new(&self.state);
-        let (ctx, conn, state) = (self.ctx.clone(), conn.clone(), self.state.clone());
-        // Each stream is its own task: a panic in it loses that stream only.
-        self.ctx.spawn_contained(Box::pin(async move {
-            h2call::serve(&ctx, Opening { conn, state, stream }).await;
-            drop(guard);
-        }));
+        let opening = Opening { conn: conn.clone(), state: self.state.clone(), stream };
+        self.set.push((self.run)(self.ctx.clone(), opening, guard));
     }
 
     fn pong(&mut self) {
@@ -97,14 +162,26 @@ pub(crate) async fn serve(
     let state =
         Rc::new(ConnState { client_ip: peer.ip().to_string(), info, streams: StreamCount::new() });
     let pong = Rc::new(Cell::new(false));
+    let run: fn(_, _, _) -> _ = run_stream;
+    let set = Rc::new(StreamSet::new(ctx.index));
     let mut streams = Streams {
         ctx: ctx.clone(),
         state: state.clone(),
         left: ctx.limits.max_requests_per_connection,
         pong: pong.clone(),
+        run,
+        set: set.clone(),
     };
     let deadlines = watch(&ctx, &conn, &state, &pong);
-    drive(&conn, r, w, buf, &mut streams, deadlines).await;
+    let stop = async {
+        monoio::select! {
+            () = deadlines => {}
+            () = set.run() => {}
+        }
+    };
+    drive(&conn, r, w, buf, &mut streams, stop).await;
+    // Streams still running learn that the connection is gone and end (with their records).
+    set.finish().await;
 }
 
 /// The connection's clock: resolves when it must close at once (no handshake in time, a PING
@@ -149,5 +226,35 @@ async fn watch(ctx: &WorkerCtx, conn: &H2Conn, state: &ConnState, pong: &Cell<bo
             last_ping = Instant::now();
             pinging = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_panicking_stream_ends_alone_and_the_others_run_to_their_end() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}"));
+        rt.block_on(async {
+            let set = StreamSet::new(0);
+            let ended = Rc::new(Cell::new(0));
+            let stream = |panics: bool, ended: Rc<Cell<u32>>| async move {
+                monoio::time::sleep(Duration::from_millis(2)).await;
+                assert!(!panics, "a stream's bug");
+                ended.set(ended.get() + 1);
+            };
+            for panics in [false, true, false] {
+                set.push(stream(panics, ended.clone()));
+            }
+            set.finish().await;
+            assert_eq!(ended.get(), 2);
+            assert!(set.running.borrow().is_empty());
+        });
     }
 }

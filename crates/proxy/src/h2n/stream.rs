@@ -1,7 +1,8 @@
 //! One HTTP/2 stream from a client on the native engine, forwarded through the attempt loop
 //! to the backend its own pick chose: an h2c/h2 backend over a multiplexed native session
 //! (here), or an HTTP/1.1 backend through the HTTP/1.1 codec (`crate::h2call`, shared with the
-//! hyperium engine). Runs in the stream's own task on the worker's thread.
+//! hyperium engine). Runs inside its client connection's task on the worker's thread
+//! (`super::server::StreamSet`).
 //!
 //! Request and response flow at once (bidirectional streaming). DATA moves between the two
 //! connections with [`move_data`]: only as much as the receiving stream's send buffer takes,
