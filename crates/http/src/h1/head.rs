@@ -458,6 +458,8 @@ pub struct BackendResponse<'h> {
     /// body a GET would get, and is forwarded as is).
     pub bodiless: bool,
     headers: &'h [httparse::Header<'h>],
+    /// Its `Connection` fields, worked out once for [`end_to_end`](Self::end_to_end).
+    connection: Connection<'h, 'h>,
 }
 
 /// Parses a backend's response head from `input` (fields into `storage`, at most
@@ -484,6 +486,7 @@ pub fn parse_backend_response<'h>(
         return Err(HeadError::Malformed("status code out of range"));
     }
     let headers = res.headers;
+    let connection = Connection::of(headers);
     if code < 200 {
         let head = BackendResponse {
             head_len,
@@ -493,6 +496,7 @@ pub fn parse_backend_response<'h>(
             keep_alive: false,
             bodiless: false,
             headers,
+            connection,
         };
         return Ok(Some(if code == 101 {
             ResponseStart::Switching(head)
@@ -500,7 +504,6 @@ pub fn parse_backend_response<'h>(
             ResponseStart::Interim(head)
         }));
     }
-    let connection = Connection::of(headers);
     let declared = body_framing(headers)?;
     let bodiless = is_head || code == 204 || code == 304;
     let framing = match declared {
@@ -518,6 +521,7 @@ pub fn parse_backend_response<'h>(
         keep_alive,
         bodiless,
         headers,
+        connection,
     })))
 }
 
@@ -526,7 +530,7 @@ impl<'h> BackendResponse<'h> {
     /// re-emitted from [`framing`](Self::framing)), except that a bodiless response keeps its
     /// `Content-Length`.
     pub fn end_to_end(&self) -> impl Iterator<Item = &httparse::Header<'h>> {
-        let connection = Connection::of(self.headers);
+        let connection = self.connection;
         let bodiless = self.bodiless;
         self.headers.iter().filter(move |h| {
             !connection.drops(h.name.as_bytes())

@@ -211,19 +211,22 @@ async fn read_request_head(
         // Between requests the idle timeout runs; once a head has begun, the header timeout.
         // (A read cut short by the timeout takes the buffered bytes with it.)
         let idle = cbuf.is_empty();
+        // Pinned where it is made (here and at the other waits of an exchange): the timeout
+        // then holds a pointer, not a copy of the read's state.
+        let fill = std::pin::pin!(cbuf.fill(&mut client.r));
         let read = if idle {
             // A connection between requests closes as soon as the worker drains.
             if ctx.is_draining() {
                 return Ok(None);
             }
             monoio::select! {
-                r = timer.as_mut().within(timeouts.client_idle(), cbuf.fill(&mut client.r)) => r,
+                r = timer.as_mut().within(timeouts.client_idle(), fill) => r,
                 _ = ctx.drained_signal() => return Ok(None),
             }
         } else {
             let started = *head_started.get_or_insert_with(Instant::now);
             let limit = timeouts.client_header();
-            timer.as_mut().within_from(started, limit, cbuf.fill(&mut client.r)).await
+            timer.as_mut().within_from(started, limit, fill).await
         };
         match read {
             Err(_) if idle => return Ok(None),
@@ -583,8 +586,11 @@ async fn relay_response(
         // The response timeout runs from the end of the request; while the body is still
         // uploading, the client-body timeout on the other side bounds the wait.
         let start = body_sent.get().unwrap_or_else(Instant::now);
-        let read = conn.r.fill(conn.buf);
-        match timer.as_mut().within_from(start, t.upstream_response(), read).await {
+        let read = {
+            let read = std::pin::pin!(conn.r.fill(conn.buf));
+            timer.as_mut().within_from(start, t.upstream_response(), read).await
+        };
+        match read {
             Err(_) if body_sent.get().is_none() => {}
             Err(_) => return Err(ProxyError::UpstreamTimeout.into()),
             // (After an interim head the response has begun: not sent again.)
@@ -620,12 +626,16 @@ async fn relay_response(
         in_flight.take();
     }
     head_written.set(true);
-    let head = std::mem::take(out);
-    let (written, head) =
-        match timer.as_mut().within(t.client_send(), client_w.write_all(head)).await {
-            Ok(r) => r,
-            Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
-        };
+    // The send timeout starts at the response head's arrival (`now`): microseconds ago, and
+    // one reading of the clock fewer.
+    let sent = {
+        let write = std::pin::pin!(client_w.write_all(std::mem::take(out)));
+        timer.as_mut().within_from(now, t.client_send(), write).await
+    };
+    let (written, head) = match sent {
+        Ok(r) => r,
+        Err(_) => return Err(responded(ProxyError::Client(BodyError::Write(timed_out())))),
+    };
     *out = head;
     written.map_err(|e| responded(ProxyError::Client(BodyError::Write(e))))?;
     note.sent(out.len() as u64);
