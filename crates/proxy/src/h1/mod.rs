@@ -36,7 +36,7 @@ use crate::exchange::{BodyCapture, ExchangeNote};
 use crate::route;
 use crate::transport::{ConnInfo, ConnRead, ConnWrite};
 use crate::tunnel::{self, Direction, TunnelReport};
-use crate::upstream::{Reuse, Upstream, UpstreamConn, UpstreamRead};
+use crate::upstream::{Conn, Reuse, Upstream, UpstreamConn, UpstreamRead};
 
 pub(crate) use caching::CacheMark;
 use caching::Tee as CacheTee;
@@ -344,7 +344,7 @@ impl Exchange<'_> {
     async fn send(
         &mut self,
         up: &Upstream,
-        mut conn: UpstreamConn,
+        mut conn: Conn,
     ) -> Result<Outcome, AttemptError<Failure>> {
         // Counted until the backend's whole response is read (not until the client has it):
         // `relay_response` ends it there.

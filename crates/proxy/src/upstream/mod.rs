@@ -79,7 +79,8 @@ pub struct UpstreamSettings {
 }
 
 /// An upstream connection, split so the request body and the response can flow at once, with
-/// its read buffer.
+/// its read buffer. Boxed from its connect to its close ([`Conn`]): an exchange hands it from
+/// the pool to its attempt and back, and a pointer moves where the connection would be copied.
 pub struct UpstreamConn {
     /// Reading side (its first read after a reuse is the one armed while it was pooled: read
     /// through [`fill`](Self::fill) or [`UpstreamRead::fill`]).
@@ -103,18 +104,21 @@ impl std::fmt::Debug for UpstreamConn {
     }
 }
 
+/// An [`UpstreamConn`] as it is handed around: boxed.
+pub type Conn = Box<UpstreamConn>;
+
 impl UpstreamConn {
     /// Wraps the halves of a freshly connected socket (TLS or not) opened under `slot`.
-    fn new(halves: (ConnRead, ConnWrite), buffer_bytes: usize, slot: Slot) -> Self {
+    fn new(halves: (ConnRead, ConnWrite), buffer_bytes: usize, slot: Slot) -> Conn {
         let (r, w) = halves;
-        Self {
+        Box::new(Self {
             r: UpstreamRead::new(r),
             w,
             buf: ReadBuf::with_capacity(buffer_bytes),
             reused: false,
             idle_since_ms: 0,
             slot,
-        }
+        })
     }
 
     /// How long the connection has sat in the pool, at `now_ms`.
@@ -128,7 +132,7 @@ impl UpstreamConn {
     }
 
     /// Arms a read on it (see [`read`]); `None` when the backend closed it already.
-    fn arm(mut self) -> Option<Self> {
+    fn arm(mut self: Conn) -> Option<Conn> {
         let storage = self.buf.take();
         self.r = self.r.arm(storage)?;
         Some(self)
@@ -136,7 +140,7 @@ impl UpstreamConn {
 
     /// `None` when its armed read completed while it was pooled: the backend closed it (or
     /// sent something unasked), so no request may be sent on it.
-    fn still_open(mut self) -> Option<Self> {
+    fn still_open(mut self: Conn) -> Option<Conn> {
         self.r = self.r.still_open()?;
         Some(self)
     }
@@ -158,7 +162,7 @@ pub struct Upstream {
     settings: UpstreamSettings,
     /// TLS to the backend (`https://`, `h2://`), when it could be set up.
     tls: Option<Arc<UpstreamTls>>,
-    idle: RefCell<Vec<UpstreamConn>>,
+    idle: RefCell<Vec<Conn>>,
     retired: Cell<bool>,
     gate: Rc<ConnGate>,
     /// The worker's upkeep deadline (idle connections to close, a latency window to age).
@@ -224,7 +228,7 @@ impl Upstream {
     }
 
     /// Takes the most recently used idle connection younger than `max_idle_age` at `now_ms`.
-    fn checkout(&self, max_idle_age: Duration, now_ms: u64) -> Option<UpstreamConn> {
+    fn checkout(&self, max_idle_age: Duration, now_ms: u64) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
             if conn.idle_for(now_ms) < max_idle_age {
@@ -237,7 +241,7 @@ impl Upstream {
     /// Returns a connection whose last exchange ended cleanly (with a read armed on it on
     /// io_uring); drops it when the pool is full, the backend was removed, or the backend
     /// closed it already.
-    pub fn checkin(&self, conn: UpstreamConn) {
+    pub fn checkin(&self, conn: Conn) {
         if self.retired.get()
             || !conn.buf.is_empty()
             || self.idle.borrow().len() >= self.settings.pool.max_idle_per_backend
@@ -414,7 +418,7 @@ impl Upstream {
         health: PassiveHealth,
         note: &ExchangeNote,
         worker: &WorkerSlot,
-    ) -> Result<Option<UpstreamConn>, ProxyError> {
+    ) -> Result<Option<Conn>, ProxyError> {
         let mut deadline = None;
         loop {
             // Requests already queued go first: a newcomer joins the queue behind them.
