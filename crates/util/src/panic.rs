@@ -6,31 +6,25 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-pin_project_lite::pin_project! {
-    /// Polls the inner future inside `catch_unwind`; resolves to `Err(message)` if it panicked.
-    ///
-    /// Holds the future inline. A spawned task wraps a box (`Pin<Box<F>>` is a future too), so
-    /// the task stays small and spawning it copies a pointer rather than the (several KiB)
-    /// state of a connection; a set of futures that allocates each entry itself wraps them
-    /// bare.
-    #[derive(Debug)]
-    pub struct CatchUnwind<F> {
-        #[pin]
-        fut: F,
-    }
-}
+/// Polls the inner future inside `catch_unwind`; resolves to `Err(message)` if it panicked.
+///
+/// The future comes boxed: the task (or the entry of a set of futures) that runs this then stays
+/// small, and spawning it copies a pointer rather than the (several KiB) state of a connection
+/// or stream.
+#[derive(Debug)]
+pub struct CatchUnwind<F>(Pin<Box<F>>);
 
 impl<F: Future> CatchUnwind<F> {
     /// Wraps `fut`.
-    pub fn new(fut: F) -> Self {
-        Self { fut }
+    pub fn new(fut: Pin<Box<F>>) -> Self {
+        Self(fut)
     }
 }
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.project().fut;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
         match std::panic::catch_unwind(AssertUnwindSafe(move || fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

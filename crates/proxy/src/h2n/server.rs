@@ -61,7 +61,7 @@ impl AsRef<StreamCount> for ConnState {
 /// boxed where it is made: the set's entry then holds a pointer, and the future's state (about
 /// 1.5 KiB) is not copied on its way in.
 struct StreamSet<F> {
-    running: RefCell<FuturesUnordered<CatchUnwind<Pin<Box<F>>>>>,
+    running: RefCell<FuturesUnordered<CatchUnwind<F>>>,
     worker: usize,
 }
 
