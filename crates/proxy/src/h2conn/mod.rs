@@ -983,29 +983,25 @@ pub(crate) async fn drive(
             _ = &mut writer => None,
         };
         match ended {
-            Some(ReadEnd::Lost) => {
-                conn.lose();
-                return;
-            }
+            Some(ReadEnd::Lost) => false,
             // The connection failed (a GOAWAY waits) or the peer stopped sending: flush what
-            // is left for it.
+            // is left for it, then linger after a failure (unless `stop` came first).
             Some(end) => {
                 conn.state.borrow_mut().lost = true;
                 conn.output.wake();
                 monoio::select! {
-                    _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer) => {}
-                    _ = &mut stop => {
-                        conn.lose();
-                        return;
+                    _ = monoio::time::timeout(FLUSH_TIMEOUT, &mut writer) => {
+                        end == ReadEnd::Failed
                     }
+                    _ = &mut stop => false,
                 }
-                end == ReadEnd::Failed
             }
             // Finished and flushed.
             None => true,
         }
     };
     conn.lose();
+    // Every way here on which `stop` resolved leaves `linger` false, so it may be polled again.
     if linger {
         let tail = async {
             let _ = w.shutdown().await;
