@@ -46,8 +46,7 @@ instructions() {
     h2load --h1 -n "$n" -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >"$TMP/h2load.$n" 2>&1
     grep -q "$n succeeded" "$TMP/h2load.$n" ||
         { log "not every request succeeded: $(grep requests: "$TMP/h2load.$n")"; exit 1; }
-    kill -INT "$BALANCER"
-    wait "$BALANCER" 2>/dev/null || true
+    stop_balancer
     for f in "$out".*; do
         total=$((total + $(counted "$f")))
     done
