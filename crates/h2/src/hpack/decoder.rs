@@ -1,6 +1,7 @@
 //! The HPACK decoder: one per connection, fed each complete field block (HEADERS plus its
 //! CONTINUATION fragments, joined by the engine) in the order received.
 
+use super::memo::HuffmanMemo;
 use super::table::{DynamicTable, STATIC, STATIC_BLOB, STATIC_OFFSET, static_pseudo};
 use super::{DEFAULT_TABLE_SIZE, ENTRY_OVERHEAD, Field, HpackError, Pseudo, decode_int, huffman};
 
@@ -75,7 +76,8 @@ struct Decoded {
 ///
 /// Memory is bounded by the two limits it is built with: the dynamic table by
 /// `max_table_size` (twice that in its buffer), the decoded fields of one block by
-/// `max_list_size` plus one table's worth (RFC 9113 counting), whatever the block holds.
+/// `max_list_size` plus one table's worth (RFC 9113 counting), whatever the block holds; the
+/// memory of recent Huffman strings ([`HuffmanMemo`]) is about 1.4 KiB once used.
 #[derive(Debug)]
 pub struct Decoder {
     table: DynamicTable,
@@ -92,6 +94,8 @@ pub struct Decoder {
     fields: Vec<Span>,
     /// Some of them borrow dynamic-table bytes ([`Src::Table`]).
     table_refs: bool,
+    /// What the peer's recent Huffman strings decode to.
+    memo: HuffmanMemo,
 }
 
 impl Default for Decoder {
@@ -115,6 +119,7 @@ impl Decoder {
             scratch: Vec::new(),
             fields: Vec::new(),
             table_refs: false,
+            memo: HuffmanMemo::default(),
         }
     }
 
@@ -160,6 +165,7 @@ impl Decoder {
     /// `max_list_size` (allocation rounding can double both).
     pub fn heap_bytes(&self) -> usize {
         self.table.heap_bytes()
+            + self.memo.heap_bytes()
             + self.scratch.capacity()
             + self.fields.capacity() * std::mem::size_of::<Span>()
     }
@@ -293,9 +299,10 @@ impl Decoder {
         if mode == Indexing::Incremental {
             cap = cap.max(self.table.max_size());
         }
+        let remember = mode != Indexing::Never;
         let i = index as usize;
         let (name, pseudo, static_name) = if i == 0 {
-            let name = self.string(block, &mut st.pos, cap)?;
+            let name = self.string(block, &mut st.pos, cap, remember)?;
             let bytes = name.at.resolve(&[block, &self.scratch, &[], &[]]);
             let pseudo = if name.complete && bytes.first() == Some(&b':') {
                 Pseudo::from_name(bytes)
@@ -323,7 +330,7 @@ impl Decoder {
             )
         };
         let value_cap = cap.saturating_sub(name.len);
-        let value = self.string(block, &mut st.pos, value_cap)?;
+        let value = self.string(block, &mut st.pos, value_cap, remember)?;
         let store = self.admit(st, name.len + value.len + ENTRY_OVERHEAD);
         if mode == Indexing::Incremental {
             self.detach_table_refs();
@@ -353,8 +360,15 @@ impl Decoder {
     }
 
     /// A string literal (RFC 7541 section 5.2) at `*pos`; a Huffman one is decoded into the
-    /// scratch buffer, storing at most `cap` bytes.
-    fn string(&mut self, block: &[u8], pos: &mut usize, cap: usize) -> Result<Decoded, HpackError> {
+    /// scratch buffer, storing at most `cap` bytes, through the memo when `remember` (a field
+    /// the peer did not mark "never indexed").
+    fn string(
+        &mut self,
+        block: &[u8],
+        pos: &mut usize,
+        cap: usize,
+        remember: bool,
+    ) -> Result<Decoded, HpackError> {
         let huffman = block.get(*pos).is_some_and(|&b| b & 0x80 != 0);
         let len = decode_int(block, pos, 7)? as usize;
         let start = *pos;
@@ -364,7 +378,11 @@ impl Decoder {
             return Ok(Decoded { at: Str::new(Src::Input, start, len), len, complete: true });
         }
         let at = self.scratch.len();
-        let decoded = huffman::decode(raw, &mut self.scratch, cap)?;
+        let decoded = if remember {
+            self.memo.decode(raw, &mut self.scratch, cap)?
+        } else {
+            huffman::decode(raw, &mut self.scratch, cap)?
+        };
         let stored = self.scratch.len() - at;
         Ok(Decoded {
             at: Str::new(Src::Scratch, at, stored),

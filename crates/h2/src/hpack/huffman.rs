@@ -151,7 +151,7 @@ const STEPS: [[Step; 16]; 256] = {
 pub(crate) fn decode(src: &[u8], dst: &mut Vec<u8>, cap: usize) -> Result<usize, HpackError> {
     // A code is at least 5 bits, so the output is at most 8/5 of the input.
     let bound = src.len() * 8 / 5;
-    let limit = dst.len() + cap;
+    let limit = dst.len().saturating_add(cap);
     dst.reserve(bound.min(cap));
     let mut state = 0usize;
     let mut n = 0usize;

@@ -20,6 +20,7 @@
 mod decoder;
 mod encoder;
 mod huffman;
+mod memo;
 mod table;
 
 use std::fmt;

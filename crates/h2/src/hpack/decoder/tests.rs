@@ -385,3 +385,77 @@ fn encoder_output_round_trips() {
         assert_eq!(d.table_len(), 0);
     }
 }
+
+/// The same Huffman-coded literals on every response but for the date, as nginx sends them
+/// (there with incremental indexing). The memo answers the repeats with what decoding gives;
+/// "never indexed" fields stay out of it.
+#[test]
+fn repeated_unindexed_huffman_fields_decode_the_same_every_time() {
+    let response = |date: &str| {
+        let mut enc = Encoder::new();
+        enc.set_huffman(true);
+        let mut block = Vec::new();
+        for (n, v) in [
+            (":status", "200"),
+            ("server", "nginx"),
+            ("date", date),
+            ("content-type", "text/plain"),
+            ("x-backend", "b1"),
+        ] {
+            enc.encode(n.as_bytes(), v.as_bytes(), &mut block);
+        }
+        block
+    };
+    let mut d = Decoder::default();
+    for date in ["Fri, 04 Dec 2026 19:06:03 GMT", "Fri, 04 Dec 2026 19:06:04 GMT"] {
+        let block = response(date);
+        for _ in 0..3 {
+            let want = pairs(&[
+                (":status", "200"),
+                ("server", "nginx"),
+                ("date", date),
+                ("content-type", "text/plain"),
+                ("x-backend", "b1"),
+            ]);
+            assert_eq!(decode(&mut d, &block).unwrap(), want);
+        }
+    }
+    assert!(d.memo.heap_bytes() > 0);
+    assert_eq!(d.table_len(), 0);
+
+    // nginx's own bytes: `server` (static 54) and `date` (static 33) with incremental
+    // indexing, so each response also adds both to the dynamic table.
+    let huffman_string = |s: &str| {
+        let mut coded = Vec::new();
+        huffman::encode(s.as_bytes(), &mut coded);
+        let mut out = vec![0x80 | coded.len() as u8];
+        out.extend(coded);
+        out
+    };
+    let mut d = Decoder::default();
+    for date in ["Fri, 04 Dec 2026 19:06:03 GMT", "Fri, 04 Dec 2026 19:06:04 GMT"] {
+        let mut block = vec![0x88, 0x40 | 54];
+        block.extend(huffman_string("nginx"));
+        block.push(0x40 | 33);
+        block.extend(huffman_string(date));
+        for _ in 0..3 {
+            let want = pairs(&[(":status", "200"), ("server", "nginx"), ("date", date)]);
+            assert_eq!(decode(&mut d, &block).unwrap(), want);
+            assert_eq!(d.table_entry(1), Some((&b"date"[..], date.as_bytes())));
+            assert_eq!(d.table_entry(2), Some((&b"server"[..], &b"nginx"[..])));
+        }
+    }
+
+    let mut enc = Encoder::new();
+    enc.set_huffman(true);
+    let mut block = Vec::new();
+    enc.encode_never_indexed(b"authorization", b"Bearer secret-token", &mut block);
+    let mut d = Decoder::default();
+    for _ in 0..2 {
+        assert_eq!(
+            decode(&mut d, &block).unwrap(),
+            pairs(&[("authorization", "Bearer secret-token")])
+        );
+    }
+    assert_eq!(d.memo.heap_bytes(), 0, "a never-indexed field is not remembered");
+}
