@@ -335,6 +335,41 @@ fn h2c_upstream_streams_stay_within_the_backends_limit() {
     assert_eq!((backend.connections(), backend.answered()), (2, 8));
 }
 
+/// A plain HTTP/2 request to an h2c backend that never answers gets `504` once
+/// `timeouts.upstream_response_ms` has passed since that stream's request, on both engines.
+/// The second stream starts 150 ms after the first on the same connection: on the native
+/// engine the streams of a client connection share one timer entry, and neither stream's
+/// deadline may cut the other's short.
+#[test]
+fn each_stream_to_a_silent_h2c_backend_gets_504_after_its_own_response_timeout() {
+    for engine in ["native", "h2"] {
+        let backend = RawH2Backend::builder().reply(Reply::Silent).spawn();
+        let lb = Fulcrum::builder()
+            .workers(1)
+            .backend(&backend)
+            .h2_engine(engine)
+            .config("[timeouts]\nupstream_response_ms = 300")
+            .start();
+        let mut c = H2Conn::connect(lb.addr());
+        let first = (c.request("GET", "/", &[], true), std::time::Instant::now());
+        holds_for(Duration::from_millis(150), "the first stream still waits", || {
+            backend.resets() == 0
+        });
+        let second = (c.request("GET", "/", &[], true), std::time::Instant::now());
+        for (id, sent) in [first, second] {
+            let r = c.response(id, Duration::from_secs(10));
+            let took = sent.elapsed();
+            assert_eq!((r.status(), &r.end), (Some(504), &End::Stream), "{engine}: {r:?}");
+            let late = Duration::from_secs(5);
+            assert!(took >= Duration::from_millis(300) && took < late, "{engine}: {took:?}");
+        }
+        // The backend saw both streams cancelled.
+        expect_within(Duration::from_secs(5), "two resets at the backend", || {
+            backend.resets() == 2
+        });
+    }
+}
+
 /// A client that reads nothing (a 64 KiB window it never opens further) back-pressures a
 /// server stream of 60 KiB replies: the backend gets to hand its transport only what the
 /// windows along the way hold, then stalls, and Fulcrum's memory stays flat.

@@ -10,8 +10,10 @@
 //! - [`rewind`]: a poll-io socket that replays bytes already read (protocol hand-over).
 //! - [`panic`]: panic containment for worker tasks.
 //! - [`timer`]: [`Timer`], one timer entry for every bounded wait of a connection in turn.
+//! - [`alarms`]: [`Alarms`], one timer entry for the concurrent waits of a connection's streams.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
+mod alarms;
 mod buf;
 mod clock;
 mod deadline;
@@ -23,6 +25,7 @@ mod rewind;
 mod runtime;
 mod timer;
 
+pub use alarms::{Alarm, Alarms};
 pub use buf::ReadBuf;
 pub use clock::{ms_at, now_ms};
 pub use deadline::Deadline;

@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fulcrum_http::Synthetic;
@@ -182,6 +182,13 @@ pub(crate) struct H2Stream {
     replay: RefCell<Replay>,
 }
 
+/// A stream's alarm on this engine: a timer entry of its own, boxed and made only when polled
+/// (monoio's entry is cache-line aligned, 128 bytes, which inline would make every stream's
+/// allocation an aligned one).
+async fn boxed_sleep(limit: Duration) {
+    Box::pin(monoio::time::sleep(limit)).await
+}
+
 impl ClientStream for H2Stream {
     type Code = Reason;
     type Head = Response<()>;
@@ -244,6 +251,10 @@ impl ClientStream for H2Stream {
 
     fn count_reset(&self) {
         self.conn.client_reset();
+    }
+
+    fn alarm(&self, limit: Duration) -> impl Future<Output = ()> + 'static {
+        boxed_sleep(limit)
     }
 
     fn response_head(res: &BackendResponse<'_>, upgrade: bool) -> Option<Response<()>> {
@@ -346,6 +357,7 @@ impl ClientStream for H2Stream {
         let in_flight = std::cell::Cell::new(Some(up.stats.begin()));
         let _span = call.note.phase("upstream_exchange");
         let started = Instant::now();
+        let response_alarm = call.stream.alarm(timeouts.upstream_response());
         let note = call.note;
         let replay = &call.stream.replay;
         let body = &mut call.stream.body;
@@ -354,7 +366,6 @@ impl ClientStream for H2Stream {
         let down = &mut call.stream.down;
         let conn = &*call.stream.conn;
         let grpc = call.grpc;
-        let response_timeout = timeouts.upstream_response();
 
         // The request side: what was already seen (after a refused attempt), then the rest.
         let send = async {
@@ -390,7 +401,7 @@ impl ClientStream for H2Stream {
                 // RST_STREAM from the client: it counts against the rapid-reset cap.
                 conn.client_reset();
             };
-            let head = h2call::wait_head(grpc, response_timeout, response, client_reset).await?;
+            let head = h2call::wait_head(grpc, response_alarm, response, client_reset).await?;
             let res = match head {
                 Ok(res) => res,
                 Err(e) => return Err(upstream_failed(&lease, &e)),

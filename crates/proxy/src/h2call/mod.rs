@@ -22,7 +22,6 @@ use fulcrum_http::h1::{BackendResponse, BodyError, H2RequestHead};
 use fulcrum_model::Routed;
 use fulcrum_telemetry::CacheStatus;
 use monoio::buf::IoBuf;
-use monoio::time::timeout;
 
 use crate::attempt::{self, AttemptError, Forward};
 use crate::ctx::{WorkerCtx, WorkerEpoch};
@@ -112,6 +111,9 @@ pub(crate) trait ClientStream: Sized {
     fn release(&mut self, n: usize);
     /// Counts a stream the client reset against the rapid-reset cap.
     fn count_reset(&self);
+    /// Resolves `limit` after it is first polled: the deadline of one wait of the stream (the
+    /// response head, a gRPC call's `grpc-timeout`). Costs nothing when dropped unpolled.
+    fn alarm(&self, limit: Duration) -> impl Future<Output = ()> + 'static;
 
     /// The head for the client of a backend's HTTP/1.1 response (its `101` as a `200` when
     /// `upgrade`); `None` when a field cannot be carried over HTTP/2.
@@ -242,24 +244,16 @@ impl<S: ClientStream> Call<'_, S> {
 /// client's RST_STREAM) comes first.
 pub(crate) async fn wait_head<T, C>(
     grpc: bool,
-    response_timeout: Duration,
+    response_alarm: impl Future<Output = ()>,
     head: impl Future<Output = T>,
     client_reset: impl Future<Output = ()>,
 ) -> Result<T, AttemptError<Fail<C>>> {
-    let limit = (!grpc).then_some(response_timeout);
-    let head_wait = async {
-        match limit {
-            // Boxed for the same reason as the deadline in `serve`.
-            Some(limit) => Box::pin(timeout(limit, head)).await.ok(),
-            None => Some(head.await),
-        }
-    };
     monoio::select! {
         biased;
-        r = head_wait => match r {
-            Some(r) => Ok(r),
-            None => Err(AttemptError::Fail(ProxyError::UpstreamTimeout.into())),
-        },
+        r = head => Ok(r),
+        () = response_alarm, if !grpc => {
+            Err(AttemptError::Fail(ProxyError::UpstreamTimeout.into()))
+        }
         _ = client_reset => Err(AttemptError::Fail(Fail::ClientGone)),
     }
 }
@@ -374,16 +368,15 @@ pub(crate) async fn serve<O: Open>(ctx: &WorkerCtx, open: O) {
     let result = if connect == ExtendedConnect::Unsupported {
         Err(Fail::Error(ProxyError::Unsupported("extended CONNECT protocol")))
     } else {
-        // Pinned here so the deadline wraps a reference: the call's (large) future is stored
-        // once in this one, not once bare and once inside the timeout.
+        let deadline = deadline.map(|limit| call.stream.alarm(limit));
+        // Pinned here so the deadline's select holds a reference: the call's (large) future
+        // is stored once, in this one.
         let run = std::pin::pin!(attempt::forward(ctx, pool, call.note, &mut call));
         match deadline {
-            // The timer is boxed (and only made when the call has a deadline): monoio's timer
-            // entry is cache-line aligned (128 bytes), which inline would make every stream's
-            // allocation an aligned one.
-            Some(limit) => match Box::pin(timeout(limit, run)).await {
-                Ok(r) => r,
-                Err(_) => Err(Fail::Error(ProxyError::DeadlineExceeded)),
+            Some(deadline) => monoio::select! {
+                biased;
+                r = run => r,
+                () = deadline => Err(Fail::Error(ProxyError::DeadlineExceeded)),
             },
             None => run.await,
         }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
 use fulcrum_telemetry::error;
+use fulcrum_util::Alarms;
 use fulcrum_util::{CatchUnwind, ReadBuf};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
@@ -45,6 +46,8 @@ pub(crate) struct ConnState {
     /// Cleartext or TLS (and the TLS session), for `X-Forwarded-Proto` and the records.
     pub(crate) info: ConnInfo,
     streams: StreamCount,
+    /// The deadlines of the streams' waits, rung by the connection's task.
+    pub(crate) alarms: Alarms,
 }
 
 impl AsRef<StreamCount> for ConnState {
@@ -162,8 +165,12 @@ pub(crate) async fn serve(
         ..engine_config(&cfg)
     };
     let conn = H2Conn::new(Role::Server, config);
-    let state =
-        Rc::new(ConnState { client_ip: peer.ip().to_string(), info, streams: StreamCount::new() });
+    let state = Rc::new(ConnState {
+        client_ip: peer.ip().to_string(),
+        info,
+        streams: StreamCount::new(),
+        alarms: Alarms::new(),
+    });
     let pong = Rc::new(Cell::new(false));
     let run: fn(_, _, _) -> _ = run_stream;
     let set = Rc::new(StreamSet::new(ctx.index));
@@ -180,11 +187,15 @@ pub(crate) async fn serve(
         monoio::select! {
             () = deadlines => {}
             () = set.run() => {}
+            () = state.alarms.drive() => {}
         }
     };
     drive(&conn, r, w, buf, &mut streams, stop).await;
     // Streams still running learn that the connection is gone and end (with their records).
-    set.finish().await;
+    monoio::select! {
+        () = set.finish() => {}
+        () = state.alarms.drive() => {}
+    }
 }
 
 /// The connection's clock: resolves when it must close at once (no handshake in time, a PING

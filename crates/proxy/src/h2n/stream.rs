@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fulcrum_h2::hpack::{Field, Pseudo};
 use fulcrum_h2::{ErrorCode, StreamId, validate};
@@ -337,6 +337,10 @@ impl ClientStream for NativeStream {
 
     fn count_reset(&self) {}
 
+    fn alarm(&self, limit: Duration) -> impl Future<Output = ()> + 'static {
+        self.state.alarms.after(limit)
+    }
+
     fn response_head(res: &BackendResponse<'_>, upgrade: bool) -> Option<(u16, Fields)> {
         if upgrade {
             // The `200` for the client, without the HTTP/1.1-only `Sec-WebSocket-Accept`.
@@ -439,7 +443,7 @@ impl ClientStream for NativeStream {
             (&call.stream.conn, call.stream.id, call.note, &call.stream.replay, call.grpc);
         let capture = &mut *call.capture;
         let head_sent = &call.stream.head_sent;
-        let response_timeout = timeouts.upstream_response();
+        let response_alarm = call.stream.alarm(timeouts.upstream_response());
 
         // The request side: what was already seen (after a refused attempt), then the rest.
         let send = async {
@@ -482,7 +486,7 @@ impl ClientStream for NativeStream {
         let relay = async {
             let head = poll_fn(|cx| session.poll_head(up_id, cx));
             let client_reset = poll_fn(|cx| conn.poll_reset(id, cx));
-            let head = h2call::wait_head(grpc, response_timeout, head, client_reset).await?;
+            let head = h2call::wait_head(grpc, response_alarm, head, client_reset).await?;
             let head = head.map_err(head_failed)?;
             replay.borrow_mut().stop();
             let (status, at, grpc_status, bytes) = match &head {
