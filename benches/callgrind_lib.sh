@@ -66,6 +66,30 @@ EOF
     wait_port "$port" || { log "nginx did not start"; exit 1; }
 }
 
+# start_h2c_backends PORT1 PORT2: one nginx worker serving h2c (prior knowledge) on both ports,
+# answering /small (3 bytes) with an `x-backend` field, as bench.sh's h2c workload's backends.
+start_h2c_backends() {
+    mkdir -p "$TMP/nginx-h2c"
+    cat >"$TMP/nginx-h2c/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/nginx-h2c/pid; error_log $TMP/nginx-h2c/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off; client_body_temp_path $TMP/nginx-h2c; keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:$1 http2; add_header X-Backend b1;
+        location = /small { return 200 "ok\n"; }
+    }
+    server {
+        listen 127.0.0.1:$2 http2; add_header X-Backend b2;
+        location = /small { return 200 "ok\n"; }
+    }
+}
+EOF
+    nginx -c "$TMP/nginx-h2c/nginx.conf" -p "$TMP/nginx-h2c" &
+    PIDS+=($!)
+    { wait_port "$1" && wait_port "$2"; } || { log "nginx (h2c) did not start"; exit 1; }
+}
+
 # start_grpc_harness PORT_BASE [CPU [BACKENDS]]: what the gRPC scripts measure against. Sets BE1,
 # BE2 and LB (PORT_BASE + 1, + 2, + 10), starts the tonic echo backends (examples/grpc_echo.rs,
 # or ECHO_BIN) on BE1 and BE2 unless BACKENDS is `own` (the caller starts its own h2c backends
