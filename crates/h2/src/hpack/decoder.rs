@@ -77,7 +77,7 @@ struct Decoded {
 /// Memory is bounded by the two limits it is built with: the dynamic table by
 /// `max_table_size` (twice that in its buffer), the decoded fields of one block by
 /// `max_list_size` plus one table's worth (RFC 9113 counting), whatever the block holds; the
-/// memory of recent Huffman strings ([`HuffmanMemo`]) is about 1.4 KiB once used.
+/// memo of recent Huffman strings is about 1.4 KiB once used.
 #[derive(Debug)]
 pub struct Decoder {
     table: DynamicTable,

@@ -1,5 +1,5 @@
-//! What the peer's last few Huffman strings decode to. Part of the [`Decoder`]
-//! (super::Decoder), so it runs on the thread that owns the connection.
+//! What the peer's last few Huffman strings decode to. Part of the
+//! [`Decoder`](super::Decoder), so it runs on the thread that owns the connection.
 //!
 //! Some servers send the same response fields Huffman-coded on every response, without ever
 //! referring back to them: nginx sends `server`, `date`, `content-type` and the fields an

@@ -7,7 +7,8 @@
 //! a literal in the block borrow from the block itself, static entries from the static table,
 //! dynamic entries from the dynamic table's buffer (copied only if a later field of the same
 //! block changes the table), and Huffman-decoded strings live in one scratch buffer the decoder
-//! reuses from block to block. No allocation or hashing happens per field once the buffers have
+//! reuses from block to block (a string the peer sent lately is copied from a small memo rather
+//! than decoded again). No allocation or hashing happens per field once the buffers have
 //! grown to the connection's working size, and the decoded list is counted as RFC 9113 says
 //! (name + value + 32 per field) against a limit, so a compression bomb cannot make it hold
 //! more than that.

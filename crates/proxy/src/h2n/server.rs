@@ -5,8 +5,9 @@
 //! The engine enforces the protocol's limits and defences from `[http2]` (concurrent streams,
 //! header list size, windows, the reset rate that stops rapid reset and provoked resets, the
 //! control-frame and empty-frame floods, CONTINUATION floods). This module adds what needs a
-//! clock or the worker: the handshake deadline (`timeouts.client_header_ms`), PINGs on quiet
-//! connections and their timeout, the idle close, GOAWAY after
+//! clock or the worker: the handshake deadline (`timeouts.client_header_ms`), the streams'
+//! response and `grpc-timeout` deadlines (one [`Alarms`] table, rung by this task), PINGs on
+//! quiet connections and their timeout, the idle close, GOAWAY after
 //! `limits.max_requests_per_connection` streams, and the graceful close when the worker drains.
 
 use std::cell::{Cell, RefCell};
@@ -20,8 +21,7 @@ use std::time::{Duration, Instant};
 use fulcrum_h2::ErrorCode;
 use fulcrum_h2::conn::{Config, Connection, Role};
 use fulcrum_telemetry::error;
-use fulcrum_util::Alarms;
-use fulcrum_util::{CatchUnwind, ReadBuf};
+use fulcrum_util::{Alarms, CatchUnwind, ReadBuf};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 
 use super::stream::Opening;

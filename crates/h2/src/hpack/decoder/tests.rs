@@ -390,7 +390,7 @@ fn encoder_output_round_trips() {
 /// (there with incremental indexing). The memo answers the repeats with what decoding gives;
 /// "never indexed" fields stay out of it.
 #[test]
-fn repeated_unindexed_huffman_fields_decode_the_same_every_time() {
+fn repeated_huffman_fields_decode_the_same_every_time() {
     let response = |date: &str| {
         let mut enc = Encoder::new();
         enc.set_huffman(true);
