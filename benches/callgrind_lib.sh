@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # benches/callgrind_lib.sh - what the measuring scripts under benches/ share (sourced): a
-# scratch directory and the processes to stop on exit, logging, waiting for a port, and the
-# HTTP/1.1 backend.
+# scratch directory and the processes to stop on exit, logging, checks for tools and builds,
+# waiting for a port, the HTTP/1.1 and h2c backends, and the gRPC harness.
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -13,6 +13,20 @@ trap cleanup EXIT
 
 # log MESSAGE: to stderr, prefixed with the script's name.
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
+
+# need_tools TOOL...: exits (status 2) naming the first TOOL not on the PATH.
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
+    done
+}
+
+# need_built PATH WHAT: exits (status 2) unless PATH is an executable, saying to build WHAT
+# (`--bin fulcrum`, `--example grpc_echo`).
+need_built() {
+    [[ -x $1 ]] || { log "build first: cargo build --release $2"; exit 2; }
+}
 
 # wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
 wait_port() {
@@ -103,11 +117,11 @@ start_grpc_harness() {
     LB=$(($1 + 10))
     GRPC_PIN=()
     [[ -n ${2:-} ]] && GRPC_PIN=(taskset -c "$2")
-    command -v h2load >/dev/null || { log "h2load not found"; exit 2; }
+    need_tools h2load
     local fulcrum=${FULCRUM_BIN:-target/release/fulcrum} echo=${ECHO_BIN:-target/release/examples/grpc_echo}
-    [[ -x $fulcrum ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
+    need_built "$fulcrum" "--bin fulcrum"
     if [[ ${3:-} != own ]]; then
-        [[ -x $echo ]] || { log "build first: cargo build --release --example grpc_echo"; exit 2; }
+        need_built "$echo" "--example grpc_echo"
         # EchoRequest { message: "hello" } in one gRPC frame.
         printf '\x00\x00\x00\x00\x07\x0a\x05hello' >"$TMP/body"
         "${GRPC_PIN[@]}" "$echo" "127.0.0.1:$BE1" "127.0.0.1:$BE2" >"$TMP/echo.log" 2>&1 &

@@ -20,7 +20,7 @@ N2=${2:-12000}
 # shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
 source benches/callgrind_lib.sh
 
-command -v valgrind >/dev/null || { log "valgrind not found"; exit 2; }
+need_tools valgrind
 start_grpc_harness "${BENCH_PORT_BASE:-39300}"
 
 # instructions NAME CALLS COMMAND...: total Ir of COMMAND under callgrind after CALLS calls.

@@ -25,10 +25,8 @@ source benches/callgrind_lib.sh
 # shellcheck source-path=SCRIPTDIR source=peer_conf.sh
 source benches/peer_conf.sh
 
-for tool in h2load nginx haproxy; do
-    command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
-done
-[[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
+need_tools h2load nginx haproxy
+need_built "$FULCRUM" "--bin fulcrum"
 
 start_h1_backend "$BE" 1
 printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"

@@ -25,10 +25,8 @@ FULCRUM=${FULCRUM_BIN:-target/release/fulcrum}
 # shellcheck source-path=SCRIPTDIR source=callgrind_lib.sh
 source benches/callgrind_lib.sh
 
-for tool in valgrind h2load nginx; do
-    command -v "$tool" >/dev/null || { log "$tool not found"; exit 2; }
-done
-[[ -x $FULCRUM ]] || { log "build first: cargo build --release --bin fulcrum"; exit 2; }
+need_tools valgrind h2load nginx
+need_built "$FULCRUM" "--bin fulcrum"
 
 start_h1_backend "$BE"
 printf '[limits]\nmax_requests_per_connection = 0\n' >"$TMP/fulcrum.toml"
