@@ -194,13 +194,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn run<F: Future>(fut: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(fut))
-            .unwrap_or_else(|e| panic!("runtime: {e}"))
-    }
+    use crate::run_on_test_runtime as run;
 
     /// Runs `waits` beside the driver; returns what they return.
     async fn driven<T>(alarms: &Alarms, waits: impl Future<Output = T>) -> T {

@@ -36,3 +36,14 @@ pub use panic::CatchUnwind;
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};
 pub use timer::{Elapsed, Timer, Within};
+
+/// Runs `fut` to its end on a runtime of its own (epoll, timer enabled): the unit tests' way to
+/// drive what needs a worker's runtime.
+#[cfg(test)]
+fn run_on_test_runtime<F: std::future::Future>(fut: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .map(|mut rt| rt.block_on(fut))
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}

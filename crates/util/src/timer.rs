@@ -111,13 +111,7 @@ mod tests {
 
     use super::*;
 
-    fn run<F: Future>(fut: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(fut))
-            .unwrap_or_else(|e| panic!("runtime: {e}"))
-    }
+    use crate::run_on_test_runtime as run;
 
     #[test]
     fn a_wait_that_ends_in_time_gives_its_output() {
