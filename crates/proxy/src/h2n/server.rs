@@ -127,7 +127,8 @@ struct Streams<F> {
     /// Streams still allowed by `limits.max_requests_per_connection` (0: unlimited).
     left: u64,
     pong: Rc<Cell<bool>>,
-    /// [`run_stream`], named by its type so that the set holds its futures unboxed.
+    /// [`run_stream`], named by its type so that the set holds one concrete future type
+    /// (each boxed, not a `dyn Future`).
     run: fn(Rc<WorkerCtx>, Opening, StreamGuard<ConnState>) -> F,
     set: Rc<StreamSet<F>>,
 }
