@@ -5,6 +5,7 @@
 //! the worker that owns the connection.
 
 use fulcrum_tls::{SessionInfo, TlsReadHalf, TlsStream, TlsWriteHalf};
+use fulcrum_util::SendNow;
 use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
@@ -21,16 +22,17 @@ pub enum ConnRead {
 
 /// The writing half of a connection.
 pub enum ConnWrite {
-    /// Plain TCP.
-    Tcp(TcpOwnedWriteHalf),
+    /// Plain TCP, with its socket's descriptor for [`ConnWrite::send_now`].
+    Tcp(TcpOwnedWriteHalf, SendNow),
     /// TLS over TCP.
     Tls(TlsWriteHalf<TcpStream>),
 }
 
 /// Splits a plain TCP connection.
 pub fn split_tcp(stream: TcpStream) -> (ConnRead, ConnWrite) {
+    let direct = SendNow::of(&stream);
     let (r, w) = stream.into_split();
-    (ConnRead::Tcp(r), ConnWrite::Tcp(w))
+    (ConnRead::Tcp(r), ConnWrite::Tcp(w, direct))
 }
 
 /// Splits a TLS connection.
@@ -55,31 +57,45 @@ impl AsyncReadRent for ConnRead {
     }
 }
 
+impl ConnWrite {
+    /// Sends what the socket takes of `bytes` now, without the runtime's driver (see
+    /// [`SendNow::send`]): on io_uring, a write that fits costs no ring operation and no
+    /// wake-up of the task. Returns how many bytes went: 0 when the socket is full, and always
+    /// 0 over TLS, whose records go through [`AsyncWriteRent::write`]. Only with no other
+    /// write in flight on this connection.
+    pub fn send_now(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ConnWrite::Tcp(_, direct) => direct.send(bytes),
+            ConnWrite::Tls(_) => Ok(0),
+        }
+    }
+}
+
 impl AsyncWriteRent for ConnWrite {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ConnWrite::Tcp(w) => w.write(buf).await,
+            ConnWrite::Tcp(w, _) => w.write(buf).await,
             ConnWrite::Tls(w) => w.write(buf).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ConnWrite::Tcp(w) => w.writev(buf).await,
+            ConnWrite::Tcp(w, _) => w.writev(buf).await,
             ConnWrite::Tls(w) => w.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            ConnWrite::Tcp(w) => w.flush().await,
+            ConnWrite::Tcp(w, _) => w.flush().await,
             ConnWrite::Tls(w) => w.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> std::io::Result<()> {
         match self {
-            ConnWrite::Tcp(w) => w.shutdown().await,
+            ConnWrite::Tcp(w, _) => w.shutdown().await,
             ConnWrite::Tls(w) => w.shutdown().await,
         }
     }

@@ -11,6 +11,7 @@
 //! - [`panic`]: panic containment for worker tasks.
 //! - [`timer`]: [`Timer`], one timer entry for every bounded wait of a connection in turn.
 //! - [`alarms`]: [`Alarms`], one timer entry for the concurrent waits of a connection's streams.
+//! - [`sock`]: [`SendNow`], a send that does not go through the runtime's driver.
 //! - [`runtime`]: building a worker's runtime (io_uring, or epoll as a reported fallback).
 
 mod alarms;
@@ -23,6 +24,7 @@ mod notify;
 mod panic;
 mod rewind;
 mod runtime;
+mod sock;
 mod timer;
 
 pub use alarms::{Alarm, Alarms};
@@ -35,6 +37,7 @@ pub use notify::{Event, EventWait, Notified, Notify, yield_now};
 pub use panic::CatchUnwind;
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};
+pub use sock::SendNow;
 pub use timer::{Elapsed, Timer, Within};
 
 /// Runs `fut` to its end on a runtime of its own (epoll, timer enabled): the unit tests' way to
