@@ -9,6 +9,7 @@ use std::future::poll_fn;
 
 use fulcrum_h2::StreamId;
 use fulcrum_util::ReadBuf;
+use monoio::buf::IoBuf;
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
 
 use super::stream::CHUNK;
@@ -39,10 +40,16 @@ pub(super) async fn up(
         tunnel.touch();
         chunk.clear();
         let n = client.take_data(id, &mut chunk, CHUNK);
-        let (written, back) = w.write_all(chunk).await;
-        chunk = back;
-        if written.is_err() {
+        // What the socket takes at once goes without the driver (as in `tunnel::copy`).
+        let Ok(sent) = w.send_now(&chunk) else {
             return Flow::Broken;
+        };
+        if sent < chunk.len() {
+            let (written, back) = w.write_all(chunk.slice(sent..)).await;
+            chunk = back.into_inner();
+            if written.is_err() {
+                return Flow::Broken;
+            }
         }
         tunnel.moved(Direction::Up, n);
     }
