@@ -6,15 +6,16 @@
 //! its tunnels with `WorkerCtx::open_tunnel`.
 //!
 //! Each direction is one loop (read, then write everything read), so a slow reader
-//! back-pressures the sender through one fixed buffer per direction. On plain TCP a write goes
-//! first as one direct `send` outside the driver (`ConnWrite::send_now`), and only what the
-//! socket did not take is awaited: a tunnel's worker mostly waits between small messages, and
-//! on io_uring each awaited write would cost a ring operation, a completion and a wake-up of the
-//! task (about 2% of a message's CPU; HTTP exchanges, whose writes share the ring's turns, keep
-//! the ring). Bytes already read past
+//! back-pressures the sender through one fixed buffer per direction. Bytes already read past
 //! the heads on either side go first. An end of stream from one side is passed on as a
 //! half-close (`shutdown(Write)`, or END_STREAM) and the other direction runs on until it ends
 //! too; an error on either side ends both.
+//!
+//! On plain TCP a write goes first as one direct `send` outside the driver
+//! (`ConnWrite::send_now`), and only what the socket did not take is awaited. A tunnel's worker
+//! mostly waits between small messages, so on io_uring each awaited write cost a ring operation,
+//! a completion and a wake-up of the task of its own (2% to 4% of a message's CPU). HTTP
+//! exchanges keep writing through the ring, whose turns carry many writes at once.
 //!
 //! The idle timeout is one coarse timer per tunnel, kept off the per-message path: a read or
 //! write only sets a flag, and a watchdog that wakes `IDLE_SLICES` times per timeout takes
