@@ -4,8 +4,9 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 /// The descriptor of a TCP socket, kept beside the socket's write half (which owns it) for
-/// [`SendNow::send`]. It must not outlive that half.
-#[derive(Debug, Clone, Copy)]
+/// [`SendNow::send`]. It must not outlive that half: once the socket is closed its number may
+/// name another connection. So it is neither `Clone` nor `Copy`.
+#[derive(Debug)]
 pub struct SendNow(RawFd);
 
 impl SendNow {
@@ -19,7 +20,7 @@ impl SendNow {
     /// the calling task. Returns how many bytes went, 0 when the socket's buffer is full. The
     /// caller must have no other write in flight on the socket (bytes would go out of order).
     #[allow(unsafe_code)]
-    pub fn send(self, bytes: &[u8]) -> std::io::Result<usize> {
+    pub fn send(&self, bytes: &[u8]) -> std::io::Result<usize> {
         // SAFETY: `send` reads at most `bytes.len()` bytes of a live slice; a descriptor that
         // is not an open socket is reported as an error.
         let sent = unsafe {
