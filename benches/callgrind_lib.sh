@@ -28,6 +28,12 @@ need_built() {
     [[ -x $1 ]] || { log "build first: cargo build --release $2"; exit 2; }
 }
 
+# need_succeeded OUT N WHAT: exits (status 1) unless h2load's output in file OUT says all N
+# succeeded, logging "WHAT succeeded" with h2load's request counts.
+need_succeeded() {
+    grep -q "$2 succeeded" "$1" || { log "$3 succeeded: $(grep requests: "$1")"; exit 1; }
+}
+
 # wait_port PORT: until something listens there (bounded, 60 s: valgrind starts slowly).
 wait_port() {
     local i
@@ -149,8 +155,7 @@ grpc_load() {
 # call succeeded.
 grpc_calls() {
     grpc_load "$2" >"$TMP/$1.h2load" 2>&1
-    grep -q "$2 succeeded" "$TMP/$1.h2load" ||
-        { log "$1: not every call succeeded: $(grep requests: "$TMP/$1.h2load")"; exit 1; }
+    need_succeeded "$TMP/$1.h2load" "$2" "$1: not every call"
 }
 
 # start_balancer NAME COMMAND...: starts the balancer COMMAND (its output in $TMP/NAME.log) and

@@ -42,8 +42,7 @@ instructions() {
     # Warm-up: the backend connections are pooled before counting matters.
     h2load --h1 -n 1000 -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >/dev/null 2>&1
     h2load --h1 -n "$n" -c 8 "${body[@]}" "http://127.0.0.1:$LB$URL_PATH" >"$TMP/h2load.$n" 2>&1
-    grep -q "$n succeeded" "$TMP/h2load.$n" ||
-        { log "not every request succeeded: $(grep requests: "$TMP/h2load.$n")"; exit 1; }
+    need_succeeded "$TMP/h2load.$n" "$n" "not every request"
     stop_balancer
     for f in "$out".*; do
         total=$((total + $(counted "$f")))

@@ -41,8 +41,7 @@ instructions() {
         --backend "h2c://127.0.0.1:$BE2" --workers 1 --io-driver epoll --http2-engine native \
         --access-log off
     h2load -n "$n" -c 4 -m 8 "http://127.0.0.1:$LB/small" >"$TMP/h2load.$n" 2>&1
-    grep -q "$n succeeded" "$TMP/h2load.$n" ||
-        { log "not every request succeeded: $(grep requests: "$TMP/h2load.$n")"; exit 1; }
+    need_succeeded "$TMP/h2load.$n" "$n" "not every request"
     stop_balancer
     counted "$out"
 }
