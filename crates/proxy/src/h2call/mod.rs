@@ -240,8 +240,8 @@ impl<S: ClientStream> Call<'_, S> {
 
 /// Waits for the backend's response `head`: for plain HTTP until `response_alarm` (the stream's
 /// [`ClientStream::alarm`] for `upstream_response_ms`) at most, while gRPC calls (often
-/// long-lived streams) are bounded by their own `grpc-timeout` instead. Fails with [`Fail::ClientGone`] when `client_reset` (the
-/// client's RST_STREAM) comes first.
+/// long-lived streams) are bounded by their own `grpc-timeout` instead. Fails with
+/// [`Fail::ClientGone`] when `client_reset` (the client's RST_STREAM) comes first.
 pub(crate) async fn wait_head<T, C>(
     grpc: bool,
     response_alarm: impl Future<Output = ()>,
