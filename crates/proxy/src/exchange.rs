@@ -142,7 +142,8 @@ impl WorkerTelemetry {
     /// `status` is what the client got.
     pub fn finish(&self, log: ExchangeLog, target: Target<'_>, status: u16) {
         let ExchangeLog { capture, note } = log;
-        let duration_us = note.start.elapsed().as_micros() as u64;
+        let duration_us =
+            fulcrum_util::now().saturating_duration_since(note.start).as_micros() as u64;
         target.slot.record(status, duration_us);
         if let (Some(mut r), Some(p)) = (capture.record, &self.producer) {
             r.pool.push_str(target.pool);
@@ -259,7 +260,7 @@ impl ExchangeNote {
     /// A note for an exchange that starts now with a request head of `head_len` bytes.
     fn new(trace: RequestTrace, head_len: usize) -> Self {
         Self {
-            start: Instant::now(),
+            start: fulcrum_util::now(),
             trace,
             bytes_in: head_len as u64,
             backend: Cell::new(None),

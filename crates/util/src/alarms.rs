@@ -157,7 +157,7 @@ impl Future for Alarm {
         let me = self.get_mut();
         let mut table = me.alarms.0.borrow_mut();
         let Some(key) = me.key else {
-            let now = Instant::now();
+            let now = Instant::from_std(crate::now());
             let due = now.checked_add(me.limit).unwrap_or(now + FAR);
             me.key = Some(table.insert(due, cx.waker().clone()));
             return Poll::Pending;

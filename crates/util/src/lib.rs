@@ -29,7 +29,7 @@ mod timer;
 
 pub use alarms::{Alarm, Alarms};
 pub use buf::ReadBuf;
-pub use clock::{ms_at, now_ms};
+pub use clock::{Turn, ms_at, now, now_ms};
 pub use deadline::Deadline;
 pub use digits::{push_decimal, push_hex};
 pub use gather::{Gather, write_all_gathered};

@@ -6,7 +6,8 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Polls the inner future inside `catch_unwind`; resolves to `Err(message)` if it panicked.
+/// Polls the inner future inside `catch_unwind`, each poll one [`Turn`](crate::Turn) of the
+/// clock; resolves to `Err(message)` if it panicked.
 ///
 /// The future comes boxed: the task (or the entry of a set of futures) that runs this then stays
 /// small, and spawning it copies a pointer rather than the (several KiB) state of a connection
@@ -24,6 +25,8 @@ impl<F: Future> CatchUnwind<F> {
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // One poll is one turn of the worker's clock (`crate::now`).
+        let _turn = crate::Turn::begin();
         let fut = self.0.as_mut();
         match std::panic::catch_unwind(AssertUnwindSafe(move || fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,

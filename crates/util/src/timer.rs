@@ -44,10 +44,10 @@ impl Timer {
         Self { sleep: monoio::time::sleep(UNSET) }
     }
 
-    /// Runs `fut` to its end, or for at most `limit` from now (then `fut` is dropped and the
+    /// Runs `fut` to its end, or for at most `limit` from now (the turn's `crate::now`; then `fut` is dropped and the
     /// answer is [`Elapsed`]), as `monoio::time::timeout` would.
     pub fn within<F: Future>(self: Pin<&mut Self>, limit: Duration, fut: F) -> Within<'_, F> {
-        self.within_from(Instant::now(), limit, fut)
+        self.within_from(crate::now(), limit, fut)
     }
 
     /// [`within`](Self::within) for a limit that began at `start` (a wait that resumes, or

@@ -18,7 +18,7 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fulcrum_cache::{
     CacheKey, CachePolicy, CacheRules as _, CachedResponse, FillGuard, FillOutcome, FillRole,
@@ -196,8 +196,8 @@ impl CacheMark {
         {
             return;
         }
-        let response =
-            CachedResponse::new(p.head, tee.buf, Instant::now(), p.fresh_for).with_base_age(p.age);
+        let response = CachedResponse::new(p.head, tee.buf, fulcrum_util::now(), p.fresh_for)
+            .with_base_age(p.age);
         let outcome = cache.insert(fill.key, Rc::new(response));
         if let InsertOutcome::Stored { .. } = outcome
             && let Some(guard) = fill.guard.borrow_mut().take()
@@ -277,7 +277,7 @@ async fn lookup(
     let Some((key, authorized)) = key_of(ctx, policy, raw_head, body, at.pool) else {
         return Ok(CacheMark::Bypass);
     };
-    if let Some(hit) = ctx.cache.get(&key, Instant::now()) {
+    if let Some(hit) = ctx.cache.get(&key, fulcrum_util::now()) {
         return Ok(CacheMark::Hit(hit));
     }
     let role = ctx.cache.shard.borrow_mut().begin_fill(key);
@@ -296,7 +296,7 @@ async fn lookup(
         FillRole::Waiter(wait) => {
             let limit = epoch.epoch.timeouts.upstream_response().min(MAX_FILL_WAIT);
             if wait.wait(limit).await == Some(FillOutcome::Stored)
-                && let Some(hit) = ctx.cache.get(&key, Instant::now())
+                && let Some(hit) = ctx.cache.get(&key, fulcrum_util::now())
             {
                 return Ok(CacheMark::Hit(hit));
             }
@@ -387,7 +387,7 @@ pub(super) async fn serve_hit(
     }
     let keep_alive = req.keep_alive && !ctx.is_draining();
     out.clear();
-    hit.render_head(Instant::now(), !keep_alive, out);
+    hit.render_head(fulcrum_util::now(), !keep_alive, out);
     let status = hit
         .head
         .get(9..12)

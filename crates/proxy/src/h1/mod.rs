@@ -224,7 +224,7 @@ async fn read_request_head(
                 _ = ctx.drained_signal() => return Ok(None),
             }
         } else {
-            let started = *head_started.get_or_insert_with(Instant::now);
+            let started = *head_started.get_or_insert_with(fulcrum_util::now);
             let limit = timeouts.client_header();
             timer.as_mut().within_from(started, limit, fill).await
         };
@@ -352,6 +352,9 @@ impl Exchange<'_> {
         let _span = self.note.phase("upstream_exchange");
         let body_in_head = self.body_in_head;
         let request = std::mem::take(self.out);
+        // Read in this turn of the clock, which the exchange's start already read: the write's
+        // completion comes in a turn of its own on io_uring.
+        let head_sent = fulcrum_util::now();
         let (res, request) = conn.w.write_all(request).await;
         *self.out = request;
         if res.is_err() {
@@ -364,9 +367,9 @@ impl Exchange<'_> {
             Framing::Length(n) => Framing::Length(n - body_in_head as u64),
             other => other,
         };
-        let head_sent = Instant::now();
         let streaming = !matches!(rest, Framing::None | Framing::Length(0));
-        // When the last request byte went upstream; the response-time clock starts there.
+        // When the last request byte went upstream (for a request without a body to stream, its
+        // head's handing to the kernel); the response-time clock starts there.
         let body_sent: Cell<Option<Instant>> = Cell::new((!streaming).then_some(head_sent));
         let head_written = Cell::new(false);
 
@@ -409,7 +412,7 @@ impl Exchange<'_> {
                 let send = async {
                     let (r, buf) = (&mut client.r, &mut client.buf);
                     let result = copy_body(r, buf, conn_w, spec, capture, timer).await;
-                    body_sent.set(Some(Instant::now()));
+                    body_sent.set(Some(fulcrum_util::now()));
                     result
                 };
                 duplex(send, relay, &head_written).await
@@ -566,7 +569,7 @@ async fn relay_response(
             }
             Some(ResponseHead::Switching { len, protocol: Some(protocol) }) => {
                 conn.buf.consume(len);
-                let now = Instant::now();
+                let now = fulcrum_util::now();
                 up.response_head(note, 101, body_sent.get().unwrap_or(now), now);
                 head_written.set(true);
                 send_head(client_w, timer.as_mut(), out, t)
@@ -585,7 +588,7 @@ async fn relay_response(
         }
         // The response timeout runs from the end of the request; while the body is still
         // uploading, the client-body timeout on the other side bounds the wait.
-        let start = body_sent.get().unwrap_or_else(Instant::now);
+        let start = body_sent.get().unwrap_or_else(fulcrum_util::now);
         let read = {
             let read = std::pin::pin!(conn.r.fill(conn.buf));
             timer.as_mut().within_from(start, t.upstream_response(), read).await
@@ -603,7 +606,7 @@ async fn relay_response(
             Ok(Ok(_)) => {}
         }
     };
-    let now = Instant::now();
+    let now = fulcrum_util::now();
     up.response_head(note, res.status, body_sent.get().unwrap_or(now), now);
     let _span = note.phase("respond");
     conn.buf.consume(res.head_len);

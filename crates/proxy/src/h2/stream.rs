@@ -16,7 +16,7 @@
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use fulcrum_http::Synthetic;
@@ -356,7 +356,7 @@ impl ClientStream for H2Stream {
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = std::cell::Cell::new(Some(up.stats.begin()));
         let _span = call.note.phase("upstream_exchange");
-        let started = Instant::now();
+        let started = fulcrum_util::now();
         let response_alarm = call.stream.alarm(timeouts.upstream_response());
         let note = call.note;
         let replay = &call.stream.replay;
@@ -407,7 +407,7 @@ impl ClientStream for H2Stream {
                 Err(e) => return Err(upstream_failed(&lease, &e)),
             };
             replay.borrow_mut().stop();
-            up.response_head(note, res.status().as_u16(), started, Instant::now());
+            up.response_head(note, res.status().as_u16(), started, fulcrum_util::now());
             let _respond = note.phase("respond");
             // A trailers-only response carries its grpc-status in the headers.
             if let Some(code) = grpc_status(res.headers()) {

@@ -484,7 +484,7 @@ impl<T: AsRef<StreamCount>> Drop for StreamGuard<T> {
         let s = (*self.0).as_ref();
         s.active.set(s.active.get() - 1);
         if s.active.get() == 0 {
-            s.idle_since.set(Instant::now());
+            s.idle_since.set(fulcrum_util::now());
         }
     }
 }

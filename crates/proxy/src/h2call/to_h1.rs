@@ -11,8 +11,6 @@
 //! ([`ClientStream::tunnel_flows`]); any other `101` is a `502`. Uses the backend's ordinary
 //! HTTP/1.1 keep-alive pool. Runs in the stream's task on the worker's thread.
 
-use std::time::Instant;
-
 use fulcrum_http::h1::body::{RateClock, client_paced, timed_write};
 use fulcrum_http::h1::{
     self, BodyError, BodyTap as _, ChunkedDecoder, Framing, MinRate, ResponseStart, header_storage,
@@ -98,7 +96,7 @@ pub(super) async fn attempt<S: ClientStream>(
     }
 
     // Send the head and the body.
-    let started = Instant::now();
+    let started = fulcrum_util::now();
     let (res, _) = conn.w.write_all(head).await;
     if res.is_err() {
         return Err(AttemptError::NoResponse { reused: conn.reused });
@@ -202,7 +200,7 @@ pub(super) async fn attempt<S: ClientStream>(
                     let head = S::response_head(&res, true)
                         .ok_or_else(|| bad("malformed response head"))?;
                     conn.buf.consume(res.head_len);
-                    up.response_head(note, 200, started, Instant::now());
+                    up.response_head(note, 200, started, fulcrum_util::now());
                     note.sent(S::head_bytes(&head));
                     call.stream.send_response(head, false).map_err(gone)?;
                     let _span = note.phase("tunnel");
@@ -242,7 +240,7 @@ pub(super) async fn attempt<S: ClientStream>(
             Ok(Ok(_)) => {}
         }
     };
-    up.response_head(note, S::status(&response), started, Instant::now());
+    up.response_head(note, S::status(&response), started, fulcrum_util::now());
     let _respond = note.phase("respond");
     note.sent(S::head_bytes(&response));
     let eos = matches!(res_framing, Framing::None | Framing::Length(0));

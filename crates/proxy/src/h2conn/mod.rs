@@ -224,7 +224,7 @@ impl Relay {
             self.active = false;
             return false;
         }
-        let at = Instant::now();
+        let at = fulcrum_util::now();
         let grpc_status = grpc_status.flatten();
         self.report.head = Some(RelayedHead { status, grpc_status, bytes, at });
         self.report.ended = end_stream;

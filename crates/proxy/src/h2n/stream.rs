@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fulcrum_h2::hpack::{Field, Pseudo};
 use fulcrum_h2::{ErrorCode, StreamId, validate};
@@ -438,7 +438,7 @@ impl ClientStream for NativeStream {
         // Counted until the backend's response has ended (not until the client has it).
         let in_flight = Cell::new(Some(up.stats.begin()));
         let _span = call.note.phase("upstream_exchange");
-        let started = Instant::now();
+        let started = fulcrum_util::now();
         let (conn, id, note, replay, grpc) =
             (&call.stream.conn, call.stream.id, call.note, &call.stream.replay, call.grpc);
         let capture = &mut *call.capture;
@@ -492,7 +492,7 @@ impl ClientStream for NativeStream {
             let (status, at, grpc_status, bytes) = match &head {
                 Head::Fields(status, fields) => (
                     *status,
-                    Instant::now(),
+                    fulcrum_util::now(),
                     // A trailers-only response carries its grpc-status in the head.
                     fields.get(b"grpc-status").and_then(parse_grpc_status),
                     response_head_bytes(fields),
