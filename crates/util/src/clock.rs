@@ -4,9 +4,10 @@
 //! On a worker, [`now`] reads the clock once per turn: a [`Turn`] spans one poll of a
 //! connection's task (opened by [`CatchUnwind`](crate::CatchUnwind)), and every reading inside
 //! it gives the instant of the first one, as nginx's cached time does per event-loop pass. A
-//! poll does not wait, so the instant is at most that poll's own run time old; a request made
-//! of seven readings (deadlines, response times, the pool's idle stamps, the access record)
-//! then pays for one or two. Outside a turn (other threads, tasks that open none) [`now`] reads
+//! poll does not wait, so the instant is at most that poll's own run time old; an HTTP/1.1
+//! request's seven readings (deadlines, response times, the pool's idle stamps, the access
+//! record) then cost two (epoll) to four (io_uring, where each write completes in a turn of its
+//! own). Outside a turn (other threads, tasks that open none) [`now`] reads
 //! the clock every time.
 
 use std::cell::Cell;

@@ -44,8 +44,8 @@ impl Timer {
         Self { sleep: monoio::time::sleep(UNSET) }
     }
 
-    /// Runs `fut` to its end, or for at most `limit` from now (the turn's `crate::now`; then `fut` is dropped and the
-    /// answer is [`Elapsed`]), as `monoio::time::timeout` would.
+    /// Runs `fut` to its end, or for at most `limit` from now (the turn's [`now`](crate::now);
+    /// then `fut` is dropped and the answer is [`Elapsed`]), as `monoio::time::timeout` would.
     pub fn within<F: Future>(self: Pin<&mut Self>, limit: Duration, fut: F) -> Within<'_, F> {
         self.within_from(crate::now(), limit, fut)
     }
