@@ -135,6 +135,9 @@ impl Alarms {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // A fresh reading, not the turn's (`crate::now`): the entry fired by the clock, and
+            // an instant taken earlier in the turn could leave the earliest alarm unrung and
+            // this loop finding the entry fired again and again.
             self.0.borrow_mut().ring(Instant::now());
         }
     }
