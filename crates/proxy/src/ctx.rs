@@ -18,7 +18,7 @@ use fulcrum_http::h1::{MAX_HEADERS, MAX_UPGRADE_PROTOCOLS};
 use fulcrum_model::{BackendId, Epoch, Routed};
 use fulcrum_telemetry::error;
 use fulcrum_tls::{HandshakeError, TlsAcceptor, TlsStream};
-use fulcrum_util::{CatchUnwind, Deadline, Event, EventWait, Notified, Notify, ms_at};
+use fulcrum_util::{Deadline, Event, EventWait, Notified, Notify, ms_at, spawn_contained};
 use monoio::net::TcpStream;
 
 use crate::exchange::{Target, WorkerTelemetry, WorkerTelemetrySpec};
@@ -484,14 +484,8 @@ impl WorkerCtx {
     /// unwind the whole worker).
     pub fn spawn_contained<F: Future<Output = ()> + 'static>(&self, fut: Pin<Box<F>>) {
         let worker = self.index;
-        monoio::spawn(async move {
-            if let Err(panic) = CatchUnwind::new(fut).await {
-                error!(
-                    "connection task panicked; connection closed",
-                    worker = worker,
-                    panic = panic
-                );
-            }
+        spawn_contained(fut, move |panic| {
+            error!("connection task panicked; connection closed", worker = worker, panic = panic);
         });
     }
 }

@@ -34,7 +34,7 @@ pub use deadline::Deadline;
 pub use digits::{push_decimal, push_hex};
 pub use gather::{Gather, write_all_gathered};
 pub use notify::{Event, EventWait, Notified, Notify, yield_now};
-pub use panic::CatchUnwind;
+pub use panic::{CatchUnwind, spawn_contained};
 pub use rewind::Rewind;
 pub use runtime::{Built, IoDriver, IoDriverChoice, WorkerRuntime, build_runtime};
 pub use sock::SendNow;

@@ -40,6 +40,21 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// Spawns `fut` on the current thread's runtime inside [`CatchUnwind`], so a panic in it loses
+/// only that task; `on_panic` then gets the panic's message (to log it, and to settle whatever
+/// the task left behind). monoio does not catch panics in tasks: one would unwind the whole
+/// worker and every connection on it.
+pub fn spawn_contained<F: Future<Output = ()> + 'static>(
+    fut: Pin<Box<F>>,
+    on_panic: impl FnOnce(String) + 'static,
+) {
+    monoio::spawn(async move {
+        if let Err(panic) = CatchUnwind::new(fut).await {
+            on_panic(panic);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +70,27 @@ mod tests {
             monoio::spawn(async { 42 }).await
         });
         assert_eq!(survived, 42);
+    }
+
+    #[test]
+    fn a_contained_spawn_reports_the_panic_and_the_runtime_goes_on() {
+        let mut rt =
+            crate::runtime::build_runtime(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
+        let reported = rt.block_on(async {
+            let reported = std::rc::Rc::new(std::cell::RefCell::new(None));
+            let to = reported.clone();
+            spawn_contained(Box::pin(async { panic!("driver bug") }), move |m| {
+                *to.borrow_mut() = Some(m);
+            });
+            // The spawned task runs (and panics) while this one waits; bounded.
+            for _ in 0..100 {
+                if reported.borrow().is_some() {
+                    break;
+                }
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            reported.take()
+        });
+        assert_eq!(reported.as_deref(), Some("driver bug"));
     }
 }

@@ -658,8 +658,9 @@ impl H2Conn {
         self.room.notify();
     }
 
-    /// Marks the connection lost and wakes every stream's task.
-    fn lose(&self) {
+    /// Marks the connection lost and wakes every stream's task (also after its driver
+    /// panicked).
+    pub(crate) fn lose(&self) {
         let mut s = self.state.borrow_mut();
         s.lost = true;
         for slot in s.slots.values_mut() {

@@ -18,8 +18,9 @@ use h2::client::SendRequest;
 use monoio::time::timeout;
 
 use fulcrum_config::{BackendUrl, Http2Config};
+use fulcrum_telemetry::error;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::Rewind;
+use fulcrum_util::{Rewind, spawn_contained};
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 
 use super::LeaseError;
@@ -234,7 +235,12 @@ where
         max_streams: Cell::new(conn.max_concurrent_send_streams().max(1)),
         closed: Cell::new(false),
     });
-    monoio::spawn(drive(conn, ping, session.clone(), *cfg));
+    let lost = session.clone();
+    // A panic loses this connection only: the session is marked closed, so no lease takes it.
+    spawn_contained(Box::pin(drive(conn, ping, session.clone(), *cfg)), move |panic| {
+        error!("upstream HTTP/2 connection task panicked; connection closed", panic = panic);
+        lost.closed.set(true);
+    });
     Ok(session)
 }
 

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use fulcrum_config::{BackendUrl, Http2Config};
 use fulcrum_h2::conn::{Connection, Role};
+use fulcrum_telemetry::error;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{Notify, ReadBuf};
+use fulcrum_util::{Notify, ReadBuf, spawn_contained};
 use monoio::time::timeout;
 
 use super::LeaseError;
@@ -179,13 +180,20 @@ async fn connect(
         (64 * 1024usize).max(cfg.max_frame_size as usize + fulcrum_h2::frame::HEADER_LEN);
     let driver = session.clone();
     let cfg = *cfg;
-    monoio::spawn(async move {
+    let (lost, lost_freed) = (session.conn.clone(), freed.clone());
+    let task = async move {
         let (r, w) = halves;
         let mut events = Pongs::default();
         let pong = events.0.clone();
         let stop = watch(&driver, cfg, pong);
         drive(&driver.conn, r, w, ReadBuf::with_capacity(capacity), &mut events, stop).await;
         freed.notify();
+    };
+    // A panic loses this connection only: its streams see it lost, waiting leases look again.
+    spawn_contained(Box::pin(task), move |panic| {
+        error!("upstream HTTP/2 connection task panicked; connection closed", panic = panic);
+        lost.lose();
+        lost_freed.notify();
     });
     let settled = async {
         loop {
