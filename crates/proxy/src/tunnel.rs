@@ -33,7 +33,7 @@ use fulcrum_telemetry::{Collect, Counter, Encoder, Gauge, Kind, PerWorker};
 use fulcrum_util::ReadBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use crate::transport::ConnWrite;
+use crate::transport::{ConnRead, ConnWrite};
 
 /// Why a tunnel closed (the access record's `tunnel_close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,26 @@ impl Drop for Tunnel<'_> {
 
 /// Copies one direction between two connections: what `buf` already holds first, then
 /// everything `src` sends, until it ends (then `dst` is shut for writing) or either side fails.
-pub(crate) async fn copy<R: AsyncReadRent>(
+/// `None` for `src` (a backend half still owned by an armed read) is a broken direction.
+///
+/// The transport is matched once here rather than in every read: each read is then the
+/// runtime's own future, without a `ConnRead` future around it to build and poll per message.
+pub(crate) async fn copy(
+    tunnel: &Tunnel<'_>,
+    direction: Direction,
+    src: Option<&mut ConnRead>,
+    buf: &mut ReadBuf,
+    dst: &mut ConnWrite,
+) -> Flow {
+    match src {
+        Some(ConnRead::Tcp(r)) => pump(tunnel, direction, r, buf, dst).await,
+        Some(ConnRead::Tls(r)) => pump(tunnel, direction, r, buf, dst).await,
+        None => Flow::Broken,
+    }
+}
+
+/// [`copy`]'s loop over one transport's reading half.
+async fn pump<R: AsyncReadRent>(
     tunnel: &Tunnel<'_>,
     direction: Direction,
     src: &mut R,

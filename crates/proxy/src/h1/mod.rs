@@ -462,9 +462,9 @@ impl Exchange<'_> {
         let t = &self.timeouts;
         let client = &mut *self.client;
         let tunnel = self.ctx.open_tunnel();
-        let up = tunnel::copy(&tunnel, Direction::Up, &mut client.r, &mut client.buf, &mut conn.w);
-        let down =
-            tunnel::copy(&tunnel, Direction::Down, &mut conn.r, &mut conn.buf, &mut client.w);
+        let (up_src, down_src) = (Some(&mut client.r), conn.r.half());
+        let up = tunnel::copy(&tunnel, Direction::Up, up_src, &mut client.buf, &mut conn.w);
+        let down = tunnel::copy(&tunnel, Direction::Down, down_src, &mut conn.buf, &mut client.w);
         tunnel.run(self.ctx.drained_signal(), t.tunnel_idle(), t.drain(), up, down).await
     }
 }

@@ -112,6 +112,14 @@ impl UpstreamRead {
     }
 }
 
+impl UpstreamRead {
+    /// The reading half itself, when no read is armed on it (a tunnel reads it directly, the
+    /// armed read having been collected with the `101` head).
+    pub fn half(&mut self) -> Option<&mut ConnRead> {
+        self.idle.as_mut()
+    }
+}
+
 /// Plain reads of the connection, for the body copy loops (after the response head, so after
 /// the armed read was collected by [`UpstreamRead::fill`]). A read while it is still armed
 /// fails rather than read around it.
