@@ -73,7 +73,7 @@ mod tests {
     }
 
     #[test]
-    fn a_contained_spawn_reports_the_panic_and_the_runtime_goes_on() {
+    fn a_contained_spawn_hands_the_panic_to_its_callback() {
         let mut rt =
             crate::runtime::build_runtime(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
         let reported = rt.block_on(async {

@@ -110,9 +110,7 @@ impl UpstreamRead {
         *buf = filled;
         result
     }
-}
 
-impl UpstreamRead {
     /// The reading half itself, when no read is armed on it (a tunnel reads it directly, the
     /// armed read having been collected with the `101` head).
     pub fn half(&mut self) -> Option<&mut ConnRead> {
