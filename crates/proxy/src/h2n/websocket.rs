@@ -10,11 +10,11 @@ use std::future::poll_fn;
 use fulcrum_h2::StreamId;
 use fulcrum_util::ReadBuf;
 use monoio::buf::IoBuf;
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
 use super::stream::CHUNK;
 use crate::h2conn::{H2Conn, Incoming};
-use crate::transport::ConnWrite;
+use crate::transport::{ConnRead, ConnWrite};
 use crate::tunnel::{Direction, Flow, Tunnel};
 use crate::upstream::UpstreamRead;
 
@@ -56,10 +56,26 @@ pub(super) async fn up(
 }
 
 /// Backend to client: what the connection already holds past the `101`, then everything it
-/// sends, as DATA under the client's flow control; its end becomes END_STREAM.
+/// sends, as DATA under the client's flow control; its end becomes END_STREAM. The transport
+/// is matched once, as in `tunnel::copy`; a half still owned by an armed read is broken.
 pub(super) async fn down(
     tunnel: &Tunnel<'_>,
     r: &mut UpstreamRead,
+    buf: &mut ReadBuf,
+    client: &H2Conn,
+    id: StreamId,
+) -> Flow {
+    match r.half() {
+        Some(ConnRead::Tcp(r)) => pump_down(tunnel, r, buf, client, id).await,
+        Some(ConnRead::Tls(r)) => pump_down(tunnel, r, buf, client, id).await,
+        None => Flow::Broken,
+    }
+}
+
+/// [`down`]'s loop over one transport's reading half.
+async fn pump_down<R: AsyncReadRent>(
+    tunnel: &Tunnel<'_>,
+    r: &mut R,
     buf: &mut ReadBuf,
     client: &H2Conn,
     id: StreamId,
@@ -73,7 +89,7 @@ pub(super) async fn down(
             buf.consume(n);
             tunnel.moved(Direction::Down, n);
         }
-        match r.fill(buf).await {
+        match buf.fill(r).await {
             Ok(0) => {
                 return match client.send_all(id, &[], true).await {
                     Ok(()) => Flow::Ended,
