@@ -78,17 +78,15 @@ mod tests {
             crate::runtime::build_runtime(crate::runtime::IoDriverChoice::Auto).unwrap().runtime;
         let reported = rt.block_on(async {
             let reported = std::rc::Rc::new(std::cell::RefCell::new(None));
-            let to = reported.clone();
+            let called = std::rc::Rc::new(crate::Notify::default());
+            let (to, signal) = (reported.clone(), called.clone());
+            let report = called.notified();
             spawn_contained(Box::pin(async { panic!("driver bug") }), move |m| {
                 *to.borrow_mut() = Some(m);
+                signal.notify();
             });
-            // The spawned task runs (and panics) while this one waits; bounded.
-            for _ in 0..100 {
-                if reported.borrow().is_some() {
-                    break;
-                }
-                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            // The spawned task runs (and panics) while this one waits for the callback; bounded.
+            let _ = monoio::time::timeout(std::time::Duration::from_secs(5), report).await;
             reported.take()
         });
         assert_eq!(reported.as_deref(), Some("driver bug"));
