@@ -43,7 +43,8 @@ Suites:
                   nginx proxy_cache
   ws              WebSocket: small text messages echoed on 50 tunnels (examples/ws_load.rs)
                   through the balancer to a WebSocket echo backend (examples/ws_echo.rs):
-                  messages/s and CPU per message against nginx and HAProxy
+                  messages/s and CPU per message against nginx and HAProxy, and the
+                  L4 floor (relay: HAProxy mode tcp)
   tls             TLS termination with one ECDSA P-256 certificate (made with openssl in
                   a temp dir): keep-alive HTTPS GET 100 B and 16 KiB (wrk), full handshakes
                   (openssl s_time -new: a new connection, no resumption, per GET) and gRPC
@@ -535,9 +536,11 @@ start_haproxy() {
 # start_relay: the L4 floor. HAProxy in `mode tcp` relays each client connection to one backend
 # connection (round robin over the same backends, same pinning) and parses nothing: the same
 # two reads and two writes per request as any proxy, and no more. No L7 balancer can expect to
-# cost less per request.
+# cost less per request. Optional READY URL: the readiness check and its URL (default an
+# HTTP GET of /small).
 start_relay() {
     want relay "$TARGET_FILTER" || return 0
+    local ready=${1:-wait_ready} url=${2:-http://127.0.0.1:$RELAY_PORT/small}
     local dir=$TMP/relay
     mkdir -p "$dir"
     write_haproxy_conf "$dir/haproxy.cfg" tcp "" "" "$RELAY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
@@ -545,7 +548,7 @@ start_relay() {
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
-    wait_ready relay "$pid" "http://127.0.0.1:$RELAY_PORT/small" ||
+    "$ready" relay "$pid" "$url" ||
         die "relay (haproxy mode tcp) failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
     register_target relay "$pid" "$RELAY_PORT" epoll
     TARGETS+=(relay)
@@ -1998,7 +2001,7 @@ measure_ws() {
 suite_ws() {
     workload ws32 / "WebSocket: $WS_MESSAGE-byte text messages echoed on $WS_TUNNELS tunnels, one in flight per tunnel (req/s = messages/s)"
     check_ports_free "$BE1_PORT" "$BE2_PORT" "$FULCRUM_URING_PORT" "$FULCRUM_EPOLL_PORT" \
-        "$NGINX_PORT" "$HAPROXY_PORT"
+        "$NGINX_PORT" "$HAPROXY_PORT" "$RELAY_PORT"
     prepare_fulcrum
     if ((BUILD)); then
         log "cargo build --release --example ws_echo --example ws_load ..."
@@ -2041,6 +2044,8 @@ suite_ws() {
         "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     start_haproxy_peer haproxy "$HAPROXY_PORT" wait_ready_ws "ws://127.0.0.1:$HAPROXY_PORT/" "$dir"
+    # The floor: an L4 relay copies the same frames and parses nothing.
+    start_relay wait_ready_ws "ws://127.0.0.1:$RELAY_PORT/"
 
     log "targets: direct ${TARGETS[*]}"
     local wl t
@@ -2048,21 +2053,23 @@ suite_ws() {
         rounds "$wl" measure_ws - direct "${TARGETS[@]}"
     done
     # Fulcrum's CPU per message against each peer's (target: below both).
-    local f cpu ncpu=0 hcpu=0
+    local f cpu ncpu=0 hcpu=0 rcpu=0
     [[ -s $RESULTS/ws32.nginx ]] && ncpu=$(median_of "$RESULTS/ws32.nginx" 4)
     [[ -s $RESULTS/ws32.haproxy ]] && hcpu=$(median_of "$RESULTS/ws32.haproxy" 4)
-    SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | per round | ratio to HAProxy | per round |\n|---|---|---|---|---|---|---|---|\n'
-    for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll; do
+    [[ -s $RESULTS/ws32.relay ]] && rcpu=$(median_of "$RESULTS/ws32.relay" 4)
+    SUITE_NOTES=$'\n### CPU per echoed message against nginx and HAProxy (target: below both)\n\n| target | CPU us/msg median | nginx | HAProxy | ratio to nginx | per round | ratio to HAProxy | per round | ratio to the relay | per round |\n|---|---|---|---|---|---|---|---|---|---|\n'
+    for t in fulcrum-io_uring fulcrum-epoll base-io_uring base-epoll nginx haproxy; do
         f=$RESULTS/ws32.$t
         [[ -s $f ]] || continue
         cpu=$(median_of "$f" 4)
-        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v n="$ncpu" -v h="$hcpu" \
+        SUITE_NOTES+=$(awk -v t="$t" -v c="$cpu" -v n="$ncpu" -v h="$hcpu" -v r="$rcpu" \
             -v rn="$(round_ratios "$f" "$RESULTS/ws32.nginx")" \
             -v rh="$(round_ratios "$f" "$RESULTS/ws32.haproxy")" \
-            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s |", t, c, n, h, (n > 0 ? c / n : 0), rn, (h > 0 ? c / h : 0), rh }')
+            -v rr="$(round_ratios "$f" "$RESULTS/ws32.relay")" \
+            'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s | %.2f | %s |", t, c, n, h, (n > 0 ? c / n : 0), rn, (h > 0 ? c / h : 0), rh, (r > 0 ? c / r : 0), rr }')
         SUITE_NOTES+=$'\n'
     done
-    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
+    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend. "relay" is HAProxy in `mode tcp`: it copies the same frames without parsing anything, the floor of any tunnel.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
 # ------------------------------------------------------------------ soak --
