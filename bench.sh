@@ -43,8 +43,8 @@ Suites:
                   nginx proxy_cache
   ws              WebSocket: small text messages echoed on 50 tunnels (examples/ws_load.rs)
                   through the balancer to a WebSocket echo backend (examples/ws_echo.rs):
-                  messages/s and CPU per message against nginx and HAProxy, and the
-                  L4 floor (relay: HAProxy mode tcp)
+                  messages/s and CPU per message against nginx and HAProxy, and an
+                  L4 relay (HAProxy mode tcp)
   tls             TLS termination with one ECDSA P-256 certificate (made with openssl in
                   a temp dir): keep-alive HTTPS GET 100 B and 16 KiB (wrk), full handshakes
                   (openssl s_time -new: a new connection, no resumption, per GET) and gRPC
@@ -2044,7 +2044,7 @@ suite_ws() {
         "$HAPROXY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
     start_haproxy_peer haproxy "$HAPROXY_PORT" wait_ready_ws "ws://127.0.0.1:$HAPROXY_PORT/" "$dir"
-    # The floor: an L4 relay copies the same frames and parses nothing.
+    # A yardstick: an L4 relay copies the same frames and parses nothing.
     start_relay wait_ready_ws "ws://127.0.0.1:$RELAY_PORT/"
 
     log "targets: direct ${TARGETS[*]}"
@@ -2069,7 +2069,7 @@ suite_ws() {
             'BEGIN { printf "| %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s | %.2f | %s |", t, c, n, h, (n > 0 ? c / n : 0), rn, (h > 0 ? c / h : 0), rh, (r > 0 ? c / r : 0), rr }')
         SUITE_NOTES+=$'\n'
     done
-    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend. "relay" is HAProxy in `mode tcp`: it copies the same frames without parsing anything, the floor of any tunnel.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
+    SUITE_NOTES+=$'\nA request is one message and its echo: one frame each way through the tunnel. Errors are the load generator\'s failed connects, reads and writes. "direct" is the load generator against one echo backend. "relay" is HAProxy in `mode tcp`: it copies the same frames without parsing anything.'"${FULCRUM_BASELINE_BIN:+ base-* = $FULCRUM_BASELINE_BIN.}"$'\n'
 }
 
 # ------------------------------------------------------------------ soak --
