@@ -18,14 +18,13 @@ use h2::client::SendRequest;
 use monoio::time::timeout;
 
 use fulcrum_config::{BackendUrl, Http2Config};
-use fulcrum_telemetry::error;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{Rewind, spawn_contained};
+use fulcrum_util::Rewind;
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 
-use super::LeaseError;
 use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
+use super::{LeaseError, spawn_driver};
 
 /// Why an upstream HTTP/2 connection could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -236,11 +235,7 @@ where
         closed: Cell::new(false),
     });
     let lost = session.clone();
-    // A panic loses this connection only: the session is marked closed, so no lease takes it.
-    spawn_contained(Box::pin(drive(conn, ping, session.clone(), *cfg)), move |panic| {
-        error!("upstream HTTP/2 connection task panicked; connection closed", panic = panic);
-        lost.closed.set(true);
-    });
+    spawn_driver(drive(conn, ping, session.clone(), *cfg), move || lost.closed.set(true));
     Ok(session)
 }
 

@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 
 use fulcrum_config::{BackendUrl, Http2Config};
 use fulcrum_h2::conn::{Connection, Role};
-use fulcrum_telemetry::error;
 use fulcrum_tls::AppProtocol;
-use fulcrum_util::{Notify, ReadBuf, spawn_contained};
+use fulcrum_util::{Notify, ReadBuf};
 use monoio::time::timeout;
 
-use super::LeaseError;
 use super::sessions::{PooledSession, Sessions, Slots};
 use super::tls::{UpstreamTls, tcp_connect};
+use super::{LeaseError, spawn_driver};
 use crate::h2conn::{H2Conn, NewStream, OnEvent, drive, engine_config};
 use crate::transport;
 
@@ -189,9 +188,8 @@ async fn connect(
         drive(&driver.conn, r, w, ReadBuf::with_capacity(capacity), &mut events, stop).await;
         freed.notify();
     };
-    // A panic loses this connection only: its streams see it lost, waiting leases look again.
-    spawn_contained(Box::pin(task), move |panic| {
-        error!("upstream HTTP/2 connection task panicked; connection closed", panic = panic);
+    // After a panic its streams see the connection lost, and waiting leases look again.
+    spawn_driver(task, move || {
         lost.lose();
         lost_freed.notify();
     });

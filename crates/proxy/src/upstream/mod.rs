@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use fulcrum_balance::{Candidate, LocalStats};
 use fulcrum_config::{PassiveHealth, PoolConfig, Timeouts};
 use fulcrum_model::Backend;
-use fulcrum_telemetry::warn;
+use fulcrum_telemetry::{error, warn};
 use fulcrum_tls::AppProtocol;
 use fulcrum_util::{Deadline, ReadBuf, ms_at, now_ms};
 
@@ -664,6 +664,16 @@ impl Drop for Slot {
         gate.gauges.open(open);
         gate.wake_one();
     }
+}
+
+/// Spawns the task that drives a pooled HTTP/2 connection (either engine), contained: a panic
+/// in it (a bug in an HTTP/2 engine reached by a backend's bytes) is logged and loses that
+/// connection only, `settle` marking it lost so that no lease takes it.
+fn spawn_driver<F: Future<Output = ()> + 'static>(task: F, settle: impl FnOnce() + 'static) {
+    fulcrum_util::spawn_contained(Box::pin(task), move |panic| {
+        error!("upstream HTTP/2 connection task panicked; connection closed", panic = panic);
+        settle();
+    });
 }
 
 #[cfg(test)]
