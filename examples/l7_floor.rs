@@ -19,7 +19,8 @@
 //! side, price the codec's work per request apart from the rest of the proxy.
 //!
 //! Takes the flags bench.sh gives Fulcrum: `--listen ADDR --backend http://ADDR... --io-driver
-//! io_uring|epoll`; `--config`, `--workers` and `--access-log` are ignored with their value.
+//! io_uring|epoll`; `--config`, `--workers`, `--access-log` and `--admin-listen` (which
+//! `benches/kernel_split.sh` gives) are ignored with their value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -56,7 +57,7 @@ fn main() {
             ),
             "--io-driver" if value() == "epoll" => driver = IoDriverChoice::Epoll,
             "--io-driver" => driver = IoDriverChoice::IoUring,
-            "--config" | "--workers" | "--access-log" => drop(value()),
+            "--config" | "--workers" | "--access-log" | "--admin-listen" => drop(value()),
             _ => {
                 println!(
                     "usage: l7_floor --listen ADDR --backend http://ADDR... [--io-driver io_uring|epoll] [--config F] [--workers N] [--access-log X]"
