@@ -40,6 +40,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 /// The largest head read (request or response), and the size of each read.
 const BUF: usize = 16 * 1024;
+/// Room for the fields of one head in the plain mode (httparse's storage, on the stack).
 const HEADERS: usize = 64;
 
 fn main() {
@@ -60,7 +61,7 @@ fn main() {
             "--config" | "--workers" | "--access-log" | "--admin-listen" => drop(value()),
             _ => {
                 println!(
-                    "usage: l7_floor --listen ADDR --backend http://ADDR... [--io-driver io_uring|epoll] [--config F] [--workers N] [--access-log X]"
+                    "usage: l7_floor --listen ADDR --backend http://ADDR... [--io-driver io_uring|epoll] [--config F] [--workers N] [--access-log X] [--admin-listen ADDR]"
                 );
                 return;
             }
