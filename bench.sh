@@ -27,7 +27,8 @@ Suites:
                   also as routes20-*: 20 routes (host and path matchers) in front of the
                   route that takes the benchmarked requests, against no routes; then the
                   h2c workload: h2load GETs over h2c through Fulcrum's native HTTP/2 engine,
-                  HAProxy proto h2 and nginx, to the same backends over h2c
+                  HAProxy proto h2, nginx and an L4 relay (relay-h2c: HAProxy mode tcp), to
+                  the same backends over h2c
   idle            wake-ups per second of each target's threads while idle (after 1 s of
                   load to fill the pools), from /proc/PID/task/*/schedstat, over --runs
                   windows of 5 s (min / median / max of each target's total)
@@ -539,19 +540,26 @@ start_haproxy() {
 # cost less per request. Optional READY URL: the readiness check and its URL (default an
 # HTTP GET of /small).
 start_relay() {
-    want relay "$TARGET_FILTER" || return 0
-    local ready=${1:-wait_ready} url=${2:-http://127.0.0.1:$RELAY_PORT/small}
-    local dir=$TMP/relay
+    start_relay_on relay "$RELAY_PORT" "$BE1_PORT" "$BE2_PORT" "$@"
+}
+
+# start_relay_on NAME PORT BE1 BE2 [READY URL]: start_relay as target NAME on PORT, in front of
+# the backends on ports BE1 and BE2 (the h2c workload's relay-h2c relays to the h2c backends).
+start_relay_on() {
+    local name=$1 port=$2 be1=$3 be2=$4
+    want "$name" "$TARGET_FILTER" || return 0
+    local ready=${5:-wait_ready} url=${6:-http://127.0.0.1:$port/small}
+    local dir=$TMP/$name
     mkdir -p "$dir"
-    write_haproxy_conf "$dir/haproxy.cfg" tcp "" "" "$RELAY_PORT" "" "$BE1_PORT" "$BE2_PORT" ""
-    haproxy -c -q -f "$dir/haproxy.cfg" || die "relay (haproxy mode tcp) config check failed"
+    write_haproxy_conf "$dir/haproxy.cfg" tcp "" "" "$port" "" "$be1" "$be2" ""
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "$name (haproxy mode tcp) config check failed"
     taskset -c "$LB_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
-    "$ready" relay "$pid" "$url" ||
-        die "relay (haproxy mode tcp) failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
-    register_target relay "$pid" "$RELAY_PORT" epoll
-    TARGETS+=(relay)
+    "$ready" "$name" "$pid" "$url" ||
+        die "$name (haproxy mode tcp) failed to start: $(tail -n 5 "$dir/stdout.log" 2>/dev/null)"
+    register_target "$name" "$pid" "$port" epoll
+    TARGETS+=("$name")
 }
 
 # Where cargo puts the release build (CARGO_TARGET_DIR, when set, is taken from $ROOT).
@@ -1226,8 +1234,10 @@ suite_idle() {
 # The http suite's h2c workload: an HTTP/2 client (h2load over h2c, H2_CLIENTS connections with
 # CONNECTIONS / H2_CLIENTS streams each) GETs /small through each balancer from the same two
 # nginx backends spoken to over h2c: Fulcrum on its native HTTP/2 engine (native-h2c-*),
-# HAProxy `proto h2` on both sides, and nginx (h2c front, `grpc_pass`, its only HTTP/2 upstream
-# module, to the h2c backends). Its own targets, measured after the HTTP/1.1 workloads.
+# HAProxy `proto h2` on both sides, nginx (h2c front, `grpc_pass`, its only HTTP/2 upstream
+# module, to the h2c backends), and the L4 relay (relay-h2c: HAProxy `mode tcp`, one backend
+# connection per client connection, as start_relay). Its own targets, measured after the
+# HTTP/1.1 workloads.
 
 # wait_ready_h2c NAME PID URL: URL answers 200 over h2c with prior knowledge (bounded, 5 s).
 wait_ready_h2c() {
@@ -1246,8 +1256,9 @@ h2c_workload() {
     want h2c "$WORKLOAD_FILTER" || return 0
     command -v h2load >/dev/null 2>&1 || { log "SKIPPING the h2c workload: no h2load"; return 0; }
     local wl=h2c nu=$((PORT_BASE + 80)) ne=$((PORT_BASE + 81)) ng=$((PORT_BASE + 82))
-    local hp=$((PORT_BASE + 83)) bu=$((PORT_BASE + 84)) be=$((PORT_BASE + 85)) dir
-    check_ports_free "$nu" "$ne" "$ng" "$hp"
+    local hp=$((PORT_BASE + 83)) bu=$((PORT_BASE + 84)) be=$((PORT_BASE + 85))
+    local rl=$((PORT_BASE + 86)) dir
+    check_ports_free "$nu" "$ne" "$ng" "$hp" "$rl"
     W_PATH[$wl]=/small
     W_TITLE[$wl]="GET small body (3 B) over h2c to h2c backends, h2load $H2_CLIENTS connections x $((CONNECTIONS / H2_CLIENTS)) streams"
     W_H2LOAD[$wl]=""
@@ -1278,6 +1289,8 @@ h2c_workload() {
     dir=$TMP/haproxy-h2c
     write_haproxy_h2_conf "$dir" "$hp" "$BE1_H2C_PORT" "$BE2_H2C_PORT"
     start_haproxy_peer haproxy-h2c "$hp" wait_ready_h2c "http://127.0.0.1:$hp/small" "$dir"
+    start_relay_on relay-h2c "$rl" "$BE1_H2C_PORT" "$BE2_H2C_PORT" \
+        wait_ready_h2c "http://127.0.0.1:$rl/small"
 
     # This workload's targets: those started above, measured on their own.
     targets+=("${TARGETS[@]:${#before[@]}}")
@@ -1302,19 +1315,28 @@ start_fulcrum_h2c() {
         --workers 1 --io-driver "$driver" --access-log off --http2-engine native
 }
 
-# h2c_notes TARGET...: CPU per request of Fulcrum and nginx against HAProxy's (Fulcrum's
-# target: at most 0.8).
+# h2c_notes TARGET...: CPU per request of Fulcrum, nginx and the relay against HAProxy's
+# (Fulcrum's target: at most 0.8), then of every target against the relay's.
 h2c_notes() {
-    local t f h
+    local t f h r
     h=$RESULTS/h2c.haproxy-h2c
     [[ -s $h ]] || return 0
     SUITE_NOTES+=$'\n### h2c: CPU per request against HAProxy\n\n| target | CPU us/req median | haproxy-h2c CPU us/req median | ratio (Fulcrum target <= 0.80) | per round: min / median / max |\n|---|---|---|---|---|\n'
     for t in "$@"; do
-        [[ $t == native-h2c-* || $t == base-h2c-* || $t == nginx-h2c ]] || continue
+        [[ $t == native-h2c-* || $t == base-h2c-* || $t == nginx-h2c || $t == relay-h2c ]] || continue
         f=$RESULTS/h2c.$t
         [[ -s $f ]] || continue
         SUITE_NOTES+="$(ratio_row "$t" "$f" "$h")"$'\n'
     done
+    r=$RESULTS/h2c.relay-h2c
+    if [[ -s $r ]]; then
+        SUITE_NOTES+=$'\n### h2c: CPU per request against the L4 relay (relay-h2c = HAProxy mode tcp)\n\n| target | CPU us/req median | relay-h2c CPU us/req median | ratio | per round: min / median / max |\n|---|---|---|---|---|\n'
+        for t in "$@"; do
+            [[ $t != direct-h2c && $t != relay-h2c && -s $RESULTS/h2c.$t ]] || continue
+            SUITE_NOTES+="$(ratio_row "$t" "$RESULTS/h2c.$t" "$r")"$'\n'
+        done
+        SUITE_NOTES+=$'\nThe relay passes each client connection to one backend connection and parses nothing; the L7 targets multiplex the streams over their own backend connections, so their kernel work per request can be below the relay\'s.\n'
+    fi
     SUITE_NOTES+=$'\nh2c: h2load counts a request as succeeded on a 2xx answer. nginx has no HTTP/2 proxy module but grpc_pass, which it uses here for plain HTTP/2 requests.\n'
 }
 
