@@ -18,9 +18,13 @@
 //! behind the head: fine for small bodies, dear for large ones). So the two modes, run side by
 //! side, price the codec's work per request apart from the rest of the proxy.
 //!
-//! Takes the flags bench.sh gives Fulcrum: `--listen ADDR --backend http://ADDR... --io-driver
-//! io_uring|epoll`; `--config`, `--workers`, `--access-log` and `--admin-listen` (which
-//! `benches/kernel_split.sh` gives) are ignored with their value.
+//! With `h2c://` backends it is the HTTP/2 floor instead ([`h2`]): h2c clients, one HTTP/2
+//! connection to each backend, Fulcrum's own HTTP/2 engine on both sides and nothing around it.
+//!
+//! Takes the flags bench.sh gives Fulcrum: `--listen ADDR --backend http://ADDR...` (or
+//! `h2c://ADDR...`) `--io-driver io_uring|epoll`; `--config`, `--workers`, `--access-log`,
+//! `--admin-listen` (which `benches/kernel_split.sh` gives) and `--http2-engine` are ignored
+//! with their value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -43,25 +47,30 @@ const BUF: usize = 16 * 1024;
 /// Room for the fields of one head in the plain mode (httparse's storage, on the stack).
 const HEADERS: usize = 64;
 
+mod h2;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut backends, mut driver) = (None, Vec::new(), IoDriverChoice::IoUring);
+    let mut h2c = false;
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
             "--listen" => listen = Some(value().parse::<SocketAddr>().expect("--listen ADDR")),
-            "--backend" => backends.push(
-                value()
-                    .trim_start_matches("http://")
-                    .parse::<SocketAddr>()
-                    .expect("--backend http://ADDR"),
-            ),
+            "--backend" => {
+                let url = value();
+                h2c = url.starts_with("h2c://");
+                let addr = url.trim_start_matches("http://").trim_start_matches("h2c://");
+                backends.push(addr.parse::<SocketAddr>().expect("--backend http://ADDR"));
+            }
             "--io-driver" if value() == "epoll" => driver = IoDriverChoice::Epoll,
             "--io-driver" => driver = IoDriverChoice::IoUring,
-            "--config" | "--workers" | "--access-log" | "--admin-listen" => drop(value()),
+            "--config" | "--workers" | "--access-log" | "--admin-listen" | "--http2-engine" => {
+                drop(value())
+            }
             _ => {
                 println!(
-                    "usage: l7_floor --listen ADDR --backend http://ADDR... [--io-driver io_uring|epoll] [--config F] [--workers N] [--access-log X] [--admin-listen ADDR]"
+                    "usage: l7_floor --listen ADDR --backend http://ADDR...|h2c://ADDR... [--io-driver io_uring|epoll] [--config F] [--workers N] [--access-log X] [--admin-listen ADDR] [--http2-engine X]"
                 );
                 return;
             }
@@ -71,6 +80,11 @@ fn main() {
     assert!(!backends.is_empty(), "at least one --backend http://ADDR");
     let codec = std::env::var("L7_FLOOR_CODEC").is_ok_and(|c| c == "fulcrum");
     let mut built = build_runtime(driver).expect("runtime");
+    if h2c {
+        eprintln!("driver={} http2", built.driver);
+        built.runtime.block_on(h2::serve(listen, &backends));
+        return;
+    }
     eprintln!("driver={} codec={}", built.driver, if codec { "fulcrum" } else { "verbatim" });
     built.runtime.block_on(serve(listen, backends.into(), codec));
 }
