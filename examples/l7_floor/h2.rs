@@ -5,7 +5,8 @@
 //! One thread. One HTTP/2 connection to each backend, opened at start; every client stream
 //! goes, round robin, onto one of them and its answer comes back the same way. Each connection
 //! has a reader task (read, then hand every event the engine reports to the other side at
-//! once) and a writer task (write out what the engine queued, woken by whoever queued it). A
+//! once) and a writer task (write out what the engine queued, woken by whoever queued it, after
+//! one yield as Fulcrum's writer, so that a write carries a whole turn's output). A
 //! backend's GOAWAY opens a new connection to it; the old one finishes its streams.
 //! The engine does all the protocol work Fulcrum's engine does (framing, HPACK both ways,
 //! RFC 9113 section 8 validation, flow control, the flood defences); around it there is
@@ -246,7 +247,8 @@ fn answer(up: &Upstream, event: Event<'_>) -> Option<After> {
     release
 }
 
-/// Writes what `side`'s engine queues, as it queues it, until the connection is closed.
+/// Writes what `side`'s engine queues, once per turn of the worker's loop, until the
+/// connection is closed.
 async fn write(side: Rc<Side>, mut w: OwnedWriteHalf<TcpStream>) {
     let mut spare = Vec::with_capacity(BUF);
     loop {
@@ -258,6 +260,9 @@ async fn write(side: Rc<Side>, mut w: OwnedWriteHalf<TcpStream>) {
             Poll::Pending
         })
         .await;
+        // As Fulcrum's writer does: the tasks already queued behind this one may add output
+        // too, so one write carries what the whole turn produced for this connection.
+        fulcrum_util::yield_now().await;
         if side.closed.get() {
             return;
         }
