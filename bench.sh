@@ -88,7 +88,9 @@ Environment:
   FULCRUM_BASELINE_BIN
                   another Fulcrum build measured beside it, as targets base-io_uring and
                   base-epoll (an A/B of two commits in one run), in the http, idle, syscalls,
-                  cache, grpc, tls and ws suites (base-h2c-* in the http suite's h2c workload)
+                  cache, grpc, tls and ws suites (base-h2c-* in the http suite's h2c workload);
+                  target/release/examples/l7_floor there is the least a proxy on Fulcrum's
+                  runtime does (HTTP/1.1 parsing only; on h2c, Fulcrum's HTTP/2 engine alone)
 
 Results are printed as markdown tables and written to target/bench/results-<timestamp>.md
 (raw wrk output in target/bench/raw-<timestamp>.log).
