@@ -59,9 +59,15 @@ fn main() {
             "--listen" => listen = Some(value().parse::<SocketAddr>().expect("--listen ADDR")),
             "--backend" => {
                 let url = value();
-                h2c = url.starts_with("h2c://");
+                let is_h2c = url.starts_with("h2c://");
+                assert!(
+                    backends.is_empty() || is_h2c == h2c,
+                    "--backend: all http:// or all h2c://"
+                );
+                h2c = is_h2c;
                 let addr = url.trim_start_matches("http://").trim_start_matches("h2c://");
-                backends.push(addr.parse::<SocketAddr>().expect("--backend http://ADDR"));
+                let addr = addr.parse::<SocketAddr>().expect("--backend http://ADDR or h2c://ADDR");
+                backends.push(addr);
             }
             "--io-driver" if value() == "epoll" => driver = IoDriverChoice::Epoll,
             "--io-driver" => driver = IoDriverChoice::IoUring,
