@@ -87,7 +87,11 @@ async fn open(backend: Rc<Backend>) -> io::Result<()> {
     let (reader, redial) = (up.clone(), backend.clone());
     monoio::spawn(async move {
         let _ = read(&reader.side, r, |event| {
-            if matches!(event, Event::GoAway { .. }) {
+            // Once per connection, though a peer may send GOAWAY twice (graceful, then final):
+            // the connection stops being the current one, and one replacement is dialled.
+            let current = redial.up.borrow().as_ref().is_some_and(|up| Rc::ptr_eq(up, &reader));
+            if current && matches!(event, Event::GoAway { .. }) {
+                *redial.up.borrow_mut() = None;
                 monoio::spawn(open(redial.clone()));
             }
             answer(&reader, event)
